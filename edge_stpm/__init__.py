@@ -1,0 +1,3 @@
+"""edge-stpm: real-time visual inspection with Student-Teacher Feature Pyramid Matching."""
+
+__version__ = "0.1.0"

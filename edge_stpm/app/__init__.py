@@ -1,0 +1,1 @@
+"""The camera loop: frame sources, overlays and the run loop."""

@@ -1,0 +1,99 @@
+"""The self-contained checkpoint file ``model.pt``: weights of both trunks plus everything needed to run."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .backbones import get_spec
+from .errors import UserError
+from .files import atomic_path
+from .model import IMAGENET_MEAN, IMAGENET_STD, STPM, InspectionPipeline
+
+FORMAT = "edge-stpm-checkpoint"
+FORMAT_VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    return {"edge_stpm": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "python": platform.python_version()}
+
+
+def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[str, Any],
+         teacher_source: str, training: dict[str, Any]) -> Path:
+    """Write the checkpoint atomically (temp file + rename)."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "backbone": stpm.backbone,
+        "image_size": int(image_size),
+        "fit": fit,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "input": "uint8 BGR NHWC",
+        "teacher_source": teacher_source,
+        "teacher": {k: v.detach().cpu().float() for k, v in stpm.teacher.state_dict().items()},
+        "student": {k: v.detach().cpu().float() for k, v in stpm.student.state_dict().items()},
+        "thresholds": thresholds,
+        "training": training,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+    }
+    with atomic_path(Path(path)) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Load and validate a checkpoint dict; one clear UserError for every way it can be wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle/zip/runtime errors for a bad file
+        raise UserError(f"cannot read checkpoint {path}: not an edge-stpm checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise UserError(f"{path} is not an edge-stpm checkpoint")
+    if ck.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"{path} has checkpoint format version {ck.get('format_version')}; this edge-stpm reads version "
+            f"{FORMAT_VERSION}: retrain or use a matching edge-stpm"
+        )
+    get_spec(ck["backbone"])
+    return ck
+
+
+def build_stpm(ck: dict[str, Any]) -> STPM:
+    """Rebuild the STPM modules from a checkpoint dict (no download: teacher weights are inside)."""
+    stpm = STPM(ck["backbone"], None)
+    stpm.teacher.load_state_dict(ck["teacher"])
+    stpm.student.load_state_dict(ck["student"])
+    return stpm.eval()
+
+
+def load_pipeline(path: Path) -> tuple[InspectionPipeline, dict[str, Any]]:
+    """The FP32 inspection pipeline (eval mode, CPU) and the checkpoint dict without its weights."""
+    ck = read(path)
+    pipe = InspectionPipeline(build_stpm(ck), ck["image_size"]).eval()
+    return pipe, meta(ck)
+
+
+def meta(ck: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's metadata: everything except the weight tensors."""
+    return {k: v for k, v in ck.items() if k not in ("teacher", "student")}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,152 @@
+"""Image folders in MVTec-AD layout or plain folders of good images; loading and fitting to the model input.
+
+Images are handled as uint8 BGR arrays ``(H, W, 3)`` exactly as OpenCV and cameras deliver them; colour
+order and normalisation happen inside the inspection graph (see ``model.InspectionPipeline``).
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import UserError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+FIT_MODES = ("stretch", "pad", "crop")
+GOOD = "good"
+
+
+@dataclass(frozen=True)
+class TestItem:
+    """One test image: its path, defect type ('good' for defect-free), label 0/1 and mask path if any."""
+
+    path: Path
+    defect: str
+    label: int
+    mask: Path | None
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Sorted image files directly inside ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"no such folder: {folder}")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def good_images(root: Path) -> list[Path]:
+    """Training images: ``root/train/good`` in MVTec layout, else the images directly in ``root``."""
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"data folder not found: {root}")
+    folder = root / "train" / GOOD if (root / "train" / GOOD).is_dir() else root
+    paths = list_images(folder)
+    if not paths:
+        raise UserError(f"no images in {folder} (expected {root}/train/good/*.png or a folder of images)")
+    return paths
+
+
+def test_items(root: Path) -> list[TestItem]:
+    """Test images of an MVTec-layout folder: ``root/test/<type>/*`` with ``root/ground_truth/<type>/<stem>_mask.png``."""
+    root = Path(root)
+    test = root / "test"
+    if not test.is_dir():
+        raise UserError(f"no test split in {root} (expected {test}/good and {test}/<defect>/)")
+    items: list[TestItem] = []
+    for sub in sorted(p for p in test.iterdir() if p.is_dir()):
+        for path in list_images(sub):
+            if sub.name == GOOD:
+                items.append(TestItem(path, GOOD, 0, None))
+            else:
+                mask = root / "ground_truth" / sub.name / f"{path.stem}_mask.png"
+                items.append(TestItem(path, sub.name, 1, mask if mask.exists() else None))
+    if not items:
+        raise UserError(f"no test images under {test}")
+    return items
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to uint8 BGR ``(H, W, 3)``; grayscale becomes 3 equal channels, alpha is dropped."""
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    if data is None:
+        raise UserError(f"image not found: {path}")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise UserError(f"cannot read image (corrupt or not an image): {path}")
+    if img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+def fit_image(img: np.ndarray, size: int, mode: str = "stretch", interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    """Fit an image ``(H, W[, C])`` to ``(size, size[, C])``.
+
+    stretch: resize ignoring aspect ratio; pad: keep aspect, pad the short side by edge reflection;
+    crop: keep aspect, centre-crop the long side.
+    """
+    if mode not in FIT_MODES:
+        raise UserError(f"unknown fit mode {mode!r}; choose one of {', '.join(FIT_MODES)}")
+    h, w = img.shape[:2]
+    if mode == "stretch" or h == w:
+        return cv2.resize(img, (size, size), interpolation=interpolation)
+    if mode == "crop":
+        side = min(h, w)
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        return cv2.resize(img[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=interpolation)
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = cv2.resize(img, (nw, nh), interpolation=interpolation)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    return cv2.copyMakeBorder(small, top, size - nh - top, left, size - nw - left, cv2.BORDER_REFLECT_101)
+
+
+def fit_mask(mask: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:
+    """Fit a mask exactly like its image; returns bool ``(size, size)``. Padding counts as background."""
+    m = (mask > 127).astype(np.uint8) * 255
+    if mode == "pad" and mask.shape[0] != mask.shape[1]:
+        h, w = m.shape[:2]
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        small = cv2.resize(m, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        out = np.zeros((size, size), np.uint8)
+        out[top : top + nh, left : left + nw] = small
+        return out > 127
+    return fit_image(m, size, mode, interpolation=cv2.INTER_LINEAR) > 127
+
+
+def read_mask(item: TestItem, size: int, mode: str = "stretch") -> np.ndarray:
+    """Ground-truth mask of a test item at model resolution, bool ``(size, size)``; all False for good images."""
+    if item.mask is None:
+        return np.zeros((size, size), bool)
+    m = cv2.imread(str(item.mask), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise UserError(f"cannot read mask: {item.mask}")
+    return fit_mask(m, size, mode)
+
+
+def load_images(
+    paths: Sequence[Path], size: int, mode: str = "stretch", on_done: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """Decode and fit ``paths`` in parallel threads; returns uint8 BGR ``(N, size, size, 3)``."""
+    if not paths:
+        raise UserError("no images to load")
+    out = np.empty((len(paths), size, size, 3), np.uint8)
+
+    def one(i: int) -> int:
+        out[i] = fit_image(read_image(paths[i]), size, mode)
+        return i
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in pool.map(one, range(len(paths))):
+            if on_done:
+                on_done(1)
+    return out

@@ -1,0 +1,131 @@
+"""``edge-stpm export``: a checkpoint → FP32 / FP16 / INT8 ONNX graphs, each checked against PyTorch."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import checkpoint
+from ..data import good_images, load_images, read_mask, test_items
+from ..errors import UserError
+from ..evaluate import compute_metrics
+from ..files import ensure_dir, write_json, write_text
+from ..progress import bar, console
+from ..runtime.onnx import OnnxBackend
+from .artifacts import graph_metadata, onnx_path, sidecar
+from .onnx import export_onnx
+from .quantize import check_count, quantize_int8
+
+FP32_MAX_REL_L2 = 1e-4
+
+
+def rel_l2(a: np.ndarray, ref: np.ndarray) -> float:
+    """‖a − ref‖₂ / ‖ref‖₂ over all elements."""
+    return float(np.linalg.norm((a - ref).ravel()) / max(np.linalg.norm(ref.ravel()), 1e-30))
+
+
+def _existing(paths: list[str]) -> list[Path]:
+    return [Path(p) for p in paths if Path(p).is_file()]
+
+
+def calibration_paths(meta: dict[str, Any], calib: Path | None) -> tuple[list[Path], str]:
+    if calib is not None:
+        return good_images(calib), str(calib)
+    paths = _existing(meta.get("training", {}).get("train_images", []))
+    if not paths:
+        raise UserError("the checkpoint's training images are not on this machine: pass --calib DIR of good images")
+    return paths, "checkpoint training images"
+
+
+def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: Path | None = None,
+           calib_count: int = 300, calib_method: str = "minmax", calib_root: Path = Path("calibration"),
+           data: Path | None = None, parity_count: int = 16, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
+    """Export the requested graphs into ``out`` (FP32 always, as the reference); returns the export report."""
+    if batch < 1:
+        raise UserError("--batch must be at least 1")
+    pipe, meta = checkpoint.load_pipeline(Path(ckpt))
+    out = ensure_dir(Path(out))
+    sha = checkpoint.file_sha256(Path(ckpt))
+    size, fit = meta["image_size"], meta["fit"]
+    rng = np.random.default_rng(seed)
+
+    cal_paths, cal_source = ([], "")
+    if "int8" in precisions:
+        cal_paths, cal_source = calibration_paths(meta, calib)
+        if len(cal_paths) > calib_count:
+            cal_paths = [cal_paths[i] for i in np.sort(rng.choice(len(cal_paths), calib_count, replace=False))]
+        warning = check_count(len(cal_paths))
+        if warning:
+            console.print(f"[yellow]warning: {warning}")
+    parity_paths = _existing(meta.get("training", {}).get("val_images", []))[:parity_count] or cal_paths[:parity_count]
+    if not parity_paths:
+        if calib is None:
+            raise UserError("no images for the parity check on this machine: pass --calib DIR of good images")
+        parity_paths = good_images(calib)[:parity_count]
+    parity_imgs = load_images(parity_paths, size, fit)
+    with torch.no_grad():
+        ref_maps, ref_scores = (t.numpy() for t in pipe(torch.from_numpy(parity_imgs)))
+    ref_maps = ref_maps[:, 0]
+
+    test = None
+    if data is not None:
+        items = test_items(Path(data))
+        test = (load_images([i.path for i in items], size, fit), np.stack([read_mask(i, size, fit) for i in items]),
+                np.array([i.label for i in items]), np.array([i.defect for i in items]))
+
+    report: dict[str, Any] = {"checkpoint": str(ckpt), "checkpoint_sha256": sha, "batch": batch, "graphs": {}}
+    order = ["fp32"] + [p for p in precisions if p != "fp32"]
+    for prec in order:
+        t0 = time.perf_counter()
+        md = graph_metadata(meta, prec, batch, sha)
+        path = onnx_path(out, prec)
+        extra: dict[str, Any] = {}
+        if prec == "int8":
+            cal_dir = ensure_dir(Path(calib_root) / out.name)
+            write_text(cal_dir / "images.txt", "\n".join(str(p) for p in cal_paths) + "\n")
+            cache = cal_dir / f"ranges_{calib_method}_b{batch}.json"
+            md["calibration"] = {"source": cal_source, "count": len(cal_paths), "method": calib_method,
+                                 "list": str(cal_dir / "images.txt"), "ranges": str(cache)}
+            with bar(quiet) as progress:
+                task = progress.add_task("decode calibration images", total=len(cal_paths), info="")
+                cal_imgs = load_images(cal_paths, size, fit, on_done=lambda n: progress.advance(task, n))
+                reuse = cache.is_file()
+                task = progress.add_task(f"calibrate int8 ({calib_method})", total=0 if reuse else len(cal_paths),
+                                         info="reusing saved ranges" if reuse else "")
+                summary = quantize_int8(onnx_path(out, "fp32"), path, cal_imgs, batch, md, cache, calib_method,
+                                        on_batch=lambda n: progress.advance(task, n))
+            scales = summary.pop("activation_scales")
+            write_json(cal_dir / "stats.json", {"count": len(cal_paths), "method": calib_method, "batch": batch,
+                                                "activation_scales": scales, **summary})
+            extra["qdq"] = summary
+        else:
+            export_onnx(pipe, prec, batch, path, md)
+        backend = OnnxBackend(path, allow_gpu=False)
+        maps, scores = backend.infer_any(parity_imgs)
+        parity = {"images": len(parity_imgs), "map_rel_l2": rel_l2(maps, ref_maps),
+                  "score_max_rel_err": float(np.max(np.abs(scores - ref_scores) / np.maximum(np.abs(ref_scores), 1e-30)))}
+        if prec == "fp32" and not parity["map_rel_l2"] <= FP32_MAX_REL_L2:
+            path.unlink(missing_ok=True)
+            raise UserError(f"FP32 ONNX graph disagrees with PyTorch (map relative L2 {parity['map_rel_l2']:.2e} > "
+                            f"{FP32_MAX_REL_L2:.0e}); not written")
+        entry: dict[str, Any] = {"path": str(path), "bytes": path.stat().st_size, "parity_vs_pytorch": parity,
+                                 "seconds": time.perf_counter() - t0, **extra}
+        if test is not None:
+            imgs, masks, labels, defects = test
+            with bar(quiet) as progress:
+                task = progress.add_task(f"test split, {prec}", total=len(imgs), info="")
+                res = []
+                for i in range(0, len(imgs), 16):
+                    res.append(backend.infer_any(imgs[i : i + 16]))
+                    progress.advance(task, min(16, len(imgs) - i))
+            tm, ts = np.concatenate([r[0] for r in res]), np.concatenate([r[1] for r in res])
+            m = compute_metrics(tm, ts, labels, masks, defects)
+            entry["test"] = m["overall"] | {"per_defect": m["per_defect"]}
+        write_json(sidecar(path), md | {"export": entry})
+        report["graphs"][prec] = entry
+    report["graphs"] = {p: report["graphs"][p] for p in order if p in precisions or p == "fp32"}
+    write_json(out / "export.json", report)
+    return report

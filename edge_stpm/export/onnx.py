@@ -1,0 +1,93 @@
+"""FP32 and FP16 ONNX graphs of the inspection pipeline: export, static-shape clean-up, checks, metadata."""
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from ..errors import UserError
+from ..files import atomic_path
+from ..model import InspectionPipeline
+from .artifacts import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
+
+OPSET = 17
+
+
+def pipeline_for(pipe: InspectionPipeline, precision: str) -> InspectionPipeline:
+    """A copy of the FP32 pipeline with trunks in the dtype the graph needs (int8 starts from FP32)."""
+    p = copy.deepcopy(pipe).float().eval()
+    if precision == "fp16":
+        p.teacher.half()
+        p.student.half()
+        p.trunk_dtype = torch.float16
+    return p
+
+
+def export_onnx(pipe: InspectionPipeline, precision: str, batch: int, path: Path, metadata: dict[str, Any]) -> Path:
+    """Trace ``pipe`` to ONNX opset 17 with static shapes, fix Resize sizes to constants, check, write atomically."""
+    p = pipeline_for(pipe, "fp16" if precision == "fp16" else "fp32")
+    dummy = torch.zeros((batch, pipe.image_size, pipe.image_size, 3), dtype=torch.uint8)
+    with atomic_path(Path(path)) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(p, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                              opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        model = onnx.load(str(tmp))
+        static_resize_sizes(model, batch, pipe.image_size)
+        set_metadata(model, metadata)
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, str(tmp))
+    return Path(path)
+
+
+def static_resize_sizes(model: onnx.ModelProto, batch: int, size: int) -> None:
+    """Replace every Resize's shape-derived ``sizes`` input by a constant ``[B, 1, S, S]`` and drop dead nodes."""
+    g = model.graph
+    for i, node in enumerate(n for n in g.node if n.op_type == "Resize"):
+        name = f"resize_sizes_{i}"
+        g.initializer.append(numpy_helper.from_array(np.array([batch, 1, size, size], np.int64), name))
+        while len(node.input) < 4:
+            node.input.append("")
+        node.input[2] = ""
+        node.input[3] = name
+    remove_dead_nodes(model)
+
+
+def remove_dead_nodes(model: onnx.ModelProto) -> None:
+    """Remove nodes whose outputs nothing uses, and initializers no node reads."""
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    while True:
+        used = {i for n in g.node for i in n.input} | outputs
+        dead = [n for n in g.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    used = {i for n in g.node for i in n.input}
+    for init in [t for t in g.initializer if t.name not in used]:
+        g.initializer.remove(init)
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
+    """Store metadata as JSON under ``edge_stpm`` plus a few flat keys for tools that list props."""
+    del model.metadata_props[:]
+    flat = {METADATA_KEY: json.dumps(metadata), "backbone": metadata["backbone"], "precision": metadata["precision"],
+            "image_size": str(metadata["image_size"]), "image_threshold": repr(metadata["thresholds"]["image"])}
+    helper.set_model_props(model, flat)
+    model.producer_name = "edge-stpm"
+
+
+def check_file(path: Path) -> None:
+    """Full ONNX check of a file; one UserError naming the file if it fails."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # checker raises ValidationError / DecodeError / InferenceError
+        raise UserError(f"ONNX check failed for {path}: {str(exc).splitlines()[0][:200]}") from None

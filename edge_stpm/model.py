@@ -1,0 +1,101 @@
+"""STPM (teacher, student, loss, anomaly map) and the exportable InspectionPipeline.
+
+The inspection pipeline is the one graph every backend runs: uint8 BGR NHWC in, anomaly map and image
+score out, with colour order, scaling and ImageNet normalisation inside it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import Trunk, build_trunk
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EPS = 1e-12
+
+
+def level_distance(ft: torch.Tensor, fs: torch.Tensor) -> torch.Tensor:
+    """½·Σ_c (ft/‖ft‖ − fs/‖fs‖)² over channels: ``(B, C, h, w)`` ×2 → ``(B, 1, h, w)``."""
+    d = l2_normalise(ft) - l2_normalise(fs)
+    return 0.5 * torch.sum(d * d, dim=1, keepdim=True)
+
+
+def l2_normalise(f: torch.Tensor) -> torch.Tensor:
+    """f / max(‖f‖₂ over channels, 1e-12) for ``(B, C, h, w)``; written out so ONNX gets no shape subgraph."""
+    return f / torch.clamp(torch.sqrt(torch.sum(f * f, dim=1, keepdim=True)), min=EPS)
+
+
+def stpm_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> torch.Tensor:
+    """STPM loss: per level the mean over batch and positions of ``level_distance``; summed over levels."""
+    return sum(level_distance(t.float(), s.float()).mean() for t, s in zip(t_feats, s_feats))
+
+
+def anomaly_map(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Product over levels of the bilinearly upsampled level distances: ``(B, 1, H, W)`` float32."""
+    amap = None
+    for t, s in zip(t_feats, s_feats):
+        d = F.interpolate(level_distance(t.float(), s.float()), size=size, mode="bilinear", align_corners=False)
+        amap = d if amap is None else amap * d
+    return amap
+
+
+class Preprocess(nn.Module):
+    """uint8 BGR ``(B, H, W, 3)`` → ImageNet-normalised RGB float32 ``(B, 3, H, W)``."""
+
+    def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+        super().__init__()
+        m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * s), persistent=False)
+        self.register_buffer("shift", -m / s, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2).float().flip(1)
+        return x * self.scale + self.shift
+
+
+class STPM(nn.Module):
+    """Frozen teacher and trainable student of the same architecture."""
+
+    def __init__(self, backbone: str, teacher_state: dict[str, torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.teacher: Trunk = build_trunk(backbone, teacher_state)
+        self.student: Trunk = build_trunk(backbone, None)
+        self.teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "STPM":
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Normalised float ``(B, 3, H, W)`` → (teacher features, student features)."""
+        with torch.no_grad():
+            t = self.teacher(x)
+        return t, self.student(x)
+
+
+class InspectionPipeline(nn.Module):
+    """The whole inspection graph: uint8 BGR ``(B, H, W, 3)`` → (map ``(B, 1, H, W)`` f32, score ``(B,)`` f32).
+
+    ``trunk_dtype`` float16 runs both trunks in half precision while the head (normalise, difference,
+    upsample, product, max) stays float32.
+    """
+
+    def __init__(self, stpm: STPM, image_size: int, trunk_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.preprocess = Preprocess()
+        self.teacher = stpm.teacher
+        self.student = stpm.student
+        self.image_size = int(image_size)
+        self.trunk_dtype = trunk_dtype
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.preprocess(x).to(self.trunk_dtype)
+        amap = anomaly_map(self.teacher(x), self.student(x), (self.image_size, self.image_size))
+        return amap, torch.amax(amap, dim=(1, 2, 3))

@@ -1,0 +1,48 @@
+"""The one small Backend interface every runtime implements."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+
+class Backend(ABC):
+    """Loads one model file and turns uint8 BGR batches ``(B, S, S, 3)`` into maps ``(B, S, S)`` and scores ``(B,)``.
+
+    Attributes: ``name`` (backend), ``image_size`` (S), ``batch`` (static batch, or None if any),
+    ``precision``, ``device`` (text), ``metadata`` (thresholds, fit mode, backbone...).
+    """
+
+    name: str = "backend"
+    image_size: int
+    batch: int | None
+    precision: str
+    device: str
+    metadata: dict[str, Any]
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 ``(B, S, S, 3)`` → (float32 maps ``(B, S, S)``, float32 scores ``(B,)``)."""
+
+    def infer_any(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``infer`` for any number of images: splits into and pads up to the static batch."""
+        b = self.batch
+        if b is None or len(images) == b:
+            return self.infer(images)
+        maps, scores = [], []
+        for i in range(0, len(images), b):
+            chunk = images[i : i + b]
+            n = len(chunk)
+            if n < b:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
+            m, s = self.infer(chunk)
+            maps.append(m[:n])
+            scores.append(s[:n])
+        return np.concatenate(maps), np.concatenate(scores)
+
+    def describe(self) -> str:
+        return f"{self.name} {self.precision} on {self.device} (batch {self.batch or 'any'}, {self.image_size}²)"
+
+    def close(self) -> None:
+        """Release device resources (no-op where there are none)."""

@@ -1,0 +1,203 @@
+"""Training: student regression on the frozen teacher, model selection on held-out good images,
+threshold calibration, and the checkpoint."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import checkpoint, thresholds
+from .backbones import get_spec, pretrained_state
+from .data import FIT_MODES, good_images, load_images
+from .errors import UserError
+from .files import ensure_dir, write_json
+from .model import STPM, InspectionPipeline, Preprocess, level_distance, stpm_loss
+from .progress import bar, console
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (defaults: the official STPM recipe)."""
+
+    data: Path
+    out: Path
+    backbone: str = "resnet18"
+    epochs: int = 30
+    lr: float = 0.4
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    image_size: int = 256
+    fit: str = "stretch"
+    seed: int = 0
+    device: str = "auto"
+    teacher_weights: str | None = None
+    threshold_method: str = "percentile"
+    threshold_k: float = thresholds.DEFAULT_K
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _check(cfg: TrainConfig) -> None:
+    get_spec(cfg.backbone)
+    if cfg.fit not in FIT_MODES:
+        raise UserError(f"unknown fit mode {cfg.fit!r}; choose one of {', '.join(FIT_MODES)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise UserError("epochs, batch size and learning rate must be positive")
+    if not 0 < cfg.val_fraction < 1:
+        raise UserError("--val-fraction must be between 0 and 1")
+    if cfg.image_size % 16 or cfg.image_size < 32:
+        raise UserError("--size must be a multiple of 16, at least 32")
+    if cfg.threshold_method not in thresholds.METHODS:
+        raise UserError(f"unknown threshold method {cfg.threshold_method!r}; choose one of {', '.join(thresholds.METHODS)}")
+
+
+@torch.no_grad()
+def score_images(pipe: InspectionPipeline, images: torch.Tensor, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Run the pipeline over uint8 ``(N, H, W, 3)`` images; returns maps ``(N, H, W)`` and scores ``(N,)``."""
+    maps, scores = [], []
+    for i in range(0, len(images), batch_size):
+        m, s = pipe(images[i : i + batch_size])
+        maps.append(m[:, 0].float().cpu().numpy())
+        scores.append(s.float().cpu().numpy())
+    return np.concatenate(maps), np.concatenate(scores)
+
+
+@torch.no_grad()
+def _val_loss(stpm: STPM, pre: Preprocess, images: torch.Tensor, batch_size: int, amp: bool) -> float:
+    stpm.eval()
+    total = 0.0
+    for i in range(0, len(images), batch_size):
+        x = pre(images[i : i + batch_size]).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            t, s = stpm(x)
+        per_image = sum(level_distance(a.float(), b.float()).mean(dim=(1, 2, 3)) for a, b in zip(t, s))
+        total += float(per_image.sum())
+    return total / len(images)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train, select the student with the lowest validation loss, calibrate thresholds, write RUN_DIR/model.pt.
+
+    Returns the training summary stored in the checkpoint.
+    """
+    _check(cfg)
+    out = ensure_dir(Path(cfg.out))
+    device = pick_device(cfg.device)
+    paths = good_images(Path(cfg.data))
+    if len(paths) < 5:
+        raise UserError(f"only {len(paths)} good images in {cfg.data}: need at least 5 (20% are held out)")
+    teacher_state, teacher_source = pretrained_state(cfg.backbone, cfg.teacher_weights)
+    if teacher_source == "random":
+        console.print("[yellow]warning: teacher has random weights (for tests only); the model will not be useful")
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    t0 = time.perf_counter()
+    with bar(cfg.quiet) as progress:
+        task = progress.add_task("decode images", total=len(paths), info="")
+        images_np = load_images(paths, cfg.image_size, cfg.fit, on_done=lambda n: progress.advance(task, n))
+    decode_s = time.perf_counter() - t0
+    images = torch.from_numpy(images_np).to(device)
+    perm = rng.permutation(len(paths))
+    n_val = max(1, int(round(cfg.val_fraction * len(paths))))
+    val_idx, train_idx = np.sort(perm[:n_val]), perm[n_val:]
+    val_images = images[torch.from_numpy(val_idx).to(device)]
+
+    stpm = STPM(cfg.backbone, teacher_state).to(device)
+    pre = Preprocess().to(device)
+    cuda = device.type == "cuda"
+    stpm = stpm.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(stpm.student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    n_batches = math.ceil(len(train_idx) / cfg.batch_size)
+    history: list[dict[str, float]] = []
+    best = (math.inf, -1, copy.deepcopy(stpm.student.state_dict()))
+    diverged_at: int | None = None
+    train_images_seen, train_seconds = 0, 0.0
+
+    with bar(cfg.quiet) as progress:
+        task = progress.add_task(f"train {cfg.backbone}", total=cfg.epochs * n_batches, info="")
+        for epoch in range(1, cfg.epochs + 1):
+            stpm.train()
+            order = torch.from_numpy(rng.permutation(train_idx)).to(device)
+            e0 = time.perf_counter()
+            running, seen = 0.0, 0
+            for b in range(n_batches):
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                x = pre(images[idx]).contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+                    t, s = stpm(x)
+                    loss = stpm_loss(t, s)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                running += float(loss.detach()) * len(idx)
+                seen += len(idx)
+                progress.update(task, advance=1, info=f"epoch {epoch}/{cfg.epochs} loss {running / seen:.4f}")
+            if cuda:
+                torch.cuda.synchronize()
+            train_seconds += time.perf_counter() - e0
+            train_images_seen += seen
+            train_loss = running / seen
+            val_loss = _val_loss(stpm, pre, val_images, cfg.batch_size, cuda)
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                            "seconds": time.perf_counter() - e0})
+            if math.isfinite(val_loss) and val_loss < best[0]:
+                best = (val_loss, epoch, copy.deepcopy(stpm.student.state_dict()))
+            progress.update(task, info=f"epoch {epoch}/{cfg.epochs} loss {train_loss:.4f} val {val_loss:.4f} "
+                                       f"best {best[0]:.4f}@{best[1]}")
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                diverged_at = epoch
+                console.print(f"[yellow]training diverged at epoch {epoch} (loss not finite); keeping epoch {best[1]}")
+                break
+    if best[1] < 0:
+        raise UserError("training diverged before any usable epoch: lower --lr")
+    stpm.student.load_state_dict(best[2])
+    stpm = stpm.float().to(memory_format=torch.contiguous_format).eval()
+    pipe = InspectionPipeline(stpm, cfg.image_size).eval()
+    val_maps, val_scores = score_images(pipe, val_images, cfg.batch_size)
+    thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, cfg.threshold_k)
+    summary = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "quiet"},
+        "device": str(device) if not cuda else torch.cuda.get_device_name(device),
+        "n_train": int(len(train_idx)), "n_val": int(n_val),
+        "val_images": [str(paths[i]) for i in val_idx],
+        "train_images": [str(paths[i]) for i in np.sort(train_idx)],
+        "best_epoch": best[1], "best_val_loss": best[0], "epochs_run": len(history),
+        "diverged_at": diverged_at, "history": history,
+        "decode_seconds": decode_s, "train_seconds": train_seconds,
+        "train_images_per_s": train_images_seen / train_seconds if train_seconds else None,
+        "wall_seconds": time.perf_counter() - t0,
+    }
+    checkpoint.save(out / "model.pt", stpm.cpu(), image_size=cfg.image_size, fit=cfg.fit, thresholds=thr,
+                    teacher_source=teacher_source, training=summary)
+    write_json(out / "training.json", {k: v for k, v in summary.items() if k not in ("val_images", "train_images")}
+               | {"thresholds": thr})
+    _plot_history(history, best[1], out / "loss.png")
+    return summary
+
+
+def _plot_history(history: list[dict[str, float]], best_epoch: int, path: Path) -> None:
+    from .figures import loss_curve
+
+    loss_curve(history, best_epoch, path)
