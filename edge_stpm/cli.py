@@ -103,6 +103,215 @@ def evaluate(checkpoint: Path = typer.Option(..., help="model.pt from train."),
     out.print(f"report: {Path(out_dir) / 'report.md'}")
 
 
+@app.command()
+@one_line_errors
+def export(checkpoint: Path = typer.Option(..., help="model.pt from train."),
+           precision: str = typer.Option("fp32,fp16,int8", help="Comma list of fp32, fp16, int8 (FP32 is always written: it is the reference)."),
+           batch: int = typer.Option(1, help="Static batch of the graphs."),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the graphs (default engines/<run name>/)."),
+           calib: Optional[Path] = typer.Option(None, help="Good images for INT8 calibration (default: the checkpoint's training images)."),
+           calib_count: int = typer.Option(300, help="Calibration images (warns under 100, refuses under 20)."),
+           calib_method: str = typer.Option("minmax", help="minmax | percentile | entropy"),
+           calib_root: Path = typer.Option(Path("calibration"), help="Where calibration lists and ranges are kept."),
+           data: Optional[Path] = typer.Option(None, help="MVTec test split: report each graph's AUROC beside FP32's."),
+           quiet: bool = typer.Option(False)) -> None:
+    """Export the inspection pipeline to ONNX (opset 17, static shapes), each graph checked against PyTorch."""
+    from .export.artifacts import parse_precisions
+    from .export.exporter import export as run_export
+
+    precs = parse_precisions(precision)
+    folder = out_dir or Path("engines") / (checkpoint.parent.name or "model")
+    r = run_export(checkpoint, precs, folder, batch, calib, calib_count, calib_method, calib_root, data, quiet=quiet)
+    t = Table(title=f"export: {folder}")
+    for c in ("graph", "MB", "map rel. L2 vs PyTorch", "score max rel. err", "image AUROC", "pixel AUROC", "AUPRO"):
+        t.add_column(c)
+    for p, g in r["graphs"].items():
+        te = g.get("test", {})
+        f = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+        t.add_row(p, f"{g['bytes'] / 1e6:.1f}", f"{g['parity_vs_pytorch']['map_rel_l2']:.2e}",
+                  f"{g['parity_vs_pytorch']['score_max_rel_err']:.2e}", f(te.get("image_auroc")),
+                  f(te.get("pixel_auroc")), f(te.get("aupro")))
+    out.print(t)
+    out.print(f"graphs and metadata in {folder}/ (export.json)")
+
+
+@app.command("build-engine")
+@one_line_errors
+def build_engine(checkpoint: Optional[Path] = typer.Option(None, help="Export this checkpoint first, then build."),
+                 onnx: Optional[Path] = typer.Option(None, help="An ONNX graph from edge-stpm export."),
+                 precision: str = typer.Option("fp16", help="fp16 | int8 | fp32"),
+                 out_file: Optional[Path] = typer.Option(None, "--out", help="Engine file (default engines/<name>/model_<precision>.engine)."),
+                 workspace_mib: int = typer.Option(2048, help="Builder workspace limit (MiB)."),
+                 batch: int = typer.Option(1)) -> None:
+    """Build a TensorRT engine (needs TensorRT and an NVIDIA GPU); engine metadata is written beside it."""
+    from .export.artifacts import onnx_path, parse_precisions
+    from .export.exporter import export as run_export
+    from .export.tensorrt import INSTALL_HINT, build_engine as run_build, build_plan, import_tensorrt
+
+    (prec,) = parse_precisions(precision)[:1]
+    if (checkpoint is None) == (onnx is None):
+        raise UserError("give exactly one of --checkpoint or --onnx")
+    if checkpoint is not None:
+        folder = out_file.parent if out_file else Path("engines") / (checkpoint.parent.name or "model")
+        try:
+            trt = import_tensorrt()
+            need = build_plan(trt.__version__, prec).onnx_precision
+        except UserError:
+            trt, need = None, prec
+        run_export(checkpoint, [need], folder, batch, quiet=False)
+        onnx = onnx_path(folder, need)
+        if trt is None:
+            raise UserError(INSTALL_HINT.replace("<model_*.onnx>", str(onnx)))
+    assert onnx is not None
+    engine = out_file or onnx.with_name(f"model_{prec}.engine")
+    md = run_build(onnx, prec, engine, workspace_mib, timing_cache=engine.parent / "timing.cache")
+    out.print(f"engine: {engine} (TensorRT {md['tensorrt_version']}, {md['gpu_name']}, sm {md['compute_capability']})")
+
+
+def _roi(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
+    if not text:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--roi must be x,y,w,h in pixels, not {text!r}") from None
+    if w <= 0 or h <= 0 or x < 0 or y < 0:
+        raise UserError("--roi needs x, y >= 0 and w, h > 0")
+    return x, y, w, h
+
+
+@app.command()
+@one_line_errors
+def run(model: Path = typer.Option(..., help="Checkpoint (.pt), ONNX graph, TensorRT engine, or an export folder."),
+        camera: Optional[int] = typer.Option(None, help="Camera index (V4L2 on Linux)."),
+        source: Optional[str] = typer.Option(None, help="Video file, image folder, RTSP/HTTP URL or GStreamer pipeline."),
+        backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | pytorch"),
+        precision: Optional[str] = typer.Option(None, help="Pick the graph/engine of this precision in an export folder."),
+        threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime / PyTorch CPU."),
+        threshold: Optional[float] = typer.Option(None, help="Image-score threshold override (raw score)."),
+        roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
+        headless: bool = typer.Option(False, help="No window."),
+        record: Optional[Path] = typer.Option(None, help="Record the overlay video (.mp4 or .avi)."),
+        save_anomalies: Optional[Path] = typer.Option(None, help="Save frame, overlay and JSON per NG event here."),
+        anomaly_interval: float = typer.Option(1.0, help="At most one saved NG event per this many seconds."),
+        events: Optional[Path] = typer.Option(None, help="Append one JSON line per NG frame to this file."),
+        max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
+        reconnect: float = typer.Option(10.0, help="Seconds to keep retrying a lost live stream."),
+        alpha: float = typer.Option(0.45, help="Heatmap opacity."),
+        summary_json: Optional[Path] = typer.Option(None, help="Write the run summary here.")) -> None:
+    """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
+    import dataclasses
+
+    from .app.loop import RunOptions, run as run_loop
+    from .app.sources import open_source
+    from .files import write_json
+    from .inspector import Inspector
+
+    if (camera is None) == (source is None):
+        raise UserError("give exactly one of --camera N or --source SPEC")
+    src = open_source(str(camera) if camera is not None else str(source), reconnect)
+    try:
+        insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True)
+    except BaseException:
+        src.close()
+        raise
+    opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
+                      max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)
+    s = run_loop(insp, src, opts)
+    insp.close()
+    out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
+              f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}, "
+              f"overlay/output {s.ms.get('display', 0):.1f}); ended: {s.end_reason}" +
+              (f"; recording {s.record}" if s.record else ""))
+    if summary_json:
+        write_json(summary_json, dataclasses.asdict(s) | {"backend": insp.backend.describe()})
+
+
+@app.command()
+@one_line_errors
+def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of images."),
+          model: Path = typer.Option(..., help="Checkpoint, ONNX graph, engine or export folder."),
+          out_dir: Path = typer.Option(Path("reports/infer"), "--out", help="Overlays and summary.csv/json go here."),
+          backend: str = typer.Option("auto"),
+          threshold: Optional[float] = typer.Option(None, help="Image-score threshold override (raw score)."),
+          no_overlays: bool = typer.Option(False, help="Only the summary.")) -> None:
+    """Score images: per-image score and verdict, overlay PNGs, summary.csv and summary.json."""
+    from .infer import infer_paths
+
+    rows = infer_paths(inputs, model, out_dir, backend, threshold, not no_overlays)
+    t = Table(title=f"{len(rows)} images")
+    for c in ("image", "score", "normalised", "verdict"):
+        t.add_column(c)
+    for r in rows[:50]:
+        t.add_row(r["image"], f"{r['score']:.4g}", f"{r['normalised_score']:.2f}", r["verdict"])
+    out.print(t)
+    ng = sum(r["verdict"] == "NG" for r in rows)
+    out.print(f"{ng} NG of {len(rows)}; summary in {out_dir}/summary.csv")
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what} must be a comma list of integers, not {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise UserError(f"{what} must be positive integers")
+    return vals
+
+
+@app.command()
+@one_line_errors
+def bench(checkpoint: Path = typer.Option(..., help="model.pt from train."),
+          engine: Optional[Path] = typer.Option(None, help="A TensorRT engine to include."),
+          backends: str = typer.Option("onnxruntime,pytorch,tensorrt", help="Comma list of onnxruntime, pytorch, tensorrt."),
+          precisions: str = typer.Option("fp32,fp16,int8", help="Comma list of fp32, fp16, int8."),
+          batch: str = typer.Option("1,8", help="Comma list of batch sizes."),
+          size: Optional[int] = typer.Option(None, help="Must equal the checkpoint's input size (the graphs are static)."),
+          data: Optional[Path] = typer.Option(None, help="MVTec test split: adds an image-AUROC column."),
+          iters: int = typer.Option(50, help="Timed runs per row."),
+          warmup: int = typer.Option(10, help="Untimed warm-up runs per row."),
+          threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
+          work: Path = typer.Option(Path("engines/bench"), help="Where exported graphs for the rows are cached."),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+          markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown table."),
+          plot: Optional[Path] = typer.Option(None, help="Write a PNG chart of end-to-end FPS."),
+          quiet: bool = typer.Option(False)) -> None:
+    """FPS and latency (p50/p90/p99) per backend × precision × batch beside the PyTorch eager FP32 baseline."""
+    from . import bench as b
+    from . import checkpoint as ckm
+    from .export.artifacts import parse_precisions
+
+    be = [x.strip() for x in backends.split(",") if x.strip()]
+    bad = [x for x in be if x not in ("onnxruntime", "pytorch", "tensorrt")]
+    if bad or not be:
+        raise UserError(f"unknown backend {', '.join(bad) or backends!r}; choose from onnxruntime, pytorch, tensorrt")
+    if iters < 3 or warmup < 0:
+        raise UserError("--iters must be at least 3 and --warmup at least 0")
+    meta = ckm.meta(ckm.read(checkpoint))
+    if size is not None and size != meta["image_size"]:
+        raise UserError(f"--size {size} differs from the checkpoint's input size {meta['image_size']}: train at that size")
+    r = b.bench(checkpoint, be, parse_precisions(precisions), _ints(batch, "--batch"), iters, warmup, engine, data,
+                work, threads, quiet)
+    t = Table(title=f"edge-stpm bench: {r['backbone']} {r['image_size']}² on {r['machine']['gpu'] or r['machine']['cpu']}")
+    for c in b.COLUMNS:
+        t.add_column(c, overflow="fold")
+    for row in b.table_rows(r):
+        t.add_row(*row)
+    out.print(t)
+    b.save(r, json_out, markdown_out, plot)
+
+
+@app.command()
+@one_line_errors
+def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
+         epochs: int = typer.Option(8, help="Training epochs (mobilenet_v2)."),
+         teacher_weights: Optional[str] = typer.Option(None, help="Teacher weights file if torchvision's cache is empty and there is no internet.")) -> None:
+    """One command to try it: synthetic data → train → evaluate → export → run the loop on a video → bench."""
+    from .demo import run_demo
+
+    run_demo(out_dir, epochs, teacher_weights)
+
+
 def main() -> None:
     app(prog_name="edge-stpm")
 

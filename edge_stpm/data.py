@@ -150,3 +150,24 @@ def load_images(
             if on_done:
                 on_done(1)
     return out
+
+
+def unfit_map(amap: np.ndarray, shape: tuple[int, int], mode: str = "stretch") -> np.ndarray:
+    """Map a model-resolution map ``(S, S)`` back onto an image of ``shape`` (H, W), inverting ``fit_image``.
+
+    Pixels of the image the model did not see (outside the centre crop) get 0.
+    """
+    h, w = shape
+    s = amap.shape[0]
+    if mode == "stretch" or h == w:
+        return cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
+    if mode == "crop":
+        side = min(h, w)
+        out = np.zeros((h, w), amap.dtype)
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        out[y0 : y0 + side, x0 : x0 + side] = cv2.resize(amap, (side, side), interpolation=cv2.INTER_LINEAR)
+        return out
+    scale = s / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    top, left = (s - nh) // 2, (s - nw) // 2
+    return cv2.resize(amap[top : top + nh, left : left + nw], (w, h), interpolation=cv2.INTER_LINEAR)

@@ -153,6 +153,7 @@ def write_video(video: Path, labels: Path, cfg: SynthConfig, rng: np.random.Gene
         writer = cv2.VideoWriter(str(tmp_avi), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (cfg.size, cfg.size))
         if not writer.isOpened():
             raise UserError("OpenCV cannot write MJPEG video here")
+        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 100)
         for i, lab in enumerate(frame_labels):
             img = surface(rng, cfg.size) if lab == "good" else defective(rng, cfg.size, lab)[0]
             writer.write(img)

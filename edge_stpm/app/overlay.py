@@ -41,7 +41,7 @@ def draw_contours(img: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int
 def verdict_banner(img: np.ndarray, ng: bool, norm_score: float, lines: list[str]) -> np.ndarray:
     """OK/NG with the normalised score (1.0 = threshold) and extra text lines, top-left, in place."""
     colour = (0, 0, 255) if ng else (0, 200, 0)
-    scale = max(0.4, img.shape[1] / 640.0)
+    scale = max(0.6, img.shape[1] / 640.0)
     text = f"{'NG' if ng else 'OK'} {norm_score:.2f}"
     cv2.rectangle(img, (0, 0), (int(150 * scale), int(34 * scale)), (0, 0, 0), -1)
     cv2.putText(img, text, (int(6 * scale), int(26 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.9 * scale, colour,

@@ -102,8 +102,8 @@ def build_engine(onnx_file: Path, precision: str, out: Path, workspace_mib: int 
     """Parse an edge-stpm ONNX graph and build a serialized engine at ``out`` (+ ``out.json``)."""
     from ..runtime.cuda import gpu_info
 
-    trt = import_tensorrt()
     md = read_onnx_metadata(onnx_file)
+    trt = import_tensorrt()
     plan = build_plan(trt.__version__, precision)
     if md["precision"] != plan.onnx_precision:
         raise UserError(f"TensorRT {trt.__version__} builds {precision} from the {plan.onnx_precision} graph, "

@@ -1,0 +1,208 @@
+"""``edge-stpm run``: the camera loop — grab, inspect, overlay, show / record / save events."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import cv2
+import numpy as np
+
+from ..errors import UserError
+from ..files import ensure_dir, write_bytes, write_json
+from ..inspector import Inspector
+from .sources import Source
+
+
+@dataclass
+class RunOptions:
+    """Loop settings. ``roi`` is (x, y, w, h) in frame pixels; intervals in seconds."""
+
+    headless: bool = False
+    record: Path | None = None
+    save_anomalies: Path | None = None
+    events: Path | None = None
+    max_frames: int | None = None
+    roi: tuple[int, int, int, int] | None = None
+    alpha: float = 0.45
+    anomaly_interval_s: float = 1.0
+    record_fps: float = 15.0
+    window: str = "edge-stpm"
+    snapshot_dir: Path = Path(".")
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    ng_frames: int = 0
+    saved_anomalies: int = 0
+    dropped: int = 0
+    end_reason: str = ""
+    seconds: float = 0.0
+    fps: float = 0.0
+    ms: dict[str, float] = field(default_factory=dict)
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    record: str | None = None
+    ng_indices: list[int] = field(default_factory=list)
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process(os.getpid()).memory_info().rss / 2**20
+
+
+class Recorder:
+    """A video file written under a temporary name and renamed when finalised (end, Ctrl-C, SIGTERM)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = Path(path), fps
+        ensure_dir(self.path.parent)
+        self.tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, img: np.ndarray) -> None:
+        if self.writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+            self.size = (img.shape[1], img.shape[0])
+            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
+            if not self.writer.isOpened():
+                raise UserError(f"cannot record to {self.path}: OpenCV has no writer for {self.path.suffix}")
+        if (img.shape[1], img.shape[0]) != self.size:
+            img = cv2.resize(img, self.size)
+        self.writer.write(img)
+        self.frames += 1
+
+    def finalise(self) -> Path | None:
+        if self.writer is None:
+            return None
+        self.writer.release()
+        self.writer = None
+        os.replace(self.tmp, self.path)
+        return self.path
+
+
+class EventLog:
+    """JSON Lines of NG frames, flushed per line so a power cut loses at most the line being written."""
+
+    def __init__(self, path: Path) -> None:
+        ensure_dir(Path(path).parent)
+        self.fh: TextIO = open(path, "a", encoding="utf-8")
+
+    def write(self, event: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(event) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+
+
+def _png(img: np.ndarray) -> bytes:
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+def run(inspector: Inspector, source: Source, opts: RunOptions, on_frame: Any = None) -> RunSummary:
+    """Run until the source ends, ``max_frames``, q, Ctrl-C or SIGTERM; the recording is always finalised."""
+    summary = RunSummary()
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    recorder = Recorder(opts.record, opts.record_fps) if opts.record else None
+    events = EventLog(opts.events) if opts.events else None
+    if opts.save_anomalies:
+        ensure_dir(opts.save_anomalies)
+    times: dict[str, list[float]] = {"read": [], "infer": [], "display": [], "total": []}
+    show_overlay = True
+    last_saved = -1e9
+    fps_ema = 0.0
+    t_start = time.perf_counter()
+    summary.rss_mb["start"] = _rss_mb()
+    try:
+        while not stop.is_set():
+            if opts.max_frames is not None and summary.frames >= opts.max_frames:
+                summary.end_reason = f"--max-frames {opts.max_frames}"
+                break
+            t0 = time.perf_counter()
+            frame = source.read()
+            if frame is None:
+                summary.end_reason = source.end_reason
+                break
+            img = frame.image
+            if opts.roi:
+                x, y, w, h = opts.roi
+                img = img[y : y + h, x : x + w]
+                if img.size == 0:
+                    raise UserError(f"--roi {opts.roi} lies outside the {frame.image.shape[1]}x{frame.image.shape[0]} frame")
+            t1 = time.perf_counter()
+            res = inspector.inspect(img)
+            t2 = time.perf_counter()
+            dt_total = t2 - t0 + frame.read_ms / 1e3
+            fps_ema = 1.0 / dt_total if fps_ema == 0 else 0.9 * fps_ema + 0.1 / max(dt_total, 1e-6)
+            text = [f"{fps_ema:5.1f} fps", f"read {frame.read_ms:.1f} ms", f"infer {(t2 - t1) * 1e3:.1f} ms",
+                    f"show {times['display'][-1] if times['display'] else 0:.1f} ms"]
+            shown = res.overlay(img, opts.alpha, text) if show_overlay else img.copy()
+            if res.ng:
+                summary.ng_frames += 1
+                summary.ng_indices.append(frame.index)
+                event = {"frame": frame.index, "time": time.time(), "score": res.score,
+                         "normalised_score": res.normalised_score, "verdict": res.verdict}
+                if opts.save_anomalies and time.monotonic() - last_saved >= opts.anomaly_interval_s:
+                    last_saved = time.monotonic()
+                    stem = opts.save_anomalies / f"ng_{frame.index:07d}"
+                    write_bytes(stem.with_name(stem.name + "_frame.png"), _png(img))
+                    write_bytes(stem.with_name(stem.name + "_overlay.png"), _png(shown))
+                    write_json(stem.with_name(stem.name + ".json"), event)
+                    summary.saved_anomalies += 1
+                    event["saved"] = str(stem)
+                if events:
+                    events.write(event)
+            if recorder:
+                recorder.write(shown)
+            if not opts.headless:
+                cv2.imshow(opts.window, shown)
+                key = cv2.waitKey(1) & 0xFF
+                if key == ord("q"):
+                    summary.end_reason = "q pressed"
+                    break
+                if key == ord("s"):
+                    write_bytes(opts.snapshot_dir / f"snapshot_{frame.index:07d}.png", _png(shown))
+                if key == ord("h"):
+                    show_overlay = not show_overlay
+            if on_frame:
+                on_frame(frame, res)
+            t3 = time.perf_counter()
+            times["read"].append(frame.read_ms)
+            times["infer"].append((t2 - t1) * 1e3)
+            times["display"].append((t3 - t2) * 1e3)
+            times["total"].append((t3 - t0) * 1e3 + frame.read_ms)
+            summary.frames += 1
+        else:
+            summary.end_reason = "SIGTERM"
+    except KeyboardInterrupt:
+        summary.end_reason = "Ctrl-C"
+    finally:
+        if recorder:
+            path = recorder.finalise()
+            summary.record = str(path) if path else None
+        if events:
+            events.close()
+        source.close()
+        if not opts.headless:
+            cv2.destroyAllWindows()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    summary.seconds = time.perf_counter() - t_start
+    summary.fps = summary.frames / summary.seconds if summary.seconds else 0.0
+    summary.ms = {k: statistics.median(v) for k, v in times.items() if v}
+    summary.rss_mb["end"] = _rss_mb()
+    summary.dropped = source.dropped
+    return summary

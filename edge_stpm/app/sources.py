@@ -1,0 +1,210 @@
+"""Frame sources: camera index, video file, image folder, RTSP/HTTP URL or GStreamer pipeline.
+
+Live sources are read on their own thread that keeps only the newest frame, so the loop never falls
+behind a camera; files and folders are read in order without drops (a bounded queue, also threaded).
+"""
+from __future__ import annotations
+
+import queue
+from abc import ABC, abstractmethod
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..data import IMAGE_EXTS, list_images, read_image
+from ..errors import UserError
+
+
+@dataclass
+class Frame:
+    """A frame: running index, uint8 BGR image ``(H, W, 3)``, capture time (s, monotonic), read time (ms)."""
+
+    index: int
+    image: np.ndarray
+    t_capture: float
+    read_ms: float
+
+
+def gstreamer_available() -> bool:
+    """Whether this OpenCV build has GStreamer (the PyPI wheels do not)."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+def describe(spec: str) -> tuple[str, str]:
+    """Classify a source spec: (kind, spec) with kind camera | gstreamer | url | folder | video | image."""
+    if spec.isdigit():
+        return "camera", spec
+    if "!" in spec:
+        return "gstreamer", spec
+    if "://" in spec:
+        return "url", spec
+    p = Path(spec)
+    if p.is_dir():
+        return "folder", spec
+    if p.is_file():
+        return ("image", spec) if p.suffix.lower() in IMAGE_EXTS else ("video", spec)
+    raise UserError(f"source not found: {spec} (give a camera index, a video file, an image folder, a URL or a GStreamer pipeline)")
+
+
+class Source(ABC):
+    """Base: ``read()`` returns the next Frame, or None at the end; ``end_reason`` says why it ended."""
+
+    live = False
+    end_reason = "end of stream"
+    dropped = 0
+
+    @abstractmethod
+    def read(self, timeout: float = 5.0) -> Frame | None:
+        """The next frame, or None at the end."""
+
+    def close(self) -> None:
+        pass
+
+
+class FolderSource(Source):
+    """Images of a folder (or one image), in name order, decoded on a thread ahead of the loop."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        if not paths:
+            raise UserError("no images in the source folder")
+        self.paths = paths
+        self.q: queue.Queue[Frame | None] = queue.Queue(maxsize=8)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for i, p in enumerate(self.paths):
+            if self.stop.is_set():
+                break
+            t0 = time.perf_counter()
+            try:
+                img = read_image(p)
+            except UserError:
+                continue
+            _put(self.q, Frame(i, img, time.monotonic(), (time.perf_counter() - t0) * 1e3), self.stop)
+        _put(self.q, None, self.stop)
+
+    def read(self, timeout: float = 5.0) -> Frame | None:
+        return self.q.get()
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+def _put(q: "queue.Queue[Frame | None]", item: Frame | None, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+class CaptureSource(Source):
+    """cv2.VideoCapture on a thread. Files: in order, no drops. Live: only the newest frame is kept; a lost
+    stream is reopened with backoff for up to ``reconnect_s`` seconds before the source ends."""
+
+    def __init__(self, kind: str, spec: str, reconnect_s: float = 10.0) -> None:
+        self.kind, self.spec, self.reconnect_s = kind, spec, reconnect_s
+        self.live = kind in ("camera", "url", "gstreamer")
+        if kind == "gstreamer" and not gstreamer_available():
+            raise UserError("this OpenCV has no GStreamer support (PyPI wheels never do): on a Jetson use JetPack's "
+                            "OpenCV (python3-opencv) and uninstall opencv-python; or use --camera N")
+        self.cap = self._open()
+        if self.cap is None:
+            what = f"camera {spec}" if kind == "camera" else spec
+            raise UserError(f"cannot open {what}: no such device or stream")
+        self.stop = threading.Event()
+        self.q: queue.Queue[Frame | None] = queue.Queue(maxsize=1 if self.live else 8)
+        self.latest: Frame | None = None
+        self.cond = threading.Condition()
+        self.finished = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _open(self) -> cv2.VideoCapture | None:
+        if self.kind == "camera":
+            cap = cv2.VideoCapture(int(self.spec))
+        elif self.kind == "gstreamer":
+            cap = cv2.VideoCapture(self.spec, cv2.CAP_GSTREAMER)
+        else:
+            cap = cv2.VideoCapture(self.spec)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        if self.kind in ("camera",):
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+
+    def _reconnect(self) -> bool:
+        deadline = time.monotonic() + self.reconnect_s
+        delay = 0.2
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 2.0)
+            if self.cap is not None:
+                self.cap.release()
+            self.cap = self._open()
+            if self.cap is not None:
+                return True
+        return False
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            t0 = time.perf_counter()
+            ok, img = self.cap.read() if self.cap is not None else (False, None)
+            if not ok or img is None:
+                if self.live and self._reconnect():
+                    continue
+                self.end_reason = (f"stream lost, no reconnect within {self.reconnect_s:g} s" if self.live
+                                   else "end of stream")
+                break
+            frame = Frame(i, img, time.monotonic(), (time.perf_counter() - t0) * 1e3)
+            i += 1
+            if self.live:
+                with self.cond:
+                    if self.latest is not None:
+                        self.dropped += 1
+                    self.latest = frame
+                    self.cond.notify()
+            else:
+                _put(self.q, frame, self.stop)
+        if self.live:
+            with self.cond:
+                self.finished = True
+                self.cond.notify()
+        else:
+            _put(self.q, None, self.stop)
+
+    def read(self, timeout: float = 5.0) -> Frame | None:
+        if not self.live:
+            return self.q.get()
+        with self.cond:
+            while self.latest is None and not self.finished:
+                self.cond.wait(timeout=0.5)
+            frame, self.latest = self.latest, None
+            return frame
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2.0)
+        if self.cap is not None:
+            self.cap.release()
+
+
+def open_source(spec: str, reconnect_s: float = 10.0) -> Source:
+    kind, spec = describe(spec)
+    if kind == "folder":
+        return FolderSource(list_images(Path(spec)))
+    if kind == "image":
+        return FolderSource([Path(spec)])
+    return CaptureSource(kind, spec, reconnect_s)

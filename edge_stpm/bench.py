@@ -1,0 +1,294 @@
+"""``edge-stpm bench``: latency and throughput per backend × precision × batch, beside the PyTorch eager
+FP32 baseline on the same device, in one table (plus JSON, Markdown and a PNG chart)."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from . import checkpoint
+from .app.overlay import heatmap_overlay, verdict_banner
+from .data import fit_image
+from .errors import UserError
+from .export.artifacts import onnx_path
+from .files import write_json, write_text
+from .progress import bar
+from .runtime.base import Backend
+
+FRAME_SHAPE = (480, 640, 3)
+
+
+@dataclass
+class Row:
+    backend: str
+    precision: str
+    batch: int
+    device: str = ""
+    status: str = "ok"
+    reason: str = ""
+    model_ms: dict[str, float] = field(default_factory=dict)
+    host_ms: dict[str, float] = field(default_factory=dict)
+    e2e_ms_per_frame: float | None = None
+    images_per_s: float | None = None
+    e2e_fps: float | None = None
+    speedup: float | None = None
+    image_auroc: float | None = None
+    baseline: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision} b{self.batch}" + (" (baseline)" if self.baseline else "")
+
+
+def machine() -> dict[str, Any]:
+    """CPU model and cores, GPU name and driver, library versions."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "gpu": None, "driver": None}
+    try:
+        q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=10)
+        if q.returncode == 0 and q.stdout.strip():
+            info["gpu"], info["driver"] = (s.strip() for s in q.stdout.strip().splitlines()[0].split(",", 1))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from .export.artifacts import library_versions
+
+    info["versions"] = library_versions()
+    try:
+        import tensorrt
+
+        info["versions"]["tensorrt"] = tensorrt.__version__
+    except ImportError:
+        info["versions"]["tensorrt"] = "not installed"
+    return info
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99))}
+
+
+def time_host(fn: Callable[[], Any], iters: int, warmup: int) -> list[float]:
+    """Wall-clock (monotonic) ms of ``fn`` per call, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def time_cuda_graph(b: Any, iters: int, warmup: int) -> list[float]:
+    """Device ms of one CUDA-graph replay per call, measured with CUDA events after synchronisation."""
+    import torch
+
+    for _ in range(warmup):
+        b.graph.replay()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        b.graph.replay()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end))
+    return out
+
+
+def end_to_end(b: Backend, frames: np.ndarray, size: int, fit: str, thr: dict[str, float]) -> Callable[[], None]:
+    """One step of the camera loop on a batch of host frames: resize, infer (copies included), normalise, overlay."""
+    def step() -> None:
+        batch = np.stack([fit_image(f, size, fit) for f in frames])
+        maps, scores = b.infer(batch)
+        for f, m, s in zip(frames, maps, scores):
+            norm = float(s) / thr["image"]
+            img = heatmap_overlay(f, cv2.resize(m, (f.shape[1], f.shape[0])), thr["pixel"])
+            verdict_banner(img, norm >= 1, norm, [])
+    return step
+
+
+def bench(ckpt: Path, backends: list[str], precisions: list[str], batches: list[int], iters: int = 50,
+          warmup: int = 10, engine: Path | None = None, data: Path | None = None, work: Path = Path("engines/bench"),
+          threads: int | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Run every row and return {'machine', 'checkpoint', 'rows'}; rows that cannot run say why."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    ck = checkpoint.read(Path(ckpt))
+    meta = checkpoint.meta(ck)
+    size, fit, thr = meta["image_size"], meta["fit"], meta["thresholds"]
+    cuda = torch.cuda.is_available()
+    rng = np.random.default_rng(0)
+    test = _test_set(data, size, fit) if data else None
+    plan: list[tuple[str, str, int]] = []
+    for bsz in batches:
+        plan.append(("baseline", "fp32", bsz))
+        for be in backends:
+            for p in precisions:
+                plan.append((be, p, bsz))
+    rows: list[Row] = []
+    with bar(quiet) as progress:
+        task = progress.add_task("bench", total=len(plan), info="")
+        for be, prec, bsz in plan:
+            progress.update(task, info=f"{be} {prec} b{bsz}")
+            row = Row(be if be != "baseline" else "pytorch-eager", prec, bsz, baseline=be == "baseline")
+            frames = rng.integers(0, 256, (bsz, *FRAME_SHAPE), dtype=np.uint8)
+            try:
+                b = _open(be, prec, bsz, ckpt, engine, work, cuda, threads)
+            except _Unavailable as exc:
+                row.status, row.reason = "unavailable", str(exc)
+            except Exception as exc:  # a row that fails is reported, the others still run
+                row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            else:
+                try:
+                    _measure(row, b, frames, size, fit, thr, iters, warmup, test)
+                except Exception as exc:  # noqa: BLE001 - reported in the table
+                    row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                finally:
+                    b.close()
+            rows.append(row)
+            progress.advance(task)
+    for r in rows:
+        base = next((x for x in rows if x.baseline and x.batch == r.batch and x.status == "ok"), None)
+        if base and r.status == "ok" and r.images_per_s and base.images_per_s:
+            r.speedup = r.images_per_s / base.images_per_s
+    return {"machine": machine(), "checkpoint": str(ckpt), "backbone": meta["backbone"], "image_size": size,
+            "frame_shape": list(FRAME_SHAPE), "iters": iters, "warmup": warmup, "rows": [asdict(r) | {"label": r.label} for r in rows]}
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: Path, cuda: bool,
+          threads: int | None) -> Backend:
+    if be == "baseline":
+        from .runtime.torch import TorchBackend
+
+        return TorchBackend(ckpt, device="cuda" if cuda else "cpu", precision="fp32", batch=bsz, cuda_graph=False,
+                            optimize=False, threads=threads)
+    if be == "pytorch":
+        from .runtime.torch import TorchBackend
+
+        if prec == "int8":
+            raise _Unavailable("the PyTorch backend has no INT8 path (use ONNX Runtime or TensorRT)")
+        if prec == "fp16" and not cuda:
+            raise _Unavailable("PyTorch FP16 needs CUDA (CPU half convolutions are slow and unsupported here)")
+        return TorchBackend(ckpt, device="cuda" if cuda else "cpu", precision=prec, batch=bsz, threads=threads)
+    if be == "onnxruntime":
+        from .export.exporter import export
+        from .runtime.onnx import OnnxBackend
+
+        folder = Path(work) / f"{checkpoint.file_sha256(ckpt)[:12]}_b{bsz}"
+        path = onnx_path(folder, prec)
+        if not path.is_file():
+            export(ckpt, [prec], folder, batch=bsz, calib_root=Path(work) / "calibration", quiet=True)
+        return OnnxBackend(path, threads=threads)
+    if be == "tensorrt":
+        from .runtime.select import have_tensorrt
+
+        if not have_tensorrt():
+            raise _Unavailable("TensorRT is not installed on this machine")
+        if engine is None:
+            raise _Unavailable("no --engine given")
+        from .export.tensorrt import read_engine_metadata
+        from .runtime.tensorrt import TensorRTBackend
+
+        md = read_engine_metadata(engine)
+        if md["precision"] != prec or int(md["batch"]) != bsz:
+            raise _Unavailable(f"--engine is {md['precision']} batch {md['batch']}")
+        return TensorRTBackend(engine)
+    raise UserError(f"unknown backend {be!r}; choose from onnxruntime, pytorch, tensorrt")
+
+
+def _measure(row: Row, b: Backend, frames: np.ndarray, size: int, fit: str, thr: dict[str, float], iters: int,
+             warmup: int, test: tuple[np.ndarray, np.ndarray] | None) -> None:
+    row.device = b.device
+    batch = np.stack([fit_image(f, size, fit) for f in frames])
+    host = time_host(lambda: b.infer(batch), iters, warmup)
+    row.host_ms = percentiles(host)
+    graph = getattr(b, "graph", None)
+    row.model_ms = percentiles(time_cuda_graph(b, iters, warmup)) if graph is not None else dict(row.host_ms)
+    row.images_per_s = row.batch * 1e3 / statistics.mean(host)
+    e2e = time_host(end_to_end(b, frames, size, fit, thr), max(10, iters // 2), 3)
+    row.e2e_ms_per_frame = statistics.median(e2e) / row.batch
+    row.e2e_fps = 1e3 / row.e2e_ms_per_frame
+    if test is not None:
+        from .metrics import image_auroc
+
+        images, labels = test
+        row.image_auroc = image_auroc(b.infer_any(images)[1], labels)
+
+
+def _test_set(data: Path, size: int, fit: str) -> tuple[np.ndarray, np.ndarray]:
+    from .data import load_images, test_items
+
+    items = test_items(Path(data))
+    return load_images([i.path for i in items], size, fit), np.array([i.label for i in items])
+
+
+def _f(v: float | None, fmt: str = ".2f") -> str:
+    return "" if v is None else format(v, fmt)
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for r in result["rows"]:
+        out.append([r["backend"] + (" (baseline)" if r["baseline"] else ""), r["precision"], str(r["batch"]),
+                    r["status"] + (f": {r['reason']}" if r["reason"] else ""), r["device"],
+                    _f(r["model_ms"].get("p50"), ".3f"), _f(r["model_ms"].get("p90"), ".3f"),
+                    _f(r["model_ms"].get("p99"), ".3f"), _f(r["host_ms"].get("p50"), ".3f"),
+                    _f(r["e2e_ms_per_frame"], ".3f"), _f(r["images_per_s"], ".1f"), _f(r["e2e_fps"], ".1f"),
+                    _f(r["speedup"], ".2f") + ("×" if r["speedup"] else ""), _f(r["image_auroc"], ".4f")])
+    return out
+
+
+COLUMNS = ["backend", "precision", "batch", "status", "device", "model p50 ms", "model p90 ms", "model p99 ms",
+           "host→host p50 ms", "end-to-end ms/frame", "model img/s", "end-to-end FPS", "speed-up", "image AUROC"]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    v = ", ".join(f"{k} {x}" for k, x in m["versions"].items())
+    head = [f"# edge-stpm bench: {result['backbone']} {result['image_size']}²", "",
+            f"Machine: {m['cpu']} ({m['cores']} cores); GPU: {m['gpu'] or 'none'}"
+            + (f" (driver {m['driver']})" if m["driver"] else "") + f"; {v}.", "",
+            f"{result['iters']} timed runs after {result['warmup']} warm-up runs. model = inference only (CUDA events for "
+            "CUDA graphs, else wall clock incl. copies); host→host = uint8 batch on the host to map and score on the host; "
+            f"end-to-end = a {result['frame_shape'][1]}×{result['frame_shape'][0]} frame resized, inferred, normalised and "
+            "overlaid, per frame. Speed-up = model img/s over the PyTorch eager FP32 baseline at the same batch.", "",
+            "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return "\n".join(head + ["| " + " | ".join(r) + " |" for r in table_rows(result)]) + "\n"
+
+
+def save(result: dict[str, Any], json_path: Path | None, md_path: Path | None, plot_path: Path | None) -> None:
+    if json_path:
+        write_json(json_path, result)
+    if md_path:
+        write_text(md_path, markdown(result))
+    if plot_path:
+        from .figures import bar_chart
+
+        ok = [r for r in result["rows"] if r["status"] == "ok"]
+        bar_chart([r["label"] for r in ok], [r["e2e_fps"] for r in ok], "end-to-end frames/s",
+                  f"{result['backbone']} {result['image_size']}² on {result['machine']['gpu'] or result['machine']['cpu']}",
+                  plot_path)

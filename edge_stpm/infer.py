@@ -1,0 +1,58 @@
+"""``edge-stpm infer``: score image files, write overlays and a CSV/JSON summary."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from .data import IMAGE_EXTS, list_images, read_image
+from .errors import UserError
+from .files import ensure_dir, write_bytes, write_json
+from .inspector import Inspector
+from .progress import bar
+
+
+def expand(inputs: list[Path]) -> list[Path]:
+    """Files as given, folders expanded to their images (sorted)."""
+    paths: list[Path] = []
+    for p in inputs:
+        if Path(p).is_dir():
+            paths += list_images(Path(p))
+        elif Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTS:
+            paths.append(Path(p))
+        else:
+            raise UserError(f"not an image or folder: {p}")
+    if not paths:
+        raise UserError("no images to inspect")
+    return paths
+
+
+def infer_paths(inputs: list[Path], model: Path, out: Path, backend: str = "auto", threshold: float | None = None,
+                overlays: bool = True) -> list[dict[str, Any]]:
+    paths = expand(inputs)
+    out = ensure_dir(Path(out))
+    insp = Inspector.load(model, backend, threshold, verbose=True)
+    rows = []
+    with bar() as progress:
+        task = progress.add_task("inspect", total=len(paths), info="")
+        for p in paths:
+            img = read_image(p)
+            r = insp.inspect(img)
+            row = {"image": str(p), "score": r.score, "normalised_score": r.normalised_score, "verdict": r.verdict}
+            if overlays:
+                ov = out / f"{p.stem}_overlay.png"
+                write_bytes(ov, cv2.imencode(".png", r.overlay(img))[1].tobytes())
+                row["overlay"] = str(ov)
+            rows.append(row)
+            progress.advance(task)
+    insp.close()
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_bytes(out / "summary.csv", buf.getvalue().encode())
+    write_json(out / "summary.json", {"model": str(model), "threshold": insp.image_threshold, "images": rows})
+    return rows

@@ -1,0 +1,54 @@
+"""Shared fixtures: a small synthetic set, a mobilenet_v2 checkpoint trained on it (real ImageNet teacher),
+and its exported ONNX graphs. Built once per session; everything runs on the CPU."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from edge_stpm.backbones import weights_filename
+
+MAGNETIC_TILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic_tile"
+SIZE = 128
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights() -> None:
+    path = Path(torch.hub.get_dir()) / "checkpoints" / weights_filename("mobilenet_v2")
+    if not path.is_file():
+        pytest.fail(f"ImageNet MobileNetV2 weights missing at {path}: run .ci/fetch_weights.sh (see README)")
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edge_stpm.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, SynthConfig(size=SIZE, n_train=40, n_test_good=10, n_test_defect=5, video_frames=60, seed=1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(synth_dir: Path, mobilenet_weights: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RUN_DIR of a mobilenet_v2 model trained on ``synth_dir``; the checkpoint is RUN_DIR/model.pt."""
+    from edge_stpm.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("run")
+    train(TrainConfig(synth_dir, run, backbone="mobilenet_v2", epochs=12, batch_size=8, image_size=SIZE, quiet=True))
+    return run
+
+
+@pytest.fixture(scope="session")
+def exported(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with model_fp32/fp16/int8.onnx of the trained checkpoint."""
+    from edge_stpm.export.exporter import export
+
+    out = tmp_path_factory.mktemp("engines") / "synth"
+    export(trained / "model.pt", ["fp32", "fp16", "int8"], out, calib_root=out.parent / "calibration", quiet=True)
+    return out

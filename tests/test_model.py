@@ -1,0 +1,98 @@
+"""STPM maths on tiny tensors against hand-computed values; backbones; the inspection pipeline."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from edge_stpm.backbones import BACKBONES, Trunk
+from edge_stpm.model import STPM, InspectionPipeline, Preprocess, anomaly_map, level_distance, stpm_loss
+
+
+def test_level_distance_hand_computed() -> None:
+    # one position, 2 channels: ft = (3, 4) → (0.6, 0.8); fs = (1, 0) → (1, 0); ½·((−0.4)² + 0.8²) = 0.4
+    ft = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)
+    fs = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    assert level_distance(ft, fs).item() == pytest.approx(0.4, abs=1e-7)
+    # identical directions give 0 whatever the length
+    assert level_distance(ft, 5 * ft).item() == pytest.approx(0.0, abs=1e-7)
+    # opposite directions give the maximum ½·(2²) = 2
+    assert level_distance(ft, -ft).item() == pytest.approx(2.0, abs=1e-6)
+
+
+def test_loss_is_sum_over_levels_of_mean_distance() -> None:
+    ft1 = torch.tensor([[3.0, 4.0], [1.0, 0.0]]).T.reshape(1, 2, 1, 2)  # positions (3,4) and (4,0)
+    fs1 = torch.tensor([[1.0, 0.0], [1.0, 0.0]]).T.reshape(1, 2, 1, 2)
+    ft2 = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    fs2 = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1)
+    d1 = level_distance(ft1, fs1).flatten().tolist()
+    assert d1 == pytest.approx([0.4, 0.0], abs=1e-6)
+    loss = stpm_loss([ft1, ft2], [fs1, fs2])
+    assert loss.item() == pytest.approx((0.4 + 0.0) / 2 + 1.0, abs=1e-6)
+
+
+def test_anomaly_map_is_product_of_upsampled_levels() -> None:
+    ft1 = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1).expand(1, 2, 2, 2).contiguous()
+    fs1 = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1).expand(1, 2, 2, 2).contiguous()
+    ft2 = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    fs2 = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1)
+    m = anomaly_map([ft1, ft2], [fs1, fs2], (4, 4))
+    assert m.shape == (1, 1, 4, 4)
+    assert torch.allclose(m, torch.full((1, 1, 4, 4), 0.4 * 1.0))
+
+
+def test_preprocess_flips_bgr_and_normalises() -> None:
+    x = torch.zeros(1, 1, 1, 3, dtype=torch.uint8)
+    x[..., 0] = 255  # blue in BGR
+    y = Preprocess()(x)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = [(0 - mean[0]) / std[0], (0 - mean[1]) / std[1], (1 - mean[2]) / std[2]]  # RGB order
+    assert y.flatten().tolist() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_backbone_pyramid_shapes(name: str) -> None:
+    trunk = Trunk(name).eval()
+    with torch.no_grad():
+        feats = trunk(torch.zeros(1, 3, 64, 64))
+    assert [f.shape[1] for f in feats] == list(BACKBONES[name].channels)
+    assert [f.shape[-1] for f in feats] == [16, 8, 4]
+
+
+def test_pipeline_outputs_and_score_is_max() -> None:
+    pipe = InspectionPipeline(STPM("resnet18"), 64).eval()
+    x = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        m, s = pipe(x)
+    assert m.shape == (2, 1, 64, 64) and m.dtype == torch.float32
+    assert s.shape == (2,)
+    assert torch.equal(s, m.amax(dim=(1, 2, 3)))
+    assert (m >= 0).all()
+
+
+def test_teacher_frozen_student_trains() -> None:
+    stpm = STPM("resnet18")
+    assert not any(p.requires_grad for p in stpm.teacher.parameters())
+    assert all(p.requires_grad for p in stpm.student.parameters())
+    stpm.train()
+    assert not stpm.teacher.training and stpm.student.training
+
+
+def test_resnet18_random_training_step_lowers_loss() -> None:
+    torch.manual_seed(0)
+    stpm = STPM("resnet18").train()
+    pre = Preprocess()
+    x = pre(torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8))
+    opt = torch.optim.SGD(stpm.student.parameters(), lr=0.4, momentum=0.9, weight_decay=1e-4)
+    losses = []
+    for _ in range(6):
+        t, s = stpm(x)
+        loss = stpm_loss(t, s)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
