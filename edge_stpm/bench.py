@@ -240,9 +240,9 @@ def _measure(row: Row, b: Backend, frames: np.ndarray, size: int, fit: str, thr:
 
 
 def _test_set(data: Path, size: int, fit: str) -> tuple[np.ndarray, np.ndarray]:
-    from .data import load_images, test_items
+    from .data import load_images, labelled_test_images
 
-    items = test_items(Path(data))
+    items = labelled_test_images(Path(data))
     return load_images([i.path for i in items], size, fit), np.array([i.label for i in items])
 
 

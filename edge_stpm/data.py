@@ -21,7 +21,7 @@ GOOD = "good"
 
 
 @dataclass(frozen=True)
-class TestItem:
+class LabelledImage:
     """One test image: its path, defect type ('good' for defect-free), label 0/1 and mask path if any."""
 
     path: Path
@@ -50,20 +50,20 @@ def good_images(root: Path) -> list[Path]:
     return paths
 
 
-def test_items(root: Path) -> list[TestItem]:
+def labelled_test_images(root: Path) -> list[LabelledImage]:
     """Test images of an MVTec-layout folder: ``root/test/<type>/*`` with ``root/ground_truth/<type>/<stem>_mask.png``."""
     root = Path(root)
     test = root / "test"
     if not test.is_dir():
         raise UserError(f"no test split in {root} (expected {test}/good and {test}/<defect>/)")
-    items: list[TestItem] = []
+    items: list[LabelledImage] = []
     for sub in sorted(p for p in test.iterdir() if p.is_dir()):
         for path in list_images(sub):
             if sub.name == GOOD:
-                items.append(TestItem(path, GOOD, 0, None))
+                items.append(LabelledImage(path, GOOD, 0, None))
             else:
                 mask = root / "ground_truth" / sub.name / f"{path.stem}_mask.png"
-                items.append(TestItem(path, sub.name, 1, mask if mask.exists() else None))
+                items.append(LabelledImage(path, sub.name, 1, mask if mask.exists() else None))
     if not items:
         raise UserError(f"no test images under {test}")
     return items
@@ -123,7 +123,7 @@ def fit_mask(mask: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:
     return fit_image(m, size, mode, interpolation=cv2.INTER_LINEAR) > 127
 
 
-def read_mask(item: TestItem, size: int, mode: str = "stretch") -> np.ndarray:
+def read_mask(item: LabelledImage, size: int, mode: str = "stretch") -> np.ndarray:
     """Ground-truth mask of a test item at model resolution, bool ``(size, size)``; all False for good images."""
     if item.mask is None:
         return np.zeros((size, size), bool)

@@ -10,7 +10,7 @@ import torch
 
 from . import checkpoint, figures, metrics, thresholds
 from .app.overlay import draw_contours, heatmap_overlay
-from .data import GOOD, load_images, read_mask, test_items
+from .data import GOOD, load_images, read_mask, labelled_test_images
 from .files import ensure_dir, write_json, write_text
 from .progress import bar
 from .train import pick_device
@@ -60,7 +60,7 @@ def evaluate(ckpt: Path, data: Path, out: Path, device: str = "cpu", batch_size:
     """Evaluate a checkpoint (or any ``infer`` function using its settings) and write the report folder."""
     out = ensure_dir(Path(out))
     pipe, meta = checkpoint.load_pipeline(Path(ckpt))
-    items = test_items(Path(data))
+    items = labelled_test_images(Path(data))
     size, fit = meta["image_size"], meta["fit"]
     t0 = time.perf_counter()
     with bar(quiet) as progress:

@@ -90,6 +90,7 @@ class InspectionPipeline(nn.Module):
     def __init__(self, stpm: STPM, image_size: int, trunk_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.preprocess = Preprocess()
+        self.backbone = stpm.backbone
         self.teacher = stpm.teacher
         self.student = stpm.student
         self.image_size = int(image_size)

@@ -174,7 +174,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise UserError("training diverged before any usable epoch: lower --lr")
     stpm.student.load_state_dict(best[2])
     stpm = stpm.float().to(memory_format=torch.contiguous_format).eval()
-    pipe = InspectionPipeline(stpm, cfg.image_size).eval()
+    pipe = InspectionPipeline(stpm, cfg.image_size).to(device).eval()
     val_maps, val_scores = score_images(pipe, val_images, cfg.batch_size)
     thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, cfg.threshold_k)
     summary = {

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint
-from ..data import good_images, load_images, read_mask, test_items
+from ..data import good_images, load_images, read_mask, labelled_test_images
 from ..errors import UserError
 from ..evaluate import compute_metrics
 from ..files import ensure_dir, write_json, write_text
@@ -72,7 +72,7 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
 
     test = None
     if data is not None:
-        items = test_items(Path(data))
+        items = labelled_test_images(Path(data))
         test = (load_images([i.path for i in items], size, fit), np.stack([read_mask(i, size, fit) for i in items]),
                 np.array([i.label for i in items]), np.array([i.defect for i in items]))
 

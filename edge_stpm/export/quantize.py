@@ -89,7 +89,8 @@ def quantize_int8(fp32: Path, out: Path, images: np.ndarray, batch: int, metadat
 
 
 def qdq_summary(model: onnx.ModelProto) -> dict[str, Any]:
-    """Count Q/DQ nodes, check they are symmetric int8, and list activation scales by tensor name."""
+    """Count Q/DQ nodes, check they are symmetric (zero-point 0; int8 tensors, int32 Conv biases), and list
+    activation scales by tensor name."""
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
@@ -97,7 +98,8 @@ def qdq_summary(model: onnx.ModelProto) -> dict[str, Any]:
     scales = {n.input[0]: float(inits[n.input[1]].ravel()[0]) for n in q if n.input[1] in inits}
     return {
         "quantize_nodes": len(q), "dequantize_nodes": len(dq),
-        "symmetric_int8": all(z.dtype == np.int8 and not z.any() for z in zps),
+        "symmetric_int8": all(z.dtype in (np.int8, np.int32) and not z.any() for z in zps),
+        "int32_bias_dequantize_nodes": sum(z.dtype == np.int32 for z in zps),
         "quantized_ops": sorted({c.op_type for n in dq for c in model.graph.node if n.output[0] in c.input}),
         "activation_scales": scales,
     }

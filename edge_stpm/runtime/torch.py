@@ -22,12 +22,24 @@ def fold_batchnorm(trunk: nn.Module) -> nn.Module:
     return fuse(copy.deepcopy(trunk).eval(), inplace=True)
 
 
-def optimise(pipe: InspectionPipeline, device: torch.device, fp16: bool, fold: bool = True) -> InspectionPipeline:
-    """A copy of the pipeline for fast inference: BN folded, channels_last, FP16 trunks (head stays FP32)."""
-    p = copy.deepcopy(pipe).eval()
-    if fold:
+def optimise(pipe: InspectionPipeline, device: torch.device, fp16: bool, fold: bool = True,
+             twin: bool = False) -> nn.Module:
+    """A copy of the pipeline for fast inference: BN folded, optionally teacher and student merged into one
+    grouped-conv trunk (``runtime.twin``), channels_last, FP16 trunks (the head stays FP32)."""
+    from ..backbones import get_spec
+    from .twin import TwinPipeline
+
+    p: nn.Module = copy.deepcopy(pipe).eval()
+    if fold or twin:
         p.teacher = fold_batchnorm(p.teacher)
         p.student = fold_batchnorm(p.student)
+    if twin:
+        p = TwinPipeline(p, get_spec(pipe.backbone).channels).eval()
+        p = p.to(device).to(memory_format=torch.channels_last)
+        if fp16:
+            p.twin.half()
+            p.trunk_dtype = torch.float16
+        return p
     p = p.to(device).to(memory_format=torch.channels_last)
     if fp16:
         p.teacher.half()
@@ -37,12 +49,15 @@ def optimise(pipe: InspectionPipeline, device: torch.device, fp16: bool, fold: b
 
 
 class TorchBackend(Backend):
-    """``precision`` fp32 or fp16 (CUDA only); ``cuda_graph`` replays a captured graph for a fixed ``batch``."""
+    """``precision`` fp32 or fp16 (CUDA only); ``cuda_graph`` replays a captured graph for a fixed ``batch``;
+    ``optimize`` folds batch norm (and on CUDA merges teacher and student into one twin trunk unless ``twin``
+    is False); ``optimize=False`` is the plain eager pipeline used as the benchmark baseline."""
 
     name = "pytorch"
 
     def __init__(self, path: Path, device: str = "auto", precision: str | None = None, batch: int = 1,
-                 cuda_graph: bool = True, optimize: bool = True, threads: int | None = None) -> None:
+                 cuda_graph: bool = True, optimize: bool = True, threads: int | None = None,
+                 twin: bool | None = None) -> None:
         pipe, self.metadata = checkpoint.load_pipeline(Path(path))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -57,7 +72,9 @@ class TorchBackend(Backend):
             torch.set_num_threads(threads)
         self.image_size = int(self.metadata["image_size"])
         self.batch = batch if cuda and cuda_graph else None
-        self.pipe = optimise(pipe, self.dev, self.precision == "fp16", fold=optimize) if optimize or cuda else pipe
+        self.twin = bool(optimize and cuda) if twin is None else twin
+        self.pipe = (optimise(pipe, self.dev, self.precision == "fp16", fold=optimize, twin=self.twin)
+                     if optimize or cuda else pipe)
         self.device = torch.cuda.get_device_name(self.dev) if cuda else f"CPU ({torch.get_num_threads()} threads)"
         self.graph: torch.cuda.CUDAGraph | None = None
         if cuda and cuda_graph:

@@ -1,0 +1,151 @@
+"""ONNX graphs (FP32/FP16/INT8) and the backends that run them: parity, metadata, Q/DQ form, selection."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edge_stpm import checkpoint
+from edge_stpm.data import load_images
+from edge_stpm.errors import UserError
+from edge_stpm.export.artifacts import read_onnx_metadata
+from edge_stpm.export.exporter import export, rel_l2
+from edge_stpm.inspector import Inspector
+from edge_stpm.runtime.onnx import OnnxBackend, choose_providers
+from edge_stpm.runtime.select import resolve
+from edge_stpm.runtime.torch import TorchBackend
+
+
+def test_graphs_are_static_opset17_with_metadata(exported: Path, trained: Path) -> None:
+    for prec in ("fp32", "fp16", "int8"):
+        path = exported / f"model_{prec}.onnx"
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
+        ops = {n.op_type for n in model.graph.node}
+        assert "Shape" not in ops, "Resize sizes must be constants"
+        md = read_onnx_metadata(path)
+        assert md["precision"] == prec and md["batch"] == 1 and md["image_size"] == 128
+        assert md["checkpoint_sha256"] == checkpoint.file_sha256(trained / "model.pt")
+        assert json.loads((exported / f"model_{prec}.json").read_text())["thresholds"] == md["thresholds"]
+
+
+def test_fp16_graph_keeps_head_in_fp32(exported: Path) -> None:
+    model = onnx.load(str(exported / "model_fp16.onnx"))
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    conv_w = [inits[n.input[1]] for n in model.graph.node if n.op_type == "Conv"]
+    assert conv_w and all(t == onnx.TensorProto.FLOAT16 for t in conv_w)
+    dtypes = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    head = [n for n in model.graph.node if n.op_type in ("Sqrt", "Resize", "ReduceMax")]
+    assert head and all(dtypes.get(n.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in head)
+
+
+def test_int8_graph_is_symmetric_qdq_with_float_head(exported: Path) -> None:
+    model = onnx.load(str(exported / "model_int8.onnx"))
+    stats = json.loads((exported.parent / "calibration" / exported.name / "stats.json").read_text())
+    assert stats["symmetric_int8"] and stats["quantize_nodes"] > 0
+    assert stats["quantized_ops"] == ["Conv"]
+    for n in model.graph.node:
+        if n.op_type in ("Sqrt", "Resize", "ReduceMax", "Div"):
+            assert all("QuantizeLinear" not in p.op_type for p in model.graph.node if n.input[0] in p.output)
+    images = (exported.parent / "calibration" / exported.name / "images.txt").read_text().split()
+    assert len(images) == 32
+
+
+def test_backends_agree_on_cpu(exported: Path, trained: Path, synth_dir: Path) -> None:
+    imgs = load_images(sorted((synth_dir / "test" / "scratch").glob("*.png"))[:3], 128)
+    torch_b = TorchBackend(trained / "model.pt", device="cpu")
+    plain = TorchBackend(trained / "model.pt", device="cpu", optimize=False)
+    onnx_b = OnnxBackend(exported / "model_fp32.onnx", allow_gpu=False)
+    mt, st = torch_b.infer(imgs)
+    mp, sp = plain.infer(imgs)
+    mo, so = onnx_b.infer_any(imgs)
+    assert mt.shape == (3, 128, 128) and st.shape == (3,)
+    assert rel_l2(mo, mp) < 1e-4 and rel_l2(mt, mp) < 1e-4
+    assert np.allclose(so, sp, rtol=1e-4)
+    m16, s16 = OnnxBackend(exported / "model_fp16.onnx", allow_gpu=False).infer_any(imgs)
+    assert rel_l2(m16, mp) < 0.05
+    export_report = json.loads((exported / "export.json").read_text())
+    assert export_report["graphs"]["fp32"]["parity_vs_pytorch"]["map_rel_l2"] < 1e-4
+    assert export_report["graphs"]["int8"]["parity_vs_pytorch"]["map_rel_l2"] < 0.5
+
+
+def test_provider_choice() -> None:
+    assert choose_providers(["CPUExecutionProvider", "CUDAExecutionProvider"]) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(["CPUExecutionProvider", "TensorrtExecutionProvider", "CUDAExecutionProvider"])[0] == "TensorrtExecutionProvider"
+    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], allow_gpu=False) == ["CPUExecutionProvider"]
+
+
+def test_auto_backend_selection_without_gpu(exported: Path, trained: Path) -> None:
+    name, path, why = resolve(exported, "auto")
+    assert name == "onnxruntime" and path.name == "model_fp32.onnx" and "no TensorRT" in why
+    name, path, why = resolve(trained / "model.pt", "auto")
+    if not torch.cuda.is_available():
+        assert name == "onnxruntime" and path == trained / "onnx" / "model_fp32.onnx" and path.is_file()
+    with pytest.raises(UserError, match="cannot run"):
+        resolve(exported / "model_fp32.onnx", "tensorrt")
+
+
+def test_inspector_on_defect_and_good(exported: Path, synth_dir: Path) -> None:
+    import cv2
+
+    insp = Inspector.load(exported, "onnxruntime")
+    good = cv2.imread(str(sorted((synth_dir / "test" / "good").glob("*.png"))[0]))
+    bad = cv2.imread(str(sorted((synth_dir / "test" / "missing").glob("*.png"))[0]))
+    big = cv2.resize(bad, (300, 200))
+    rg, rb, rbig = insp.inspect(good), insp.inspect(bad), insp.inspect(big)
+    assert rb.normalised_score > rg.normalised_score
+    assert rbig.anomaly_map.shape == (200, 300)
+    ov = rb.overlay(bad)
+    assert ov.shape == bad.shape and not np.array_equal(ov, bad)
+
+
+def test_export_refuses_too_few_calibration_images(trained: Path, tmp_path: Path, synth_dir: Path) -> None:
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted((synth_dir / "train" / "good").glob("*.png"))[:5]:
+        (few / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(UserError, match="at least 20"):
+        export(trained / "model.pt", ["int8"], tmp_path / "out", calib=few, calib_root=tmp_path / "cal", quiet=True)
+    assert not list((tmp_path / "out").glob("*.onnx"))
+
+
+def test_resnet18_random_checkpoint_exports_all_graphs(synth_dir: Path, tmp_path: Path) -> None:
+    from edge_stpm.train import TrainConfig, train
+
+    run = tmp_path / "r18"
+    train(TrainConfig(synth_dir, run, backbone="resnet18", epochs=1, batch_size=8, image_size=64,
+                      teacher_weights="random", quiet=True))
+    rep = export(run / "model.pt", ["fp32", "fp16", "int8"], tmp_path / "e18", calib_root=tmp_path / "cal", quiet=True)
+    assert set(rep["graphs"]) == {"fp32", "fp16", "int8"}
+    assert rep["graphs"]["fp32"]["parity_vs_pytorch"]["map_rel_l2"] < 1e-4
+    assert read_onnx_metadata(tmp_path / "e18" / "model_int8.onnx")["backbone"] == "resnet18"
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_twin_trunk_matches_separate_trunks(name: str) -> None:
+    from edge_stpm.backbones import BACKBONES
+    from edge_stpm.model import STPM, InspectionPipeline
+    from edge_stpm.runtime.torch import fold_batchnorm
+    from edge_stpm.runtime.twin import TwinPipeline
+
+    torch.manual_seed(0)
+    stpm = STPM(name).eval()
+    for m in stpm.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    pipe = InspectionPipeline(stpm, 64).eval()
+    folded = InspectionPipeline(stpm, 64).eval()
+    folded.teacher, folded.student = fold_batchnorm(stpm.teacher), fold_batchnorm(stpm.student)
+    twin = TwinPipeline(folded, BACKBONES[name].channels).eval()
+    convs = [m for m in twin.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == len([m for m in stpm.teacher.modules() if isinstance(m, torch.nn.Conv2d)])
+    x = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        (m0, s0), (m1, s1) = pipe(x), twin(x)
+    assert float((m1 - m0).norm() / m0.norm()) < 1e-5 and torch.allclose(s1, s0, rtol=1e-5)

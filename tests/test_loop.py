@@ -1,0 +1,159 @@
+"""The camera loop, headless on the synthetic video and on image folders, with both CPU backends; the window
+under Xvfb; lost streams and signals."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edge_stpm.app.loop import RunOptions, run
+from edge_stpm.app.sources import CaptureSource, open_source
+from edge_stpm.cli import app
+from edge_stpm.demo import video_agreement
+from edge_stpm.inspector import Inspector
+
+runner = CliRunner()
+
+
+def frames_in(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        assert img.shape[2] == 3
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "pytorch"])
+def test_headless_run_on_video_matches_labels(backend: str, exported: Path, trained: Path, synth_dir: Path,
+                                              tmp_path: Path) -> None:
+    model = exported / "model_fp32.onnx" if backend == "onnxruntime" else trained / "model.pt"
+    res = runner.invoke(app, ["run", "--model", str(model), "--backend", backend, "--source", str(synth_dir / "video.avi"),
+                              "--headless", "--record", str(tmp_path / "out.mp4"), "--events", str(tmp_path / "ev.jsonl"),
+                              "--save-anomalies", str(tmp_path / "ng"), "--summary-json", str(tmp_path / "s.json")])
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["frames"] == 60 and s["end_reason"] == "end of stream"
+    assert frames_in(tmp_path / "out.mp4") == 60
+    assert not list(tmp_path.glob(".*part*"))
+    events = [json.loads(l) for l in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert [e["frame"] for e in events] == s["ng_indices"]
+    agree = video_agreement(synth_dir / "video_labels.csv", s["ng_indices"])
+    assert agree["precision"] >= 0.9 and agree["recall"] >= 0.9, agree
+    saved = sorted((tmp_path / "ng").glob("*_overlay.png"))
+    assert 1 <= len(saved) <= len(events)
+
+
+def test_run_on_image_folder_with_roi_and_max_frames(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    insp = Inspector.load(exported / "model_fp32.onnx", "onnxruntime")
+    src = open_source(str(synth_dir / "test" / "good"))
+    s = run(insp, src, RunOptions(headless=True, max_frames=4, roi=(8, 8, 100, 100), record=tmp_path / "r.avi"))
+    assert s.frames == 4 and s.end_reason == "--max-frames 4"
+    cap = cv2.VideoCapture(str(tmp_path / "r.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 100 and frames_in(tmp_path / "r.avi") == 4
+
+
+def test_files_are_read_in_order_without_drops(synth_dir: Path) -> None:
+    src = open_source(str(synth_dir / "video.avi"))
+    idx = []
+    while (f := src.read()) is not None:
+        idx.append(f.index)
+        time.sleep(0.002)
+    assert idx == list(range(60)) and src.dropped == 0
+
+
+def test_live_source_keeps_only_newest_frame(synth_dir: Path, tmp_path: Path) -> None:
+    src = CaptureSource("url", str(synth_dir / "video.avi"), reconnect_s=0.0)  # a file read as if it were live
+    time.sleep(0.5)
+    first = src.read()
+    assert first is not None and first.index > 0 and src.dropped > 0
+    src.close()
+
+
+def test_lost_stream_retries_then_ends_with_recording_finalised(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    video = tmp_path / "cam.avi"
+    shutil.copy(synth_dir / "video.avi", video)
+    src = CaptureSource("url", str(video), reconnect_s=0.6)
+    video.unlink()  # the stream cannot be reopened: like a camera unplugged for good
+    insp = Inspector.load(exported / "model_fp32.onnx", "onnxruntime")
+    t0 = time.monotonic()
+    s = run(insp, src, RunOptions(headless=True, record=tmp_path / "rec.avi"))
+    assert "stream lost" in s.end_reason and time.monotonic() - t0 >= 0.6
+    assert (tmp_path / "rec.avi").is_file() and frames_in(tmp_path / "rec.avi") == s.frames > 0
+
+
+def test_sigterm_finalises_recording(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    rec = tmp_path / "sig.avi"
+    proc = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--model", str(exported / "model_fp32.onnx"),
+                             "--source", str(synth_dir / "video.avi"), "--headless", "--record", str(rec),
+                             "--summary-json", str(tmp_path / "s.json")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".sig.part*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, out
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["end_reason"] in ("SIGTERM", "end of stream")
+    assert rec.is_file() and frames_in(rec) == s["frames"] and not list(tmp_path.glob(".sig.part*"))
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb not installed (.ci/run installs it)")
+def test_window_under_xvfb_shows_overlay(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    display = ":97"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb")
+        script = (
+            "import cv2, numpy as np, sys\n"
+            "from edge_stpm.inspector import Inspector\n"
+            f"insp = Inspector.load(r'{exported / 'model_fp32.onnx'}', 'onnxruntime')\n"
+            f"img = cv2.imread(r'{sorted((synth_dir / 'test' / 'missing').glob('*.png'))[0]}')\n"
+            "shown = insp.inspect(img).overlay(img)\n"
+            "cv2.namedWindow('edge-stpm', cv2.WINDOW_AUTOSIZE)\n"
+            "cv2.moveWindow('edge-stpm', 0, 0)\n"
+            "for _ in range(30):\n"
+            "    cv2.imshow('edge-stpm', shown); cv2.waitKey(30)\n"
+            f"cv2.imwrite(r'{tmp_path / 'expected.png'}', shown)\n"
+            f"import subprocess; subprocess.run(['xwd', '-root', '-silent', '-out', r'{tmp_path / 'screen.xwd'}'], check=True)\n"
+        )
+        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        shot = read_xwd(tmp_path / "screen.xwd")
+        cv2.imwrite(str(tmp_path / "screen.png"), shot)
+        expected = cv2.imread(str(tmp_path / "expected.png"))
+        found = cv2.matchTemplate(shot, expected, cv2.TM_CCOEFF_NORMED).max()
+        assert found > 0.9, f"overlay not on screen (best match {found:.2f})"
+    finally:
+        xvfb.terminate()
+        xvfb.wait(timeout=10)
+
+
+def read_xwd(path: Path) -> np.ndarray:
+    """A 24/32-bit ZPixmap XWD screenshot as BGR."""
+    data = path.read_bytes()
+    hdr = np.frombuffer(data[:100], ">u4")
+    header_size, width, height, bpp, bpl, ncolors = hdr[0], hdr[4], hdr[5], hdr[11], hdr[12], hdr[19]
+    offset = int(header_size) + int(ncolors) * 12
+    assert bpp == 32, f"unexpected XWD depth {bpp}"
+    px = np.frombuffer(data[offset : offset + int(bpl) * int(height)], np.uint8).reshape(int(height), int(bpl) // 4, 4)
+    byte_order = hdr[7]
+    px = px[:, : int(width)]
+    return np.ascontiguousarray(px[..., :3] if byte_order == 0 else px[..., 1:][..., ::-1])
