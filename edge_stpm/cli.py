@@ -62,7 +62,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           val_fraction: float = typer.Option(0.2, help="Share of good images held out for model selection and thresholds."),
           size: int = typer.Option(256, help="Model input side (pixels)."),
           fit: str = typer.Option("stretch", help="How images meet the square input: stretch | pad | crop."),
-          threshold: str = typer.Option("percentile", help="Threshold from held-out good images: percentile | sigma."),
+          threshold: str = typer.Option("logsigma", help="Threshold from held-out good images: logsigma (exp(mean+3σ) of log scores) | percentile (99.5th) | sigma (mean+3σ)."),
           seed: int = typer.Option(0),
           device: str = typer.Option("auto", help="auto | cpu | cuda"),
           teacher_weights: Optional[str] = typer.Option(None, help="Teacher state-dict file (default: torchvision cache / download); 'random' for tests only."),
@@ -148,7 +148,10 @@ def build_engine(checkpoint: Optional[Path] = typer.Option(None, help="Export th
     from .export.exporter import export as run_export
     from .export.tensorrt import INSTALL_HINT, build_engine as run_build, build_plan, import_tensorrt
 
-    (prec,) = parse_precisions(precision)[:1]
+    precs = parse_precisions(precision)
+    if len(precs) != 1:
+        raise UserError("build-engine takes one --precision (fp16, int8 or fp32)")
+    prec = precs[0]
     if (checkpoint is None) == (onnx is None):
         raise UserError("give exactly one of --checkpoint or --onnx")
     if checkpoint is not None:

@@ -10,6 +10,7 @@ import torch
 
 from . import checkpoint, figures, metrics, thresholds
 from .app.overlay import draw_contours, heatmap_overlay
+from .errors import UserError
 from .data import GOOD, load_images, read_mask, labelled_test_images
 from .files import ensure_dir, write_json, write_text
 from .progress import bar
@@ -81,7 +82,7 @@ def evaluate(ckpt: Path, data: Path, out: Path, device: str = "cpu", batch_size:
     try:
         res["f1_optimal_on_this_set"] = thresholds.f1_optimal(scores, labels)
         res["f1_optimal_on_this_set"]["normalised_threshold"] = res["f1_optimal_on_this_set"]["threshold"] / thr["image"]
-    except Exception as exc:  # one-class sets have no F1 threshold; say why in the report
+    except UserError as exc:
         res["f1_optimal_on_this_set"] = {"unavailable": str(exc)}
     report = {"checkpoint": str(ckpt), "data": str(data), "graph": label, "backbone": meta["backbone"],
               "image_size": size, "fit": fit, "n_images": len(items), "seconds": infer_s,

@@ -7,15 +7,21 @@ import numpy as np
 
 from .errors import UserError
 
-METHODS = ("percentile", "sigma")
+METHODS = ("logsigma", "percentile", "sigma")
 DEFAULT_IMAGE_Q = 99.5
 DEFAULT_PIXEL_Q = 99.9
 DEFAULT_K = 3.0
 
 
-def good_threshold(values: np.ndarray, method: str = "percentile", q: float | None = None, k: float = DEFAULT_K,
+def good_threshold(values: np.ndarray, method: str = "logsigma", q: float | None = None, k: float = DEFAULT_K,
                    default_q: float = DEFAULT_IMAGE_Q) -> float:
-    """Threshold from a sample of good-image values: the ``q``-th percentile, or mean + ``k``·std."""
+    """Threshold from a sample of good-image values.
+
+    logsigma (default): exp(mean + k·std of log values) — anomaly scores are positive products of three
+    distances and close to log-normal, and with a few dozen held-out images this extrapolates the tail
+    where a high percentile can only return the largest value seen. percentile: the ``q``-th percentile.
+    sigma: mean + k·std.
+    """
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size == 0:
         raise UserError("no good-image scores to set a threshold from")
@@ -23,10 +29,13 @@ def good_threshold(values: np.ndarray, method: str = "percentile", q: float | No
         return float(np.percentile(values, default_q if q is None else q))
     if method == "sigma":
         return float(values.mean() + k * values.std())
+    if method == "logsigma":
+        logs = np.log(np.maximum(values, 1e-30))
+        return float(np.exp(logs.mean() + k * logs.std()))
     raise UserError(f"unknown threshold method {method!r}; choose one of {', '.join(METHODS)}")
 
 
-def calibrate(image_scores: np.ndarray, maps: np.ndarray, method: str = "percentile", k: float = DEFAULT_K,
+def calibrate(image_scores: np.ndarray, maps: np.ndarray, method: str = "logsigma", k: float = DEFAULT_K,
               image_q: float = DEFAULT_IMAGE_Q, pixel_q: float = DEFAULT_PIXEL_Q, max_pixels: int = 2_000_000,
               seed: int = 0) -> dict[str, Any]:
     """Image and pixel thresholds from held-out good images.
@@ -42,7 +51,7 @@ def calibrate(image_scores: np.ndarray, maps: np.ndarray, method: str = "percent
     pixel_t = good_threshold(pixels, method, pixel_q, k, default_q=DEFAULT_PIXEL_Q)
     return {
         "method": method,
-        "k": k if method == "sigma" else None,
+        "k": k if method in ("sigma", "logsigma") else None,
         "image_q": image_q if method == "percentile" else None,
         "pixel_q": pixel_q if method == "percentile" else None,
         "image": image_t,

@@ -39,7 +39,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     teacher_weights: str | None = None
-    threshold_method: str = "percentile"
+    threshold_method: str = "logsigma"
     threshold_k: float = thresholds.DEFAULT_K
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

@@ -30,7 +30,7 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edge_stpm.synth import SynthConfig, generate
 
     out = tmp_path_factory.mktemp("synth")
-    generate(out, SynthConfig(size=SIZE, n_train=40, n_test_good=10, n_test_defect=5, video_frames=60, seed=1))
+    generate(out, SynthConfig(size=SIZE, n_train=60, n_test_good=10, n_test_defect=5, video_frames=60, seed=1))
     return out
 
 
@@ -40,7 +40,7 @@ def trained(synth_dir: Path, mobilenet_weights: None, tmp_path_factory: pytest.T
     from edge_stpm.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("run")
-    train(TrainConfig(synth_dir, run, backbone="mobilenet_v2", epochs=12, batch_size=8, image_size=SIZE, quiet=True))
+    train(TrainConfig(synth_dir, run, backbone="mobilenet_v2", epochs=20, batch_size=8, image_size=SIZE, quiet=True))
     return run
 
 

@@ -44,7 +44,7 @@ def test_train_and_evaluate_commands(synth_dir: Path, tmp_path: Path, mobilenet_
     assert res.exit_code == 0, res.output
     ck = checkpoint.read(tmp_path / "run" / "model.pt")
     assert ck["backbone"] == "mobilenet_v2" and ck["image_size"] == 64
-    assert ck["training"]["n_val"] == 8 and ck["thresholds"]["image"] > 0
+    assert ck["training"]["n_val"] == 12 and ck["thresholds"]["image"] > 0
     assert "torchvision" in ck["teacher_source"]
     assert (tmp_path / "run" / "loss.png").is_file()
     res = invoke("evaluate", "--checkpoint", tmp_path / "run" / "model.pt", "--data", synth_dir, "--out",
@@ -189,7 +189,8 @@ def test_corrupt_onnx(tmp_path: Path) -> None:
     bad = tmp_path / "model_fp16.onnx"
     bad.write_bytes(b"\x08\x07garbage" * 10)
     assert_clean_error(invoke("build-engine", "--onnx", bad, "--precision", "fp16"), "corrupt")
-    assert_clean_error(invoke("infer", tmp_path, "--model", bad), "not an image")
+    cv2.imwrite(str(tmp_path / "part.png"), np.full((32, 32, 3), 90, np.uint8))
+    assert_clean_error(invoke("infer", tmp_path / "part.png", "--model", bad, "--out", tmp_path / "o"), "corrupt")
 
 
 def test_engine_from_other_tensorrt_version(tmp_path: Path, synth_dir: Path) -> None:

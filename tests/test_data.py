@@ -47,7 +47,7 @@ def test_mvtec_layout_items_and_masks(synth_dir: Path) -> None:
     assert {i.defect for i in items} == {"good", "scratch", "spot", "crack", "missing"}
     assert all((i.label == 0) == (i.defect == "good") for i in items)
     assert all(i.mask is not None and i.mask.is_file() for i in items if i.label)
-    assert len(good_images(synth_dir)) == 40
+    assert len(good_images(synth_dir)) == 60
 
 
 @pytest.mark.parametrize("mode", ["stretch", "pad", "crop"])

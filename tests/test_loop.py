@@ -90,9 +90,8 @@ def test_lost_stream_retries_then_ends_with_recording_finalised(exported: Path, 
     src = CaptureSource("url", str(video), reconnect_s=0.6)
     video.unlink()  # the stream cannot be reopened: like a camera unplugged for good
     insp = Inspector.load(exported / "model_fp32.onnx", "onnxruntime")
-    t0 = time.monotonic()
     s = run(insp, src, RunOptions(headless=True, record=tmp_path / "rec.avi"))
-    assert "stream lost" in s.end_reason and time.monotonic() - t0 >= 0.6
+    assert "stream lost, no reconnect within 0.6 s" == s.end_reason
     assert (tmp_path / "rec.avi").is_file() and frames_in(tmp_path / "rec.avi") == s.frames > 0
 
 
@@ -147,13 +146,13 @@ def test_window_under_xvfb_shows_overlay(exported: Path, synth_dir: Path, tmp_pa
 
 
 def read_xwd(path: Path) -> np.ndarray:
-    """A 24/32-bit ZPixmap XWD screenshot as BGR."""
+    """A 24/32-bit-per-pixel ZPixmap XWD screenshot as BGR."""
     data = path.read_bytes()
     hdr = np.frombuffer(data[:100], ">u4")
     header_size, width, height, bpp, bpl, ncolors = hdr[0], hdr[4], hdr[5], hdr[11], hdr[12], hdr[19]
     offset = int(header_size) + int(ncolors) * 12
-    assert bpp == 32, f"unexpected XWD depth {bpp}"
-    px = np.frombuffer(data[offset : offset + int(bpl) * int(height)], np.uint8).reshape(int(height), int(bpl) // 4, 4)
-    byte_order = hdr[7]
-    px = px[:, : int(width)]
-    return np.ascontiguousarray(px[..., :3] if byte_order == 0 else px[..., 1:][..., ::-1])
+    assert bpp in (24, 32), f"unexpected XWD depth {bpp}"
+    n = int(bpp) // 8
+    rows = np.frombuffer(data[offset : offset + int(bpl) * int(height)], np.uint8).reshape(int(height), int(bpl))
+    px = rows[:, : int(width) * n].reshape(int(height), int(width), n)
+    return np.ascontiguousarray(px[..., :3] if hdr[7] == 0 else px[..., n - 3 :][..., ::-1])

@@ -20,6 +20,9 @@ from ..inspector import Inspector
 from .sources import Source
 
 
+WARM_FRAMES = 100
+
+
 @dataclass
 class RunOptions:
     """Loop settings. ``roi`` is (x, y, w, h) in frame pixels; intervals in seconds."""
@@ -185,6 +188,8 @@ def run(inspector: Inspector, source: Source, opts: RunOptions, on_frame: Any = 
             times["display"].append((t3 - t2) * 1e3)
             times["total"].append((t3 - t0) * 1e3 + frame.read_ms)
             summary.frames += 1
+            if summary.frames == WARM_FRAMES:
+                summary.rss_mb["after_warmup"] = _rss_mb()
         else:
             summary.end_reason = "SIGTERM"
     except KeyboardInterrupt:

@@ -100,6 +100,7 @@ def qdq_summary(model: onnx.ModelProto) -> dict[str, Any]:
         "quantize_nodes": len(q), "dequantize_nodes": len(dq),
         "symmetric_int8": all(z.dtype in (np.int8, np.int32) and not z.any() for z in zps),
         "int32_bias_dequantize_nodes": sum(z.dtype == np.int32 for z in zps),
-        "quantized_ops": sorted({c.op_type for n in dq for c in model.graph.node if n.output[0] in c.input}),
+        "weight_quantized_ops": sorted({c.op_type for n in dq if n.input[0] in inits
+                                        for c in model.graph.node if n.output[0] in c.input}),
         "activation_scales": scales,
     }
