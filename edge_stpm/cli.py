@@ -114,6 +114,7 @@ def export(checkpoint: Path = typer.Option(..., help="model.pt from train."),
            calib_method: str = typer.Option("minmax", help="minmax | percentile | entropy"),
            calib_root: Path = typer.Option(Path("calibration"), help="Where calibration lists and ranges are kept."),
            data: Optional[Path] = typer.Option(None, help="MVTec test split: report each graph's AUROC beside FP32's."),
+           int8_float_stages: str = typer.Option("0", help="Pyramid stages (0,1,2) whose convolutions stay float in the INT8 graph; '' quantizes all."),
            quiet: bool = typer.Option(False)) -> None:
     """Export the inspection pipeline to ONNX (opset 17, static shapes), each graph checked against PyTorch."""
     from .export.artifacts import parse_precisions
@@ -121,7 +122,11 @@ def export(checkpoint: Path = typer.Option(..., help="model.pt from train."),
 
     precs = parse_precisions(precision)
     folder = out_dir or Path("engines") / (checkpoint.parent.name or "model")
-    r = run_export(checkpoint, precs, folder, batch, calib, calib_count, calib_method, calib_root, data, quiet=quiet)
+    stages = tuple(_ints(int8_float_stages, "--int8-float-stages", minimum=0)) if int8_float_stages.strip() else ()
+    if any(s > 2 for s in stages):
+        raise UserError("--int8-float-stages takes stage numbers 0, 1 and 2")
+    r = run_export(checkpoint, precs, folder, batch, calib, calib_count, calib_method, calib_root, data, quiet=quiet,
+                   float_stages=stages)
     t = Table(title=f"export: {folder}")
     for c in ("graph", "MB", "map rel. L2 vs PyTorch", "score max rel. err", "image AUROC", "pixel AUROC", "AUPRO"):
         t.add_column(c)
@@ -252,13 +257,13 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of im
     out.print(f"{ng} NG of {len(rows)}; summary in {out_dir}/summary.csv")
 
 
-def _ints(text: str, what: str) -> list[int]:
+def _ints(text: str, what: str, minimum: int = 1) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UserError(f"{what} must be a comma list of integers, not {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise UserError(f"{what} must be positive integers")
+    if not vals or min(vals) < minimum:
+        raise UserError(f"{what} must be integers of at least {minimum}")
     return vals
 
 

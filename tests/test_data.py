@@ -66,3 +66,17 @@ def test_fit_modes_and_inverse(mode: str) -> None:
 def test_unknown_fit_mode_refused() -> None:
     with pytest.raises(UserError, match="fit mode"):
         fit_image(np.zeros((8, 8, 3), np.uint8), 4, "squash")
+
+
+def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    from edge_stpm.files import write_text
+
+    mask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]

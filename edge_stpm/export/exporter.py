@@ -17,7 +17,7 @@ from ..progress import bar, console
 from ..runtime.onnx import OnnxBackend
 from .artifacts import graph_metadata, onnx_path, sidecar
 from .onnx import export_onnx
-from .quantize import check_count, quantize_int8
+from .quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
 
 FP32_MAX_REL_L2 = 1e-4
 
@@ -42,7 +42,8 @@ def calibration_paths(meta: dict[str, Any], calib: Path | None) -> tuple[list[Pa
 
 def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: Path | None = None,
            calib_count: int = 300, calib_method: str = "minmax", calib_root: Path = Path("calibration"),
-           data: Path | None = None, parity_count: int = 16, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
+           data: Path | None = None, parity_count: int = 16, seed: int = 0, quiet: bool = False,
+           float_stages: tuple[int, ...] = DEFAULT_FLOAT_STAGES) -> dict[str, Any]:
     """Export the requested graphs into ``out`` (FP32 always, as the reference); returns the export report."""
     if batch < 1:
         raise UserError("--batch must be at least 1")
@@ -88,6 +89,7 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
             write_text(cal_dir / "images.txt", "\n".join(str(p) for p in cal_paths) + "\n")
             cache = cal_dir / f"ranges_{calib_method}_b{batch}.json"
             md["calibration"] = {"source": cal_source, "count": len(cal_paths), "method": calib_method,
+                                 "float_stages": list(float_stages),
                                  "list": str(cal_dir / "images.txt"), "ranges": str(cache)}
             with bar(quiet) as progress:
                 task = progress.add_task("decode calibration images", total=len(cal_paths), info="")
@@ -96,7 +98,7 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
                 task = progress.add_task(f"calibrate int8 ({calib_method})", total=0 if reuse else len(cal_paths),
                                          info="reusing saved ranges" if reuse else "")
                 summary = quantize_int8(onnx_path(out, "fp32"), path, cal_imgs, batch, md, cache, calib_method,
-                                        on_batch=lambda n: progress.advance(task, n))
+                                        on_batch=lambda n: progress.advance(task, n), float_stages=float_stages)
             scales = summary.pop("activation_scales")
             write_json(cal_dir / "stats.json", {"count": len(cal_paths), "method": calib_method, "batch": batch,
                                                 "activation_scales": scales, **summary})
