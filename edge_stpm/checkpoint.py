@@ -27,7 +27,7 @@ def versions() -> dict[str, str]:
 
 
 def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[str, Any],
-         teacher_source: str, training: dict[str, Any]) -> Path:
+         teacher_source: str, training: dict[str, Any], sigma: float) -> Path:
     """Write the checkpoint atomically (temp file + rename)."""
     payload = {
         "format": FORMAT,
@@ -35,6 +35,7 @@ def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[
         "backbone": stpm.backbone,
         "image_size": int(image_size),
         "fit": fit,
+        "smoothing_sigma": float(sigma),
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "input": "uint8 BGR NHWC",
@@ -82,7 +83,7 @@ def build_stpm(ck: dict[str, Any]) -> STPM:
 def load_pipeline(path: Path) -> tuple[InspectionPipeline, dict[str, Any]]:
     """The FP32 inspection pipeline (eval mode, CPU) and the checkpoint dict without its weights."""
     ck = read(path)
-    pipe = InspectionPipeline(build_stpm(ck), ck["image_size"]).eval()
+    pipe = InspectionPipeline(build_stpm(ck), ck["image_size"], sigma=ck.get("smoothing_sigma", 0.0)).eval()
     return pipe, meta(ck)
 
 

@@ -61,7 +61,8 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           batch_size: int = typer.Option(32),
           val_fraction: float = typer.Option(0.2, help="Share of good images held out for model selection and thresholds."),
           size: int = typer.Option(256, help="Model input side (pixels)."),
-          fit: str = typer.Option("stretch", help="How images meet the square input: stretch | pad | crop."),
+          fit: str = typer.Option("pad", help="How images meet the square input: pad (keep aspect ratio, reflect-pad) | stretch | crop."),
+          sigma: float = typer.Option(4.0, help="Gaussian smoothing of the map before the max, in pixels (0 = official STPM head)."),
           threshold: str = typer.Option("logsigma", help="Threshold from held-out good images: logsigma (exp(mean+3σ) of log scores) | percentile (99.5th) | sigma (mean+3σ)."),
           seed: int = typer.Option(0),
           device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -70,8 +71,10 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
     """Train an STPM student on good images; keep the epoch with the lowest held-out loss; set thresholds."""
     from .train import TrainConfig, train as run_train
 
-    s = run_train(TrainConfig(data, out_dir, backbone, epochs, lr, momentum, weight_decay, batch_size, val_fraction,
-                              size, fit, seed, device, teacher_weights, threshold, quiet=quiet))
+    s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
+                              weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
+                              image_size=size, fit=fit, sigma=sigma, seed=seed, device=device,
+                              teacher_weights=teacher_weights, threshold_method=threshold, quiet=quiet))
     out.print(f"kept epoch {s['best_epoch']}/{s['epochs_run']} (validation loss {s['best_val_loss']:.4f}); "
               f"{s['train_images_per_s']:.1f} training images/s on {s['device']}; wall {s['wall_seconds']:.0f} s")
     out.print(f"checkpoint: {Path(out_dir) / 'model.pt'}")
@@ -101,6 +104,20 @@ def evaluate(checkpoint: Path = typer.Option(..., help="model.pt from train."),
     a = r["at_stored_threshold"]
     out.print(f"at stored threshold: precision {a['precision']:.3f} recall {a['recall']:.3f} F1 {a['f1']:.3f}")
     out.print(f"report: {Path(out_dir) / 'report.md'}")
+
+
+@app.command()
+@one_line_errors
+def calibrate(checkpoint: Path = typer.Option(..., help="model.pt to update in place (atomically)."),
+              threshold: str = typer.Option("logsigma", help="logsigma | percentile | sigma, from the held-out good images."),
+              sigma: Optional[float] = typer.Option(None, help="Change the map smoothing (pixels; 0 = none) before calibrating."),
+              data: Optional[Path] = typer.Option(None, help="A labelled MVTec split: also set the image threshold to its F1 optimum."),
+              quiet: bool = typer.Option(False)) -> None:
+    """Recompute a checkpoint's thresholds (no retraining): from its held-out good images, or F1-optimal on --data."""
+    from .train import recalibrate
+
+    thr = recalibrate(checkpoint, threshold, sigma, data, quiet)
+    out.print(f"thresholds ({thr['method']}): image {thr['image']:.5g}, pixel {thr['pixel']:.5g}; written to {checkpoint}")
 
 
 @app.command()

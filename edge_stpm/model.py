@@ -41,6 +41,34 @@ def anomaly_map(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], size: 
     return amap
 
 
+class GaussianSmooth(nn.Module):
+    """Gaussian blur of a map ``(B, 1, H, W)`` as two 1-D convolutions with zero padding, renormalised by the
+    blurred all-ones image so borders are not darkened (no Pad op: plain Conv + Mul for every runtime).
+
+    ``sigma`` in pixels of the model input; the kernel spans ±4σ (as anomalib's STFPM does).
+    """
+
+    def __init__(self, sigma: float, size: int) -> None:
+        super().__init__()
+        self.sigma = float(sigma)
+        radius = int(4.0 * sigma + 0.5)
+        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-0.5 * (x / sigma) ** 2)
+        k = k / k.sum()
+        self.register_buffer("kv", k.view(1, 1, -1, 1), persistent=False)
+        self.register_buffer("kh", k.view(1, 1, 1, -1), persistent=False)
+        self.radius = radius
+        ones = torch.ones(1, 1, size, size)
+        self.register_buffer("inv_norm", 1.0 / self._blur(ones), persistent=False)
+
+    def _blur(self, m: torch.Tensor) -> torch.Tensor:
+        m = F.conv2d(m, self.kv, padding=(self.radius, 0))
+        return F.conv2d(m, self.kh, padding=(0, self.radius))
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        return self._blur(m) * self.inv_norm
+
+
 class Preprocess(nn.Module):
     """uint8 BGR ``(B, H, W, 3)`` → ImageNet-normalised RGB float32 ``(B, 3, H, W)``."""
 
@@ -84,11 +112,14 @@ class InspectionPipeline(nn.Module):
     """The whole inspection graph: uint8 BGR ``(B, H, W, 3)`` → (map ``(B, 1, H, W)`` f32, score ``(B,)`` f32).
 
     ``trunk_dtype`` float16 runs both trunks in half precision while the head (normalise, difference,
-    upsample, product, max) stays float32.
+    upsample, product, smoothing, max) stays float32. ``sigma`` > 0 blurs the map (pixels) before the max;
+    0 is the official STPM head.
     """
 
-    def __init__(self, stpm: STPM, image_size: int, trunk_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, stpm: STPM, image_size: int, trunk_dtype: torch.dtype = torch.float32,
+                 sigma: float = 0.0) -> None:
         super().__init__()
+        self.smooth = GaussianSmooth(sigma, image_size) if sigma > 0 else None
         self.preprocess = Preprocess()
         self.backbone = stpm.backbone
         self.teacher = stpm.teacher
@@ -98,5 +129,13 @@ class InspectionPipeline(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.preprocess(x).to(self.trunk_dtype)
-        amap = anomaly_map(self.teacher(x), self.student(x), (self.image_size, self.image_size))
-        return amap, torch.amax(amap, dim=(1, 2, 3))
+        return head(self.teacher(x), self.student(x), self.image_size, self.smooth)
+
+
+def head(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], size: int,
+         smooth: GaussianSmooth | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of both trunks → (map ``(B, 1, size, size)``, score = max ``(B,)``), all float32."""
+    amap = anomaly_map(t_feats, s_feats, (size, size))
+    if smooth is not None:
+        amap = smooth(amap)
+    return amap, torch.amax(amap, dim=(1, 2, 3))

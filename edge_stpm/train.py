@@ -35,7 +35,8 @@ class TrainConfig:
     batch_size: int = 32
     val_fraction: float = 0.2
     image_size: int = 256
-    fit: str = "stretch"
+    fit: str = "pad"
+    sigma: float = 4.0
     seed: int = 0
     device: str = "auto"
     teacher_weights: str | None = None
@@ -65,6 +66,8 @@ def _check(cfg: TrainConfig) -> None:
         raise UserError("--val-fraction must be between 0 and 1")
     if cfg.image_size % 16 or cfg.image_size < 32:
         raise UserError("--size must be a multiple of 16, at least 32")
+    if cfg.sigma < 0:
+        raise UserError("--sigma must be 0 (no smoothing) or positive")
     if cfg.threshold_method not in thresholds.METHODS:
         raise UserError(f"unknown threshold method {cfg.threshold_method!r}; choose one of {', '.join(thresholds.METHODS)}")
 
@@ -174,7 +177,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise UserError("training diverged before any usable epoch: lower --lr")
     stpm.student.load_state_dict(best[2])
     stpm = stpm.float().to(memory_format=torch.contiguous_format).eval()
-    pipe = InspectionPipeline(stpm, cfg.image_size).to(device).eval()
+    pipe = InspectionPipeline(stpm, cfg.image_size, sigma=cfg.sigma).to(device).eval()
     val_maps, val_scores = score_images(pipe, val_images, cfg.batch_size)
     thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, cfg.threshold_k)
     summary = {
@@ -190,7 +193,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "wall_seconds": time.perf_counter() - t0,
     }
     checkpoint.save(out / "model.pt", stpm.cpu(), image_size=cfg.image_size, fit=cfg.fit, thresholds=thr,
-                    teacher_source=teacher_source, training=summary)
+                    teacher_source=teacher_source, training=summary, sigma=cfg.sigma)
     write_json(out / "training.json", {k: v for k, v in summary.items() if k not in ("val_images", "train_images")}
                | {"thresholds": thr})
     _plot_history(history, best[1], out / "loss.png")
@@ -201,3 +204,36 @@ def _plot_history(history: list[dict[str, float]], best_epoch: int, path: Path) 
     from .figures import loss_curve
 
     loss_curve(history, best_epoch, path)
+
+
+def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None, data: Path | None = None,
+                quiet: bool = False) -> dict[str, Any]:
+    """Recompute thresholds of a checkpoint from its held-out good images (optionally with another smoothing
+    sigma), or, with ``data``, set the image threshold to the F1 optimum of that labelled split; rewrite it."""
+    from .data import labelled_test_images
+    from .evaluate import score_set, torch_infer
+
+    ck = checkpoint.read(Path(ckpt))
+    if method not in thresholds.METHODS:
+        raise UserError(f"unknown threshold method {method!r}; choose one of {', '.join(thresholds.METHODS)}")
+    if sigma is not None:
+        if sigma < 0:
+            raise UserError("--sigma must be 0 (no smoothing) or positive")
+        ck["smoothing_sigma"] = float(sigma)
+    stpm = checkpoint.build_stpm(ck)
+    size, fit = ck["image_size"], ck["fit"]
+    pipe = InspectionPipeline(stpm, size, sigma=ck.get("smoothing_sigma", 0.0)).eval()
+    infer = torch_infer(pipe, torch.device("cpu"))
+    val = [Path(p) for p in ck["training"].get("val_images", []) if Path(p).is_file()]
+    if not val:
+        raise UserError("the checkpoint's held-out images are not on this machine: retrain here to calibrate")
+    maps, scores = score_set(infer, load_images(val, size, fit), 16, quiet, "held-out good images")
+    thr = thresholds.calibrate(scores, maps, method)
+    if data is not None:
+        items = labelled_test_images(Path(data))
+        _, s = score_set(infer, load_images([i.path for i in items], size, fit), 16, quiet, "labelled split")
+        f1 = thresholds.f1_optimal(s, np.array([i.label for i in items]))
+        thr |= {"method": "f1", "image": f1["threshold"], "f1_on": str(data), "f1": f1}
+    checkpoint.save(Path(ckpt), stpm, image_size=size, fit=fit, thresholds=thr, teacher_source=ck["teacher_source"],
+                    training=ck["training"], sigma=ck.get("smoothing_sigma", 0.0))
+    return thr

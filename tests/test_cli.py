@@ -57,6 +57,27 @@ def test_train_and_evaluate_commands(synth_dir: Path, tmp_path: Path, mobilenet_
         assert (tmp_path / "rep" / f).stat().st_size > 0
 
 
+def test_calibrate_command(trained: Path, synth_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    ck_path = tmp_path / "model.pt"
+    shutil.copy(trained / "model.pt", ck_path)
+    before = checkpoint.read(ck_path)["thresholds"]
+    res = invoke("calibrate", "--checkpoint", ck_path, "--threshold", "percentile", "--quiet")
+    assert res.exit_code == 0, res.output
+    after = checkpoint.read(ck_path)["thresholds"]
+    assert after["method"] == "percentile" and after["image"] != before["image"]
+    res = invoke("calibrate", "--checkpoint", ck_path, "--data", synth_dir, "--quiet")
+    assert res.exit_code == 0, res.output
+    f1 = checkpoint.read(ck_path)["thresholds"]
+    assert f1["method"] == "f1" and f1["f1"]["f1"] > 0.8
+    good_only = tmp_path / "good_only"
+    (good_only / "test").mkdir(parents=True)
+    shutil.copytree(synth_dir / "test" / "good", good_only / "test" / "good")
+    assert_clean_error(invoke("calibrate", "--checkpoint", ck_path, "--data", good_only, "--quiet"),
+                       "both good and defective")
+
+
 def test_trained_fixture_detects_synthetic_defects(trained: Path, synth_dir: Path, tmp_path: Path) -> None:
     res = invoke("evaluate", "--checkpoint", trained / "model.pt", "--data", synth_dir, "--out", tmp_path, "--quiet")
     assert res.exit_code == 0, res.output

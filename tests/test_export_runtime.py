@@ -37,10 +37,12 @@ def test_graphs_are_static_opset17_with_metadata(exported: Path, trained: Path) 
 def test_fp16_graph_keeps_head_in_fp32(exported: Path) -> None:
     model = onnx.load(str(exported / "model_fp16.onnx"))
     inits = {t.name: t.data_type for t in model.graph.initializer}
-    conv_w = [inits[n.input[1]] for n in model.graph.node if n.op_type == "Conv"]
+    conv_w = [inits[n.input[1]] for n in model.graph.node
+              if n.op_type == "Conv" and n.name.startswith(("/teacher/", "/student/"))]
     assert conv_w and all(t == onnx.TensorProto.FLOAT16 for t in conv_w)
     dtypes = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
-    head = [n for n in model.graph.node if n.op_type in ("Sqrt", "Resize", "ReduceMax")]
+    head = [n for n in model.graph.node if n.op_type in ("Sqrt", "Resize", "ReduceMax")
+            or (n.op_type == "Conv" and n.name.startswith("/smooth/"))]
     assert head and all(dtypes.get(n.output[0], onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT for n in head)
 
 
@@ -51,7 +53,9 @@ def test_int8_graph_is_symmetric_qdq_with_float_head(exported: Path) -> None:
     assert stats["weight_quantized_ops"] == ["Conv"] and stats["float_stages"] == [0]
     dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    assert all((n.input[1] in dq_out) == ("/stages.0/" not in n.name) for n in convs)
+    trunk = lambda n: n.name.startswith(("/teacher/", "/student/"))  # noqa: E731
+    assert any(not trunk(n) for n in convs), "the head's smoothing convolutions are in the graph"
+    assert all((n.input[1] in dq_out) == (trunk(n) and "/stages.0/" not in n.name) for n in convs)
     producer = {o: n.op_type for n in model.graph.node for o in n.output}
     head_ops = {"Sqrt", "Div", "Max", "Resize", "ReduceSum", "ReduceMax", "Pow"}
     quantized_from = {producer.get(n.input[0]) for n in model.graph.node if n.op_type == "QuantizeLinear"}

@@ -96,3 +96,20 @@ def test_resnet18_random_training_step_lowers_loss() -> None:
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
+
+
+def test_gaussian_smoothing_keeps_constants_and_matches_opencv_inside() -> None:
+    import cv2
+
+    from edge_stpm.model import GaussianSmooth
+
+    g = GaussianSmooth(4.0, 64)
+    const = torch.full((1, 1, 64, 64), 2.5)
+    assert torch.allclose(g(const), const, atol=1e-5)  # borders renormalised, not darkened
+    x = torch.rand(1, 1, 64, 64)
+    ref = cv2.GaussianBlur(x[0, 0].numpy(), (33, 33), 4.0, borderType=cv2.BORDER_CONSTANT)
+    assert np.abs(g(x)[0, 0].numpy()[20:44, 20:44] - ref[20:44, 20:44]).max() < 1e-5
+    pipe = InspectionPipeline(STPM("resnet18"), 64, sigma=4.0).eval()
+    with torch.no_grad():
+        m, s = pipe(torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8))
+    assert torch.equal(s, m.amax(dim=(1, 2, 3)))

@@ -57,9 +57,11 @@ DEFAULT_FLOAT_STAGES = (0,)
 
 
 def float_convs(model: onnx.ModelProto, stages: tuple[int, ...]) -> list[str]:
-    """Names of the Conv nodes of the given pyramid stages (teacher and student), to keep unquantized."""
+    """Names of the Conv nodes to keep unquantized: those of the given pyramid stages (teacher and student)
+    and every Conv of the head (the map smoothing)."""
     return [n.name for n in model.graph.node if n.op_type == "Conv"
-            and any(f"/stages.{s}/" in n.name for s in stages)]
+            and (any(f"/stages.{s}/" in n.name for s in stages)
+                 or not (n.name.startswith("/teacher/") or n.name.startswith("/student/")))]
 
 
 def quantize_int8(fp32: Path, out: Path, images: np.ndarray, batch: int, metadata: dict[str, Any],

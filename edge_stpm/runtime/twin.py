@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from ..model import InspectionPipeline, anomaly_map
+from ..model import InspectionPipeline, head
 
 STATELESS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, nn.Identity, nn.Dropout)
 
@@ -53,6 +53,7 @@ class TwinPipeline(nn.Module):
     def __init__(self, pipe: InspectionPipeline, channels: tuple[int, ...]) -> None:
         super().__init__()
         self.preprocess = pipe.preprocess
+        self.smooth = pipe.smooth
         self.twin = twin_trunk(pipe.teacher, pipe.student)
         self.channels = tuple(channels)
         self.image_size = pipe.image_size
@@ -62,5 +63,4 @@ class TwinPipeline(nn.Module):
         feats = self.twin(self.preprocess(x).to(self.trunk_dtype))
         t = [f[:, :c] for f, c in zip(feats, self.channels)]
         s = [f[:, c:] for f, c in zip(feats, self.channels)]
-        amap = anomaly_map(t, s, (self.image_size, self.image_size))
-        return amap, torch.amax(amap, dim=(1, 2, 3))
+        return head(t, s, self.image_size, self.smooth)
