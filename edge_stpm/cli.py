@@ -329,7 +329,7 @@ def bench(checkpoint: Path = typer.Option(..., help="model.pt from train."),
 @app.command()
 @one_line_errors
 def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
-         epochs: int = typer.Option(8, help="Training epochs (mobilenet_v2)."),
+         epochs: int = typer.Option(25, help="Training epochs (mobilenet_v2)."),
          teacher_weights: Optional[str] = typer.Option(None, help="Teacher weights file if torchvision's cache is empty and there is no internet.")) -> None:
     """One command to try it: synthetic data → train → evaluate → export → run the loop on a video → bench."""
     from .demo import run_demo

@@ -20,7 +20,7 @@ def video_agreement(labels_csv: Path, ng_frames: list[int]) -> dict[str, float]:
             "ng_frames": len(ng), "defective_frames": pos, "frames": len(truth)}
 
 
-def run_demo(out: Path, epochs: int = 8, teacher_weights: str | None = None) -> dict[str, object]:
+def run_demo(out: Path, epochs: int = 25, teacher_weights: str | None = None) -> dict[str, object]:
     from . import bench as bench_mod
     from .app.loop import RunOptions, run
     from .app.sources import open_source
@@ -37,7 +37,7 @@ def run_demo(out: Path, epochs: int = 8, teacher_weights: str | None = None) -> 
     data = out / "data"
     generate(data, SynthConfig())
     step(2, f"train mobilenet_v2 for {epochs} epochs on the good parts")
-    s = train(TrainConfig(data, out / "run", backbone="mobilenet_v2", epochs=epochs, batch_size=16,
+    s = train(TrainConfig(data, out / "run", backbone="mobilenet_v2", epochs=epochs, batch_size=8,
                           teacher_weights=teacher_weights))
     ckpt = out / "run" / "model.pt"
     step(3, "evaluate on the synthetic test split")

@@ -41,9 +41,9 @@ def surface(rng: np.random.Generator, size: int) -> np.ndarray:
     stripes = 10 * np.sin(2 * np.pi * u / 9.0 + phase) + 4 * np.sin(2 * np.pi * u / 3.7 + 2 * phase)
     grain = cv2.GaussianBlur(rng.normal(0, 14, (size, size)).astype(np.float32), (0, 0), 1.2)
     light = 12 * (xx / size - 0.5) * rng.uniform(-1, 1) + 12 * (yy / size - 0.5) * rng.uniform(-1, 1)
-    base = rng.uniform(120, 140)
+    base = rng.uniform(124, 136)
     gray = base + stripes + grain + light
-    tint = np.array([1.0, 0.98, 0.94], np.float32) * rng.uniform(0.97, 1.03, 3).astype(np.float32)
+    tint = np.array([1.0, 0.98, 0.94], np.float32) * rng.uniform(0.99, 1.01, 3).astype(np.float32)
     return np.clip(gray[..., None] * tint, 0, 255).astype(np.uint8)
 
 
@@ -139,7 +139,7 @@ def generate(out: Path, cfg: SynthConfig = SynthConfig()) -> dict[str, int]:
 
 
 def write_video(video: Path, labels: Path, cfg: SynthConfig, rng: np.random.Generator) -> int:
-    """An MJPEG video of good and defective parts (defects in runs of 3 frames) and a CSV frame,label,defect."""
+    """A lossless (FFV1; MJPEG where unavailable) video of good and defective parts (defects in runs of 3 frames) and a CSV frame,label,defect."""
     rows = []
     frame_labels: list[str] = []
     while len(frame_labels) < cfg.video_frames:
@@ -150,10 +150,11 @@ def write_video(video: Path, labels: Path, cfg: SynthConfig, rng: np.random.Gene
     frame_labels = frame_labels[: cfg.video_frames]
     with atomic_path(video) as tmp:
         tmp_avi = tmp.with_suffix(".avi")
-        writer = cv2.VideoWriter(str(tmp_avi), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (cfg.size, cfg.size))
+        writer = cv2.VideoWriter(str(tmp_avi), cv2.VideoWriter_fourcc(*"FFV1"), 15.0, (cfg.size, cfg.size))
+        if not writer.isOpened():  # lossless FFV1 needs OpenCV's FFmpeg backend; MJPEG is always there
+            writer = cv2.VideoWriter(str(tmp_avi), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (cfg.size, cfg.size))
         if not writer.isOpened():
-            raise UserError("OpenCV cannot write MJPEG video here")
-        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 100)
+            raise UserError("OpenCV cannot write AVI video here")
         for i, lab in enumerate(frame_labels):
             img = surface(rng, cfg.size) if lab == "good" else defective(rng, cfg.size, lab)[0]
             writer.write(img)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import statistics
 import threading
@@ -62,7 +63,8 @@ def _rss_mb() -> float:
 
 
 class Recorder:
-    """A video file written under a temporary name and renamed when finalised (end, Ctrl-C, SIGTERM)."""
+    """A video file written under a temporary name and renamed when finalised (end, Ctrl-C, SIGTERM).
+    Encoding runs on its own thread (bounded queue, no frame dropped) so it overlaps inference."""
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path, self.fps = Path(path), fps
@@ -70,8 +72,25 @@ class Recorder:
         self.tmp = self.path.with_name(f".{self.path.stem}.part{self.path.suffix}")
         self.writer: cv2.VideoWriter | None = None
         self.frames = 0
+        self.error: BaseException | None = None
+        self.q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=8)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (img := self.q.get()) is not None:
+            if self.error is None:
+                try:
+                    self._encode(img)
+                except BaseException as exc:  # reported on the loop's thread at the next write
+                    self.error = exc
 
     def write(self, img: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(img)
+
+    def _encode(self, img: np.ndarray) -> None:
         if self.writer is None:
             fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
             self.size = (img.shape[1], img.shape[0])
@@ -84,6 +103,10 @@ class Recorder:
         self.frames += 1
 
     def finalise(self) -> Path | None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
         if self.writer is None:
             return None
         self.writer.release()

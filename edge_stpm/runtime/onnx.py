@@ -32,6 +32,7 @@ class OnnxBackend(Backend):
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = choose_providers(ort.get_available_providers(), allow_gpu)
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
