@@ -234,11 +234,11 @@ def run(model: Path = typer.Option(..., help="Checkpoint (.pt), ONNX graph, Tens
 
     if (camera is None) == (source is None):
         raise UserError("give exactly one of --camera N or --source SPEC")
-    src = open_source(str(camera) if camera is not None else str(source), reconnect)
+    insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True)
     try:
-        insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True)
+        src = open_source(str(camera) if camera is not None else str(source), reconnect)
     except BaseException:
-        src.close()
+        insp.close()
         raise
     opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
                       max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)

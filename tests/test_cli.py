@@ -238,3 +238,20 @@ def test_gstreamer_pipeline_without_gstreamer(exported: Path) -> None:
     if gstreamer_available():
         pytest.skip("this OpenCV has GStreamer")
     assert_clean_error(res, "no GStreamer")
+
+
+def test_engine_runtime_path_imports_without_torch(tmp_path: Path, synth_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    eng = tmp_path / "m.engine"
+    eng.write_bytes(b"\0")
+    (tmp_path / "m.engine.json").write_text("{}")
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+            "from edge_stpm.cli import main; sys.argv = ['edge-stpm', 'run', '--model', sys.argv[1], '--source', "
+            "sys.argv[2], '--headless']; main()")
+    r = subprocess.run([sys.executable, "-c", code, str(eng), str(synth_dir / "test" / "good")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "ModuleNotFoundError" not in r.stderr and "Traceback" not in r.stderr
+    assert "TensorRT is not installed" in r.stderr or "rebuild" in r.stderr

@@ -97,6 +97,7 @@ class FolderSource(Source):
 
     def close(self) -> None:
         self.stop.set()
+        self.thread.join(timeout=5.0)
 
 
 def _put(q: "queue.Queue[Frame | None]", item: Frame | None, stop: threading.Event) -> None:
