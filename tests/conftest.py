@@ -15,7 +15,7 @@ SIZE = 128
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(scope="session")
