@@ -64,11 +64,6 @@ def calibrate(image_scores: np.ndarray, maps: np.ndarray, method: str = "logsigm
     }
 
 
-def normalise(score: np.ndarray | float, image_threshold: float) -> np.ndarray | float:
-    """Score divided by the image threshold: 1.0 is the threshold, above is NG."""
-    return np.asarray(score, np.float64) / image_threshold if not isinstance(score, float) else score / image_threshold
-
-
 def f1_optimal(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The threshold maximising F1 on a labelled set (score ≥ threshold = defective).
 
