@@ -14,11 +14,10 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from . import checkpoint
-from .app.overlay import heatmap_overlay, verdict_banner
+from .artifacts import engine_path, onnx_path, read_onnx_metadata
 from .data import fit_image
 from .errors import UserError
-from .export.artifacts import onnx_path
+from .overlay import heatmap_overlay, verdict_banner
 from .files import write_json, write_text
 from .progress import bar
 from .runtime.base import Backend
@@ -66,7 +65,7 @@ def machine() -> dict[str, Any]:
             info["gpu"], info["driver"] = (s.strip() for s in q.stdout.strip().splitlines()[0].split(",", 1))
     except (OSError, subprocess.SubprocessError):
         pass
-    from .export.artifacts import library_versions
+    from .artifacts import library_versions
 
     info["versions"] = library_versions()
     try:
@@ -125,18 +124,50 @@ def end_to_end(b: Backend, frames: np.ndarray, size: int, fit: str, thr: dict[st
     return step
 
 
-def bench(ckpt: Path, backends: list[str], precisions: list[str], batches: list[int], iters: int = 50,
+def model_info(model: Path) -> tuple[str, dict[str, Any], Path]:
+    """(mode, metadata, folder): ``checkpoint`` for a .pt (needs torch), ``artefacts`` for a bundle, .onnx or engine."""
+    model = Path(model)
+    if not model.exists():
+        raise UserError(f"model not found: {model}")
+    if model.suffix == ".pt":
+        from . import checkpoint
+
+        return "checkpoint", checkpoint.meta(checkpoint.read(model)), model.parent
+    folder = model if model.is_dir() else model.parent
+    if model.is_dir():
+        from .artifacts import verify_bundle, is_bundle
+
+        if is_bundle(folder):
+            verify_bundle(folder)
+        graphs = [onnx_path(folder, p) for p in ("fp32", "fp16", "int8") if onnx_path(folder, p).is_file()]
+        if not graphs:
+            raise UserError(f"no edge-stpm graphs in {folder}: give a bundle from edge-stpm export")
+        return "artefacts", read_onnx_metadata(graphs[0]), folder
+    if model.suffix == ".onnx":
+        return "artefacts", read_onnx_metadata(model), folder
+    from .artifacts import read_engine
+
+    return "artefacts", read_engine(model)[0], folder
+
+
+def bench(model: Path, backends: list[str], precisions: list[str], batches: list[int], iters: int = 50,
           warmup: int = 10, engine: Path | None = None, data: Path | None = None, work: Path = Path("engines/bench"),
           threads: int | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Run every row and return {'machine', 'checkpoint', 'rows'}; rows that cannot run say why."""
-    import torch
+    """Run every row and return {'machine', 'model', 'rows'}; rows that cannot run say why.
 
-    if threads:
-        torch.set_num_threads(threads)
-    ck = checkpoint.read(Path(ckpt))
-    meta = checkpoint.meta(ck)
+    A checkpoint: the PyTorch eager FP32 baseline, PyTorch rows and ONNX Runtime rows (graphs exported into
+    ``work``). A bundle / graph / engine (no torch needed): its own graphs and engines, with ONNX Runtime FP32 as
+    the baseline; its graphs have one static batch.
+    """
+    mode, meta, folder = model_info(Path(model))
     size, fit, thr = meta["image_size"], meta["fit"], meta["thresholds"]
-    cuda = torch.cuda.is_available()
+    cuda = False
+    if mode == "checkpoint":
+        from .devices import set_threads
+        import torch
+
+        set_threads(threads)
+        cuda = torch.cuda.is_available()
     rng = np.random.default_rng(0)
     test = _test_set(data, size, fit) if data else None
     plan: list[tuple[str, str, int]] = []
@@ -150,10 +181,14 @@ def bench(ckpt: Path, backends: list[str], precisions: list[str], batches: list[
         task = progress.add_task("bench", total=len(plan), info="")
         for be, prec, bsz in plan:
             progress.update(task, info=f"{be} {prec} b{bsz}")
-            row = Row(be if be != "baseline" else "pytorch-eager", prec, bsz, baseline=be == "baseline")
+            base_name = "pytorch-eager" if mode == "checkpoint" else "onnxruntime"
+            row = Row(be if be != "baseline" else base_name, prec, bsz, baseline=be == "baseline")
             frames = rng.integers(0, 256, (bsz, *FRAME_SHAPE), dtype=np.uint8)
             try:
-                b = _open(be, prec, bsz, ckpt, engine, work, cuda, threads)
+                if mode == "checkpoint":
+                    b = _open(be, prec, bsz, Path(model), engine, work, cuda, threads)
+                else:
+                    b = _open_artefact(be, prec, bsz, Path(model), folder, meta, engine, threads)
             except _Unavailable as exc:
                 row.status, row.reason = "unavailable", str(exc)
             except Exception as exc:  # a row that fails is reported, the others still run
@@ -171,16 +206,53 @@ def bench(ckpt: Path, backends: list[str], precisions: list[str], batches: list[
         base = next((x for x in rows if x.baseline and x.batch == r.batch and x.status == "ok"), None)
         if base and r.status == "ok" and r.images_per_s and base.images_per_s:
             r.speedup = r.images_per_s / base.images_per_s
-    return {"machine": machine(), "checkpoint": str(ckpt), "backbone": meta["backbone"], "image_size": size,
-            "frame_shape": list(FRAME_SHAPE), "iters": iters, "warmup": warmup, "rows": [asdict(r) | {"label": r.label} for r in rows]}
+    return {"machine": machine(), "model": str(model), "backbone": meta["backbone"], "image_size": size,
+            "baseline": "PyTorch eager FP32" if mode == "checkpoint" else "ONNX Runtime FP32",
+            "frame_shape": list(FRAME_SHAPE), "iters": iters, "warmup": warmup,
+            "rows": [asdict(r) | {"label": r.label} for r in rows]}
 
 
 class _Unavailable(Exception):
     pass
 
 
+def _open_artefact(be: str, prec: str, bsz: int, model: Path, folder: Path, meta: dict[str, Any],
+                   engine: Path | None, threads: int | None) -> Backend:
+    """A row's backend from a bundle, a graph or an engine (never exports, never imports torch)."""
+    if int(meta["batch"]) != bsz:
+        raise _Unavailable(f"the bundle's graphs are batch {meta['batch']} (export with --batch {bsz})")
+    if be in ("baseline", "onnxruntime"):
+        from .runtime.onnx import OnnxBackend
+
+        path = model if model.suffix == ".onnx" and be != "baseline" else onnx_path(folder, prec)
+        if model.suffix == ".onnx" and be != "baseline" and read_onnx_metadata(model)["precision"] != prec:
+            raise _Unavailable(f"{model.name} is the {read_onnx_metadata(model)['precision']} graph")
+        if not path.is_file():
+            raise _Unavailable(f"no {prec} graph in {folder}")
+        return OnnxBackend(path, threads=threads)
+    if be == "tensorrt":
+        from .runtime.tensorrt import TensorRTBackend, runnable
+
+        path = engine or (model if model.suffix in (".engine", ".plan") else engine_path(folder, prec))
+        if not Path(path).is_file():
+            raise _Unavailable(f"no {prec} engine (edge-stpm build-engine --model {folder} --precision {prec})")
+        ok, why = runnable(Path(path))
+        if not ok:
+            raise _Unavailable(why)
+        b = TensorRTBackend(Path(path))
+        if b.precision != prec:
+            b.close()
+            raise _Unavailable(f"{Path(path).name} is {b.precision}")
+        return b
+    if be == "pytorch":
+        raise _Unavailable("a bundle has no PyTorch model: bench the training checkpoint for PyTorch rows")
+    raise UserError(f"unknown backend {be!r}; choose from onnxruntime, pytorch, tensorrt")
+
+
 def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: Path, cuda: bool,
           threads: int | None) -> Backend:
+    from . import checkpoint
+
     if be == "baseline":
         from .runtime.torch import TorchBackend
 
@@ -204,19 +276,18 @@ def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: P
             export(ckpt, [prec], folder, batch=bsz, calib_root=Path(work) / "calibration", quiet=True)
         return OnnxBackend(path, threads=threads)
     if be == "tensorrt":
-        from .runtime.select import have_tensorrt
+        from .runtime.tensorrt import TensorRTBackend, runnable
 
-        if not have_tensorrt():
-            raise _Unavailable("TensorRT is not installed on this machine")
         if engine is None:
             raise _Unavailable("no --engine given")
-        from .export.tensorrt import read_engine_metadata
-        from .runtime.tensorrt import TensorRTBackend
-
-        md = read_engine_metadata(engine)
-        if md["precision"] != prec or int(md["batch"]) != bsz:
-            raise _Unavailable(f"--engine is {md['precision']} batch {md['batch']}")
-        return TensorRTBackend(engine)
+        ok, why = runnable(engine)
+        if not ok:
+            raise _Unavailable(why)
+        b = TensorRTBackend(engine)
+        if b.precision != prec or b.batch != bsz:
+            b.close()
+            raise _Unavailable(f"--engine is {b.precision} batch {b.batch}")
+        return b
     raise UserError(f"unknown backend {be!r}; choose from onnxruntime, pytorch, tensorrt")
 
 
@@ -275,7 +346,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"{result['iters']} timed runs after {result['warmup']} warm-up runs. model = inference only (CUDA events for "
             "CUDA graphs, else wall clock incl. copies); host→host = uint8 batch on the host to map and score on the host; "
             f"end-to-end = a {result['frame_shape'][1]}×{result['frame_shape'][0]} frame resized, inferred, normalised and "
-            "overlaid, per frame. Speed-up = model img/s over the PyTorch eager FP32 baseline at the same batch.", "",
+            f"overlaid, per frame. Speed-up = model img/s over the {result.get('baseline', 'PyTorch eager FP32')} baseline "
+            "at the same batch.", "",
             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     return "\n".join(head + ["| " + " | ".join(r) + " |" for r in table_rows(result)]) + "\n"
 
@@ -286,7 +358,13 @@ def save(result: dict[str, Any], json_path: Path | None, md_path: Path | None, p
     if md_path:
         write_text(md_path, markdown(result))
     if plot_path:
-        from .figures import bar_chart
+        try:
+            from .figures import bar_chart
+        except ImportError:  # the runtime install has no matplotlib
+            from .progress import console
+
+            console.print(f"note: no chart {plot_path}: matplotlib is not installed (it comes with edge-stpm[train])")
+            return
 
         ok = [r for r in result["rows"] if r["status"] == "ok"]
         bar_chart([r["label"] for r in ok], [r["e2e_fps"] for r in ok], "end-to-end frames/s",

@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import UserError
@@ -18,6 +19,16 @@ out = Console()
 err = Console(stderr=True)
 
 
+def need_train(command: str) -> None:
+    """One line, exit 2, when a command needs the training install (torch) and this is the runtime install."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "torchvision") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"edge-stpm {command} needs the training install ({', '.join(missing)} missing): "
+                        "pip install \"edge-stpm[train]\"")
+
+
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a UserError into one red line on stderr and exit code 2."""
     @functools.wraps(fn)
@@ -25,7 +36,7 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -69,6 +80,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           teacher_weights: Optional[str] = typer.Option(None, help="Teacher state-dict file (default: torchvision cache / download); 'random' for tests only."),
           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Train an STPM student on good images; keep the epoch with the lowest held-out loss; set thresholds."""
+    need_train("train")
     from .train import TrainConfig, train as run_train
 
     s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
@@ -89,6 +101,7 @@ def evaluate(checkpoint: Path = typer.Option(..., help="model.pt from train."),
              batch_size: int = typer.Option(16),
              quiet: bool = typer.Option(False)) -> None:
     """Image AUROC, pixel AUROC, AUPRO@0.3 (overall and per defect), F1 at the stored threshold, figures."""
+    need_train("evaluate")
     from .evaluate import evaluate as run_eval
 
     r = run_eval(checkpoint, data, out_dir, device, batch_size, quiet)
@@ -114,7 +127,8 @@ def calibrate(checkpoint: Path = typer.Option(..., help="model.pt to update in p
               data: Optional[Path] = typer.Option(None, help="A labelled MVTec split: also set the image threshold to its F1 optimum."),
               quiet: bool = typer.Option(False)) -> None:
     """Recompute a checkpoint's thresholds (no retraining): from its held-out good images, or F1-optimal on --data."""
-    from .train import recalibrate
+    need_train("calibrate")
+    from .calibrate import recalibrate
 
     thr = recalibrate(checkpoint, threshold, sigma, data, quiet)
     out.print(f"thresholds ({thr['method']}): image {thr['image']:.5g}, pixel {thr['pixel']:.5g}; written to {checkpoint}")
@@ -134,7 +148,8 @@ def export(checkpoint: Path = typer.Option(..., help="model.pt from train."),
            int8_float_stages: str = typer.Option("0", help="Pyramid stages (0,1,2) whose convolutions stay float in the INT8 graph; '' quantizes all."),
            quiet: bool = typer.Option(False)) -> None:
     """Export the inspection pipeline to ONNX (opset 17, static shapes), each graph checked against PyTorch."""
-    from .export.artifacts import parse_precisions
+    need_train("export")
+    from .artifacts import parse_precisions
     from .export.exporter import export as run_export
 
     precs = parse_precisions(precision)
@@ -159,38 +174,35 @@ def export(checkpoint: Path = typer.Option(..., help="model.pt from train."),
 
 @app.command("build-engine")
 @one_line_errors
-def build_engine(checkpoint: Optional[Path] = typer.Option(None, help="Export this checkpoint first, then build."),
-                 onnx: Optional[Path] = typer.Option(None, help="An ONNX graph from edge-stpm export."),
+def build_engine(model: Path = typer.Option(..., help="A bundle folder from edge-stpm export, or one of its .onnx graphs."),
                  precision: str = typer.Option("fp16", help="fp16 | int8 | fp32"),
-                 out_file: Optional[Path] = typer.Option(None, "--out", help="Engine file (default engines/<name>/model_<precision>.engine)."),
-                 workspace_mib: int = typer.Option(2048, help="Builder workspace limit (MiB)."),
-                 batch: int = typer.Option(1)) -> None:
-    """Build a TensorRT engine (needs TensorRT and an NVIDIA GPU); engine metadata is written beside it."""
-    from .export.artifacts import onnx_path, parse_precisions
-    from .export.exporter import export as run_export
-    from .export.tensorrt import INSTALL_HINT, build_engine as run_build, build_plan, import_tensorrt
+                 out_file: Optional[Path] = typer.Option(None, "--out", help="Engine file (default BUNDLE/model_<precision>.engine)."),
+                 workspace_mib: int = typer.Option(2048, help="Builder workspace limit (MiB).")) -> None:
+    """Build a TensorRT engine for this GPU into the bundle (needs TensorRT, cuda-python and an NVIDIA GPU)."""
+    from .export.engine_build import build_into_bundle
 
-    precs = parse_precisions(precision)
-    if len(precs) != 1:
-        raise UserError("build-engine takes one --precision (fp16, int8 or fp32)")
-    prec = precs[0]
-    if (checkpoint is None) == (onnx is None):
-        raise UserError("give exactly one of --checkpoint or --onnx")
-    if checkpoint is not None:
-        folder = out_file.parent if out_file else Path("engines") / (checkpoint.parent.name or "model")
-        try:
-            trt = import_tensorrt()
-            need = build_plan(trt.__version__, prec).onnx_precision
-        except UserError:
-            trt, need = None, prec
-        run_export(checkpoint, [need], folder, batch, quiet=False)
-        onnx = onnx_path(folder, need)
-        if trt is None:
-            raise UserError(INSTALL_HINT.replace("<model_*.onnx>", str(onnx)))
-    assert onnx is not None
-    engine = out_file or onnx.with_name(f"model_{prec}.engine")
-    md = run_build(onnx, prec, engine, workspace_mib, timing_cache=engine.parent / "timing.cache")
-    out.print(f"engine: {engine} (TensorRT {md['tensorrt_version']}, {md['gpu_name']}, sm {md['compute_capability']})")
+    md, engine = build_into_bundle(model, precision, out_file, workspace_mib)
+    out.print(f"engine: {engine} (TensorRT {md['tensorrt_version']}, {md['gpu_name']}, sm {md['compute_capability']}, "
+              f"built {md['precision']} from the {md['onnx_precision']} graph)")
+
+
+@app.command("check-graph")
+@one_line_errors
+def check_graph(graphs: list[Path] = typer.Argument(..., help="ONNX graphs to check.")) -> None:
+    """Check ONNX graphs against TensorRT's ONNX-parser rules (8.6 operator matrix, uint8 only at I/O, INT8 Q/DQ,
+    opset ≤ 17). Exit 0 when all pass, 1 when any rule is broken (each listed with its node and rule)."""
+    from .export.trt_rules import check_file
+
+    bad = 0
+    for g in graphs:
+        found = check_file(g)
+        if not found:
+            out.print(f"{g}: ok — TensorRT-ready (TensorRT 8.6 parser rules)", highlight=False)
+        for v in found:
+            out.print(f"{g}: {v}", highlight=False, soft_wrap=True, markup=False)
+        bad += bool(found)
+    if bad:
+        raise typer.Exit(1)
 
 
 def _roi(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
@@ -227,23 +239,26 @@ def run(model: Path = typer.Option(..., help="Checkpoint (.pt), ONNX graph, Tens
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     import dataclasses
 
-    from .app.loop import RunOptions, run as run_loop
+    from .app.loop import RunOptions, check_outputs, run as run_loop
     from .app.sources import open_source
     from .files import write_json
     from .inspector import Inspector
 
     if (camera is None) == (source is None):
         raise UserError("give exactly one of --camera N or --source SPEC")
+    opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
+                      max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)
+    check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
     insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True)
     try:
         src = open_source(str(camera) if camera is not None else str(source), reconnect)
     except BaseException:
         insp.close()
         raise
-    opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
-                      max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)
-    s = run_loop(insp, src, opts)
-    insp.close()
+    try:
+        s = run_loop(insp, src, opts)
+    finally:
+        insp.close()
     out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
               f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}, "
               f"overlay/output {s.ms.get('display', 0):.1f}); ended: {s.end_reason}" +
@@ -286,7 +301,7 @@ def _ints(text: str, what: str, minimum: int = 1) -> list[int]:
 
 @app.command()
 @one_line_errors
-def bench(checkpoint: Path = typer.Option(..., help="model.pt from train."),
+def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bundle folder, .onnx graph or engine (runtime install), or a training checkpoint .pt (adds the PyTorch rows; needs edge-stpm[train])."),
           engine: Optional[Path] = typer.Option(None, help="A TensorRT engine to include."),
           backends: str = typer.Option("onnxruntime,pytorch,tensorrt", help="Comma list of onnxruntime, pytorch, tensorrt."),
           precisions: str = typer.Option("fp32,fp16,int8", help="Comma list of fp32, fp16, int8."),
@@ -303,8 +318,7 @@ def bench(checkpoint: Path = typer.Option(..., help="model.pt from train."),
           quiet: bool = typer.Option(False)) -> None:
     """FPS and latency (p50/p90/p99) per backend × precision × batch beside the PyTorch eager FP32 baseline."""
     from . import bench as b
-    from . import checkpoint as ckm
-    from .export.artifacts import parse_precisions
+    from .artifacts import parse_precisions
 
     be = [x.strip() for x in backends.split(",") if x.strip()]
     bad = [x for x in be if x not in ("onnxruntime", "pytorch", "tensorrt")]
@@ -312,10 +326,12 @@ def bench(checkpoint: Path = typer.Option(..., help="model.pt from train."),
         raise UserError(f"unknown backend {', '.join(bad) or backends!r}; choose from onnxruntime, pytorch, tensorrt")
     if iters < 3 or warmup < 0:
         raise UserError("--iters must be at least 3 and --warmup at least 0")
-    meta = ckm.meta(ckm.read(checkpoint))
+    if Path(model).suffix == ".pt":
+        need_train("bench --model CHECKPOINT")
+    meta = b.model_info(model)[1]
     if size is not None and size != meta["image_size"]:
-        raise UserError(f"--size {size} differs from the checkpoint's input size {meta['image_size']}: train at that size")
-    r = b.bench(checkpoint, be, parse_precisions(precisions), _ints(batch, "--batch"), iters, warmup, engine, data,
+        raise UserError(f"--size {size} differs from the model's input size {meta['image_size']}: train at that size")
+    r = b.bench(model, be, parse_precisions(precisions), _ints(batch, "--batch"), iters, warmup, engine, data,
                 work, threads, quiet)
     t = Table(title=f"edge-stpm bench: {r['backbone']} {r['image_size']}² on {r['machine']['gpu'] or r['machine']['cpu']}")
     for c in b.COLUMNS:
@@ -332,6 +348,7 @@ def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Folder fo
          epochs: int = typer.Option(25, help="Training epochs (mobilenet_v2)."),
          teacher_weights: Optional[str] = typer.Option(None, help="Teacher weights file if torchvision's cache is empty and there is no internet.")) -> None:
     """One command to try it: synthetic data → train → evaluate → export → run the loop on a video → bench."""
+    need_train("demo")
     from .demo import run_demo
 
     run_demo(out_dir, epochs, teacher_weights)

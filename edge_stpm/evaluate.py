@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from . import checkpoint, figures, metrics, thresholds
-from .app.overlay import draw_contours, heatmap_overlay
+from .overlay import draw_contours, heatmap_overlay
 from .errors import UserError
 from .data import GOOD, load_images, read_mask, labelled_test_images
 from .files import ensure_dir, write_json, write_text
 from .progress import bar
-from .train import pick_device
+from .devices import pick_device
 
 ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .app.overlay import heatmap_overlay, verdict_banner
+from .overlay import heatmap_overlay, verdict_banner
 from .data import fit_image, unfit_map
 from .errors import UserError
 from .runtime.base import Backend

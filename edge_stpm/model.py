@@ -80,7 +80,9 @@ class Preprocess(nn.Module):
         self.register_buffer("shift", -m / s, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2).float().flip(1)
+        # Cast first: TensorRT refuses any uint8 tensor that is not a network input or output, so the
+        # uint8 input's first consumer must be the Cast (ONNX: Cast → Transpose → Slice → Mul → Add).
+        x = x.float().permute(0, 3, 1, 2).flip(1)
         return x * self.scale + self.shift
 
 

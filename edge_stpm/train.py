@@ -2,6 +2,7 @@
 threshold calibration, and the checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -11,10 +12,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from . import checkpoint, thresholds
+from . import checkpoint as ckpt_io, thresholds
 from .backbones import get_spec, pretrained_state
 from .data import FIT_MODES, good_images, load_images
+from .devices import low_memory_default, pick_device, return_freed_memory, set_threads
 from .errors import UserError
 from .files import ensure_dir, write_json
 from .model import STPM, InspectionPipeline, Preprocess, level_distance, stpm_loss
@@ -42,18 +46,10 @@ class TrainConfig:
     teacher_weights: str | None = None
     threshold_method: str = "logsigma"
     threshold_k: float = thresholds.DEFAULT_K
+    low_memory: bool | None = None
+    threads: int | None = None
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but PyTorch sees no CUDA GPU")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -70,6 +66,45 @@ def _check(cfg: TrainConfig) -> None:
         raise UserError("--sigma must be 0 (no smoothing) or positive")
     if cfg.threshold_method not in thresholds.METHODS:
         raise UserError(f"unknown threshold method {cfg.threshold_method!r}; choose one of {', '.join(thresholds.METHODS)}")
+
+
+class _KeepRunningStats:
+    """Context for checkpoint recomputation: batch norm still normalises with the batch's statistics (so the
+    recomputed activations equal the first pass) but does not update its running statistics a second time."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self) -> None:
+        self.saved = [m.momentum for m in self.bns]
+        for m in self.bns:
+            m.momentum = 0.0
+
+    def __exit__(self, *exc: object) -> None:
+        for m, mom in zip(self.bns, self.saved):
+            m.momentum = mom
+
+
+def student_features(student: nn.Module, x: torch.Tensor, low_memory: bool) -> list[torch.Tensor]:
+    """The student's pyramid. ``low_memory``: activation checkpointing per block (each child of each stage):
+    only block inputs are kept for the backward pass and each block is recomputed there, cutting peak memory
+    several-fold for about a third more compute; the gradients are the same."""
+    if not low_memory:
+        return student(x)
+    feats = []
+    ctx = lambda: (contextlib.nullcontext(), _KeepRunningStats(student))  # noqa: E731
+    for stage in student.stages:
+        for block in stage.children():
+            x = checkpoint(block, x, use_reentrant=False, context_fn=ctx)
+        feats.append(x)
+    return feats
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB), from getrusage (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 @torch.no_grad()
@@ -104,6 +139,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     _check(cfg)
     out = ensure_dir(Path(cfg.out))
     device = pick_device(cfg.device)
+    if device.type == "cpu":
+        set_threads(cfg.threads)
     paths = good_images(Path(cfg.data))
     if len(paths) < 5:
         raise UserError(f"only {len(paths)} good images in {cfg.data}: need at least 5 (20% are held out)")
@@ -125,6 +162,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     val_idx, train_idx = np.sort(perm[:n_val]), perm[n_val:]
     val_images = images[torch.from_numpy(val_idx).to(device)]
 
+    low_memory = low_memory_default(device) if cfg.low_memory is None else cfg.low_memory
+    if low_memory and device.type == "cpu":
+        return_freed_memory()
     stpm = STPM(cfg.backbone, teacher_state).to(device)
     pre = Preprocess().to(device)
     cuda = device.type == "cuda"
@@ -148,7 +188,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 x = pre(images[idx]).contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-                    t, s = stpm(x)
+                    with torch.no_grad():
+                        t = stpm.teacher(x)
+                    s = student_features(stpm.student, x, low_memory)
                     loss = stpm_loss(t, s)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -191,8 +233,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "decode_seconds": decode_s, "train_seconds": train_seconds,
         "train_images_per_s": train_images_seen / train_seconds if train_seconds else None,
         "wall_seconds": time.perf_counter() - t0,
+        "low_memory": low_memory, "threads": torch.get_num_threads() if not cuda else None,
+        "peak_rss_mb": peak_rss_mb(),
     }
-    checkpoint.save(out / "model.pt", stpm.cpu(), image_size=cfg.image_size, fit=cfg.fit, thresholds=thr,
+    ckpt_io.save(out / "model.pt", stpm.cpu(), image_size=cfg.image_size, fit=cfg.fit, thresholds=thr,
                     teacher_source=teacher_source, training=summary, sigma=cfg.sigma)
     write_json(out / "training.json", {k: v for k, v in summary.items() if k not in ("val_images", "train_images")}
                | {"thresholds": thr})
@@ -204,36 +248,3 @@ def _plot_history(history: list[dict[str, float]], best_epoch: int, path: Path) 
     from .figures import loss_curve
 
     loss_curve(history, best_epoch, path)
-
-
-def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None, data: Path | None = None,
-                quiet: bool = False) -> dict[str, Any]:
-    """Recompute thresholds of a checkpoint from its held-out good images (optionally with another smoothing
-    sigma), or, with ``data``, set the image threshold to the F1 optimum of that labelled split; rewrite it."""
-    from .data import labelled_test_images
-    from .evaluate import score_set, torch_infer
-
-    ck = checkpoint.read(Path(ckpt))
-    if method not in thresholds.METHODS:
-        raise UserError(f"unknown threshold method {method!r}; choose one of {', '.join(thresholds.METHODS)}")
-    if sigma is not None:
-        if sigma < 0:
-            raise UserError("--sigma must be 0 (no smoothing) or positive")
-        ck["smoothing_sigma"] = float(sigma)
-    stpm = checkpoint.build_stpm(ck)
-    size, fit = ck["image_size"], ck["fit"]
-    pipe = InspectionPipeline(stpm, size, sigma=ck.get("smoothing_sigma", 0.0)).eval()
-    infer = torch_infer(pipe, torch.device("cpu"))
-    val = [Path(p) for p in ck["training"].get("val_images", []) if Path(p).is_file()]
-    if not val:
-        raise UserError("the checkpoint's held-out images are not on this machine: retrain here to calibrate")
-    maps, scores = score_set(infer, load_images(val, size, fit), 16, quiet, "held-out good images")
-    thr = thresholds.calibrate(scores, maps, method)
-    if data is not None:
-        items = labelled_test_images(Path(data))
-        _, s = score_set(infer, load_images([i.path for i in items], size, fit), 16, quiet, "labelled split")
-        f1 = thresholds.f1_optimal(s, np.array([i.label for i in items]))
-        thr |= {"method": "f1", "image": f1["threshold"], "f1_on": str(data), "f1": f1}
-    checkpoint.save(Path(ckpt), stpm, image_size=size, fit=fit, thresholds=thr, teacher_source=ck["teacher_source"],
-                    training=ck["training"], sigma=ck.get("smoothing_sigma", 0.0))
-    return thr

@@ -90,26 +90,17 @@ def test_export_and_build_engine_commands(trained: Path, tmp_path: Path) -> None
                  "--quiet")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "e" / "model_fp16.onnx").is_file()
-    res = invoke("build-engine", "--onnx", tmp_path / "e" / "model_fp16.onnx", "--precision", "fp16")
+    files = sorted(p.name for p in (tmp_path / "e").iterdir())
+    assert {"manifest.json", "README.md", "export.json"} <= set(files)
+    res = invoke("build-engine", "--model", tmp_path / "e", "--precision", "fp16")
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         assert_clean_error(res, "TensorRT is not installed")
-        assert (tmp_path / "e" / "model_fp16.onnx").is_file()
+        assert sorted(p.name for p in (tmp_path / "e").iterdir()) == files, "nothing written without TensorRT"
     else:
-        pytest.skip("TensorRT present: the engine build itself is checked by benchmarks/gpu_check.sh")
-
-
-def test_build_engine_from_checkpoint_leaves_onnx_without_tensorrt(trained: Path, tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
-    try:
-        import tensorrt  # noqa: F401
-        pytest.skip("TensorRT is installed here")
-    except ImportError:
-        pass
-    res = invoke("build-engine", "--checkpoint", trained / "model.pt", "--precision", "fp16", "--out", tmp_path / "m.engine")
-    assert_clean_error(res, "TensorRT is not installed")
-    assert (tmp_path / "model_fp16.onnx").is_file() and not (tmp_path / "m.engine").exists()
+        pytest.skip("TensorRT present: the engine build itself is checked by benchmarks/trt_check.sh")
+    assert_clean_error(invoke("build-engine", "--model", trained / "model.pt"), "needs a bundle folder or an .onnx")
 
 
 def test_infer_command(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
@@ -122,7 +113,7 @@ def test_infer_command(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
 
 
 def test_bench_command(trained: Path, tmp_path: Path) -> None:
-    res = invoke("bench", "--checkpoint", trained / "model.pt", "--backends", "onnxruntime,pytorch,tensorrt",
+    res = invoke("bench", "--model", trained / "model.pt", "--backends", "onnxruntime,pytorch,tensorrt",
                  "--precisions", "fp32,int8", "--batch", "1", "--iters", 3, "--warmup", 1, "--work", tmp_path / "w",
                  "--json", tmp_path / "b.json", "--markdown", tmp_path / "b.md", "--plot", tmp_path / "b.png", "--quiet")
     assert res.exit_code == 0, res.output
@@ -209,7 +200,7 @@ def test_export_bad_inputs(trained: Path, tmp_path: Path) -> None:
 def test_corrupt_onnx(tmp_path: Path) -> None:
     bad = tmp_path / "model_fp16.onnx"
     bad.write_bytes(b"\x08\x07garbage" * 10)
-    assert_clean_error(invoke("build-engine", "--onnx", bad, "--precision", "fp16"), "corrupt")
+    assert_clean_error(invoke("check-graph", bad), "corrupt")
     cv2.imwrite(str(tmp_path / "part.png"), np.full((32, 32, 3), 90, np.uint8))
     assert_clean_error(invoke("infer", tmp_path / "part.png", "--model", bad, "--out", tmp_path / "o"), "corrupt")
 

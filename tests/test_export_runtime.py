@@ -12,7 +12,7 @@ import torch
 from edge_stpm import checkpoint
 from edge_stpm.data import load_images
 from edge_stpm.errors import UserError
-from edge_stpm.export.artifacts import read_onnx_metadata
+from edge_stpm.artifacts import read_onnx_metadata
 from edge_stpm.export.exporter import export, rel_l2
 from edge_stpm.inspector import Inspector
 from edge_stpm.runtime.onnx import OnnxBackend, choose_providers
@@ -51,6 +51,11 @@ def test_int8_graph_is_symmetric_qdq_with_float_head(exported: Path) -> None:
     stats = json.loads((exported.parent / "calibration" / exported.name / "stats.json").read_text())
     assert stats["symmetric_int8"] and stats["quantize_nodes"] > 0
     assert stats["weight_quantized_ops"] == ["Conv"] and stats["float_stages"] == [0]
+    # TensorRT's Q/DQ placement: no int32 bias DQ, weights as float + Q->DQ pairs, TensorRT parser rules pass
+    assert stats["int32_bias_dequantize_nodes"] == 0 and stats["weight_qdq_pairs"] > 0
+    from edge_stpm.export.trt_rules import check_model
+
+    assert check_model(model) == []
     dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     trunk = lambda n: n.name.startswith(("/teacher/", "/student/"))  # noqa: E731
@@ -101,11 +106,12 @@ def test_provider_choice() -> None:
 
 
 def test_auto_backend_selection_without_gpu(exported: Path, trained: Path) -> None:
-    name, path, why = resolve(exported, "auto")
-    assert name == "onnxruntime" and path.name == "model_fp32.onnx" and "no TensorRT" in why
-    name, path, why = resolve(trained / "model.pt", "auto")
-    if not torch.cuda.is_available():
-        assert name == "onnxruntime" and path == trained / "onnx" / "model_fp32.onnx" and path.is_file()
+    c = resolve(exported, "auto")
+    assert c.backend == "onnxruntime" and c.path.name == "model_fp32.onnx" and "no engine" in c.reason
+    before = sorted(p.name for p in trained.iterdir())
+    c = resolve(trained / "model.pt", "auto")
+    assert c.backend == "pytorch" and c.path == trained / "model.pt" and "edge-stpm export" in c.reason
+    assert sorted(p.name for p in trained.iterdir()) == before, "inference never writes beside a checkpoint"
     with pytest.raises(UserError, match="cannot run"):
         resolve(exported / "model_fp32.onnx", "tensorrt")
 

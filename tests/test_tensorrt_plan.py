@@ -6,24 +6,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_stpm.artifacts import pack_engine, read_engine, unpack_engine, write_engine
 from edge_stpm.errors import UserError
-from edge_stpm.export.tensorrt import build_plan, check_engine, engine_metadata, read_engine_metadata
+from edge_stpm.export.tensorrt import build_plan, engine_metadata, timing_cache_path
 from edge_stpm.files import write_json
-from edge_stpm.runtime.tensorrt import TensorSpec, check_io
+from edge_stpm.runtime.tensorrt import TensorSpec, check_engine, check_io, runnable
 
 
-@pytest.mark.parametrize("version,precision,onnx,net,flags", [
-    ("8.6.1", "fp32", "fp32", ("EXPLICIT_BATCH",), ()),
-    ("8.6.1", "fp16", "fp32", ("EXPLICIT_BATCH",), ("FP16",)),
-    ("8.5.2", "int8", "int8", ("EXPLICIT_BATCH",), ("INT8", "FP16")),
-    ("10.3.0", "fp16", "fp16", ("STRONGLY_TYPED",), ()),
-    ("10.13.1", "int8", "int8", ("STRONGLY_TYPED",), ()),
-    ("11.0.0", "fp16", "fp16", (), ()),
-    ("11.2.0", "int8", "int8", (), ()),
+@pytest.mark.parametrize("version,precision,onnx,net,flags,pin", [
+    ("8.6.1", "fp32", "fp32", ("EXPLICIT_BATCH",), (), False),
+    ("8.6.1", "fp16", "fp32", ("EXPLICIT_BATCH",), ("FP16", "OBEY_PRECISION_CONSTRAINTS"), True),
+    ("8.5.2", "int8", "int8", ("EXPLICIT_BATCH",), ("INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"), True),
+    ("10.3.0", "fp16", "fp16", ("STRONGLY_TYPED",), (), False),
+    ("10.13.1", "int8", "int8", ("STRONGLY_TYPED",), (), False),
+    ("11.0.0", "fp16", "fp16", (), (), False),
+    ("11.2.0", "int8", "int8", (), (), False),
 ])
-def test_build_plan_per_version(version: str, precision: str, onnx: str, net: tuple, flags: tuple) -> None:
+def test_build_plan_per_version(version: str, precision: str, onnx: str, net: tuple, flags: tuple, pin: bool) -> None:
     plan = build_plan(version, precision)
-    assert (plan.onnx_precision, plan.network_flags, plan.builder_flags) == (onnx, net, flags)
+    assert (plan.onnx_precision, plan.network_flags, plan.builder_flags, plan.pin_head_fp32) == (onnx, net, flags, pin)
+    assert plan.cleared_flags == ("TF32",), "FP32 layers must be FP32, not TF32"
 
 
 @pytest.mark.parametrize("version", ["7.2.3", "8.4.0", "9.0.0", "12.0.0", "abc"])
@@ -37,30 +39,59 @@ def test_unknown_precision_refused() -> None:
         build_plan("10.3.0", "int4")
 
 
-GRAPH_MD = {"backbone": "mobilenet_v2", "image_size": 128, "batch": 1, "precision": "fp16",
+GRAPH_MD = {"backbone": "mobilenet_v2", "image_size": 128, "batch": 1, "precision": "fp32",
             "thresholds": {"image": 1.0, "pixel": 0.5, "method": "percentile"}}
 GPU = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 
 
-def test_engine_metadata_round_trip_and_mismatch(tmp_path: Path) -> None:
-    md = engine_metadata(GRAPH_MD, "10.3.0", GPU, build_plan("10.3.0", "fp16"))
+def test_engine_metadata_records_what_was_built() -> None:
+    md = engine_metadata(GRAPH_MD, "8.6.1", GPU, build_plan("8.6.1", "fp16"), "fp16")
+    assert md["precision"] == "fp16" and md["onnx_precision"] == "fp32" and md["head_pinned_fp32"]
+
+
+def test_self_describing_engine_round_trip_and_mismatch(tmp_path: Path) -> None:
+    md = engine_metadata(GRAPH_MD | {"precision": "fp16"}, "10.3.0", GPU, build_plan("10.3.0", "fp16"), "fp16")
     eng = tmp_path / "m.engine"
-    eng.write_bytes(b"\0")
-    write_json(tmp_path / "m.engine.json", md)
-    back = read_engine_metadata(eng)
-    assert back == md
+    write_engine(eng, md, b"PLAN\x00\x01")
+    (tmp_path / "m.engine.json").unlink()  # a copied engine without its sidecar still describes itself
+    back, blob = read_engine(eng)
+    assert back == md and blob == b"PLAN\x00\x01"
     check_engine(back, "10.3.0", GPU, eng)
     with pytest.raises(UserError, match="TensorRT 8.6.1.*rebuild"):
         check_engine(back, "8.6.1", GPU, eng)
     with pytest.raises(UserError, match="Orin.*rebuild"):
         check_engine(back, "10.3.0", {"name": "Orin", "compute_capability": "8.7"}, eng)
+    assert unpack_engine(b"plain plan") == (None, b"plain plan")
+    with pytest.raises(UserError, match="truncated"):
+        unpack_engine(pack_engine(md, b"x")[:20])
 
 
-def test_engine_without_metadata_refused(tmp_path: Path) -> None:
+def test_plain_engine_without_metadata_refused(tmp_path: Path) -> None:
     eng = tmp_path / "x.engine"
     eng.write_bytes(b"\0")
     with pytest.raises(UserError, match="rebuild"):
-        read_engine_metadata(eng)
+        read_engine(eng)
+    write_json(tmp_path / "x.engine.json", {"format": "edge-stpm-engine"})
+    assert read_engine(eng)[0]["format"] == "edge-stpm-engine"
+
+
+def test_engine_not_runnable_without_tensorrt_says_why(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    eng = tmp_path / "m.engine"
+    write_engine(eng, {"format": "edge-stpm-engine"}, b"x")
+    assert runnable(eng) == (False, "TensorRT is not installed")
+
+
+def test_timing_cache_keyed_by_version_and_gpu(tmp_path: Path) -> None:
+    a = timing_cache_path(tmp_path, "10.3.0", GPU)
+    assert a.name == "timing_trt10.3.0_nvidia-h100-80gb-hbm3_sm90.cache"
+    assert a != timing_cache_path(tmp_path, "8.6.1", GPU)
+    assert a != timing_cache_path(tmp_path, "10.3.0", {"name": "Orin", "compute_capability": "8.7"})
 
 
 def test_io_binding_by_name() -> None:

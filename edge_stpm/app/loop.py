@@ -131,6 +131,54 @@ class EventLog:
         self.fh.close()
 
 
+def check_outputs(opts: RunOptions) -> None:
+    """Create and check every output folder now (one UserError each), and decide window vs headless: a window
+    without a display falls back to headless with a note instead of an abort inside Qt."""
+    for folder in [p.parent for p in (opts.record, opts.events) if p] + ([opts.save_anomalies] if opts.save_anomalies else []):
+        ensure_dir(folder)
+    if opts.record and opts.record.suffix.lower() not in (".mp4", ".m4v", ".mov", ".avi", ".mkv"):
+        raise UserError(f"--record {opts.record}: give a .mp4 or .avi file")
+    if not opts.headless:
+        ok, why = display_available()
+        if not ok:
+            from ..progress import console
+
+            console.print(f"note: no display ({why}): running headless; use --record or --save-anomalies to see results",
+                          highlight=False, soft_wrap=True)
+            opts.headless = True
+
+
+def display_available() -> tuple[bool, str]:
+    """Whether an OpenCV window can open here, checked without touching Qt/GTK (which abort without a display):
+    $DISPLAY must name a reachable X server (its socket), or $WAYLAND_DISPLAY must be set; and this OpenCV must
+    have a GUI backend (opencv-python-headless has none)."""
+    import os
+    import socket
+    import sys
+
+    if sys.platform not in ("linux",) or os.environ.get("WAYLAND_DISPLAY"):
+        return True, ""
+    disp = os.environ.get("DISPLAY", "")
+    if not disp:
+        return False, "DISPLAY is not set"
+    host, _, num = disp.rpartition(":")
+    num = num.split(".")[0]
+    if not num.isdigit():
+        return False, f"DISPLAY={disp!r} is not a display name"
+    if host in ("", "unix"):
+        if not Path(f"/tmp/.X11-unix/X{num}").exists():
+            return False, f"no X server socket for DISPLAY={disp}"
+    else:
+        try:
+            socket.create_connection((host, 6000 + int(num)), timeout=1.0).close()
+        except OSError:
+            return False, f"cannot reach the X server of DISPLAY={disp}"
+    gui = [line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
+    if gui and "NONE" in gui[0].upper():
+        return False, "this OpenCV build has no GUI (opencv-python-headless)"
+    return True, ""
+
+
 def _png(img: np.ndarray) -> bytes:
     return cv2.imencode(".png", img)[1].tobytes()
 
@@ -140,12 +188,19 @@ def run(inspector: Inspector, source: Source, opts: RunOptions, on_frame: Any = 
     summary = RunSummary()
     stop = threading.Event()
     previous = None
+    recorder: Recorder | None = None
+    events: EventLog | None = None
+    try:
+        check_outputs(opts)
+        recorder = Recorder(opts.record, opts.record_fps) if opts.record else None
+        events = EventLog(opts.events) if opts.events else None
+    except BaseException:
+        if recorder:
+            recorder.finalise()
+        source.close()
+        raise
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    recorder = Recorder(opts.record, opts.record_fps) if opts.record else None
-    events = EventLog(opts.events) if opts.events else None
-    if opts.save_anomalies:
-        ensure_dir(opts.save_anomalies)
     times: dict[str, list[float]] = {"read": [], "infer": [], "display": [], "total": []}
     show_overlay = True
     last_saved = -1e9

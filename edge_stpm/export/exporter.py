@@ -15,7 +15,7 @@ from ..evaluate import compute_metrics
 from ..files import ensure_dir, write_json, write_text
 from ..progress import bar, console
 from ..runtime.onnx import OnnxBackend
-from .artifacts import graph_metadata, onnx_path, sidecar
+from ..artifacts import graph_metadata, onnx_path, sidecar, write_bundle_readme, write_manifest
 from .onnx import export_onnx
 from .quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
 
@@ -130,4 +130,7 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
         report["graphs"][prec] = entry
     report["graphs"] = {p: report["graphs"][p] for p in order if p in precisions or p == "fp32"}
     write_json(out / "export.json", report)
+    write_bundle_readme(out, graph_metadata(meta, "fp32", batch, sha), list(report["graphs"]))
+    write_manifest(out, {"backbone": meta["backbone"], "image_size": size, "fit": fit, "batch": batch,
+                         "checkpoint_sha256": sha})
     return report

@@ -15,7 +15,8 @@ from onnx import helper, numpy_helper
 from ..errors import UserError
 from ..files import atomic_path
 from ..model import InspectionPipeline
-from .artifacts import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
+from .trt_rules import require_trt_ready
+from ..artifacts import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 
 OPSET = 17
 
@@ -43,6 +44,7 @@ def export_onnx(pipe: InspectionPipeline, precision: str, batch: int, path: Path
         static_resize_sizes(model, batch, pipe.image_size)
         set_metadata(model, metadata)
         onnx.checker.check_model(model, full_check=True)
+        require_trt_ready(model, f"the {precision.upper()} graph {Path(path).name}")
         onnx.save(model, str(tmp))
     return Path(path)
 

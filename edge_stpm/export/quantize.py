@@ -13,8 +13,9 @@ from onnx import numpy_helper
 
 from ..errors import UserError
 from ..files import atomic_path
-from .artifacts import INPUT_NAME
+from ..artifacts import INPUT_NAME
 from .onnx import set_metadata
+from .trt_rules import require_trt_ready
 
 MIN_CALIB = 20
 WARN_CALIB = 100
@@ -55,6 +56,17 @@ def check_count(n: int) -> str | None:
 
 DEFAULT_FLOAT_STAGES = (0,)
 
+# Q/DQ placement for TensorRT, as NVIDIA's Model Optimizer configures onnxruntime's quantizer for INT8 ONNX:
+# symmetric int8 (zero-point 0); biases left in float (TensorRT's DequantizeLinear takes INT8 only, so an int32
+# bias DQ is refused); weights kept as float initializers followed by a Q→DQ pair; one dedicated Q/DQ pair per
+# consumer; no Q/DQ on the outputs of ops TensorRT fuses into the preceding conv (Q/DQ go on the *inputs* of
+# quantizable ops, TensorRT propagates them). ``trt_rules`` checks the result before it is written.
+TENSORRT_QDQ_OPTIONS = {
+    "ActivationSymmetric": True, "WeightSymmetric": True,
+    "QuantizeBias": False, "AddQDQPairToWeight": True, "DedicatedQDQPair": True,
+    "OpTypesToExcludeOutputQuantization": ["Conv", "Add", "Clip", "Relu", "Mul", "Concat", "MaxPool"],
+}
+
 
 def float_convs(model: onnx.ModelProto, stages: tuple[int, ...]) -> list[str]:
     """Names of the Conv nodes to keep unquantized: those of the given pyramid stages (teacher and student)
@@ -94,7 +106,7 @@ def quantize_int8(fp32: Path, out: Path, images: np.ndarray, batch: int, metadat
                 per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=cm, calibration_cache_path=str(cache if cache_tmp is None else cache_tmp),
                 nodes_to_exclude=exclude,
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                extra_options=TENSORRT_QDQ_OPTIONS,
             )
             if cache_tmp is not None:
                 os.replace(cache_tmp, cache)
@@ -104,23 +116,25 @@ def quantize_int8(fp32: Path, out: Path, images: np.ndarray, batch: int, metadat
         model = onnx.load(str(tmp))
         set_metadata(model, metadata)
         onnx.checker.check_model(model, full_check=True)
+        require_trt_ready(model, f"the INT8 graph {Path(out).name}")
         onnx.save(model, str(tmp))
     return qdq_summary(onnx.load(str(out))) | {"float_stages": list(float_stages), "float_convs": len(exclude)}
 
 
 def qdq_summary(model: onnx.ModelProto) -> dict[str, Any]:
-    """Count Q/DQ nodes, check they are symmetric (zero-point 0; int8 tensors, int32 Conv biases), and list
-    activation scales by tensor name."""
+    """Count Q/DQ nodes, check they are symmetric int8 (zero-point 0), count int32 (bias) DQ nodes (must be 0 for
+    TensorRT), and list activation scales by tensor name."""
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
     zps = [inits[n.input[2]] for n in q + dq if len(n.input) > 2 and n.input[2] in inits]
-    scales = {n.input[0]: float(inits[n.input[1]].ravel()[0]) for n in q if n.input[1] in inits}
+    weight_q = [n for n in q if n.input[0] in inits]
+    scales = {n.input[0]: float(inits[n.input[1]].ravel()[0]) for n in q if n.input[1] in inits and n not in weight_q}
+    weight_dq_out = {d.output[0] for w in weight_q for d in dq if d.input[0] == w.output[0]}
     return {
-        "quantize_nodes": len(q), "dequantize_nodes": len(dq),
-        "symmetric_int8": all(z.dtype in (np.int8, np.int32) and not z.any() for z in zps),
+        "quantize_nodes": len(q), "dequantize_nodes": len(dq), "weight_qdq_pairs": len(weight_q),
+        "symmetric_int8": all(z.dtype == np.int8 and not z.any() for z in zps),
         "int32_bias_dequantize_nodes": sum(z.dtype == np.int32 for z in zps),
-        "weight_quantized_ops": sorted({c.op_type for n in dq if n.input[0] in inits
-                                        for c in model.graph.node if n.output[0] in c.input}),
+        "weight_quantized_ops": sorted({c.op_type for c in model.graph.node if weight_dq_out & set(c.input)}),
         "activation_scales": scales,
     }

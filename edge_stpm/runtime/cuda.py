@@ -20,7 +20,8 @@ def cudart() -> Any:
             from cuda import cudart as runtime  # type: ignore[no-redef]
             return runtime
         except ImportError:
-            raise UserError("cuda-python is not installed: pip install cuda-python (or edge-stpm[cuda])") from None
+            raise UserError("cuda-python is not installed: pip install \"edge-stpm[cuda12]\" (CUDA 12 driver, JetPack 6) "
+                            "or \"edge-stpm[cuda13]\" (CUDA 13 driver)") from None
 
 
 def check(result: Any) -> Any:
@@ -29,7 +30,11 @@ def check(result: Any) -> Any:
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != int(rt.cudaError_t.cudaSuccess):
         name = rt.cudaGetErrorName(err)[1]
-        raise RuntimeError(f"CUDA error {int(err)}: {name.decode() if isinstance(name, bytes) else name}")
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        if "InsufficientDriver" in name:
+            raise UserError(f"CUDA error {name}: this cuda-python needs a newer driver than the installed one; "
+                            "on CUDA 12 drivers (JetPack 6) install \"edge-stpm[cuda12]\" (cuda-bindings 12.x)")
+        raise RuntimeError(f"CUDA error {int(err)}: {name}")
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)

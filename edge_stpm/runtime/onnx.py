@@ -1,13 +1,13 @@
 """ONNX Runtime backend: a graph from ``edge-stpm export``; providers chosen automatically."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from ..export.artifacts import INPUT_NAME, read_onnx_metadata
+from ..threads import available_cores
+from ..artifacts import INPUT_NAME, read_onnx_metadata
 from .base import Backend
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -28,7 +28,7 @@ class OnnxBackend(Backend):
 
         self.metadata = read_onnx_metadata(Path(path))
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.intra_op_num_threads = threads or available_cores()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint
+from ..devices import set_threads
 from ..errors import UserError
 from ..model import InspectionPipeline
 from .base import Backend
@@ -68,8 +69,8 @@ class TorchBackend(Backend):
         self.precision = precision or ("fp16" if cuda else "fp32")
         if self.precision not in ("fp32", "fp16") or (self.precision == "fp16" and not cuda):
             raise UserError(f"the PyTorch backend runs fp32 on CPU and fp32/fp16 on CUDA, not {self.precision} on {device}")
-        if threads:
-            torch.set_num_threads(threads)
+        if self.dev.type == "cpu" or threads:
+            set_threads(threads)
         self.image_size = int(self.metadata["image_size"])
         self.batch = batch if cuda and cuda_graph else None
         self.twin = bool(optimize and cuda) if twin is None else twin

@@ -1,0 +1,124 @@
+"""The box on the line: a bundle runs with the runtime-only install (torch really absent), bad inputs and a
+missing display end cleanly, a bundle that does not match its manifest is refused, and nothing is written beside
+a model by inference. Commands run as real processes (a crash would show as a signal, not a caught exception)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+RUNTIME_PY = os.environ.get("EDGE_STPM_RUNTIME_PYTHON")
+
+
+def cli(*args: object, python: str = sys.executable, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    e = dict(os.environ) | (env or {})
+    e.pop("EDGE_STPM_RUNTIME_PYTHON", None)
+    return subprocess.run([python, "-m", "edge_stpm.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=e, cwd=Path(__file__).resolve().parents[1] if python == sys.executable else "/")
+
+
+def one_error(r: subprocess.CompletedProcess, pattern: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "FATAL" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.stderr
+    assert pattern.lower() in r.stderr[r.stderr.index("error:"):].replace("\n", " ").lower(), r.stderr
+
+
+# --- clean exits (main install) ---------------------------------------------------------------------------------
+
+def test_bad_roi_and_unwritable_record_exit_2_not_sigabrt(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    video = synth_dir / "video.avi"
+    one_error(cli("run", "--model", exported, "--source", video, "--headless", "--roi", "1,2,x"), "--roi must be")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_error(cli("run", "--model", exported, "--source", video, "--headless", "--record", blocker / "sub" / "o.avi"),
+              "cannot create output folder")
+    one_error(cli("run", "--model", exported, "--source", video, "--headless", "--roi", "500,500,10,10"),
+              "outside the")  # raised inside the loop while the capture thread is alive
+
+
+@pytest.mark.parametrize("display", ["", ":97"])
+def test_window_without_display_falls_back_to_headless(exported: Path, synth_dir: Path, display: str) -> None:
+    env = {"DISPLAY": display, "WAYLAND_DISPLAY": "", "QT_QPA_PLATFORM": ""}
+    r = cli("run", "--model", exported, "--source", synth_dir / "video.avi", "--max-frames", 3, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "no display" in r.stderr and "running headless" in r.stderr and "3 frames" in r.stdout
+
+
+def test_bundle_tampering_refused(exported: Path, tmp_path: Path, synth_dir: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert {"model_fp32.onnx", "model_fp16.onnx", "model_int8.onnx", "README.md"} <= set(manifest["files"])
+    with open(bundle / "model_fp32.onnx", "ab") as fh:
+        fh.write(b"\0")
+    one_error(cli("run", "--model", bundle, "--source", synth_dir / "test" / "good", "--headless"),
+              "model_fp32.onnx does not match manifest.json")
+    (bundle / "model_fp16.onnx").unlink()
+    one_error(cli("infer", synth_dir / "test" / "good", "--model", bundle, "--out", tmp_path / "o"), "incomplete")
+
+
+def test_checkpoint_runs_on_pytorch_and_writes_nothing_beside_it(trained: Path, synth_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "only_ckpt"
+    run.mkdir()
+    shutil.copy(trained / "model.pt", run / "model.pt")
+    r = cli("run", "--model", run / "model.pt", "--source", synth_dir / "test" / "good", "--headless",
+            "--events", tmp_path / "ev.jsonl", env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "PyTorch CPU" in r.stderr and "edge-stpm export --checkpoint" in r.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["model.pt"]
+
+
+# --- the runtime-only install (a second virtualenv, torch absent) -------------------------------------------------
+
+needs_runtime = pytest.mark.skipif(not RUNTIME_PY, reason="EDGE_STPM_RUNTIME_PYTHON is not set (a venv with "
+                                   "`pip install .` only; .ci/run makes one)")
+
+
+@needs_runtime
+def test_runtime_install_has_no_torch() -> None:
+    for mod in ("torch", "torchvision", "sklearn", "matplotlib"):
+        r = subprocess.run([RUNTIME_PY, "-c", f"import {mod}"], capture_output=True, text=True)
+        assert r.returncode != 0 and "ModuleNotFoundError" in r.stderr, mod
+
+
+@needs_runtime
+def test_runtime_install_runs_a_bundle(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "loop"
+    r = cli("run", "--model", exported, "--source", synth_dir / "video.avi", "--headless", "--record", out / "o.avi",
+            "--events", out / "ev.jsonl", "--summary-json", out / "s.json", python=RUNTIME_PY)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "s.json").read_text())
+    assert s["frames"] == 60 and "onnxruntime" in s["backend"]
+    cap = cv2.VideoCapture(str(out / "o.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 60
+    events = (out / "ev.jsonl").read_text().splitlines() if (out / "ev.jsonl").exists() else []
+    assert len(events) == s["ng_frames"]
+    r = cli("run", "--model", exported, "--source", synth_dir / "test" / "good", "--headless", python=RUNTIME_PY)
+    assert r.returncode == 0 and "10 frames" in r.stdout, r.stderr
+    r = cli("infer", synth_dir / "test" / "crack", "--model", exported, "--out", tmp_path / "inf", python=RUNTIME_PY)
+    assert r.returncode == 0, r.stderr
+    assert len((tmp_path / "inf" / "summary.csv").read_text().splitlines()) == 1 + 5
+    r = cli("bench", "--model", exported, "--backends", "onnxruntime,tensorrt,pytorch", "--precisions", "fp32,int8",
+            "--batch", "1", "--iters", 3, "--warmup", 1, "--json", tmp_path / "b.json", "--quiet", python=RUNTIME_PY)
+    assert r.returncode == 0, r.stderr
+    rows = {(x["backend"], x["precision"], x["baseline"]): x for x in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    assert rows[("onnxruntime", "fp32", True)]["status"] == "ok"
+    assert rows[("onnxruntime", "int8", False)]["status"] == "ok"
+    assert rows[("tensorrt", "fp32", False)]["status"] == "unavailable"
+    assert sorted(p.name for p in exported.iterdir() if p.suffix in (".onnx", ".engine")) == \
+        ["model_fp16.onnx", "model_fp32.onnx", "model_int8.onnx"]
+
+
+@needs_runtime
+def test_runtime_install_refuses_training_commands_in_one_line(trained: Path, synth_dir: Path, tmp_path: Path) -> None:
+    one_error(cli("train", "--data", synth_dir, "--out", tmp_path / "r", python=RUNTIME_PY), "edge-stpm[train]")
+    one_error(cli("run", "--model", trained / "model.pt", "--source", synth_dir / "test" / "good", "--headless",
+                  python=RUNTIME_PY), "needs PyTorch")
