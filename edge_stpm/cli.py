@@ -77,6 +77,8 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           threshold: str = typer.Option("logsigma", help="Threshold from held-out good images: logsigma (exp(mean+3σ) of log scores) | percentile (99.5th) | sigma (mean+3σ)."),
           seed: int = typer.Option(0),
           device: str = typer.Option("auto", help="auto | cpu | cuda"),
+          threads: Optional[int] = typer.Option(None, help="CPU threads (default: the cores this process may use)."),
+          low_memory: Optional[bool] = typer.Option(None, "--low-memory/--no-low-memory", help="Activation checkpointing: ~2.5× lower peak memory, ~2× slower steps, same gradients (default: on for CPUs with under 12 GB RAM)."),
           teacher_weights: Optional[str] = typer.Option(None, help="Teacher state-dict file (default: torchvision cache / download); 'random' for tests only."),
           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Train an STPM student on good images; keep the epoch with the lowest held-out loss; set thresholds."""
@@ -86,7 +88,8 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
     s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
                               weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
                               image_size=size, fit=fit, sigma=sigma, seed=seed, device=device,
-                              teacher_weights=teacher_weights, threshold_method=threshold, quiet=quiet))
+                              teacher_weights=teacher_weights, threshold_method=threshold, quiet=quiet,
+                              threads=threads, low_memory=low_memory))
     out.print(f"kept epoch {s['best_epoch']}/{s['epochs_run']} (validation loss {s['best_val_loss']:.4f}); "
               f"{s['train_images_per_s']:.1f} training images/s on {s['device']}; wall {s['wall_seconds']:.0f} s")
     out.print(f"checkpoint: {Path(out_dir) / 'model.pt'}")
@@ -97,14 +100,15 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
 def evaluate(checkpoint: Path = typer.Option(..., help="model.pt from train."),
              data: Path = typer.Option(..., help="MVTec-layout folder with test/ and ground_truth/."),
              out_dir: Path = typer.Option(Path("reports/latest"), "--out", help="Report folder."),
-             device: str = typer.Option("cpu", help="auto | cpu | cuda"),
-             batch_size: int = typer.Option(16),
-             quiet: bool = typer.Option(False)) -> None:
+             device: str = typer.Option("auto", help="auto | cpu | cuda"),
+             batch_size: int = typer.Option(16, help="Images per inference batch."),
+             threads: Optional[int] = typer.Option(None, help="CPU threads (default: the cores this process may use)."),
+             quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Image AUROC, pixel AUROC, AUPRO@0.3 (overall and per defect), F1 at the stored threshold, figures."""
     need_train("evaluate")
     from .evaluate import evaluate as run_eval
 
-    r = run_eval(checkpoint, data, out_dir, device, batch_size, quiet)
+    r = run_eval(checkpoint, data, out_dir, device, batch_size, quiet, threads=threads)
     t = Table(title=f"evaluation: {data}")
     for c in ("subset", "n", "image AUROC", "pixel AUROC", "AUPRO@0.3"):
         t.add_column(c)
@@ -146,7 +150,8 @@ def export(checkpoint: Path = typer.Option(..., help="model.pt from train."),
            calib_root: Path = typer.Option(Path("calibration"), help="Where calibration lists and ranges are kept."),
            data: Optional[Path] = typer.Option(None, help="MVTec test split: report each graph's AUROC beside FP32's."),
            int8_float_stages: str = typer.Option("0", help="Pyramid stages (0,1,2) whose convolutions stay float in the INT8 graph; '' quantizes all."),
-           quiet: bool = typer.Option(False)) -> None:
+           force: bool = typer.Option(False, help="Write FP16/INT8 graphs even when they miss their precision gate."),
+           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Export the inspection pipeline to ONNX (opset 17, static shapes), each graph checked against PyTorch."""
     need_train("export")
     from .artifacts import parse_precisions
@@ -158,7 +163,7 @@ def export(checkpoint: Path = typer.Option(..., help="model.pt from train."),
     if any(s > 2 for s in stages):
         raise UserError("--int8-float-stages takes stage numbers 0, 1 and 2")
     r = run_export(checkpoint, precs, folder, batch, calib, calib_count, calib_method, calib_root, data, quiet=quiet,
-                   float_stages=stages)
+                   float_stages=stages, force=force)
     t = Table(title=f"export: {folder}")
     for c in ("graph", "MB", "map rel. L2 vs PyTorch", "score max rel. err", "image AUROC", "pixel AUROC", "AUPRO"):
         t.add_column(c)
@@ -272,13 +277,15 @@ def run(model: Path = typer.Option(..., help="Checkpoint (.pt), ONNX graph, Tens
 def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of images."),
           model: Path = typer.Option(..., help="Checkpoint, ONNX graph, engine or export folder."),
           out_dir: Path = typer.Option(Path("reports/infer"), "--out", help="Overlays and summary.csv/json go here."),
-          backend: str = typer.Option("auto"),
+          backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | pytorch"),
+          precision: Optional[str] = typer.Option(None, help="Pick the graph/engine of this precision in a bundle."),
+          threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime / PyTorch CPU."),
           threshold: Optional[float] = typer.Option(None, help="Image-score threshold override (raw score)."),
           no_overlays: bool = typer.Option(False, help="Only the summary.")) -> None:
     """Score images: per-image score and verdict, overlay PNGs, summary.csv and summary.json."""
     from .infer import infer_paths
 
-    rows = infer_paths(inputs, model, out_dir, backend, threshold, not no_overlays)
+    rows = infer_paths(inputs, model, out_dir, backend, threshold, not no_overlays, precision=precision, threads=threads)
     t = Table(title=f"{len(rows)} images")
     for c in ("image", "score", "normalised", "verdict"):
         t.add_column(c)

@@ -14,7 +14,7 @@ from .errors import UserError
 from .data import GOOD, load_images, read_mask, labelled_test_images
 from .files import ensure_dir, write_json, write_text
 from .progress import bar
-from .devices import pick_device
+from .devices import pick_device, set_threads
 
 ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -56,8 +56,8 @@ def compute_metrics(maps: np.ndarray, scores: np.ndarray, labels: np.ndarray, ma
     return out
 
 
-def evaluate(ckpt: Path, data: Path, out: Path, device: str = "cpu", batch_size: int = 16, quiet: bool = False,
-             infer: ScoreFn | None = None, label: str = "pytorch fp32") -> dict[str, Any]:
+def evaluate(ckpt: Path, data: Path, out: Path, device: str = "auto", batch_size: int = 16, quiet: bool = False,
+             infer: ScoreFn | None = None, label: str = "pytorch fp32", threads: int | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (or any ``infer`` function using its settings) and write the report folder."""
     out = ensure_dir(Path(out))
     pipe, meta = checkpoint.load_pipeline(Path(ckpt))
@@ -72,6 +72,8 @@ def evaluate(ckpt: Path, data: Path, out: Path, device: str = "cpu", batch_size:
     defects = np.array([it.defect for it in items])
     if infer is None:
         dev = pick_device(device)
+        if dev.type == "cpu":
+            set_threads(threads)
         infer = torch_infer(pipe.to(dev), dev)
     maps, scores = score_set(infer, images, batch_size, quiet)
     infer_s = time.perf_counter() - t0

@@ -31,10 +31,10 @@ def expand(inputs: list[Path]) -> list[Path]:
 
 
 def infer_paths(inputs: list[Path], model: Path, out: Path, backend: str = "auto", threshold: float | None = None,
-                overlays: bool = True) -> list[dict[str, Any]]:
+                overlays: bool = True, precision: str | None = None, threads: int | None = None) -> list[dict[str, Any]]:
     paths = expand(inputs)
     out = ensure_dir(Path(out))
-    insp = Inspector.load(model, backend, threshold, verbose=True)
+    insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True)
     rows = []
     with bar() as progress:
         task = progress.add_task("inspect", total=len(paths), info="")

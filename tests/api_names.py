@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("EDGE_STPM_WHEEL_CACHE", ROOT / ".whl"))
+CACHE = Path(os.environ.get("EDGE_STPM_WHEEL_CACHE", Path.home() / ".cache" / "edge-stpm" / "binding-wheels"))
 
 TRT_WHEELS = {8: "tensorrt-bindings==8.6.1", 10: "tensorrt-cu12-bindings>=10.3,<11", 11: "tensorrt-cu13-bindings>=11,<12"}
 CUDA_WHEELS = {12: "cuda-bindings>=12.4,<13", 13: "cuda-bindings>=13,<14"}

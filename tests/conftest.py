@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import edge_stpm  # noqa: F401  (first: sets OpenMP's passive wait policy before torch loads)
 import pytest
 import torch
 
@@ -15,7 +16,9 @@ SIZE = 128
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
+    from edge_stpm.threads import available_cores
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, available_cores()))))
 
 
 @pytest.fixture(scope="session")

@@ -175,3 +175,43 @@ def test_twin_trunk_matches_separate_trunks(name: str) -> None:
     with torch.no_grad():
         (m0, s0), (m1, s1) = pipe(x), twin(x)
     assert float((m1 - m0).norm() / m0.norm()) < 1e-5 and torch.allclose(s1, s0, rtol=1e-5)
+
+
+def _damage(path: Path) -> None:
+    """Scale the weights of the student's last-stage convolutions by 1.5 (a damaged graph that still runs)."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name.startswith("/student/stages.2/")]
+    producer = {o: n for n in model.graph.node for o in n.output}
+    weights = set()
+    for n in convs:  # follow a Q/DQ pair back to the float weight initializer
+        w = n.input[1]
+        while w in producer and producer[w].op_type in ("DequantizeLinear", "QuantizeLinear"):
+            w = producer[w].input[0]
+        weights.add(w)
+    for init in model.graph.initializer:
+        if init.name in weights:
+            init.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(init) * 1.5).astype(numpy_helper.to_array(init).dtype), init.name))
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("prec", ["fp16", "int8"])
+def test_precision_gates_refuse_a_damaged_graph(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prec: str) -> None:
+    from edge_stpm.export import exporter
+
+    real = exporter.export_onnx if prec == "fp16" else exporter.quantize_int8
+
+    def damaged(*args, **kwargs):
+        r = real(*args, **kwargs)
+        if prec == "int8" or args[1] == "fp16":  # export_onnx(pipe, precision, batch, path, md) also writes FP32
+            _damage(Path(args[3] if prec == "fp16" else args[1]))
+        return r
+
+    monkeypatch.setattr(exporter, "export_onnx" if prec == "fp16" else "quantize_int8", damaged)
+    out = tmp_path / "e"
+    with pytest.raises(UserError, match=f"the {prec.upper()} graph misses its precision gate.*map_rel_l2 .* > "):
+        exporter.export(trained / "model.pt", [prec], out, calib_root=tmp_path / "cal", quiet=True)
+    assert not (out / f"model_{prec}.onnx").exists() and (out / "model_fp32.onnx").is_file()
+    rep = exporter.export(trained / "model.pt", [prec], out, calib_root=tmp_path / "cal", quiet=True, force=True)
+    assert rep["graphs"][prec]["gate"]["forced"] and (out / f"model_{prec}.onnx").is_file()

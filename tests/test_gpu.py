@@ -90,8 +90,8 @@ def test_cuda_python_buffers_round_trip() -> None:
 def test_auto_backend_prefers_torch_cuda_for_checkpoint(r18_ckpt: Path) -> None:
     from edge_stpm.runtime.select import resolve
 
-    name, _, why = resolve(r18_ckpt, "auto")
-    assert name == "pytorch" and "CUDA" in why
+    c = resolve(r18_ckpt, "auto")
+    assert c.backend == "pytorch" and "CUDA" in c.reason
 
 
 def test_twin_and_separate_trunks_agree_on_cuda(r18_ckpt: Path) -> None:

@@ -20,6 +20,25 @@ from .onnx import export_onnx
 from .quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
 
 FP32_MAX_REL_L2 = 1e-4
+# Precision gates on held-out good images (parity against PyTorch FP32), bounds ~2x the figures measured on
+# magnetic tile (benchmarks/results/magnetic_tile/export.json); with --data also the AUROC drop against FP32.
+GATES = {"fp16": {"map_rel_l2": 0.05, "score_median_rel_err": 0.03},
+         "int8": {"map_rel_l2": 0.40, "score_median_rel_err": 0.25}}
+MAX_AUROC_DROP = 0.010
+
+
+def gate_failures(prec: str, parity: dict[str, float], test: dict[str, Any] | None,
+                  fp32_test: dict[str, Any] | None) -> list[str]:
+    """What a graph misses of its precision gate, each with the figure and the bound (empty: it passes)."""
+    out = [f"{k} {parity[k]:.3g} > {bound:g} (by {parity[k] - bound:.3g})"
+           for k, bound in GATES.get(prec, {}).items() if not parity[k] <= bound]
+    if test is not None and fp32_test is not None and prec != "fp32":
+        for k in ("image_auroc", "pixel_auroc"):
+            if test.get(k) is not None and fp32_test.get(k) is not None and fp32_test[k] - test[k] > MAX_AUROC_DROP:
+                drop = fp32_test[k] - test[k]
+                out.append(f"{k} drops {100 * drop:.2f} points below FP32 (> {100 * MAX_AUROC_DROP:.1f}; "
+                           f"by {100 * (drop - MAX_AUROC_DROP):.2f})")
+    return out
 
 
 def rel_l2(a: np.ndarray, ref: np.ndarray) -> float:
@@ -43,8 +62,12 @@ def calibration_paths(meta: dict[str, Any], calib: Path | None) -> tuple[list[Pa
 def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: Path | None = None,
            calib_count: int = 300, calib_method: str = "minmax", calib_root: Path = Path("calibration"),
            data: Path | None = None, parity_count: int = 16, seed: int = 0, quiet: bool = False,
-           float_stages: tuple[int, ...] = DEFAULT_FLOAT_STAGES) -> dict[str, Any]:
-    """Export the requested graphs into ``out`` (FP32 always, as the reference); returns the export report."""
+           float_stages: tuple[int, ...] = DEFAULT_FLOAT_STAGES, force: bool = False) -> dict[str, Any]:
+    """Export the requested graphs into ``out`` (FP32 always, as the reference); returns the export report.
+
+    FP16 and INT8 graphs must pass their precision gate (``GATES``; with ``data`` also ≤ 1 AUROC point below FP32)
+    or they are removed again and the export fails, saying by how much — unless ``force``.
+    """
     if batch < 1:
         raise UserError("--batch must be at least 1")
     pipe, meta = checkpoint.load_pipeline(Path(ckpt))
@@ -107,8 +130,9 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
             export_onnx(pipe, prec, batch, path, md)
         backend = OnnxBackend(path, allow_gpu=False)
         maps, scores = backend.infer_any(parity_imgs)
+        score_rel = np.abs(scores - ref_scores) / np.maximum(np.abs(ref_scores), 1e-30)
         parity = {"images": len(parity_imgs), "map_rel_l2": rel_l2(maps, ref_maps),
-                  "score_max_rel_err": float(np.max(np.abs(scores - ref_scores) / np.maximum(np.abs(ref_scores), 1e-30)))}
+                  "score_max_rel_err": float(np.max(score_rel)), "score_median_rel_err": float(np.median(score_rel))}
         if prec == "fp32" and not parity["map_rel_l2"] <= FP32_MAX_REL_L2:
             path.unlink(missing_ok=True)
             raise UserError(f"FP32 ONNX graph disagrees with PyTorch (map relative L2 {parity['map_rel_l2']:.2e} > "
@@ -126,6 +150,14 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
             tm, ts = np.concatenate([r[0] for r in res]), np.concatenate([r[1] for r in res])
             m = compute_metrics(tm, ts, labels, masks, defects)
             entry["test"] = m["overall"] | {"per_defect": m["per_defect"]}
+        failures = gate_failures(prec, parity, entry.get("test"), report["graphs"].get("fp32", {}).get("test"))
+        entry["gate"] = {"bounds": GATES.get(prec, {}), "max_auroc_drop": MAX_AUROC_DROP, "failures": failures,
+                         "forced": bool(failures and force)}
+        if failures and not force:
+            path.unlink(missing_ok=True)
+            sidecar(path).unlink(missing_ok=True)
+            raise UserError(f"the {prec.upper()} graph misses its precision gate on held-out good images: "
+                            + "; ".join(failures) + "; not written (--force writes it anyway)")
         write_json(sidecar(path), md | {"export": entry})
         report["graphs"][prec] = entry
     report["graphs"] = {p: report["graphs"][p] for p in order if p in precisions or p == "fp32"}
