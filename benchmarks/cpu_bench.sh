@@ -15,8 +15,8 @@ if [ -z "$mb" ]; then
 fi
 for pair in "resnet18:$tmp/r18/model.pt" "mobilenet_v2:$mb"; do
   name=${pair%%:*}; ck=${pair#*:}
-  edge-stpm bench --checkpoint "$ck" --backends onnxruntime,pytorch --precisions fp32,fp16,int8 --batch 1,8 \
+  edge-stpm bench --checkpoint "$ck" --backend onnxruntime,pytorch --precision fp32,fp16,int8 --batch 1,8 \
     --iters ${ITERS:-40} --warmup 5 --work "$tmp/w_$name" --quiet \
-    --json "$out/bench_$name.json" --markdown "$out/bench_$name.md" --plot "$out/bench_$name.png"
+    --out "$out/$name"
 done
 python3 benchmarks/train_throughput.py "$tmp/syn" | tee "$out/train_throughput.md"

@@ -15,8 +15,8 @@ tmp=$(mktemp -d)
 python3 -m edge_stpm.cli synth --out "$tmp/syn" --n-train 40 --n-test-good 4 --n-test-defect 2 --video-frames 10 >/dev/null
 python3 -m edge_stpm.cli train --data "$tmp/syn" --backbone resnet18 --teacher-weights random --epochs 1 \
   --out "$tmp/r18" --quiet 2>&1 | grep -v warning
-python3 -m edge_stpm.cli bench --checkpoint "$tmp/r18/model.pt" --backends pytorch --precisions fp16,fp32 \
+python3 -m edge_stpm.cli bench --checkpoint "$tmp/r18/model.pt" --backend pytorch --precision fp16,fp32 \
   --batch 1,32 --iters ${ITERS:-300} --warmup 50 --work "$tmp/w" --quiet \
-  --json "$out/bench_resnet18_gpu.json" --markdown "$out/bench_resnet18_gpu.md" --plot "$out/bench_resnet18_gpu.png"
-cat "$out/bench_resnet18_gpu.md"
+  --out "$out/bench_resnet18_gpu"
+cat "$out/bench_resnet18_gpu/bench.md"
 python3 benchmarks/gpu_ablation.py "$tmp/r18/model.pt" ${ITERS:-300} | tee "$out/ablation_resnet18_gpu.md"

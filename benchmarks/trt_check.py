@@ -69,9 +69,10 @@ def main() -> int:
         except BaseException as exc:  # noqa: BLE001 - every failure is part of the report
             entry["error"] = f"{type(exc).__name__}: {exc}"
             entry["traceback"] = traceback.format_exc()[-3000:]
-    bench_json = args.out.with_name(args.out.stem + "_bench.json")
-    r = subprocess.run([sys.executable, "-m", "edge_stpm.cli", "bench", "--model", str(args.bundle), "--backends",
-                        "tensorrt,onnxruntime", "--precisions", "fp32,fp16,int8", "--batch", "1", "--json", str(bench_json),
+    bench_dir = args.out.with_name(args.out.stem + "_bench")
+    bench_json = bench_dir / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "edge_stpm.cli", "bench", "--model", str(args.bundle), "--backend",
+                        "tensorrt,onnxruntime", "--precision", "fp32,fp16,int8", "--batch", "1", "--out", str(bench_dir),
                         "--quiet"], capture_output=True, text=True)
     res["bench"] = json.loads(bench_json.read_text()) if bench_json.is_file() else {"error": r.stderr[-3000:]}
     args.out.write_text(json.dumps(res, indent=2, default=str) + "\n")

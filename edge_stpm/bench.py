@@ -17,7 +17,7 @@ import numpy as np
 from .artifacts import engine_path, onnx_path, read_onnx_metadata
 from .data import fit_image
 from .errors import UserError
-from .overlay import heatmap_overlay, verdict_banner
+from .overlay import inspection_overlay
 from .files import write_json, write_text
 from .progress import bar
 from .runtime.base import Backend
@@ -119,8 +119,7 @@ def end_to_end(b: Backend, frames: np.ndarray, size: int, fit: str, thr: dict[st
         maps, scores = b.infer(batch)
         for f, m, s in zip(frames, maps, scores):
             norm = float(s) / thr["image"]
-            img = heatmap_overlay(f, cv2.resize(m, (f.shape[1], f.shape[0])), thr["pixel"])
-            verdict_banner(img, norm >= 1, norm, [])
+            inspection_overlay(f, cv2.resize(m, (f.shape[1], f.shape[0])), thr["pixel"], norm >= 1, norm, thr["image"])
     return step
 
 
@@ -170,12 +169,14 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
         cuda = torch.cuda.is_available()
     rng = np.random.default_rng(0)
     test = _test_set(data, size, fit) if data else None
+    load_before, t_start = os.getloadavg(), time.perf_counter()
     plan: list[tuple[str, str, int]] = []
     for bsz in batches:
         plan.append(("baseline", "fp32", bsz))
         for be in backends:
             for p in precisions:
-                plan.append((be, p, bsz))
+                if not (mode == "artefacts" and be == "onnxruntime" and p == "fp32"):  # that row is the baseline
+                    plan.append((be, p, bsz))
     rows: list[Row] = []
     with bar(quiet) as progress:
         task = progress.add_task("bench", total=len(plan), info="")
@@ -209,6 +210,7 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
     return {"machine": machine(), "model": str(model), "backbone": meta["backbone"], "image_size": size,
             "baseline": "PyTorch eager FP32" if mode == "checkpoint" else "ONNX Runtime FP32",
             "frame_shape": list(FRAME_SHAPE), "iters": iters, "warmup": warmup,
+            "load": load_report(load_before, time.perf_counter() - t_start),
             "rows": [asdict(r) | {"label": r.label} for r in rows]}
 
 
@@ -321,20 +323,66 @@ def _f(v: float | None, fmt: str = ".2f") -> str:
     return "" if v is None else format(v, fmt)
 
 
+COLUMNS = ["backend", "prec", "batch", "model ms/batch p50", "model frames/s", "e2e ms/frame", "e2e frames/s",
+           "speed-up"]
+
+
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """The runnable rows, in units a person reads: ms per batch (model), ms per frame and frames/s (end-to-end)."""
     out = []
+    auroc = any(r["image_auroc"] is not None for r in result["rows"])
     for r in result["rows"]:
-        out.append([r["backend"] + (" (baseline)" if r["baseline"] else ""), r["precision"], str(r["batch"]),
-                    r["status"] + (f": {r['reason']}" if r["reason"] else ""), r["device"],
-                    _f(r["model_ms"].get("p50"), ".3f"), _f(r["model_ms"].get("p90"), ".3f"),
-                    _f(r["model_ms"].get("p99"), ".3f"), _f(r["host_ms"].get("p50"), ".3f"),
-                    _f(r["e2e_ms_per_frame"], ".3f"), _f(r["images_per_s"], ".1f"), _f(r["e2e_fps"], ".1f"),
-                    _f(r["speedup"], ".2f") + ("×" if r["speedup"] else ""), _f(r["image_auroc"], ".4f")])
+        if r["status"] != "ok":
+            continue
+        row = [r["backend"], r["precision"], str(r["batch"]),
+               _f(r["model_ms"].get("p50"), ".2f"), _f(r["images_per_s"], ".1f"), _f(r["e2e_ms_per_frame"], ".2f"),
+               _f(r["e2e_fps"], ".1f"), "base" if r["baseline"] else _f(r["speedup"], ".2f") + ("×" if r["speedup"] else "")]
+        out.append(row + ([_f(r["image_auroc"], ".4f")] if auroc else []))
     return out
 
 
-COLUMNS = ["backend", "precision", "batch", "status", "device", "model p50 ms", "model p90 ms", "model p99 ms",
-           "host→host p50 ms", "end-to-end ms/frame", "model img/s", "end-to-end FPS", "speed-up", "image AUROC"]
+def columns(result: dict[str, Any]) -> list[str]:
+    return COLUMNS + (["AUROC"] if any(r["image_auroc"] is not None for r in result["rows"]) else [])
+
+
+def not_run(result: dict[str, Any]) -> list[str]:
+    """One line per row that did not run: what and why."""
+    return [f"{r['backend']} {r['precision']} b{r['batch']}: {r['status']} — {r['reason']}"
+            for r in result["rows"] if r["status"] != "ok"]
+
+
+def load_report(before: tuple[float, float, float], seconds: float) -> dict[str, Any]:
+    """The machine's load over the run: load averages before/after and other processes using a lot of CPU."""
+    import psutil
+
+    after = os.getloadavg()
+    me = psutil.Process()
+    mine = {me.pid} | {c.pid for c in me.children(recursive=True)}
+    procs = list(psutil.process_iter(["pid", "name"]))
+    for p in procs:
+        try:
+            p.cpu_percent(None)
+        except psutil.Error:
+            pass
+    time.sleep(0.5)
+    busy = []
+    for p in procs:
+        try:
+            pct = p.cpu_percent(None)
+        except psutil.Error:
+            continue
+        if p.pid not in mine and pct >= 20:
+            busy.append({"pid": p.pid, "name": p.info["name"], "cpu_percent": pct})
+    cores = os.cpu_count() or 1
+    warn = after[0] > 1.5 * cores or bool(busy)  # bench itself keeps up to `cores` busy
+    return {"loadavg_before": list(before), "loadavg_after": list(after), "cores": cores, "busy_processes": busy,
+            "seconds": seconds, "busy": warn}
+
+
+def default_folder(root: Path = Path("bench_results")) -> Path:
+    """``bench_results/<host>_<YYYYmmdd-HHMMSS>/``."""
+    host = platform.node().split(".")[0] or "machine"
+    return Path(root) / f"{host}_{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -348,25 +396,32 @@ def markdown(result: dict[str, Any]) -> str:
             f"end-to-end = a {result['frame_shape'][1]}×{result['frame_shape'][0]} frame resized, inferred, normalised and "
             f"overlaid, per frame. Speed-up = model img/s over the {result.get('baseline', 'PyTorch eager FP32')} baseline "
             "at the same batch.", "",
-            "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    return "\n".join(head + ["| " + " | ".join(r) + " |" for r in table_rows(result)]) + "\n"
+            "| " + " | ".join(columns(result)) + " |", "|" + "---|" * len(columns(result))]
+    tail = [""] + [f"- {line}" for line in not_run(result)]
+    load = result.get("load")
+    if load:
+        tail += ["", f"Load average {load['loadavg_before'][0]:.2f} before, {load['loadavg_after'][0]:.2f} after "
+                     f"({load['cores']} cores); other busy processes: "
+                     + (", ".join(f"{p['name']} {p['cpu_percent']:.0f}%" for p in load["busy_processes"]) or "none")
+                     + (" — **the machine was busy: figures are pessimistic**" if load["busy"] else "")]
+    return "\n".join(head + ["| " + " | ".join(r) + " |" for r in table_rows(result)] + tail) + "\n"
 
 
-def save(result: dict[str, Any], json_path: Path | None, md_path: Path | None, plot_path: Path | None) -> None:
-    if json_path:
-        write_json(json_path, result)
-    if md_path:
-        write_text(md_path, markdown(result))
-    if plot_path:
-        try:
-            from .figures import bar_chart
-        except ImportError:  # the runtime install has no matplotlib
-            from .progress import console
+def save(result: dict[str, Any], folder: Path) -> Path:
+    """``bench.json``, ``bench.md`` and (with matplotlib) ``bench.png`` into ``folder``; returns the folder."""
+    folder = Path(folder)
+    write_json(folder / "bench.json", result)
+    write_text(folder / "bench.md", markdown(result))
+    plot_path = folder / "bench.png"
+    try:
+        from .figures import bar_chart
+    except ImportError:  # the runtime install has no matplotlib
+        from .progress import console
 
-            console.print(f"note: no chart {plot_path}: matplotlib is not installed (it comes with edge-stpm[train])")
-            return
-
-        ok = [r for r in result["rows"] if r["status"] == "ok"]
-        bar_chart([r["label"] for r in ok], [r["e2e_fps"] for r in ok], "end-to-end frames/s",
-                  f"{result['backbone']} {result['image_size']}² on {result['machine']['gpu'] or result['machine']['cpu']}",
-                  plot_path)
+        console.print(f"note: no chart {plot_path}: matplotlib is not installed (it comes with edge-stpm[train])")
+        return folder
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    bar_chart([r["label"] for r in ok], [r["e2e_fps"] for r in ok], "end-to-end frames/s",
+              f"{result['backbone']} {result['image_size']}² on {result['machine']['gpu'] or result['machine']['cpu']}",
+              plot_path)
+    return folder

@@ -23,7 +23,7 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
         raise UserError(f"unknown threshold method {method!r}; choose one of {', '.join(thresholds.METHODS)}")
     if sigma is not None:
         if sigma < 0:
-            raise UserError("--sigma must be 0 (no smoothing) or positive")
+            raise UserError("--smoothing must be 0 (no smoothing) or positive")
         ck["smoothing_sigma"] = float(sigma)
     stpm = checkpoint.build_stpm(ck)
     size, fit = ck["image_size"], ck["fit"]

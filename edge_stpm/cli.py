@@ -7,11 +7,20 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from .errors import UserError
+
+def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
+    """Help shows an option's explicit metavar, never typer's type tag (``<bool>``, ``<str>``...)."""
+    return self.metavar
+
+
+typer.core.TyperOption.display_type_rich = _metavar_only  # type: ignore[method-assign]
+typer.core.TyperArgument.display_type_rich = _metavar_only  # type: ignore[method-assign]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Real-time visual inspection with Student-Teacher Feature Pyramid Matching (STPM).")
@@ -52,7 +61,7 @@ def synth(out_dir: Path = typer.Option(..., "--out", help="Folder to write (MVTe
           n_test_defect: int = typer.Option(8, help="Test images per defect type."),
           video_frames: int = typer.Option(120, help="Frames in the labelled video."),
           size: int = typer.Option(256, help="Image side in pixels."),
-          seed: int = typer.Option(0)) -> None:
+          seed: int = typer.Option(0, help="Random seed (the same seed gives the same set).")) -> None:
     """Generate a seeded synthetic inspection set (for demos and tests; not evidence of accuracy)."""
     from .synth import SynthConfig, generate
 
@@ -65,17 +74,17 @@ def synth(out_dir: Path = typer.Option(..., "--out", help="Folder to write (MVTe
 def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/good) or a folder of good images."),
           out_dir: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder; the checkpoint is OUT/model.pt."),
           backbone: str = typer.Option("resnet18", help="resnet18 | mobilenet_v2 | wide_resnet50_2"),
-          epochs: int = typer.Option(30),
+          epochs: int = typer.Option(30, help="Training epochs (the epoch with the lowest held-out loss is kept)."),
           lr: float = typer.Option(0.4, help="SGD learning rate."),
-          momentum: float = typer.Option(0.9),
-          weight_decay: float = typer.Option(1e-4),
-          batch_size: int = typer.Option(32),
+          momentum: float = typer.Option(0.9, help="SGD momentum."),
+          weight_decay: float = typer.Option(1e-4, help="SGD weight decay."),
+          batch_size: int = typer.Option(32, help="Images per training step."),
           val_fraction: float = typer.Option(0.2, help="Share of good images held out for model selection and thresholds."),
           size: int = typer.Option(256, help="Model input side (pixels)."),
           fit: str = typer.Option("pad", help="How images meet the square input: pad (keep aspect ratio, reflect-pad) | stretch | crop."),
-          sigma: float = typer.Option(4.0, help="Gaussian smoothing of the map before the max, in pixels (0 = official STPM head)."),
-          threshold: str = typer.Option("logsigma", help="Threshold from held-out good images: logsigma (exp(mean+3σ) of log scores) | percentile (99.5th) | sigma (mean+3σ)."),
-          seed: int = typer.Option(0),
+          smoothing: float = typer.Option(4.0, help="Gaussian smoothing of the map before the max: sigma in pixels (0 = official STPM head)."),
+          threshold_method: str = typer.Option("logsigma", help="How thresholds are set from held-out good images: logsigma (exp(mean+3σ) of log scores) | percentile (99.5th) | sigma (mean+3σ)."),
+          seed: int = typer.Option(0, help="Random seed (split, initialisation, batch order)."),
           device: str = typer.Option("auto", help="auto | cpu | cuda"),
           threads: Optional[int] = typer.Option(None, help="CPU threads (default: the cores this process may use)."),
           low_memory: Optional[bool] = typer.Option(None, "--low-memory/--no-low-memory", help="Activation checkpointing: ~2.5× lower peak memory, ~2× slower steps, same gradients (default: on for CPUs with under 12 GB RAM)."),
@@ -87,8 +96,8 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
 
     s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
                               weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
-                              image_size=size, fit=fit, sigma=sigma, seed=seed, device=device,
-                              teacher_weights=teacher_weights, threshold_method=threshold, quiet=quiet,
+                              image_size=size, fit=fit, sigma=smoothing, seed=seed, device=device,
+                              teacher_weights=teacher_weights, threshold_method=threshold_method, quiet=quiet,
                               threads=threads, low_memory=low_memory))
     out.print(f"kept epoch {s['best_epoch']}/{s['epochs_run']} (validation loss {s['best_val_loss']:.4f}); "
               f"{s['train_images_per_s']:.1f} training images/s on {s['device']}; wall {s['wall_seconds']:.0f} s")
@@ -97,7 +106,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
 
 @app.command()
 @one_line_errors
-def evaluate(checkpoint: Path = typer.Option(..., help="model.pt from train."),
+def evaluate(checkpoint: Path = typer.Option(..., help="The training checkpoint (model.pt): evaluation runs the PyTorch model."),
              data: Path = typer.Option(..., help="MVTec-layout folder with test/ and ground_truth/."),
              out_dir: Path = typer.Option(Path("reports/latest"), "--out", help="Report folder."),
              device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -125,22 +134,26 @@ def evaluate(checkpoint: Path = typer.Option(..., help="model.pt from train."),
 
 @app.command()
 @one_line_errors
-def calibrate(checkpoint: Path = typer.Option(..., help="model.pt to update in place (atomically)."),
-              threshold: str = typer.Option("logsigma", help="logsigma | percentile | sigma, from the held-out good images."),
-              sigma: Optional[float] = typer.Option(None, help="Change the map smoothing (pixels; 0 = none) before calibrating."),
+def calibrate(checkpoint: Path = typer.Option(..., help="The training checkpoint (model.pt) to update in place (atomically)."),
+              threshold_method: str = typer.Option("logsigma", help="logsigma | percentile | sigma, from the held-out good images."),
+              smoothing: Optional[float] = typer.Option(None, help="Change the map smoothing (sigma in pixels; 0 = none) before calibrating."),
               data: Optional[Path] = typer.Option(None, help="A labelled MVTec split: also set the image threshold to its F1 optimum."),
-              quiet: bool = typer.Option(False)) -> None:
+              threads: Optional[int] = typer.Option(None, help="CPU threads (default: the cores this process may use)."),
+              quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Recompute a checkpoint's thresholds (no retraining): from its held-out good images, or F1-optimal on --data."""
     need_train("calibrate")
     from .calibrate import recalibrate
 
-    thr = recalibrate(checkpoint, threshold, sigma, data, quiet)
+    from .devices import set_threads
+
+    set_threads(threads)
+    thr = recalibrate(checkpoint, threshold_method, smoothing, data, quiet)
     out.print(f"thresholds ({thr['method']}): image {thr['image']:.5g}, pixel {thr['pixel']:.5g}; written to {checkpoint}")
 
 
 @app.command()
 @one_line_errors
-def export(checkpoint: Path = typer.Option(..., help="model.pt from train."),
+def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (model.pt) to export into a bundle."),
            precision: str = typer.Option("fp32,fp16,int8", help="Comma list of fp32, fp16, int8 (FP32 is always written: it is the reference)."),
            batch: int = typer.Option(1, help="Static batch of the graphs."),
            out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the graphs (default engines/<run name>/)."),
@@ -151,12 +164,16 @@ def export(checkpoint: Path = typer.Option(..., help="model.pt from train."),
            data: Optional[Path] = typer.Option(None, help="MVTec test split: report each graph's AUROC beside FP32's."),
            int8_float_stages: str = typer.Option("0", help="Pyramid stages (0,1,2) whose convolutions stay float in the INT8 graph; '' quantizes all."),
            force: bool = typer.Option(False, help="Write FP16/INT8 graphs even when they miss their precision gate."),
+           threads: Optional[int] = typer.Option(None, help="CPU threads for the PyTorch reference and ONNX Runtime checks."),
            quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Export the inspection pipeline to ONNX (opset 17, static shapes), each graph checked against PyTorch."""
     need_train("export")
     from .artifacts import parse_precisions
     from .export.exporter import export as run_export
 
+    from .devices import set_threads
+
+    set_threads(threads)
     precs = parse_precisions(precision)
     folder = out_dir or Path("engines") / (checkpoint.parent.name or "model")
     stages = tuple(_ints(int8_float_stages, "--int8-float-stages", minimum=0)) if int8_float_stages.strip() else ()
@@ -224,13 +241,13 @@ def _roi(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
 
 @app.command()
 @one_line_errors
-def run(model: Path = typer.Option(..., help="Checkpoint (.pt), ONNX graph, TensorRT engine, or an export folder."),
+def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, TensorRT engine, or training checkpoint (.pt)."),
         camera: Optional[int] = typer.Option(None, help="Camera index (V4L2 on Linux)."),
         source: Optional[str] = typer.Option(None, help="Video file, image folder, RTSP/HTTP URL or GStreamer pipeline."),
         backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | pytorch"),
         precision: Optional[str] = typer.Option(None, help="Pick the graph/engine of this precision in an export folder."),
         threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime / PyTorch CPU."),
-        threshold: Optional[float] = typer.Option(None, help="Image-score threshold override (raw score)."),
+        threshold: Optional[float] = typer.Option(None, help="Threshold, normalised like the scores: 1.2 = 1.2 × the stored thresholds (default 1.0)."),
         roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
         headless: bool = typer.Option(False, help="No window."),
         record: Optional[Path] = typer.Option(None, help="Record the overlay video (.mp4 or .avi)."),
@@ -239,7 +256,7 @@ def run(model: Path = typer.Option(..., help="Checkpoint (.pt), ONNX graph, Tens
         events: Optional[Path] = typer.Option(None, help="Append one JSON line per NG frame to this file."),
         max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
         reconnect: float = typer.Option(10.0, help="Seconds to keep retrying a lost live stream."),
-        alpha: float = typer.Option(0.45, help="Heatmap opacity."),
+        alpha: float = typer.Option(0.6, help="Opacity of the colour at and above the threshold (0-1)."),
         summary_json: Optional[Path] = typer.Option(None, help="Write the run summary here.")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     import dataclasses
@@ -275,17 +292,19 @@ def run(model: Path = typer.Option(..., help="Checkpoint (.pt), ONNX graph, Tens
 @app.command()
 @one_line_errors
 def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of images."),
-          model: Path = typer.Option(..., help="Checkpoint, ONNX graph, engine or export folder."),
+          model: Path = typer.Option(..., help="A bundle folder, .onnx graph, TensorRT engine, or training checkpoint (.pt)."),
           out_dir: Path = typer.Option(Path("reports/infer"), "--out", help="Overlays and summary.csv/json go here."),
           backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | pytorch"),
           precision: Optional[str] = typer.Option(None, help="Pick the graph/engine of this precision in a bundle."),
           threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime / PyTorch CPU."),
-          threshold: Optional[float] = typer.Option(None, help="Image-score threshold override (raw score)."),
-          no_overlays: bool = typer.Option(False, help="Only the summary.")) -> None:
+          threshold: Optional[float] = typer.Option(None, help="Threshold, normalised like the scores: 1.2 = 1.2 × the stored thresholds (default 1.0)."),
+          roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
+          overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write an overlay PNG per image (--no-overlays: only the summary).")) -> None:
     """Score images: per-image score and verdict, overlay PNGs, summary.csv and summary.json."""
     from .infer import infer_paths
 
-    rows = infer_paths(inputs, model, out_dir, backend, threshold, not no_overlays, precision=precision, threads=threads)
+    rows = infer_paths(inputs, model, out_dir, backend, threshold, overlays, precision=precision, threads=threads,
+                       roi=_roi(roi))
     t = Table(title=f"{len(rows)} images")
     for c in ("image", "score", "normalised", "verdict"):
         t.add_column(c)
@@ -310,8 +329,8 @@ def _ints(text: str, what: str, minimum: int = 1) -> list[int]:
 @one_line_errors
 def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bundle folder, .onnx graph or engine (runtime install), or a training checkpoint .pt (adds the PyTorch rows; needs edge-stpm[train])."),
           engine: Optional[Path] = typer.Option(None, help="A TensorRT engine to include."),
-          backends: str = typer.Option("onnxruntime,pytorch,tensorrt", help="Comma list of onnxruntime, pytorch, tensorrt."),
-          precisions: str = typer.Option("fp32,fp16,int8", help="Comma list of fp32, fp16, int8."),
+          backend: str = typer.Option("onnxruntime,pytorch,tensorrt", help="Comma list of onnxruntime, pytorch, tensorrt."),
+          precision: str = typer.Option("fp32,fp16,int8", help="Comma list of fp32, fp16, int8."),
           batch: str = typer.Option("1,8", help="Comma list of batch sizes."),
           size: Optional[int] = typer.Option(None, help="Must equal the checkpoint's input size (the graphs are static)."),
           data: Optional[Path] = typer.Option(None, help="MVTec test split: adds an image-AUROC column."),
@@ -319,18 +338,16 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
           warmup: int = typer.Option(10, help="Untimed warm-up runs per row."),
           threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
           work: Path = typer.Option(Path("engines/bench"), help="Where exported graphs for the rows are cached."),
-          json_out: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
-          markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown table."),
-          plot: Optional[Path] = typer.Option(None, help="Write a PNG chart of end-to-end FPS."),
-          quiet: bool = typer.Option(False)) -> None:
+          out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json, bench.md and bench.png (default bench_results/<host>_<time>/)."),
+          quiet: bool = typer.Option(False, help="No progress bar.")) -> None:
     """FPS and latency (p50/p90/p99) per backend × precision × batch beside the PyTorch eager FP32 baseline."""
     from . import bench as b
     from .artifacts import parse_precisions
 
-    be = [x.strip() for x in backends.split(",") if x.strip()]
+    be = [x.strip() for x in backend.split(",") if x.strip()]
     bad = [x for x in be if x not in ("onnxruntime", "pytorch", "tensorrt")]
     if bad or not be:
-        raise UserError(f"unknown backend {', '.join(bad) or backends!r}; choose from onnxruntime, pytorch, tensorrt")
+        raise UserError(f"unknown backend {', '.join(bad) or backend!r}; choose from onnxruntime, pytorch, tensorrt")
     if iters < 3 or warmup < 0:
         raise UserError("--iters must be at least 3 and --warmup at least 0")
     if Path(model).suffix == ".pt":
@@ -338,26 +355,40 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
     meta = b.model_info(model)[1]
     if size is not None and size != meta["image_size"]:
         raise UserError(f"--size {size} differs from the model's input size {meta['image_size']}: train at that size")
-    r = b.bench(model, be, parse_precisions(precisions), _ints(batch, "--batch"), iters, warmup, engine, data,
+    r = b.bench(model, be, parse_precisions(precision), _ints(batch, "--batch"), iters, warmup, engine, data,
                 work, threads, quiet)
-    t = Table(title=f"edge-stpm bench: {r['backbone']} {r['image_size']}² on {r['machine']['gpu'] or r['machine']['cpu']}")
-    for c in b.COLUMNS:
-        t.add_column(c, overflow="fold")
+    m = r["machine"]
+    t = Table(title=f"edge-stpm bench: {r['backbone']} {r['image_size']}² on {m['gpu'] or m['cpu']} ({m['cores']} cores)",
+              title_justify="left")
+    for c in b.columns(r):
+        t.add_column(c, justify="left" if c in ("backend", "prec") else "right", no_wrap=c == "backend")
     for row in b.table_rows(r):
         t.add_row(*row)
     out.print(t)
-    b.save(r, json_out, markdown_out, plot)
+    for line in b.not_run(r):
+        out.print(f"  not run: {line}", highlight=False, markup=False)
+    out.print(f"model = inference only (ms per batch); e2e = a {b.FRAME_SHAPE[1]}×{b.FRAME_SHAPE[0]} frame fitted, "
+              f"inferred and overlaid (per frame); speed-up vs the {r['baseline']} baseline.", highlight=False)
+    if r["load"]["busy"]:
+        busy = ", ".join(f"{p['name']} {p['cpu_percent']:.0f}%" for p in r["load"]["busy_processes"]) or "high load average"
+        err.print(f"[yellow]warning:[/yellow] the machine was busy during the run ({escape(busy)}; load "
+                  f"{r['load']['loadavg_after'][0]:.2f} on {r['load']['cores']} cores): figures are pessimistic")
+    folder = b.save(r, out_dir or b.default_folder())
+    out.print(f"results: {folder}/ (bench.json, bench.md, bench.png)", highlight=False)
 
 
 @app.command()
 @one_line_errors
 def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
          epochs: int = typer.Option(25, help="Training epochs (mobilenet_v2)."),
-         teacher_weights: Optional[str] = typer.Option(None, help="Teacher weights file if torchvision's cache is empty and there is no internet.")) -> None:
+         teacher_weights: Optional[str] = typer.Option(None, help="Teacher weights file if torchvision's cache is empty and there is no internet."),
+         threads: Optional[int] = typer.Option(None, help="CPU threads (default: the cores this process may use).")) -> None:
     """One command to try it: synthetic data → train → evaluate → export → run the loop on a video → bench."""
     need_train("demo")
     from .demo import run_demo
+    from .devices import set_threads
 
+    set_threads(threads)
     run_demo(out_dir, epochs, teacher_weights)
 
 

@@ -53,7 +53,7 @@ def run_demo(out: Path, epochs: int = 25, teacher_weights: str | None = None) ->
     step(6, "bench ONNX Runtime and PyTorch on this machine")
     br = bench_mod.bench(ckpt, ["onnxruntime", "pytorch"], ["fp32", "int8"], [1], iters=20, warmup=5,
                          work=out / "bench_work")
-    bench_mod.save(br, out / "bench.json", out / "bench.md", out / "bench.png")
+    bench_mod.save(br, out / "bench")
     o = rep["overall"]
     lines = [
         "# edge-stpm demo", "",
@@ -67,7 +67,7 @@ def run_demo(out: Path, epochs: int = 25, teacher_weights: str | None = None) ->
         f"- Loop on `data/video.avi`: {summ.frames} frames at {summ.fps:.1f} FPS end-to-end, {summ.ng_frames} NG; "
         f"against the labels precision {agree['precision']:.2f}, recall {agree['recall']:.2f}. "
         "Recording `loop/overlay.avi`, events `loop/events.jsonl`, saved NG frames `loop/anomalies/`.",
-        "- Speed on this machine: `bench.md`, `bench.png`.", "",
+        "- Speed on this machine: `bench/bench.md`, `bench/bench.png`.", "",
         f"Total demo time {time.perf_counter() - t0:.0f} s.", "",
     ]
     write_text(out / "README.md", "\n".join(lines))

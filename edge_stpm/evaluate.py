@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, figures, metrics, thresholds
-from .overlay import draw_contours, heatmap_overlay
+from .overlay import draw_contours, inspection_overlay
 from .errors import UserError
 from .data import GOOD, load_images, read_mask, labelled_test_images
 from .files import ensure_dir, write_json, write_text
@@ -141,7 +141,8 @@ def _figures(out: Path, images: np.ndarray, maps: np.ndarray, scores: np.ndarray
     for d in sorted(set(defects.tolist())):
         idx = np.flatnonzero(defects == d)
         for i in rng.choice(idx, min(3, len(idx)), replace=False):
-            tile = heatmap_overlay(images[i], maps[i], thr["pixel"])
+            tile = inspection_overlay(images[i], maps[i], thr["pixel"], bool(scores[i] >= thr["image"]),
+                                      float(scores[i] / thr["image"]), thr["image"])
             draw_contours(tile, masks[i], (0, 255, 0))
             caps.append(f"{d} {items[i].path.name}\n{'NG' if scores[i] >= thr['image'] else 'OK'} "
                         f"{scores[i] / thr['image']:.2f}")

@@ -31,7 +31,9 @@ def expand(inputs: list[Path]) -> list[Path]:
 
 
 def infer_paths(inputs: list[Path], model: Path, out: Path, backend: str = "auto", threshold: float | None = None,
-                overlays: bool = True, precision: str | None = None, threads: int | None = None) -> list[dict[str, Any]]:
+                overlays: bool = True, precision: str | None = None, threads: int | None = None,
+                roi: tuple[int, int, int, int] | None = None) -> list[dict[str, Any]]:
+    """Inspect image files (``roi`` crops x, y, w, h first); ``threshold`` is normalised (1.2 = 1.2 × stored)."""
     paths = expand(inputs)
     out = ensure_dir(Path(out))
     insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True)
@@ -40,8 +42,14 @@ def infer_paths(inputs: list[Path], model: Path, out: Path, backend: str = "auto
         task = progress.add_task("inspect", total=len(paths), info="")
         for p in paths:
             img = read_image(p)
+            if roi:
+                x, y, w, h = roi
+                img = img[y : y + h, x : x + w]
+                if img.size == 0:
+                    raise UserError(f"--roi {roi} lies outside {p.name}")
             r = insp.inspect(img)
-            row = {"image": str(p), "score": r.score, "normalised_score": r.normalised_score, "verdict": r.verdict}
+            row = {"image": str(p), "score": r.score, "normalised_score": r.normalised_score,
+                   "threshold": r.image_threshold, "verdict": r.verdict}
             if overlays:
                 ov = out / f"{p.stem}_overlay.png"
                 write_bytes(ov, cv2.imencode(".png", r.overlay(img))[1].tobytes())
@@ -54,5 +62,6 @@ def infer_paths(inputs: list[Path], model: Path, out: Path, backend: str = "auto
     w.writeheader()
     w.writerows(rows)
     write_bytes(out / "summary.csv", buf.getvalue().encode())
-    write_json(out / "summary.json", {"model": str(model), "threshold": insp.image_threshold, "images": rows})
+    write_json(out / "summary.json", {"model": str(model), "threshold": insp.image_threshold,
+                                      "threshold_normalised": insp.threshold_scale, "images": rows})
     return rows

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .overlay import heatmap_overlay, verdict_banner
+from .overlay import ALPHA, inspection_overlay
 from .data import fit_image, unfit_map
 from .errors import UserError
 from .runtime.base import Backend
@@ -22,35 +22,40 @@ from .runtime.select import open_backend
 @dataclass
 class InspectionResult:
     """One frame's result. ``anomaly_map`` is float32 ``(H, W)`` at the frame's size; ``score`` is the raw image
-    score, ``normalised_score`` = score / image threshold (1.0 = threshold), ``ng`` = normalised ≥ 1."""
+    score, ``normalised_score`` = score / image threshold (1.0 = threshold), ``ng`` = normalised ≥ 1;
+    ``image_threshold`` and ``pixel_threshold`` are the raw thresholds in force."""
 
     score: float
     normalised_score: float
     ng: bool
     anomaly_map: np.ndarray
     pixel_threshold: float
+    image_threshold: float = float("nan")
 
     @property
     def verdict(self) -> str:
         return "NG" if self.ng else "OK"
 
-    def overlay(self, frame: np.ndarray, alpha: float = 0.45, text: Sequence[str] = ()) -> np.ndarray:
-        """The frame with heatmap, thresholded-region contours and the OK/NG banner."""
-        img = heatmap_overlay(frame, self.anomaly_map, self.pixel_threshold, alpha)
-        return verdict_banner(img, self.ng, self.normalised_score, list(text))
+    def overlay(self, frame: np.ndarray, alpha: float = ALPHA, text: Sequence[str] = ()) -> np.ndarray:
+        """The frame with colour near/above the threshold, contours on NG only, a colour bar and the banner."""
+        return inspection_overlay(frame, self.anomaly_map, self.pixel_threshold, self.ng, self.normalised_score,
+                                  self.image_threshold, list(text), alpha)
 
 
 class Inspector:
-    """Frames in, verdicts out, over any backend. Thresholds come from the model's metadata unless overridden."""
+    """Frames in, verdicts out, over any backend. Thresholds come from the model's metadata; ``threshold`` scales
+    them, normalised like every score shown (1.2 = 1.2 × the stored thresholds, image and pixel alike)."""
 
     def __init__(self, backend: Backend, threshold: float | None = None) -> None:
         self.backend = backend
         md = backend.metadata
         thr = md["thresholds"]
-        self.image_threshold = float(threshold if threshold is not None else thr["image"])
-        self.pixel_threshold = float(thr["pixel"]) * (self.image_threshold / float(thr["image"]))
-        if self.image_threshold <= 0:
-            raise UserError("threshold must be positive")
+        scale = 1.0 if threshold is None else float(threshold)
+        if not scale > 0:
+            raise UserError(f"--threshold must be positive (1.0 = the stored threshold), not {threshold}")
+        self.threshold_scale = scale
+        self.image_threshold = float(thr["image"]) * scale
+        self.pixel_threshold = float(thr["pixel"]) * scale
         self.size = int(md["image_size"])
         self.fit = md.get("fit", "stretch")
 
@@ -76,7 +81,7 @@ class Inspector:
     def result(self, frame: np.ndarray, amap: np.ndarray, score: float) -> InspectionResult:
         norm = float(score) / self.image_threshold
         return InspectionResult(float(score), norm, norm >= 1.0, unfit_map(amap, frame.shape[:2], self.fit),
-                                self.pixel_threshold)
+                                self.pixel_threshold, self.image_threshold)
 
     def close(self) -> None:
         self.backend.close()

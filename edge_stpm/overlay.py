@@ -1,14 +1,49 @@
-"""Drawing on frames: heatmap, thresholded-region contours, verdict and timing text (uint8 BGR in and out)."""
+"""What an inspector sees on a frame (uint8 BGR in and out), torch-free.
+
+- The part is shown as it is; colour appears only where the map is near or above the pixel threshold: from half
+  the threshold (transparent) through amber at the threshold to red at twice it (``colour_lut``/``alpha_lut``,
+  256-entry look-up tables indexed by the map normalised to the pixel threshold — the same tables a device-side
+  overlay can gather from).
+- Defect contours only on NG frames; a small colour bar whose 1.0 mark is the threshold.
+- An OK/NG banner with the normalised score beside the raw threshold, and HUD lines, scaled with the frame so they
+  are legible from 256² to 1080p.
+"""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+NEAR = 0.5     # colour starts at this fraction of the pixel threshold
+TOP = 2.0      # full colour at this multiple of the pixel threshold
+ALPHA = 0.6    # opacity of the colour at and above the threshold
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+_STOPS = ((NEAR, (0, 230, 255)), (1.0, (0, 140, 255)), (TOP, (0, 0, 230)))  # BGR: yellow → amber → red
 
-def heat_colours(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
-    """Colour-map an anomaly map ``(H, W)``: 0 → blue, the pixel threshold → mid-scale, 2× → red."""
-    heat = np.clip(amap / (2.0 * pixel_threshold) * 255.0, 0, 255).astype(np.uint8)
-    return cv2.applyColorMap(heat, cv2.COLORMAP_JET)
+
+def _u(index: np.ndarray) -> np.ndarray:
+    """Normalised map value (map / pixel threshold) at the centre of each of the 256 bins over [0, TOP]."""
+    return index.astype(np.float32) * (TOP / 255.0)
+
+
+def colour_lut() -> np.ndarray:
+    """``(256, 3)`` uint8 BGR colour per bin of the normalised map over [0, TOP]."""
+    u = _u(np.arange(256))
+    xs = [s[0] for s in _STOPS]
+    return np.stack([np.interp(u, xs, [s[1][c] for s in _STOPS]) for c in range(3)], axis=1).round().astype(np.uint8)
+
+
+def alpha_lut(alpha: float = ALPHA) -> np.ndarray:
+    """``(256,)`` float32 opacity per bin: 0 below NEAR, rising linearly to ``alpha`` at the threshold (1.0)."""
+    u = _u(np.arange(256))
+    return (np.clip((u - NEAR) / (1.0 - NEAR), 0.0, 1.0) * alpha).astype(np.float32)
+
+
+_COLOURS = colour_lut()
+
+
+def map_index(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
+    """uint8 bin index of a float map ``(H, W)``: round(map / threshold / TOP · 255), saturated."""
+    return cv2.convertScaleAbs(np.asarray(amap, np.float32), alpha=255.0 / (TOP * float(pixel_threshold)))
 
 
 def region_mask(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
@@ -16,15 +51,18 @@ def region_mask(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
     return (amap >= pixel_threshold).astype(np.uint8) * 255
 
 
-def heatmap_overlay(frame: np.ndarray, amap: np.ndarray, pixel_threshold: float, alpha: float = 0.45,
-                    contours: bool = True) -> np.ndarray:
-    """Blend the heatmap over ``frame`` (resized to the frame) and outline the thresholded region in white."""
+def heatmap_overlay(frame: np.ndarray, amap: np.ndarray, pixel_threshold: float, alpha: float = ALPHA,
+                    contours: bool = False) -> np.ndarray:
+    """The frame with colour only where the map (resized to the frame) is near or above the pixel threshold;
+    ``contours`` outlines the above-threshold regions (pass the NG verdict)."""
     h, w = frame.shape[:2]
     if amap.shape != (h, w):
         amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
-    out = cv2.addWeighted(frame, 1.0 - alpha, heat_colours(amap, pixel_threshold), alpha, 0.0)
+    idx = map_index(amap, pixel_threshold)
+    a = alpha_lut(alpha)[idx][..., None]
+    out = (frame.astype(np.float32) * (1.0 - a) + _COLOURS[idx].astype(np.float32) * a + 0.5).astype(np.uint8)
     if contours:
-        draw_contours(out, region_mask(amap, pixel_threshold), (255, 255, 255))
+        draw_contours(out, region_mask(amap, pixel_threshold), (255, 255, 255), max(1, round(h / 360)))
     return out
 
 
@@ -38,18 +76,64 @@ def draw_contours(img: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int
     return img
 
 
-def verdict_banner(img: np.ndarray, ng: bool, norm_score: float, lines: list[str]) -> np.ndarray:
-    """OK/NG with the normalised score (1.0 = threshold) and extra text lines, top-left, in place."""
-    colour = (0, 0, 255) if ng else (0, 200, 0)
-    scale = max(0.6, img.shape[1] / 640.0)
-    text = f"{'NG' if ng else 'OK'} {norm_score:.2f}"
-    cv2.rectangle(img, (0, 0), (int(150 * scale), int(34 * scale)), (0, 0, 0), -1)
-    cv2.putText(img, text, (int(6 * scale), int(26 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.9 * scale, colour,
-                max(1, int(2 * scale)), cv2.LINE_AA)
-    for i, line in enumerate(lines):
-        y = int((34 + 16 * (i + 1)) * scale)
-        cv2.putText(img, line, (int(6 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale, (0, 0, 0),
-                    max(2, int(3 * scale)), cv2.LINE_AA)
-        cv2.putText(img, line, (int(6 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale, (255, 255, 255),
-                    1, cv2.LINE_AA)
+def _text(img: np.ndarray, text: str, org: tuple[int, int], px: int, colour: tuple[int, int, int]) -> None:
+    """Text ``px`` pixels tall with a dark outline (legible on any part)."""
+    scale = cv2.getFontScaleFromHeight(FONT, max(8, px), 1)
+    th = max(1, round(px / 12))
+    cv2.putText(img, text, org, FONT, scale, (0, 0, 0), th + max(1, round(px / 8)), cv2.LINE_AA)
+    cv2.putText(img, text, org, FONT, scale, colour, th, cv2.LINE_AA)
+
+
+def text_height(img: np.ndarray) -> int:
+    """Banner text height in pixels for a frame: ~7 % of the short side, at least 14 px (legible at 256²)."""
+    return max(14, round(0.07 * min(img.shape[:2])))
+
+
+def colour_bar(img: np.ndarray) -> np.ndarray:
+    """A small vertical colour bar at the right edge, normalised to the pixel threshold, marked 0.5 / 1.0 / 2.0
+    (1.0 = the threshold), in place."""
+    h, w = img.shape[:2]
+    bh, bw = max(48, round(0.3 * h)), max(6, round(0.02 * w))
+    px = max(10, round(0.55 * text_height(img)))
+    label_w = cv2.getTextSize("2.0", FONT, cv2.getFontScaleFromHeight(FONT, px, 1), 1)[0][0] + 6
+    x1 = w - 6 - label_w
+    x0, y0 = x1 - bw, h - 8 - bh
+    idx = np.linspace(255, round(NEAR / TOP * 255), bh).astype(np.uint8)  # top = 2.0, bottom = 0.5
+    img[y0 : y0 + bh, x0:x1] = _COLOURS[idx][:, None, :]
+    cv2.rectangle(img, (x0 - 1, y0 - 1), (x1, y0 + bh), (0, 0, 0), 1)
+    for val in (NEAR, 1.0, TOP):
+        y = y0 + round((TOP - val) / (TOP - NEAR) * (bh - 1))
+        cv2.line(img, (x0 - 3, y), (x1 + 2, y), (255, 255, 255) if val == 1.0 else (0, 0, 0), 2 if val == 1.0 else 1)
+        _text(img, f"{val:.1f}", (x1 + 4, y + px // 2), px, (255, 255, 255))
     return img
+
+
+def verdict_banner(img: np.ndarray, ng: bool, norm_score: float, lines: list[str] | tuple[str, ...] = (),
+                   threshold: float | None = None) -> np.ndarray:
+    """OK/NG with the normalised score (1.0 = threshold) and the raw image threshold, then HUD lines, top-left,
+    scaled with the frame, in place."""
+    px = text_height(img)
+    colour = (0, 0, 255) if ng else (0, 200, 0)
+    head = f"{'NG' if ng else 'OK'} {norm_score:.2f}"
+    scale = cv2.getFontScaleFromHeight(FONT, px, 1)
+    (tw, _), _ = cv2.getTextSize(head, FONT, scale, max(1, round(px / 12)))
+    cv2.rectangle(img, (0, 0), (tw + 2 * round(0.4 * px), round(1.5 * px)), (0, 0, 0), -1)
+    cv2.putText(img, head, (round(0.4 * px), round(1.22 * px)), FONT, scale, colour, max(1, round(px / 10)), cv2.LINE_AA)
+    small = max(11, round(0.6 * px))
+    y = round(1.5 * px) + small + 4
+    if threshold is not None:
+        _text(img, f"threshold 1.00 = score {threshold:.4g}", (round(0.4 * px), y), small, (255, 255, 255))
+        y += small + 5
+    for line in lines:
+        _text(img, line, (round(0.4 * px), y), small, (255, 255, 255))
+        y += small + 5
+    return img
+
+
+def inspection_overlay(frame: np.ndarray, amap: np.ndarray, pixel_threshold: float, ng: bool, norm_score: float,
+                       image_threshold: float | None = None, lines: list[str] | tuple[str, ...] = (),
+                       alpha: float = ALPHA) -> np.ndarray:
+    """Everything together: colour near/above threshold, contours on NG only, colour bar, banner and HUD."""
+    out = heatmap_overlay(frame, amap, pixel_threshold, alpha, contours=ng)
+    colour_bar(out)
+    return verdict_banner(out, ng, norm_score, lines, image_threshold)

@@ -63,7 +63,7 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.image_size % 16 or cfg.image_size < 32:
         raise UserError("--size must be a multiple of 16, at least 32")
     if cfg.sigma < 0:
-        raise UserError("--sigma must be 0 (no smoothing) or positive")
+        raise UserError("--smoothing must be 0 (no smoothing) or positive")
     if cfg.threshold_method not in thresholds.METHODS:
         raise UserError(f"unknown threshold method {cfg.threshold_method!r}; choose one of {', '.join(thresholds.METHODS)}")
 

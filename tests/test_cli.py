@@ -63,7 +63,7 @@ def test_calibrate_command(trained: Path, synth_dir: Path, tmp_path: Path) -> No
     ck_path = tmp_path / "model.pt"
     shutil.copy(trained / "model.pt", ck_path)
     before = checkpoint.read(ck_path)["thresholds"]
-    res = invoke("calibrate", "--checkpoint", ck_path, "--threshold", "percentile", "--quiet")
+    res = invoke("calibrate", "--checkpoint", ck_path, "--threshold-method", "percentile", "--quiet")
     assert res.exit_code == 0, res.output
     after = checkpoint.read(ck_path)["thresholds"]
     assert after["method"] == "percentile" and after["image"] != before["image"]
@@ -113,11 +113,12 @@ def test_infer_command(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
 
 
 def test_bench_command(trained: Path, tmp_path: Path) -> None:
-    res = invoke("bench", "--model", trained / "model.pt", "--backends", "onnxruntime,pytorch,tensorrt",
-                 "--precisions", "fp32,int8", "--batch", "1", "--iters", 3, "--warmup", 1, "--work", tmp_path / "w",
-                 "--json", tmp_path / "b.json", "--markdown", tmp_path / "b.md", "--plot", tmp_path / "b.png", "--quiet")
+    res = invoke("bench", "--model", trained / "model.pt", "--backend", "onnxruntime,pytorch,tensorrt",
+                 "--precision", "fp32,int8", "--batch", "1", "--iters", 3, "--warmup", 1, "--work", tmp_path / "w",
+                 "--out", tmp_path / "b", "--quiet")
     assert res.exit_code == 0, res.output
-    r = json.loads((tmp_path / "b.json").read_text())
+    r = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert (tmp_path / "b" / "bench.md").is_file() and (tmp_path / "b" / "bench.png").is_file()
     rows = {(x["backend"], x["precision"]): x for x in r["rows"]}
     assert rows[("pytorch-eager", "fp32")]["baseline"] and rows[("pytorch-eager", "fp32")]["status"] == "ok"
     assert rows[("onnxruntime", "fp32")]["status"] == "ok" and rows[("onnxruntime", "fp32")]["speedup"] > 0

@@ -106,11 +106,11 @@ def test_runtime_install_runs_a_bundle(exported: Path, synth_dir: Path, tmp_path
     r = cli("infer", synth_dir / "test" / "crack", "--model", exported, "--out", tmp_path / "inf", python=RUNTIME_PY)
     assert r.returncode == 0, r.stderr
     assert len((tmp_path / "inf" / "summary.csv").read_text().splitlines()) == 1 + 5
-    r = cli("bench", "--model", exported, "--backends", "onnxruntime,tensorrt,pytorch", "--precisions", "fp32,int8",
-            "--batch", "1", "--iters", 3, "--warmup", 1, "--json", tmp_path / "b.json", "--quiet", python=RUNTIME_PY)
+    r = cli("bench", "--model", exported, "--backend", "onnxruntime,tensorrt,pytorch", "--precision", "fp32,int8",
+            "--batch", "1", "--iters", 3, "--warmup", 1, "--out", tmp_path / "b", "--quiet", python=RUNTIME_PY)
     assert r.returncode == 0, r.stderr
-    rows = {(x["backend"], x["precision"], x["baseline"]): x for x in json.loads((tmp_path / "b.json").read_text())["rows"]}
-    assert rows[("onnxruntime", "fp32", True)]["status"] == "ok"
+    rows = {(x["backend"], x["precision"], x["baseline"]): x for x in json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]}
+    assert rows[("onnxruntime", "fp32", True)]["status"] == "ok" and ("onnxruntime", "fp32", False) not in rows
     assert rows[("onnxruntime", "int8", False)]["status"] == "ok"
     assert rows[("tensorrt", "fp32", False)]["status"] == "unavailable"
     assert sorted(p.name for p in exported.iterdir() if p.suffix in (".onnx", ".engine")) == \

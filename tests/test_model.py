@@ -113,3 +113,33 @@ def test_gaussian_smoothing_keeps_constants_and_matches_opencv_inside() -> None:
     with torch.no_grad():
         m, s = pipe(torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8))
     assert torch.equal(s, m.amax(dim=(1, 2, 3)))
+
+
+def test_low_memory_training_step_gives_the_same_student() -> None:
+    """Activation checkpointing (``--low-memory``) recomputes blocks in the backward pass with batch norm's running
+    statistics frozen: after two SGD steps the student's weights and running statistics equal the plain run's."""
+    import copy
+
+    from edge_stpm.train import student_features
+
+    torch.manual_seed(0)
+    base = STPM("mobilenet_v2", None)
+    x = torch.randn(4, 3, 64, 64)
+    results = []
+    for low in (False, True):
+        stpm = copy.deepcopy(base).train()
+        opt = torch.optim.SGD(stpm.student.parameters(), lr=0.4, momentum=0.9)
+        for _ in range(2):
+            with torch.no_grad():
+                t = stpm.teacher(x)
+            loss = stpm_loss(t, student_features(stpm.student, x, low))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        results.append(stpm.student.state_dict())
+    plain, low = results
+    assert plain.keys() == low.keys()
+    floats = [k for k in plain if plain[k].is_floating_point()]  # (num_batches_tracked counts recomputes; unused)
+    assert any("running_mean" in k for k in floats)
+    for k in floats:
+        assert torch.allclose(plain[k], low[k], rtol=1e-5, atol=1e-6), k

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import UserError
 from ..files import ensure_dir, write_bytes, write_json
 from ..inspector import Inspector
+from ..overlay import ALPHA
 from .sources import Source
 
 
@@ -34,7 +35,7 @@ class RunOptions:
     events: Path | None = None
     max_frames: int | None = None
     roi: tuple[int, int, int, int] | None = None
-    alpha: float = 0.45
+    alpha: float = ALPHA
     anomaly_interval_s: float = 1.0
     record_fps: float = 15.0
     window: str = "edge-stpm"
@@ -98,7 +99,7 @@ class Recorder:
             if not self.writer.isOpened():
                 raise UserError(f"cannot record to {self.path}: OpenCV has no writer for {self.path.suffix}")
         if (img.shape[1], img.shape[0]) != self.size:
-            img = cv2.resize(img, self.size)
+            img = letterbox(img, self.size)
         self.writer.write(img)
         self.frames += 1
 
@@ -113,6 +114,17 @@ class Recorder:
         self.writer = None
         os.replace(self.tmp, self.path)
         return self.path
+
+
+def letterbox(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``img`` scaled to fit ``size`` (w, h) with its aspect ratio kept, centred on black."""
+    w, h = size
+    s = min(w / img.shape[1], h / img.shape[0])
+    nw, nh = max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))
+    out = np.zeros((h, w, 3), np.uint8)
+    x, y = (w - nw) // 2, (h - nh) // 2
+    out[y : y + nh, x : x + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    return out
 
 
 class EventLog:
@@ -192,7 +204,8 @@ def run(inspector: Inspector, source: Source, opts: RunOptions, on_frame: Any = 
     events: EventLog | None = None
     try:
         check_outputs(opts)
-        recorder = Recorder(opts.record, opts.record_fps) if opts.record else None
+        fps = getattr(source, "fps", None) or opts.record_fps
+        recorder = Recorder(opts.record, fps) if opts.record else None
         events = EventLog(opts.events) if opts.events else None
     except BaseException:
         if recorder:
@@ -228,14 +241,15 @@ def run(inspector: Inspector, source: Source, opts: RunOptions, on_frame: Any = 
             t2 = time.perf_counter()
             dt_total = t2 - t0 + frame.read_ms / 1e3
             fps_ema = 1.0 / dt_total if fps_ema == 0 else 0.9 * fps_ema + 0.1 / max(dt_total, 1e-6)
-            text = [f"{fps_ema:5.1f} fps", f"read {frame.read_ms:.1f} ms", f"infer {(t2 - t1) * 1e3:.1f} ms",
-                    f"show {times['display'][-1] if times['display'] else 0:.1f} ms"]
+            text = [f"{fps_ema:.1f} fps  infer {(t2 - t1) * 1e3:.1f} ms",
+                    f"read {frame.read_ms:.1f} ms  show {times['display'][-1] if times['display'] else 0:.1f} ms"]
             shown = res.overlay(img, opts.alpha, text) if show_overlay else img.copy()
             if res.ng:
                 summary.ng_frames += 1
                 summary.ng_indices.append(frame.index)
                 event = {"frame": frame.index, "time": time.time(), "score": res.score,
-                         "normalised_score": res.normalised_score, "verdict": res.verdict}
+                         "normalised_score": res.normalised_score, "threshold": res.image_threshold,
+                         "verdict": res.verdict}
                 if opts.save_anomalies and time.monotonic() - last_saved >= opts.anomaly_interval_s:
                     last_saved = time.monotonic()
                     stem = opts.save_anomalies / f"ng_{frame.index:07d}"

@@ -59,6 +59,7 @@ class Source(ABC):
     live = False
     end_reason = "end of stream"
     dropped = 0
+    fps: float | None = None  # frames per second when the source knows it (video files, most cameras)
 
     @abstractmethod
     def read(self, timeout: float = 5.0) -> Frame | None:
@@ -123,6 +124,8 @@ class CaptureSource(Source):
         if self.cap is None:
             what = f"camera {spec}" if kind == "camera" else spec
             raise UserError(f"cannot open {what}: no such device or stream")
+        fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0.5 <= fps <= 1000 else None
         self.stop = threading.Event()
         self.q: queue.Queue[Frame | None] = queue.Queue(maxsize=1 if self.live else 8)
         self.latest: Frame | None = None

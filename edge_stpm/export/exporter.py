@@ -20,10 +20,12 @@ from .onnx import export_onnx
 from .quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
 
 FP32_MAX_REL_L2 = 1e-4
-# Precision gates on held-out good images (parity against PyTorch FP32), bounds ~2x the figures measured on
-# magnetic tile (benchmarks/results/magnetic_tile/export.json); with --data also the AUROC drop against FP32.
-GATES = {"fp16": {"map_rel_l2": 0.05, "score_median_rel_err": 0.03},
-         "int8": {"map_rel_l2": 0.40, "score_median_rel_err": 0.25}}
+_WARNED: set[str] = set()  # warnings already printed in this process (bench exports once per row)
+# Precision gates on held-out good images (parity against PyTorch FP32), about 2.5x the figures measured on
+# magnetic tile (benchmarks/results/magnetic_tile/export.json: FP16 map 0.020 / score median 0.008, INT8 0.092 /
+# 0.036); with --data also the AUROC drop against FP32 (there: FP16 0.04 / INT8 0.40 image points).
+GATES = {"fp16": {"map_rel_l2": 0.05, "score_median_rel_err": 0.02},
+         "int8": {"map_rel_l2": 0.25, "score_median_rel_err": 0.09}}
 MAX_AUROC_DROP = 0.010
 
 
@@ -82,7 +84,8 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
         if len(cal_paths) > calib_count:
             cal_paths = [cal_paths[i] for i in np.sort(rng.choice(len(cal_paths), calib_count, replace=False))]
         warning = check_count(len(cal_paths))
-        if warning:
+        if warning and warning not in _WARNED:
+            _WARNED.add(warning)
             console.print(f"[yellow]warning: {warning}")
     parity_paths = _existing(meta.get("training", {}).get("val_images", []))[:parity_count] or cal_paths[:parity_count]
     if not parity_paths:
