@@ -126,7 +126,8 @@ def test_bench_command(trained: Path, tmp_path: Path) -> None:
     assert rows[("pytorch", "int8")]["status"] == "unavailable"
     assert rows[("tensorrt", "fp32")]["status"] == "unavailable"
     assert r["machine"]["cores"] >= 1 and "onnxruntime" in r["machine"]["versions"]
-    assert "| backend |" in (tmp_path / "b.md").read_text() and (tmp_path / "b.png").stat().st_size > 0
+    md = (tmp_path / "b" / "bench.md").read_text()
+    assert "| backend |" in md and "- tensorrt fp32 b1: unavailable" in md and (tmp_path / "b" / "bench.png").stat().st_size > 0
 
 
 # ---- bad inputs --------------------------------------------------------------------------------------------

@@ -21,11 +21,12 @@ from .quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
 
 FP32_MAX_REL_L2 = 1e-4
 _WARNED: set[str] = set()  # warnings already printed in this process (bench exports once per row)
-# Precision gates on held-out good images (parity against PyTorch FP32), about 2.5x the figures measured on
-# magnetic tile (benchmarks/results/magnetic_tile/export.json: FP16 map 0.020 / score median 0.008, INT8 0.092 /
-# 0.036); with --data also the AUROC drop against FP32 (there: FP16 0.04 / INT8 0.40 image points).
-GATES = {"fp16": {"map_rel_l2": 0.05, "score_median_rel_err": 0.02},
-         "int8": {"map_rel_l2": 0.25, "score_median_rel_err": 0.09}}
+# Precision gates on held-out good images, against PyTorch FP32: the map's relative L2 error and the score error
+# in units of the image threshold (what decides verdicts). Measured (16 held-out images): magnetic tile FP16
+# 0.020 / 0.0017 median / 0.0088 max, INT8 0.092 / 0.0062 / 0.036; synthetic test fixture FP16 0.009 / 0.0016 /
+# 0.0077, INT8 0.159 / 0.033 / 0.058. Bounds: about 2x the worse of the two. With --data also the AUROC drop.
+GATES = {"fp16": {"map_rel_l2": 0.05, "score_err_median": 0.01, "score_err_max": 0.05},
+         "int8": {"map_rel_l2": 0.30, "score_err_median": 0.06, "score_err_max": 0.15}}
 MAX_AUROC_DROP = 0.010
 
 
@@ -134,8 +135,10 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
         backend = OnnxBackend(path, allow_gpu=False)
         maps, scores = backend.infer_any(parity_imgs)
         score_rel = np.abs(scores - ref_scores) / np.maximum(np.abs(ref_scores), 1e-30)
+        score_thr = np.abs(scores - ref_scores) / float(meta["thresholds"]["image"])
         parity = {"images": len(parity_imgs), "map_rel_l2": rel_l2(maps, ref_maps),
-                  "score_max_rel_err": float(np.max(score_rel)), "score_median_rel_err": float(np.median(score_rel))}
+                  "score_max_rel_err": float(np.max(score_rel)), "score_err_median": float(np.median(score_thr)),
+                  "score_err_max": float(np.max(score_thr))}
         if prec == "fp32" and not parity["map_rel_l2"] <= FP32_MAX_REL_L2:
             path.unlink(missing_ok=True)
             raise UserError(f"FP32 ONNX graph disagrees with PyTorch (map relative L2 {parity['map_rel_l2']:.2e} > "
