@@ -10,7 +10,7 @@ mkdir -p "$out"
 tmp=$(mktemp -d)
 edge-stpm synth --out "$tmp/syn" --size 128 --n-train 40 --video-frames 10 >/dev/null
 edge-stpm train --data "$tmp/syn" --backbone mobilenet_v2 --epochs 2 --size 128 --batch-size 8 --out "$tmp/run" --quiet >/dev/null 2>&1
-busy() { python3 -c "while True: pass" & echo $!; }
+busy() { python3 -c "while True: pass" >/dev/null 2>&1 & echo $!; }
 t() { local s=$(date +%s.%N); "$@" >/dev/null 2>&1; local rc=$?; python3 -c "print(f'{$(date +%s.%N)-$s:.1f}')"; return $rc; }
 bench() { edge-stpm bench --model "$tmp/run/model.pt" --backend onnxruntime,pytorch --precision fp32 --batch 1 \
             --iters 30 --warmup 5 --work "$tmp/w" --quiet --out "$1"; }

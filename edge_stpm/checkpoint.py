@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import platform
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .artifacts import file_sha256  # noqa: F401  (checkpoint.file_sha256 is used by export and bench)
 from .backbones import get_spec
 from .errors import UserError
 from .files import atomic_path
@@ -91,10 +91,3 @@ def meta(ck: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's metadata: everything except the weight tensors."""
     return {k: v for k, v in ck.items() if k not in ("teacher", "student")}
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -123,17 +123,20 @@ def markdown(r: dict[str, Any]) -> str:
 def _figures(out: Path, images: np.ndarray, maps: np.ndarray, scores: np.ndarray, labels: np.ndarray,
              masks: np.ndarray, defects: np.ndarray, items: list, thr: dict[str, Any]) -> None:
     good = defects == GOOD
-    img_curves, pix_curves = {}, {}
+    img_curves, pix_curves, marks = {}, {}, {}
     for d in sorted(set(defects.tolist()) - {GOOD}):
         sel = good | (defects == d)
         fpr, tpr = metrics.roc(scores[sel], labels[sel])
         img_curves[d] = (fpr, tpr, metrics.image_auroc(scores[sel], labels[sel]))
+        flagged = scores[sel] >= thr["image"]
+        y = labels[sel].astype(bool)
+        marks[d] = (float(flagged[~y].mean()) if (~y).any() else 0.0, float(flagged[y].mean()) if y.any() else 0.0)
         if masks[sel].any():
             sub = np.random.default_rng(0).choice(int(sel.sum()) * maps.shape[1] * maps.shape[2],
                                                   min(400_000, int(sel.sum()) * maps.shape[1] * maps.shape[2]), replace=False)
             fpr, tpr = metrics.roc(maps[sel].ravel()[sub], masks[sel].ravel()[sub])
             pix_curves[d] = (fpr, tpr, metrics.pixel_auroc(maps[sel], masks[sel]))
-    figures.roc_curves(img_curves, "image ROC, good vs each defect", out / "roc_image.png")
+    figures.roc_curves(img_curves, "image ROC, good vs each defect", out / "roc_image.png", marks)
     if pix_curves:
         figures.roc_curves(pix_curves, "pixel ROC (400k-pixel sample drawn)", out / "roc_pixel.png")
     tiles, caps = [], []

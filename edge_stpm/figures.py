@@ -35,11 +35,17 @@ def loss_curve(history: Sequence[dict[str, float]], best_epoch: int, path: Path)
     return _save(fig, path)
 
 
-def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]], title: str, path: Path) -> Path:
-    """ROC curves: name → (fpr, tpr, auroc)."""
+def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]], title: str, path: Path,
+               marks: dict[str, tuple[float, float]] | None = None) -> Path:
+    """ROC curves: name → (fpr, tpr, auroc); ``marks`` name → (fpr, tpr) of the stored threshold (1.0), drawn as a
+    dot on each curve."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for name, (fpr, tpr, auc) in curves.items():
-        ax.plot(fpr, tpr, label=f"{name} ({auc:.3f})" if auc is not None else name)
+        line, = ax.plot(fpr, tpr, label=f"{name} ({auc:.3f})" if auc is not None else name)
+        if marks and name in marks:
+            ax.plot(*marks[name], "o", color=line.get_color(), ms=5)
+    if marks:
+        ax.plot([], [], "o", color="0.3", ms=5, label="threshold 1.0 (stored)")
     ax.plot([0, 1], [0, 1], color="0.7", ls="--")
     ax.set_xlabel("false-positive rate")
     ax.set_ylabel("true-positive rate")

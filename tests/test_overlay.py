@@ -98,3 +98,16 @@ def test_committed_screenshots_exist() -> None:
             img = cv2.imread(str(shots / kind))
             assert img is not None, kind
     assert cv2.imread(str(shots / "video_1920x1080_ng.png")).shape == (1080, 1920, 3)
+
+
+def test_progress_without_a_terminal_prints_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_stpm.progress import PlainProgress, bar
+
+    assert isinstance(bar(), PlainProgress), "pytest's captured stderr is not a terminal"
+    with PlainProgress(interval=0.0) as p:
+        t = p.add_task("train x", total=4, info="")
+        for i in range(4):
+            p.update(t, advance=1, info=f"epoch {i + 1}/4")
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("train x")]
+    assert lines[0].startswith("train x: 1/4 (25%)") and lines[-1].startswith("train x: 4/4 (100%)"), lines
+    assert "— epoch 4/4" in lines[-1] and not any("\r" in l or "━" in l for l in lines)
