@@ -257,10 +257,14 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
         reconnect: float = typer.Option(10.0, help="Seconds to keep retrying a lost live stream."),
         alpha: float = typer.Option(0.6, help="Opacity of the colour at and above the threshold (0-1)."),
-        summary_json: Optional[Path] = typer.Option(None, help="Write the run summary here.")) -> None:
+        summary_json: Optional[Path] = typer.Option(None, help="Write the run summary here."),
+        http: Optional[str] = typer.Option(None, help="Serve a live view, status.json and Prometheus /metrics at HOST:PORT (e.g. 127.0.0.1:8080)."),
+        http_token: Optional[str] = typer.Option(None, help="Token every HTTP endpoint requires (?token= or Authorization: Bearer); needed for a non-loopback --http."),
+        http_fps: float = typer.Option(15.0, help="Most frames per second encoded for HTTP viewers (only while someone watches).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     import dataclasses
 
+    from .app.http import LiveView, parse_bind
     from .app.loop import RunOptions, check_outputs, run as run_loop
     from .app.sources import open_source
     from .files import write_json
@@ -270,16 +274,28 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         raise UserError("give exactly one of --camera N or --source SPEC")
     opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
                       max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)
+    bind = parse_bind(http) if http else None
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
     insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True)
     try:
+        if bind is not None:
+            b = insp.backend
+            opts.http = LiveView(bind, http_token, {"model": Path(model).name, "backend": b.name, "precision": b.precision,
+                                                    "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
+                                 stream_fps=http_fps).start()
+            out.print(f"live view: http://{bind.host}:{opts.http.port}/" + (f"?token={http_token}" if http_token else ""),
+                      highlight=False)
         src = open_source(str(camera) if camera is not None else str(source), reconnect)
     except BaseException:
+        if opts.http is not None:
+            opts.http.close()
         insp.close()
         raise
     try:
         s = run_loop(insp, src, opts)
     finally:
+        if opts.http is not None:
+            opts.http.close()
         insp.close()
     out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
               f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}, "

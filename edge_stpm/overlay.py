@@ -39,6 +39,14 @@ def alpha_lut(alpha: float = ALPHA) -> np.ndarray:
 
 
 _COLOURS = colour_lut()
+_COLOURS_CV = _COLOURS.reshape(256, 1, 3)  # cv2.LUT table for a 3-channel image
+_ALPHA_U8 = {}  # opacity LUTs as uint8 (0-255), per alpha
+
+
+def _alpha_u8(alpha: float) -> np.ndarray:
+    if alpha not in _ALPHA_U8:
+        _ALPHA_U8[alpha] = np.round(alpha_lut(alpha) * 255).astype(np.uint8)
+    return _ALPHA_U8[alpha]
 
 
 def map_index(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
@@ -59,8 +67,16 @@ def heatmap_overlay(frame: np.ndarray, amap: np.ndarray, pixel_threshold: float,
     if amap.shape != (h, w):
         amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
     idx = map_index(amap, pixel_threshold)
-    a = alpha_lut(alpha)[idx][..., None]
-    out = (frame.astype(np.float32) * (1.0 - a) + _COLOURS[idx].astype(np.float32) * a + 0.5).astype(np.uint8)
+    a8 = cv2.LUT(idx, _alpha_u8(alpha))
+    if not a8.any():  # nothing near the threshold (most good parts): the frame as it is
+        out = frame.copy()
+    else:  # blend only the rows that carry colour, with OpenCV's per-pixel linear blend
+        rows = np.flatnonzero(a8.any(axis=1))
+        r0, r1 = int(rows[0]), int(rows[-1]) + 1
+        out = frame.copy()
+        wa = a8[r0:r1].astype(np.float32) * (1.0 / 255.0)
+        colour = cv2.LUT(cv2.merge([idx[r0:r1]] * 3), _COLOURS_CV)
+        out[r0:r1] = cv2.blendLinear(colour, frame[r0:r1], wa, 1.0 - wa)
     if contours:
         draw_contours(out, region_mask(amap, pixel_threshold), (255, 255, 255), max(1, round(h / 360)))
     return out

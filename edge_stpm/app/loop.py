@@ -40,6 +40,7 @@ class RunOptions:
     record_fps: float = 15.0
     window: str = "edge-stpm"
     snapshot_dir: Path = Path(".")
+    http: Any = None  # a started app.http.LiveView, or None
 
 
 @dataclass
@@ -279,6 +280,10 @@ def run(inspector: Inspector, source: Source, opts: RunOptions, on_frame: Any = 
             times["infer"].append((t2 - t1) * 1e3)
             times["display"].append((t3 - t2) * 1e3)
             times["total"].append((t3 - t0) * 1e3 + frame.read_ms)
+            if opts.http is not None:
+                opts.http.publish(frame.index, shown, res.ng, res.normalised_score, res.image_threshold, fps_ema,
+                                  {"read": frame.read_ms, "infer": times["infer"][-1], "output": times["display"][-1],
+                                   "total": times["total"][-1]}, source.dropped, getattr(source, "reconnects", 0))
             summary.frames += 1
             if summary.frames == WARM_FRAMES:
                 summary.rss_mb["after_warmup"] = _rss_mb()

@@ -59,6 +59,7 @@ class Source(ABC):
     live = False
     end_reason = "end of stream"
     dropped = 0
+    reconnects = 0
     fps: float | None = None  # frames per second when the source knows it (video files, most cameras)
 
     @abstractmethod
@@ -158,6 +159,7 @@ class CaptureSource(Source):
                 self.cap.release()
             self.cap = self._open()
             if self.cap is not None:
+                self.reconnects += 1
                 return True
         return False
 

@@ -1,0 +1,310 @@
+"""Live view and metrics over HTTP while ``edge-stpm run`` inspects: aiohttp on its own thread and event loop,
+Prometheus metrics through ``prometheus_client``.
+
+Endpoints: ``/`` a small page (live overlay, verdict, score, FPS, latency, counts, model, recent NG thumbnails),
+``/stream.mjpg`` multipart MJPEG of the overlay, ``/status.json`` the same numbers, ``/metrics`` Prometheus text,
+``/ng/<id>.jpg`` the recent NG snapshots.
+
+Viewers never slow the loop: ``publish`` only swaps a reference to the newest overlay; JPEG encoding happens on
+the server thread, once per new frame for all viewers, at most ``stream_fps`` times a second, and only while
+someone watches. Each viewer gets the newest frame and may miss frames; a client that stops reading is dropped
+after ``send_timeout_s``, a vanished one at its next write. Safe by default: loopback unless told otherwise, and a
+non-loopback bind needs a token, which every endpoint then requires (``?token=`` or ``Authorization: Bearer``).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import html
+import ipaddress
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import UserError
+
+STAGES = ("read", "infer", "output", "total")
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Bind:
+    host: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_bind(text: str) -> Bind:
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1); ``[::1]:PORT`` for IPv6."""
+    t = text.strip()
+    host, port = "127.0.0.1", t
+    if t.startswith("["):
+        host, _, port = t[1:].partition("]:")
+    elif ":" in t:
+        host, _, port = t.rpartition(":")
+        host = host or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UserError(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return Bind(host, int(port))
+
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>edge-stpm {model}</title>
+<style>body{{font-family:sans-serif;background:#111;color:#eee;margin:1em}} .v{{font-size:2em;font-weight:bold}}
+.NG{{color:#f33}} .OK{{color:#3c3}} td{{padding:2px 10px 2px 0}} img.live{{width:640px;max-width:100%;image-rendering:pixelated;border:1px solid #444}}
+.thumbs img{{height:90px;margin:2px;border:1px solid #f33}}</style></head><body>
+<div><span id="verdict" class="v">…</span> <span id="score"></span></div>
+<img class="live" id="live" src="stream.mjpg{q}" alt="live overlay">
+<table><tr><td>FPS</td><td id="fps"></td><td>latency</td><td id="lat"></td></tr>
+<tr><td>frames</td><td id="frames"></td><td>NG</td><td id="ng"></td><td>dropped</td><td id="dropped"></td></tr>
+<tr><td>model</td><td colspan="5">{model}</td></tr></table>
+<div>recent NG</div><div class="thumbs" id="thumbs"></div>
+<script>
+const q = "{q}";
+async function tick() {{
+  try {{
+    const s = await (await fetch("status.json" + q)).json();
+    const v = document.getElementById("verdict"); v.textContent = s.verdict || "…"; v.className = "v " + (s.verdict || "");
+    document.getElementById("score").textContent = s.normalised_score == null ? "" :
+      s.normalised_score.toFixed(2) + " (1.00 = score " + s.threshold.toPrecision(4) + ")";
+    document.getElementById("fps").textContent = s.fps.toFixed(1);
+    document.getElementById("lat").textContent = s.latency_ms.total.toFixed(1) + " ms";
+    for (const k of ["frames", "ng", "dropped"]) document.getElementById(k).textContent = s[k];
+    document.getElementById("thumbs").innerHTML = s.recent_ng.map(n =>
+      `<a href="${{n.url}}${{q}}"><img src="${{n.url}}${{q}}" title="frame ${{n.frame}}: ${{n.normalised_score.toFixed(2)}}"></a>`).join("");
+  }} catch (e) {{}}
+}}
+setInterval(tick, 1000); tick();
+</script></body></html>"""
+
+
+class LiveView:
+    """The HTTP view of one run. ``publish`` from the loop thread; everything else runs on the server thread."""
+
+    def __init__(self, bind: Bind, token: str | None, model: dict[str, Any], stream_fps: float = 15.0,
+                 keep_ng: int = 8, send_timeout_s: float = 5.0) -> None:
+        if not bind.loopback and not token:
+            raise UserError(f"--http {bind.host}:{bind.port} is not a loopback address: give --http-token TOKEN "
+                            "(every endpoint then requires it), or bind to 127.0.0.1")
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+        self.bind, self.token, self.model = bind, token, model
+        self.stream_fps, self.send_timeout_s = stream_fps, send_timeout_s
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.m_frames = Counter("edge_stpm_frames", "Frames inspected", registry=r)
+        self.m_ng = Counter("edge_stpm_ng_frames", "Frames judged NG", registry=r)
+        self.m_dropped = Counter("edge_stpm_dropped_frames", "Frames a live source dropped (newest-frame policy)", registry=r)
+        self.m_reconnects = Counter("edge_stpm_source_reconnects", "Times a lost source was reopened", registry=r)
+        self.m_latency = Histogram("edge_stpm_stage_seconds", "Per-frame latency by stage", ["stage"],
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.m_fps = Gauge("edge_stpm_fps", "End-to-end frames per second (moving average)", registry=r)
+        self.m_viewers = Gauge("edge_stpm_stream_viewers", "Open /stream.mjpg connections", registry=r)
+        Info("edge_stpm_model", "The model being run", registry=r).info({k: str(v) for k, v in model.items()})
+        self._lock = threading.Lock()
+        self._latest: tuple[int, np.ndarray] | None = None
+        self._status: dict[str, Any] = {"verdict": None, "normalised_score": None, "threshold": None, "fps": 0.0,
+                                        "frames": 0, "ng": 0, "dropped": 0, "reconnects": 0,
+                                        "latency_ms": {s: 0.0 for s in STAGES}, "model": model, "recent_ng": []}
+        self._ng: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._keep_ng, self._last_ng_t = keep_ng, 0.0
+        self._seen = {"dropped": 0, "reconnects": 0}
+        self.viewers = 0
+        self.encoded = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: Any = None
+        self.port = bind.port
+
+    # --- loop side -------------------------------------------------------------------------------------------
+
+    def publish(self, index: int, overlay: np.ndarray, ng: bool, normalised_score: float, threshold: float,
+                fps: float, ms: dict[str, float], dropped: int, reconnects: int) -> None:
+        """Called once per frame by the loop: never blocks on viewers (a reference swap and counters)."""
+        self.m_frames.inc()
+        for stage, v in ms.items():
+            self.m_latency.labels(stage).observe(v / 1e3)
+        self.m_fps.set(fps)
+        for key, metric, value in (("dropped", self.m_dropped, dropped), ("reconnects", self.m_reconnects, reconnects)):
+            if value > self._seen[key]:
+                metric.inc(value - self._seen[key])
+                self._seen[key] = value
+        if ng:
+            self.m_ng.inc()
+        with self._lock:
+            self._latest = (index, overlay)
+            st = self._status
+            st.update(verdict="NG" if ng else "OK", normalised_score=float(normalised_score), threshold=float(threshold),
+                      fps=float(fps), frames=st["frames"] + 1, ng=st["ng"] + int(ng), dropped=dropped,
+                      reconnects=reconnects, latency_ms={s: float(ms.get(s, 0.0)) for s in STAGES})
+            keep = ng and time.monotonic() - self._last_ng_t >= 1.0
+            if keep:
+                self._last_ng_t = time.monotonic()
+        if keep:  # at most one NG thumbnail a second, small: cheap enough for the loop thread
+            h, w = overlay.shape[:2]
+            thumb = cv2.resize(overlay, (max(1, round(w * 180 / h)), 180), interpolation=cv2.INTER_AREA)
+            jpg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+            with self._lock:
+                self._ng[index] = jpg
+                while len(self._ng) > self._keep_ng:
+                    self._ng.popitem(last=False)
+                self._status["recent_ng"] = [{"frame": i, "url": f"ng/{i}.jpg", "normalised_score": float(normalised_score)
+                                              if i == index else next((n["normalised_score"] for n in self._status["recent_ng"]
+                                                                       if n["frame"] == i), 0.0)}
+                                             for i in reversed(self._ng)]
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps(self._status))
+
+    # --- server side ------------------------------------------------------------------------------------------
+
+    def start(self) -> "LiveView":
+        """Bind and serve on a background thread; a bad bind (port in use…) is one UserError here."""
+        ready: dict[str, Any] = {}
+        started = threading.Event()
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start_site())
+            except OSError as exc:
+                ready["error"] = exc
+                started.set()
+                loop.close()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="edge-stpm-http", daemon=True)
+        self._thread.start()
+        started.wait(30)
+        if "error" in ready:
+            exc = ready["error"]
+            raise UserError(f"--http {self.bind.host}:{self.bind.port}: cannot listen ({exc.strerror or exc})")
+        return self
+
+    async def _start_site(self) -> None:
+        from aiohttp import web
+
+        @web.middleware
+        async def auth(request: Any, handler: Any) -> Any:
+            if self.token:
+                given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+                if given != self.token:
+                    return web.Response(status=401, text="token required")
+            return await handler(request)
+
+        app = web.Application(middlewares=[auth])
+        app.add_routes([web.get("/", self._page), web.get("/stream.mjpg", self._stream),
+                        web.get("/status.json", self._status_json), web.get("/metrics", self._metrics),
+                        web.get("/ng/{index}.jpg", self._ng_jpg)])
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.bind.host, self.bind.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self._frame_cond = asyncio.Condition()
+        self._jpeg: tuple[int, bytes] | None = None
+        self._encoder = asyncio.ensure_future(self._encode_loop())
+
+    def _q(self) -> str:
+        return f"?token={self.token}" if self.token else ""
+
+    async def _page(self, request: Any) -> Any:
+        from aiohttp import web
+
+        model = html.escape(" ".join(f"{k} {v}" for k, v in self.model.items()))
+        return web.Response(text=PAGE.format(model=model, q=html.escape(self._q())), content_type="text/html")
+
+    async def _status_json(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response(self.status() | {"viewers": self.viewers})
+
+    async def _metrics(self, request: Any) -> Any:
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _ng_jpg(self, request: Any) -> Any:
+        from aiohttp import web
+
+        with self._lock:
+            jpg = self._ng.get(int(request.match_info["index"])) if request.match_info["index"].isdigit() else None
+        if jpg is None:
+            raise web.HTTPNotFound(text="no such NG snapshot (only the most recent are kept)")
+        return web.Response(body=jpg, content_type="image/jpeg")
+
+    async def _encode_loop(self) -> None:
+        """While someone watches: encode the newest frame (if new) at most stream_fps times a second."""
+        last = -1
+        while True:
+            await asyncio.sleep(1.0 / self.stream_fps)
+            if self.viewers == 0:
+                continue
+            with self._lock:
+                latest = self._latest
+            if latest is None or latest[0] == last:
+                continue
+            last = latest[0]
+            jpg = cv2.imencode(".jpg", latest[1], [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes()
+            self.encoded += 1
+            async with self._frame_cond:
+                self._jpeg = (last, jpg)
+                self._frame_cond.notify_all()
+
+    async def _stream(self, request: Any) -> Any:
+        from aiohttp import web
+
+        resp = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame",
+                                           "Cache-Control": "no-cache, private", "Pragma": "no-cache"})
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:  # a small kernel send buffer: a viewer that stops reading is noticed within seconds
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        await resp.prepare(request)
+        self.viewers += 1
+        self.m_viewers.set(self.viewers)
+        sent = -1
+        try:
+            while True:
+                async with self._frame_cond:
+                    await self._frame_cond.wait_for(lambda: self._jpeg is not None and self._jpeg[0] != sent)
+                    sent, jpg = self._jpeg  # type: ignore[misc]
+                part = (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpg)).encode()
+                        + b"\r\n\r\n" + jpg + b"\r\n")
+                await asyncio.wait_for(resp.write(part), timeout=self.send_timeout_s)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError, asyncio.CancelledError, OSError):
+            if request.transport is not None:  # a slow or vanished viewer is dropped; the others and the loop go on
+                request.transport.abort()
+        finally:
+            self.viewers -= 1
+            self.m_viewers.set(self.viewers)
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp
+
+    def close(self) -> None:
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
