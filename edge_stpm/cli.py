@@ -242,8 +242,8 @@ def _roi(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
 @app.command()
 @one_line_errors
 def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, TensorRT engine, or training checkpoint (.pt)."),
-        camera: Optional[int] = typer.Option(None, help="Camera index (V4L2 on Linux)."),
-        source: Optional[str] = typer.Option(None, help="Video file, image folder, RTSP/HTTP URL or GStreamer pipeline."),
+        camera: Optional[list[int]] = typer.Option(None, help="Camera index (V4L2 on Linux); repeat for several cameras."),
+        source: Optional[list[str]] = typer.Option(None, help="Video file, image folder, RTSP/HTTP URL or GStreamer pipeline; repeat for several sources (any mix, inferred together)."),
         backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | pytorch"),
         precision: Optional[str] = typer.Option(None, help="Pick the graph/engine of this precision in an export folder."),
         threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime / PyTorch CPU."),
@@ -270,11 +270,13 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     from .files import write_json
     from .inspector import Inspector
 
-    if (camera is None) == (source is None):
-        raise UserError("give exactly one of --camera N or --source SPEC")
+    specs = [str(c) for c in camera or []] + [str(x) for x in source or []]
+    if not specs:
+        raise UserError("give a source: --camera N or --source SPEC (repeat either for several)")
     opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
                       max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)
     bind = parse_bind(http) if http else None
+    srcs: list = []
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
     insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True)
     try:
@@ -282,17 +284,21 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
             b = insp.backend
             opts.http = LiveView(bind, http_token, {"model": Path(model).name, "backend": b.name, "precision": b.precision,
                                                     "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
-                                 stream_fps=http_fps).start()
+                                 stream_fps=http_fps, sources=specs).start()
             out.print(f"live view: http://{bind.host}:{opts.http.port}/" + (f"?token={http_token}" if http_token else ""),
                       highlight=False)
-        src = open_source(str(camera) if camera is not None else str(source), reconnect)
+        srcs = []
+        for spec in specs:
+            srcs.append(open_source(spec, reconnect))
     except BaseException:
+        for opened in srcs:
+            opened.close()
         if opts.http is not None:
             opts.http.close()
         insp.close()
         raise
     try:
-        s = run_loop(insp, src, opts)
+        s = run_loop(insp, srcs, opts, specs=specs)
     finally:
         if opts.http is not None:
             opts.http.close()
@@ -301,6 +307,11 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
               f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}, "
               f"overlay/output {s.ms.get('display', 0):.1f}); ended: {s.end_reason}" +
               (f"; recording {s.record}" if s.record else ""))
+    if len(s.sources) > 1:
+        for x in s.sources:
+            out.print(f"  [{x['source']}] {x['spec']}: {x['frames']} frames, {x['ng_frames']} NG, {x['dropped']} dropped, "
+                      f"{x['reconnects']} reconnects; ended: {x['end_reason']}" + (f"; recording {x['record']}" if x["record"] else ""),
+                      highlight=False, markup=False)
     if summary_json:
         write_json(summary_json, dataclasses.asdict(s) | {"backend": insp.backend.describe()})
 

@@ -97,7 +97,7 @@ def test_stream_status_and_metrics() -> None:
         assert urllib.request.urlopen(url(view, "/" + status["recent_ng"][0]["url"])).read()[:2] == b"\xff\xd8"
         text = urllib.request.urlopen(url(view, "/metrics")).read().decode()
         fams = {f.name: f for f in text_string_to_metric_families(text)}
-        value = lambda name, suffix="": next(s.value for s in fams[name].samples if s.name == name + suffix)  # noqa: E731
+        value = lambda name, suffix="": sum(s.value for s in fams[name].samples if s.name == name + suffix)  # noqa: E731
         assert value("edge_stpm_frames", "_total") == pub.n and value("edge_stpm_ng_frames", "_total") == status["ng"]
         assert value("edge_stpm_dropped_frames", "_total") == status["dropped"]
         stages = {s.labels["stage"] for s in fams["edge_stpm_stage_seconds"].samples}
@@ -106,6 +106,7 @@ def test_stream_status_and_metrics() -> None:
         assert info.labels["backend"] == "onnxruntime" and info.labels["precision"] == "fp32"
         page = urllib.request.urlopen(url(view, "/")).read().decode()
         assert 'src="stream.mjpg"' in page and "status.json" in page
+        assert status["sources"][0]["frames"] == pub.n
     finally:
         pub.stop.set()
         view.close()

@@ -161,3 +161,41 @@ def read_xwd(path: Path) -> np.ndarray:
     rows = np.frombuffer(data[offset : offset + int(bpl) * int(height)], np.uint8).reshape(int(height), int(bpl))
     px = rows[:, : int(width) * n].reshape(int(height), int(width), n)
     return np.ascontiguousarray(px[..., :3] if hdr[7] == 0 else px[..., n - 3 :][..., ::-1])
+
+
+def test_four_sources_in_one_process_every_frame_accounted(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    videos = []
+    for i in range(3):
+        videos.append(tmp_path / f"cam{i}.avi")
+        shutil.copy(synth_dir / "video.avi", videos[-1])
+    specs = [str(v) for v in videos] + [str(synth_dir / "test" / "good")]
+    args = ["run", "--model", str(exported)] + [a for s in specs for a in ("--source", s)] + [
+        "--headless", "--record", str(tmp_path / "out.avi"), "--events", str(tmp_path / "ev.jsonl"),
+        "--summary-json", str(tmp_path / "s.json")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "s.json").read_text())
+    per = {x["source"]: x for x in s["sources"]}
+    expected = [60, 60, 60, len(list((synth_dir / "test" / "good").glob("*.png")))]
+    assert [per[i]["frames"] for i in range(4)] == expected and s["frames"] == sum(expected)
+    for i in range(4):
+        assert frames_in(tmp_path / f"out.src{i}.avi") == expected[i]
+    events = [json.loads(l) for l in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    by_source = {i: [e["frame"] for e in events if e["source"] == i] for i in range(4)}
+    assert all(len(by_source[i]) == per[i]["ng_frames"] for i in range(4))
+    assert by_source[0] == by_source[1] == by_source[2] and by_source[0], "same video, same verdicts, tagged apart"
+    assert all(e["source_spec"] == specs[e["source"]] for e in events)
+
+
+def test_lost_source_does_not_stop_the_others(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    video = tmp_path / "cam.avi"
+    shutil.copy(synth_dir / "video.avi", video)
+    lost = CaptureSource("url", str(video), reconnect_s=0.6)
+    video.unlink()  # unplugged for good: retried for 0.6 s, then that source ends
+    steady = open_source(str(synth_dir / "video.avi"))
+    insp = Inspector.load(exported / "model_fp32.onnx", "onnxruntime")
+    s = run(insp, [lost, steady], RunOptions(headless=True, record=tmp_path / "r.avi"), specs=["lost", "steady"])
+    per = {x["spec"]: x for x in s.sources}
+    assert per["steady"]["frames"] == 60 and per["steady"]["end_reason"] == "end of stream"
+    assert per["lost"]["end_reason"] == "stream lost, no reconnect within 0.6 s"
+    assert frames_in(tmp_path / "r.src1.avi") == 60

@@ -65,10 +65,10 @@ def parse_bind(text: str) -> Bind:
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>edge-stpm {model}</title>
 <style>body{{font-family:sans-serif;background:#111;color:#eee;margin:1em}} .v{{font-size:2em;font-weight:bold}}
-.NG{{color:#f33}} .OK{{color:#3c3}} td{{padding:2px 10px 2px 0}} img.live{{width:640px;max-width:100%;image-rendering:pixelated;border:1px solid #444}}
+.NG{{color:#f33}} .OK{{color:#3c3}} td{{padding:2px 10px 2px 0}} img.live{{width:{width}px;max-width:100%;image-rendering:pixelated;border:1px solid #444}}
 .thumbs img{{height:90px;margin:2px;border:1px solid #f33}}</style></head><body>
 <div><span id="verdict" class="v">…</span> <span id="score"></span></div>
-<img class="live" id="live" src="stream.mjpg{q}" alt="live overlay">
+{streams}
 <table><tr><td>FPS</td><td id="fps"></td><td>latency</td><td id="lat"></td></tr>
 <tr><td>frames</td><td id="frames"></td><td>NG</td><td id="ng"></td><td>dropped</td><td id="dropped"></td></tr>
 <tr><td>model</td><td colspan="5">{model}</td></tr></table>
@@ -96,7 +96,7 @@ class LiveView:
     """The HTTP view of one run. ``publish`` from the loop thread; everything else runs on the server thread."""
 
     def __init__(self, bind: Bind, token: str | None, model: dict[str, Any], stream_fps: float = 15.0,
-                 keep_ng: int = 8, send_timeout_s: float = 5.0) -> None:
+                 keep_ng: int = 8, send_timeout_s: float = 5.0, sources: list[str] | None = None) -> None:
         if not bind.loopback and not token:
             raise UserError(f"--http {bind.host}:{bind.port} is not a loopback address: give --http-token TOKEN "
                             "(every endpoint then requires it), or bind to 127.0.0.1")
@@ -106,23 +106,30 @@ class LiveView:
         self.stream_fps, self.send_timeout_s = stream_fps, send_timeout_s
         self.registry = CollectorRegistry()
         r = self.registry
-        self.m_frames = Counter("edge_stpm_frames", "Frames inspected", registry=r)
-        self.m_ng = Counter("edge_stpm_ng_frames", "Frames judged NG", registry=r)
-        self.m_dropped = Counter("edge_stpm_dropped_frames", "Frames a live source dropped (newest-frame policy)", registry=r)
-        self.m_reconnects = Counter("edge_stpm_source_reconnects", "Times a lost source was reopened", registry=r)
+        self.sources = sources or ["source 0"]
+        self.m_frames = Counter("edge_stpm_frames", "Frames inspected", ["source"], registry=r)
+        self.m_ng = Counter("edge_stpm_ng_frames", "Frames judged NG", ["source"], registry=r)
+        self.m_dropped = Counter("edge_stpm_dropped_frames", "Frames a live source dropped (newest-frame policy)",
+                                 ["source"], registry=r)
+        self.m_reconnects = Counter("edge_stpm_source_reconnects", "Times a lost source was reopened", ["source"],
+                                    registry=r)
         self.m_latency = Histogram("edge_stpm_stage_seconds", "Per-frame latency by stage", ["stage"],
                                    buckets=LATENCY_BUCKETS, registry=r)
-        self.m_fps = Gauge("edge_stpm_fps", "End-to-end frames per second (moving average)", registry=r)
+        self.m_fps = Gauge("edge_stpm_fps", "End-to-end frames per second (moving average)", ["source"], registry=r)
         self.m_viewers = Gauge("edge_stpm_stream_viewers", "Open /stream.mjpg connections", registry=r)
         Info("edge_stpm_model", "The model being run", registry=r).info({k: str(v) for k, v in model.items()})
         self._lock = threading.Lock()
-        self._latest: tuple[int, np.ndarray] | None = None
+        self._latest: dict[int, tuple[int, np.ndarray]] = {}
         self._status: dict[str, Any] = {"verdict": None, "normalised_score": None, "threshold": None, "fps": 0.0,
                                         "frames": 0, "ng": 0, "dropped": 0, "reconnects": 0,
-                                        "latency_ms": {s: 0.0 for s in STAGES}, "model": model, "recent_ng": []}
+                                        "latency_ms": {s: 0.0 for s in STAGES}, "model": model, "recent_ng": [],
+                                        "sources": [{"source": i, "spec": sp, "frames": 0, "ng": 0, "verdict": None,
+                                                     "normalised_score": None, "fps": 0.0, "dropped": 0,
+                                                     "reconnects": 0, "stream": f"stream/{i}.mjpg"}
+                                                    for i, sp in enumerate(self.sources)]}
         self._ng: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._keep_ng, self._last_ng_t = keep_ng, 0.0
-        self._seen = {"dropped": 0, "reconnects": 0}
+        self._seen = {(k, i): 0 for k in ("dropped", "reconnects") for i in range(len(self.sources))}
         self.viewers = 0
         self.encoded = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -133,24 +140,30 @@ class LiveView:
     # --- loop side -------------------------------------------------------------------------------------------
 
     def publish(self, index: int, overlay: np.ndarray, ng: bool, normalised_score: float, threshold: float,
-                fps: float, ms: dict[str, float], dropped: int, reconnects: int) -> None:
+                fps: float, ms: dict[str, float], dropped: int, reconnects: int, source: int = 0) -> None:
         """Called once per frame by the loop: never blocks on viewers (a reference swap and counters)."""
-        self.m_frames.inc()
+        label = str(source)
+        self.m_frames.labels(label).inc()
         for stage, v in ms.items():
             self.m_latency.labels(stage).observe(v / 1e3)
-        self.m_fps.set(fps)
+        self.m_fps.labels(label).set(fps)
         for key, metric, value in (("dropped", self.m_dropped, dropped), ("reconnects", self.m_reconnects, reconnects)):
-            if value > self._seen[key]:
-                metric.inc(value - self._seen[key])
-                self._seen[key] = value
+            if value > self._seen[(key, source)]:
+                metric.labels(label).inc(value - self._seen[(key, source)])
+                self._seen[(key, source)] = value
         if ng:
-            self.m_ng.inc()
+            self.m_ng.labels(label).inc()
         with self._lock:
-            self._latest = (index, overlay)
+            self._latest[source] = (index, overlay)
             st = self._status
+            one = st["sources"][source]
+            one.update(verdict="NG" if ng else "OK", normalised_score=float(normalised_score), fps=float(fps),
+                       frames=one["frames"] + 1, ng=one["ng"] + int(ng), dropped=dropped, reconnects=reconnects)
             st.update(verdict="NG" if ng else "OK", normalised_score=float(normalised_score), threshold=float(threshold),
-                      fps=float(fps), frames=st["frames"] + 1, ng=st["ng"] + int(ng), dropped=dropped,
-                      reconnects=reconnects, latency_ms={s: float(ms.get(s, 0.0)) for s in STAGES})
+                      fps=float(fps), frames=st["frames"] + 1, ng=st["ng"] + int(ng),
+                      dropped=sum(x["dropped"] for x in st["sources"]),
+                      reconnects=sum(x["reconnects"] for x in st["sources"]),
+                      latency_ms={s: float(ms.get(s, 0.0)) for s in STAGES})
             keep = ng and time.monotonic() - self._last_ng_t >= 1.0
             if keep:
                 self._last_ng_t = time.monotonic()
@@ -159,13 +172,14 @@ class LiveView:
             thumb = cv2.resize(overlay, (max(1, round(w * 180 / h)), 180), interpolation=cv2.INTER_AREA)
             jpg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
             with self._lock:
-                self._ng[index] = jpg
+                key = source * 10**9 + index  # one id space for every source's frames
+                self._ng[key] = jpg
                 while len(self._ng) > self._keep_ng:
                     self._ng.popitem(last=False)
-                self._status["recent_ng"] = [{"frame": i, "url": f"ng/{i}.jpg", "normalised_score": float(normalised_score)
-                                              if i == index else next((n["normalised_score"] for n in self._status["recent_ng"]
-                                                                       if n["frame"] == i), 0.0)}
-                                             for i in reversed(self._ng)]
+                old = {n["id"]: n for n in self._status["recent_ng"]}
+                self._status["recent_ng"] = [old.get(k) or {"id": k, "source": source, "frame": index, "url": f"ng/{k}.jpg",
+                                                            "normalised_score": float(normalised_score)}
+                                             for k in reversed(self._ng)]
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -215,6 +229,7 @@ class LiveView:
 
         app = web.Application(middlewares=[auth])
         app.add_routes([web.get("/", self._page), web.get("/stream.mjpg", self._stream),
+                        web.get("/stream/{source}.mjpg", self._stream),
                         web.get("/status.json", self._status_json), web.get("/metrics", self._metrics),
                         web.get("/ng/{index}.jpg", self._ng_jpg)])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -223,7 +238,8 @@ class LiveView:
         await site.start()
         self.port = self._runner.addresses[0][1]
         self._frame_cond = asyncio.Condition()
-        self._jpeg: tuple[int, bytes] | None = None
+        self._jpeg: dict[int, tuple[int, bytes]] = {}
+        self._watching: dict[int, int] = collections.defaultdict(int)
         self._encoder = asyncio.ensure_future(self._encode_loop())
 
     def _q(self) -> str:
@@ -233,7 +249,11 @@ class LiveView:
         from aiohttp import web
 
         model = html.escape(" ".join(f"{k} {v}" for k, v in self.model.items()))
-        return web.Response(text=PAGE.format(model=model, q=html.escape(self._q())), content_type="text/html")
+        q = html.escape(self._q())
+        streams = "".join(f'<img class="live" src="{"stream.mjpg" if i == 0 else f"stream/{i}.mjpg"}{q}" '
+                          f'alt="live overlay {html.escape(sp)}" title="{html.escape(sp)}">' for i, sp in enumerate(self.sources))
+        width = 640 if len(self.sources) == 1 else 420
+        return web.Response(text=PAGE.format(model=model, q=q, streams=streams, width=width), content_type="text/html")
 
     async def _status_json(self, request: Any) -> Any:
         from aiohttp import web
@@ -257,20 +277,23 @@ class LiveView:
 
     async def _encode_loop(self) -> None:
         """While someone watches: encode the newest frame (if new) at most stream_fps times a second."""
-        last = -1
+        last: dict[int, int] = {}
         while True:
             await asyncio.sleep(1.0 / self.stream_fps)
             if self.viewers == 0:
                 continue
             with self._lock:
-                latest = self._latest
-            if latest is None or latest[0] == last:
+                latest = {s: f for s, f in self._latest.items() if self._watching.get(s)}
+            fresh = {s: f for s, f in latest.items() if last.get(s) != f[0]}
+            if not fresh:
                 continue
-            last = latest[0]
-            jpg = cv2.imencode(".jpg", latest[1], [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes()
-            self.encoded += 1
+            encoded = {}
+            for s, (idx, img) in fresh.items():
+                last[s] = idx
+                encoded[s] = (idx, cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes())
+                self.encoded += 1
             async with self._frame_cond:
-                self._jpeg = (last, jpg)
+                self._jpeg.update(encoded)
                 self._frame_cond.notify_all()
 
     async def _stream(self, request: Any) -> Any:
@@ -281,15 +304,19 @@ class LiveView:
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is not None:  # a small kernel send buffer: a viewer that stops reading is noticed within seconds
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        src = int(request.match_info.get("source", "0")) if request.match_info.get("source", "0").isdigit() else -1
+        if not 0 <= src < len(self.sources):
+            raise web.HTTPNotFound(text=f"no source {request.match_info.get('source')}")
         await resp.prepare(request)
         self.viewers += 1
+        self._watching[src] += 1
         self.m_viewers.set(self.viewers)
         sent = -1
         try:
             while True:
                 async with self._frame_cond:
-                    await self._frame_cond.wait_for(lambda: self._jpeg is not None and self._jpeg[0] != sent)
-                    sent, jpg = self._jpeg  # type: ignore[misc]
+                    await self._frame_cond.wait_for(lambda: src in self._jpeg and self._jpeg[src][0] != sent)
+                    sent, jpg = self._jpeg[src]
                 part = (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpg)).encode()
                         + b"\r\n\r\n" + jpg + b"\r\n")
                 await asyncio.wait_for(resp.write(part), timeout=self.send_timeout_s)
@@ -298,6 +325,7 @@ class LiveView:
                 request.transport.abort()
         finally:
             self.viewers -= 1
+            self._watching[src] -= 1
             self.m_viewers.set(self.viewers)
         with contextlib.suppress(Exception):
             await resp.write_eof()

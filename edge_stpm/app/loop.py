@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..files import ensure_dir, write_bytes, write_json
 from ..inspector import Inspector
 from ..overlay import ALPHA
-from .sources import Source
+from .sources import Frame, Source
 
 
 WARM_FRAMES = 100
@@ -56,6 +56,7 @@ class RunSummary:
     rss_mb: dict[str, float] = field(default_factory=dict)
     record: str | None = None
     ng_indices: list[int] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _rss_mb() -> float:
@@ -196,115 +197,191 @@ def _png(img: np.ndarray) -> bytes:
     return cv2.imencode(".png", img)[1].tobytes()
 
 
-def run(inspector: Inspector, source: Source, opts: RunOptions, on_frame: Any = None) -> RunSummary:
-    """Run until the source ends, ``max_frames``, q, Ctrl-C or SIGTERM; the recording is always finalised."""
+@dataclass
+class Channel:
+    """One source and its own outputs (recording, NG snapshots, window) and counts."""
+
+    index: int
+    source: Source
+    spec: str
+    record: Path | None
+    anomalies: Path | None
+    window: str
+    recorder: Recorder | None = None
+    frames: int = 0
+    ng_frames: int = 0
+    saved: int = 0
+    last_saved: float = -1e9
+    fps_ema: float = 0.0
+    end_reason: str = ""
+    ng_indices: list[int] = field(default_factory=list)
+
+
+def _suffixed(path: Path | None, i: int, n: int) -> Path | None:
+    """``out.mp4`` → ``out.src1.mp4`` when there are several sources (unchanged for one)."""
+    if path is None or n == 1:
+        return path
+    return Path(path).with_name(f"{Path(path).stem}.src{i}{Path(path).suffix}")
+
+
+def run(inspector: Inspector, sources: Source | list[Source], opts: RunOptions, on_frame: Any = None,
+        specs: list[str] | None = None) -> RunSummary:
+    """Run until every source ends, ``max_frames`` (per source), q, Ctrl-C or SIGTERM; recordings are always
+    finalised. Several sources: one frame from each per step, inferred together as one batch; each source keeps its
+    own recording (``out.src<i>.mp4``), NG snapshots (``DIR/src<i>/``), window and HTTP stream, and event lines are
+    tagged with the source. A source that ends or is lost does not stop the others (live sources reconnect on their
+    own thread)."""
+    srcs = sources if isinstance(sources, list) else [sources]
+    n = len(srcs)
+    specs = specs or [f"source {i}" for i in range(n)]
     summary = RunSummary()
     stop = threading.Event()
     previous = None
-    recorder: Recorder | None = None
     events: EventLog | None = None
+    chans = [Channel(i, s, specs[i], _suffixed(opts.record, i, n),
+                     (opts.save_anomalies / f"src{i}" if n > 1 else opts.save_anomalies) if opts.save_anomalies else None,
+                     opts.window if n == 1 else f"{opts.window} [{i}] {specs[i]}") for i, s in enumerate(srcs)]
     try:
         check_outputs(opts)
-        fps = getattr(source, "fps", None) or opts.record_fps
-        recorder = Recorder(opts.record, fps) if opts.record else None
+        for c in chans:
+            if c.anomalies:
+                ensure_dir(c.anomalies)
+            if c.record:
+                c.recorder = Recorder(c.record, getattr(c.source, "fps", None) or opts.record_fps)
         events = EventLog(opts.events) if opts.events else None
     except BaseException:
-        if recorder:
-            recorder.finalise()
-        source.close()
+        for c in chans:
+            if c.recorder:
+                c.recorder.finalise()
+            c.source.close()
         raise
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     times: dict[str, list[float]] = {"read": [], "infer": [], "display": [], "total": []}
     show_overlay = True
-    last_saved = -1e9
-    fps_ema = 0.0
     t_start = time.perf_counter()
     summary.rss_mb["start"] = _rss_mb()
+    active = list(chans)
+    poll = 0.02 if n > 1 else 5.0  # several sources: a live source with no new frame is skipped this step
     try:
-        while not stop.is_set():
-            if opts.max_frames is not None and summary.frames >= opts.max_frames:
-                summary.end_reason = f"--max-frames {opts.max_frames}"
-                break
+        while active and not stop.is_set():
             t0 = time.perf_counter()
-            frame = source.read()
-            if frame is None:
-                summary.end_reason = source.end_reason
-                break
-            img = frame.image
-            if opts.roi:
-                x, y, w, h = opts.roi
-                img = img[y : y + h, x : x + w]
-                if img.size == 0:
-                    raise UserError(f"--roi {opts.roi} lies outside the {frame.image.shape[1]}x{frame.image.shape[0]} frame")
+            batch: list[tuple[Channel, Frame, np.ndarray]] = []
+            for c in list(active):
+                if opts.max_frames is not None and c.frames >= opts.max_frames:
+                    c.end_reason = f"--max-frames {opts.max_frames}"
+                    active.remove(c)
+                    continue
+                frame = c.source.read(poll)
+                if frame is None:
+                    if c.source.ended:
+                        c.end_reason = c.source.end_reason
+                        active.remove(c)
+                    continue
+                img = frame.image
+                if opts.roi:
+                    x, y, w, h = opts.roi
+                    img = img[y : y + h, x : x + w]
+                    if img.size == 0:
+                        raise UserError(f"--roi {opts.roi} lies outside the {frame.image.shape[1]}x{frame.image.shape[0]} "
+                                        f"frame of {c.spec}")
+                batch.append((c, frame, img))
+            if not batch:
+                continue
             t1 = time.perf_counter()
-            res = inspector.inspect(img)
+            results = inspector.inspect_batch([img for _, _, img in batch])
             t2 = time.perf_counter()
-            dt_total = t2 - t0 + frame.read_ms / 1e3
-            fps_ema = 1.0 / dt_total if fps_ema == 0 else 0.9 * fps_ema + 0.1 / max(dt_total, 1e-6)
-            text = [f"{fps_ema:.1f} fps  infer {(t2 - t1) * 1e3:.1f} ms",
-                    f"read {frame.read_ms:.1f} ms  show {times['display'][-1] if times['display'] else 0:.1f} ms"]
-            shown = res.overlay(img, opts.alpha, text) if show_overlay else img.copy()
-            if res.ng:
-                summary.ng_frames += 1
-                summary.ng_indices.append(frame.index)
-                event = {"frame": frame.index, "time": time.time(), "score": res.score,
-                         "normalised_score": res.normalised_score, "threshold": res.image_threshold,
-                         "verdict": res.verdict}
-                if opts.save_anomalies and time.monotonic() - last_saved >= opts.anomaly_interval_s:
-                    last_saved = time.monotonic()
-                    stem = opts.save_anomalies / f"ng_{frame.index:07d}"
-                    write_bytes(stem.with_name(stem.name + "_frame.png"), _png(img))
-                    write_bytes(stem.with_name(stem.name + "_overlay.png"), _png(shown))
-                    write_json(stem.with_name(stem.name + ".json"), event)
-                    summary.saved_anomalies += 1
-                    event["saved"] = str(stem)
-                if events:
-                    events.write(event)
-            if recorder:
-                recorder.write(shown)
+            infer_ms = (t2 - t1) * 1e3
+            quit_key = False
+            for (c, frame, img), res in zip(batch, results):
+                ts = time.perf_counter()
+                dt_total = t2 - t0 + frame.read_ms / 1e3
+                c.fps_ema = 1.0 / dt_total if c.fps_ema == 0 else 0.9 * c.fps_ema + 0.1 / max(dt_total, 1e-6)
+                text = [f"{c.fps_ema:.1f} fps  infer {infer_ms:.1f} ms" + (f"  [{c.index}]" if n > 1 else ""),
+                        f"read {frame.read_ms:.1f} ms  show {times['display'][-1] if times['display'] else 0:.1f} ms"]
+                shown = res.overlay(img, opts.alpha, text) if show_overlay else img.copy()
+                if res.ng:
+                    c.ng_frames += 1
+                    c.ng_indices.append(frame.index)
+                    event = {"frame": frame.index, "time": time.time(), "score": res.score,
+                             "normalised_score": res.normalised_score, "threshold": res.image_threshold,
+                             "verdict": res.verdict}
+                    if n > 1:
+                        event = {"source": c.index, "source_spec": c.spec} | event
+                    if c.anomalies and time.monotonic() - c.last_saved >= opts.anomaly_interval_s:
+                        c.last_saved = time.monotonic()
+                        stem = c.anomalies / f"ng_{frame.index:07d}"
+                        write_bytes(stem.with_name(stem.name + "_frame.png"), _png(img))
+                        write_bytes(stem.with_name(stem.name + "_overlay.png"), _png(shown))
+                        write_json(stem.with_name(stem.name + ".json"), event)
+                        c.saved += 1
+                        event["saved"] = str(stem)
+                    if events:
+                        events.write(event)
+                if c.recorder:
+                    c.recorder.write(shown)
+                if not opts.headless:
+                    cv2.imshow(c.window, shown)
+                if on_frame:
+                    on_frame(frame, res)
+                t3 = time.perf_counter()
+                out_ms = (t3 - ts) * 1e3
+                times["read"].append(frame.read_ms)
+                times["infer"].append(infer_ms / len(batch))
+                times["display"].append(out_ms)
+                times["total"].append((t3 - t0) * 1e3 + frame.read_ms)
+                if opts.http is not None:
+                    opts.http.publish(frame.index, shown, res.ng, res.normalised_score, res.image_threshold, c.fps_ema,
+                                      {"read": frame.read_ms, "infer": infer_ms, "output": out_ms,
+                                       "total": times["total"][-1]}, c.source.dropped,
+                                      getattr(c.source, "reconnects", 0), source=c.index)
+                c.frames += 1
+                summary.frames += 1
+                if summary.frames == WARM_FRAMES:
+                    summary.rss_mb["after_warmup"] = _rss_mb()
             if not opts.headless:
-                cv2.imshow(opts.window, shown)
                 key = cv2.waitKey(1) & 0xFF
                 if key == ord("q"):
                     summary.end_reason = "q pressed"
-                    break
+                    quit_key = True
                 if key == ord("s"):
-                    write_bytes(opts.snapshot_dir / f"snapshot_{frame.index:07d}.png", _png(shown))
+                    for c, frame, _ in batch:
+                        write_bytes(opts.snapshot_dir / f"snapshot_{c.index}_{frame.index:07d}.png", _png(shown))
                 if key == ord("h"):
                     show_overlay = not show_overlay
-            if on_frame:
-                on_frame(frame, res)
-            t3 = time.perf_counter()
-            times["read"].append(frame.read_ms)
-            times["infer"].append((t2 - t1) * 1e3)
-            times["display"].append((t3 - t2) * 1e3)
-            times["total"].append((t3 - t0) * 1e3 + frame.read_ms)
-            if opts.http is not None:
-                opts.http.publish(frame.index, shown, res.ng, res.normalised_score, res.image_threshold, fps_ema,
-                                  {"read": frame.read_ms, "infer": times["infer"][-1], "output": times["display"][-1],
-                                   "total": times["total"][-1]}, source.dropped, getattr(source, "reconnects", 0))
-            summary.frames += 1
-            if summary.frames == WARM_FRAMES:
-                summary.rss_mb["after_warmup"] = _rss_mb()
+            if quit_key:
+                break
         else:
-            summary.end_reason = "SIGTERM"
+            if stop.is_set():
+                summary.end_reason = "SIGTERM"
     except KeyboardInterrupt:
         summary.end_reason = "Ctrl-C"
     finally:
-        if recorder:
-            path = recorder.finalise()
-            summary.record = str(path) if path else None
+        for c in chans:
+            if c.recorder:
+                path = c.recorder.finalise()
+                c.record = path
+            c.source.close()
         if events:
             events.close()
-        source.close()
         if not opts.headless:
             cv2.destroyAllWindows()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if not summary.end_reason:
+        reasons = sorted({c.end_reason for c in chans if c.end_reason})
+        summary.end_reason = "; ".join(reasons) if n > 1 else (chans[0].end_reason or "")
     summary.seconds = time.perf_counter() - t_start
     summary.fps = summary.frames / summary.seconds if summary.seconds else 0.0
     summary.ms = {k: statistics.median(v) for k, v in times.items() if v}
     summary.rss_mb["end"] = _rss_mb()
-    summary.dropped = source.dropped
+    summary.dropped = sum(c.source.dropped for c in chans)
+    summary.ng_frames = sum(c.ng_frames for c in chans)
+    summary.saved_anomalies = sum(c.saved for c in chans)
+    summary.ng_indices = chans[0].ng_indices if n == 1 else []
+    summary.record = str(chans[0].record) if n == 1 and chans[0].record and Path(chans[0].record).is_file() else None
+    summary.sources = [{"source": c.index, "spec": c.spec, "frames": c.frames, "ng_frames": c.ng_frames,
+                        "dropped": c.source.dropped, "reconnects": getattr(c.source, "reconnects", 0),
+                        "end_reason": c.end_reason or summary.end_reason,
+                        "record": str(c.record) if c.record and Path(c.record).is_file() else None} for c in chans]
     return summary

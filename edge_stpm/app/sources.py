@@ -5,12 +5,14 @@ behind a camera; files and folders are read in order without drops (a bounded qu
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 from abc import ABC, abstractmethod
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -60,6 +62,7 @@ class Source(ABC):
     end_reason = "end of stream"
     dropped = 0
     reconnects = 0
+    ended = False  # True once read() has returned the end (a live source still reconnecting is not ended)
     fps: float | None = None  # frames per second when the source knows it (video files, most cameras)
 
     @abstractmethod
@@ -95,7 +98,9 @@ class FolderSource(Source):
         _put(self.q, None, self.stop)
 
     def read(self, timeout: float = 5.0) -> Frame | None:
-        return self.q.get()
+        frame = self.q.get()
+        self.ended = frame is None
+        return frame
 
     def close(self) -> None:
         self.stop.set()
@@ -136,6 +141,10 @@ class CaptureSource(Source):
         self.thread.start()
 
     def _open(self) -> cv2.VideoCapture | None:
+        with _quiet_opencv():  # a missing camera is our one error line, not OpenCV's backend chatter
+            return self._open_capture()
+
+    def _open_capture(self) -> cv2.VideoCapture | None:
         if self.kind == "camera":
             cap = cv2.VideoCapture(int(self.spec))
         elif self.kind == "gstreamer":
@@ -192,12 +201,18 @@ class CaptureSource(Source):
             _put(self.q, None, self.stop)
 
     def read(self, timeout: float = 5.0) -> Frame | None:
+        """Files: the next frame (blocking), None at the end. Live: the newest frame, waiting at most ``timeout``
+        seconds; None if none came (``ended`` tells whether the stream is over or just quiet / reconnecting)."""
         if not self.live:
-            return self.q.get()
+            frame = self.q.get()
+            self.ended = frame is None
+            return frame
+        deadline = time.monotonic() + timeout
         with self.cond:
-            while self.latest is None and not self.finished:
-                self.cond.wait(timeout=0.5)
+            while self.latest is None and not self.finished and time.monotonic() < deadline:
+                self.cond.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
             frame, self.latest = self.latest, None
+            self.ended = frame is None and self.finished
             return frame
 
     def close(self) -> None:
@@ -205,6 +220,20 @@ class CaptureSource(Source):
         self.thread.join(timeout=2.0)
         if self.cap is not None:
             self.cap.release()
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log is None:
+        yield
+        return
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        log.setLogLevel(level)
 
 
 def open_source(spec: str, reconnect_s: float = 10.0) -> Source:
