@@ -347,9 +347,15 @@ def columns(result: dict[str, Any]) -> list[str]:
 
 
 def not_run(result: dict[str, Any]) -> list[str]:
-    """One line per row that did not run: what and why."""
-    return [f"{r['backend']} {r['precision']} b{r['batch']}: {r['status']} — {r['reason']}"
-            for r in result["rows"] if r["status"] != "ok"]
+    """One line per reason a row did not run: which backend/precisions/batches and why."""
+    groups: dict[tuple[str, str, str], tuple[list[str], list[int]]] = {}
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            precs, batches = groups.setdefault((r["backend"], r["status"], r["reason"]), ([], []))
+            precs.append(r["precision"]) if r["precision"] not in precs else None
+            batches.append(r["batch"]) if r["batch"] not in batches else None
+    return [f"{be} {'/'.join(p)} b{','.join(map(str, b))}: {status} — {reason}"
+            for (be, status, reason), (p, b) in groups.items()]
 
 
 def load_report(before: tuple[float, float, float], seconds: float) -> dict[str, Any]:

@@ -127,7 +127,7 @@ def test_bench_command(trained: Path, tmp_path: Path) -> None:
     assert rows[("tensorrt", "fp32")]["status"] == "unavailable"
     assert r["machine"]["cores"] >= 1 and "onnxruntime" in r["machine"]["versions"]
     md = (tmp_path / "b" / "bench.md").read_text()
-    assert "| backend |" in md and "- tensorrt fp32 b1: unavailable" in md and (tmp_path / "b" / "bench.png").stat().st_size > 0
+    assert "| backend |" in md and "- tensorrt fp32/int8 b1: unavailable" in md and (tmp_path / "b" / "bench.png").stat().st_size > 0
 
 
 # ---- bad inputs --------------------------------------------------------------------------------------------

@@ -84,7 +84,10 @@ def test_backends_agree_on_cpu(exported: Path, trained: Path, synth_dir: Path) -
     assert rel_l2(m16, mp) < 0.05
     export_report = json.loads((exported / "export.json").read_text())
     assert export_report["graphs"]["fp32"]["parity_vs_pytorch"]["map_rel_l2"] < 1e-4
-    assert export_report["graphs"]["int8"]["parity_vs_pytorch"]["map_rel_l2"] > 0
+    # INT8: measured 0.159 map relative L2 on this fixture (0.092 on magnetic tile); the export gate is 0.30
+    from edge_stpm.export.exporter import GATES
+
+    assert 0.02 < export_report["graphs"]["int8"]["parity_vs_pytorch"]["map_rel_l2"] <= GATES["int8"]["map_rel_l2"]
 
 
 def test_quantized_graphs_still_separate_defects(exported: Path, synth_dir: Path) -> None:

@@ -187,7 +187,8 @@ def test_four_sources_in_one_process_every_frame_accounted(exported: Path, synth
     assert all(e["source_spec"] == specs[e["source"]] for e in events)
 
 
-def test_lost_source_does_not_stop_the_others(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+def test_lost_source_does_not_stop_the_others(exported: Path, synth_dir: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     video = tmp_path / "cam.avi"
     shutil.copy(synth_dir / "video.avi", video)
     lost = CaptureSource("url", str(video), reconnect_s=0.6)
@@ -199,3 +200,11 @@ def test_lost_source_does_not_stop_the_others(exported: Path, synth_dir: Path, t
     assert per["steady"]["frames"] == 60 and per["steady"]["end_reason"] == "end of stream"
     assert per["lost"]["end_reason"] == "stream lost, no reconnect within 0.6 s"
     assert frames_in(tmp_path / "r.src1.avi") == 60
+    assert "stream lost, reconnecting for up to 0.6 s" in capsys.readouterr().err
+
+
+def test_one_of_four_sources_missing_is_one_error(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    video = str(synth_dir / "video.avi")
+    res = runner.invoke(app, ["run", "--model", str(exported), "--source", video, "--source", video, "--source", video,
+                              "--source", str(tmp_path / "nope.avi"), "--headless"])
+    assert res.exit_code == 2 and res.output.count("error:") == 1 and "source not found" in res.output, res.output

@@ -159,7 +159,13 @@ class CaptureSource(Source):
         return cap
 
     def _reconnect(self) -> bool:
-        deadline = time.monotonic() + self.reconnect_s
+        from ..progress import console
+
+        what = f"camera {self.spec}" if self.kind == "camera" else self.spec
+        console.print(f"note: {what}: stream lost, reconnecting for up to {self.reconnect_s:g} s", highlight=False,
+                      markup=False, soft_wrap=True)
+        t0 = time.monotonic()
+        deadline = t0 + self.reconnect_s
         delay = 0.2
         while not self.stop.is_set() and time.monotonic() < deadline:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -169,6 +175,8 @@ class CaptureSource(Source):
             self.cap = self._open()
             if self.cap is not None:
                 self.reconnects += 1
+                console.print(f"note: {what}: reconnected after {time.monotonic() - t0:.1f} s", highlight=False,
+                              markup=False, soft_wrap=True)
                 return True
         return False
 
