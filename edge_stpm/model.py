@@ -45,7 +45,9 @@ class GaussianSmooth(nn.Module):
     """Gaussian blur of a map ``(B, 1, H, W)`` as two 1-D convolutions with zero padding, renormalised by the
     blurred all-ones image so borders are not darkened (no Pad op: plain Conv + Mul for every runtime).
 
-    ``sigma`` in pixels of the model input; the kernel spans ±4σ (as anomalib's STFPM does).
+    ``sigma`` in pixels of the model input; the kernel spans ±4σ. Not part of the official STPM or anomalib's STFPM (their
+    heads have no smoothing); anomalib applies such a blur in PaDiM/PatchCore post-processing. On magnetic tile it
+    raised pixel AUROC (see the README).
     """
 
     def __init__(self, sigma: float, size: int) -> None:

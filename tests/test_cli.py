@@ -52,7 +52,9 @@ def test_train_and_evaluate_commands(synth_dir: Path, tmp_path: Path, mobilenet_
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert set(rep["per_defect"]) == {"scratch", "spot", "crack", "missing"}
-    assert 0 <= rep["overall"]["aupro"] <= 1
+    # measured on this fixture (2 epochs at 64 px): image 0.995, pixel 0.989, AUPRO 0.964; tolerance 0.03
+    o = rep["overall"]
+    assert o["image_auroc"] >= 0.965 and o["pixel_auroc"] >= 0.959 and o["aupro"] >= 0.934, o
     for f in ("report.md", "roc_image.png", "roc_pixel.png", "examples.png"):
         assert (tmp_path / "rep" / f).stat().st_size > 0
 
@@ -82,7 +84,8 @@ def test_trained_fixture_detects_synthetic_defects(trained: Path, synth_dir: Pat
     res = invoke("evaluate", "--checkpoint", trained / "model.pt", "--data", synth_dir, "--out", tmp_path, "--quiet")
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "report.json").read_text())
-    assert rep["overall"]["image_auroc"] > 0.9 and rep["overall"]["pixel_auroc"] > 0.9
+    # measured: image 1.000, pixel 0.993, AUPRO 0.982 (20 epochs at 128 px); tolerance 0.01
+    assert rep["overall"]["image_auroc"] >= 0.99 and rep["overall"]["pixel_auroc"] >= 0.983 and rep["overall"]["aupro"] >= 0.972
 
 
 def test_export_and_build_engine_commands(trained: Path, tmp_path: Path) -> None:

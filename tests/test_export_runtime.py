@@ -90,16 +90,23 @@ def test_backends_agree_on_cpu(exported: Path, trained: Path, synth_dir: Path) -
     assert 0.02 < export_report["graphs"]["int8"]["parity_vs_pytorch"]["map_rel_l2"] <= GATES["int8"]["map_rel_l2"]
 
 
-def test_quantized_graphs_still_separate_defects(exported: Path, synth_dir: Path) -> None:
-    from edge_stpm.data import labelled_test_images
-    from edge_stpm.metrics import image_auroc
+def test_quantized_graphs_stay_within_one_point_of_fp32(exported: Path, synth_dir: Path) -> None:
+    """Measured on this fixture: image AUROC 1.000 for all three graphs, pixel 0.9934 / 0.9934 / 0.9933; the rule
+    (as on real data) is FP16 and INT8 within 1.0 point of FP32, and FP32 itself at its measured level ± 0.01."""
+    from edge_stpm.data import labelled_test_images, read_mask
+    from edge_stpm.metrics import image_auroc, pixel_auroc
 
     items = labelled_test_images(synth_dir)
     imgs = load_images([i.path for i in items], 128)
     labels = np.array([i.label for i in items])
+    masks = np.stack([read_mask(i, 128) for i in items])
+    res = {}
     for prec in ("fp32", "fp16", "int8"):
-        scores = OnnxBackend(exported / f"model_{prec}.onnx", allow_gpu=False).infer_any(imgs)[1]
-        assert image_auroc(scores, labels) > 0.9, prec
+        maps, scores = OnnxBackend(exported / f"model_{prec}.onnx", allow_gpu=False).infer_any(imgs)
+        res[prec] = (image_auroc(scores, labels), pixel_auroc(maps, masks))
+    assert res["fp32"][0] >= 0.99 and res["fp32"][1] >= 0.983, res
+    for prec in ("fp16", "int8"):
+        assert res["fp32"][0] - res[prec][0] <= 0.01 and res["fp32"][1] - res[prec][1] <= 0.01, (prec, res)
 
 
 def test_provider_choice() -> None:

@@ -53,7 +53,8 @@ def test_headless_run_on_video_matches_labels(backend: str, exported: Path, trai
     events = [json.loads(l) for l in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert [e["frame"] for e in events] == s["ng_indices"]
     agree = video_agreement(synth_dir / "video_labels.csv", s["ng_indices"])
-    assert agree["precision"] >= 0.9 and agree["recall"] >= 0.9, agree
+    # measured on this fixture's video: precision 1.00, recall 1.00 (12 of 12 defective frames); one miss allowed
+    assert agree["precision"] >= 11 / 12 and agree["recall"] >= 11 / 12, agree
     saved = sorted((tmp_path / "ng").glob("*_overlay.png"))
     assert len(saved) >= 1 and len(saved) <= len(events)
 
@@ -84,13 +85,17 @@ def test_live_source_keeps_only_newest_frame(synth_dir: Path, tmp_path: Path) ->
     src.close()
 
 
-def test_lost_stream_retries_then_ends_with_recording_finalised(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+def test_lost_stream_retries_then_ends_with_recording_finalised(exported: Path, synth_dir: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     video = tmp_path / "cam.avi"
     shutil.copy(synth_dir / "video.avi", video)
+    insp = Inspector.load(exported / "model_fp32.onnx", "onnxruntime")
+    t0 = time.monotonic()
     src = CaptureSource("url", str(video), reconnect_s=0.6)
     video.unlink()  # the stream cannot be reopened: like a camera unplugged for good
-    insp = Inspector.load(exported / "model_fp32.onnx", "onnxruntime")
     s = run(insp, src, RunOptions(headless=True, record=tmp_path / "rec.avi"))
+    assert time.monotonic() - t0 >= 0.6, "the source kept retrying for reconnect_s before giving up"
+    assert "stream lost, reconnecting for up to 0.6 s" in capsys.readouterr().err
     assert "stream lost, no reconnect within 0.6 s" == s.end_reason
     assert (tmp_path / "rec.avi").is_file() and frames_in(tmp_path / "rec.avi") == s.frames > 0
 
