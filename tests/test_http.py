@@ -131,7 +131,7 @@ def test_token_required_on_every_endpoint() -> None:
 
 
 def test_viewers_never_block_the_loop() -> None:
-    """20 reading viewers, one that never reads and one that vanishes: publish() stays a few-microsecond call and
+    """20 reading viewers, one that never reads and one that vanishes: publish() stays a millisecond-scale call and
     the readers keep getting new frames. (Speed under load is measured in benchmarks/http_load.py.)"""
     view = LiveView(Bind("127.0.0.1", 0), None, MODEL, send_timeout_s=1.0).start()
     pub = Publisher(view, rate=200)
@@ -154,7 +154,8 @@ def test_viewers_never_block_the_loop() -> None:
         while json.loads(urllib.request.urlopen(url(view, "/status.json")).read())["viewers"] and time.monotonic() < deadline:
             time.sleep(0.5)
         assert json.loads(urllib.request.urlopen(url(view, "/status.json")).read())["viewers"] == 0, "stalled viewer kept"
-        assert np.percentile(pub.calls_ms, 99) < 20 and view.encoded <= pub.n
+        # a publish() that waited on a viewer would take >= send_timeout_s (1 s); measured p50 0.1 ms, p99 1.9 ms, max 26 ms
+        assert np.percentile(pub.calls_ms, 99) < 50 and max(pub.calls_ms) < 500 and view.encoded <= pub.n
     finally:
         pub.stop.set()
         stalled.close()
