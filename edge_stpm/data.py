@@ -86,6 +86,17 @@ def read_image(path: Path) -> np.ndarray:
     return img
 
 
+def crop_roi(img: np.ndarray, roi: tuple[int, int, int, int] | None, what: str = "the frame") -> np.ndarray:
+    """The ``roi`` (x, y, w, h in pixels) of ``img`` (a view), or ``img`` itself; UserError if it lies outside."""
+    if not roi:
+        return img
+    x, y, w, h = roi
+    out = img[y : y + h, x : x + w]
+    if out.size == 0:
+        raise UserError(f"--roi {roi} lies outside {what} ({img.shape[1]}x{img.shape[0]})")
+    return out
+
+
 def fit_image(img: np.ndarray, size: int, mode: str = "stretch", interpolation: int = cv2.INTER_AREA) -> np.ndarray:
     """Fit an image ``(H, W[, C])`` to ``(size, size[, C])``.
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import cv2
 
-from .data import IMAGE_EXTS, list_images, read_image
+from .data import IMAGE_EXTS, crop_roi, list_images, read_image
 from .errors import UserError
 from .files import ensure_dir, write_bytes, write_json
 from .inspector import Inspector
@@ -41,12 +41,7 @@ def infer_paths(inputs: list[Path], model: Path, out: Path, backend: str = "auto
     with bar() as progress:
         task = progress.add_task("inspect", total=len(paths), info="")
         for p in paths:
-            img = read_image(p)
-            if roi:
-                x, y, w, h = roi
-                img = img[y : y + h, x : x + w]
-                if img.size == 0:
-                    raise UserError(f"--roi {roi} lies outside {p.name}")
+            img = crop_roi(read_image(p), roi, p.name)
             r = insp.inspect(img)
             row = {"image": str(p), "score": r.score, "normalised_score": r.normalised_score,
                    "threshold": r.image_threshold, "verdict": r.verdict}

@@ -225,3 +225,27 @@ def test_precision_gates_refuse_a_damaged_graph(trained: Path, tmp_path: Path, m
     assert not (out / f"model_{prec}.onnx").exists() and (out / "model_fp32.onnx").is_file()
     rep = exporter.export(trained / "model.pt", [prec], out, calib_root=tmp_path / "cal", quiet=True, force=True)
     assert rep["graphs"][prec]["gate"]["forced"] and (out / f"model_{prec}.onnx").is_file()
+
+
+def test_failed_export_keeps_the_earlier_bundle_usable(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gate failure never deletes or half-replaces a graph already in the bundle, and the bundle still verifies."""
+    from edge_stpm.artifacts import verify_bundle
+    from edge_stpm.export import exporter
+
+    out = tmp_path / "b"
+    exporter.export(trained / "model.pt", ["fp16"], out, calib_root=tmp_path / "cal", quiet=True)
+    before = (out / "model_fp16.onnx").read_bytes()
+    real = exporter.export_onnx
+
+    def damaged(*args, **kwargs):
+        r = real(*args, **kwargs)
+        if args[1] == "fp16":
+            _damage(Path(args[3]))
+        return r
+
+    monkeypatch.setattr(exporter, "export_onnx", damaged)
+    with pytest.raises(UserError, match="left as it was"):
+        exporter.export(trained / "model.pt", ["fp16"], out, calib_root=tmp_path / "cal", quiet=True)
+    assert (out / "model_fp16.onnx").read_bytes() == before
+    assert not list(out.glob(".*candidate*"))
+    verify_bundle(out)

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
+from ..data import crop_roi
 from ..files import ensure_dir, write_bytes, write_json
 from ..inspector import Inspector
 from ..overlay import ALPHA
@@ -41,6 +42,7 @@ class RunOptions:
     window: str = "edge-stpm"
     snapshot_dir: Path = Path(".")
     http: Any = None  # a started app.http.LiveView, or None
+    checked: bool = False  # set by check_outputs (the CLI checks before loading the model; run() then skips it)
 
 
 @dataclass
@@ -148,6 +150,8 @@ class EventLog:
 def check_outputs(opts: RunOptions) -> None:
     """Create and check every output folder now (one UserError each), and decide window vs headless: a window
     without a display falls back to headless with a note instead of an abort inside Qt."""
+    if opts.checked:
+        return
     for folder in [p.parent for p in (opts.record, opts.events) if p] + ([opts.save_anomalies] if opts.save_anomalies else []):
         ensure_dir(folder)
     if opts.record and opts.record.suffix.lower() not in (".mp4", ".m4v", ".mov", ".avi", ".mkv"):
@@ -160,6 +164,7 @@ def check_outputs(opts: RunOptions) -> None:
             console.print(f"note: no display ({why}): running headless; use --record or --save-anomalies to see results",
                           highlight=False, soft_wrap=True)
             opts.headless = True
+    opts.checked = True
 
 
 def display_available() -> tuple[bool, str]:
@@ -278,13 +283,7 @@ def run(inspector: Inspector, sources: Source | list[Source], opts: RunOptions, 
                         c.end_reason = c.source.end_reason
                         active.remove(c)
                     continue
-                img = frame.image
-                if opts.roi:
-                    x, y, w, h = opts.roi
-                    img = img[y : y + h, x : x + w]
-                    if img.size == 0:
-                        raise UserError(f"--roi {opts.roi} lies outside the {frame.image.shape[1]}x{frame.image.shape[0]} "
-                                        f"frame of {c.spec}")
+                img = crop_roi(frame.image, opts.roi, f"the frame of {c.spec}")
                 batch.append((c, frame, img))
             if not batch:
                 continue

@@ -1,6 +1,7 @@
 """``edge-stpm export``: a checkpoint → FP32 / FP16 / INT8 ONNX graphs, each checked against PyTorch."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,14 @@ def rel_l2(a: np.ndarray, ref: np.ndarray) -> float:
 
 def _existing(paths: list[str]) -> list[Path]:
     return [Path(p) for p in paths if Path(p).is_file()]
+
+
+def _keep_bundle_consistent(out: Path, committed: list[str]) -> None:
+    """After a failed export: if graphs were already replaced, rewrite the manifest so the folder still verifies."""
+    from ..artifacts import MANIFEST
+
+    if committed and (Path(out) / MANIFEST).is_file():
+        write_manifest(out)
 
 
 def calibration_paths(meta: dict[str, Any], calib: Path | None) -> tuple[list[Path], str]:
@@ -106,10 +115,14 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
 
     report: dict[str, Any] = {"checkpoint": str(ckpt), "checkpoint_sha256": sha, "batch": batch, "graphs": {}}
     order = ["fp32"] + [p for p in precisions if p != "fp32"]
+    committed: list[str] = []
     for prec in order:
         t0 = time.perf_counter()
         md = graph_metadata(meta, prec, batch, sha)
-        path = onnx_path(out, prec)
+        final = onnx_path(out, prec)
+        # each graph is written under a hidden candidate name and renamed onto model_<prec>.onnx only once it has
+        # passed its checks: a failed export never removes or half-replaces a graph already in the bundle
+        path = final.with_name(f".{final.stem}.candidate.onnx")
         extra: dict[str, Any] = {}
         if prec == "int8":
             cal_dir = ensure_dir(Path(calib_root) / out.name)
@@ -141,9 +154,10 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
                   "score_err_max": float(np.max(score_thr))}
         if prec == "fp32" and not parity["map_rel_l2"] <= FP32_MAX_REL_L2:
             path.unlink(missing_ok=True)
+            _keep_bundle_consistent(out, committed)
             raise UserError(f"FP32 ONNX graph disagrees with PyTorch (map relative L2 {parity['map_rel_l2']:.2e} > "
                             f"{FP32_MAX_REL_L2:.0e}); not written")
-        entry: dict[str, Any] = {"path": str(path), "bytes": path.stat().st_size, "parity_vs_pytorch": parity,
+        entry: dict[str, Any] = {"path": str(final), "bytes": path.stat().st_size, "parity_vs_pytorch": parity,
                                  "seconds": time.perf_counter() - t0, **extra}
         if test is not None:
             imgs, masks, labels, defects = test
@@ -161,10 +175,13 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
                          "forced": bool(failures and force)}
         if failures and not force:
             path.unlink(missing_ok=True)
-            sidecar(path).unlink(missing_ok=True)
+            _keep_bundle_consistent(out, committed)
             raise UserError(f"the {prec.upper()} graph misses its precision gate on held-out good images: "
-                            + "; ".join(failures) + "; not written (--force writes it anyway)")
-        write_json(sidecar(path), md | {"export": entry})
+                            + "; ".join(failures) + f"; not written, any earlier {final.name} left as it was "
+                            "(--force writes it anyway)")
+        os.replace(path, final)
+        committed.append(final.name)
+        write_json(sidecar(final), md | {"export": entry})
         report["graphs"][prec] = entry
     report["graphs"] = {p: report["graphs"][p] for p in order if p in precisions or p == "fp32"}
     write_json(out / "export.json", report)
