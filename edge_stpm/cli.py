@@ -303,6 +303,8 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         if opts.http is not None:
             opts.http.close()
         insp.close()
+    if s.frames == 0 and s.end_reason in ("end of stream", ""):
+        raise UserError(f"no frame could be read from {', '.join(specs)} (corrupt or unsupported files?)")
     out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
               f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}, "
               f"overlay/output {s.ms.get('display', 0):.1f}); ended: {s.end_reason}" +

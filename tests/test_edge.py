@@ -122,3 +122,11 @@ def test_runtime_install_refuses_training_commands_in_one_line(trained: Path, sy
     one_error(cli("train", "--data", synth_dir, "--out", tmp_path / "r", python=RUNTIME_PY), "edge-stpm[train]")
     one_error(cli("run", "--model", trained / "model.pt", "--source", synth_dir / "test" / "good", "--headless",
                   python=RUNTIME_PY), "needs PyTorch")
+
+
+def test_unreadable_image_source_is_one_error(exported: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    r = cli("run", "--model", exported, "--source", bad, "--headless")
+    one_error(r, "no frame could be read")
+    assert "note: skipped: cannot read image" in r.stderr

@@ -80,6 +80,7 @@ class FolderSource(Source):
         if not paths:
             raise UserError("no images in the source folder")
         self.paths = paths
+        self.unreadable = 0
         self.q: queue.Queue[Frame | None] = queue.Queue(maxsize=8)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -92,7 +93,11 @@ class FolderSource(Source):
             t0 = time.perf_counter()
             try:
                 img = read_image(p)
-            except UserError:
+            except UserError as exc:  # one unreadable file does not stop a folder; it is said, and counted
+                self.unreadable += 1
+                from ..progress import console
+
+                console.print(f"note: skipped: {exc}", highlight=False, markup=False, soft_wrap=True)
                 continue
             _put(self.q, Frame(i, img, time.monotonic(), (time.perf_counter() - t0) * 1e3), self.stop)
         _put(self.q, None, self.stop)
