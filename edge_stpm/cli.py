@@ -76,6 +76,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           backbone: str = typer.Option("resnet18", help="resnet18 | mobilenet_v2 | wide_resnet50_2"),
           epochs: int = typer.Option(30, help="Training epochs (the epoch with the lowest held-out loss is kept)."),
           lr: float = typer.Option(0.4, help="SGD learning rate."),
+          loss: Optional[str] = typer.Option(None, help="Loss over the images of a batch: sum (official STPM code, anomalib) | mean (a step batch-size times smaller). Default: the recipe's, see the README."),
           momentum: float = typer.Option(0.9, help="SGD momentum."),
           weight_decay: float = typer.Option(1e-4, help="SGD weight decay."),
           batch_size: int = typer.Option(32, help="Images per training step."),
@@ -98,7 +99,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
                               weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
                               image_size=size, fit=fit, sigma=smoothing, seed=seed, device=device,
                               teacher_weights=teacher_weights, threshold_method=threshold_method, quiet=quiet,
-                              threads=threads, low_memory=low_memory))
+                              threads=threads, low_memory=low_memory, **({"loss": loss} if loss else {})))
     out.print(f"kept epoch {s['best_epoch']}/{s['epochs_run']} (validation loss {s['best_val_loss']:.4f}); "
               f"{s['train_images_per_s']:.1f} training images/s on {s['device']}; wall {s['wall_seconds']:.0f} s")
     out.print(f"checkpoint: {Path(out_dir) / 'model.pt'}")

@@ -27,9 +27,21 @@ def l2_normalise(f: torch.Tensor) -> torch.Tensor:
     return f / torch.clamp(torch.sqrt(torch.sum(f * f, dim=1, keepdim=True)), min=EPS)
 
 
-def stpm_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> torch.Tensor:
-    """STPM loss: per level the mean over batch and positions of ``level_distance``; summed over levels."""
-    return sum(level_distance(t.float(), s.float()).mean() for t, s in zip(t_feats, s_feats))
+LOSS_REDUCTIONS = ("sum", "mean")
+DEFAULT_LOSS_REDUCTION = "mean"  # chosen by the rule in benchmarks/results/accuracy/RULE.md
+
+
+def stpm_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], reduction: str = DEFAULT_LOSS_REDUCTION) -> torch.Tensor:
+    """STPM loss, summed over levels. Per level ``level_distance`` averaged over positions, then over the batch:
+
+    ``"sum"`` (the official STPM code's ``cal_loss`` and anomalib's ``STFPMLoss``): summed over the images of the
+    batch, so the gradient grows with the batch size; ``"mean"``: averaged over them (a step batch-size times
+    smaller at the same learning rate).
+    """
+    if reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"unknown loss reduction {reduction!r}")
+    per_image = sum(level_distance(t.float(), s.float()).mean(dim=(1, 2, 3)) for t, s in zip(t_feats, s_feats))
+    return per_image.sum() if reduction == "sum" else per_image.mean()
 
 
 def anomaly_map(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:

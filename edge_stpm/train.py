@@ -21,7 +21,7 @@ from .data import FIT_MODES, good_images, load_images
 from .devices import low_memory_default, pick_device, return_freed_memory, set_threads
 from .errors import UserError
 from .files import ensure_dir, write_json
-from .model import STPM, InspectionPipeline, Preprocess, level_distance, stpm_loss
+from .model import DEFAULT_LOSS_REDUCTION, LOSS_REDUCTIONS, STPM, InspectionPipeline, Preprocess, level_distance, stpm_loss
 from .progress import bar, console
 
 
@@ -34,6 +34,7 @@ class TrainConfig:
     backbone: str = "resnet18"
     epochs: int = 30
     lr: float = 0.4
+    loss: str = DEFAULT_LOSS_REDUCTION
     momentum: float = 0.9
     weight_decay: float = 1e-4
     batch_size: int = 32
@@ -56,6 +57,8 @@ def _check(cfg: TrainConfig) -> None:
     get_spec(cfg.backbone)
     if cfg.fit not in FIT_MODES:
         raise UserError(f"unknown fit mode {cfg.fit!r}; choose one of {', '.join(FIT_MODES)}")
+    if cfg.loss not in LOSS_REDUCTIONS:
+        raise UserError(f"unknown loss reduction {cfg.loss!r}; choose one of {', '.join(LOSS_REDUCTIONS)}")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise UserError("epochs, batch size and learning rate must be positive")
     if not 0 < cfg.val_fraction < 1:
@@ -191,12 +194,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     with torch.no_grad():
                         t = stpm.teacher(x)
                     s = student_features(stpm.student, x, low_memory)
-                    loss = stpm_loss(t, s)
+                    loss = stpm_loss(t, s, cfg.loss)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                running += float(loss.detach()) * len(idx)
+                running += float(loss.detach()) * (1 if cfg.loss == "sum" else len(idx))
                 seen += len(idx)
                 progress.update(task, advance=1, info=f"epoch {epoch}/{cfg.epochs} loss {running / seen:.4f}")
             if cuda:
