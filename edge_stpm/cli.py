@@ -73,7 +73,7 @@ def synth(out_dir: Path = typer.Option(..., "--out", help="Folder to write (MVTe
 @one_line_errors
 def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/good) or a folder of good images."),
           out_dir: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder; the checkpoint is OUT/model.pt."),
-          backbone: str = typer.Option("resnet18", help="resnet18 | mobilenet_v2 | wide_resnet50_2"),
+          backbone: str = typer.Option("resnet18", help="resnet18 | mobilenet_v2 | efficientnet_lite0 | wide_resnet50_2"),
           epochs: int = typer.Option(30, help="Training epochs (the epoch with the lowest held-out loss is kept)."),
           lr: float = typer.Option(0.4, help="SGD learning rate."),
           loss: Optional[str] = typer.Option(None, help="Loss over the images of a batch: sum (official STPM code, anomalib) | mean (a step batch-size times smaller). Default: the recipe's, see the README."),

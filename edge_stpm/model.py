@@ -9,10 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Trunk, build_trunk
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, Trunk, build_trunk, get_spec
 EPS = 1e-12
 
 
@@ -136,7 +133,8 @@ class InspectionPipeline(nn.Module):
                  sigma: float = 0.0) -> None:
         super().__init__()
         self.smooth = GaussianSmooth(sigma, image_size) if sigma > 0 else None
-        self.preprocess = Preprocess()
+        spec = get_spec(stpm.backbone)
+        self.preprocess = Preprocess(spec.mean, spec.std)
         self.backbone = stpm.backbone
         self.teacher = stpm.teacher
         self.student = stpm.student

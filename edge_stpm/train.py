@@ -169,7 +169,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if low_memory and device.type == "cpu":
         return_freed_memory()
     stpm = STPM(cfg.backbone, teacher_state).to(device)
-    pre = Preprocess().to(device)
+    spec = get_spec(cfg.backbone)
+    pre = Preprocess(spec.mean, spec.std).to(device)
     cuda = device.type == "cuda"
     stpm = stpm.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(stpm.student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

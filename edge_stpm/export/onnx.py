@@ -41,6 +41,7 @@ def export_onnx(pipe: InspectionPipeline, precision: str, batch: int, path: Path
             torch.onnx.export(p, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                               opset_version=OPSET, dynamo=False, do_constant_folding=True)
         model = onnx.load(str(tmp))
+        fold_constants(model)
         static_resize_sizes(model, batch, pipe.image_size)
         set_metadata(model, metadata)
         onnx.checker.check_model(model, full_check=True)
@@ -60,6 +61,44 @@ def static_resize_sizes(model: onnx.ModelProto, batch: int, size: int) -> None:
         node.input[2] = ""
         node.input[3] = name
     remove_dead_nodes(model)
+
+
+def fold_constants(model: onnx.ModelProto, max_elements: int = 1 << 16) -> int:
+    """Evaluate every node whose inputs are all constants (small shape arithmetic torch's exporter leaves behind,
+    e.g. the ``ConstantOfShape → Pad`` of an asymmetric pad) and store its outputs as initializers, so operands
+    TensorRT needs constant are plain initializers. Returns the number of nodes folded."""
+    from onnx.reference import ReferenceEvaluator
+
+    g = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    folded = 0
+    for node in list(g.node):
+        if node.op_type == "Constant":
+            value = ReferenceEvaluator(helper.make_model(helper.make_graph(
+                [node], "c", [], [helper.make_tensor_value_info(node.output[0], onnx.TensorProto.UNDEFINED, None)]),
+                opset_imports=model.opset_import)).run(None, {})[0]
+        elif node.input and all(i == "" or i in consts for i in node.input) and node.op_type not in ("QuantizeLinear",
+                                                                                              "DequantizeLinear"):
+            if any(consts[i].size > max_elements for i in node.input if i):
+                continue
+            inputs = [i for i in node.input if i]
+            graph = helper.make_graph([node], "f", [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(
+                consts[i].dtype), consts[i].shape) for i in inputs],
+                [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output])
+            results = ReferenceEvaluator(helper.make_model(graph, opset_imports=model.opset_import)).run(
+                None, {i: consts[i] for i in inputs})
+            value = results[0] if len(node.output) == 1 else None
+            if value is None:
+                continue
+        else:
+            continue
+        value = np.asarray(value)
+        consts[node.output[0]] = value
+        g.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        g.node.remove(node)
+        folded += 1
+    remove_dead_nodes(model)
+    return folded
 
 
 def remove_dead_nodes(model: onnx.ModelProto) -> None:
