@@ -27,6 +27,9 @@ OUTPUT_NAMES = ("anomaly_map", "score")
 METADATA_KEY = "edge_stpm"
 MANIFEST = "manifest.json"
 ENGINE_MAGIC = b"ESTPMENG"
+# the device frame path (``framepath.FramePipeline``): camera frame in, overlay out, one graph per frame size
+FRAME_INPUTS = ("frame", "index_scale")
+FRAME_OUTPUTS = ("anomaly_map", "score", "overlay")
 BUNDLE_FORMAT = "edge-stpm-bundle"
 
 
@@ -45,6 +48,33 @@ def onnx_path(folder: Path, precision: str) -> Path:
 
 def engine_path(folder: Path, precision: str) -> Path:
     return Path(folder) / f"model_{precision}.engine"
+
+
+def parse_frame_size(text: str) -> tuple[int, int]:
+    """'640x480' → (640, 480) (width, height)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"frame size {text!r} is not WIDTHxHEIGHT, e.g. 640x480") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise UserError(f"frame size {text!r} out of range (16 to 8192 pixels a side)")
+    return w, h
+
+
+def frame_onnx_path(folder: Path, precision: str, width: int, height: int) -> Path:
+    return Path(folder) / f"frame_{width}x{height}_{precision}.onnx"
+
+
+def frame_metadata(md: dict[str, Any], width: int, height: int) -> dict[str, Any]:
+    """A model graph's metadata turned into its frame graph's: batch 1, the frame's size, the frame I/O."""
+    return md | {
+        "kind": "frame", "batch": 1, "frame": {"width": int(width), "height": int(height)},
+        "input": {"name": FRAME_INPUTS[0], "dtype": "uint8", "layout": "NHWC", "colour": "BGR",
+                  "shape": [1, int(height), int(width), 3]},
+        "inputs": {FRAME_INPUTS[1]: "float32 (1,): 255 / (2 · pixel threshold), see overlay.index_scale"},
+        "outputs": {"anomaly_map": "float32 (1,1,S,S) at model resolution", "score": "float32 (1,)",
+                    "overlay": "uint8 BGR (1,H,W,3): colour near/above the pixel threshold, blended"},
+    }
 
 
 def sidecar(path: Path) -> Path:

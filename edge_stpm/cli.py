@@ -165,11 +165,12 @@ def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (m
            data: Optional[Path] = typer.Option(None, help="MVTec test split: report each graph's AUROC beside FP32's."),
            int8_float_stages: str = typer.Option("0", help="Pyramid stages (0,1,2) whose convolutions stay float in the INT8 graph; '' quantizes all."),
            force: bool = typer.Option(False, help="Write FP16/INT8 graphs even when they miss their precision gate."),
+           frame_size: Optional[str] = typer.Option(None, help="Camera frame sizes WxH (comma list, e.g. 640x480,1920x1080): also write device frame-path graphs (frame in, overlay out; FP32/FP16) that run and the camera loop uses for frames of that size."),
            threads: Optional[int] = typer.Option(None, help="CPU threads for the PyTorch reference and ONNX Runtime checks."),
            quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Export the inspection pipeline to ONNX (opset 17, static shapes), each graph checked against PyTorch."""
     need_train("export")
-    from .artifacts import parse_precisions
+    from .artifacts import parse_frame_size, parse_precisions
     from .export.exporter import export as run_export
 
     from .devices import set_threads
@@ -180,8 +181,9 @@ def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (m
     stages = tuple(_ints(int8_float_stages, "--int8-float-stages", minimum=0)) if int8_float_stages.strip() else ()
     if any(s > 2 for s in stages):
         raise UserError("--int8-float-stages takes stage numbers 0, 1 and 2")
+    sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()] if frame_size else []
     r = run_export(checkpoint, precs, folder, batch, calib, calib_count, calib_method, calib_root, data, quiet=quiet,
-                   float_stages=stages, force=force)
+                   float_stages=stages, force=force, frame_sizes=sizes)
     t = Table(title=f"export: {folder}")
     for c in ("graph", "MB", "map rel. L2 vs PyTorch", "score max rel. err", "image AUROC", "pixel AUROC", "AUPRO"):
         t.add_column(c)
@@ -192,6 +194,10 @@ def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (m
                   f"{g['parity_vs_pytorch']['score_max_rel_err']:.2e}", f(te.get("image_auroc")),
                   f(te.get("pixel_auroc")), f(te.get("aupro")))
     out.print(t)
+    for name, g in r.get("frame_graphs", {}).items():
+        pv = g["parity_vs_host_path"]
+        out.print(f"{name}: map rel. L2 vs host path {pv['map_rel_l2']:.2e}, score error {pv['score_err_max']:.2e} "
+                  "of the threshold")
     out.print(f"graphs and metadata in {folder}/ (export.json)")
 
 
@@ -261,7 +267,8 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         summary_json: Optional[Path] = typer.Option(None, help="Write the run summary here."),
         http: Optional[str] = typer.Option(None, help="Serve a live view, status.json and Prometheus /metrics at HOST:PORT (e.g. 127.0.0.1:8080)."),
         http_token: Optional[str] = typer.Option(None, help="Token every HTTP endpoint requires (?token= or Authorization: Bearer); needed for a non-loopback --http."),
-        http_fps: float = typer.Option(15.0, help="Most frames per second encoded for HTTP viewers (only while someone watches).")) -> None:
+        http_fps: float = typer.Option(15.0, help="Most frames per second encoded for HTTP viewers (only while someone watches)."),
+        frame_path: bool = typer.Option(True, "--device-path/--host-path", help="Fit, map back, colour and blend where the model runs (a bundle's frame graph for the camera's size, or the PyTorch model) when there is one; --host-path always does them on the host with OpenCV.")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     import dataclasses
 
@@ -279,7 +286,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     bind = parse_bind(http) if http else None
     srcs: list = []
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
-    insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True)
+    insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True, frame_path=frame_path)
     try:
         if bind is not None:
             b = insp.backend
@@ -310,13 +317,15 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
               f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}, "
               f"overlay/output {s.ms.get('display', 0):.1f}); ended: {s.end_reason}" +
               (f"; recording {s.record}" if s.record else ""))
+    out.print(f"frame path: {insp.path_note}", highlight=False, markup=False)
     if len(s.sources) > 1:
         for x in s.sources:
             out.print(f"  [{x['source']}] {x['spec']}: {x['frames']} frames, {x['ng_frames']} NG, {x['dropped']} dropped, "
                       f"{x['reconnects']} reconnects; ended: {x['end_reason']}" + (f"; recording {x['record']}" if x["record"] else ""),
                       highlight=False, markup=False)
     if summary_json:
-        write_json(summary_json, dataclasses.asdict(s) | {"backend": insp.backend.describe()})
+        write_json(summary_json, dataclasses.asdict(s) | {"backend": insp.backend.describe(),
+                                                          "frame_path": insp.path_note})
 
 
 @app.command()

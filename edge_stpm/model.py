@@ -93,8 +93,11 @@ class Preprocess(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Cast first: TensorRT refuses any uint8 tensor that is not a network input or output, so the
         # uint8 input's first consumer must be the Cast (ONNX: Cast → Transpose → Slice → Mul → Add).
-        x = x.float().permute(0, 3, 1, 2).flip(1)
-        return x * self.scale + self.shift
+        return self.normalise(x.float().permute(0, 3, 1, 2))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Float BGR NCHW in [0, 255] → normalised RGB NCHW."""
+        return x.flip(1) * self.scale + self.shift
 
 
 class STPM(nn.Module):
@@ -142,7 +145,11 @@ class InspectionPipeline(nn.Module):
         self.trunk_dtype = trunk_dtype
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.preprocess(x).to(self.trunk_dtype)
+        return self.from_normalised(self.preprocess(x))
+
+    def from_normalised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised float ``(B, 3, S, S)`` → (map, score)."""
+        x = x.to(self.trunk_dtype)
         return head(self.teacher(x), self.student(x), self.image_size, self.smooth)
 
 

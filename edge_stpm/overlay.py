@@ -49,9 +49,14 @@ def _alpha_u8(alpha: float) -> np.ndarray:
     return _ALPHA_U8[alpha]
 
 
+def index_scale(pixel_threshold: float) -> float:
+    """Factor from map value to table bin: 255 / (TOP · pixel threshold)."""
+    return 255.0 / (TOP * float(pixel_threshold))
+
+
 def map_index(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
-    """uint8 bin index of a float map ``(H, W)``: round(map / threshold / TOP · 255), saturated."""
-    return cv2.convertScaleAbs(np.asarray(amap, np.float32), alpha=255.0 / (TOP * float(pixel_threshold)))
+    """uint8 bin index of a float map ``(H, W)``: round(map · ``index_scale``), saturated."""
+    return cv2.convertScaleAbs(np.asarray(amap, np.float32), alpha=index_scale(pixel_threshold))
 
 
 def region_mask(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:

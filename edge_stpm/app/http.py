@@ -139,7 +139,7 @@ class LiveView:
 
     # --- loop side -------------------------------------------------------------------------------------------
 
-    def publish(self, index: int, overlay: np.ndarray, ng: bool, normalised_score: float, threshold: float,
+    def publish(self, index: int, overlay: np.ndarray | None, ng: bool, normalised_score: float, threshold: float,
                 fps: float, ms: dict[str, float], dropped: int, reconnects: int, source: int = 0) -> None:
         """Called once per frame by the loop: never blocks on viewers (a reference swap and counters)."""
         label = str(source)
@@ -154,7 +154,8 @@ class LiveView:
         if ng:
             self.m_ng.labels(label).inc()
         with self._lock:
-            self._latest[source] = (index, overlay)
+            if overlay is not None:  # None: nobody watches this frame (the loop did not draw it)
+                self._latest[source] = (index, overlay)
             st = self._status
             one = st["sources"][source]
             one.update(verdict="NG" if ng else "OK", normalised_score=float(normalised_score), fps=float(fps),

@@ -298,7 +298,11 @@ def run(inspector: Inspector, sources: Source | list[Source], opts: RunOptions, 
                 c.fps_ema = 1.0 / dt_total if c.fps_ema == 0 else 0.9 * c.fps_ema + 0.1 / max(dt_total, 1e-6)
                 text = [f"{c.fps_ema:.1f} fps  infer {infer_ms:.1f} ms" + (f"  [{c.index}]" if n > 1 else ""),
                         f"read {frame.read_ms:.1f} ms  show {times['display'][-1] if times['display'] else 0:.1f} ms"]
-                shown = res.overlay(img, opts.alpha, text) if show_overlay else img.copy()
+                # the overlay is finished (contours on NG, bar, banner) only where someone or something looks:
+                # a window, a recording, HTTP viewers, an NG event
+                looked_at = (not opts.headless or c.recorder is not None or res.ng
+                             or (opts.http is not None and opts.http.viewers > 0))
+                shown = (res.overlay(img, opts.alpha, text) if show_overlay else img.copy()) if looked_at else None
                 if res.ng:
                     c.ng_frames += 1
                     c.ng_indices.append(frame.index)

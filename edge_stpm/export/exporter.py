@@ -62,6 +62,53 @@ def _keep_bundle_consistent(out: Path, committed: list[str]) -> None:
         write_manifest(out)
 
 
+def _frame_graphs(pipe: Any, meta: dict[str, Any], sha: str, precisions: list[str], sizes: Any, out: Path,
+                  parity_paths: list[Path], committed: list[str], force: bool) -> dict[str, Any]:
+    """Frame graphs per (size, precision), each checked on the parity images resized to the frame against the
+    PyTorch FP32 host path (fit on the host, then the model): the same bounds as the model graphs."""
+    import cv2
+
+    from ..artifacts import frame_metadata, frame_onnx_path
+    from ..data import fit_image, read_image
+    from ..runtime.onnx import OnnxFrameRunner
+    from .onnx import export_frame_onnx
+
+    raw = [read_image(p) for p in parity_paths]
+    entries: dict[str, Any] = {}
+    for w, h in sizes:
+        frames = [cv2.resize(r, (w, h), interpolation=cv2.INTER_AREA) for r in raw]
+        with torch.no_grad():
+            ref_maps, ref_scores = (t.numpy() for t in pipe(torch.from_numpy(np.stack(
+                [fit_image(f, meta["image_size"], meta["fit"]) for f in frames]))))
+        for prec in precisions:
+            final = frame_onnx_path(out, prec, w, h)
+            path = final.with_name(f".{final.stem}.candidate.onnx")
+            md = frame_metadata(graph_metadata(meta, prec, 1, sha), w, h)
+            t0 = time.perf_counter()
+            export_frame_onnx(pipe, prec, (h, w), meta["fit"], path, md)
+            runner = OnnxFrameRunner(path, allow_gpu=False)
+            got = [runner.run(f, 1.0) for f in frames]
+            maps, scores = np.stack([g[0] for g in got]), np.array([g[1] for g in got])
+            score_thr = np.abs(scores - ref_scores) / float(meta["thresholds"]["image"])
+            parity = {"images": len(frames), "map_rel_l2": rel_l2(maps, ref_maps[:, 0]),
+                      "score_err_median": float(np.median(score_thr)), "score_err_max": float(np.max(score_thr))}
+            failures = ([f"map_rel_l2 {parity['map_rel_l2']:.3g} > {FP32_MAX_REL_L2:g}"]
+                        if prec == "fp32" and not parity["map_rel_l2"] <= FP32_MAX_REL_L2
+                        else gate_failures(prec, parity | {"score_max_rel_err": 0.0}, None, None))
+            if failures and not force:
+                path.unlink(missing_ok=True)
+                _keep_bundle_consistent(out, committed)
+                raise UserError(f"the {prec.upper()} frame graph {final.name} disagrees with the host path: "
+                                + "; ".join(failures) + " (--force writes it anyway)")
+            os.replace(path, final)
+            committed.append(final.name)
+            entry = {"path": str(final), "bytes": final.stat().st_size, "parity_vs_host_path": parity,
+                     "seconds": time.perf_counter() - t0, "gate_failures_forced": failures}
+            write_json(sidecar(final), md | {"export": entry})
+            entries[final.stem] = entry
+    return entries
+
+
 def calibration_paths(meta: dict[str, Any], calib: Path | None) -> tuple[list[Path], str]:
     if calib is not None:
         return good_images(calib), str(calib)
@@ -74,11 +121,13 @@ def calibration_paths(meta: dict[str, Any], calib: Path | None) -> tuple[list[Pa
 def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: Path | None = None,
            calib_count: int = 300, calib_method: str = "minmax", calib_root: Path = Path("calibration"),
            data: Path | None = None, parity_count: int = 16, seed: int = 0, quiet: bool = False,
-           float_stages: tuple[int, ...] = DEFAULT_FLOAT_STAGES, force: bool = False) -> dict[str, Any]:
+           float_stages: tuple[int, ...] = DEFAULT_FLOAT_STAGES, force: bool = False,
+           frame_sizes: list[tuple[int, int]] | tuple[()] = ()) -> dict[str, Any]:
     """Export the requested graphs into ``out`` (FP32 always, as the reference); returns the export report.
 
     FP16 and INT8 graphs must pass their precision gate (``GATES``; with ``data`` also ≤ 1 AUROC point below FP32)
-    or they are removed again and the export fails, saying by how much — unless ``force``.
+    or they are removed again and the export fails, saying by how much — unless ``force``. ``frame_sizes``
+    (width, height): also the device frame-path graphs (``framepath``) for those camera sizes, FP32/FP16 only.
     """
     if batch < 1:
         raise UserError("--batch must be at least 1")
@@ -184,6 +233,9 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
         write_json(sidecar(final), md | {"export": entry})
         report["graphs"][prec] = entry
     report["graphs"] = {p: report["graphs"][p] for p in order if p in precisions or p == "fp32"}
+    if frame_sizes:
+        report["frame_graphs"] = _frame_graphs(pipe, meta, sha, [p for p in order if p != "int8"], frame_sizes, out,
+                                               parity_paths, committed, force)
     write_json(out / "export.json", report)
     write_bundle_readme(out, graph_metadata(meta, "fp32", batch, sha), list(report["graphs"]))
     write_manifest(out, {"backbone": meta["backbone"], "image_size": size, "fit": fit, "batch": batch,

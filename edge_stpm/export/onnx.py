@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..files import atomic_path
 from ..model import InspectionPipeline
 from .trt_rules import require_trt_ready
-from ..artifacts import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
+from ..artifacts import FRAME_INPUTS, FRAME_OUTPUTS, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 
 OPSET = 17
 
@@ -32,35 +32,38 @@ def pipeline_for(pipe: InspectionPipeline, precision: str) -> InspectionPipeline
 
 
 def export_onnx(pipe: InspectionPipeline, precision: str, batch: int, path: Path, metadata: dict[str, Any]) -> Path:
-    """Trace ``pipe`` to ONNX opset 17 with static shapes, fix Resize sizes to constants, check, write atomically."""
-    p = pipeline_for(pipe, "fp16" if precision == "fp16" else "fp32")
+    """The inspection pipeline (``batch`` model-size images) as a TensorRT-ready ONNX graph."""
     dummy = torch.zeros((batch, pipe.image_size, pipe.image_size, 3), dtype=torch.uint8)
+    return _trace(pipeline_for(pipe, "fp16" if precision == "fp16" else "fp32"), (dummy,), [INPUT_NAME],
+                  list(OUTPUT_NAMES), path, metadata, f"the {precision.upper()} graph {Path(path).name}")
+
+
+def export_frame_onnx(pipe: InspectionPipeline, precision: str, frame_hw: tuple[int, int], fit: str, path: Path,
+                      metadata: dict[str, Any]) -> Path:
+    """The device frame path (``framepath.FramePipeline``) for one camera frame size as an ONNX graph."""
+    from ..framepath import FramePipeline
+
+    module = FramePipeline(pipeline_for(pipe, precision), frame_hw, fit).eval()
+    dummies = (torch.zeros((1, *frame_hw, 3), dtype=torch.uint8), torch.ones(1))
+    return _trace(module, dummies, list(FRAME_INPUTS), list(FRAME_OUTPUTS), path, metadata,
+                  f"the {precision.upper()} frame graph {Path(path).name}")
+
+
+def _trace(module: torch.nn.Module, dummies: tuple[torch.Tensor, ...], inputs: list[str], outputs: list[str],
+           path: Path, metadata: dict[str, Any], what: str) -> Path:
+    """Trace to ONNX opset 17 with static shapes, fold shape arithmetic to constants, check, write atomically."""
     with atomic_path(Path(path)) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(p, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            torch.onnx.export(module, dummies, str(tmp), input_names=inputs, output_names=outputs,
                               opset_version=OPSET, dynamo=False, do_constant_folding=True)
         model = onnx.load(str(tmp))
-        fold_constants(model)
-        static_resize_sizes(model, batch, pipe.image_size)
+        fold_constants(model)  # static shapes: Resize sizes and pads become initializers
         set_metadata(model, metadata)
         onnx.checker.check_model(model, full_check=True)
-        require_trt_ready(model, f"the {precision.upper()} graph {Path(path).name}")
+        require_trt_ready(model, what)
         onnx.save(model, str(tmp))
     return Path(path)
-
-
-def static_resize_sizes(model: onnx.ModelProto, batch: int, size: int) -> None:
-    """Replace every Resize's shape-derived ``sizes`` input by a constant ``[B, 1, S, S]`` and drop dead nodes."""
-    g = model.graph
-    for i, node in enumerate(n for n in g.node if n.op_type == "Resize"):
-        name = f"resize_sizes_{i}"
-        g.initializer.append(numpy_helper.from_array(np.array([batch, 1, size, size], np.int64), name))
-        while len(node.input) < 4:
-            node.input.append("")
-        node.input[2] = ""
-        node.input[3] = name
-    remove_dead_nodes(model)
 
 
 def fold_constants(model: onnx.ModelProto, max_elements: int = 1 << 16) -> int:
@@ -71,9 +74,17 @@ def fold_constants(model: onnx.ModelProto, max_elements: int = 1 << 16) -> int:
 
     g = model.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {}
+    for v in list(inferred.graph.value_info) + list(inferred.graph.input):
+        dims = v.type.tensor_type.shape.dim
+        if v.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            shapes[v.name] = [d.dim_value for d in dims]
     folded = 0
     for node in list(g.node):
-        if node.op_type == "Constant":
+        if node.op_type == "Shape" and node.input[0] in shapes and not node.attribute:
+            value = np.array(shapes[node.input[0]], np.int64)
+        elif node.op_type == "Constant":
             value = ReferenceEvaluator(helper.make_model(helper.make_graph(
                 [node], "c", [], [helper.make_tensor_value_info(node.output[0], onnx.TensorProto.UNDEFINED, None)]),
                 opset_imports=model.opset_import)).run(None, {})[0]

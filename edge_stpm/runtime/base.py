@@ -7,6 +7,23 @@ from typing import Any
 import numpy as np
 
 
+class FrameRunner(ABC):
+    """The device frame path for one camera frame size (``framepath.FramePipeline`` as the backend runs it): one
+    uint8 frame in, the model-resolution map, the score and the colour-blended overlay out."""
+
+    name: str = "frame path"
+    width: int
+    height: int
+
+    @abstractmethod
+    def run(self, frame: np.ndarray, index_scale: float) -> tuple[np.ndarray, float, np.ndarray]:
+        """uint8 BGR ``(H, W, 3)`` and ``overlay.index_scale(pixel threshold)`` → (float32 map ``(S, S)``, score,
+        uint8 BGR overlay ``(H, W, 3)``)."""
+
+    def close(self) -> None:
+        """Release device resources (no-op where there are none)."""
+
+
 class Backend(ABC):
     """Loads one model file and turns uint8 BGR batches ``(B, S, S, 3)`` into maps ``(B, S, S)`` and scores ``(B,)``.
 
@@ -40,6 +57,11 @@ class Backend(ABC):
             maps.append(m[:n])
             scores.append(s[:n])
         return np.concatenate(maps), np.concatenate(scores)
+
+    def frame_runner(self, height: int, width: int) -> FrameRunner | None:
+        """The device frame path for frames of this size, or None where this backend has none (the caller then
+        fits and colours on the host)."""
+        return None
 
     def describe(self) -> str:
         return f"{self.name} {self.precision} on {self.device} (batch {self.batch or 'any'}, {self.image_size}²)"

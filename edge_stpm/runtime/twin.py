@@ -60,7 +60,10 @@ class TwinPipeline(nn.Module):
         self.trunk_dtype = pipe.trunk_dtype
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.twin(self.preprocess(x).to(self.trunk_dtype))
+        return self.from_normalised(self.preprocess(x))
+
+    def from_normalised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.twin(x.to(self.trunk_dtype))
         t = [f[:, :c] for f, c in zip(feats, self.channels)]
         s = [f[:, c:] for f, c in zip(feats, self.channels)]
         return head(t, s, self.image_size, self.smooth)
