@@ -17,12 +17,12 @@ import numpy as np
 from .artifacts import engine_path, onnx_path, read_onnx_metadata
 from .data import fit_image
 from .errors import UserError
-from .overlay import inspection_overlay
 from .files import write_json, write_text
 from .progress import bar
 from .runtime.base import Backend
 
 FRAME_SHAPE = (480, 640, 3)
+FRAME_SIZES = ((640, 480), (1920, 1080))  # (width, height) for the host-path vs device-path comparison
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Row:
     speedup: float | None = None
     image_auroc: float | None = None
     baseline: bool = False
+    frames: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -112,15 +113,50 @@ def time_cuda_graph(b: Any, iters: int, warmup: int) -> list[float]:
     return out
 
 
-def end_to_end(b: Backend, frames: np.ndarray, size: int, fit: str, thr: dict[str, float]) -> Callable[[], None]:
-    """One step of the camera loop on a batch of host frames: resize, infer (copies included), normalise, overlay."""
+def camera_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A deterministic smooth uint8 BGR test frame (blurred noise: a part-like surface, not white noise, so the
+    overlay colours about as much as on a real good part)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), dtype=np.uint8)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def end_to_end(insp: Any, frames: list[np.ndarray]) -> Callable[[], None]:
+    """One step of the camera loop on host frames: inspect (host path: fit on the host, infer, map back; device
+    path: the frame graph) and the finished overlay (contours on NG, colour bar, banner), per frame."""
     def step() -> None:
-        batch = np.stack([fit_image(f, size, fit) for f in frames])
-        maps, scores = b.infer(batch)
-        for f, m, s in zip(frames, maps, scores):
-            norm = float(s) / thr["image"]
-            inspection_overlay(f, cv2.resize(m, (f.shape[1], f.shape[0])), thr["pixel"], norm >= 1, norm, thr["image"])
+        for f, r in zip(frames, insp.inspect_batch(frames)):
+            r.overlay(f, text=("0.0 fps",))
     return step
+
+
+def frame_paths(b: Backend, sizes: Any, iters: int, warmup: int) -> dict[str, dict[str, Any]]:
+    """Per frame size: end-to-end ms on the host path and on the device path (where the backend has one for that
+    size), and the device path's frame graph alone (host frame in, map/score/overlay back on the host)."""
+    from .inspector import Inspector
+    from .overlay import index_scale
+
+    out: dict[str, dict[str, Any]] = {}
+    for w, h in sizes:
+        frame = [camera_frame(w, h)]
+        n = max(10, iters // 2)
+        host = Inspector(b, frame_path="host")
+        entry: dict[str, Any] = {"host_e2e_ms": statistics.median(time_host(end_to_end(host, frame), n, 3))}
+        dev = Inspector(b, frame_path="device")
+        runner = dev.runner(frame[0])
+        if runner is None:
+            entry["device"] = "no frame path for this size"
+        else:
+            scale = index_scale(dev.pixel_threshold)
+            entry["device_graph_ms"] = statistics.median(time_host(lambda: runner.run(frame[0], scale), n, 3))
+            entry["device_e2e_ms"] = statistics.median(time_host(end_to_end(dev, frame), n, 3))
+            entry["device"] = runner.name
+            runner.close()
+        entry["host_e2e_fps"] = 1e3 / entry["host_e2e_ms"]
+        if "device_e2e_ms" in entry:
+            entry["device_e2e_fps"] = 1e3 / entry["device_e2e_ms"]
+        out[f"{w}x{h}"] = entry
+    return out
 
 
 def model_info(model: Path) -> tuple[str, dict[str, Any], Path]:
@@ -151,7 +187,8 @@ def model_info(model: Path) -> tuple[str, dict[str, Any], Path]:
 
 def bench(model: Path, backends: list[str], precisions: list[str], batches: list[int], iters: int = 50,
           warmup: int = 10, engine: Path | None = None, data: Path | None = None, work: Path = Path("engines/bench"),
-          threads: int | None = None, quiet: bool = False) -> dict[str, Any]:
+          threads: int | None = None, quiet: bool = False,
+          frame_sizes: Any = FRAME_SIZES) -> dict[str, Any]:
     """Run every row and return {'machine', 'model', 'rows'}; rows that cannot run say why.
 
     A checkpoint: the PyTorch eager FP32 baseline, PyTorch rows and ONNX Runtime rows (graphs exported into
@@ -167,7 +204,6 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
 
         set_threads(threads)
         cuda = torch.cuda.is_available()
-    rng = np.random.default_rng(0)
     test = _test_set(data, size, fit) if data else None
     load_before, t_start = os.getloadavg(), time.perf_counter()
     plan: list[tuple[str, str, int]] = []
@@ -184,10 +220,10 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
             progress.update(task, info=f"{be} {prec} b{bsz}")
             base_name = "pytorch-eager" if mode == "checkpoint" else "onnxruntime"
             row = Row(be if be != "baseline" else base_name, prec, bsz, baseline=be == "baseline")
-            frames = rng.integers(0, 256, (bsz, *FRAME_SHAPE), dtype=np.uint8)
+            frames = [camera_frame(FRAME_SHAPE[1], FRAME_SHAPE[0], seed) for seed in range(bsz)]
             try:
                 if mode == "checkpoint":
-                    b = _open(be, prec, bsz, Path(model), engine, work, cuda, threads)
+                    b = _open(be, prec, bsz, Path(model), engine, work, cuda, threads, frame_sizes)
                 else:
                     b = _open_artefact(be, prec, bsz, Path(model), folder, meta, engine, threads)
             except _Unavailable as exc:
@@ -196,7 +232,7 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
                 row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
             else:
                 try:
-                    _measure(row, b, frames, size, fit, thr, iters, warmup, test)
+                    _measure(row, b, frames, size, fit, iters, warmup, test, frame_sizes if bsz == 1 else ())
                 except Exception as exc:  # noqa: BLE001 - reported in the table
                     row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
                 finally:
@@ -209,7 +245,7 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
             r.speedup = r.images_per_s / base.images_per_s
     return {"machine": machine(), "model": str(model), "backbone": meta["backbone"], "image_size": size,
             "baseline": "PyTorch eager FP32" if mode == "checkpoint" else "ONNX Runtime FP32",
-            "frame_shape": list(FRAME_SHAPE), "iters": iters, "warmup": warmup,
+            "frame_shape": list(FRAME_SHAPE), "frame_sizes": [list(x) for x in frame_sizes], "iters": iters, "warmup": warmup,
             "load": load_report(load_before, time.perf_counter() - t_start),
             "rows": [asdict(r) | {"label": r.label} for r in rows]}
 
@@ -252,7 +288,7 @@ def _open_artefact(be: str, prec: str, bsz: int, model: Path, folder: Path, meta
 
 
 def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: Path, cuda: bool,
-          threads: int | None) -> Backend:
+          threads: int | None, frame_sizes: Any = ()) -> Backend:
     from . import checkpoint
 
     if be == "baseline":
@@ -272,11 +308,14 @@ def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: P
         from .export.exporter import export
         from .runtime.onnx import OnnxBackend
 
+        from .artifacts import frame_onnx_path
+
         folder = Path(work) / f"{checkpoint.file_sha256(ckpt)[:12]}_b{bsz}"
         path = onnx_path(folder, prec)
-        if not path.is_file():
+        sizes = list(frame_sizes) if bsz == 1 and prec != "int8" else []
+        if not path.is_file() or not all(frame_onnx_path(folder, prec, w, h).is_file() for w, h in sizes):
             export(ckpt, [prec], folder, batch=bsz, calib_root=Path(work) / "calibration", quiet=True,
-                   force=True)  # speed rows: a graph that misses its accuracy gate is still timed
+                   force=True, frame_sizes=sizes)  # speed rows: a graph that misses its accuracy gate is still timed
         return OnnxBackend(path, threads=threads)
     if be == "tensorrt":
         from .runtime.tensorrt import TensorRTBackend, runnable
@@ -294,8 +333,10 @@ def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: P
     raise UserError(f"unknown backend {be!r}; choose from onnxruntime, pytorch, tensorrt")
 
 
-def _measure(row: Row, b: Backend, frames: np.ndarray, size: int, fit: str, thr: dict[str, float], iters: int,
-             warmup: int, test: tuple[np.ndarray, np.ndarray] | None) -> None:
+def _measure(row: Row, b: Backend, frames: list[np.ndarray], size: int, fit: str, iters: int, warmup: int,
+             test: tuple[np.ndarray, np.ndarray] | None, frame_sizes: Any) -> None:
+    from .inspector import Inspector
+
     row.device = b.device
     batch = np.stack([fit_image(f, size, fit) for f in frames])
     host = time_host(lambda: b.infer(batch), iters, warmup)
@@ -303,9 +344,10 @@ def _measure(row: Row, b: Backend, frames: np.ndarray, size: int, fit: str, thr:
     graph = getattr(b, "graph", None)
     row.model_ms = percentiles(time_cuda_graph(b, iters, warmup)) if graph is not None else dict(row.host_ms)
     row.images_per_s = row.batch * 1e3 / statistics.mean(host)
-    e2e = time_host(end_to_end(b, frames, size, fit, thr), max(10, iters // 2), 3)
+    e2e = time_host(end_to_end(Inspector(b, frame_path="host"), frames), max(10, iters // 2), 3)
     row.e2e_ms_per_frame = statistics.median(e2e) / row.batch
     row.e2e_fps = 1e3 / row.e2e_ms_per_frame
+    row.frames = frame_paths(b, frame_sizes, iters, warmup)
     if test is not None:
         from .metrics import image_auroc
 
@@ -339,6 +381,24 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                _f(r["model_ms"].get("p50"), ".2f"), _f(r["images_per_s"], ".1f"), _f(r["e2e_ms_per_frame"], ".2f"),
                _f(r["e2e_fps"], ".1f"), "base" if r["baseline"] else _f(r["speedup"], ".2f") + ("×" if r["speedup"] else "")]
         out.append(row + ([_f(r["image_auroc"], ".4f")] if auroc else []))
+    return out
+
+
+FRAME_COLUMNS = ["backend", "prec", "frame", "model ms", "host e2e ms", "host e2e fps", "device graph ms",
+                 "device e2e ms", "device e2e fps", "device e2e / model fps"]
+
+
+def frame_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Host path vs device frame path per row and frame size (batch-1 rows); model = the model graph alone."""
+    out = []
+    for r in result["rows"]:
+        for size, e in (r.get("frames") or {}).items() if r["status"] == "ok" else ():
+            model = r["model_ms"].get("p50")
+            dev = e.get("device_e2e_ms")
+            out.append([r["backend"] + (" (baseline)" if r["baseline"] else ""), r["precision"], size, _f(model),
+                        _f(e["host_e2e_ms"]), _f(e["host_e2e_fps"], ".1f"), _f(e.get("device_graph_ms")),
+                        _f(dev) if dev else e.get("device", ""), _f(e.get("device_e2e_fps"), ".1f"),
+                        _f(model / dev) if dev and model else ""])
     return out
 
 
@@ -404,7 +464,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"overlaid, per frame. Speed-up = model img/s over the {result.get('baseline', 'PyTorch eager FP32')} baseline "
             "at the same batch.", "",
             "| " + " | ".join(columns(result)) + " |", "|" + "---|" * len(columns(result))]
-    tail = [""] + [f"- {line}" for line in not_run(result)]
+    fr = frame_rows(result)
+    tail = ([""] + ["Frame path (batch 1): host = fit, map back and colour on the host (OpenCV), device = the frame "
+                    "graph does them where the model runs; e2e includes the finished overlay (bar, banner, contours "
+                    "on NG); model = the model graph alone at its input size.", "",
+                    "| " + " | ".join(FRAME_COLUMNS) + " |", "|" + "---|" * len(FRAME_COLUMNS)]
+            + ["| " + " | ".join(r) + " |" for r in fr] if fr else [])
+    tail += [""] + [f"- {line}" for line in not_run(result)]
     load = result.get("load")
     if load:
         tail += ["", f"Load average {load['loadavg_before'][0]:.2f} before, {load['loadavg_after'][0]:.2f} after "

@@ -268,7 +268,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         http: Optional[str] = typer.Option(None, help="Serve a live view, status.json and Prometheus /metrics at HOST:PORT (e.g. 127.0.0.1:8080)."),
         http_token: Optional[str] = typer.Option(None, help="Token every HTTP endpoint requires (?token= or Authorization: Bearer); needed for a non-loopback --http."),
         http_fps: float = typer.Option(15.0, help="Most frames per second encoded for HTTP viewers (only while someone watches)."),
-        frame_path: bool = typer.Option(True, "--device-path/--host-path", help="Fit, map back, colour and blend where the model runs (a bundle's frame graph for the camera's size, or the PyTorch model) when there is one; --host-path always does them on the host with OpenCV.")) -> None:
+        frame_path: str = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     import dataclasses
 
@@ -276,7 +276,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     from .app.loop import RunOptions, check_outputs, run as run_loop
     from .app.sources import open_source
     from .files import write_json
-    from .inspector import Inspector
+    from .inspector import FRAME_PATHS, Inspector
 
     specs = [str(c) for c in camera or []] + [str(x) for x in source or []]
     if not specs:
@@ -286,6 +286,8 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     bind = parse_bind(http) if http else None
     srcs: list = []
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
+    if frame_path not in FRAME_PATHS:
+        raise UserError(f"unknown --frame-path {frame_path!r}; choose one of {', '.join(FRAME_PATHS)}")
     insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True, frame_path=frame_path)
     try:
         if bind is not None:
@@ -377,11 +379,12 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
           warmup: int = typer.Option(10, help="Untimed warm-up runs per row."),
           threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
           work: Path = typer.Option(Path("engines/bench"), help="Where exported graphs for the rows are cached."),
+          frame_size: str = typer.Option("640x480,1920x1080", help="Camera frame sizes WxH for the host-path vs device-path comparison (batch-1 rows); '' skips it."),
           out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json, bench.md and bench.png (default bench_results/<host>_<time>/)."),
           quiet: bool = typer.Option(False, help="No progress bar.")) -> None:
     """FPS and latency (p50/p90/p99) per backend × precision × batch beside the PyTorch eager FP32 baseline."""
     from . import bench as b
-    from .artifacts import parse_precisions
+    from .artifacts import parse_frame_size, parse_precisions
 
     be = [x.strip() for x in backend.split(",") if x.strip()]
     bad = [x for x in be if x not in ("onnxruntime", "pytorch", "tensorrt")]
@@ -394,8 +397,9 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
     meta = b.model_info(model)[1]
     if size is not None and size != meta["image_size"]:
         raise UserError(f"--size {size} differs from the model's input size {meta['image_size']}: train at that size")
+    sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()]
     r = b.bench(model, be, parse_precisions(precision), _ints(batch, "--batch"), iters, warmup, engine, data,
-                work, threads, quiet)
+                work, threads, quiet, sizes)
     m = r["machine"]
     t = Table(title=f"edge-stpm bench: {r['backbone']} {r['image_size']}² on {m['gpu'] or m['cpu']} ({m['cores']} cores)",
               title_justify="left")
@@ -404,6 +408,15 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
     for row in b.table_rows(r):
         t.add_row(*row)
     out.print(t)
+    fr = b.frame_rows(r)
+    if fr:
+        ft = Table(title="frame path, batch 1: host (OpenCV fit/colour) vs device (frame graph); e2e incl. overlay",
+                   title_justify="left")
+        for c in b.FRAME_COLUMNS:
+            ft.add_column(c, justify="left" if c in ("backend", "prec", "frame") else "right")
+        for row in fr:
+            ft.add_row(*row)
+        out.print(ft)
     for line in b.not_run(r):
         out.print(f"  not run: {line}", highlight=False, markup=False)
     out.print(f"model = inference only (ms per batch); e2e = a {b.FRAME_SHAPE[1]}×{b.FRAME_SHAPE[0]} frame fitted, "

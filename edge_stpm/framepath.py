@@ -40,23 +40,33 @@ def area_taps(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class AreaResize(nn.Module):
-    """``cv2.resize(img, (w, h), INTER_AREA)`` of a uint8 image as graph ops (Gather of constant taps, Mul,
-    ReduceSum per axis, Round): float NCHW ``(1, C, H, W)`` → ``(1, C, h, w)`` holding the same integers."""
+    """``cv2.resize(img, (w, h), INTER_AREA)`` of a uint8 image as graph ops: per axis and tap a Gather of constant
+    indices times a constant weight, summed tap by tap (plain element-wise ops, fast everywhere), then Round: float
+    NHWC ``(1, H, W, 3)`` → ``(1, h, w, 3)`` holding the same integers. Columns first, then rows, taps in ascending
+    order — OpenCV's order, so sums of halves land on the same side of .5 as OpenCV's."""
 
     def __init__(self, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> None:
         super().__init__()
         (ih, wh), (iw, ww) = area_taps(src_hw[0], dst_hw[0]), area_taps(src_hw[1], dst_hw[1])
-        self.h, self.w, self.kh, self.kw = dst_hw[0], dst_hw[1], ih.shape[1], iw.shape[1]
-        self.register_buffer("idx_h", torch.from_numpy(ih.reshape(-1)), persistent=False)
-        self.register_buffer("w_h", torch.from_numpy(wh).view(1, 1, self.h, self.kh, 1), persistent=False)
-        self.register_buffer("idx_w", torch.from_numpy(iw.reshape(-1)), persistent=False)
-        self.register_buffer("w_w", torch.from_numpy(ww).view(1, 1, 1, self.w, self.kw), persistent=False)
+        self.kh, self.kw = ih.shape[1], iw.shape[1]
+        for k in range(self.kh):
+            self.register_buffer(f"idx_h{k}", torch.from_numpy(ih[:, k].copy()), persistent=False)
+            self.register_buffer(f"w_h{k}", torch.from_numpy(wh[:, k].reshape(1, -1, 1, 1).copy()), persistent=False)
+        for k in range(self.kw):
+            self.register_buffer(f"idx_w{k}", torch.from_numpy(iw[:, k].copy()), persistent=False)
+            # weights repeated over the 3 channels: a same-shape trailing block, so runtimes broadcast over rows fast
+            self.register_buffer(f"w_w{k}", torch.from_numpy(np.repeat(ww[:, k].reshape(1, 1, -1, 1), 3, axis=3)),
+                                 persistent=False)
+
+    def _axis(self, x: torch.Tensor, axis: int, name: str, taps: int) -> torch.Tensor:
+        out = None
+        for k in range(taps):
+            term = torch.index_select(x, axis, getattr(self, f"idx_{name}{k}")) * getattr(self, f"w_{name}{k}")
+            out = term if out is None else out + term
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c, h_in = x.shape[1], x.shape[2]
-        x = (torch.index_select(x, 3, self.idx_w).reshape(1, c, h_in, self.w, self.kw) * self.w_w).sum(4)
-        x = (torch.index_select(x, 2, self.idx_h).reshape(1, c, self.h, self.kh, self.w) * self.w_h).sum(3)
-        return torch.round(x)
+        return torch.round(self._axis(self._axis(x, 2, "w", self.kw), 1, "h", self.kh))
 
 
 def _reflect_index(n: int, before: int, after: int) -> torch.Tensor:
@@ -68,12 +78,12 @@ def _reflect_index(n: int, before: int, after: int) -> torch.Tensor:
     return torch.from_numpy(idx.astype(np.int32))
 
 
-def overlay_table(alpha: float = ov.ALPHA) -> torch.Tensor:
-    """``(256, 4)`` float32: BGR colour premultiplied by opacity, and the opacity — the host overlay's tables (its
-    opacity rounded to 1/255 as the host's uint8 table is)."""
+def overlay_tables(alpha: float = ov.ALPHA) -> tuple[torch.Tensor, torch.Tensor]:
+    """The host overlay's tables as ``(256, 3)`` BGR colour and ``(256, 3)`` opacity (repeated per channel, so the
+    blend is element-wise), float32; the opacity rounded to 1/255 as the host's uint8 table is."""
     a = np.round(ov.alpha_lut(alpha) * 255.0) / 255.0
-    c = ov.colour_lut().astype(np.float32)
-    return torch.from_numpy(np.concatenate([c * a[:, None], a[:, None]], axis=1).astype(np.float32))
+    return (torch.from_numpy(ov.colour_lut().astype(np.float32)),
+            torch.from_numpy(np.repeat(a.astype(np.float32).reshape(256, 1), 3, axis=1)))
 
 
 class FramePipeline(nn.Module):
@@ -89,7 +99,9 @@ class FramePipeline(nn.Module):
         self.size = s = int(pipe.image_size)
         h, w = self.h, self.w
         self.fit = "stretch" if h == w else fit
-        self.register_buffer("table", overlay_table(alpha), persistent=False)
+        colour, opacity = overlay_tables(alpha)
+        self.register_buffer("colour", colour, persistent=False)
+        self.register_buffer("opacity", opacity, persistent=False)
         if self.fit == "pad":
             scale = s / max(h, w)
             self.nh, self.nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -105,13 +117,13 @@ class FramePipeline(nn.Module):
             self.resize = AreaResize((h, w), (s, s))
 
     def fitted(self, x: torch.Tensor) -> torch.Tensor:
-        """Float BGR NCHW frame → float BGR NCHW ``(1, 3, S, S)``, as ``data.fit_image``."""
+        """Float BGR NHWC frame → float BGR NHWC ``(1, S, S, 3)``, as ``data.fit_image``."""
         if self.fit == "stretch":
             return self.resize(x)
         if self.fit == "crop":
-            return self.resize(x[:, :, self.y0 : self.y0 + self.side, self.x0 : self.x0 + self.side])
+            return self.resize(x[:, self.y0 : self.y0 + self.side, self.x0 : self.x0 + self.side])
         small = self.resize(x)
-        return torch.index_select(torch.index_select(small, 2, self.rows), 3, self.cols)
+        return torch.index_select(torch.index_select(small, 1, self.rows), 2, self.cols)
 
     def unfitted(self, amap: torch.Tensor) -> torch.Tensor:
         """Map ``(1, 1, S, S)`` → ``(1, 1, H, W)``, as ``data.unfit_map`` (bilinear, half-pixel)."""
@@ -126,10 +138,12 @@ class FramePipeline(nn.Module):
 
     def forward(self, frame: torch.Tensor, index_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f = frame.float()  # the uint8 input's only consumer: TensorRT allows uint8 at the I/O only
-        amap, score = self.pipe.from_normalised(self.pipe.preprocess.normalise(self.fitted(f.permute(0, 3, 1, 2))))
-        u = self.unfitted(amap)[:, 0] * index_scale  # (1, H, W): bins of the normalised map
+        x = self.fitted(f).permute(0, 3, 1, 2)
+        amap, score = self.pipe.from_normalised(self.pipe.preprocess.normalise(x))
+        u = self.unfitted(amap).reshape(-1) * index_scale  # (H·W,): bins of the normalised map
         idx = torch.clamp(torch.floor(u + 0.5), 0.0, 255.0).to(torch.int32)
-        lut = torch.index_select(self.table, 0, idx.reshape(-1)).reshape(1, self.h, self.w, 4)
-        blended = f * (1.0 - lut[..., 3:4]) + lut[..., :3]
-        out = torch.clamp(blended + 0.5, 0.0, 255.0).to(torch.uint8)
+        colour = torch.index_select(self.colour, 0, idx).reshape(1, self.h, self.w, 3)
+        opacity = torch.index_select(self.opacity, 0, idx).reshape(1, self.h, self.w, 3)
+        # f + a·(c − f) lies between f and c, so within [0, 255]: + 0.5 and truncation round it, no clamp needed
+        out = (f + opacity * (colour - f) + 0.5).to(torch.uint8)
         return amap, score, out

@@ -19,6 +19,8 @@ from .errors import UserError
 from .runtime.base import Backend, FrameRunner
 from .runtime.select import open_backend
 
+FRAME_PATHS = ("auto", "device", "host")
+
 
 @dataclass
 class InspectionResult:
@@ -65,7 +67,9 @@ class Inspector:
     """Frames in, verdicts out, over any backend. Thresholds come from the model's metadata; ``threshold`` scales
     them, normalised like every score shown (1.2 = 1.2 × the stored thresholds, image and pixel alike)."""
 
-    def __init__(self, backend: Backend, threshold: float | None = None, frame_path: bool = True) -> None:
+    def __init__(self, backend: Backend, threshold: float | None = None, frame_path: str = "auto") -> None:
+        if frame_path not in FRAME_PATHS:
+            raise UserError(f"unknown frame path {frame_path!r}; choose one of {', '.join(FRAME_PATHS)}")
         self.backend = backend
         self.frame_path = frame_path
         self.runners: dict[tuple[int, int], FrameRunner | None] = {}
@@ -83,7 +87,7 @@ class Inspector:
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", threshold: float | None = None,
              precision: str | None = None, threads: int | None = None, verbose: bool = False,
-             frame_path: bool = True) -> "Inspector":
+             frame_path: str = "auto") -> "Inspector":
         return cls(open_backend(Path(path), backend, precision, threads=threads, verbose=verbose), threshold,
                    frame_path)
 
@@ -97,8 +101,11 @@ class Inspector:
         return self.inspect_batch([frame])[0]
 
     def runner(self, frame: np.ndarray) -> FrameRunner | None:
-        """The backend's device frame path for this frame's size (looked up once per size), if any."""
-        if not self.frame_path or frame.ndim != 3 or frame.shape[2] != 3:
+        """The backend's device frame path for this frame's size (looked up once per size), if any and if wanted:
+        ``auto`` only where the model runs on an accelerator, ``device`` wherever there is one, ``host`` never."""
+        if self.frame_path == "host" or (self.frame_path == "auto" and not self.backend.accelerated):
+            return None
+        if frame.ndim != 3 or frame.shape[2] != 3:
             return None
         key = (int(frame.shape[0]), int(frame.shape[1]))
         if key not in self.runners:
@@ -132,8 +139,12 @@ class Inspector:
     @property
     def path_note(self) -> str:
         """Which frame path ran for each frame size seen so far."""
+        if self.frame_path == "host":
+            return "host path (--frame-path host)"
+        if self.frame_path == "auto" and not self.backend.accelerated:
+            return "host path (the model runs on the CPU, where OpenCV's fit and colour are cheaper; --frame-path device)"
         if not self.runners:
-            return "host path (fit and overlay on the host)" if not self.frame_path else "no frame yet"
+            return "no frame yet"
         return "; ".join(f"{w}x{h}: " + (f"device frame path ({r.name})" if r else "host path (no frame graph for "
                                          "this size)") for (h, w), r in self.runners.items())
 

@@ -54,8 +54,8 @@ def test_frame_graphs_written_checked_and_listed(frame_bundle: Path) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_device_path_matches_host_path(frame_bundle: Path, synth_dir: Path, size: tuple[int, int]) -> None:
     w, h = size
-    device = Inspector.load(frame_bundle, "onnxruntime", precision="fp32")
-    host = Inspector.load(frame_bundle, "onnxruntime", precision="fp32", frame_path=False)
+    device = Inspector.load(frame_bundle, "onnxruntime", precision="fp32", frame_path="device")
+    host = Inspector.load(frame_bundle, "onnxruntime", precision="fp32", frame_path="host")
     try:
         for frame in _frames(synth_dir, w, h):
             rd, rh = device.inspect(frame), host.inspect(frame)
@@ -95,10 +95,10 @@ def test_colour_follows_the_threshold(frame_bundle: Path, synth_dir: Path) -> No
     --threshold needs no re-export."""
     w, h = SIZES[0]
     frame = _frames(synth_dir, w, h)[-1]
-    low = Inspector.load(frame_bundle, "onnxruntime", precision="fp32")
+    low = Inspector.load(frame_bundle, "onnxruntime", precision="fp32", frame_path="device")
     r = low.inspect(frame)
     assert r.coloured is not None and (r.coloured != frame).any()
-    high = Inspector.load(frame_bundle, "onnxruntime", precision="fp32",
+    high = Inspector.load(frame_bundle, "onnxruntime", precision="fp32", frame_path="device",
                           threshold=4.0 * float(r.anomaly_map.max()) / low.pixel_threshold)
     try:
         assert np.array_equal(high.inspect(frame).coloured, frame)
@@ -108,10 +108,22 @@ def test_colour_follows_the_threshold(frame_bundle: Path, synth_dir: Path) -> No
 
 
 def test_other_sizes_fall_back_to_the_host_path(frame_bundle: Path, synth_dir: Path) -> None:
-    insp = Inspector.load(frame_bundle, "onnxruntime", precision="fp32")
+    insp = Inspector.load(frame_bundle, "onnxruntime", precision="fp32", frame_path="device")
     try:
         frame = _frames(synth_dir, 120, 90)[0]
         assert insp.inspect(frame).path == "host"
         assert "120x90: host path" in insp.path_note
+    finally:
+        insp.close()
+
+
+def test_auto_keeps_the_host_path_on_a_cpu(frame_bundle: Path, synth_dir: Path) -> None:
+    """On a CPU the frame graph's fit/colour ops cost more than OpenCV's (bench: benchmarks/results/frame_path),
+    so ``auto`` uses the device path only where the model runs on an accelerator."""
+    insp = Inspector.load(frame_bundle, "onnxruntime", precision="fp32")
+    try:
+        assert not insp.backend.accelerated
+        assert insp.inspect(_frames(synth_dir, *SIZES[0])[0]).path == "host"
+        assert "runs on the CPU" in insp.path_note
     finally:
         insp.close()

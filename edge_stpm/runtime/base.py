@@ -58,6 +58,12 @@ class Backend(ABC):
             scores.append(s[:n])
         return np.concatenate(maps), np.concatenate(scores)
 
+    @property
+    def accelerated(self) -> bool:
+        """Whether the model runs on an accelerator (GPU / DLA), where the frame path pays off; on a CPU, OpenCV's
+        fit and colour on the host are cheaper than the same work as graph ops."""
+        return False
+
     def frame_runner(self, height: int, width: int) -> FrameRunner | None:
         """The device frame path for frames of this size, or None where this backend has none (the caller then
         fits and colours on the host)."""

@@ -76,6 +76,10 @@ class OnnxBackend(Backend):
         self.batch = int(self.metadata["batch"])
         self.precision = self.metadata["precision"]
 
+    @property
+    def accelerated(self) -> bool:
+        return self.providers[0] != "CPUExecutionProvider"
+
     def frame_runner(self, height: int, width: int) -> FrameRunner | None:
         path = frame_onnx_path(self.path.parent, self.precision, width, height)
         return OnnxFrameRunner(path, self.threads, self.allow_gpu) if path.is_file() else None

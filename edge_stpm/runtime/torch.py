@@ -98,6 +98,10 @@ class TorchBackend(Backend):
         self.host_map = torch.empty(tuple(self.static_map.shape), dtype=torch.float32).pin_memory()
         self.host_score = torch.empty(tuple(self.static_score.shape), dtype=torch.float32).pin_memory()
 
+    @property
+    def accelerated(self) -> bool:
+        return self.dev.type == "cuda"
+
     def frame_runner(self, height: int, width: int) -> FrameRunner | None:
         return TorchFrameRunner(self, height, width)
 
