@@ -2,7 +2,9 @@
 # The one prepared GPU check (run on a machine with an NVIDIA GPU, PyTorch+CUDA and cuda-python):
 #   1. the CUDA tests (PyTorch CUDA backend, CUDA graphs, BN folding, cuda-python buffers and copies);
 #   2. edge-stpm bench for resnet18 (random weights: only speed is measured) with the PyTorch backend,
-#      FP16 and FP32, batch 1 and 32, beside the PyTorch eager FP32 baseline.
+#      FP16 and FP32, batch 1 and 32, beside the PyTorch eager FP32 baseline; its frame-path table compares, per
+#      batch-1 row, the host path and the device frame path (CUDA graph: one upload, one download) end to end at
+#      640×480 and 1920×1080 (issue 13's target: ≤ 1.0 ms p50 at 640×480, resnet18 FP16).
 # Results go to $OUT (or benchmarks/results/gpu/). No install needed: runs from the checkout.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -200,6 +200,10 @@ def test_export_bad_inputs(trained: Path, tmp_path: Path) -> None:
     blocker.write_text("x")
     assert_clean_error(invoke("export", "--checkpoint", trained / "model.pt", "--precision", "fp32",
                               "--out", blocker / "e"), "cannot create")
+    assert_clean_error(invoke("export", "--checkpoint", trained / "model.pt", "--precision", "fp32",
+                              "--frame-size", "640by480", "--out", tmp_path / "e"), "not WIDTHxHEIGHT")
+    assert_clean_error(invoke("run", "--model", trained / "model.pt", "--source", tmp_path, "--headless",
+                              "--frame-path", "gpu"), "unknown --frame-path")
 
 
 def test_corrupt_onnx(tmp_path: Path) -> None:

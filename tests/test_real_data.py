@@ -31,7 +31,11 @@ def test_few_epochs_on_real_tiles_find_blowholes(tmp_path: Path, mobilenet_weigh
     data = _subset(tmp_path / "mt")
     s = train(TrainConfig(data, tmp_path / "run", backbone="mobilenet_v2", epochs=4, batch_size=16, image_size=128,
                           quiet=True))
-    assert s["best_val_loss"] < s["history"][0]["val_loss"] or s["best_epoch"] == 1
+    # measured 2026-11-27 (seeds 0 and 1, 2-core CPU): the last epoch's validation loss is 0.579 / 0.578 of the
+    # first's; pixel AUROC 0.992 / 0.989, AUPRO 0.966 / 0.966, image AUROC 0.808 / 0.814. Bounds leave 0.17 on the
+    # loss ratio, 0.02 on pixel AUROC, 0.035 on AUPRO and 0.06 on image AUROC.
+    first, last = s["history"][0]["val_loss"], s["history"][-1]["val_loss"]
+    assert last < 0.75 * first, [h["val_loss"] for h in s["history"]]
     rep = evaluate(tmp_path / "run" / "model.pt", data, tmp_path / "rep", quiet=True)
     o = rep["overall"]
-    assert o["pixel_auroc"] > 0.85 and o["aupro"] > 0.5, o
+    assert o["pixel_auroc"] > 0.97 and o["aupro"] > 0.93 and o["image_auroc"] > 0.75, o
