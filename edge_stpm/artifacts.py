@@ -65,6 +65,10 @@ def frame_onnx_path(folder: Path, precision: str, width: int, height: int) -> Pa
     return Path(folder) / f"frame_{width}x{height}_{precision}.onnx"
 
 
+def frame_engine_path(folder: Path, precision: str, width: int, height: int) -> Path:
+    return Path(folder) / f"frame_{width}x{height}_{precision}.engine"
+
+
 def frame_metadata(md: dict[str, Any], width: int, height: int) -> dict[str, Any]:
     """A model graph's metadata turned into its frame graph's: batch 1, the frame's size, the frame I/O."""
     return md | {

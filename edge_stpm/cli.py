@@ -206,11 +206,14 @@ def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (m
 def build_engine(model: Path = typer.Option(..., help="A bundle folder from edge-stpm export, or one of its .onnx graphs."),
                  precision: str = typer.Option("fp16", help="fp16 | int8 | fp32"),
                  out_file: Optional[Path] = typer.Option(None, "--out", help="Engine file (default BUNDLE/model_<precision>.engine)."),
-                 workspace_mib: int = typer.Option(2048, help="Builder workspace limit (MiB).")) -> None:
+                 workspace_mib: int = typer.Option(2048, help="Builder workspace limit (MiB)."),
+                 frame_size: Optional[str] = typer.Option(None, help="Build the device frame-path engine for this camera size WxH from the bundle's frame graph (export --frame-size) instead of the model engine.")) -> None:
     """Build a TensorRT engine for this GPU into the bundle (needs TensorRT, cuda-python and an NVIDIA GPU)."""
+    from .artifacts import parse_frame_size
     from .export.engine_build import build_into_bundle
 
-    md, engine = build_into_bundle(model, precision, out_file, workspace_mib)
+    md, engine = build_into_bundle(model, precision, out_file, workspace_mib,
+                                   parse_frame_size(frame_size) if frame_size else None)
     out.print(f"engine: {engine} (TensorRT {md['tensorrt_version']}, {md['gpu_name']}, sm {md['compute_capability']}, "
               f"built {md['precision']} from the {md['onnx_precision']} graph)")
 

@@ -10,7 +10,7 @@ from edge_stpm.artifacts import pack_engine, read_engine, unpack_engine, write_e
 from edge_stpm.errors import UserError
 from edge_stpm.export.tensorrt import build_plan, engine_metadata, timing_cache_path
 from edge_stpm.files import write_json
-from edge_stpm.runtime.tensorrt import TensorSpec, check_engine, check_io, runnable
+from edge_stpm.runtime.tensorrt import TensorSpec, check_engine, check_io, frame_io, model_io, runnable
 
 
 @pytest.mark.parametrize("version,precision,onnx,net,flags,pin", [
@@ -98,8 +98,20 @@ def test_io_binding_by_name() -> None:
     specs = [TensorSpec("score", False, (1,), np.dtype(np.float32)),
              TensorSpec("image", True, (1, 128, 128, 3), np.dtype(np.uint8)),
              TensorSpec("anomaly_map", False, (1, 1, 128, 128), np.dtype(np.float32))]
-    assert set(check_io(specs, 1, 128)) == {"image", "anomaly_map", "score"}
+    assert set(check_io(specs, model_io(1, 128))) == {"image", "anomaly_map", "score"}
     with pytest.raises(UserError, match="'image' is .* expected \\(1, 256, 256, 3\\)"):
-        check_io(specs, 1, 256)
+        check_io(specs, model_io(1, 256))
     with pytest.raises(UserError, match="no tensor"):
-        check_io(specs[:2], 1, 128)
+        check_io(specs[:2], model_io(1, 128))
+
+
+def test_frame_engine_io_binding_by_name() -> None:
+    """A frame engine's tensors: the frame and index scale in; map, score and the uint8 overlay out."""
+    specs = [TensorSpec("frame", True, (1, 480, 640, 3), np.dtype(np.uint8)),
+             TensorSpec("index_scale", True, (1,), np.dtype(np.float32)),
+             TensorSpec("anomaly_map", False, (1, 1, 256, 256), np.dtype(np.float32)),
+             TensorSpec("score", False, (1,), np.dtype(np.float32)),
+             TensorSpec("overlay", False, (1, 480, 640, 3), np.dtype(np.uint8))]
+    assert len(check_io(specs, frame_io(480, 640, 256))) == 5
+    with pytest.raises(UserError, match="'frame' is"):
+        check_io(specs, frame_io(1080, 1920, 256))

@@ -68,8 +68,19 @@ def _trace(module: torch.nn.Module, dummies: tuple[torch.Tensor, ...], inputs: l
 
 def fold_constants(model: onnx.ModelProto, max_elements: int = 1 << 16) -> int:
     """Evaluate every node whose inputs are all constants (small shape arithmetic torch's exporter leaves behind,
-    e.g. the ``ConstantOfShape → Pad`` of an asymmetric pad) and store its outputs as initializers, so operands
-    TensorRT needs constant are plain initializers. Returns the number of nodes folded."""
+    e.g. the ``ConstantOfShape → Pad`` of an asymmetric pad, ``Shape`` of a tensor whose shape is static) and store
+    its outputs as initializers, so operands TensorRT needs constant are plain initializers. Repeats until nothing
+    more folds (a folded pad makes the shapes after it known). Returns the number of nodes folded."""
+    total = 0
+    for _ in range(8):
+        n = _fold_once(model, max_elements)
+        total += n
+        if not n:
+            break
+    return total
+
+
+def _fold_once(model: onnx.ModelProto, max_elements: int) -> int:
     from onnx.reference import ReferenceEvaluator
 
     g = model.graph

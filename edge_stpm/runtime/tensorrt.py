@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import INPUT_NAME, OUTPUT_NAMES, read_engine
+from ..artifacts import FRAME_INPUTS, FRAME_OUTPUTS, INPUT_NAME, OUTPUT_NAMES, frame_engine_path, read_engine
 from ..errors import UserError
-from .base import Backend
+from .base import Backend, FrameRunner
 
 INSTALL_HINT = ("TensorRT is not installed: desktop: pip install \"edge-stpm[tensorrt-cu12]\" (CUDA 12 driver) or "
                 "\"edge-stpm[tensorrt-cu13]\" (CUDA 13 driver); Jetson: JetPack's python3-libnvinfer (see the README). "
@@ -95,12 +95,10 @@ class TensorSpec:
     dtype: np.dtype
 
 
-def check_io(specs: list[TensorSpec], batch: int, size: int) -> dict[str, TensorSpec]:
-    """Check an engine's I/O tensors against the edge-stpm contract; returns them by name."""
+def check_io(specs: list[TensorSpec], want: dict[str, tuple[tuple[int, ...], Any, bool]]) -> dict[str, TensorSpec]:
+    """Check an engine's I/O tensors against the edge-stpm contract (name → shape, dtype, is input); returns them
+    by name."""
     by_name = {s.name: s for s in specs}
-    want = {INPUT_NAME: ((batch, size, size, 3), np.uint8, True),
-            OUTPUT_NAMES[0]: ((batch, 1, size, size), np.float32, False),
-            OUTPUT_NAMES[1]: ((batch,), np.float32, False)}
     for name, (shape, dtype, is_input) in want.items():
         s = by_name.get(name)
         if s is None:
@@ -110,46 +108,111 @@ def check_io(specs: list[TensorSpec], batch: int, size: int) -> dict[str, Tensor
     return by_name
 
 
-class TensorRTBackend(Backend):
-    name = "tensorrt"
+def model_io(batch: int, size: int) -> dict[str, tuple[tuple[int, ...], Any, bool]]:
+    return {INPUT_NAME: ((batch, size, size, 3), np.uint8, True),
+            OUTPUT_NAMES[0]: ((batch, 1, size, size), np.float32, False),
+            OUTPUT_NAMES[1]: ((batch,), np.float32, False)}
 
-    def __init__(self, path: Path) -> None:
+
+def frame_io(height: int, width: int, size: int) -> dict[str, tuple[tuple[int, ...], Any, bool]]:
+    return {FRAME_INPUTS[0]: ((1, height, width, 3), np.uint8, True), FRAME_INPUTS[1]: ((1,), np.float32, True),
+            FRAME_OUTPUTS[0]: ((1, 1, size, size), np.float32, False), FRAME_OUTPUTS[1]: ((1,), np.float32, False),
+            FRAME_OUTPUTS[2]: ((1, height, width, 3), np.uint8, False)}
+
+
+class _Engine:
+    """A deserialized engine with one execution context, one stream and pinned host + device buffers per tensor."""
+
+    def __init__(self, path: Path, want: Any) -> None:
         from .cuda import HostDeviceBuffer, Stream
 
         trt, engine, self.metadata = deserialize(Path(path))
+        self.trt_version = trt.__version__
         self.engine = engine
-        self.image_size = int(self.metadata["image_size"])
-        self.batch = int(self.metadata["batch"])
-        self.precision = self.metadata["precision"]
-        self.device = f"{self.metadata['gpu_name']} (TensorRT {trt.__version__})"
         specs = []
         for i in range(engine.num_io_tensors):
             n = engine.get_tensor_name(i)
             specs.append(TensorSpec(n, engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
                                     tuple(engine.get_tensor_shape(n)), np.dtype(trt.nptype(engine.get_tensor_dtype(n)))))
-        by_name = check_io(specs, self.batch, self.image_size)
-        context = engine.create_execution_context()
-        self.context = context
+        self.specs = check_io(specs, want(self.metadata))
+        self.context = engine.create_execution_context()
         self.stream = Stream()
-        self.buffers = {n: HostDeviceBuffer(s.shape, s.dtype) for n, s in by_name.items()}
+        self.buffers = {n: HostDeviceBuffer(s.shape, s.dtype) for n, s in self.specs.items()}
         for n, buf in self.buffers.items():
-            if by_name[n].is_input:
-                context.set_input_shape(n, buf.shape)
-            context.set_tensor_address(n, buf.device)
+            if self.specs[n].is_input:
+                self.context.set_input_shape(n, buf.shape)
+            self.context.set_tensor_address(n, buf.device)
 
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        context = self.context
-        inp = self.buffers[INPUT_NAME]
-        np.copyto(inp.host, batch)
-        inp.to_device(self.stream)
-        if not context.execute_async_v3(self.stream.handle):
+    def run(self, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]) -> None:
+        """Copy ``inputs`` up, execute, copy ``outputs`` down, wait."""
+        for n, value in inputs.items():
+            np.copyto(self.buffers[n].host, value)
+            self.buffers[n].to_device(self.stream)
+        if not self.context.execute_async_v3(self.stream.handle):
             raise RuntimeError("TensorRT execute_async_v3 failed")
-        for n in OUTPUT_NAMES:
+        for n in outputs:
             self.buffers[n].to_host(self.stream)
         self.stream.synchronize()
-        return self.buffers[OUTPUT_NAMES[0]].host[:, 0].copy(), self.buffers[OUTPUT_NAMES[1]].host.copy()
 
     def close(self) -> None:
         for buf in self.buffers.values():
             buf.free()
         self.stream.close()
+
+
+class TensorRTFrameRunner(FrameRunner):
+    """A frame engine (``frame_<W>x<H>_<precision>.engine``, built by ``build-engine --frame-size``): one upload of
+    the camera frame, one download of map, score and overlay."""
+
+    name = "tensorrt frame engine"
+
+    def __init__(self, path: Path) -> None:
+        self.eng = _Engine(path, lambda md: frame_io(int(md["frame"]["height"]), int(md["frame"]["width"]),
+                                                     int(md["image_size"])))
+        md = self.eng.metadata
+        if md.get("kind") != "frame":
+            raise UserError(f"{path} is not a frame engine")
+        self.width, self.height = int(md["frame"]["width"]), int(md["frame"]["height"])
+        self.scale = np.zeros(1, np.float32)
+
+    def run(self, frame: np.ndarray, index_scale: float) -> tuple[np.ndarray, float, np.ndarray]:
+        self.scale[0] = index_scale
+        self.eng.run({FRAME_INPUTS[0]: frame[None], FRAME_INPUTS[1]: self.scale}, FRAME_OUTPUTS)
+        b = self.eng.buffers
+        return (b[FRAME_OUTPUTS[0]].host[0, 0].copy(), float(b[FRAME_OUTPUTS[1]].host[0]),
+                b[FRAME_OUTPUTS[2]].host[0].copy())
+
+    def close(self) -> None:
+        self.eng.close()
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.eng = _Engine(self.path, lambda md: model_io(int(md["batch"]), int(md["image_size"])))
+        self.metadata = self.eng.metadata
+        if self.metadata.get("kind") == "frame":
+            self.eng.close()
+            raise UserError(f"{path} is a frame engine: run the bundle; it is used by itself for frames of its size")
+        self.image_size = int(self.metadata["image_size"])
+        self.batch = int(self.metadata["batch"])
+        self.precision = self.metadata["precision"]
+        self.device = f"{self.metadata['gpu_name']} (TensorRT {self.eng.trt_version})"
+
+    @property
+    def accelerated(self) -> bool:
+        return True
+
+    def frame_runner(self, height: int, width: int) -> FrameRunner | None:
+        path = frame_engine_path(self.path.parent, self.precision, width, height)
+        return TensorRTFrameRunner(path) if path.is_file() and runnable(path)[0] else None
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.eng.run({INPUT_NAME: batch}, OUTPUT_NAMES)
+        b = self.eng.buffers
+        return b[OUTPUT_NAMES[0]].host[:, 0].copy(), b[OUTPUT_NAMES[1]].host.copy()
+
+    def close(self) -> None:
+        self.eng.close()
