@@ -76,7 +76,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           backbone: str = typer.Option("resnet18", help="resnet18 | mobilenet_v2 | efficientnet_lite0 | wide_resnet50_2"),
           epochs: int = typer.Option(30, help="Training epochs (the epoch with the lowest held-out loss is kept)."),
           lr: float = typer.Option(0.4, help="SGD learning rate."),
-          loss: Optional[str] = typer.Option(None, help="Loss over the images of a batch: sum (official STPM code, anomalib) | mean (a step batch-size times smaller). Default: the recipe's, see the README."),
+          loss: Optional[str] = typer.Option(None, help="Loss over the images of a batch: mean (default: higher AUROC on magnetic tile, 3 seeds) | sum (the official STPM code's and anomalib's; a step batch-size times larger)."),
           momentum: float = typer.Option(0.9, help="SGD momentum."),
           weight_decay: float = typer.Option(1e-4, help="SGD weight decay."),
           batch_size: int = typer.Option(32, help="Images per training step."),

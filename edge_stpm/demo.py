@@ -52,7 +52,7 @@ def run_demo(out: Path, epochs: int = 25, teacher_weights: str | None = None) ->
     agree = video_agreement(data / "video_labels.csv", summ.ng_indices)
     step(6, "bench ONNX Runtime and PyTorch on this machine")
     br = bench_mod.bench(ckpt, ["onnxruntime", "pytorch"], ["fp32", "int8"], [1], iters=20, warmup=5,
-                         work=out / "bench_work")
+                         work=out / "bench_work", frame_sizes=((640, 480),))
     bench_mod.save(br, out / "bench")
     o = rep["overall"]
     lines = [

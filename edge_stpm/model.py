@@ -25,7 +25,7 @@ def l2_normalise(f: torch.Tensor) -> torch.Tensor:
 
 
 LOSS_REDUCTIONS = ("sum", "mean")
-DEFAULT_LOSS_REDUCTION = "mean"  # chosen by the rule in benchmarks/results/accuracy/RULE.md
+DEFAULT_LOSS_REDUCTION = "mean"  # won by the rule in benchmarks/results/accuracy/RULE.md over "sum" (TABLE.md)
 
 
 def stpm_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], reduction: str = DEFAULT_LOSS_REDUCTION) -> torch.Tensor:
