@@ -8,19 +8,53 @@ from typing import Any, Callable, Optional
 
 import typer
 import typer.core
+import typer.rich_utils
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from .errors import UserError
+from .options import (BackendName, Backbone, CalibMethod, DeviceName, EnginePrecision, Fit, FramePath, Loss,
+                      Precision,                       ThresholdMethod, rng)
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
-    """Help shows an option's explicit metavar, never typer's type tag (``<bool>``, ``<str>``...)."""
-    return self.metavar
+    """Help shows an option's explicit metavar or its choices (``[a|b]``), never typer's type tag (``<bool>``,
+    ``<str>``...)."""
+    if self.metavar is not None:
+        return self.metavar
+    choices = _choices(self)
+    if choices:
+        return "[" + "|".join(choices) + "]"
+    return None  # a declared range is shown by typer itself ([1<=x<=256])
+
+
+def _choices(param: Any) -> tuple[str, ...]:
+    """The values a ``Literal``-annotated option takes (also inside Optional/list), else ()."""
+    import typing
+
+    ann = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    while ann is not None and typing.get_origin(ann) is not typing.Literal:
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        ann = args[0] if args else None
+    return tuple(map(str, typing.get_args(ann))) if ann is not None else ()
 
 
 typer.core.TyperOption.display_type_rich = _metavar_only  # type: ignore[method-assign]
 typer.core.TyperArgument.display_type_rich = _metavar_only  # type: ignore[method-assign]
+
+
+def _one_line_usage_error(e: Any) -> None:
+    """A value outside an option's declared range or choices, a missing option, an unknown one: one ``error:``
+    line on stderr (click then exits 2), instead of typer's boxed usage panel."""
+    hint = ""
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None and ctx.command_path:
+        hint = f" (see {ctx.command_path} --help)"
+    Console(stderr=True).print(f"[red]error:[/red] {escape(e.format_message())}{hint}", highlight=False,
+                               soft_wrap=True)
+
+
+typer.rich_utils.rich_format_error = _one_line_usage_error  # type: ignore[assignment]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Real-time visual inspection with Student-Teacher Feature Pyramid Matching (STPM).")
@@ -56,12 +90,12 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @app.command()
 @one_line_errors
 def synth(out_dir: Path = typer.Option(..., "--out", help="Folder to write (MVTec layout + video.avi)."),
-          n_train: int = typer.Option(80, help="Good training images."),
-          n_test_good: int = typer.Option(16, help="Good test images."),
-          n_test_defect: int = typer.Option(8, help="Test images per defect type."),
-          video_frames: int = typer.Option(120, help="Frames in the labelled video."),
-          size: int = typer.Option(256, help="Image side in pixels."),
-          seed: int = typer.Option(0, help="Random seed (the same seed gives the same set).")) -> None:
+          n_train: int = typer.Option(80, **rng("n_images"), help="Good training images."),
+          n_test_good: int = typer.Option(16, **rng("n_images"), help="Good test images."),
+          n_test_defect: int = typer.Option(8, **rng("n_test_defect"), help="Test images per defect type."),
+          video_frames: int = typer.Option(120, **rng("video_frames"), help="Frames in the labelled video."),
+          size: int = typer.Option(256, **rng("size"), help="Image side in pixels."),
+          seed: int = typer.Option(0, **rng("seed"), help="Random seed (the same seed gives the same set).")) -> None:
     """Generate a seeded synthetic inspection set (for demos and tests; not evidence of accuracy)."""
     from .synth import SynthConfig, generate
 
@@ -73,21 +107,21 @@ def synth(out_dir: Path = typer.Option(..., "--out", help="Folder to write (MVTe
 @one_line_errors
 def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/good) or a folder of good images."),
           out_dir: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder; the checkpoint is OUT/model.pt."),
-          backbone: str = typer.Option("resnet18", help="resnet18 | mobilenet_v2 | efficientnet_lite0 | wide_resnet50_2"),
-          epochs: int = typer.Option(30, help="Training epochs (the epoch with the lowest held-out loss is kept)."),
-          lr: float = typer.Option(0.4, help="SGD learning rate."),
-          loss: Optional[str] = typer.Option(None, help="Loss over the images of a batch: mean (default: higher AUROC on magnetic tile, 3 seeds) | sum (the official STPM code's and anomalib's; a step batch-size times larger)."),
-          momentum: float = typer.Option(0.9, help="SGD momentum."),
-          weight_decay: float = typer.Option(1e-4, help="SGD weight decay."),
-          batch_size: int = typer.Option(32, help="Images per training step."),
-          val_fraction: float = typer.Option(0.2, help="Share of good images held out for model selection and thresholds."),
-          size: int = typer.Option(256, help="Model input side (pixels)."),
-          fit: str = typer.Option("pad", help="How images meet the square input: pad (keep aspect ratio, reflect-pad) | stretch | crop."),
-          smoothing: float = typer.Option(4.0, help="Gaussian smoothing of the map before the max: sigma in pixels (0 = official STPM head)."),
-          threshold_method: str = typer.Option("logsigma", help="How thresholds are set from held-out good images: logsigma (exp(mean+3σ) of log scores) | percentile (99.5th) | sigma (mean+3σ)."),
-          seed: int = typer.Option(0, help="Random seed (split, initialisation, batch order)."),
-          device: str = typer.Option("auto", help="auto | cpu | cuda"),
-          threads: Optional[int] = typer.Option(None, help="CPU threads (default: the cores this process may use)."),
+          backbone: Backbone = typer.Option("resnet18", help="Teacher and student network."),
+          epochs: int = typer.Option(30, **rng("epochs"), help="Training epochs (the epoch with the lowest held-out loss is kept)."),
+          lr: float = typer.Option(0.4, **rng("lr"), help="SGD learning rate."),
+          loss: Optional[Loss] = typer.Option(None, help="Loss over the images of a batch: mean (default: higher AUROC on magnetic tile, 3 seeds); sum (the official STPM code's and anomalib's; a step batch-size times larger)."),
+          momentum: float = typer.Option(0.9, **rng("momentum"), help="SGD momentum."),
+          weight_decay: float = typer.Option(1e-4, **rng("weight_decay"), help="SGD weight decay."),
+          batch_size: int = typer.Option(32, **rng("batch_size"), help="Images per training step."),
+          val_fraction: float = typer.Option(0.2, **rng("val_fraction"), help="Share of good images held out for model selection and thresholds."),
+          size: int = typer.Option(256, **rng("size"), help="Model input side (pixels)."),
+          fit: Fit = typer.Option("pad", help="How images meet the square input: pad (keep aspect ratio, reflect-pad), stretch or crop."),
+          smoothing: float = typer.Option(4.0, **rng("smoothing"), help="Gaussian smoothing of the map before the max: sigma in pixels (0 = official STPM head)."),
+          threshold_method: ThresholdMethod = typer.Option("logsigma", help="How thresholds are set from held-out good images: logsigma (exp(mean+3σ) of log scores), percentile (99.5th) or sigma (mean+3σ)."),
+          seed: int = typer.Option(0, **rng("seed"), help="Random seed (split, initialisation, batch order)."),
+          device: DeviceName = typer.Option("auto", help="Where the PyTorch model runs (auto: cuda when there is a GPU)."),
+          threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use)."),
           low_memory: Optional[bool] = typer.Option(None, "--low-memory/--no-low-memory", help="Activation checkpointing: ~2.5× lower peak memory, ~2× slower steps, same gradients (default: on for CPUs with under 12 GB RAM)."),
           teacher_weights: Optional[str] = typer.Option(None, help="Teacher state-dict file (default: torchvision cache / download); 'random' for tests only."),
           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
@@ -110,9 +144,9 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
 def evaluate(checkpoint: Path = typer.Option(..., help="The training checkpoint (model.pt): evaluation runs the PyTorch model."),
              data: Path = typer.Option(..., help="MVTec-layout folder with test/ and ground_truth/."),
              out_dir: Path = typer.Option(Path("reports/latest"), "--out", help="Report folder."),
-             device: str = typer.Option("auto", help="auto | cpu | cuda"),
-             batch_size: int = typer.Option(16, help="Images per inference batch."),
-             threads: Optional[int] = typer.Option(None, help="CPU threads (default: the cores this process may use)."),
+             device: DeviceName = typer.Option("auto", help="Where the PyTorch model runs (auto: cuda when there is a GPU)."),
+             batch_size: int = typer.Option(16, **rng("batch_size"), help="Images per inference batch."),
+             threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use)."),
              quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Image AUROC, pixel AUROC, AUPRO@0.3 (overall and per defect), F1 at the stored threshold, figures."""
     need_train("evaluate")
@@ -136,10 +170,10 @@ def evaluate(checkpoint: Path = typer.Option(..., help="The training checkpoint 
 @app.command()
 @one_line_errors
 def calibrate(checkpoint: Path = typer.Option(..., help="The training checkpoint (model.pt) to update in place (atomically)."),
-              threshold_method: str = typer.Option("logsigma", help="logsigma | percentile | sigma, from the held-out good images."),
-              smoothing: Optional[float] = typer.Option(None, help="Change the map smoothing (sigma in pixels; 0 = none) before calibrating."),
+              threshold_method: ThresholdMethod = typer.Option("logsigma", help="How thresholds are set from the held-out good images."),
+              smoothing: Optional[float] = typer.Option(None, **rng("smoothing"), help="Change the map smoothing (sigma in pixels; 0 = none) before calibrating."),
               data: Optional[Path] = typer.Option(None, help="A labelled MVTec split: also set the image threshold to its F1 optimum."),
-              threads: Optional[int] = typer.Option(None, help="CPU threads (default: the cores this process may use)."),
+              threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use)."),
               quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Recompute a checkpoint's thresholds (no retraining): from its held-out good images, or F1-optimal on --data."""
     need_train("calibrate")
@@ -156,17 +190,17 @@ def calibrate(checkpoint: Path = typer.Option(..., help="The training checkpoint
 @one_line_errors
 def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (model.pt) to export into a bundle."),
            precision: str = typer.Option("fp32,fp16,int8", help="Comma list of fp32, fp16, int8 (FP32 is always written: it is the reference)."),
-           batch: int = typer.Option(1, help="Static batch of the graphs."),
+           batch: int = typer.Option(1, **rng("batch"), help="Static batch of the graphs."),
            out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the graphs (default engines/<run name>/)."),
            calib: Optional[Path] = typer.Option(None, help="Good images for INT8 calibration (default: the checkpoint's training images)."),
-           calib_count: int = typer.Option(300, help="Calibration images (warns under 100, refuses under 20)."),
-           calib_method: str = typer.Option("minmax", help="minmax | percentile | entropy"),
+           calib_count: int = typer.Option(300, **rng("calib_count"), help="Calibration images (warns under 100, refuses under 20)."),
+           calib_method: CalibMethod = typer.Option("minmax", help="How INT8 activation ranges are set from the calibration images."),
            calib_root: Path = typer.Option(Path("calibration"), help="Where calibration lists and ranges are kept."),
            data: Optional[Path] = typer.Option(None, help="MVTec test split: report each graph's AUROC beside FP32's."),
            int8_float_stages: str = typer.Option("0", help="Pyramid stages (0,1,2) whose convolutions stay float in the INT8 graph; '' quantizes all."),
            force: bool = typer.Option(False, help="Write FP16/INT8 graphs even when they miss their precision gate."),
            frame_size: Optional[str] = typer.Option(None, help="Camera frame sizes WxH (comma list, e.g. 640x480,1920x1080): also write device frame-path graphs (frame in, overlay out; FP32/FP16) that run and the camera loop uses for frames of that size."),
-           threads: Optional[int] = typer.Option(None, help="CPU threads for the PyTorch reference and ONNX Runtime checks."),
+           threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for the PyTorch reference and ONNX Runtime checks."),
            quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Export the inspection pipeline to ONNX (opset 17, static shapes), each graph checked against PyTorch."""
     need_train("export")
@@ -204,9 +238,9 @@ def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (m
 @app.command("build-engine")
 @one_line_errors
 def build_engine(model: Path = typer.Option(..., help="A bundle folder from edge-stpm export, or one of its .onnx graphs."),
-                 precision: str = typer.Option("fp16", help="fp16 | int8 | fp32"),
+                 precision: EnginePrecision = typer.Option("fp16", help="Engine precision."),
                  out_file: Optional[Path] = typer.Option(None, "--out", help="Engine file (default BUNDLE/model_<precision>.engine)."),
-                 workspace_mib: int = typer.Option(2048, help="Builder workspace limit (MiB)."),
+                 workspace_mib: int = typer.Option(2048, **rng("workspace_mib"), help="Builder workspace limit (MiB)."),
                  frame_size: Optional[str] = typer.Option(None, help="Build the device frame-path engine for this camera size WxH from the bundle's frame graph (export --frame-size) instead of the model engine.")) -> None:
     """Build a TensorRT engine for this GPU into the bundle (needs TensorRT, cuda-python and an NVIDIA GPU)."""
     from .artifacts import parse_frame_size
@@ -252,26 +286,26 @@ def _roi(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
 @app.command()
 @one_line_errors
 def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, TensorRT engine, or training checkpoint (.pt)."),
-        camera: Optional[list[int]] = typer.Option(None, help="Camera index (V4L2 on Linux); repeat for several cameras."),
+        camera: Optional[list[int]] = typer.Option(None, **rng("camera"), help="Camera index (V4L2 on Linux); repeat for several cameras."),
         source: Optional[list[str]] = typer.Option(None, help="Video file, image folder, RTSP/HTTP URL or GStreamer pipeline; repeat for several sources (any mix, inferred together)."),
-        backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | pytorch"),
-        precision: Optional[str] = typer.Option(None, help="Pick the graph/engine of this precision in an export folder."),
-        threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime / PyTorch CPU."),
-        threshold: Optional[float] = typer.Option(None, help="Threshold, normalised like the scores: 1.2 = 1.2 × the stored thresholds (default 1.0)."),
+        backend: BackendName = typer.Option("auto", help="Inference runtime (auto: TensorRT where it can run, else ONNX Runtime)."),
+        precision: Optional[Precision] = typer.Option(None, help="Pick the graph/engine of this precision in an export folder."),
+        threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime / PyTorch CPU."),
+        threshold: Optional[float] = typer.Option(None, **rng("threshold"), help="Threshold, normalised like the scores: 1.2 = 1.2 × the stored thresholds (default 1.0)."),
         roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
         headless: bool = typer.Option(False, help="No window."),
         record: Optional[Path] = typer.Option(None, help="Record the overlay video (.mp4 or .avi)."),
         save_anomalies: Optional[Path] = typer.Option(None, help="Save frame, overlay and JSON per NG event here."),
-        anomaly_interval: float = typer.Option(1.0, help="At most one saved NG event per this many seconds."),
+        anomaly_interval: float = typer.Option(1.0, **rng("anomaly_interval"), help="At most one saved NG event per this many seconds."),
         events: Optional[Path] = typer.Option(None, help="Append one JSON line per NG frame to this file."),
-        max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
-        reconnect: float = typer.Option(10.0, help="Seconds to keep retrying a lost live stream."),
-        alpha: float = typer.Option(0.6, help="Opacity of the colour at and above the threshold (0-1)."),
+        max_frames: Optional[int] = typer.Option(None, **rng("max_frames"), help="Stop after this many frames."),
+        reconnect: float = typer.Option(10.0, **rng("reconnect"), help="Seconds to keep retrying a lost live stream."),
+        alpha: float = typer.Option(0.6, **rng("alpha"), help="Opacity of the colour at and above the threshold."),
         summary_json: Optional[Path] = typer.Option(None, help="Write the run summary here."),
         http: Optional[str] = typer.Option(None, help="Serve a live view, status.json and Prometheus /metrics at HOST:PORT (e.g. 127.0.0.1:8080)."),
         http_token: Optional[str] = typer.Option(None, help="Token every HTTP endpoint requires (?token= or Authorization: Bearer); needed for a non-loopback --http."),
-        http_fps: float = typer.Option(15.0, help="Most frames per second encoded for HTTP viewers (only while someone watches)."),
-        frame_path: str = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
+        http_fps: float = typer.Option(15.0, **rng("http_fps"), help="Most frames per second encoded for HTTP viewers (only while someone watches)."),
+        frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     import dataclasses
 
@@ -319,8 +353,8 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     if s.frames == 0 and s.end_reason in ("end of stream", ""):
         raise UserError(f"no frame could be read from {', '.join(specs)} (corrupt or unsupported files?)")
     out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
-              f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}, "
-              f"overlay/output {s.ms.get('display', 0):.1f}); ended: {s.end_reason}" +
+              f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}; capture→verdict "
+              f"{s.ms.get('verdict', 0):.1f}, capture→picture {s.ms.get('picture', 0):.1f}); ended: {s.end_reason}" +
               (f"; recording {s.record}" if s.record else ""))
     out.print(f"frame path: {insp.path_note}", highlight=False, markup=False)
     if len(s.sources) > 1:
@@ -338,10 +372,10 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
 def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of images."),
           model: Path = typer.Option(..., help="A bundle folder, .onnx graph, TensorRT engine, or training checkpoint (.pt)."),
           out_dir: Path = typer.Option(Path("reports/infer"), "--out", help="Overlays and summary.csv/json go here."),
-          backend: str = typer.Option("auto", help="auto | tensorrt | onnxruntime | pytorch"),
-          precision: Optional[str] = typer.Option(None, help="Pick the graph/engine of this precision in a bundle."),
-          threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime / PyTorch CPU."),
-          threshold: Optional[float] = typer.Option(None, help="Threshold, normalised like the scores: 1.2 = 1.2 × the stored thresholds (default 1.0)."),
+          backend: BackendName = typer.Option("auto", help="Inference runtime (auto: TensorRT where it can run, else ONNX Runtime)."),
+          precision: Optional[Precision] = typer.Option(None, help="Pick the graph/engine of this precision in a bundle."),
+          threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime / PyTorch CPU."),
+          threshold: Optional[float] = typer.Option(None, **rng("threshold"), help="Threshold, normalised like the scores: 1.2 = 1.2 × the stored thresholds (default 1.0)."),
           roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
           overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write an overlay PNG per image (--no-overlays: only the summary).")) -> None:
     """Score images: per-image score and verdict, overlay PNGs, summary.csv and summary.json."""
@@ -376,11 +410,11 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
           backend: str = typer.Option("onnxruntime,pytorch,tensorrt", help="Comma list of onnxruntime, pytorch, tensorrt."),
           precision: str = typer.Option("fp32,fp16,int8", help="Comma list of fp32, fp16, int8."),
           batch: str = typer.Option("1,8", help="Comma list of batch sizes."),
-          size: Optional[int] = typer.Option(None, help="Must equal the checkpoint's input size (the graphs are static)."),
+          size: Optional[int] = typer.Option(None, **rng("size"), help="Must equal the checkpoint's input size (the graphs are static)."),
           data: Optional[Path] = typer.Option(None, help="MVTec test split: adds an image-AUROC column."),
-          iters: int = typer.Option(50, help="Timed runs per row."),
-          warmup: int = typer.Option(10, help="Untimed warm-up runs per row."),
-          threads: Optional[int] = typer.Option(None, help="CPU threads (default: all cores)."),
+          iters: int = typer.Option(50, **rng("iters"), help="Timed runs per row."),
+          warmup: int = typer.Option(10, **rng("warmup"), help="Untimed warm-up runs per row."),
+          threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: all cores)."),
           work: Path = typer.Option(Path("engines/bench"), help="Where exported graphs for the rows are cached."),
           frame_size: str = typer.Option("640x480,1920x1080", help="Camera frame sizes WxH for the host-path vs device-path comparison (batch-1 rows); '' skips it."),
           out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json, bench.md and bench.png (default bench_results/<host>_<time>/)."),
@@ -435,9 +469,9 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
 @app.command()
 @one_line_errors
 def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
-         epochs: int = typer.Option(25, help="Training epochs (mobilenet_v2)."),
+         epochs: int = typer.Option(25, **rng("epochs"), help="Training epochs (mobilenet_v2)."),
          teacher_weights: Optional[str] = typer.Option(None, help="Teacher weights file if torchvision's cache is empty and there is no internet."),
-         threads: Optional[int] = typer.Option(None, help="CPU threads (default: the cores this process may use).")) -> None:
+         threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use).")) -> None:
     """One command to try it: synthetic data → train → evaluate → export → run the loop on a video → bench."""
     need_train("demo")
     from .demo import run_demo

@@ -43,7 +43,7 @@ class Publisher(threading.Thread):
         while not self.stop.is_set():
             t = time.perf_counter()
             self.view.publish(self.n, frame(self.n), self.n % 10 == 0, 1.5 if self.n % 10 == 0 else 0.3, 0.01, 50.0,
-                              {"read": 1.0, "infer": 5.0, "output": 2.0, "total": 8.0}, dropped=self.n // 20,
+                              {"read": 1.0, "infer": 5.0, "verdict": 6.0, "picture": 8.0}, dropped=self.n // 20,
                               reconnects=0)
             self.calls_ms.append((time.perf_counter() - t) * 1e3)
             self.n += 1
@@ -101,7 +101,7 @@ def test_stream_status_and_metrics() -> None:
         assert value("edge_stpm_frames", "_total") == pub.n and value("edge_stpm_ng_frames", "_total") == status["ng"]
         assert value("edge_stpm_dropped_frames", "_total") == status["dropped"]
         stages = {s.labels["stage"] for s in fams["edge_stpm_stage_seconds"].samples}
-        assert stages == {"read", "infer", "output", "total"}
+        assert stages == {"read", "infer", "verdict", "picture"}
         info = next(s for f in fams.values() for s in f.samples if s.name == "edge_stpm_model_info")
         assert info.labels["backend"] == "onnxruntime" and info.labels["precision"] == "fp32"
         page = urllib.request.urlopen(url(view, "/")).read().decode()

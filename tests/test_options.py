@@ -78,3 +78,93 @@ def test_readme_commands_agree_with_help() -> None:
         shown = set(re.findall(r"(--[a-z][a-z0-9-]*)", row))
         missing = shown - names(COMMANDS[name])
         assert not missing, f"README shows {missing} for {name}"
+
+
+# ---- the option rule: every numeric option declares its range and every enum its choices (edge_stpm/options.py)
+import typing
+
+from edge_stpm.cli import _choices
+from edge_stpm.options import FREE_TEXT, RANGES
+
+
+def base_type(p) -> object:
+    ann = p.type_descriptor.annotation
+    while typing.get_origin(ann) in (typing.Union, list, getattr(__import__("types"), "UnionType", None)):
+        ann = [a for a in typing.get_args(ann) if a is not type(None)][0]
+    return ann
+
+
+def ranged() -> list[tuple[str, object]]:
+    return [(n, p) for n, c in sorted(COMMANDS.items()) for p in options(c) if p.min is not None or p.max is not None]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_option_declares_its_range_or_choices(name: str) -> None:
+    for p in options(COMMANDS[name]):
+        t = base_type(p)
+        if t is bool or p.is_flag or t is Path or p.name == "help":
+            continue
+        if t in (int, float):
+            assert p.min is not None and p.max is not None, f"{name} {p.opts}: numeric option without a declared range"
+            assert (p.min, p.max) in RANGES.values(), f"{name} {p.opts}: range not taken from options.RANGES"
+        elif typing.get_origin(t) is typing.Literal:
+            assert _choices(p), (name, p.opts)
+        else:
+            assert t is str and p.opts[0] in FREE_TEXT, f"{name} {p.opts}: a {t} option that is neither a choice " \
+                                                        "nor a free-text option listed (with its parser) in FREE_TEXT"
+
+
+def dummy_required(cmd) -> list[str]:
+    args: list[str] = []
+    for p in cmd.params:
+        if p.required:
+            args += ([p.opts[0]] if getattr(p, "param_type_name", "") == "option" else []) + ["x"]
+    return args
+
+
+@pytest.mark.parametrize("name,param", ranged(), ids=lambda v: v if isinstance(v, str) else v.opts[0])
+def test_each_declared_range_at_both_ends(name: str, param) -> None:
+    """The ends are accepted by the parser; one step outside each end is one `error:` line naming the option,
+    exit 2, before the command does anything."""
+    cmd = COMMANDS[name]
+    req = dummy_required(cmd)
+    is_int = base_type(param) is int
+    step = 1 if is_int else max(abs(param.min), abs(param.max), 1) * 1e-3
+    for v in (param.min, param.max):
+        cmd.make_context(name, req + [param.opts[0], str(v)])  # raises on a rejected value
+    for v in (param.min - step, param.max + step):
+        res = CliRunner().invoke(app, [name, *req, param.opts[0], str(v)])
+        assert res.exit_code == 2, (v, res.output)
+        lines = [l for l in res.output.strip().splitlines() if l.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and param.opts[0] in lines[0], res.output
+        assert "Traceback" not in res.output
+
+
+def test_choice_outside_is_one_line() -> None:
+    res = CliRunner().invoke(app, ["train", "--data", "x", "--backbone", "vgg"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and res.output.startswith("error:"), res.output
+    assert "--backbone" in res.output and "mobilenet_v2" in res.output
+
+
+def test_choice_names_match_the_training_registries() -> None:
+    from edge_stpm import options
+    from edge_stpm.backbones import BACKBONES
+    from edge_stpm.data import FIT_MODES
+    from edge_stpm.export.quantize import CALIB_METHODS
+    from edge_stpm.model import LOSS_REDUCTIONS
+    from edge_stpm.runtime.select import BACKENDS
+    from edge_stpm.artifacts import PRECISIONS
+    from edge_stpm.inspector import FRAME_PATHS
+
+    assert set(options.BACKBONE_NAMES) == set(BACKBONES)
+    assert set(options.FIT_NAMES) == set(FIT_MODES)
+    assert set(options.CALIB_METHOD_NAMES) == set(CALIB_METHODS)
+    assert set(options.LOSS_NAMES) == set(LOSS_REDUCTIONS)
+    assert set(options.BACKEND_NAMES) == set(BACKENDS)
+    assert set(options.PRECISION_NAMES) == set(PRECISIONS) == set(options.ENGINE_PRECISION_NAMES)
+    assert set(options.FRAME_PATH_NAMES) == set(FRAME_PATHS)
+
+
+def test_free_text_table_names_real_options() -> None:
+    every = set().union(*(names(c) for c in COMMANDS.values()))
+    assert set(FREE_TEXT) <= every, set(FREE_TEXT) - every

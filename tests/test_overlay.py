@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_stpm.app.loop import Recorder, letterbox
+from edge_stpm.app.sinks.recording import Recorder, letterbox
 from edge_stpm.cli import app
 from edge_stpm.overlay import (ALPHA, NEAR, TOP, alpha_lut, colour_lut, heatmap_overlay, inspection_overlay,
                                text_height)

@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import UserError
 
-STAGES = ("read", "infer", "output", "total")
+# read/infer: per-stage cost; verdict/picture: capture → verdict handed on, capture → overlay drawn
+STAGES = ("read", "infer", "verdict", "picture")
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
@@ -82,7 +83,7 @@ async function tick() {{
     document.getElementById("score").textContent = s.normalised_score == null ? "" :
       s.normalised_score.toFixed(2) + " (1.00 = score " + s.threshold.toPrecision(4) + ")";
     document.getElementById("fps").textContent = s.fps.toFixed(1);
-    document.getElementById("lat").textContent = s.latency_ms.total.toFixed(1) + " ms";
+    document.getElementById("lat").textContent = s.latency_ms.verdict.toFixed(1) + " ms to verdict, " + s.latency_ms.picture.toFixed(1) + " ms to picture";
     for (const k of ["frames", "ng", "dropped"]) document.getElementById(k).textContent = s[k];
     document.getElementById("thumbs").innerHTML = s.recent_ng.map(n =>
       `<a href="${{n.url}}${{q}}"><img src="${{n.url}}${{q}}" title="frame ${{n.frame}}: ${{n.normalised_score.toFixed(2)}}"></a>`).join("");
@@ -117,6 +118,10 @@ class LiveView:
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.m_fps = Gauge("edge_stpm_fps", "End-to-end frames per second (moving average)", ["source"], registry=r)
         self.m_viewers = Gauge("edge_stpm_stream_viewers", "Open /stream.mjpg connections", registry=r)
+        self.m_sink = Gauge("edge_stpm_sink_results", "Results per sink: taken, dropped (queue full), failed",
+                            ["sink", "outcome"], registry=r)
+        self.m_error = Gauge("edge_stpm_error", "1 while a required sink (a line output) is failing", registry=r)
+        self.m_extra: dict[str, Any] = {}
         Info("edge_stpm_model", "The model being run", registry=r).info({k: str(v) for k, v in model.items()})
         self._lock = threading.Lock()
         self._latest: dict[int, tuple[int, np.ndarray]] = {}
@@ -141,11 +146,13 @@ class LiveView:
 
     def publish(self, index: int, overlay: np.ndarray | None, ng: bool, normalised_score: float, threshold: float,
                 fps: float, ms: dict[str, float], dropped: int, reconnects: int, source: int = 0) -> None:
-        """Called once per frame by the loop: never blocks on viewers (a reference swap and counters)."""
+        """The verdict of one frame (the loop's verdict sink calls it as soon as inference ends): counters and status,
+        never blocking on viewers. ``overlay``, when given, is also handed on as in ``publish_picture``."""
         label = str(source)
         self.m_frames.labels(label).inc()
         for stage, v in ms.items():
-            self.m_latency.labels(stage).observe(v / 1e3)
+            if stage in STAGES:
+                self.m_latency.labels(stage).observe(v / 1e3)
         self.m_fps.labels(label).set(fps)
         for key, metric, value in (("dropped", self.m_dropped, dropped), ("reconnects", self.m_reconnects, reconnects)):
             if value > self._seen[(key, source)]:
@@ -154,8 +161,6 @@ class LiveView:
         if ng:
             self.m_ng.labels(label).inc()
         with self._lock:
-            if overlay is not None:  # None: nobody watches this frame (the loop did not draw it)
-                self._latest[source] = (index, overlay)
             st = self._status
             one = st["sources"][source]
             one.update(verdict="NG" if ng else "OK", normalised_score=float(normalised_score), fps=float(fps),
@@ -163,12 +168,24 @@ class LiveView:
             st.update(verdict="NG" if ng else "OK", normalised_score=float(normalised_score), threshold=float(threshold),
                       fps=float(fps), frames=st["frames"] + 1, ng=st["ng"] + int(ng),
                       dropped=sum(x["dropped"] for x in st["sources"]),
-                      reconnects=sum(x["reconnects"] for x in st["sources"]),
-                      latency_ms={s: float(ms.get(s, 0.0)) for s in STAGES})
+                      reconnects=sum(x["reconnects"] for x in st["sources"]))
+            st["latency_ms"].update({s: float(v) for s, v in ms.items() if s in STAGES})
+        if overlay is not None:
+            self.publish_picture(source, index, overlay, ng, normalised_score)
+
+    def publish_picture(self, source: int, index: int, overlay: np.ndarray, ng: bool, normalised_score: float,
+                        latency_ms: float | None = None) -> None:
+        """The drawn overlay of a frame (a reference swap for the viewers; an NG thumbnail at most once a second)."""
+        if latency_ms is not None:
+            self.m_latency.labels("picture").observe(latency_ms / 1e3)
+        with self._lock:
+            self._latest[source] = (index, overlay)
+            if latency_ms is not None:
+                self._status["latency_ms"]["picture"] = float(latency_ms)
             keep = ng and time.monotonic() - self._last_ng_t >= 1.0
             if keep:
                 self._last_ng_t = time.monotonic()
-        if keep:  # at most one NG thumbnail a second, small: cheap enough for the loop thread
+        if keep:  # small, and at most one a second
             h, w = overlay.shape[:2]
             thumb = cv2.resize(overlay, (max(1, round(w * 180 / h)), 180), interpolation=cv2.INTER_AREA)
             jpg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
@@ -181,6 +198,25 @@ class LiveView:
                 self._status["recent_ng"] = [old.get(k) or {"id": k, "source": source, "frame": index, "url": f"ng/{k}.jpg",
                                                             "normalised_score": float(normalised_score)}
                                              for k in reversed(self._ng)]
+
+    def sinks(self, stats: list[dict[str, Any]], error: str | None) -> None:
+        """The loop's per-sink counts (called about once a second) and its error state."""
+        for st in stats:
+            for outcome in ("taken", "dropped", "failed"):
+                self.m_sink.labels(st["sink"], outcome).set(st[outcome])
+        self.m_error.set(1 if error else 0)
+        with self._lock:
+            self._status["sinks"] = stats
+            self._status["error"] = error
+
+    def gauge(self, name: str, doc: str, value: float) -> None:
+        """A line output's own figure (outbox depth, record rows…) as a Prometheus gauge ``edge_stpm_<name>``."""
+        from prometheus_client import Gauge
+
+        with self._lock:
+            if name not in self.m_extra:
+                self.m_extra[name] = Gauge(f"edge_stpm_{name}", doc, registry=self.registry)
+        self.m_extra[name].set(value)
 
     def status(self) -> dict[str, Any]:
         with self._lock:

@@ -1,0 +1,47 @@
+"""Event-log sink: one JSON line per NG frame, flushed per line (a power cut loses at most the line being written)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, TextIO
+
+from ...files import ensure_dir
+from .base import Result, Sink
+
+
+class EventLog:
+    """JSON Lines appended to ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        ensure_dir(Path(path).parent)
+        self.fh: TextIO = open(path, "a", encoding="utf-8")
+
+    def write(self, event: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(event) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+
+
+class EventSink(Sink):
+    """NG verdicts into the event log, as soon as inference ends (lossless: an NG line is never dropped)."""
+
+    name = "events"
+    lossless = True
+    queue_size = 1024
+
+    def __init__(self, path: Path, several_sources: bool) -> None:
+        self.log = EventLog(path)
+        self.several = several_sources
+
+    def wants(self, result: Result) -> bool:
+        return result.ng
+
+    def take(self, result: Result) -> None:
+        self.log.write(result.event(self.several))
+
+    def close(self) -> None:
+        self.log.close()
