@@ -193,6 +193,14 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def model_sha256(path: Path) -> str:
+    """The identity of a model as the record keeps it: a file's sha256, or a bundle's manifest's (which lists
+    the sha256 of every file in it)."""
+    path = Path(path)
+    target = path / MANIFEST if path.is_dir() else path
+    return file_sha256(target) if target.is_file() else "unknown"
+
+
 def _bundle_files(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir()
                   if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))

@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .files import data_dir
 from .errors import UserError
-from .options import (BackendName, Backbone, CalibMethod, DeviceName, EnginePrecision, Fit, FramePath, Loss,
-                      Precision,                       ThresholdMethod, rng)
+from .options import (BackendName, Backbone, CalibMethod, DeviceName, EnginePrecision, Fit, FramePath, HistoryFormat,
+                      HistoryVerdict, Loss, Precision,                       ThresholdMethod, rng)
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
     """Help shows an option's explicit metavar or its choices (``[a|b]``), never typer's type tag (``<bool>``,
@@ -305,6 +306,15 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         http: Optional[str] = typer.Option(None, help="Serve a live view, status.json and Prometheus /metrics at HOST:PORT (e.g. 127.0.0.1:8080)."),
         http_token: Optional[str] = typer.Option(None, help="Token every HTTP endpoint requires (?token= or Authorization: Bearer); needed for a non-loopback --http."),
         http_fps: float = typer.Option(15.0, **rng("http_fps"), help="Most frames per second encoded for HTTP viewers (only while someone watches)."),
+        history_db: Path = typer.Option(data_dir() / "history.db", help="The inspection record (SQLite): one row per inspected frame; read it with edge-stpm history."),
+        no_history: bool = typer.Option(False, "--no-history", help="Keep no inspection record for this run."),
+        history_keep_days: float = typer.Option(90.0, **rng("record_keep_days"), help="Delete record rows older than this many days."),
+        history_max_mb: float = typer.Option(2048.0, **rng("record_max_mb"), help="Delete the oldest record rows while the record is larger than this (MB)."),
+        mqtt: Optional[str] = typer.Option(None, help="Publish every result to this MQTT broker: mqtt://[user:pass@]host[:port] or mqtts:// (TLS); QoS 1 through a durable outbox."),
+        mqtt_topic: str = typer.Option("edge-stpm/{host}/{source}", help="MQTT topic; {host} and {source} are filled in."),
+        mqtt_ca: Optional[Path] = typer.Option(None, help="CA certificate file for mqtts:// (default: the system's)."),
+        mqtt_outbox: Path = typer.Option(data_dir() / "mqtt-outbox.db", help="The MQTT outbox (SQLite): results wait here until the broker acknowledges them."),
+        outbox_max: int = typer.Option(100_000, **rng("outbox_max"), help="Most unsent MQTT results kept; when full the oldest unsent are dropped (the record keeps them)."),
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     import dataclasses
@@ -320,6 +330,18 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         raise UserError("give a source: --camera N or --source SPEC (repeat either for several)")
     opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
                       max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)
+    if not no_history:
+        from .app.sinks.record import RecordSink
+        from .artifacts import model_sha256
+
+        opts.sinks.append(RecordSink(history_db, model_sha256(model), history_keep_days, history_max_mb))
+    if mqtt:
+        from .app.sinks.mqtt import MqttSink
+        from .artifacts import model_sha256
+
+        opts.sinks.append(MqttSink(mqtt, mqtt_topic, mqtt_outbox, model_sha256(model), outbox_max, mqtt_ca,
+                                   log=lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}",
+                                                              highlight=False, soft_wrap=True)))
     bind = parse_bind(http) if http else None
     srcs: list = []
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
@@ -391,6 +413,39 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of im
     out.print(t)
     ng = sum(r["verdict"] == "NG" for r in rows)
     out.print(f"{ng} NG of {len(rows)}; summary in {out_dir}/summary.csv")
+
+
+@app.command()
+@one_line_errors
+def history(db: Path = typer.Option(data_dir() / "history.db", help="The inspection record that edge-stpm run keeps."),
+            since: Optional[str] = typer.Option(None, help="Only results since this: a duration (45s, 30m, 2h, 7d) or an ISO time (UTC unless it says otherwise)."),
+            verdict: HistoryVerdict = typer.Option("any", help="Only OK or only NG results."),
+            source: Optional[int] = typer.Option(None, **rng("source_index"), help="Only this source (0 = the first --camera/--source of the run)."),
+            limit: int = typer.Option(50, **rng("limit"), help="The newest this many results (shown oldest first)."),
+            fmt: HistoryFormat = typer.Option("table", "--format", help="table on the terminal, or csv / json (to --out or stdout)."),
+            out_file: Optional[Path] = typer.Option(None, "--out", help="Write the csv / json here instead of stdout.")) -> None:
+    """Results from the inspection record: filter by time, verdict and source; export CSV or JSON."""
+    import json as _json
+
+    from .app.sinks.record import parse_time, query, to_csv
+    from .files import write_text
+
+    rows = query(db, parse_time(since) if since else None, None if verdict == "any" else verdict, source, limit)
+    if fmt == "table":
+        t = Table(title=f"{len(rows)} results from {db}")
+        for c in ("time (UTC)", "source", "frame", "trigger", "verdict", "normalised", "snapshot"):
+            t.add_column(c)
+        for r in rows:
+            t.add_row(r["time_iso"], str(r["source"]), str(r["frame"]), "" if r["trigger_id"] is None else str(r["trigger_id"]),
+                      r["verdict"], f"{r['normalised_score']:.2f}", r["snapshot"] or "")
+        out.print(t)
+        return
+    text = to_csv(rows) if fmt == "csv" else _json.dumps(rows, indent=1) + "\n"
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        write_text(out_file, text)
+        out.print(f"{len(rows)} results written to {out_file}")
 
 
 def _ints(text: str, what: str, minimum: int = 1) -> list[int]:

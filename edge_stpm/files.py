@@ -11,6 +11,12 @@ from typing import Any, Iterator
 from .errors import UserError
 
 
+def data_dir() -> Path:
+    """Where a box keeps its state: ``$XDG_DATA_HOME/edge-stpm`` (``~/.local/share/edge-stpm``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "edge-stpm"
+
+
 def ensure_dir(path: Path) -> Path:
     """Create ``path`` (and parents) and check it is writable; raise UserError otherwise."""
     path = Path(path)
@@ -32,16 +38,22 @@ def ensure_dir(path: Path) -> Path:
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds."""
     final = Path(final)
+    if final.is_dir():
+        raise UserError(f"{final} is a folder: give a file name")
     ensure_dir(final.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + final.suffix, dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, final)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, final)
+        except OSError as exc:  # a full disk, a vanished folder…: the file already there is kept as it was
+            raise UserError(f"cannot write {final}: {exc.strerror or exc} (nothing written; an earlier "
+                            f"{final.name} is unchanged)") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -40,6 +40,7 @@ HistoryFormat = Literal[HISTORY_FORMATS]  # type: ignore[valid-type]
 RANGES: dict[str, tuple[float, float]] = {
     "threads": (1, 256),
     "camera": (0, 63),
+    "source_index": (0, 63),
     "seed": (0, 2**31 - 1),
     "epochs": (1, 10_000),
     "lr": (1e-6, 10.0),
@@ -91,4 +92,7 @@ FREE_TEXT: dict[str, str] = {
     "--http-token": "any text",
     "--source": "app.sources.describe (file, folder, URL or GStreamer pipeline)",
     "--teacher-weights": "a file, or 'random'",
+    "--mqtt": "app.sinks.mqtt.parse_url (mqtt[s]://[user:pass@]host[:port])",
+    "--mqtt-topic": "app.sinks.mqtt.check_topic (no wildcards; {host} and {source} filled in)",
+    "--since": "app.sinks.record.parse_time (a duration such as 2h, or an ISO time)",
 }

@@ -16,8 +16,12 @@ SIZE = 128
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    import tempfile
+
     from edge_stpm.threads import available_cores
 
+    # the box's state (the inspection record, the MQTT outbox) goes to a fresh folder, never the user's
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="edge-stpm-test-data-")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, available_cores()))))
 
 

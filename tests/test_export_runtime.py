@@ -84,15 +84,15 @@ def test_backends_agree_on_cpu(exported: Path, trained: Path, synth_dir: Path) -
     assert rel_l2(m16, mp) < 0.05
     export_report = json.loads((exported / "export.json").read_text())
     assert export_report["graphs"]["fp32"]["parity_vs_pytorch"]["map_rel_l2"] < 1e-4
-    # INT8: measured 0.159 map relative L2 on this fixture (0.092 on magnetic tile); the export gate is 0.30
+    # INT8: 0.133-0.164 map relative L2 over seeds 0-4 on this fixture (0.092 on magnetic tile); the gate is 0.30
     from edge_stpm.export.exporter import GATES
 
     assert 0.02 < export_report["graphs"]["int8"]["parity_vs_pytorch"]["map_rel_l2"] <= GATES["int8"]["map_rel_l2"]
 
 
 def test_quantized_graphs_stay_within_one_point_of_fp32(exported: Path, synth_dir: Path) -> None:
-    """Measured on this fixture: image AUROC 1.000 for all three graphs, pixel 0.9934 / 0.9934 / 0.9933; the rule
-    (as on real data) is FP16 and INT8 within 1.0 point of FP32, and FP32 itself at its measured level ± 0.01."""
+    """The rule (as on real data) is FP16 and INT8 within 1.0 point of FP32, and FP32 itself near its measured
+    level (bounds 0.02 below the worst of seeds 0-4)."""
     from edge_stpm.data import labelled_test_images, read_mask
     from edge_stpm.metrics import image_auroc, pixel_auroc
 
@@ -104,7 +104,8 @@ def test_quantized_graphs_stay_within_one_point_of_fp32(exported: Path, synth_di
     for prec in ("fp32", "fp16", "int8"):
         maps, scores = OnnxBackend(exported / f"model_{prec}.onnx", allow_gpu=False).infer_any(imgs)
         res[prec] = (image_auroc(scores, labels), pixel_auroc(maps, masks))
-    assert res["fp32"][0] >= 0.99 and res["fp32"][1] >= 0.983, res
+    # seeds 0-4: FP32 image 1.000, pixel 0.9935-0.9945; FP16/INT8 within 0.0002 of FP32 (seed_spread.json)
+    assert res["fp32"][0] >= 0.98 and res["fp32"][1] >= 0.97, res
     for prec in ("fp16", "int8"):
         assert res["fp32"][0] - res[prec][0] <= 0.01 and res["fp32"][1] - res[prec][1] <= 0.01, (prec, res)
 

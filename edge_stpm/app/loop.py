@@ -166,6 +166,13 @@ def _suffixed(path: Path | None, i: int, n: int) -> Path | None:
     return Path(path).with_name(f"{Path(path).stem}.src{i}{Path(path).suffix}")
 
 
+def run_id() -> str:
+    """A box-local, sortable run id: the run's start in UTC to the microsecond."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
 def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -188,6 +195,7 @@ class Pipeline:
         self.summary = RunSummary()
         self.times: dict[str, list[float]] = {"read": [], "infer": [], "verdict": [], "loop": []}
         self.seq = 0
+        self.run_id = run_id()
         self.window: WindowSink | None = None
         self.verdict_runners: list[SinkRunner] = []
         self.picture_runners: list[SinkRunner] = []
@@ -279,6 +287,7 @@ class Pipeline:
             c.fps_ema = 1.0 / dt if c.fps_ema == 0 else 0.9 * c.fps_ema + 0.1 / max(dt, 1e-6)
             r = Result(self.seq, c.index, c.spec, frame.index, img, res, frame.t_capture, now, wall, frame.read_ms,
                        infer_ms / len(batch), c.fps_ema, trigger_id=getattr(frame, "trigger_id", None),
+                       result_id=f"{self.run_id}-{self.seq:09d}",
                        camera=getattr(frame, "camera", None) or {})
             self.seq += 1
             if res.ng:
@@ -329,6 +338,9 @@ class Pipeline:
             return
         self._last_stats = time.monotonic()
         self.opts.http.sinks(self.sink_stats(), self.error())
+        for r in self.verdict_runners + self.picture_runners:
+            for name, (doc, value) in r.sink.gauges().items():
+                self.opts.http.gauge(name, doc, value)
 
     def sink_stats(self) -> list[dict[str, Any]]:
         pics = [self.pictures.summary()] if self.pictures is not None else []

@@ -19,7 +19,8 @@ class Result:
     the source produced the frame, ``t_verdict`` when inference ended, ``t_picture`` when the overlay was drawn.
     ``image`` is the inspected (ROI-cropped) uint8 BGR frame; ``picture`` the drawn overlay (picture sinks only).
     ``snapshot`` is the NG snapshot stem this result will be saved under (decided before the verdict is sent, so
-    every verdict sink can name it). ``trigger_id`` is set in trigger mode; ``camera`` carries what a camera
+    every verdict sink can name it). ``result_id`` is unique on this box and sortable (``<run start UTC>-<seq>``):
+    the record, MQTT and the PLC outputs carry the same id. ``trigger_id`` is set in trigger mode; ``camera`` carries what a camera
     reported (frame id, timestamp)."""
 
     seq: int
@@ -34,6 +35,7 @@ class Result:
     read_ms: float
     infer_ms: float
     fps: float = 0.0
+    result_id: str = ""
     trigger_id: int | None = None
     snapshot: str | None = None
     camera: dict[str, Any] = field(default_factory=dict)
@@ -51,7 +53,7 @@ class Result:
     def event(self, several_sources: bool = False) -> dict[str, Any]:
         """The JSON form every verdict sink shares (events file, record, MQTT)."""
         r = self.inspection
-        ev: dict[str, Any] = {"frame": self.frame_index, "time": self.wall_time, "score": r.score,
+        ev: dict[str, Any] = {"result_id": self.result_id, "frame": self.frame_index, "time": self.wall_time, "score": r.score,
                               "normalised_score": r.normalised_score, "threshold": r.image_threshold,
                               "verdict": r.verdict}
         if several_sources:
@@ -107,6 +109,10 @@ class Sink(ABC):
 
     def close(self) -> None:
         """Called once after the last result (on the sink's thread, after every queued result was taken)."""
+
+    def gauges(self) -> dict[str, tuple[str, float]]:
+        """The sink's own figures for /metrics and the summary: name → (description, value)."""
+        return {}
 
 
 @dataclass
@@ -191,4 +197,5 @@ class SinkRunner:
     def summary(self) -> dict[str, Any]:
         s = self.stats
         return {"sink": self.sink.name, "taken": s.taken, "dropped": s.dropped, "failed": s.failed, "waited": s.waited,
-                "required": self.sink.required, "last_error": s.last_error, "busy_s": round(s.seconds, 3)}
+                "required": self.sink.required, "last_error": s.last_error, "busy_s": round(s.seconds, 3)} | {
+                    k: v for k, (_, v) in self.sink.gauges().items()}

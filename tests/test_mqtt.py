@@ -1,0 +1,170 @@
+"""MQTT results against a real broker (Debian's mosquitto on loopback): a broker stopped for 10 s mid-run and
+restarted, a broker unreachable at start, the box killed with SIGKILL and restarted — every result arrives, in
+order; the outbox and the record pass SQLite's integrity check."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from line_parts import MOSQUITTO, PacedSource, Subscriber, broker
+from edge_stpm.app.loop import RunOptions, run
+from edge_stpm.app.sinks.mqtt import MqttSink, parse_url
+from edge_stpm.app.sinks.record import RecordSink
+from edge_stpm.errors import UserError
+from edge_stpm.inspector import Inspector
+
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto; "
+                                                          ".ci/run installs it)")
+
+
+def images(synth_dir: Path) -> list:
+    return [cv2.imread(str(p)) for p in sorted((synth_dir / "test").glob("*/*.png"))]
+
+
+def in_order_once(ids: list[str]) -> tuple[list[str], int]:
+    """The ids in first-arrival order and how many arrived again (QoS 1 allows a resend after a cut)."""
+    seen: dict[str, None] = {}
+    for i in ids:
+        seen.setdefault(i, None)
+    return list(seen), len(ids) - len(seen)
+
+
+def integrity(path: Path) -> str:
+    con = sqlite3.connect(str(path))
+    try:
+        return con.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_broker_down_for_10_s_mid_run_loses_nothing(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    insp = Inspector.load(exported / "model_fp32.onnx", "onnxruntime")
+    with broker(tmp_path) as b:
+        sub = Subscriber(b.port)
+        time.sleep(0.3)
+        mq = MqttSink(f"mqtt://127.0.0.1:{b.port}", "line1/{source}", tmp_path / "outbox.db", "sha", drain_s=30)
+        rec = RecordSink(tmp_path / "h.db", "sha")
+        n = 900  # 18 s at 50 frames/s
+        box: dict = {}
+        t = threading.Thread(target=lambda: box.update(s=run(insp, PacedSource(images(synth_dir), n, 50.0),
+                                                              RunOptions(headless=True, sinks=[rec, mq]))))
+        t.start()
+        time.sleep(3.0)
+        b.stop()
+        time.sleep(10.0)
+        depth_while_down = mq.outbox.depth()
+        b.start()
+        t.join(120)
+        ids = sub.wait_for(n, 60)
+        sub.close()
+    insp.close()
+    s = box["s"]
+    assert s.frames == n and s.error is None
+    once, again = in_order_once(ids)
+    con = sqlite3.connect(str(tmp_path / "h.db"))
+    recorded = [r[0] for r in con.execute("SELECT result_id FROM inspections ORDER BY id")]
+    con.close()
+    assert len(recorded) == n
+    assert once == recorded, "every result arrived, in the order inspected"
+    assert depth_while_down > 100, depth_while_down  # the outbox grew while the broker was away (~500 expected)
+    assert again <= 2, again  # at most the message in flight at the cut, sent again
+    assert integrity(tmp_path / "outbox.db") == "ok" and integrity(tmp_path / "h.db") == "ok"
+    assert sqlite3.connect(str(tmp_path / "outbox.db")).execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+
+
+def _video(synth_dir: Path, path: Path, n: int) -> Path:
+    imgs = images(synth_dir)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (imgs[0].shape[1], imgs[0].shape[0]))
+    for i in range(n):
+        w.write(imgs[i % len(imgs)])
+    w.release()
+    return path
+
+
+def _run_cli(args: list, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+
+
+def test_sigkill_and_restart_lose_no_committed_result(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """Killed mid-run: what the outbox had committed is sent after the restart, before the new run's results;
+    each run's results arrive as an unbroken prefix of its sequence, in order."""
+    video = _video(synth_dir, tmp_path / "long.avi", 1500)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with broker(tmp_path) as b:
+        sub = Subscriber(b.port)
+        time.sleep(0.3)
+        args = ["--model", exported / "model_fp32.onnx", "--source", video, "--headless", "--threads", "1",
+                "--mqtt", f"mqtt://127.0.0.1:{b.port}", "--mqtt-outbox", tmp_path / "outbox.db",
+                "--history-db", tmp_path / "h.db"]
+        p = _run_cli(args, env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(sub.ids()) < 200:
+            time.sleep(0.05)
+        b.stop()  # results now pile up in the outbox…
+        time.sleep(1.5)
+        os.kill(p.pid, signal.SIGKILL)  # …and the box dies with them there
+        p.wait(30)
+        assert integrity(tmp_path / "outbox.db") == "ok" and integrity(tmp_path / "h.db") == "ok"
+        con = sqlite3.connect(str(tmp_path / "outbox.db"))
+        left = [r[0] for r in con.execute("SELECT result_id FROM outbox ORDER BY id")]
+        con.close()
+        assert len(left) > 20, len(left)
+        b.start()
+        p = _run_cli(args + ["--max-frames", "100"], env)
+        out, errs = p.communicate(timeout=180)
+        assert p.returncode == 0, errs
+        ids = sub.wait_for(len(set(sub.ids())) + 1, 5)
+        sub.close()
+    once, again = in_order_once(ids)
+    assert set(left) <= set(once), "every result the outbox held at the kill arrived after the restart"
+    runs: dict[str, list[int]] = {}
+    for i in once:
+        rid, seq = i.rsplit("-", 1)
+        runs.setdefault(rid, []).append(int(seq))
+    assert len(runs) == 2
+    first, second = sorted(runs)
+    assert runs[first] == list(range(len(runs[first]))), "the killed run's results: unbroken, in order"
+    assert runs[second] == list(range(100))
+    assert once.index(f"{second}-{0:09d}") > once.index(left[-1]), "the backlog went out before the new results"
+    assert again <= 2
+
+
+def test_broker_unreachable_at_start_is_one_warning(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    from line_parts import free_port
+
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = _run_cli(["--model", exported / "model_fp32.onnx", "--source", synth_dir / "video.avi", "--headless",
+                  "--mqtt", f"mqtt://127.0.0.1:{port}", "--mqtt-outbox", tmp_path / "o.db",
+                  "--history-db", tmp_path / "h.db"], env)
+    out, errs = p.communicate(timeout=180)
+    assert p.returncode == 0, errs
+    assert "60 frames" in out
+    warnings = [l for l in errs.splitlines() if l.startswith("warning:")]
+    assert 1 <= len(warnings) <= 2 and any("unreachable" in w or "stay in" in w for w in warnings), errs
+    assert "Traceback" not in errs
+    con = sqlite3.connect(str(tmp_path / "o.db"))
+    assert con.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 60  # all kept for the next run
+
+
+def test_bad_broker_urls_and_topics_are_one_line() -> None:
+    for bad in ("http://x", "mqtt://", "mqtt://h:99999", "tcp://h:1883"):
+        with pytest.raises(UserError, match="--mqtt"):
+            parse_url(bad)
+    assert parse_url("mqtts://u:p%40ss@broker.local").port == 8883
+    from edge_stpm.app.sinks.mqtt import check_topic
+
+    for bad in ("a/#", "a/+/b", "", "$SYS/x", "a/{line}"):
+        with pytest.raises(UserError, match="--mqtt-topic"):
+            check_topic(bad)

@@ -1,0 +1,105 @@
+"""The pipeline's sinks: a slow sink drops (counted) instead of stalling the loop, a failing one is reported once
+and the others go on, a required one sets the error state; verdict sinks get every result before its picture."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_stpm.app.loop import RunOptions, run
+from edge_stpm.app.sinks.base import Result, Sink, SinkRunner
+from edge_stpm.app.sources import open_source
+from edge_stpm.inspector import Inspector
+
+
+class Counting(Sink):
+    def __init__(self, name: str, picture: bool = False, sleep_s: float = 0.0, fail: bool = False,
+                 required: bool = False) -> None:
+        self.name, self.picture, self.sleep_s, self.fail, self.required = name, picture, sleep_s, fail, required
+        self.seen: list[Result] = []
+        self.t_seen: list[float] = []
+        self.queue_size = 4
+        self.closed = False
+
+    def take(self, r: Result) -> None:
+        self.t_seen.append(time.monotonic())
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        if self.fail:
+            raise RuntimeError("this sink always fails")
+        self.seen.append(r)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture(scope="module")
+def insp(exported: Path):
+    i = Inspector.load(exported / "model_fp32.onnx", "onnxruntime")
+    yield i
+    i.close()
+
+
+def test_slow_and_failing_sinks_do_not_stall_the_others(insp: Inspector, synth_dir: Path, capsys) -> None:
+    fast, slow = Counting("fast"), Counting("slow", sleep_s=0.2)
+    bad, pictures = Counting("bad", fail=True), Counting("pictures", picture=True)
+    pictures.queue_size = 1000
+    s = run(insp, open_source(str(synth_dir / "video.avi")),
+            RunOptions(headless=True, sinks=[fast, slow, bad, pictures], record=None))
+    assert s.frames == 60
+    by = {x["sink"]: x for x in s.sinks}
+    assert len(fast.seen) == 60 and [r.frame_index for r in fast.seen] == list(range(60))  # order kept
+    # the slow sink (200 ms a result) saw a few and dropped the rest, counted; the loop did not wait for it
+    assert by["slow"]["taken"] + by["slow"]["dropped"] == 60 and by["slow"]["dropped"] > 0, by["slow"]
+    assert s.seconds < 60 * 0.2 / 2, s.seconds  # a loop that waited on it would take >= 12 s
+    assert by["bad"]["failed"] == 60 and "always fails" in by["bad"]["last_error"]
+    assert s.error is None  # none of these is required
+    assert capsys.readouterr().err.count("sink bad failed") == 1
+    assert all(x.closed for x in (fast, slow, bad, pictures))
+
+
+def test_verdict_reaches_verdict_sinks_before_the_picture_is_drawn(insp: Inspector, synth_dir: Path) -> None:
+    verdict, pictures = Counting("verdict"), Counting("pictures", picture=True)
+    verdict.queue_size = pictures.queue_size = 1000
+    s = run(insp, open_source(str(synth_dir / "video.avi")), RunOptions(headless=True, sinks=[verdict, pictures],
+                                                                         max_frames=20))
+    assert s.frames == 20 and len(verdict.seen) == 20
+    for r in verdict.seen:
+        assert r.t_verdict >= r.t_capture
+    for r in pictures.seen:
+        assert r.picture is not None and r.t_picture is not None and r.t_picture >= r.t_verdict
+    assert s.latency_ms["verdict"]["p50"] > 0
+
+
+def test_required_sink_failure_is_an_error_state(insp: Inspector, synth_dir: Path) -> None:
+    plc = Counting("plc", fail=True, required=True)
+    s = run(insp, open_source(str(synth_dir / "video.avi")), RunOptions(headless=True, sinks=[plc], max_frames=5))
+    assert s.error and s.error.startswith("plc:") and "always fails" in s.error
+
+
+def test_runner_drops_oldest_and_counts() -> None:
+    import threading
+
+    gate = threading.Event()
+
+    class Blocked(Sink):
+        name, queue_size = "blocked", 3
+
+        def __init__(self) -> None:
+            self.got: list[int] = []
+
+        def take(self, r) -> None:
+            gate.wait(10)
+            self.got.append(r)
+
+    sink = Blocked()
+    runner = SinkRunner(sink, lambda _: None).start()
+    for i in range(10):
+        runner.offer(i)  # type: ignore[arg-type]
+    time.sleep(0.05)
+    gate.set()
+    runner.close()
+    # one item was already being taken, 3 waited; the others were dropped as newer ones arrived
+    assert runner.stats.taken + runner.stats.dropped == 10 and runner.stats.dropped >= 6
+    assert sink.got[-1] == 9  # the newest survives
