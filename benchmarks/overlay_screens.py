@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-SIZES = {"256": (256, 256), "640x480": (640, 480), "1920x1080": (1920, 1080)}
+SIZES = {"256": (256, 256), "640x480": (640, 480), "1920x1080": (1920, 1080), "3840x2160": (3840, 2160)}
 
 
 def frames_at(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -98,10 +98,19 @@ def draw_contours(img: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], px: int, colour: tuple[int, int, int]) -> None:
-    """Text ``px`` pixels tall with a dark outline (legible on any part)."""
+    """Text ``px`` pixels tall on a dark box (legible on any part), shrunk to fit inside the frame's width.
+
+    (A thicker dark copy of the text as outline does not work with OpenCV's Hershey fonts: the advance grows with
+    the stroke thickness, so outline and text drift apart letter by letter.)"""
     scale = cv2.getFontScaleFromHeight(FONT, max(8, px), 1)
     th = max(1, round(px / 12))
-    cv2.putText(img, text, org, FONT, scale, (0, 0, 0), th + max(1, round(px / 8)), cv2.LINE_AA)
+    (tw, tht), base = cv2.getTextSize(text, FONT, scale, th)
+    room = img.shape[1] - org[0] - 4
+    if tw > room > 0:
+        scale *= room / tw
+        (tw, tht), base = cv2.getTextSize(text, FONT, scale, th)
+    pad = max(1, round(px / 8))
+    cv2.rectangle(img, (org[0] - pad, org[1] - tht - pad), (org[0] + tw + pad, org[1] + base), (0, 0, 0), -1)
     cv2.putText(img, text, org, FONT, scale, colour, th, cv2.LINE_AA)
 
 
