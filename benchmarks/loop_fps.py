@@ -31,7 +31,8 @@ def main() -> None:
     print(f"| model-only FPS (median of 100) | loop end-to-end FPS ({s.frames} frames, recording) | ratio |")
     print("|---|---|---|")
     print(f"| {1e3 / model_ms:.1f} | {s.fps:.1f} | {s.fps / (1e3 / model_ms):.2f} |")
-    print(f"loop medians (ms): read {s.ms['read']:.2f}, infer {s.ms['infer']:.2f}, overlay+record {s.ms['display']:.2f}")
+    print(f"loop medians (ms): read {s.ms['read']:.2f}, infer {s.ms['infer']:.2f}; capture→verdict "
+          f"{s.ms['verdict']:.2f}, capture→picture {s.ms.get('picture', 0):.2f}")
 
 
 if __name__ == "__main__":

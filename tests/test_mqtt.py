@@ -76,7 +76,7 @@ def test_broker_down_for_10_s_mid_run_loses_nothing(exported: Path, synth_dir: P
     assert len(recorded) == n
     assert once == recorded, "every result arrived, in the order inspected"
     assert depth_while_down > 100, depth_while_down  # the outbox grew while the broker was away (~500 expected)
-    assert again <= 2, again  # at most the message in flight at the cut, sent again
+    assert again <= 16, again  # QoS 1: at most the window in flight at the cut (16) is sent again
     assert integrity(tmp_path / "outbox.db") == "ok" and integrity(tmp_path / "h.db") == "ok"
     assert sqlite3.connect(str(tmp_path / "outbox.db")).execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
 
@@ -137,7 +137,7 @@ def test_sigkill_and_restart_lose_no_committed_result(exported: Path, synth_dir:
     assert runs[first] == list(range(len(runs[first]))), "the killed run's results: unbroken, in order"
     assert runs[second] == list(range(100))
     assert once.index(f"{second}-{0:09d}") > once.index(left[-1]), "the backlog went out before the new results"
-    assert again <= 2
+    assert again <= 16
 
 
 def test_broker_unreachable_at_start_is_one_warning(exported: Path, synth_dir: Path, tmp_path: Path) -> None:

@@ -103,9 +103,18 @@ class Sink(ABC):
     def wants(self, result: Result) -> bool:
         return True
 
+    batch_max = 1
+    batch_linger_s = 0.0
+
     @abstractmethod
     def take(self, result: Result) -> None:
         """Handle one result."""
+
+    def take_batch(self, results: list[Result]) -> None:
+        """Handle the results that queued up meanwhile, or within ``batch_linger_s`` of the first (at most
+        ``batch_max``, in order): sinks that write to disk take them in one transaction (one fsync) each."""
+        for r in results:
+            self.take(r)
 
     def close(self) -> None:
         """Called once after the last result (on the sink's thread, after every queued result was taken)."""
@@ -162,13 +171,27 @@ class SinkRunner:
         self.stats.dropped += put_newest(self.q, result)
 
     def _run(self) -> None:
-        while (item := self.q.get()) is not self._STOP:
+        stop = False
+        while not stop:
+            items = [self.q.get()]
+            deadline = time.monotonic() + self.sink.batch_linger_s
+            while len(items) < self.sink.batch_max and items[-1] is not self._STOP:
+                try:  # what queues up meanwhile (or within the linger) goes in one batch: one commit, one fsync
+                    left = deadline - time.monotonic()
+                    items.append(self.q.get(timeout=left) if left > 0 else self.q.get_nowait())
+                except queue.Empty:
+                    break
+            if items[-1] is self._STOP:
+                items.pop()
+                stop = True
+            if not items:
+                continue
             t0 = time.perf_counter()
             try:
-                self.sink.take(item)
-                self.stats.taken += 1
+                self.sink.take_batch(items)
+                self.stats.taken += len(items)
             except Exception as exc:  # noqa: BLE001 — a sink's failure is counted and reported, never fatal
-                self.stats.failed += 1
+                self.stats.failed += len(items)
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 if not self._reported:
                     self._reported = True

@@ -18,8 +18,12 @@ class EventLog:
         self.fh: TextIO = open(path, "a", encoding="utf-8")
 
     def write(self, event: dict[str, Any]) -> None:
-        self.fh.write(json.dumps(event) + "\n")
-        self.fh.flush()
+        self.write_many([event])
+
+    def write_many(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            self.fh.write("".join(json.dumps(e) + "\n" for e in events))
+            self.fh.flush()
 
     def close(self) -> None:
         os.fsync(self.fh.fileno())
@@ -42,6 +46,12 @@ class EventSink(Sink):
 
     def take(self, result: Result) -> None:
         self.log.write(result.event(self.several))
+
+    batch_max = 256
+
+    def take_batch(self, results: list[Result]) -> None:
+        """NG lines of the results that queued up meanwhile, written and flushed together."""
+        self.log.write_many([r.event(self.several) for r in results if r.ng])
 
     def close(self) -> None:
         self.log.close()

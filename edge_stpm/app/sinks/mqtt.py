@@ -2,9 +2,10 @@
 
 Each result is first committed to an SQLite outbox on disk (WAL, fsync per commit) and leaves it only when the
 broker has acknowledged it (PUBACK). A broker that is down for minutes, a network cut, or the box killed and
-restarted loses no result and keeps their order: the publisher sends the outbox head, one message in flight at a
-time, and starts again from the head after every reconnect or restart. QoS 1 is at-least-once: a message whose
-PUBACK was lost in a cut is sent again, so consumers deduplicate by ``result_id`` (the record's id).
+restarted loses no result and keeps their order: the publisher sends the outbox head, up to ``window`` messages in
+flight on one connection (so in order), deletes what the broker acknowledged, and starts again from the head
+after every reconnect or restart. QoS 1 is at-least-once: a message whose PUBACK was lost in a cut is sent again
+(at most one window per cut), so consumers deduplicate by ``result_id`` (the record's id).
 
 Bound: at most ``max_rows`` unsent messages; when full, the oldest unsent are dropped (counted, said once) —
 the inspection record still has every result. Message schema: ``edge-stpm/result/1`` (docs/line.md).
@@ -82,9 +83,13 @@ class Outbox:
 
     def put(self, result_id: str, topic: str, payload: str) -> int:
         """Commit one message; returns how many old ones were dropped to stay within the bound."""
+        return self.put_many([(result_id, topic, payload)])
+
+    def put_many(self, messages: list[tuple[str, str, str]]) -> int:
+        """Commit messages (result_id, topic, payload) in one transaction; returns how many old ones were dropped
+        to stay within the bound."""
         with self.lock, self.con:
-            self.con.execute("INSERT OR IGNORE INTO outbox (result_id, topic, payload) VALUES (?, ?, ?)",
-                             (result_id, topic, payload))
+            self.con.executemany("INSERT OR IGNORE INTO outbox (result_id, topic, payload) VALUES (?, ?, ?)", messages)
             over = self.depth_locked() - self.max_rows
             if over > 0:
                 self.con.execute("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (over,))
@@ -99,13 +104,20 @@ class Outbox:
         with self.lock:
             return self.depth_locked()
 
-    def head(self) -> tuple[int, str, str] | None:
+    def head(self, n: int = 1) -> list[tuple[int, str, str]]:
+        """The ``n`` oldest messages (id, topic, payload)."""
         with self.lock:
-            return self.con.execute("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT 1").fetchone()
+            return self.con.execute("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (n,)).fetchall()
 
-    def remove(self, row_id: int) -> None:
-        with self.lock, self.con:
-            self.con.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+    def remove(self, *row_ids: int) -> None:
+        """Delete an acknowledged row. Without an fsync of its own (synchronous=NORMAL for this commit): a power
+        cut can undo a delete — the message is then sent once more (QoS 1: at least once) — never an insert,
+        which is committed with a full sync (``put_many``)."""
+        with self.lock:
+            self.con.execute("PRAGMA synchronous=NORMAL")
+            with self.con:
+                self.con.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in row_ids])
+            self.con.execute("PRAGMA synchronous=FULL")
 
     def close(self) -> None:
         with self.lock:
@@ -120,11 +132,12 @@ class MqttSink(Sink):
     queue_size = 4096
 
     def __init__(self, url: str, topic: str, outbox: Path, model_sha256: str, max_rows: int = 100_000,
-                 ca_file: Path | None = None, client_id: str | None = None, drain_s: float = 5.0,
+                 ca_file: Path | None = None, client_id: str | None = None, drain_s: float = 5.0, window: int = 16,
                  log: Callable[[str], None] | None = None) -> None:
         self.url, self.topic = parse_url(url), check_topic(topic)
         self.outbox_path, self.max_rows, self.ca_file = Path(outbox), max_rows, ca_file
         self.sha, self.drain_s = model_sha256, drain_s
+        self.window = window
         self.host = socket.gethostname()
         self.client_id = client_id or f"edge-stpm-{self.host}"
         self.log = log or (lambda text: None)
@@ -150,7 +163,7 @@ class MqttSink(Sink):
                 c.tls_set(ca_certs=str(self.ca_file) if self.ca_file else None)
             except (OSError, ValueError) as exc:
                 raise UserError(f"--mqtt-ca {self.ca_file}: {exc}") from None
-        c.max_inflight_messages_set(1)
+        c.max_inflight_messages_set(self.window)
         c.reconnect_delay_set(0.5, 4)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -163,12 +176,21 @@ class MqttSink(Sink):
         self.publisher = threading.Thread(target=self._publish_loop, name="mqtt-publisher", daemon=True)
         self.publisher.start()
 
+    batch_max = 256
+    batch_linger_s = 0.02  # group commit into the outbox: at most ~20 ms of results wait for their fsync
+
     def take(self, r: Result) -> None:
+        self.take_batch([r])
+
+    def take_batch(self, results: list[Result]) -> None:
+        """Into the outbox in one transaction (one fsync), then the publisher is woken."""
         assert self.outbox is not None
-        row = result_row(r, self.sha)
-        msg = {"schema": SCHEMA, "host": self.host} | row
-        dropped = self.outbox.put(row["result_id"], self.topic.format(host=self.host, source=r.source),
-                                  json.dumps(msg, separators=(",", ":")))
+        msgs = []
+        for r in results:
+            row = result_row(r, self.sha)
+            msgs.append((row["result_id"], self.topic.format(host=self.host, source=r.source),
+                         json.dumps({"schema": SCHEMA, "host": self.host} | row, separators=(",", ":"))))
+        dropped = self.outbox.put_many(msgs)
         if dropped and "full" not in self.warned:
             self.warned.add("full")
             self.log(f"MQTT outbox full ({self.max_rows} unsent): the oldest unsent results are dropped from it "
@@ -233,19 +255,22 @@ class MqttSink(Sink):
                 self.wake.wait(0.5)
                 self.wake.clear()
                 continue
-            head = self.outbox.head() if self.outbox is not None else None
-            if head is None:
+            rows = self.outbox.head(self.window) if self.outbox is not None else []
+            if not rows:
                 self.wake.wait(0.5)
                 self.wake.clear()
                 continue
-            row_id, topic, payload = head
-            info = self.client.publish(topic, payload, qos=1)
-            if info.rc != 0:
+            infos = [(row_id, self.client.publish(topic, payload, qos=1)) for row_id, topic, payload in rows]
+            acked = []
+            for row_id, info in infos:  # PUBACKs come in order on one connection
+                if info.rc != 0 or not self._wait_ack(info):
+                    break
+                acked.append(row_id)
+            if acked:
+                self.outbox.remove(*acked)  # type: ignore[union-attr]
+                self.sent += len(acked)
+            elif infos and infos[0][1].rc != 0:
                 time.sleep(0.1)
-                continue
-            if self._wait_ack(info):
-                self.outbox.remove(row_id)  # type: ignore[union-attr]
-                self.sent += 1
 
     def _wait_ack(self, info: Any, resend_after_s: float = 5.0) -> bool:
         """Wait for the PUBACK of ``info``. Across a reconnect paho sends the in-flight message again itself, so
