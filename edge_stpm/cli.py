@@ -16,7 +16,7 @@ from rich.table import Table
 from .files import data_dir
 from .errors import UserError
 from .options import (BackendName, Backbone, CalibMethod, DeviceName, EnginePrecision, Fit, FramePath, HistoryFormat,
-                      HistoryVerdict, Loss, Precision,                       ThresholdMethod, rng)
+                      HistoryVerdict, Loss, Precision, Trigger,                       ThresholdMethod, rng)
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
     """Help shows an option's explicit metavar or its choices (``[a|b]``), never typer's type tag (``<bool>``,
@@ -315,11 +315,14 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         mqtt_ca: Optional[Path] = typer.Option(None, help="CA certificate file for mqtts:// (default: the system's)."),
         mqtt_outbox: Path = typer.Option(data_dir() / "mqtt-outbox.db", help="The MQTT outbox (SQLite): results wait here until the broker acknowledges them."),
         outbox_max: int = typer.Option(100_000, **rng("outbox_max"), help="Most unsent MQTT results kept; when full the oldest unsent are dropped (the record keeps them)."),
+        modbus: Optional[str] = typer.Option(None, help="Serve the PLC handshake as a Modbus TCP server at HOST:PORT (register map: docs/line.md); loopback unless you give another address (Modbus has no authentication)."),
+        trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus), each with its own trigger id."),
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     import dataclasses
 
     from .app.http import LiveView, parse_bind
+    from .app.line import LineSettings, setup as setup_line
     from .app.loop import RunOptions, check_outputs, run as run_loop
     from .app.sources import open_source
     from .files import write_json
@@ -330,18 +333,12 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         raise UserError("give a source: --camera N or --source SPEC (repeat either for several)")
     opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
                       max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)
-    if not no_history:
-        from .app.sinks.record import RecordSink
-        from .artifacts import model_sha256
-
-        opts.sinks.append(RecordSink(history_db, model_sha256(model), history_keep_days, history_max_mb))
-    if mqtt:
-        from .app.sinks.mqtt import MqttSink
-        from .artifacts import model_sha256
-
-        opts.sinks.append(MqttSink(mqtt, mqtt_topic, mqtt_outbox, model_sha256(model), outbox_max, mqtt_ca,
-                                   log=lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}",
-                                                              highlight=False, soft_wrap=True)))
+    warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
+    line = setup_line(LineSettings(model, None if no_history else history_db, history_keep_days, history_max_mb, mqtt,
+                                   mqtt_topic, mqtt_ca, mqtt_outbox, outbox_max, modbus, trigger), len(specs), warn)
+    opts.sinks += line.sinks
+    for note in line.notes:
+        warn(note)
     bind = parse_bind(http) if http else None
     srcs: list = []
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
@@ -359,16 +356,19 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         srcs = []
         for spec in specs:
             srcs.append(open_source(spec, reconnect))
+        line.start()
     except BaseException:
         for opened in srcs:
             opened.close()
+        line.close()
         if opts.http is not None:
             opts.http.close()
         insp.close()
         raise
     try:
-        s = run_loop(insp, srcs, opts, specs=specs)
+        s = run_loop(insp, line.wrap(srcs), opts, specs=specs)
     finally:
+        line.close()
         if opts.http is not None:
             opts.http.close()
         insp.close()

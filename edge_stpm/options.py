@@ -22,6 +22,7 @@ PRECISION_NAMES = ("fp32", "fp16", "int8")
 FRAME_PATH_NAMES = ("auto", "device", "host")
 HISTORY_VERDICTS = ("any", "OK", "NG")
 HISTORY_FORMATS = ("table", "csv", "json")
+TRIGGER_NAMES = ("free-run", "plc")
 
 Backbone = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
 Fit = Literal[FIT_NAMES]  # type: ignore[valid-type]
@@ -35,6 +36,7 @@ Precision = Literal[PRECISION_NAMES]  # type: ignore[valid-type]
 FramePath = Literal[FRAME_PATH_NAMES]  # type: ignore[valid-type]
 HistoryVerdict = Literal[HISTORY_VERDICTS]  # type: ignore[valid-type]
 HistoryFormat = Literal[HISTORY_FORMATS]  # type: ignore[valid-type]
+Trigger = Literal[TRIGGER_NAMES]  # type: ignore[valid-type]
 
 # numeric ranges, closed at both ends: name → (min, max)
 RANGES: dict[str, tuple[float, float]] = {
@@ -94,5 +96,6 @@ FREE_TEXT: dict[str, str] = {
     "--teacher-weights": "a file, or 'random'",
     "--mqtt": "app.sinks.mqtt.parse_url (mqtt[s]://[user:pass@]host[:port])",
     "--mqtt-topic": "app.sinks.mqtt.check_topic (no wildcards; {host} and {source} filled in)",
+    "--modbus": "app.http.parse_bind (HOST:PORT)",
     "--since": "app.sinks.record.parse_time (a duration such as 2h, or an ISO time)",
 }

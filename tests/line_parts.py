@@ -120,3 +120,59 @@ class PacedSource(Source):
         f = Frame(self.i, self.images[self.i % len(self.images)], time.monotonic(), 0.0)
         self.i += 1
         return f
+
+
+def _wait_bit(c, bit: int, on: bool, timeout: float = 20.0, poll_s: float = 0.001) -> list[int]:
+    from edge_stpm.app.sinks import plc
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        regs = c.read_holding_registers(0, count=8, device_id=1).registers
+        if bool(regs[plc.STATUS] & bit) == on:
+            return regs
+        time.sleep(poll_s)  # a PLC's scan cycle: polling flat out would steal the box's CPU
+    raise AssertionError(f"status bit {bit} not {'on' if on else 'off'} within {timeout} s: {regs}")
+
+
+def modbus_cycles(port: int, n: int, proc=None, check_busy: bool = True,
+                  poll_s: float = 0.001) -> tuple[list[tuple], list[float]]:
+    """A PLC's side of the handshake with a real pymodbus client: ``n`` × (wait trigger ready, trigger, wait results
+    ready, read, ack, wait results cleared). Returns (trigger id, verdict, score register, part counter) per cycle
+    and the client-side cycle times (ms). With ``check_busy`` the first cycle also sends a second trigger before its
+    result is acknowledged and checks the error code."""
+    from pymodbus.client import ModbusTcpClient
+
+    from edge_stpm.app.sinks import plc
+
+    c = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
+    deadline = time.monotonic() + 120
+    while not c.connect():
+        if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
+            raise AssertionError("the box's Modbus server did not come up" +
+                                 (f": {proc.stderr.read()}" if proc is not None and proc.poll() is not None else ""))
+        time.sleep(0.2)
+    seen, cycles = [], []
+    try:
+        for k in range(n):
+            regs = _wait_bit(c, plc.BIT_TRIGGER_READY, True, poll_s=poll_s)
+            assert not regs[plc.STATUS] & plc.BIT_RESULTS_READY
+            t0 = time.perf_counter()
+            c.write_register(plc.COMMAND, plc.CMD_TRIGGER, device_id=1)
+            if check_busy and k == 0:
+                c.write_register(plc.COMMAND, 0, device_id=1)
+                c.write_register(plc.COMMAND, plc.CMD_TRIGGER, device_id=1)
+                r2 = c.read_holding_registers(0, count=2, device_id=1).registers
+                assert r2[plc.STATUS] & plc.BIT_ERROR and r2[plc.ERROR_CODE] in (plc.ERR_BUSY, plc.ERR_NOT_ACKED), r2
+            regs = _wait_bit(c, plc.BIT_RESULTS_READY, True, poll_s=poll_s)
+            cycles.append((time.perf_counter() - t0) * 1e3)
+            ok, ng = bool(regs[plc.STATUS] & plc.BIT_OK), bool(regs[plc.STATUS] & plc.BIT_NG)
+            assert ok != ng, regs
+            seen.append((regs[plc.TRIGGER_ID], "NG" if ng else "OK", regs[plc.SCORE],
+                         (regs[plc.COUNT_HI] << 16) | regs[plc.COUNT_LO]))
+            c.write_register(plc.COMMAND, plc.CMD_ACK, device_id=1)
+            regs = _wait_bit(c, plc.BIT_RESULTS_READY, False, poll_s=poll_s)
+            assert not regs[plc.STATUS] & (plc.BIT_OK | plc.BIT_NG)
+            c.write_register(plc.COMMAND, 0, device_id=1)
+    finally:
+        c.close()
+    return seen, cycles

@@ -50,7 +50,7 @@ class Bind:
             return False
 
 
-def parse_bind(text: str) -> Bind:
+def parse_bind(text: str, what: str = "--http") -> Bind:
     """``HOST:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1); ``[::1]:PORT`` for IPv6."""
     t = text.strip()
     host, port = "127.0.0.1", t
@@ -60,7 +60,7 @@ def parse_bind(text: str) -> Bind:
         host, _, port = t.rpartition(":")
         host = host or "127.0.0.1"
     if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UserError(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+        raise UserError(f"{what} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
     return Bind(host, int(port))
 
 

@@ -23,12 +23,15 @@ from ..errors import UserError
 
 @dataclass
 class Frame:
-    """A frame: running index, uint8 BGR image ``(H, W, 3)``, capture time (s, monotonic), read time (ms)."""
+    """A frame: running index, uint8 BGR image ``(H, W, 3)``, capture time (s, monotonic), read time (ms); in
+    trigger mode the trigger's id; from an industrial camera what it reported (frame id, timestamp)."""
 
     index: int
     image: np.ndarray
     t_capture: float
     read_ms: float
+    trigger_id: int | None = None
+    camera: dict | None = None
 
 
 def gstreamer_available() -> bool:

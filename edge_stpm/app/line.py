@@ -1,0 +1,90 @@
+"""What ``run`` connects to the line, set up and torn down in one place: the inspection record, MQTT, the PLC
+handshake over Modbus TCP, and trigger mode (one frame per PLC trigger)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UserError
+from .sinks.base import Sink
+from .sources import Source
+
+
+@dataclass
+class LineSettings:
+    """``run``'s line options. ``modbus`` is HOST:PORT or None; ``trigger`` is free-run or plc."""
+
+    model: Path
+    history_db: Path | None
+    history_keep_days: float = 90.0
+    history_max_mb: float = 2048.0
+    mqtt: str | None = None
+    mqtt_topic: str = "edge-stpm/{host}/{source}"
+    mqtt_ca: Path | None = None
+    mqtt_outbox: Path | None = None
+    outbox_max: int = 100_000
+    modbus: str | None = None
+    trigger: str = "free-run"
+
+
+@dataclass
+class Line:
+    """The sinks to add to the loop and the servers to run beside it."""
+
+    sinks: list[Sink] = field(default_factory=list)
+    plc: Any = None
+    servers: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def wrap(self, sources: list[Source]) -> list[Source]:
+        """In trigger mode the one source yields one frame per accepted trigger."""
+        if self.plc is None or not getattr(self, "triggered", False):
+            return sources
+        from .sinks.plc import TriggeredSource
+
+        return [TriggeredSource(sources[0], self.plc)]
+
+    def start(self) -> None:
+        for s in self.servers:
+            s.start()
+
+    def close(self) -> None:
+        for s in reversed(self.servers):
+            s.close()
+
+
+def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line:
+    """Check every line option and build the sinks (nothing listens or connects yet: ``Line.start``)."""
+    from ..artifacts import model_sha256
+
+    line = Line()
+    sha = model_sha256(cfg.model)
+    if cfg.history_db is not None:
+        from .sinks.record import RecordSink
+
+        line.sinks.append(RecordSink(cfg.history_db, sha, cfg.history_keep_days, cfg.history_max_mb))
+    if cfg.mqtt:
+        from .sinks.mqtt import MqttSink
+
+        line.sinks.append(MqttSink(cfg.mqtt, cfg.mqtt_topic, cfg.mqtt_outbox or Path("mqtt-outbox.db"), sha,
+                                   cfg.outbox_max, cfg.mqtt_ca, log=log))
+    if cfg.trigger == "plc" and not cfg.modbus:
+        raise UserError("--trigger plc needs a PLC connection: --modbus HOST:PORT")
+    if cfg.modbus:
+        from .http import parse_bind
+        from .sinks.plc import ModbusServer, PlcSink, PlcState
+
+        bind = parse_bind(cfg.modbus, what="--modbus")
+        if not bind.loopback:
+            line.notes.append(f"Modbus TCP on {bind.host}:{bind.port}: Modbus has no authentication — anyone who "
+                              "reaches this port can trigger the box and read its results (keep it on the machine "
+                              "network, behind the line's firewall)")
+        line.plc = PlcState()
+        line.sinks.append(PlcSink(line.plc))
+        line.servers.append(ModbusServer(line.plc, bind.host, bind.port))
+    if cfg.trigger == "plc":
+        if n_sources != 1:
+            raise UserError("--trigger plc takes exactly one --source or --camera (one frame per trigger)")
+        line.triggered = True  # type: ignore[attr-defined]
+    return line
