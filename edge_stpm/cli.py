@@ -316,7 +316,9 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         mqtt_outbox: Path = typer.Option(data_dir() / "mqtt-outbox.db", help="The MQTT outbox (SQLite): results wait here until the broker acknowledges them."),
         outbox_max: int = typer.Option(100_000, **rng("outbox_max"), help="Most unsent MQTT results kept; when full the oldest unsent are dropped (the record keeps them)."),
         modbus: Optional[str] = typer.Option(None, help="Serve the PLC handshake as a Modbus TCP server at HOST:PORT (register map: docs/line.md); loopback unless you give another address (Modbus has no authentication)."),
-        trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus), each with its own trigger id."),
+        opcua: Optional[str] = typer.Option(None, help="Serve the handshake and the last result as an OPC UA server at HOST:PORT (OPC 40100-like address space: docs/line.md); anonymous on loopback only."),
+        opcua_user: Optional[str] = typer.Option(None, help="USER:PASSWORD the OPC UA server requires (needed for a non-loopback --opcua)."),
+        trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus or --opcua), each with its own trigger id."),
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     import dataclasses
@@ -335,7 +337,8 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
                       max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)
     warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
     line = setup_line(LineSettings(model, None if no_history else history_db, history_keep_days, history_max_mb, mqtt,
-                                   mqtt_topic, mqtt_ca, mqtt_outbox, outbox_max, modbus, trigger), len(specs), warn)
+                                   mqtt_topic, mqtt_ca, mqtt_outbox, outbox_max, modbus, opcua, opcua_user, trigger),
+                      len(specs), warn)
     opts.sinks += line.sinks
     for note in line.notes:
         warn(note)

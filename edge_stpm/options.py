@@ -97,5 +97,7 @@ FREE_TEXT: dict[str, str] = {
     "--mqtt": "app.sinks.mqtt.parse_url (mqtt[s]://[user:pass@]host[:port])",
     "--mqtt-topic": "app.sinks.mqtt.check_topic (no wildcards; {host} and {source} filled in)",
     "--modbus": "app.http.parse_bind (HOST:PORT)",
+    "--opcua": "app.http.parse_bind (HOST:PORT)",
+    "--opcua-user": "app.sinks.opcua.parse_user (USER:PASSWORD)",
     "--since": "app.sinks.record.parse_time (a duration such as 2h, or an ISO time)",
 }

@@ -176,3 +176,64 @@ def modbus_cycles(port: int, n: int, proc=None, check_busy: bool = True,
     finally:
         c.close()
     return seen, cycles
+
+
+def opcua_cycles(port: int, n: int, proc=None, check_busy: bool = True, poll_s: float = 0.001) -> tuple[list, list]:
+    """A PLC's side of the handshake over OPC UA with a real asyncua client: ``n`` × (call Trigger, wait State =
+    ResultReady, read LastResult, call AckResult). Returns (trigger id, verdict, result id, parts) per cycle and
+    the client-side cycle times (ms)."""
+    import asyncio
+
+    from asyncua import Client, ua
+
+    async def main() -> tuple[list, list]:
+        url = f"opc.tcp://127.0.0.1:{port}/edge-stpm/"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client = Client(url, timeout=10)
+                await client.connect()
+                break
+            except (OSError, asyncio.TimeoutError, ua.UaError):
+                if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
+                    raise AssertionError("the box's OPC UA server did not come up")
+                await asyncio.sleep(0.3)
+        try:
+            idx = await client.get_namespace_index("urn:edge-stpm")
+            vs = await client.nodes.objects.get_child([f"{idx}:VisionSystem"])
+            state = await vs.get_child([f"{idx}:State"])
+            last = await vs.get_child([f"{idx}:ResultManagement", f"{idx}:LastResult"])
+            names = ("TriggerId", "Verdict", "ResultId", "IsPartGood")
+            fields = {k: await last.get_child([f"{idx}:{k}"]) for k in names}
+            parts = await vs.get_child([f"{idx}:Counters", f"{idx}:Parts"])
+            seen, cycles = [], []
+
+            async def until(node, value: str, timeout: float = 20.0) -> None:
+                end = time.monotonic() + timeout
+                while (got := await node.read_value()) != value:
+                    if time.monotonic() > end:
+                        raise AssertionError(f"State stayed {got!r}, not {value!r}, for {timeout} s")
+                    await asyncio.sleep(poll_s)
+
+            for k in range(n):
+                t0 = time.perf_counter()
+                tid = await vs.call_method(f"{idx}:Trigger")
+                if check_busy and k == 0:
+                    try:
+                        await vs.call_method(f"{idx}:Trigger")
+                        raise AssertionError("a trigger while busy was accepted")
+                    except ua.UaStatusCodeError as exc:
+                        assert exc.code == ua.StatusCodes.BadResourceUnavailable, exc
+                await until(state, "ResultReady")
+                cycles.append((time.perf_counter() - t0) * 1e3)
+                v = {k: await f.read_value() for k, f in fields.items()}
+                assert v["IsPartGood"] == (v["Verdict"] == "OK")
+                seen.append((v["TriggerId"], v["Verdict"], v["ResultId"], await parts.read_value()))
+                assert v["TriggerId"] == tid, (v, tid)
+                await vs.call_method(f"{idx}:AckResult")
+                await until(state, "Operational")
+            return seen, cycles
+        finally:
+            await client.disconnect()
+
+    return asyncio.run(main())

@@ -90,7 +90,25 @@ def _video(synth_dir: Path, path: Path, n: int) -> Path:
     return path
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+    yield
+    while STARTED:
+        p = STARTED.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
 def _run_cli(args: list, env: dict) -> subprocess.Popen:
+    STARTED.append(_popen(args, env))
+    return STARTED[-1]
+
+
+def _popen(args: list, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1])

@@ -43,8 +43,12 @@ def test_thousand_modbus_cycles_each_one_result(exported: Path, synth_dir: Path,
                           "--modbus", f"127.0.0.1:{port}", "--history-db", str(db), "--max-frames", str(N),
                           "--summary-json", str(tmp_path / "s.json")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
-    seen, cycles = modbus_cycles(port, N, p)
-    out, err = p.communicate(timeout=60)
+    try:
+        seen, cycles = modbus_cycles(port, N, p)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
     assert p.returncode == 0, err
     ids = [s[0] for s in seen]
     assert ids == list(range(1, N + 1)), "trigger ids strictly increasing, one result per trigger"
@@ -87,3 +91,39 @@ def test_modbus_port_in_use_and_bad_bind_are_one_line(tmp_path: Path) -> None:
         srv.close()
     with pytest.raises(UserError, match="--modbus"):
         parse_bind("host:notaport", what="--modbus")
+
+
+def test_opcua_client_reads_state_results_and_triggers(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("asyncua")
+    from line_parts import opcua_cycles
+
+    n = 50
+    _folder(synth_dir, tmp_path / "parts", n)
+    port = free_port()
+    db = tmp_path / "h.db"
+    p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--model", str(exported / "model_fp32.onnx"),
+                          "--source", str(tmp_path / "parts"), "--headless", "--trigger", "plc",
+                          "--opcua", f"127.0.0.1:{port}", "--history-db", str(db), "--max-frames", str(n)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        seen, cycles = opcua_cycles(port, n, p)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert [s[0] for s in seen] == list(range(1, n + 1)) and [s[3] for s in seen] == list(range(1, n + 1))
+    con = sqlite3.connect(str(db))
+    rows = con.execute("SELECT result_id, trigger_id, verdict FROM inspections ORDER BY id").fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [(s[2], s[0], s[1]) for s in seen]
+
+
+def test_opcua_refuses_anonymous_off_loopback() -> None:
+    pytest.importorskip("asyncua")
+    from edge_stpm.app.sinks.opcua import OpcuaServer, parse_user
+    from edge_stpm.errors import UserError
+
+    with pytest.raises(UserError, match="--opcua-user"):
+        OpcuaServer(plc.PlcState(), "0.0.0.0", 4840, None, loopback=False)
+    with pytest.raises(UserError, match="USER:PASSWORD"):
+        parse_user("nopassword")

@@ -25,6 +25,8 @@ class LineSettings:
     mqtt_outbox: Path | None = None
     outbox_max: int = 100_000
     modbus: str | None = None
+    opcua: str | None = None
+    opcua_user: str | None = None
     trigger: str = "free-run"
 
 
@@ -69,20 +71,29 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
 
         line.sinks.append(MqttSink(cfg.mqtt, cfg.mqtt_topic, cfg.mqtt_outbox or Path("mqtt-outbox.db"), sha,
                                    cfg.outbox_max, cfg.mqtt_ca, log=log))
-    if cfg.trigger == "plc" and not cfg.modbus:
-        raise UserError("--trigger plc needs a PLC connection: --modbus HOST:PORT")
-    if cfg.modbus:
+    if cfg.trigger == "plc" and not (cfg.modbus or cfg.opcua):
+        raise UserError("--trigger plc needs a PLC connection: --modbus HOST:PORT or --opcua HOST:PORT")
+    if cfg.modbus or cfg.opcua:
         from .http import parse_bind
         from .sinks.plc import ModbusServer, PlcSink, PlcState
 
-        bind = parse_bind(cfg.modbus, what="--modbus")
-        if not bind.loopback:
-            line.notes.append(f"Modbus TCP on {bind.host}:{bind.port}: Modbus has no authentication — anyone who "
-                              "reaches this port can trigger the box and read its results (keep it on the machine "
-                              "network, behind the line's firewall)")
         line.plc = PlcState()
-        line.sinks.append(PlcSink(line.plc))
-        line.servers.append(ModbusServer(line.plc, bind.host, bind.port))
+        sink = PlcSink(line.plc)
+        line.sinks.append(sink)
+        if cfg.modbus:
+            bind = parse_bind(cfg.modbus, what="--modbus")
+            if not bind.loopback:
+                line.notes.append(f"Modbus TCP on {bind.host}:{bind.port}: Modbus has no authentication — anyone "
+                                  "who reaches this port can trigger the box and read its results (keep it on the "
+                                  "machine network, behind the line's firewall)")
+            line.servers.append(ModbusServer(line.plc, bind.host, bind.port))
+        if cfg.opcua:
+            from .sinks.opcua import OpcuaServer, parse_user
+
+            bind = parse_bind(cfg.opcua, what="--opcua")
+            ua_server = OpcuaServer(line.plc, bind.host, bind.port, parse_user(cfg.opcua_user), bind.loopback)
+            line.servers.append(ua_server)
+            sink.publishers.append(ua_server)
     if cfg.trigger == "plc":
         if n_sources != 1:
             raise UserError("--trigger plc takes exactly one --source or --camera (one frame per trigger)")

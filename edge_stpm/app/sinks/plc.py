@@ -172,18 +172,24 @@ class TriggeredSource(Source):
 
 
 class PlcSink(Sink):
-    """The verdict to the PLC's outputs, straight after inference (lossless, required)."""
+    """The verdict to the PLC's outputs (Modbus registers, OPC UA variables), straight after inference
+    (lossless, required)."""
 
     name = "plc"
     lossless = True
     required = True
     queue_size = 64
 
-    def __init__(self, state: PlcState) -> None:
+    def __init__(self, state: PlcState, publishers: list[Any] | None = None) -> None:
         self.state = state
+        self.publishers = publishers if publishers is not None else []
 
     def take(self, r: Result) -> None:
+        """The handshake state takes the result (Modbus reads it from there); servers that push values (OPC UA)
+        are then given it, in the same order."""
         self.state.result(r)
+        for p in self.publishers:
+            p.publish(r)
 
     def gauges(self) -> dict[str, tuple[str, float]]:
         c = self.state.cycle_stats()
