@@ -51,8 +51,8 @@ def _one_line_usage_error(e: Any) -> None:
     ctx = getattr(e, "ctx", None)
     if ctx is not None and ctx.command_path:
         hint = f" (see {ctx.command_path} --help)"
-    Console(stderr=True).print(f"[red]error:[/red] {escape(e.format_message())}{hint}", highlight=False,
-                               soft_wrap=True)
+    text = e.format_message().replace("Value error, ", "")
+    Console(stderr=True).print(f"[red]error:[/red] {escape(text)}{hint}", highlight=False, soft_wrap=True)
 
 
 typer.rich_utils.rich_format_error = _one_line_usage_error  # type: ignore[assignment]
@@ -353,7 +353,8 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
             b = insp.backend
             opts.http = LiveView(bind, http_token, {"model": Path(model).name, "backend": b.name, "precision": b.precision,
                                                     "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
-                                 stream_fps=http_fps, sources=specs).start()
+                                 stream_fps=http_fps, sources=specs,
+                                 history=None if no_history else history_db).start()
             out.print(f"live view: http://{bind.host}:{opts.http.port}/" + (f"?token={http_token}" if http_token else ""),
                       highlight=False)
         srcs = []

@@ -165,7 +165,7 @@ def test_train_corrupt_image(tmp_path: Path, mobilenet_weights: None) -> None:
 
 def test_unknown_backbone(synth_dir: Path, tmp_path: Path) -> None:
     assert_clean_error(invoke("train", "--data", synth_dir, "--out", tmp_path / "o", "--backbone", "vgg99"),
-                       "unknown backbone")
+                       "--backbone': 'vgg99' is not one of")
 
 
 def test_unwritable_output_dir(synth_dir: Path, tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_export_bad_inputs(trained: Path, tmp_path: Path) -> None:
     assert_clean_error(invoke("export", "--checkpoint", trained / "model.pt", "--precision", "fp32",
                               "--frame-size", "640by480", "--out", tmp_path / "e"), "not WIDTHxHEIGHT")
     assert_clean_error(invoke("run", "--model", trained / "model.pt", "--source", tmp_path, "--headless",
-                              "--frame-path", "gpu"), "unknown --frame-path")
+                              "--frame-path", "gpu"), "'gpu' is not one of 'auto'")
 
 
 def test_corrupt_onnx(tmp_path: Path) -> None:

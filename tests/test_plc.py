@@ -34,22 +34,29 @@ def _folder(synth_dir: Path, dst: Path, n: int) -> list[Path]:
     return out
 
 
-def test_thousand_modbus_cycles_each_one_result(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
-    images = _folder(synth_dir, tmp_path / "parts", N)
-    port = free_port()
-    db = tmp_path / "h.db"
+def _drive(cycles_fn, exported: Path, tmp_path: Path, flag: str, port: int, n: int, *extra) -> tuple[list, list]:
+    """``edge-stpm run --trigger plc`` on tmp_path/parts, recording into tmp_path/h.db, driven by ``cycles_fn``
+    (a real Modbus or OPC UA client) for ``n`` cycles; the run must then end by itself (exit 0)."""
     p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--model", str(exported / "model_fp32.onnx"),
-                          "--source", str(tmp_path / "parts"), "--headless", "--trigger", "plc",
-                          "--modbus", f"127.0.0.1:{port}", "--history-db", str(db), "--max-frames", str(N),
-                          "--summary-json", str(tmp_path / "s.json")],
+                          "--source", str(tmp_path / "parts"), "--headless", "--trigger", "plc", flag,
+                          f"127.0.0.1:{port}", "--history-db", str(tmp_path / "h.db"), "--max-frames", str(n),
+                          *map(str, extra)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:
-        seen, cycles = modbus_cycles(port, N, p)
+        result = cycles_fn(port, n, p)
         out, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
     assert p.returncode == 0, err
+    return result
+
+
+def test_thousand_modbus_cycles_each_one_result(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    images = _folder(synth_dir, tmp_path / "parts", N)
+    port = free_port()
+    db = tmp_path / "h.db"
+    seen, cycles = _drive(modbus_cycles, exported, tmp_path, "--modbus", port, N, "--summary-json", tmp_path / "s.json")
     ids = [s[0] for s in seen]
     assert ids == list(range(1, N + 1)), "trigger ids strictly increasing, one result per trigger"
     assert [s[3] for s in seen] == list(range(1, N + 1)), "part counter"
@@ -101,17 +108,7 @@ def test_opcua_client_reads_state_results_and_triggers(exported: Path, synth_dir
     _folder(synth_dir, tmp_path / "parts", n)
     port = free_port()
     db = tmp_path / "h.db"
-    p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--model", str(exported / "model_fp32.onnx"),
-                          "--source", str(tmp_path / "parts"), "--headless", "--trigger", "plc",
-                          "--opcua", f"127.0.0.1:{port}", "--history-db", str(db), "--max-frames", str(n)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
-    try:
-        seen, cycles = opcua_cycles(port, n, p)
-        out, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 0, err
+    seen, cycles = _drive(opcua_cycles, exported, tmp_path, "--opcua", port, n)
     assert [s[0] for s in seen] == list(range(1, n + 1)) and [s[3] for s in seen] == list(range(1, n + 1))
     con = sqlite3.connect(str(db))
     rows = con.execute("SELECT result_id, trigger_id, verdict FROM inspections ORDER BY id").fetchall()

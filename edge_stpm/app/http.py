@@ -3,7 +3,7 @@ Prometheus metrics through ``prometheus_client``.
 
 Endpoints: ``/`` a small page (live overlay, verdict, score, FPS, latency, counts, model, recent NG thumbnails),
 ``/stream.mjpg`` multipart MJPEG of the overlay, ``/status.json`` the same numbers, ``/metrics`` Prometheus text,
-``/ng/<id>.jpg`` the recent NG snapshots.
+``/ng/<id>.jpg`` the recent NG snapshots, ``/history.json`` the newest results from the inspection record.
 
 Viewers never slow the loop: ``publish`` only swaps a reference to the newest overlay; JPEG encoding happens on
 the server thread, once per new frame for all viewers, at most ``stream_fps`` times a second, and only while
@@ -97,13 +97,15 @@ class LiveView:
     """The HTTP view of one run. ``publish`` from the loop thread; everything else runs on the server thread."""
 
     def __init__(self, bind: Bind, token: str | None, model: dict[str, Any], stream_fps: float = 15.0,
-                 keep_ng: int = 8, send_timeout_s: float = 5.0, sources: list[str] | None = None) -> None:
+                 keep_ng: int = 8, send_timeout_s: float = 5.0, sources: list[str] | None = None,
+                 history: Any = None) -> None:
         if not bind.loopback and not token:
             raise UserError(f"--http {bind.host}:{bind.port} is not a loopback address: give --http-token TOKEN "
                             "(every endpoint then requires it), or bind to 127.0.0.1")
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
         self.bind, self.token, self.model = bind, token, model
+        self.history = history  # the inspection record's path, for /history.json
         self.stream_fps, self.send_timeout_s = stream_fps, send_timeout_s
         self.registry = CollectorRegistry()
         r = self.registry
@@ -268,7 +270,7 @@ class LiveView:
         app.add_routes([web.get("/", self._page), web.get("/stream.mjpg", self._stream),
                         web.get("/stream/{source}.mjpg", self._stream),
                         web.get("/status.json", self._status_json), web.get("/metrics", self._metrics),
-                        web.get("/ng/{index}.jpg", self._ng_jpg)])
+                        web.get("/ng/{index}.jpg", self._ng_jpg), web.get("/history.json", self._history_json)])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.bind.host, self.bind.port)
@@ -291,6 +293,27 @@ class LiveView:
                           f'alt="live overlay {html.escape(sp)}" title="{html.escape(sp)}">' for i, sp in enumerate(self.sources))
         width = 640 if len(self.sources) == 1 else 420
         return web.Response(text=PAGE.format(model=model, q=q, streams=streams, width=width), content_type="text/html")
+
+    async def _history_json(self, request: Any) -> Any:
+        """The newest results from the inspection record (``?limit=N``, at most 1000; ``&verdict=NG``)."""
+        from aiohttp import web
+
+        if self.history is None:
+            raise web.HTTPNotFound(text="this run keeps no inspection record (--no-history)")
+        try:
+            limit = max(1, min(1000, int(request.query.get("limit", "50"))))
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit must be a number") from None
+        verdict = request.query.get("verdict")
+        if verdict not in (None, "OK", "NG"):
+            raise web.HTTPBadRequest(text="verdict must be OK or NG")
+        from .sinks.record import query
+
+        try:
+            rows = await asyncio.get_running_loop().run_in_executor(None, query, self.history, None, verdict, None, limit)
+        except UserError as exc:
+            raise web.HTTPServiceUnavailable(text=str(exc)) from None
+        return web.json_response(rows)
 
     async def _status_json(self, request: Any) -> Any:
         from aiohttp import web
