@@ -154,8 +154,10 @@ def test_viewers_never_block_the_loop() -> None:
         while json.loads(urllib.request.urlopen(url(view, "/status.json")).read())["viewers"] and time.monotonic() < deadline:
             time.sleep(0.5)
         assert json.loads(urllib.request.urlopen(url(view, "/status.json")).read())["viewers"] == 0, "stalled viewer kept"
-        # a publish() that waited on a viewer would take >= send_timeout_s (1 s); measured p50 0.1 ms, p99 1.9 ms, max 26 ms
-        assert np.percentile(pub.calls_ms, 99) < 50 and max(pub.calls_ms) < 500 and view.encoded <= pub.n
+        # a publish() that waited on a viewer would take >= send_timeout_s (1 s); measured p50 0.1 ms, p99 1.9 ms, max 26 ms.
+        # The first call is left out of the max: it pays one-time set-up (metric children, OpenCV's JPEG encoder for
+        # the first NG thumbnail) — 702 ms once in a fresh CI clone, before any viewer had connected.
+        assert np.percentile(pub.calls_ms, 99) < 50 and max(pub.calls_ms[1:]) < 500 and view.encoded <= pub.n
     finally:
         pub.stop.set()
         stalled.close()
