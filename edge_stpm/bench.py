@@ -42,6 +42,7 @@ class Row:
     image_auroc: float | None = None
     baseline: bool = False
     frames: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loop: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -128,6 +129,39 @@ def end_to_end(insp: Any, frames: list[np.ndarray]) -> Callable[[], None]:
         for f, r in zip(frames, insp.inspect_batch(frames)):
             r.overlay(f, text=("0.0 fps",))
     return step
+
+
+class _EveryPicture:
+    """A picture sink that takes every drawn overlay (as a recording does), so the loop draws every frame."""
+
+    name, picture, lossless, required, queue_size, batch_max, batch_linger_s = ("every-picture", True, True, False,
+                                                                                  64, 1, 0.0)
+
+    def open(self) -> None:
+        self.n = 0
+
+    def wants(self, result: Any) -> bool:
+        return True
+
+    def take_batch(self, results: list[Any]) -> None:
+        self.n += len(results)
+
+    def close(self) -> None:
+        pass
+
+    def gauges(self) -> dict[str, Any]:
+        return {}
+
+
+def loop_figures(insp: Any, frame: np.ndarray, n: int) -> dict[str, Any]:
+    """The camera loop itself (``app.loop``) on ``n`` copies of ``frame`` from a source that always has a fresh
+    frame, the overlay drawn for every frame: frames/s and capture → verdict / capture → picture latency."""
+    from .app.loop import RunOptions, run
+    from .app.sources import MemorySource
+
+    s = run(insp, MemorySource([frame], n), RunOptions(headless=True, sinks=[_EveryPicture()]))  # type: ignore[list-item]
+    return {"frames": s.frames, "fps": s.fps, "verdict_ms": s.latency_ms.get("verdict", {}),
+            "picture_ms": s.latency_ms.get("picture", {}), "pictures": s.sinks[0]["taken"] if s.sinks else 0}
 
 
 def frame_paths(b: Backend, sizes: Any, iters: int, warmup: int) -> dict[str, dict[str, Any]]:
@@ -348,6 +382,8 @@ def _measure(row: Row, b: Backend, frames: list[np.ndarray], size: int, fit: str
     row.e2e_ms_per_frame = statistics.median(e2e) / row.batch
     row.e2e_fps = 1e3 / row.e2e_ms_per_frame
     row.frames = frame_paths(b, frame_sizes, iters, warmup)
+    if row.batch == 1:
+        row.loop = loop_figures(Inspector(b, frame_path="host"), frames[0], max(60, 2 * iters))
     if test is not None:
         from .metrics import image_auroc
 
@@ -399,6 +435,24 @@ def frame_rows(result: dict[str, Any]) -> list[list[str]]:
                         _f(e["host_e2e_ms"]), _f(e["host_e2e_fps"], ".1f"), _f(e.get("device_graph_ms")),
                         _f(dev) if dev else e.get("device", ""), _f(e.get("device_e2e_fps"), ".1f"),
                         _f(model / dev) if dev and model else ""])
+    return out
+
+
+LOOP_COLUMNS = ["backend", "prec", "model ms p50", "loop frames/s", "loop / model fps", "verdict ms p50",
+                "verdict ms p99", "verdict − model p50", "picture ms p50"]
+
+
+def loop_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Batch-1 rows: the camera loop (overlay drawn for every frame) against the model alone, same backend."""
+    out = []
+    for r in result["rows"]:
+        lp = r.get("loop") or {}
+        if r["status"] != "ok" or not lp.get("fps") or not r["model_ms"].get("p50"):
+            continue
+        m50, v = r["model_ms"]["p50"], lp.get("verdict_ms", {})
+        out.append([r["backend"], r["precision"], _f(m50), _f(lp["fps"], ".1f"), _f(lp["fps"] * m50 / 1e3),
+                    _f(v.get("p50")), _f(v.get("p99")), _f(v["p50"] - m50 if v.get("p50") else None),
+                    _f(lp.get("picture_ms", {}).get("p50"))])
     return out
 
 
@@ -470,6 +524,13 @@ def markdown(result: dict[str, Any]) -> str:
                     "on NG); model = the model graph alone at its input size.", "",
                     "| " + " | ".join(FRAME_COLUMNS) + " |", "|" + "---|" * len(FRAME_COLUMNS)]
             + ["| " + " | ".join(r) + " |" for r in fr] if fr else [])
+    lr = loop_rows(result)
+    if lr:
+        tail += ["", "The camera loop (batch 1, a source that always has a fresh frame, the overlay drawn for every "
+                     "frame as when recording): frames/s and capture → verdict / → picture latency, beside the model "
+                     "alone on the same backend.", "",
+                 "| " + " | ".join(LOOP_COLUMNS) + " |", "|" + "---|" * len(LOOP_COLUMNS)] + \
+            ["| " + " | ".join(r) + " |" for r in lr]
     tail += [""] + [f"- {line}" for line in not_run(result)]
     load = result.get("load")
     if load:

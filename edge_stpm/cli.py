@@ -340,6 +340,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
                                    mqtt_topic, mqtt_ca, mqtt_outbox, outbox_max, modbus, opcua, opcua_user, trigger),
                       len(specs), warn)
     opts.sinks += line.sinks
+    opts.on_error = line.on_error
     for note in line.notes:
         warn(note)
     bind = parse_bind(http) if http else None
@@ -513,6 +514,14 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
         for row in fr:
             ft.add_row(*row)
         out.print(ft)
+    lr = b.loop_rows(r)
+    if lr:
+        lt = Table(title="the camera loop, batch 1, overlay drawn for every frame: vs the model alone", title_justify="left")
+        for c in b.LOOP_COLUMNS:
+            lt.add_column(c, justify="left" if c in ("backend", "prec") else "right")
+        for row in lr:
+            lt.add_row(*row)
+        out.print(lt)
     for line in b.not_run(r):
         out.print(f"  not run: {line}", highlight=False, markup=False)
     out.print(f"model = inference only (ms per batch); e2e = a {b.FRAME_SHAPE[1]}×{b.FRAME_SHAPE[0]} frame fitted, "

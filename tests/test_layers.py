@@ -11,7 +11,9 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "edge_stpm"
 RUNTIME_SIDE = ("artifacts", "data", "errors", "files", "progress", "threads", "overlay", "inspector", "infer",
                 "runtime.base", "runtime.onnx", "runtime.select", "runtime.tensorrt", "runtime.cuda",
-                "app.sources", "app.loop")
+                "app.sources", "app.loop", "app.picture", "app.line", "app.http", "app.sinks.base", "app.sinks.events",
+                "app.sinks.recording", "app.sinks.snapshots", "app.sinks.window", "app.sinks.http", "app.sinks.record",
+                "app.sinks.mqtt", "app.sinks.plc", "app.sinks.opcua", "options", "cli")
 TRAINING_SIDE = ("train", "evaluate", "calibrate", "export", "demo", "metrics", "figures", "devices", "synth")
 
 

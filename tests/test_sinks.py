@@ -64,7 +64,7 @@ def test_verdict_reaches_verdict_sinks_before_the_picture_is_drawn(insp: Inspect
     verdict.queue_size = pictures.queue_size = 1000
     s = run(insp, open_source(str(synth_dir / "video.avi")), RunOptions(headless=True, sinks=[verdict, pictures],
                                                                          max_frames=20))
-    assert s.frames == 20 and len(verdict.seen) == 20
+    assert s.frames == 20 and len(verdict.seen) == 20 and len(pictures.seen) == 20  # a picture sink gets every frame
     for r in verdict.seen:
         assert r.t_verdict >= r.t_capture
     for r in pictures.seen:
@@ -73,9 +73,16 @@ def test_verdict_reaches_verdict_sinks_before_the_picture_is_drawn(insp: Inspect
 
 
 def test_required_sink_failure_is_an_error_state(insp: Inspector, synth_dir: Path) -> None:
-    plc = Counting("plc", fail=True, required=True)
-    s = run(insp, open_source(str(synth_dir / "video.avi")), RunOptions(headless=True, sinks=[plc], max_frames=5))
-    assert s.error and s.error.startswith("plc:") and "always fails" in s.error
+    from edge_stpm.app.line import Line
+    from edge_stpm.app.sinks import plc as plc_mod
+
+    record = Counting("record", fail=True, required=True)
+    line = Line(plc=plc_mod.PlcState())
+    s = run(insp, open_source(str(synth_dir / "video.avi")),
+            RunOptions(headless=True, sinks=[record], max_frames=5, on_error=line.on_error))
+    assert s.error and s.error.startswith("record:") and "always fails" in s.error
+    regs = line.plc.registers()  # the PLC sees it: error bit, code 4 (a required output is failing)
+    assert regs[plc_mod.ERROR_CODE] == plc_mod.ERR_OUTPUT and regs[plc_mod.STATUS] & plc_mod.BIT_ERROR
 
 
 def test_runner_drops_oldest_and_counts() -> None:

@@ -47,6 +47,13 @@ class Line:
 
         return [TriggeredSource(sources[0], self.plc)]
 
+    def on_error(self, text: str) -> None:
+        """A required output failing (the record, say) shows on the PLC as its error bit and code 4."""
+        if self.plc is not None:
+            from .sinks.plc import ERR_OUTPUT
+
+            self.plc.fail(ERR_OUTPUT, text)
+
     def start(self) -> None:
         for s in self.servers:
             s.start()

@@ -57,6 +57,7 @@ class RunOptions:
     snapshot_dir: Path = Path(".")
     http: Any = None  # a started app.http.LiveView, or None
     sinks: list[Sink] = field(default_factory=list)
+    on_error: Callable[[str], None] | None = None  # called once when a required sink starts failing (PLC error)
     checked: bool = False  # set by check_outputs (the CLI checks before loading the model; run() then skips it)
 
 
@@ -201,6 +202,7 @@ class Pipeline:
         self.picture_runners: list[SinkRunner] = []
         self.pictures: PictureStage | None = None
         self._last_stats = 0.0
+        self._error_told = False
 
     # --- setup and teardown ---------------------------------------------------------------------------------
 
@@ -312,11 +314,9 @@ class Pipeline:
                 self.summary.rss_mb["after_warmup"] = _rss_mb()
 
     def wants_picture(self, c: Channel, r: Result) -> bool:
-        """A picture is drawn only where someone or something looks: a window, a recording, an NG snapshot, HTTP
-        viewers (or an NG thumbnail for them)."""
-        http = self.opts.http
-        return (self.window is not None or c.recording is not None or r.snapshot is not None
-                or (http is not None and (http.viewers > 0 or r.ng)))
+        """A picture is drawn only where someone or something looks: a window, or a picture sink that wants this
+        result (a recording of its source, an NG snapshot, HTTP viewers or an NG thumbnail for them, a user's own)."""
+        return self.window is not None or any(run.sink.wants(r) for run in self.picture_runners)
 
     def keys(self) -> bool:
         """The window's keys: q quits (True), s saves the shown picture, h hides the overlay."""
@@ -333,11 +333,18 @@ class Pipeline:
         return False
 
     def publish_stats(self, force: bool = False) -> None:
-        """Per-sink counts and the error state to the HTTP view, about once a second."""
-        if self.opts.http is None or (not force and time.monotonic() - self._last_stats < 1.0):
+        """About once a second: a required sink's failure to ``on_error`` (once), per-sink counts and the error
+        state to the HTTP view."""
+        if not force and time.monotonic() - self._last_stats < 1.0:
             return
         self._last_stats = time.monotonic()
-        self.opts.http.sinks(self.sink_stats(), self.error())
+        error = self.error()
+        if error and not self._error_told and self.opts.on_error is not None:
+            self._error_told = True
+            self.opts.on_error(error)
+        if self.opts.http is None:
+            return
+        self.opts.http.sinks(self.sink_stats(), error)
         for r in self.verdict_runners + self.picture_runners:
             for name, (doc, value) in r.sink.gauges().items():
                 self.opts.http.gauge(name, doc, value)

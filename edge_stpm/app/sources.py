@@ -252,6 +252,21 @@ def _quiet_opencv() -> Iterator[None]:
         log.setLogLevel(level)
 
 
+class MemorySource(Source):
+    """``n`` frames cycled from ``images`` in memory, each handed over the moment it is asked for (a camera that
+    always has a fresh frame: the capture time is the hand-over). For ``bench`` and tests: no decode cost."""
+
+    def __init__(self, images: list[np.ndarray], n: int) -> None:
+        self.images, self.n, self.i = images, n, 0
+
+    def read(self, timeout: float = 5.0) -> Frame | None:
+        if self.i >= self.n:
+            self.ended = True
+            return None
+        self.i += 1
+        return Frame(self.i - 1, self.images[(self.i - 1) % len(self.images)], time.monotonic(), 0.0)
+
+
 def open_source(spec: str, reconnect_s: float = 10.0) -> Source:
     kind, spec = describe(spec)
     if kind == "folder":

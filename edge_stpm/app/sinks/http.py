@@ -29,6 +29,9 @@ class HttpPictureSink(Sink):
     def __init__(self, view: Any) -> None:
         self.view = view
 
+    def wants(self, r: Result) -> bool:
+        return self.view.viewers > 0 or r.ng  # someone watches, or an NG thumbnail for the page
+
     def take(self, r: Result) -> None:
         latency = None if r.t_picture is None else (r.t_picture - r.t_capture) * 1e3
         self.view.publish_picture(r.source, r.frame_index, r.picture, r.ng, r.inspection.normalised_score, latency)
