@@ -321,14 +321,11 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus or --opcua), each with its own trigger id."),
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
-    import dataclasses
-
-    from .app.http import LiveView, parse_bind
+    from .app.http import parse_bind
     from .app.line import LineSettings, setup as setup_line
     from .app.loop import RunOptions, check_outputs, run as run_loop
     from .app.sources import open_source
-    from .files import write_json
-    from .inspector import FRAME_PATHS, Inspector
+    from .inspector import Inspector
 
     specs = [str(c) for c in camera or []] + [str(x) for x in source or []]
     if not specs:
@@ -346,18 +343,10 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     bind = parse_bind(http) if http else None
     srcs: list = []
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
-    if frame_path not in FRAME_PATHS:
-        raise UserError(f"unknown --frame-path {frame_path!r}; choose one of {', '.join(FRAME_PATHS)}")
     insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True, frame_path=frame_path)
     try:
         if bind is not None:
-            b = insp.backend
-            opts.http = LiveView(bind, http_token, {"model": Path(model).name, "backend": b.name, "precision": b.precision,
-                                                    "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
-                                 stream_fps=http_fps, sources=specs,
-                                 history=None if no_history else history_db).start()
-            out.print(f"live view: http://{bind.host}:{opts.http.port}/" + (f"?token={http_token}" if http_token else ""),
-                      highlight=False)
+            opts.http = _live_view(bind, http_token, http_fps, insp, model, specs, None if no_history else history_db)
         srcs = []
         for spec in specs:
             srcs.append(open_source(spec, reconnect))
@@ -379,6 +368,27 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         insp.close()
     if s.frames == 0 and s.end_reason in ("end of stream", ""):
         raise UserError(f"no frame could be read from {', '.join(specs)} (corrupt or unsupported files?)")
+    _print_run_summary(s, insp, summary_json)
+
+
+def _live_view(bind: Any, token: Optional[str], fps: float, insp: Any, model: Path, specs: list[str],
+               history: Optional[Path]) -> Any:
+    """The started HTTP view of a run (its URL printed)."""
+    from .app.http import LiveView
+
+    b = insp.backend
+    view = LiveView(bind, token, {"model": Path(model).name, "backend": b.name, "precision": b.precision,
+                                  "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
+                    stream_fps=fps, sources=specs, history=history).start()
+    out.print(f"live view: http://{bind.host}:{view.port}/" + (f"?token={token}" if token else ""), highlight=False)
+    return view
+
+
+def _print_run_summary(s: Any, insp: Any, summary_json: Optional[Path]) -> None:
+    import dataclasses
+
+    from .files import write_json
+
     out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
               f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}; capture→verdict "
               f"{s.ms.get('verdict', 0):.1f}, capture→picture {s.ms.get('picture', 0):.1f}); ended: {s.end_reason}" +

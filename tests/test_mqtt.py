@@ -170,7 +170,9 @@ def test_broker_unreachable_at_start_is_one_warning(exported: Path, synth_dir: P
     assert p.returncode == 0, errs
     assert "60 frames" in out
     warnings = [l for l in errs.splitlines() if l.startswith("warning:")]
-    assert 1 <= len(warnings) <= 2 and any("unreachable" in w or "stay in" in w for w in warnings), errs
+    # exactly two: the broker is unreachable (said once, not per result), and at the end what stays in the outbox
+    assert len(warnings) == 2, errs
+    assert "unreachable" in warnings[0] and "60 MQTT results not yet acknowledged stay in" in warnings[1], errs
     assert "Traceback" not in errs
     con = sqlite3.connect(str(tmp_path / "o.db"))
     assert con.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 60  # all kept for the next run

@@ -38,10 +38,11 @@ class Line:
     plc: Any = None
     servers: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    triggered: bool = False
 
     def wrap(self, sources: list[Source]) -> list[Source]:
         """In trigger mode the one source yields one frame per accepted trigger."""
-        if self.plc is None or not getattr(self, "triggered", False):
+        if self.plc is None or not self.triggered:
             return sources
         from .sinks.plc import TriggeredSource
 
@@ -104,5 +105,5 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
     if cfg.trigger == "plc":
         if n_sources != 1:
             raise UserError("--trigger plc takes exactly one --source or --camera (one frame per trigger)")
-        line.triggered = True  # type: ignore[attr-defined]
+        line.triggered = True
     return line
