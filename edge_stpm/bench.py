@@ -164,6 +164,31 @@ def loop_figures(insp: Any, frame: np.ndarray, n: int) -> dict[str, Any]:
             "picture_ms": s.latency_ms.get("picture", {}), "pictures": s.sinks[0]["taken"] if s.sinks else 0}
 
 
+def source_figures(insp: Any, spec: str, n: int) -> dict[str, Any]:
+    """The camera loop on a real source (a camera, a stream): ``n`` frames through the model, no overlay; per
+    frame the source's own cost (read / pixel conversion) and capture → verdict (for a software-triggered camera:
+    trigger → verdict, the cycle a PLC sees)."""
+    from .app.loop import RunOptions, camera_stats, run
+    from .app.sources import open_source
+
+    src = open_source(spec)
+    s = run(insp, src, RunOptions(headless=True, max_frames=n), specs=[spec])
+    cam = camera_stats(src)
+    return {"source": spec, "frames": s.frames, "fps": s.fps, "read_ms_p50": s.ms.get("read"),
+            "cycle_ms": s.latency_ms.get("verdict", {}), "dropped": s.dropped, "missed": cam.get("missed"),
+            "end_reason": s.end_reason}
+
+
+SOURCE_COLUMNS = ["source", "frames", "loop frames/s", "read ms p50", "capture→verdict ms p50", "p99", "dropped",
+                  "missed"]
+
+
+def source_rows(result: dict[str, Any]) -> list[list[str]]:
+    return [[r["source"], str(r["frames"]), _f(r["fps"], ".1f"), _f(r["read_ms_p50"]), _f(r["cycle_ms"].get("p50")),
+             _f(r["cycle_ms"].get("p99")), str(r["dropped"]), "" if r["missed"] is None else str(r["missed"])]
+            for r in result.get("sources", [])]
+
+
 def frame_paths(b: Backend, sizes: Any, iters: int, warmup: int) -> dict[str, dict[str, Any]]:
     """Per frame size: end-to-end ms on the host path and on the device path (where the backend has one for that
     size), and the device path's frame graph alone (host frame in, map/score/overlay back on the host)."""
@@ -222,7 +247,7 @@ def model_info(model: Path) -> tuple[str, dict[str, Any], Path]:
 def bench(model: Path, backends: list[str], precisions: list[str], batches: list[int], iters: int = 50,
           warmup: int = 10, engine: Path | None = None, data: Path | None = None, work: Path = Path("engines/bench"),
           threads: int | None = None, quiet: bool = False,
-          frame_sizes: Any = FRAME_SIZES) -> dict[str, Any]:
+          frame_sizes: Any = FRAME_SIZES, sources: tuple[str, ...] = (), source_frames: int = 300) -> dict[str, Any]:
     """Run every row and return {'machine', 'model', 'rows'}; rows that cannot run say why.
 
     A checkpoint: the PyTorch eager FP32 baseline, PyTorch rows and ONNX Runtime rows (graphs exported into
@@ -277,7 +302,17 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
         base = next((x for x in rows if x.baseline and x.batch == r.batch and x.status == "ok"), None)
         if base and r.status == "ok" and r.images_per_s and base.images_per_s:
             r.speedup = r.images_per_s / base.images_per_s
+    src_rows = []
+    if sources:
+        from .inspector import Inspector
+
+        insp = Inspector.load(Path(model), "onnxruntime", threads=threads)
+        try:
+            src_rows = [source_figures(insp, spec, source_frames) for spec in sources]
+        finally:
+            insp.close()
     return {"machine": machine(), "model": str(model), "backbone": meta["backbone"], "image_size": size,
+            "sources": src_rows,
             "baseline": "PyTorch eager FP32" if mode == "checkpoint" else "ONNX Runtime FP32",
             "frame_shape": list(FRAME_SHAPE), "frame_sizes": [list(x) for x in frame_sizes], "iters": iters, "warmup": warmup,
             "load": load_report(load_before, time.perf_counter() - t_start),
@@ -531,6 +566,12 @@ def markdown(result: dict[str, Any]) -> str:
                      "alone on the same backend.", "",
                  "| " + " | ".join(LOOP_COLUMNS) + " |", "|" + "---|" * len(LOOP_COLUMNS)] + \
             ["| " + " | ".join(r) + " |" for r in lr]
+    sr = source_rows(result)
+    if sr:
+        tail += ["", "The loop on real sources (ONNX Runtime, batch 1, no overlay): the source's own read / pixel "
+                     "conversion cost per frame and capture → verdict (a software-triggered camera: trigger → verdict).",
+                 "", "| " + " | ".join(SOURCE_COLUMNS) + " |", "|" + "---|" * len(SOURCE_COLUMNS)] + \
+            ["| " + " | ".join(r) + " |" for r in sr]
     tail += [""] + [f"- {line}" for line in not_run(result)]
     load = result.get("load")
     if load:

@@ -16,7 +16,7 @@ from rich.table import Table
 from .files import data_dir
 from .errors import UserError
 from .options import (BackendName, Backbone, CalibMethod, DeviceName, EnginePrecision, Fit, FramePath, HistoryFormat,
-                      HistoryVerdict, Loss, Precision, Trigger,                       ThresholdMethod, rng)
+                      HistoryVerdict, ListFormat, Loss, Precision, Trigger, ThresholdMethod, rng)
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
     """Help shows an option's explicit metavar or its choices (``[a|b]``), never typer's type tag (``<bool>``,
@@ -124,6 +124,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           device: DeviceName = typer.Option("auto", help="Where the PyTorch model runs (auto: cuda when there is a GPU)."),
           threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use)."),
           low_memory: Optional[bool] = typer.Option(None, "--low-memory/--no-low-memory", help="Activation checkpointing: ~2.5× lower peak memory, ~2× slower steps, same gradients (default: on for CPUs with under 12 GB RAM)."),
+          teacher_cache: Optional[bool] = typer.Option(None, "--teacher-cache/--no-teacher-cache", help="Compute the frozen teacher's pyramid once per image instead of every epoch: same model, fewer FLOPs (default: on when it fits in 35 % of the free memory)."),
           teacher_weights: Optional[str] = typer.Option(None, help="Teacher state-dict file (default: torchvision cache / download); 'random' for tests only."),
           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Train an STPM student on good images; keep the epoch with the lowest held-out loss; set thresholds."""
@@ -134,7 +135,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
                               weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
                               image_size=size, fit=fit, sigma=smoothing, seed=seed, device=device,
                               teacher_weights=teacher_weights, threshold_method=threshold_method, quiet=quiet,
-                              threads=threads, low_memory=low_memory, **({"loss": loss} if loss else {})))
+                              threads=threads, low_memory=low_memory, teacher_cache=teacher_cache, **({"loss": loss} if loss else {})))
     out.print(f"kept epoch {s['best_epoch']}/{s['epochs_run']} (validation loss {s['best_val_loss']:.4f}); "
               f"{s['train_images_per_s']:.1f} training images/s on {s['device']}; wall {s['wall_seconds']:.0f} s")
     out.print(f"checkpoint: {Path(out_dir) / 'model.pt'}")
@@ -288,7 +289,7 @@ def _roi(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
 @one_line_errors
 def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, TensorRT engine, or training checkpoint (.pt)."),
         camera: Optional[list[int]] = typer.Option(None, **rng("camera"), help="Camera index (V4L2 on Linux); repeat for several cameras."),
-        source: Optional[list[str]] = typer.Option(None, help="Video file, image folder, RTSP/HTTP URL or GStreamer pipeline; repeat for several sources (any mix, inferred together)."),
+        source: Optional[list[str]] = typer.Option(None, help="Video file, image folder, RTSP/HTTP URL, GStreamer pipeline or Basler camera (basler://SERIAL?settings: docs/cameras.md); repeat for several sources (any mix, inferred together)."),
         backend: BackendName = typer.Option("auto", help="Inference runtime (auto: TensorRT where it can run, else ONNX Runtime)."),
         precision: Optional[Precision] = typer.Option(None, help="Pick the graph/engine of this precision in an export folder."),
         threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime / PyTorch CPU."),
@@ -322,7 +323,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     from .app.http import parse_bind
-    from .app.line import LineSettings, setup as setup_line
+    from .app.line import LineSettings, check_sources, setup as setup_line
     from .app.loop import RunOptions, check_outputs, run as run_loop
     from .app.sources import open_source
     from .inspector import Inspector
@@ -330,6 +331,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     specs = [str(c) for c in camera or []] + [str(x) for x in source or []]
     if not specs:
         raise UserError("give a source: --camera N or --source SPEC (repeat either for several)")
+    check_sources(specs, trigger)
     opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
                       max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)
     warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
@@ -350,6 +352,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         srcs = []
         for spec in specs:
             srcs.append(open_source(spec, reconnect))
+        looped = line.wrap(srcs)  # may refuse a source for trigger mode: the opened ones are closed below
         line.start()
     except BaseException:
         for opened in srcs:
@@ -360,7 +363,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         insp.close()
         raise
     try:
-        s = run_loop(insp, line.wrap(srcs), opts, specs=specs)
+        s = run_loop(insp, looped, opts, specs=specs)
     finally:
         line.close()
         if opts.http is not None:
@@ -463,6 +466,36 @@ def history(db: Path = typer.Option(data_dir() / "history.db", help="The inspect
         out.print(f"{len(rows)} results written to {out_file}")
 
 
+@app.command()
+@one_line_errors
+def cameras(fmt: ListFormat = typer.Option("table", "--format", help="table on the terminal, or json."),
+            no_open: bool = typer.Option(False, "--no-open", help="List without opening each industrial camera (no current format shown; leaves cameras another program holds alone).")) -> None:
+    """The cameras this box sees: V4L2 devices (--camera N) and Basler GigE/USB3 cameras (--source basler://SERIAL)."""
+    import json as _json
+
+    from .app.sources import list_v4l2
+
+    rows = list_v4l2()
+    note = ""
+    try:
+        from .app.basler import list_cameras
+
+        rows += [{"source": f"basler://{c['serial']}"} | c for c in list_cameras(open_each=not no_open)]
+    except UserError as exc:
+        note = f"note: no Basler cameras listed: {exc}"
+    if fmt == "json":
+        sys.stdout.write(_json.dumps(rows, indent=1) + "\n")
+    else:
+        t = Table(title=f"{len(rows)} cameras")
+        for c in ("source", "vendor", "model", "serial", "interface", "name", "format"):
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*(str(r.get(c, "")) for c in ("source", "vendor", "model", "serial", "interface", "name", "format")))
+        out.print(t)
+    if note:
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
+
+
 def _ints(text: str, what: str, minimum: int = 1) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
@@ -487,6 +520,8 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
           threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: all cores)."),
           work: Path = typer.Option(Path("engines/bench"), help="Where exported graphs for the rows are cached."),
           frame_size: str = typer.Option("640x480,1920x1080", help="Camera frame sizes WxH for the host-path vs device-path comparison (batch-1 rows); '' skips it."),
+          source: Optional[list[str]] = typer.Option(None, help="Also run the loop on this real source (a camera such as basler://SERIAL?trigger=software, a stream): read cost and capture → verdict; repeat for several."),
+          source_frames: int = typer.Option(300, **rng("source_frames"), help="Frames per --source row."),
           out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json, bench.md and bench.png (default bench_results/<host>_<time>/)."),
           quiet: bool = typer.Option(False, help="No progress bar.")) -> None:
     """FPS and latency (p50/p90/p99) per backend × precision × batch beside the PyTorch eager FP32 baseline."""
@@ -506,7 +541,7 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
         raise UserError(f"--size {size} differs from the model's input size {meta['image_size']}: train at that size")
     sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()]
     r = b.bench(model, be, parse_precisions(precision), _ints(batch, "--batch"), iters, warmup, engine, data,
-                work, threads, quiet, sizes)
+                work, threads, quiet, sizes, tuple(source or ()), source_frames)
     m = r["machine"]
     t = Table(title=f"edge-stpm bench: {r['backbone']} {r['image_size']}² on {m['gpu'] or m['cpu']} ({m['cores']} cores)",
               title_justify="left")
@@ -532,6 +567,14 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
         for row in lr:
             lt.add_row(*row)
         out.print(lt)
+    sr = b.source_rows(r)
+    if sr:
+        st = Table(title="the loop on real sources (ONNX Runtime, batch 1, no overlay)", title_justify="left")
+        for c in b.SOURCE_COLUMNS:
+            st.add_column(c, justify="left" if c == "source" else "right")
+        for row in sr:
+            st.add_row(*row)
+        out.print(st)
     for line in b.not_run(r):
         out.print(f"  not run: {line}", highlight=False, markup=False)
     out.print(f"model = inference only (ms per batch); e2e = a {b.FRAME_SHAPE[1]}×{b.FRAME_SHAPE[0]} frame fitted, "

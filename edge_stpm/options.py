@@ -23,6 +23,7 @@ FRAME_PATH_NAMES = ("auto", "device", "host")
 HISTORY_VERDICTS = ("any", "OK", "NG")
 HISTORY_FORMATS = ("table", "csv", "json")
 TRIGGER_NAMES = ("free-run", "plc")
+LIST_FORMATS = ("table", "json")
 
 Backbone = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
 Fit = Literal[FIT_NAMES]  # type: ignore[valid-type]
@@ -37,11 +38,13 @@ FramePath = Literal[FRAME_PATH_NAMES]  # type: ignore[valid-type]
 HistoryVerdict = Literal[HISTORY_VERDICTS]  # type: ignore[valid-type]
 HistoryFormat = Literal[HISTORY_FORMATS]  # type: ignore[valid-type]
 Trigger = Literal[TRIGGER_NAMES]  # type: ignore[valid-type]
+ListFormat = Literal[LIST_FORMATS]  # type: ignore[valid-type]
 
 # numeric ranges, closed at both ends: name → (min, max)
 RANGES: dict[str, tuple[float, float]] = {
     "threads": (1, 256),
     "camera": (0, 63),
+    "source_frames": (10, 1_000_000),
     "source_index": (0, 63),
     "seed": (0, 2**31 - 1),
     "epochs": (1, 10_000),

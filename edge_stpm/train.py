@@ -51,6 +51,7 @@ class TrainConfig:
     threshold_method: str = "logsigma"
     threshold_k: float = thresholds.DEFAULT_K
     low_memory: bool | None = None
+    teacher_cache: bool | None = None
     threads: int | None = None
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -124,14 +125,67 @@ def score_images(pipe: InspectionPipeline, images: torch.Tensor, batch_size: int
     return np.concatenate(maps), np.concatenate(scores)
 
 
+TEACHER_CACHE_MAX_BYTES = 6 * 2**30  # never more than this for the cached teacher pyramid
+TEACHER_CACHE_RAM_SHARE = 0.35  # ... nor more than this share of the memory available when training starts
+
+
+class TeacherCache:
+    """The frozen teacher's pyramid of every training and held-out image, computed once (float32, in eval mode, as
+    every step computed it) instead of once per epoch. Valid because the training views are fixed: there is no
+    augmentation, so image ``i`` always reaches the teacher as the same tensor. ``None`` from ``build`` when it
+    would not fit (see ``TEACHER_CACHE_*``); training then runs the teacher every step, with the same result."""
+
+    def __init__(self, levels: list[torch.Tensor]) -> None:
+        self.levels = levels
+
+    def __getitem__(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        return [lv[idx] for lv in self.levels]
+
+    @staticmethod
+    def bytes_needed(stpm: STPM, n: int, size: int) -> int:
+        with torch.no_grad():
+            feats = stpm.teacher(torch.zeros(1, 3, size, size, device=next(stpm.teacher.parameters()).device))
+        return n * sum(f.numel() * 4 for f in feats)
+
+    @staticmethod
+    @torch.no_grad()
+    def build(stpm: STPM, pre: Preprocess, images: torch.Tensor, batch_size: int, amp: bool,
+              wanted: bool | None, low_memory: bool) -> "TeacherCache | None":
+        if wanted is False:
+            return None
+        need = TeacherCache.bytes_needed(stpm, len(images), images.shape[1])
+        if wanted is None:
+            import psutil
+
+            budget = min(TEACHER_CACHE_MAX_BYTES, TEACHER_CACHE_RAM_SHARE * psutil.virtual_memory().available)
+            if images.is_cuda:
+                free, _ = torch.cuda.mem_get_info(images.device)
+                budget = min(budget, TEACHER_CACHE_RAM_SHARE * free)
+            if low_memory:
+                budget /= 4
+            if need > budget:
+                return None
+        levels: list[list[torch.Tensor]] = []
+        for i in range(0, len(images), batch_size):
+            x = pre(images[i : i + batch_size]).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                t = stpm.teacher(x)
+            levels.append([f.float() for f in t])
+        return TeacherCache([torch.cat(parts) for parts in zip(*levels)])
+
+
 @torch.no_grad()
-def _val_loss(stpm: STPM, pre: Preprocess, images: torch.Tensor, batch_size: int, amp: bool) -> float:
+def _val_loss(stpm: STPM, pre: Preprocess, images: torch.Tensor, batch_size: int, amp: bool,
+              cache: TeacherCache | None = None, val_idx: torch.Tensor | None = None) -> float:
     stpm.eval()
     total = 0.0
     for i in range(0, len(images), batch_size):
         x = pre(images[i : i + batch_size]).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-            t, s = stpm(x)
+            if cache is not None and val_idx is not None:
+                t, s = cache[val_idx[i : i + batch_size]], stpm.student(x)
+            else:
+                t, s = stpm(x)
         per_image = sum(level_distance(a.float(), b.float()).mean(dim=(1, 2, 3)) for a, b in zip(t, s))
         total += float(per_image.sum())
     return total / len(images)
@@ -178,6 +232,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     stpm = stpm.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(stpm.student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    c0 = time.perf_counter()
+    cache = TeacherCache.build(stpm, pre, images, cfg.batch_size, cuda, cfg.teacher_cache, low_memory)
+    cache_s = time.perf_counter() - c0
+    val_idx_t = torch.from_numpy(val_idx).to(device)
     n_batches = math.ceil(len(train_idx) / cfg.batch_size)
     history: list[dict[str, float]] = []
     best = (math.inf, -1, copy.deepcopy(stpm.student.state_dict()))
@@ -195,8 +253,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 x = pre(images[idx]).contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-                    with torch.no_grad():
-                        t = stpm.teacher(x)
+                    if cache is not None:
+                        t = cache[idx]
+                    else:
+                        with torch.no_grad():
+                            t = stpm.teacher(x)
                     s = student_features(stpm.student, x, low_memory)
                     loss = stpm_loss(t, s, cfg.loss)
                 opt.zero_grad(set_to_none=True)
@@ -211,7 +272,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             train_seconds += time.perf_counter() - e0
             train_images_seen += seen
             train_loss = running / seen
-            val_loss = _val_loss(stpm, pre, val_images, cfg.batch_size, cuda)
+            val_loss = _val_loss(stpm, pre, val_images, cfg.batch_size, cuda, cache, val_idx_t)
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                             "seconds": time.perf_counter() - e0})
             if math.isfinite(val_loss) and val_loss < best[0]:
@@ -222,6 +283,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 diverged_at = epoch
                 console.print(f"[yellow]training diverged at epoch {epoch} (loss not finite); keeping epoch {best[1]}")
                 break
+    cached = cache is not None
+    del cache  # the pyramid can be large; thresholds and the checkpoint do not need it
     if best[1] < 0:
         raise UserError("training diverged before any usable epoch: lower --lr")
     stpm.student.load_state_dict(best[2])
@@ -240,6 +303,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "decode_seconds": decode_s, "train_seconds": train_seconds,
         "train_images_per_s": train_images_seen / train_seconds if train_seconds else None,
         "wall_seconds": time.perf_counter() - t0,
+        "teacher_cache": cached, "teacher_cache_seconds": cache_s if cached else None,
         "low_memory": low_memory, "threads": torch.get_num_threads() if not cuda else None,
         "peak_rss_mb": peak_rss_mb(),
     }

@@ -127,7 +127,7 @@ def _wait_bit(c, bit: int, on: bool, timeout: float = 20.0, poll_s: float = 0.00
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        regs = c.read_holding_registers(0, count=8, device_id=1).registers
+        regs = c.read_holding_registers(0, count=9, device_id=1).registers
         if bool(regs[plc.STATUS] & bit) == on:
             return regs
         time.sleep(poll_s)  # a PLC's scan cycle: polling flat out would steal the box's CPU
@@ -137,7 +137,8 @@ def _wait_bit(c, bit: int, on: bool, timeout: float = 20.0, poll_s: float = 0.00
 def modbus_cycles(port: int, n: int, proc=None, check_busy: bool = True,
                   poll_s: float = 0.001) -> tuple[list[tuple], list[float]]:
     """A PLC's side of the handshake with a real pymodbus client: ``n`` × (wait trigger ready, trigger, wait results
-    ready, read, ack, wait results cleared). Returns (trigger id, verdict, score register, part counter) per cycle
+    ready, read, ack, wait results cleared). Returns (trigger id, verdict, score register, part counter, camera frame
+    id) per cycle
     and the client-side cycle times (ms). With ``check_busy`` the first cycle also sends a second trigger before its
     result is acknowledged and checks the error code."""
     from pymodbus.client import ModbusTcpClient
@@ -168,7 +169,7 @@ def modbus_cycles(port: int, n: int, proc=None, check_busy: bool = True,
             ok, ng = bool(regs[plc.STATUS] & plc.BIT_OK), bool(regs[plc.STATUS] & plc.BIT_NG)
             assert ok != ng, regs
             seen.append((regs[plc.TRIGGER_ID], "NG" if ng else "OK", regs[plc.SCORE],
-                         (regs[plc.COUNT_HI] << 16) | regs[plc.COUNT_LO]))
+                         (regs[plc.COUNT_HI] << 16) | regs[plc.COUNT_LO], regs[plc.FRAME_ID]))
             c.write_register(plc.COMMAND, plc.CMD_ACK, device_id=1)
             regs = _wait_bit(c, plc.BIT_RESULTS_READY, False, poll_s=poll_s)
             assert not regs[plc.STATUS] & (plc.BIT_OK | plc.BIT_NG)

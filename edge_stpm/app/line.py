@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from ..errors import UserError
 from .sinks.base import Sink
-from .sources import Source
+from .frames import Source
 
 
 @dataclass
@@ -28,6 +28,17 @@ class LineSettings:
     opcua: str | None = None
     opcua_user: str | None = None
     trigger: str = "free-run"
+
+
+def check_sources(specs: list[str], trigger: str) -> None:
+    """Before a model or a camera is opened: every ``basler://`` spec parses, and ``--trigger plc`` gets a source it
+    can trigger (a camera on a hardware trigger line is triggered by its line, not by the PLC)."""
+    from .basler import is_basler, parse_spec, plc_trigger_refusal
+
+    for spec in specs:
+        refusal = plc_trigger_refusal(parse_spec(spec).trigger) if is_basler(spec) else None
+        if trigger == "plc" and refusal is not None:
+            raise refusal
 
 
 @dataclass

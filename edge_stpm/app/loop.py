@@ -34,7 +34,7 @@ from .sinks.http import HttpPictureSink, HttpVerdictSink
 from .sinks.recording import RECORD_SUFFIXES, RecordingSink
 from .sinks.snapshots import SnapshotSink, png
 from .sinks.window import WindowSink
-from .sources import Frame, Source
+from .frames import Frame, Source
 
 WARM_FRAMES = 100
 
@@ -179,6 +179,23 @@ def _percentiles(values: list[float]) -> dict[str, float]:
         return {}
     a = np.asarray(values)
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "n": int(a.size)}
+
+
+def camera_stats(source: Source) -> dict[str, Any]:
+    """What an industrial camera source counts (dropped, missed, failed buffers, reconnects); {} for other sources."""
+    stats = getattr(source, "stats", None)
+    return stats() if stats is not None else {}
+
+
+def source_gauges(i: int, source: Source) -> dict[str, tuple[str, float]]:
+    """An industrial camera's own counts (``stats()``) as gauges ``camera<i>_*`` for /metrics."""
+    st = camera_stats(source)
+    if not st:
+        return {}
+    return {f"camera{i}_missed_frames": ("Frames lost in trigger mode (reported skipped by the camera's grab engine)",
+                                         float(st["missed"])),
+            f"camera{i}_failed_buffers": ("Buffers the camera delivered incomplete", float(st["failed_buffers"])),
+            f"camera{i}_lost": ("1 while the camera is lost and being reconnected", float(st["lost"]))}
 
 
 class Pipeline:
@@ -348,6 +365,9 @@ class Pipeline:
         for r in self.verdict_runners + self.picture_runners:
             for name, (doc, value) in r.sink.gauges().items():
                 self.opts.http.gauge(name, doc, value)
+        for c in self.chans:
+            for name, (doc, value) in source_gauges(c.index, c.source).items():
+                self.opts.http.gauge(name, doc, value)
 
     def sink_stats(self) -> list[dict[str, Any]]:
         pics = [self.pictures.summary()] if self.pictures is not None else []
@@ -418,6 +438,7 @@ class Pipeline:
         s.sources = [{"source": c.index, "spec": c.spec, "frames": c.frames, "ng_frames": c.ng_frames,
                       "dropped": c.source.dropped, "reconnects": getattr(c.source, "reconnects", 0),
                       "end_reason": c.end_reason or s.end_reason,
+                      **({"camera": st} if (st := camera_stats(c.source)) else {}),
                       "record": str(c.record) if c.record and Path(c.record).is_file() else None} for c in chans]
         return s
 

@@ -1,4 +1,5 @@
-"""Frame sources: camera index, video file, image folder, RTSP/HTTP URL or GStreamer pipeline.
+"""Frame sources: camera index, Basler camera (``basler://``, see basler.py), video file, image folder, RTSP/HTTP URL
+or GStreamer pipeline.
 
 Live sources are read on their own thread that keeps only the newest frame, so the loop never falls
 behind a camera; files and folders are read in order without drops (a bounded queue, also threaded).
@@ -7,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import queue
-from abc import ABC, abstractmethod
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -19,19 +18,23 @@ import numpy as np
 
 from ..data import IMAGE_EXTS, list_images, read_image
 from ..errors import UserError
+from .frames import Frame, Source
+
+__all__ = ["Frame", "Source", "open_source", "describe", "list_v4l2", "gstreamer_available"]
 
 
-@dataclass
-class Frame:
-    """A frame: running index, uint8 BGR image ``(H, W, 3)``, capture time (s, monotonic), read time (ms); in
-    trigger mode the trigger's id; from an industrial camera what it reported (frame id, timestamp)."""
-
-    index: int
-    image: np.ndarray
-    t_capture: float
-    read_ms: float
-    trigger_id: int | None = None
-    camera: dict | None = None
+def list_v4l2() -> list[dict[str, str]]:
+    """V4L2 capture devices (Linux): ``--camera N`` for /dev/videoN, with the driver's name for it."""
+    rows = []
+    devices = [d for d in Path("/sys/class/video4linux").glob("video*") if d.name[5:].isdigit()]
+    for dev in sorted(devices, key=lambda d: int(d.name[5:])):
+        try:
+            name = (dev / "name").read_text().strip()
+        except OSError:
+            name = ""
+        rows.append({"source": f"--camera {dev.name[5:]}", "vendor": "", "model": name, "serial": "",
+                     "interface": "V4L2", "name": f"/dev/{dev.name}", "format": ""})
+    return rows
 
 
 def gstreamer_available() -> bool:
@@ -43,7 +46,9 @@ def gstreamer_available() -> bool:
 
 
 def describe(spec: str) -> tuple[str, str]:
-    """Classify a source spec: (kind, spec) with kind camera | gstreamer | url | folder | video | image."""
+    """Classify a source spec: (kind, spec) with kind camera | basler | gstreamer | url | folder | video | image."""
+    if spec.startswith("basler://"):
+        return "basler", spec
     if spec.isdigit():
         return "camera", spec
     if "!" in spec:
@@ -55,25 +60,8 @@ def describe(spec: str) -> tuple[str, str]:
         return "folder", spec
     if p.is_file():
         return ("image", spec) if p.suffix.lower() in IMAGE_EXTS else ("video", spec)
-    raise UserError(f"source not found: {spec} (give a camera index, a video file, an image folder, a URL or a GStreamer pipeline)")
-
-
-class Source(ABC):
-    """Base: ``read()`` returns the next Frame, or None at the end; ``end_reason`` says why it ended."""
-
-    live = False
-    end_reason = "end of stream"
-    dropped = 0
-    reconnects = 0
-    ended = False  # True once read() has returned the end (a live source still reconnecting is not ended)
-    fps: float | None = None  # frames per second when the source knows it (video files, most cameras)
-
-    @abstractmethod
-    def read(self, timeout: float = 5.0) -> Frame | None:
-        """The next frame, or None at the end."""
-
-    def close(self) -> None:
-        pass
+    raise UserError(f"source not found: {spec} (give a camera index, basler://SERIAL, a video file, an image folder, a URL "
+                    "or a GStreamer pipeline)")
 
 
 class FolderSource(Source):
@@ -273,4 +261,8 @@ def open_source(spec: str, reconnect_s: float = 10.0) -> Source:
         return FolderSource(list_images(Path(spec)))
     if kind == "image":
         return FolderSource([Path(spec)])
+    if kind == "basler":
+        from .basler import open_basler
+
+        return open_basler(spec, reconnect_s)
     return CaptureSource(kind, spec, reconnect_s)

@@ -7,7 +7,8 @@ Address space (namespace ``urn:edge-stpm``), under Objects/VisionSystem:
   ErrorCode, ErrorText       UInt16, String (the codes of the Modbus map)
   ResultManagement/LastResult/
       ResultId String, TriggerId UInt32, IsPartGood Boolean, Verdict String, NormalisedScore Double,
-      RawThreshold Double, CreationTime DateTime, ProcessingTimeMs Double (trigger seen → result ready)
+      RawThreshold Double, CreationTime DateTime, ProcessingTimeMs Double (trigger seen → result ready),
+      CameraFrameId UInt64, CameraTimestamp UInt64 (what an industrial camera reported; 0 for other sources)
   Counters/ Parts UInt64, NgParts UInt64
   Trigger()  → TriggerId UInt32  (BadResourceUnavailable while not ready: busy or result not acknowledged)
   AckResult()
@@ -67,7 +68,9 @@ class OpcuaServer:
                                 ("NormalisedScore", 0.0, ua.VariantType.Double),
                                 ("RawThreshold", 0.0, ua.VariantType.Double),
                                 ("CreationTime", datetime.now(timezone.utc), ua.VariantType.DateTime),
-                                ("ProcessingTimeMs", 0.0, ua.VariantType.Double)):
+                                ("ProcessingTimeMs", 0.0, ua.VariantType.Double),
+                                ("CameraFrameId", 0, ua.VariantType.UInt64),
+                                ("CameraTimestamp", 0, ua.VariantType.UInt64)):
             n[name] = await last.add_variable(idx, name, value, vt)
         counters = await vs.add_object(idx, "Counters")
         n["Parts"] = await counters.add_variable(idx, "Parts", 0, ua.VariantType.UInt64)
@@ -116,6 +119,8 @@ class OpcuaServer:
                   "RawThreshold": (float(ins.image_threshold), ua.VariantType.Double),
                   "CreationTime": (datetime.fromtimestamp(r.wall_time, timezone.utc), ua.VariantType.DateTime),
                   "ProcessingTimeMs": (float(self.state.cycle_ms), ua.VariantType.Double),
+                  "CameraFrameId": (int(r.camera.get("frame_id", 0)), ua.VariantType.UInt64),
+                  "CameraTimestamp": (int(r.camera.get("timestamp", 0)), ua.VariantType.UInt64),
                   "Parts": (self.state.count, ua.VariantType.UInt64), "NgParts": (self.ng, ua.VariantType.UInt64)}
         for name, (v, vt) in values.items():
             await n[name].write_value(ua.Variant(v, vt))

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from ...errors import UserError
-from ..sources import Frame, Source
+from ..frames import Frame, Source
 from .base import Result, Sink
 
 # outputs (box → PLC), read-only
-STATUS, ERROR_CODE, TRIGGER_ID, SCORE, HEARTBEAT, CYCLE, COUNT_HI, COUNT_LO = range(8)
+STATUS, ERROR_CODE, TRIGGER_ID, SCORE, HEARTBEAT, CYCLE, COUNT_HI, COUNT_LO, FRAME_ID = range(9)
 # inputs (PLC → box)
 COMMAND, RECIPE = 10, 11
 N_REGISTERS = 16
@@ -44,6 +44,7 @@ REGISTERS = {
     CYCLE: "cycle time of the result, trigger seen → results ready, in 0.1 ms (uint16, saturates)",
     COUNT_HI: "part counter, high word (results since start)",
     COUNT_LO: "part counter, low word",
+    FRAME_ID: "the camera's frame id of the result (industrial cameras; uint16, wraps; 0 when the source has none)",
     COMMAND: "command (PLC writes): bit 0 trigger, bit 1 results ack — each acts on its rising edge",
     RECIPE: "recipe / model index (PLC writes; only 0 = the loaded model)",
 }
@@ -63,6 +64,7 @@ class PlcState:
         self.score = 0.0
         self.cycle_ms = 0.0
         self.count = 0
+        self.frame_id = 0
         self.command = 0
         self.t_trigger: dict[int, float] = {}
         self.cycles: list[float] = []
@@ -101,6 +103,7 @@ class PlcState:
             self.ok, self.ng = not r.ng, r.ng
             self.score = r.inspection.normalised_score
             self.last_trigger = r.trigger_id or 0
+            self.frame_id = int(r.camera.get("frame_id", 0)) if r.camera else 0
             self.count += 1
             self.busy, self.results_ready = False, True
 
@@ -129,6 +132,7 @@ class PlcState:
             out[HEARTBEAT] = int(time.monotonic() - self.t0) & 0xFFFF
             out[CYCLE] = min(65535, round(self.cycle_ms * 10))
             out[COUNT_HI], out[COUNT_LO] = (self.count >> 16) & 0xFFFF, self.count & 0xFFFF
+            out[FRAME_ID] = self.frame_id & 0xFFFF
             out[COMMAND] = self.command
             return out
 
@@ -142,10 +146,22 @@ class PlcState:
 
 class TriggeredSource(Source):
     """One frame of ``base`` per accepted trigger, carrying the trigger's id (the capture time is the trigger's).
-    ``read`` waits up to ``timeout`` for a trigger and returns None when none came (the loop polls again)."""
+    ``read`` waits up to ``timeout`` for a trigger and returns None when none came (the loop polls again).
+    A camera in software-trigger mode (``software_trigger()``) is fired by each PLC trigger, so the frame is
+    exposed after the trigger; any other source gives its newest frame."""
 
     def __init__(self, base: Source, state: PlcState) -> None:
         self.base, self.state = base, state
+        mode = getattr(base, "mode", None)
+        if mode is not None:
+            from ..basler import plc_trigger_refusal
+
+            refusal = plc_trigger_refusal(mode)
+            if refusal is not None:
+                raise refusal
+        self.fire = getattr(base, "software_trigger", None) if mode == "software" else None
+        if self.fire is not None:
+            base.externally_triggered = True  # type: ignore[attr-defined]
         self.live = base.live
         self.fps = base.fps
 
@@ -158,6 +174,9 @@ class TriggeredSource(Source):
             tid, t_trigger = self.state.triggers.get(timeout=min(timeout, 0.5))
         except queue.Empty:
             return None
+        if self.fire is not None and not self.fire():
+            self.state.fail(ERR_SOURCE, "the camera was not ready for a software trigger")
+            return None
         frame = self.base.read(5.0)
         if frame is None:
             self.state.fail(ERR_SOURCE, self.base.end_reason)
@@ -166,6 +185,9 @@ class TriggeredSource(Source):
             return None
         frame.trigger_id, frame.t_capture = tid, t_trigger
         return frame
+
+    def stats(self) -> dict[str, Any]:
+        return self.base.stats() if hasattr(self.base, "stats") else {}
 
     def close(self) -> None:
         self.base.close()
