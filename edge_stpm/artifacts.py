@@ -109,6 +109,7 @@ def graph_metadata(ck_meta: dict[str, Any], precision: str, batch: int, ckpt_sha
         "outputs": {"anomaly_map": "float32 (B,1,H,W)", "score": "float32 (B,)"},
         "normalisation": {"mean": ck_meta["mean"], "std": ck_meta["std"], "inside_graph": True},
         "smoothing_sigma": float(ck_meta.get("smoothing_sigma", 0.0)),
+        "score_top_percent": float(ck_meta.get("score_top_percent", 0.0)),
         "thresholds": {"image": thr["image"], "pixel": thr["pixel"], "method": thr["method"]},
         "checkpoint_sha256": ckpt_sha256,
         "versions": library_versions(),

@@ -11,13 +11,13 @@ from . import checkpoint, thresholds
 from .data import labelled_test_images, load_images
 from .errors import UserError
 from .evaluate import score_set, torch_infer
-from .model import InspectionPipeline
 
 
 def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None, data: Path | None = None,
-                quiet: bool = False) -> dict[str, Any]:
+                quiet: bool = False, top_percent: float | None = None) -> dict[str, Any]:
     """Recompute thresholds of a checkpoint from its held-out good images (optionally with another smoothing
-    sigma), or, with ``data``, set the image threshold to the F1 optimum of that labelled split; rewrite it."""
+    sigma or image score), or, with ``data``, set the image threshold to the F1 optimum of that labelled split;
+    rewrite it."""
     ck = checkpoint.read(Path(ckpt))
     if method not in thresholds.METHODS:
         raise UserError(f"unknown threshold method {method!r}; choose one of {', '.join(thresholds.METHODS)}")
@@ -25,9 +25,11 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
         if sigma < 0:
             raise UserError("--smoothing must be 0 (no smoothing) or positive")
         ck["smoothing_sigma"] = float(sigma)
+    if top_percent is not None:
+        ck["score_top_percent"] = float(top_percent)
     stpm = checkpoint.build_stpm(ck)
     size, fit = ck["image_size"], ck["fit"]
-    pipe = InspectionPipeline(stpm, size, sigma=ck.get("smoothing_sigma", 0.0)).eval()
+    pipe = checkpoint.pipeline(ck, stpm)
     infer = torch_infer(pipe, torch.device("cpu"))
     val = [Path(p) for p in ck["training"].get("val_images", []) if Path(p).is_file()]
     if not val:
@@ -40,5 +42,6 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
         f1 = thresholds.f1_optimal(s, np.array([i.label for i in items]))
         thr |= {"method": "f1", "image": f1["threshold"], "f1_on": str(data), "f1": f1}
     checkpoint.save(Path(ckpt), stpm, image_size=size, fit=fit, thresholds=thr, teacher_source=ck["teacher_source"],
-                    training=ck["training"], sigma=ck.get("smoothing_sigma", 0.0))
+                    training=ck["training"], sigma=ck.get("smoothing_sigma", 0.0),
+                    top_percent=ck.get("score_top_percent", 0.0))
     return thr

@@ -28,7 +28,7 @@ def versions() -> dict[str, str]:
 
 
 def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[str, Any],
-         teacher_source: str, training: dict[str, Any], sigma: float) -> Path:
+         teacher_source: str, training: dict[str, Any], sigma: float, top_percent: float = 0.0) -> Path:
     """Write the checkpoint atomically (temp file + rename)."""
     payload = {
         "format": FORMAT,
@@ -37,6 +37,7 @@ def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[
         "image_size": int(image_size),
         "fit": fit,
         "smoothing_sigma": float(sigma),
+        "score_top_percent": float(top_percent),
         "mean": list(get_spec(stpm.backbone).mean),
         "std": list(get_spec(stpm.backbone).std),
         "input": "uint8 BGR NHWC",
@@ -84,8 +85,13 @@ def build_stpm(ck: dict[str, Any]) -> STPM:
 def load_pipeline(path: Path) -> tuple[InspectionPipeline, dict[str, Any]]:
     """The FP32 inspection pipeline (eval mode, CPU) and the checkpoint dict without its weights."""
     ck = read(path)
-    pipe = InspectionPipeline(build_stpm(ck), ck["image_size"], sigma=ck.get("smoothing_sigma", 0.0)).eval()
-    return pipe, meta(ck)
+    return pipeline(ck), meta(ck)
+
+
+def pipeline(ck: dict[str, Any], stpm: STPM | None = None) -> InspectionPipeline:
+    """The FP32 inspection pipeline of a checkpoint dict with its head settings (smoothing, image score)."""
+    return InspectionPipeline(stpm if stpm is not None else build_stpm(ck), ck["image_size"],
+                              sigma=ck.get("smoothing_sigma", 0.0), top_percent=ck.get("score_top_percent", 0.0)).eval()
 
 
 def meta(ck: dict[str, Any]) -> dict[str, Any]:

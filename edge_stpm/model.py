@@ -5,6 +5,8 @@ score out, with colour order, scaling and ImageNet normalisation inside it.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -128,14 +130,16 @@ class InspectionPipeline(nn.Module):
     """The whole inspection graph: uint8 BGR ``(B, H, W, 3)`` → (map ``(B, 1, H, W)`` f32, score ``(B,)`` f32).
 
     ``trunk_dtype`` float16 runs both trunks in half precision while the head (normalise, difference,
-    upsample, product, smoothing, max) stays float32. ``sigma`` > 0 blurs the map (pixels) before the max;
-    0 is the official STPM head.
+    upsample, product, smoothing, score) stays float32. ``sigma`` > 0 blurs the map (pixels) before the score;
+    0 is the official STPM head. ``top_percent`` > 0 scores the image by the mean of the top that % of the map
+    instead of its max (``image_score``).
     """
 
     def __init__(self, stpm: STPM, image_size: int, trunk_dtype: torch.dtype = torch.float32,
-                 sigma: float = 0.0) -> None:
+                 sigma: float = 0.0, top_percent: float = 0.0) -> None:
         super().__init__()
         self.smooth = GaussianSmooth(sigma, image_size) if sigma > 0 else None
+        self.score_k = score_k(top_percent, image_size)
         spec = get_spec(stpm.backbone)
         self.preprocess = Preprocess(spec.mean, spec.std)
         self.backbone = stpm.backbone
@@ -150,13 +154,33 @@ class InspectionPipeline(nn.Module):
     def from_normalised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float ``(B, 3, S, S)`` → (map, score)."""
         x = x.to(self.trunk_dtype)
-        return head(self.teacher(x), self.student(x), self.image_size, self.smooth)
+        return head(self.teacher(x), self.student(x), self.image_size, self.smooth, self.score_k)
+
+
+TOP_PERCENT_MAX = 10.0
+TENSORRT_TOPK_MAX = 3840  # TensorRT's TopK layer takes K up to 3840
+
+
+def score_k(top_percent: float, size: int) -> int:
+    """How many map pixels the image score averages: 0 = the max (one pixel, the official STPM head), else the top
+    ``top_percent`` % of the ``size``² map, at least one pixel."""
+    if not 0.0 <= top_percent <= TOP_PERCENT_MAX:
+        raise ValueError(f"top_percent must be in 0..{TOP_PERCENT_MAX:g}")
+    return 0 if top_percent == 0 else max(1, math.ceil(top_percent / 100.0 * size * size))
+
+
+def image_score(amap: torch.Tensor, k: int = 0) -> torch.Tensor:
+    """``(B, 1, H, W)`` → ``(B,)``: the map's max (k = 0), or the mean of its k largest values (ONNX TopK +
+    ReduceMean; every backend runs the same ops, so every backend gives the same score)."""
+    if k <= 0:
+        return torch.amax(amap, dim=(1, 2, 3))
+    return torch.topk(amap.flatten(1), k, dim=1).values.mean(dim=1)
 
 
 def head(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], size: int,
-         smooth: GaussianSmooth | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of both trunks → (map ``(B, 1, size, size)``, score = max ``(B,)``), all float32."""
+         smooth: GaussianSmooth | None, k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of both trunks → (map ``(B, 1, size, size)``, image score ``(B,)``), all float32."""
     amap = anomaly_map(t_feats, s_feats, (size, size))
     if smooth is not None:
         amap = smooth(amap)
-    return amap, torch.amax(amap, dim=(1, 2, 3))
+    return amap, image_score(amap, k)

@@ -56,6 +56,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "val_fraction": (0.05, 0.5),
     "size": (32, 2048),
     "smoothing": (0.0, 64.0),
+    "score_top": (0.0, 10.0),
     "n_images": (1, 1_000_000),
     "video_frames": (1, 1_000_000),
     "n_test_defect": (0, 100_000),

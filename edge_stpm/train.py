@@ -45,6 +45,7 @@ class TrainConfig:
     image_size: int = 256
     fit: str = "pad"
     sigma: float = 4.0
+    score_top_percent: float = 0.0
     seed: int = 0
     device: str = "auto"
     teacher_weights: str | None = None
@@ -71,6 +72,8 @@ def _check(cfg: TrainConfig) -> None:
         raise UserError("--size must be a multiple of 16, at least 32")
     if cfg.sigma < 0:
         raise UserError("--smoothing must be 0 (no smoothing) or positive")
+    if not 0 <= cfg.score_top_percent <= 10:
+        raise UserError("--score-top must be in 0..10 (% of the map; 0 = its max)")
     if cfg.threshold_method not in thresholds.METHODS:
         raise UserError(f"unknown threshold method {cfg.threshold_method!r}; choose one of {', '.join(thresholds.METHODS)}")
 
@@ -289,7 +292,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise UserError("training diverged before any usable epoch: lower --lr")
     stpm.student.load_state_dict(best[2])
     stpm = stpm.float().to(memory_format=torch.contiguous_format).eval()
-    pipe = InspectionPipeline(stpm, cfg.image_size, sigma=cfg.sigma).to(device).eval()
+    pipe = InspectionPipeline(stpm, cfg.image_size, sigma=cfg.sigma, top_percent=cfg.score_top_percent).to(device).eval()
     val_maps, val_scores = score_images(pipe, val_images, cfg.batch_size)
     thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, cfg.threshold_k)
     summary = {
@@ -308,7 +311,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(),
     }
     ckpt_io.save(out / "model.pt", stpm.cpu(), image_size=cfg.image_size, fit=cfg.fit, thresholds=thr,
-                    teacher_source=teacher_source, training=summary, sigma=cfg.sigma)
+                    teacher_source=teacher_source, training=summary, sigma=cfg.sigma,
+                    top_percent=cfg.score_top_percent)
     write_json(out / "training.json", {k: v for k, v in summary.items() if k not in ("val_images", "train_images")}
                | {"thresholds": thr})
     _plot_history(history, best[1], out / "loss.png")

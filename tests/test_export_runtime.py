@@ -250,3 +250,34 @@ def test_failed_export_keeps_the_earlier_bundle_usable(trained: Path, tmp_path: 
     assert (out / "model_fp16.onnx").read_bytes() == before
     assert not list(out.glob(".*candidate*"))
     verify_bundle(out)
+
+
+def test_top_percent_image_score_is_the_same_on_every_backend(trained: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """``calibrate --score-top 1``: the image score becomes the mean of the top 1 % of the map, inside the graph.
+    PyTorch and the ONNX Runtime FP32 graph agree to 1e-5 (relative), each graph's score is the top-1 % mean of its
+    own map (to 1e-5), FP16/INT8 pass the export's own precision gates, and every graph is TensorRT-parser clean."""
+    import shutil
+
+    from edge_stpm.calibrate import recalibrate
+    from edge_stpm.export.trt_rules import check_file
+
+    ck = tmp_path / "model.pt"
+    shutil.copy(trained / "model.pt", ck)
+    thr_max = checkpoint.read(trained / "model.pt")["thresholds"]["image"]
+    thr = recalibrate(ck, top_percent=1.0, quiet=True)
+    assert checkpoint.read(ck)["score_top_percent"] == 1.0
+    assert thr["image"] < thr_max, "the mean of the top 1 % is below the max, so is its threshold"
+    out = tmp_path / "bundle"
+    export(ck, ["fp32", "fp16", "int8"], out, calib_root=tmp_path / "cal", quiet=True)
+    imgs = load_images(sorted((synth_dir / "test").glob("*/*.png"))[:6], 128)
+    k = int(np.ceil(0.01 * 128 * 128))
+    mp, sp = TorchBackend(ck, device="cpu", optimize=False).infer(imgs)
+    assert np.allclose(sp, np.sort(mp.reshape(6, -1), axis=1)[:, -k:].mean(1), rtol=1e-5)
+    for prec in ("fp32", "fp16", "int8"):
+        assert read_onnx_metadata(out / f"model_{prec}.onnx")["score_top_percent"] == 1.0
+        assert "TopK" in {n.op_type for n in onnx.load(str(out / f"model_{prec}.onnx")).graph.node}
+        assert check_file(out / f"model_{prec}.onnx") == []
+        mo, so = OnnxBackend(out / f"model_{prec}.onnx", allow_gpu=False).infer_any(imgs)
+        assert np.allclose(so, np.sort(mo.reshape(6, -1), axis=1)[:, -k:].mean(1), rtol=1e-5), prec
+        if prec == "fp32":
+            assert np.allclose(so, sp, rtol=1e-5)

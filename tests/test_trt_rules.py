@@ -86,3 +86,18 @@ def test_real_export_passes_and_check_graph_command(exported: Path, tmp_path: Pa
     onnx.save(bad, str(tmp_path / "bad.onnx"))
     res = runner.invoke(app, ["check-graph", str(tmp_path / "bad.onnx")])
     assert res.exit_code == 1 and "node bias_dq (DequantizeLinear): [qdq-int8]" in res.output.replace("\n", " "), res.output
+
+
+def test_topk_image_score_k_limit() -> None:
+    """The top-% image score exports as TopK with a constant K: TensorRT's TopK takes K ≤ 3840, so a 640² map's
+    top 1 % (4096 pixels) must be refused and 3840 accepted."""
+    x = helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 640 * 640])
+    vals = helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, None])
+    idx = helper.make_tensor_value_info("i", TensorProto.INT64, [1, None])
+    for k, ok in ((3840, True), (4096, False)):
+        kk = numpy_helper.from_array(np.array([k], np.int64), "k")
+        m = graph([helper.make_node("TopK", ["m", "k"], ["v", "i"], name="top", axis=1)], [x], [vals, idx], [kk])
+        assert (("top", "topk-k") in rules(m)) is not ok, k
+    dyn = graph([helper.make_node("TopK", ["m", "kin"], ["v", "i"], name="top", axis=1)],
+                [x, helper.make_tensor_value_info("kin", TensorProto.INT64, [1])], [vals, idx])
+    assert ("top", "constant-operand") in rules(dyn)

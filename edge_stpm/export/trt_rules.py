@@ -73,7 +73,8 @@ _TYPE_CODES = {TensorProto.FLOAT: "FP32", TensorProto.FLOAT16: "FP16", TensorPro
 RESIZE_MODES = {"nearest", "linear"}
 RESIZE_COORD_MODES = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
 CONSTANT_INPUTS = {"Slice": (1, 2, 3, 4), "Squeeze": (1,), "Unsqueeze": (1,), "ReduceSum": (1,), "CumSum": (1,),
-                   "Resize": (1, 2, 3), "Pad": (1, 2)}
+                   "Resize": (1, 2, 3), "Pad": (1, 2), "TopK": (1,)}
+TOPK_MAX_K = 3840  # TensorRT's ITopKLayer: K ≤ 3840
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,11 @@ def check_model(model: onnx.ModelProto) -> list[Violation]:
                 found.append(Violation(where, n.op_type, "resize-mode", f"coordinate_transformation_mode {coord!r} is not supported"))
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             found += _check_qdq(n, where, types, consts)
+        if n.op_type == "TopK" and len(n.input) > 1 and n.input[1] in consts:
+            k = int(numpy_helper.to_array(consts[n.input[1]]).reshape(-1)[0])
+            if k > TOPK_MAX_K:
+                found.append(Violation(where, n.op_type, "topk-k", f"K = {k}: TensorRT's TopK takes K up to {TOPK_MAX_K} "
+                                       "(a smaller --score-top or input size)"))
         if n.op_type in ("MaxPool",) and len(n.output) > 1 and n.output[1]:
             found.append(Violation(where, n.op_type, "attribute", "MaxPool's Indices output is not supported"))
     return found
