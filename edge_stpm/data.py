@@ -69,20 +69,29 @@ def labelled_test_images(root: Path) -> list[LabelledImage]:
     return items
 
 
+MIN_IMAGE_SIDE = 8  # pixels: smaller images carry no inspectable texture (and 1-pixel ones broke fitting)
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to uint8 BGR ``(H, W, 3)``; grayscale becomes 3 equal channels, alpha is dropped."""
+    """Decode an image file to uint8 BGR ``(H, W, 3)`` as a viewer shows it: grayscale and palette become 3
+    channels, alpha is dropped, the EXIF orientation is applied, and 16-bit samples are scaled by their depth
+    (65535 → 255, the same for every image: never stretched per image). UserError for anything unreadable or
+    with a side under ``MIN_IMAGE_SIDE`` pixels."""
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None:
         raise UserError(f"image not found: {path}")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
     if img is None:
-        raise UserError(f"cannot read image (corrupt or not an image): {path}")
-    if img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        raise UserError(f"cannot read image (corrupt, not an image, or over OpenCV's size limit): {path}")
+    if img.dtype == np.uint16:
+        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif img.dtype != np.uint8:  # float TIFF/EXR: taken as 0..1
+        img = (np.clip(np.nan_to_num(img.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if min(img.shape[:2]) < MIN_IMAGE_SIDE:
+        raise UserError(f"image {img.shape[1]}×{img.shape[0]} pixels is too small to inspect (at least "
+                        f"{MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE}): {path}")
     return img
 
 

@@ -1,5 +1,15 @@
 """The one exception type that the command line turns into a single clear line."""
+from __future__ import annotations
 
 
 class UserError(Exception):
-    """A problem the user can fix (bad path, bad value, missing file); printed as one line, exit 2."""
+    """A problem the user can fix (bad path, bad value, missing file); printed as one line, exit 2.
+
+    The message is kept to one line whatever it quotes: line breaks and other control characters a user typed
+    (or a file name holds) are shown escaped (``\\n``), so ``error: …`` is always exactly one line."""
+
+    def __init__(self, message: object = "") -> None:
+        text = str(message)
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            text = "".join(c if ord(c) >= 32 and ord(c) != 127 else repr(c)[1:-1] for c in text)
+        super().__init__(text)

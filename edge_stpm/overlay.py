@@ -160,10 +160,20 @@ def verdict_banner(img: np.ndarray, ng: bool, norm_score: float, lines: list[str
     return img
 
 
+MIN_PICTURE_SIDE = 160  # pixels: below this the colour bar and the banner do not fit
+
+
 def inspection_overlay(frame: np.ndarray, amap: np.ndarray, pixel_threshold: float, ng: bool, norm_score: float,
                        image_threshold: float | None = None, lines: list[str] | tuple[str, ...] = (),
                        alpha: float = ALPHA) -> np.ndarray:
-    """Everything together: colour near/above threshold, contours on NG only, colour bar, banner and HUD."""
+    """Everything together: colour near/above threshold, contours on NG only, colour bar, banner and HUD. A frame
+    with a side under ``MIN_PICTURE_SIDE`` pixels is enlarged first (nearest neighbour) so the bar and banner fit."""
+    h, w = frame.shape[:2]
+    if min(h, w) < MIN_PICTURE_SIDE:
+        f = MIN_PICTURE_SIDE / min(h, w)
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        frame = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
+        amap = cv2.resize(amap.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
     out = heatmap_overlay(frame, amap, pixel_threshold, alpha, contours=ng)
     colour_bar(out)
     return verdict_banner(out, ng, norm_score, lines, image_threshold)

@@ -80,3 +80,42 @@ def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
         os.umask(mask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_degenerate_image_files_are_read_as_a_viewer_shows_them_or_refused_in_one_line(tmp_path) -> None:
+    """1×1 and 1×5 images, 16-bit, alpha, palette, EXIF-rotated, empty and truncated files."""
+    import cv2
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from edge_stpm.data import read_image
+    from edge_stpm.errors import UserError
+
+    rng = np.random.default_rng(0)
+    for name, shape in (("1x1.png", (1, 1, 3)), ("1x5.png", (1, 5, 3))):
+        cv2.imwrite(str(tmp_path / name), np.full(shape, 128, np.uint8))
+        with pytest.raises(UserError, match="too small to inspect"):
+            read_image(tmp_path / name)
+    dark = (rng.integers(0, 1024, (40, 50)) * 16).astype(np.uint16)  # a dark 16-bit frame: stays dark
+    cv2.imwrite(str(tmp_path / "dark16.png"), dark)
+    got = read_image(tmp_path / "dark16.png")
+    assert got.dtype == np.uint8 and got.shape == (40, 50, 3)
+    assert np.abs(got[..., 0].astype(int) - np.round(dark / 257)).max() <= 1 and got.max() <= 64, "scaled by depth"
+    rgba = rng.integers(0, 256, (30, 40, 4)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
+    assert np.array_equal(read_image(tmp_path / "rgba.png"), rgba[..., :3])
+    rgb = rng.integers(0, 256, (30, 40, 3)).astype(np.uint8)
+    pal = Image.fromarray(rgb).convert("P")
+    pal.save(tmp_path / "palette.png")
+    assert np.array_equal(read_image(tmp_path / "palette.png"), np.asarray(pal.convert("RGB"))[..., ::-1])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    Image.fromarray(rng.integers(0, 256, (20, 60, 3)).astype(np.uint8)).save(tmp_path / "exif.jpg", exif=exif)
+    assert read_image(tmp_path / "exif.jpg").shape == (60, 20, 3), "EXIF orientation applied"
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "trunc.png").write_bytes((tmp_path / "rgba.png").read_bytes()[:100])
+    for name in ("empty.png", "trunc.png"):
+        with pytest.raises(UserError, match="cannot read image") as e:
+            read_image(tmp_path / name)
+        assert "\n" not in str(e.value)

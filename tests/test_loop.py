@@ -216,3 +216,28 @@ def test_one_of_four_sources_missing_is_one_error(exported: Path, synth_dir: Pat
     res = runner.invoke(app, ["run", "--model", str(exported), "--source", video, "--source", video, "--source", video,
                               "--source", str(tmp_path / "nope.avi"), "--headless"])
     assert res.exit_code == 2 and res.output.count("error:") == 1 and "source not found" in res.output, res.output
+
+
+def test_per_frame_timings_are_bounded(exported, monkeypatch) -> None:
+    """A 24/7 run must not grow: the loop keeps the newest TIMING_WINDOW timings per figure (patched to 10 here)
+    and the first NG_INDICES_MAX NG indices; the summary's medians come from those."""
+    import numpy as np
+
+    from edge_stpm.app import loop
+    from edge_stpm.app.loop import Pipeline, RunOptions
+    from edge_stpm.app.sources import MemorySource
+    from edge_stpm.inspector import Inspector
+
+    monkeypatch.setattr(loop, "TIMING_WINDOW", 10)
+    monkeypatch.setattr(loop, "NG_INDICES_MAX", 3)
+    insp = Inspector.load(exported / "model_fp32.onnx", "onnxruntime", threshold=1e-9)  # every frame NG
+    try:
+        frame = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+        p = Pipeline(insp, [MemorySource([frame], 40)], RunOptions(headless=True), ["mem"])
+        p.open()
+        s = p.run()
+    finally:
+        insp.close()
+    assert s.frames == 40 and s.ng_frames == 40
+    assert all(len(v) == 10 for v in p.times.values()), {k: len(v) for k, v in p.times.items()}
+    assert s.ng_indices == [0, 1, 2] and s.latency_ms["verdict"]["n"] == 10

@@ -89,7 +89,10 @@ def is_basler(spec: str) -> bool:
 
 
 def parse_spec(spec: str) -> CameraSpec:
-    u = urllib.parse.urlsplit(spec)
+    try:
+        u = urllib.parse.urlsplit(spec)
+    except ValueError as exc:
+        raise UserError(f"{spec}: not a camera spec ({exc})") from None
     if u.scheme != "basler":
         raise UserError(f"not a Basler camera spec: {spec}")
     sel = urllib.parse.unquote(u.netloc + u.path).strip("/")

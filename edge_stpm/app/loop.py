@@ -11,6 +11,8 @@ newest frame wins at capture (drops counted); a file source is read and recorded
 """
 from __future__ import annotations
 
+from collections import deque
+
 import os
 import signal
 import statistics
@@ -28,7 +30,7 @@ from ..files import ensure_dir, write_bytes
 from ..inspector import Inspector
 from ..overlay import ALPHA
 from .picture import PictureStage
-from .sinks.base import Result, Sink, SinkRunner
+from .sinks.base import TIMING_WINDOW, Result, Sink, SinkRunner
 from .sinks.events import EventSink
 from .sinks.http import HttpPictureSink, HttpVerdictSink
 from .sinks.recording import RECORD_SUFFIXES, RecordingSink
@@ -59,6 +61,9 @@ class RunOptions:
     sinks: list[Sink] = field(default_factory=list)
     on_error: Callable[[str], None] | None = None  # called once when a required sink starts failing (PLC error)
     checked: bool = False  # set by check_outputs (the CLI checks before loading the model; run() then skips it)
+
+
+NG_INDICES_MAX = 100_000  # the summary lists the first this many NG frame indices (the record has them all)
 
 
 @dataclass
@@ -211,7 +216,8 @@ class Pipeline:
                               if opts.save_anomalies else None) for i, s in enumerate(sources)]
         self.stop = threading.Event()
         self.summary = RunSummary()
-        self.times: dict[str, list[float]] = {"read": [], "infer": [], "verdict": [], "loop": []}
+        # per-frame timings: the newest TIMING_WINDOW frames (a 24/7 run must not grow without bound)
+        self.times: dict[str, deque[float]] = {k: deque(maxlen=TIMING_WINDOW) for k in ("read", "infer", "verdict", "loop")}
         self.seq = 0
         self.run_id = run_id()
         self.window: WindowSink | None = None
@@ -311,7 +317,8 @@ class Pipeline:
             self.seq += 1
             if res.ng:
                 c.ng_frames += 1
-                c.ng_indices.append(frame.index)
+                if len(c.ng_indices) < NG_INDICES_MAX:
+                    c.ng_indices.append(frame.index)
                 if c.anomalies and time.monotonic() - c.last_saved >= self.opts.anomaly_interval_s:
                     c.last_saved = time.monotonic()
                     r.snapshot = str(c.anomalies / f"ng_{frame.index:07d}")

@@ -1,12 +1,14 @@
 """The picture stage: overlays drawn on their own thread, after the verdict has gone out, for the picture sinks."""
 from __future__ import annotations
 
+from collections import deque
+
 import queue
 import threading
 import time
 from typing import Any
 
-from .sinks.base import Result, SinkRunner, put_newest
+from .sinks.base import TIMING_WINDOW, Result, SinkRunner, put_newest
 
 
 class PictureStage:
@@ -26,8 +28,8 @@ class PictureStage:
         self.show_overlay = True
         self.drawn = self.dropped = self.failed = 0
         self.last_error: str | None = None
-        self.latencies: list[float] = []
-        self.draw_ms: list[float] = []
+        self.latencies: deque[float] = deque(maxlen=TIMING_WINDOW)
+        self.draw_ms: deque[float] = deque(maxlen=TIMING_WINDOW)
         self.thread = threading.Thread(target=self._run, name="pictures", daemon=True)
 
     def start(self) -> "PictureStage":

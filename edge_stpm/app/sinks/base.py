@@ -13,6 +13,9 @@ import numpy as np
 from ...inspector import InspectionResult
 
 
+TIMING_WINDOW = 100_000  # latency medians and percentiles are over the newest this many frames (bounded 24/7)
+
+
 @dataclass
 class Result:
     """One inspected frame as it travels to the sinks. Times are ``time.monotonic()`` seconds: ``t_capture`` when

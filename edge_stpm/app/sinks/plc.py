@@ -11,6 +11,7 @@ Register map (holding registers, 0-based, function codes 3 / 6 / 16): see ``REGI
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 import queue
 import threading
 import time
@@ -20,7 +21,7 @@ import numpy as np
 
 from ...errors import UserError
 from ..frames import Frame, Source
-from .base import Result, Sink
+from .base import TIMING_WINDOW, Result, Sink
 
 # outputs (box → PLC), read-only
 STATUS, ERROR_CODE, TRIGGER_ID, SCORE, HEARTBEAT, CYCLE, COUNT_HI, COUNT_LO, FRAME_ID = range(9)
@@ -67,7 +68,7 @@ class PlcState:
         self.frame_id = 0
         self.command = 0
         self.t_trigger: dict[int, float] = {}
-        self.cycles: list[float] = []
+        self.cycles: deque[float] = deque(maxlen=TIMING_WINDOW)  # the newest cycles: bounded in a 24/7 run
         self.rejected = 0
         self.t0 = time.monotonic()
         self.failing: str | None = None
