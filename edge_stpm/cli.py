@@ -342,6 +342,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
                       len(specs), warn)
     opts.sinks += line.sinks
     opts.on_error = line.on_error
+    opts.on_inspection_error = line.on_inspection_error
     for note in line.notes:
         warn(note)
     bind = parse_bind(http) if http else None
@@ -397,7 +398,8 @@ def _print_run_summary(s: Any, insp: Any, summary_json: Optional[Path]) -> None:
     out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
               f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}; capture→verdict "
               f"{s.ms.get('verdict', 0):.1f}, capture→picture {s.ms.get('picture', 0):.1f}); ended: {s.end_reason}" +
-              (f"; recording {s.record}" if s.record else ""))
+              (f"; recording {s.record}" if s.record else "") +
+              (f"; {s.failed_frames} frames failed (the model server did not answer)" if s.failed_frames else ""))
     out.print(f"frame path: {insp.path_note}", highlight=False, markup=False)
     if len(s.sources) > 1:
         for x in s.sources:
@@ -466,6 +468,29 @@ def history(db: Path = typer.Option(data_dir() / "history.db", help="The inspect
     else:
         write_text(out_file, text)
         out.print(f"{len(rows)} results written to {out_file}")
+
+
+@app.command("triton-repo")
+@one_line_errors
+def triton_repo(model: Path = typer.Option(..., help="A bundle folder from edge-stpm export (or one of its model_<precision>.onnx graphs)."),
+                out_dir: Path = typer.Option(Path("triton_repository"), "--out", help="The Triton model repository to write (created or refreshed)."),
+                name: str = typer.Option("edge_stpm", help="Model name on the server (the Python-backend model; NAME_onnxruntime and NAME_tensorrt beside it)."),
+                precision: Precision = typer.Option("fp32", help="Which of the bundle's graphs to serve."),
+                max_batch: int = typer.Option(8, **rng("triton_max_batch"), help="Most requests Triton's dynamic batcher groups into one call (Python-backend model)."),
+                queue_delay_us: int = typer.Option(500, **rng("triton_queue_delay_us"), help="How long a request may wait for others to batch with (µs)."),
+                instances: int = typer.Option(1, **rng("triton_instances"), help="Model instances per model (CPU for the Python model)."),
+                python_env: Optional[Path] = typer.Option(None, help="A virtualenv with numpy and onnxruntime for the Python-backend model (Triton's EXECUTION_ENV_PATH); default: the server's own Python."),
+                threads: int = typer.Option(0, **rng("triton_threads"), help="ONNX Runtime threads per Python-model instance (0 = all cores).")) -> None:
+    """A Triton Inference Server model repository from a bundle (Python backend with ONNX Runtime; ORT and TensorRT backend configs)."""
+    from .triton import write_repository
+
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise UserError(f"--name {name!r}: letters, digits, '_' and '-' only")
+    written = write_repository(model, out_dir, name, precision, max_batch, queue_delay_us, instances, python_env, threads)
+    for m, backend in written.items():
+        out.print(f"{out_dir / m}: {backend}", highlight=False, markup=False)
+    out.print(f"serve it: tritonserver --model-repository {out_dir}; then edge-stpm run --model grpc://HOST:8001/{name} ...",
+              highlight=False, markup=False)
 
 
 @app.command()

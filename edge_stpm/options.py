@@ -16,7 +16,7 @@ THRESHOLD_METHOD_NAMES = ("logsigma", "percentile", "sigma")
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 LOSS_NAMES = ("mean", "sum")
 CALIB_METHOD_NAMES = ("minmax", "percentile", "entropy")
-BACKEND_NAMES = ("auto", "tensorrt", "onnxruntime", "pytorch")
+BACKEND_NAMES = ("auto", "tensorrt", "onnxruntime", "pytorch", "triton")
 ENGINE_PRECISION_NAMES = ("fp16", "int8", "fp32")
 PRECISION_NAMES = ("fp32", "fp16", "int8")
 FRAME_PATH_NAMES = ("auto", "device", "host")
@@ -45,6 +45,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "threads": (1, 256),
     "camera": (0, 63),
     "source_frames": (10, 1_000_000),
+    "triton_max_batch": (1, 256),
+    "triton_queue_delay_us": (0, 1_000_000),
+    "triton_instances": (1, 64),
+    "triton_threads": (0, 256),
     "source_index": (0, 63),
     "seed": (0, 2**31 - 1),
     "epochs": (1, 10_000),
@@ -96,7 +100,7 @@ FREE_TEXT: dict[str, str] = {
     "--roi": "cli._roi (x,y,w,h)",
     "--http": "app.http.parse_bind (HOST:PORT)",
     "--http-token": "any text",
-    "--source": "app.sources.describe (file, folder, URL or GStreamer pipeline)",
+    "--source": "app.sources.describe (file, folder, URL, GStreamer pipeline, basler:// via app.basler.parse_spec)",
     "--teacher-weights": "a file, or 'random'",
     "--mqtt": "app.sinks.mqtt.parse_url (mqtt[s]://[user:pass@]host[:port])",
     "--mqtt-topic": "app.sinks.mqtt.check_topic (no wildcards; {host} and {source} filled in)",
@@ -104,4 +108,5 @@ FREE_TEXT: dict[str, str] = {
     "--opcua": "app.http.parse_bind (HOST:PORT)",
     "--opcua-user": "app.sinks.opcua.parse_user (USER:PASSWORD)",
     "--since": "app.sinks.record.parse_time (a duration such as 2h, or an ISO time)",
+    "--name": "cli.triton_repo (letters, digits, '_' and '-')",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -238,3 +239,72 @@ def opcua_cycles(port: int, n: int, proc=None, check_busy: bool = True, poll_s: 
             await client.disconnect()
 
     return asyncio.run(main())
+
+
+TRITON_HOME = Path(os.environ.get("EDGE_STPM_TRITON", Path.home() / ".cache" / "edge-stpm" / "triton"))
+TRITON_BIN = TRITON_HOME / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+TRITON_ENV = TRITON_HOME / "env"
+
+
+def triton_missing() -> str | None:
+    """Why the real Triton server cannot run here (None: it can)."""
+    if not TRITON_BIN.is_file():
+        return f"no tritonserver at {TRITON_BIN}: run .ci/fetch_triton.sh"
+    if not (TRITON_ENV / "bin" / "python").exists():
+        return f"no Python-backend environment at {TRITON_ENV}: run .ci/fetch_triton.sh"
+    try:
+        import tritonclient.grpc  # noqa: F401
+    except ImportError:
+        return "tritonclient not installed (pip install 'edge-stpm[triton]')"
+    return None
+
+
+class TritonServer:
+    """The tritonserver binary of the nvidia-pytriton wheel on loopback (CPU), serving one model of ``repo``."""
+
+    def __init__(self, repo: Path, model: str, log: Path) -> None:
+        self.repo, self.model, self.log = repo, model, log
+        self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90.0) -> "TritonServer":
+        import urllib.request
+
+        tri = TRITON_BIN.parents[1]
+        env = os.environ | {"LD_LIBRARY_PATH": str(TRITON_HOME / "nvidia_pytriton.libs")}
+        self.proc = subprocess.Popen([str(TRITON_BIN), "--model-repository", str(self.repo), "--backend-directory",
+                                      str(tri / "backends"), "--model-control-mode", "explicit", "--load-model",
+                                      self.model, "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1",
+                                      "--http-port", str(self.http), "--grpc-port", str(self.grpc),
+                                      "--metrics-port", str(self.metrics), "--allow-gpu-metrics", "false"],
+                                     stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tritonserver exited: {self.log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v2/models/{self.model}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"tritonserver not ready in {timeout:g} s: {self.log.read_text()[-2000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"grpc://127.0.0.1:{self.grpc}/{self.model}"
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None

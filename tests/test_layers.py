@@ -13,7 +13,7 @@ RUNTIME_SIDE = ("artifacts", "data", "errors", "files", "progress", "threads", "
                 "runtime.base", "runtime.onnx", "runtime.select", "runtime.tensorrt", "runtime.cuda",
                 "app.sources", "app.loop", "app.picture", "app.line", "app.http", "app.sinks.base", "app.sinks.events",
                 "app.sinks.recording", "app.sinks.snapshots", "app.sinks.window", "app.sinks.http", "app.sinks.record",
-                "app.sinks.mqtt", "app.sinks.plc", "app.sinks.opcua", "app.basler", "app.pixels", "app.frames", "options")
+                "app.sinks.mqtt", "app.sinks.plc", "app.sinks.opcua", "app.basler", "app.pixels", "app.frames", "triton", "runtime.triton", "options")
 TRAINING_SIDE = ("train", "evaluate", "calibrate", "export", "demo", "metrics", "figures", "devices", "synth")
 
 

@@ -59,6 +59,13 @@ class Line:
 
         return [TriggeredSource(sources[0], self.plc)]
 
+    def on_inspection_error(self, text: str) -> None:
+        """A frame that could not be inferred (the model server is down) shows on the PLC as code 3."""
+        if self.plc is not None:
+            from .sinks.plc import ERR_INSPECTION
+
+            self.plc.fail(ERR_INSPECTION, text)
+
     def on_error(self, text: str) -> None:
         """A required output failing (the record, say) shows on the PLC as its error bit and code 4."""
         if self.plc is not None:

@@ -30,6 +30,7 @@ from ..files import ensure_dir, write_bytes
 from ..inspector import Inspector
 from ..overlay import ALPHA
 from .picture import PictureStage
+from ..runtime.base import BackendUnavailable
 from .sinks.base import TIMING_WINDOW, Result, Sink, SinkRunner
 from .sinks.events import EventSink
 from .sinks.http import HttpPictureSink, HttpVerdictSink
@@ -60,6 +61,7 @@ class RunOptions:
     http: Any = None  # a started app.http.LiveView, or None
     sinks: list[Sink] = field(default_factory=list)
     on_error: Callable[[str], None] | None = None  # called once when a required sink starts failing (PLC error)
+    on_inspection_error: Callable[[str], None] | None = None  # a frame could not be inferred (remote server down)
     checked: bool = False  # set by check_outputs (the CLI checks before loading the model; run() then skips it)
 
 
@@ -72,6 +74,7 @@ class RunSummary:
     ng_frames: int = 0
     saved_anomalies: int = 0
     dropped: int = 0
+    failed_frames: int = 0  # frames read but not inferred (a remote model server did not answer)
     end_reason: str = ""
     seconds: float = 0.0
     fps: float = 0.0
@@ -375,6 +378,8 @@ class Pipeline:
         for c in self.chans:
             for name, (doc, value) in source_gauges(c.index, c.source).items():
                 self.opts.http.gauge(name, doc, value)
+        self.opts.http.gauge("failed_frames", "Frames read but not inferred (the model server did not answer)",
+                             float(self.summary.failed_frames))
 
     def sink_stats(self) -> list[dict[str, Any]]:
         pics = [self.pictures.summary()] if self.pictures is not None else []
@@ -396,7 +401,14 @@ class Pipeline:
             batch = self.read_batch(active, poll)
             if batch:
                 t1 = time.perf_counter()
-                inspections = self.insp.inspect_batch([img for _, _, img in batch])
+                try:
+                    inspections = self.insp.inspect_batch([img for _, _, img in batch])
+                except BackendUnavailable as exc:  # a remote model server did not answer: these frames failed
+                    self.summary.failed_frames += len(batch)
+                    if self.opts.on_inspection_error is not None:
+                        self.opts.on_inspection_error(str(exc))
+                    self.publish_stats()
+                    continue
                 self.verdicts(batch, inspections, t0, (time.perf_counter() - t1) * 1e3)
                 self.times["loop"].append((time.perf_counter() - t0) * 1e3)
             self.publish_stats()

@@ -7,6 +7,11 @@ from typing import Any
 import numpy as np
 
 
+class BackendUnavailable(Exception):
+    """A remote backend (a Triton server) did not answer this request; the loop counts its frames as failed and
+    goes on — the next request tries again."""
+
+
 class FrameRunner(ABC):
     """The device frame path for one camera frame size (``framepath.FramePipeline`` as the backend runs it): one
     uint8 frame in, the model-resolution map, the score and the colour-blended overlay out."""

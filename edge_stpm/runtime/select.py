@@ -14,7 +14,7 @@ from ..artifacts import PRECISIONS, engine_path, is_bundle, onnx_path, read_mani
 from ..errors import UserError
 from .base import Backend
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "pytorch")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "pytorch", "triton")
 TRAIN_HINT = "pip install \"edge-stpm[train]\""
 
 
@@ -144,7 +144,24 @@ def _resolve_folder(folder: Path, backend: str, precision: str | None) -> Choice
 
 def open_backend(model: Path, backend: str = "auto", precision: str | None = None, device: str = "auto",
                  batch: int = 1, threads: int | None = None, verbose: bool = True) -> Backend:
-    """Open the backend ``resolve`` picks; prints which and why (and what was passed over) when ``verbose``."""
+    """Open the backend ``resolve`` picks; prints which and why (and what was passed over) when ``verbose``.
+    A Triton URL (``grpc://HOST:PORT/MODEL``) opens the model on that server."""
+    from .triton import parse_target
+
+    if parse_target(str(model)) is not None:
+        if backend not in ("auto", "triton"):
+            raise UserError(f"--backend {backend} cannot run {model}: a Triton URL runs on the server (--backend triton)")
+        from .triton import TritonBackend
+
+        tb = TritonBackend(str(model))
+        if verbose:
+            from ..progress import console
+
+            console.print(f"backend: {tb.describe()} — a Triton URL: the model runs on the server", highlight=False,
+                          soft_wrap=True, markup=False)
+        return tb
+    if backend == "triton":
+        raise UserError(f"--backend triton needs a Triton URL as --model: grpc://HOST:PORT/MODEL, not {model}")
     c = resolve(Path(model), backend, precision)
     if c.backend == "tensorrt":
         from .tensorrt import TensorRTBackend

@@ -109,8 +109,12 @@ class PlcState:
             self.busy, self.results_ready = False, True
 
     def fail(self, code: int, text: str) -> None:
+        """An error the PLC must see (error bit and code). A cycle it ends (no result will come) leaves the box
+        ready for the next trigger; a result waiting for its acknowledgement stays."""
         with self.lock:
             self.error_code, self.failing, self.busy = code, text, False
+            if not self.results_ready:
+                self.trigger_ready = True
 
     def write_command(self, value: int) -> None:
         """The PLC wrote the command register: act on rising edges."""
