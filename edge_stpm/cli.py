@@ -289,7 +289,7 @@ def _roi(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
 
 @app.command()
 @one_line_errors
-def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, TensorRT engine, or training checkpoint (.pt)."),
+def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, TensorRT engine, training checkpoint (.pt), or a model on a Triton server: grpc://HOST:PORT/MODEL."),
         camera: Optional[list[int]] = typer.Option(None, **rng("camera"), help="Camera index (V4L2 on Linux); repeat for several cameras."),
         source: Optional[list[str]] = typer.Option(None, help="Video file, image folder, RTSP/HTTP URL, GStreamer pipeline or Basler camera (basler://SERIAL?settings: docs/cameras.md); repeat for several sources (any mix, inferred together)."),
         backend: BackendName = typer.Option("auto", help="Inference runtime (auto: TensorRT where it can run, else ONNX Runtime)."),
@@ -414,7 +414,7 @@ def _print_run_summary(s: Any, insp: Any, summary_json: Optional[Path]) -> None:
 @app.command()
 @one_line_errors
 def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of images."),
-          model: Path = typer.Option(..., help="A bundle folder, .onnx graph, TensorRT engine, or training checkpoint (.pt)."),
+          model: Path = typer.Option(..., help="A bundle folder, .onnx graph, TensorRT engine, training checkpoint (.pt), or a model on a Triton server: grpc://HOST:PORT/MODEL."),
           out_dir: Path = typer.Option(Path("reports/infer"), "--out", help="Overlays and summary.csv/json go here."),
           backend: BackendName = typer.Option("auto", help="Inference runtime (auto: TensorRT where it can run, else ONNX Runtime)."),
           precision: Optional[Precision] = typer.Option(None, help="Pick the graph/engine of this precision in a bundle."),
