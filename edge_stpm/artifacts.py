@@ -196,7 +196,11 @@ def file_sha256(path: Path) -> str:
 
 def model_sha256(path: Path) -> str:
     """The identity of a model as the record keeps it: a file's sha256, or a bundle's manifest's (which lists
-    the sha256 of every file in it)."""
+    the sha256 of every file in it). A model on a Triton server is named by its URL (``triton:grpc://…``; the
+    served graph's own sha256 is in the server's model config)."""
+    text = str(path)
+    if text.startswith(("grpc:/", "http:/")):
+        return "triton:" + text.replace(":/", "://", 1) if "://" not in text else "triton:" + text
     path = Path(path)
     target = path / MANIFEST if path.is_dir() else path
     return file_sha256(target) if target.is_file() else "unknown"

@@ -109,7 +109,8 @@ def test_run_and_infer_through_the_server_match_local(server: TritonServer, expo
 
     ev = {}
     for tag, model in (("local", str(exported / "model_fp32.onnx")), ("triton", server.url)):
-        r = cli("run", "--model", model, "--source", str(synth_dir / "video.avi"), "--headless", "--no-history",
+        r = cli("run", "--model", model, "--source", str(synth_dir / "video.avi"), "--headless",
+                "--history-db", str(tmp_path / f"{tag}.db"),
                 "--events", str(tmp_path / f"{tag}.jsonl"), "--summary-json", str(tmp_path / f"{tag}.json"))
         assert r.returncode == 0, r.stderr
         ev[tag] = [json.loads(x) for x in (tmp_path / f"{tag}.jsonl").read_text().splitlines()]
@@ -120,6 +121,8 @@ def test_run_and_infer_through_the_server_match_local(server: TritonServer, expo
     assert all(abs(a["score"] - b["score"]) <= 1e-5 * abs(a["score"]) for a, b in zip(ev["local"], ev["triton"]))
     s = json.loads((tmp_path / "triton.json").read_text())
     assert s["frames"] == json.loads((tmp_path / "local.json").read_text())["frames"] and s["failed_frames"] == 0
+    rows = sqlite3.connect(str(tmp_path / "triton.db")).execute("SELECT model_sha256 FROM inspections").fetchall()
+    assert len(rows) == s["frames"] and {r[0] for r in rows} == {"triton:" + server.url}
     a, b = (json.loads((tmp_path / f"inf_{t}" / "summary.json").read_text()) for t in ("local", "triton"))
     rows = lambda r: r["images"] if isinstance(r, dict) else r  # noqa: E731
     assert [(x["verdict"], round(x["score"], 6)) for x in rows(a)] == [(x["verdict"], round(x["score"], 6)) for x in rows(b)]
