@@ -321,7 +321,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         modbus: Optional[str] = typer.Option(None, help="Serve the PLC handshake as a Modbus TCP server at HOST:PORT (register map: docs/line.md); loopback unless you give another address (Modbus has no authentication)."),
         opcua: Optional[str] = typer.Option(None, help="Serve the handshake and the last result as an OPC UA server at HOST:PORT (OPC 40100-like address space: docs/line.md); anonymous on loopback only."),
         opcua_user: Optional[str] = typer.Option(None, help="USER:PASSWORD the OPC UA server requires (needed for a non-loopback --opcua)."),
-        trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus or --opcua), each with its own trigger id."),
+        trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus or --opcua), each with its own trigger id; http: one frame per POST /trigger on the --http server, answered with its verdict."),
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     from .app.http import parse_bind
@@ -334,6 +334,8 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     if not specs:
         raise UserError("give a source: --camera N or --source SPEC (repeat either for several)")
     check_sources(specs, trigger)
+    if trigger == "http" and not http:
+        raise UserError("--trigger http needs the HTTP server: --http HOST:PORT (POST /trigger)")
     opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
                       max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)
     warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
@@ -352,6 +354,8 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     try:
         if bind is not None:
             opts.http = _live_view(bind, http_token, http_fps, insp, model, specs, None if no_history else history_db)
+            if trigger == "http":
+                opts.http.plc = line.plc  # POST /trigger drives the handshake
         srcs = []
         for spec in specs:
             srcs.append(open_source(spec, reconnect))

@@ -22,7 +22,7 @@ PRECISION_NAMES = ("fp32", "fp16", "int8")
 FRAME_PATH_NAMES = ("auto", "device", "host")
 HISTORY_VERDICTS = ("any", "OK", "NG")
 HISTORY_FORMATS = ("table", "csv", "json")
-TRIGGER_NAMES = ("free-run", "plc")
+TRIGGER_NAMES = ("free-run", "plc", "http")
 LIST_FORMATS = ("table", "json")
 
 Backbone = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]

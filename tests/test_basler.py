@@ -301,3 +301,47 @@ def test_cameras_command_lists_the_emulated_cameras(exported: Path) -> None:
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and last == ("error: basler://1234: no such camera; connected: Emulation 0815-0000, "
                                           "Emulation 0815-0001"), r.stderr
+
+
+def test_http_trigger_fires_the_camera_and_answers_with_the_verdict(exported: Path, synth_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    """``run --trigger http``: each POST /trigger fires one software trigger and is answered with that frame's
+    result (trigger id, camera frame id, verdict — the one infer gives for the file the emulator played)."""
+    _pylon()
+    import urllib.request
+
+    from edge_stpm.inspector import Inspector
+
+    files = _parts(synth_dir, tmp_path / "parts", 10)
+    n, port = 20, free_port()
+    p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--model", str(exported / "model_fp32.onnx"),
+                          "--source", _spec(tmp_path / "parts", trigger="software"), "--headless", "--trigger", "http",
+                          "--http", f"127.0.0.1:{port}", "--history-db", str(tmp_path / "h.db"), "--max-frames", str(n)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+    answers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(answers) < n and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/trigger", method="POST"),
+                                            timeout=15) as r:
+                    answers.append(json.loads(r.read()))
+            except OSError:
+                if p.poll() is not None:
+                    break
+                time.sleep(0.2)  # the box is still starting
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert [a["trigger_id"] for a in answers] == list(range(1, n + 1))
+    assert [a["camera_frame_id"] for a in answers] == list(range(1, n + 1))
+    insp = Inspector.load(exported / "model_fp32.onnx", "onnxruntime")
+    try:
+        expect = [insp.inspect(cv2.imread(str(files[i % len(files)]))).verdict for i in range(n)]
+    finally:
+        insp.close()
+    assert [a["verdict"] for a in answers] == expect
+    rows = sqlite3.connect(str(tmp_path / "h.db")).execute("SELECT result_id, trigger_id FROM inspections ORDER BY id").fetchall()
+    assert rows == [(a["result_id"], a["trigger_id"]) for a in answers], "the answer names the record's row"

@@ -80,8 +80,8 @@ def plc_trigger_refusal(mode: str) -> UserError | None:
     """Why ``--trigger plc`` cannot drive a camera in this trigger mode (None: it can)."""
     if mode in ("off", "software"):
         return None
-    return UserError(f"--trigger plc with a camera on hardware trigger ({mode}): the camera is triggered by its line "
-                     "already; use trigger=software on the camera, or --trigger free-run")
+    return UserError(f"--trigger plc/http with a camera on hardware trigger ({mode}): the camera is triggered by its "
+                     "line already; use trigger=software on the camera, or --trigger free-run")
 
 
 def is_basler(spec: str) -> bool:

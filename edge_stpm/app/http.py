@@ -99,6 +99,7 @@ class LiveView:
     def __init__(self, bind: Bind, token: str | None, model: dict[str, Any], stream_fps: float = 15.0,
                  keep_ng: int = 8, send_timeout_s: float = 5.0, sources: list[str] | None = None,
                  history: Any = None) -> None:
+        self.plc: Any = None  # run --trigger http: the handshake state POST /trigger drives
         if not bind.loopback and not token:
             raise UserError(f"--http {bind.host}:{bind.port} is not a loopback address: give --http-token TOKEN "
                             "(every endpoint then requires it), or bind to 127.0.0.1")
@@ -270,7 +271,8 @@ class LiveView:
         app.add_routes([web.get("/", self._page), web.get("/stream.mjpg", self._stream),
                         web.get("/stream/{source}.mjpg", self._stream),
                         web.get("/status.json", self._status_json), web.get("/metrics", self._metrics),
-                        web.get("/ng/{index}.jpg", self._ng_jpg), web.get("/history.json", self._history_json)])
+                        web.get("/ng/{index}.jpg", self._ng_jpg), web.get("/history.json", self._history_json),
+                        web.post("/trigger", self._trigger)])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.bind.host, self.bind.port)
@@ -314,6 +316,37 @@ class LiveView:
         except UserError as exc:
             raise web.HTTPServiceUnavailable(text=str(exc)) from None
         return web.json_response(rows)
+
+    async def _trigger(self, request: Any) -> Any:
+        """``run --trigger http``: one frame for this request, answered with its result (then acknowledged, so the
+        next POST can trigger). 409 while the box is busy with another trigger; 504 if no result within
+        ``?timeout=`` seconds (default 10, at most 60); 503 when the inspection or the source failed."""
+        from aiohttp import web
+
+        st = self.plc
+        if st is None:
+            raise web.HTTPNotFound(text="this run does not take HTTP triggers (run --trigger http)")
+        try:
+            timeout = max(0.1, min(60.0, float(request.query.get("timeout", "10"))))
+        except ValueError:
+            raise web.HTTPBadRequest(text="timeout must be a number of seconds") from None
+        from .sinks.plc import ERROR_TEXT
+
+        tid = st.trigger()
+        if tid is None:
+            return web.json_response({"error": ERROR_TEXT.get(st.error_code, "busy"), "error_code": st.error_code},
+                                     status=409)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            res = st.result_of(tid)
+            if res is not None:
+                st.ack()
+                return web.json_response(res)
+            if st.trigger_ready and st.error_code:  # the cycle ended without a result
+                return web.json_response({"trigger_id": tid, "error": st.failing or ERROR_TEXT.get(st.error_code),
+                                          "error_code": st.error_code}, status=503)
+            await asyncio.sleep(0.001)
+        return web.json_response({"trigger_id": tid, "error": f"no result within {timeout:g} s"}, status=504)
 
     async def _status_json(self, request: Any) -> Any:
         from aiohttp import web

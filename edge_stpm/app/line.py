@@ -37,7 +37,7 @@ def check_sources(specs: list[str], trigger: str) -> None:
 
     for spec in specs:
         refusal = plc_trigger_refusal(parse_spec(spec).trigger) if is_basler(spec) else None
-        if trigger == "plc" and refusal is not None:
+        if trigger in ("plc", "http") and refusal is not None:
             raise refusal
 
 
@@ -99,7 +99,7 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
                                    cfg.outbox_max, cfg.mqtt_ca, log=log))
     if cfg.trigger == "plc" and not (cfg.modbus or cfg.opcua):
         raise UserError("--trigger plc needs a PLC connection: --modbus HOST:PORT or --opcua HOST:PORT")
-    if cfg.modbus or cfg.opcua:
+    if cfg.modbus or cfg.opcua or cfg.trigger == "http":
         from .http import parse_bind
         from .sinks.plc import ModbusServer, PlcSink, PlcState
 
@@ -120,8 +120,8 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
             ua_server = OpcuaServer(line.plc, bind.host, bind.port, parse_user(cfg.opcua_user), bind.loopback)
             line.servers.append(ua_server)
             sink.publishers.append(ua_server)
-    if cfg.trigger == "plc":
+    if cfg.trigger in ("plc", "http"):
         if n_sources != 1:
-            raise UserError("--trigger plc takes exactly one --source or --camera (one frame per trigger)")
+            raise UserError(f"--trigger {cfg.trigger} takes exactly one --source or --camera (one frame per trigger)")
         line.triggered = True
     return line

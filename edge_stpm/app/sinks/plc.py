@@ -66,6 +66,7 @@ class PlcState:
         self.cycle_ms = 0.0
         self.count = 0
         self.frame_id = 0
+        self.result_id = ""
         self.command = 0
         self.t_trigger: dict[int, float] = {}
         self.cycles: deque[float] = deque(maxlen=TIMING_WINDOW)  # the newest cycles: bounded in a 24/7 run
@@ -105,6 +106,7 @@ class PlcState:
             self.score = r.inspection.normalised_score
             self.last_trigger = r.trigger_id or 0
             self.frame_id = int(r.camera.get("frame_id", 0)) if r.camera else 0
+            self.result_id = r.result_id
             self.count += 1
             self.busy, self.results_ready = False, True
 
@@ -140,6 +142,15 @@ class PlcState:
             out[FRAME_ID] = self.frame_id & 0xFFFF
             out[COMMAND] = self.command
             return out
+
+    def result_of(self, tid: int) -> dict[str, Any] | None:
+        """The held result if it answers trigger ``tid`` (for the HTTP trigger), else None."""
+        with self.lock:
+            if not (self.results_ready and self.last_trigger == tid):
+                return None
+            return {"trigger_id": tid, "result_id": self.result_id, "verdict": "NG" if self.ng else "OK",
+                    "normalised_score": self.score, "cycle_ms": self.cycle_ms, "count": self.count,
+                    "camera_frame_id": self.frame_id or None}
 
     def cycle_stats(self) -> dict[str, float]:
         with self.lock:
