@@ -110,6 +110,8 @@ def graph_metadata(ck_meta: dict[str, Any], precision: str, batch: int, ckpt_sha
         "normalisation": {"mean": ck_meta["mean"], "std": ck_meta["std"], "inside_graph": True},
         "smoothing_sigma": float(ck_meta.get("smoothing_sigma", 0.0)),
         "score_top_percent": float(ck_meta.get("score_top_percent", 0.0)),
+        "map_combine": "weighted_sum" if ck_meta.get("level_weights") else "product",
+        "level_weights": ck_meta.get("level_weights"),
         "thresholds": {"image": thr["image"], "pixel": thr["pixel"], "method": thr["method"]},
         "checkpoint_sha256": ckpt_sha256,
         "versions": library_versions(),

@@ -28,7 +28,8 @@ def versions() -> dict[str, str]:
 
 
 def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[str, Any],
-         teacher_source: str, training: dict[str, Any], sigma: float, top_percent: float = 0.0) -> Path:
+         teacher_source: str, training: dict[str, Any], sigma: float, top_percent: float = 0.0,
+         level_weights: tuple[float, ...] | None = None) -> Path:
     """Write the checkpoint atomically (temp file + rename)."""
     payload = {
         "format": FORMAT,
@@ -38,6 +39,7 @@ def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[
         "fit": fit,
         "smoothing_sigma": float(sigma),
         "score_top_percent": float(top_percent),
+        "level_weights": [float(w) for w in level_weights] if level_weights else None,
         "mean": list(get_spec(stpm.backbone).mean),
         "std": list(get_spec(stpm.backbone).std),
         "input": "uint8 BGR NHWC",
@@ -91,7 +93,8 @@ def load_pipeline(path: Path) -> tuple[InspectionPipeline, dict[str, Any]]:
 def pipeline(ck: dict[str, Any], stpm: STPM | None = None) -> InspectionPipeline:
     """The FP32 inspection pipeline of a checkpoint dict with its head settings (smoothing, image score)."""
     return InspectionPipeline(stpm if stpm is not None else build_stpm(ck), ck["image_size"],
-                              sigma=ck.get("smoothing_sigma", 0.0), top_percent=ck.get("score_top_percent", 0.0)).eval()
+                              sigma=ck.get("smoothing_sigma", 0.0), top_percent=ck.get("score_top_percent", 0.0),
+                              level_weights=ck.get("level_weights")).eval()
 
 
 def meta(ck: dict[str, Any]) -> dict[str, Any]:

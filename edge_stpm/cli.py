@@ -16,7 +16,7 @@ from rich.table import Table
 from .files import data_dir
 from .errors import UserError
 from .options import (BackendName, Backbone, CalibMethod, DeviceName, EnginePrecision, Fit, FramePath, HistoryFormat,
-                      HistoryVerdict, ListFormat, Loss, Precision, Trigger, ThresholdMethod, rng)
+                      HistoryVerdict, ListFormat, Loss, MapCombine, Precision, Trigger, ThresholdMethod, rng)
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
     """Help shows an option's explicit metavar or its choices (``[a|b]``), never typer's type tag (``<bool>``,
@@ -120,6 +120,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           fit: Fit = typer.Option("pad", help="How images meet the square input: pad (keep aspect ratio, reflect-pad), stretch or crop."),
           smoothing: float = typer.Option(4.0, **rng("smoothing"), help="Gaussian smoothing of the map before the image score: sigma in pixels (0 = official STPM head)."),
           score_top: float = typer.Option(0.0, **rng("score_top"), help="Image score: the mean of the top this % of the map; 0 = its max (the official STPM head)."),
+          map_combine: MapCombine = typer.Option("product", help="How the pyramid levels make the map: product (the official STPM head) or weighted_sum (each level divided by its spread on the held-out good images)."),
           threshold_method: ThresholdMethod = typer.Option("logsigma", help="How thresholds are set from held-out good images: logsigma (exp(mean+3σ) of log scores), percentile (99.5th) or sigma (mean+3σ)."),
           seed: int = typer.Option(0, **rng("seed"), help="Random seed (split, initialisation, batch order)."),
           device: DeviceName = typer.Option("auto", help="Where the PyTorch model runs (auto: cuda when there is a GPU)."),
@@ -134,7 +135,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
 
     s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
                               weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
-                              image_size=size, fit=fit, sigma=smoothing, score_top_percent=score_top, seed=seed, device=device,
+                              image_size=size, fit=fit, sigma=smoothing, score_top_percent=score_top, map_combine=map_combine, seed=seed, device=device,
                               teacher_weights=teacher_weights, threshold_method=threshold_method, quiet=quiet,
                               threads=threads, low_memory=low_memory, teacher_cache=teacher_cache, **({"loss": loss} if loss else {})))
     out.print(f"kept epoch {s['best_epoch']}/{s['epochs_run']} (validation loss {s['best_val_loss']:.4f}); "
@@ -176,6 +177,7 @@ def calibrate(checkpoint: Path = typer.Option(..., help="The training checkpoint
               threshold_method: ThresholdMethod = typer.Option("logsigma", help="How thresholds are set from the held-out good images."),
               smoothing: Optional[float] = typer.Option(None, **rng("smoothing"), help="Change the map smoothing (sigma in pixels; 0 = none) before calibrating."),
               score_top: Optional[float] = typer.Option(None, **rng("score_top"), help="Change the image score before calibrating: the mean of the top this % of the map (0 = its max)."),
+              map_combine: Optional[MapCombine] = typer.Option(None, help="Change how the levels make the map: product, or weighted_sum (weights from the held-out good images)."),
               data: Optional[Path] = typer.Option(None, help="A labelled MVTec split: also set the image threshold to its F1 optimum."),
               threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use)."),
               quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
@@ -186,7 +188,7 @@ def calibrate(checkpoint: Path = typer.Option(..., help="The training checkpoint
     from .devices import set_threads
 
     set_threads(threads)
-    thr = recalibrate(checkpoint, threshold_method, smoothing, data, quiet, top_percent=score_top)
+    thr = recalibrate(checkpoint, threshold_method, smoothing, data, quiet, top_percent=score_top, combine=map_combine)
     out.print(f"thresholds ({thr['method']}): image {thr['image']:.5g}, pixel {thr['pixel']:.5g}; written to {checkpoint}")
 
 

@@ -43,13 +43,48 @@ def stpm_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], reductio
     return per_image.sum() if reduction == "sum" else per_image.mean()
 
 
-def anomaly_map(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Product over levels of the bilinearly upsampled level distances: ``(B, 1, H, W)`` float32."""
+MAP_COMBINES = ("product", "weighted_sum")
+
+
+def anomaly_map(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], size: tuple[int, int],
+                weights: tuple[float, ...] | None = None) -> torch.Tensor:
+    """The bilinearly upsampled level distances combined: their product (the official STPM head), or with
+    ``weights`` their weighted sum — each level divided by its spread on held-out good images
+    (``good_level_weights``), which ranks pixels and images exactly as the sum of standardised levels would (the
+    means only shift the map) while the map stays positive. ``(B, 1, H, W)`` float32."""
     amap = None
-    for t, s in zip(t_feats, s_feats):
+    for i, (t, s) in enumerate(zip(t_feats, s_feats)):
         d = F.interpolate(level_distance(t.float(), s.float()), size=size, mode="bilinear", align_corners=False)
-        amap = d if amap is None else amap * d
+        if weights is not None:
+            d = d * weights[i]
+            amap = d if amap is None else amap + d
+        else:
+            amap = d if amap is None else amap * d
     return amap
+
+
+@torch.no_grad()
+def good_level_weights(pipe: "InspectionPipeline", images: torch.Tensor, batch: int = 16) -> tuple[float, ...]:
+    """1 / (standard deviation of each level's upsampled distance map over ``images``, uint8 NHWC good images)."""
+    size = pipe.image_size
+    sums: list[list[float]] = []
+    for i in range(0, len(images), batch):
+        x = pipe.preprocess(images[i : i + batch])
+        for k, (t, s) in enumerate(zip(pipe.teacher(x), pipe.student(x))):
+            d = F.interpolate(level_distance(t.float(), s.float()), size=(size, size), mode="bilinear",
+                              align_corners=False).double()
+            if len(sums) <= k:
+                sums.append([0.0, 0.0, 0.0])
+            sums[k][0] += float(d.numel())
+            sums[k][1] += float(d.sum())
+            sums[k][2] += float((d * d).sum())
+    out = []
+    for n, s1, s2 in sums:
+        var = max(s2 / n - (s1 / n) ** 2, 0.0)
+        if var <= 0:
+            raise ValueError("a pyramid level has no spread on the held-out good images")
+        out.append(1.0 / math.sqrt(var))
+    return tuple(out)
 
 
 class GaussianSmooth(nn.Module):
@@ -136,10 +171,11 @@ class InspectionPipeline(nn.Module):
     """
 
     def __init__(self, stpm: STPM, image_size: int, trunk_dtype: torch.dtype = torch.float32,
-                 sigma: float = 0.0, top_percent: float = 0.0) -> None:
+                 sigma: float = 0.0, top_percent: float = 0.0, level_weights: tuple[float, ...] | None = None) -> None:
         super().__init__()
         self.smooth = GaussianSmooth(sigma, image_size) if sigma > 0 else None
         self.score_k = score_k(top_percent, image_size)
+        self.level_weights = tuple(float(w) for w in level_weights) if level_weights else None
         spec = get_spec(stpm.backbone)
         self.preprocess = Preprocess(spec.mean, spec.std)
         self.backbone = stpm.backbone
@@ -154,7 +190,7 @@ class InspectionPipeline(nn.Module):
     def from_normalised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float ``(B, 3, S, S)`` → (map, score)."""
         x = x.to(self.trunk_dtype)
-        return head(self.teacher(x), self.student(x), self.image_size, self.smooth, self.score_k)
+        return head(self.teacher(x), self.student(x), self.image_size, self.smooth, self.score_k, self.level_weights)
 
 
 TOP_PERCENT_MAX = 10.0
@@ -178,9 +214,10 @@ def image_score(amap: torch.Tensor, k: int = 0) -> torch.Tensor:
 
 
 def head(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], size: int,
-         smooth: GaussianSmooth | None, k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+         smooth: GaussianSmooth | None, k: int = 0,
+         weights: tuple[float, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of both trunks → (map ``(B, 1, size, size)``, image score ``(B,)``), all float32."""
-    amap = anomaly_map(t_feats, s_feats, (size, size))
+    amap = anomaly_map(t_feats, s_feats, (size, size), weights)
     if smooth is not None:
         amap = smooth(amap)
     return amap, image_score(amap, k)

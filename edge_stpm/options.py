@@ -24,6 +24,7 @@ HISTORY_VERDICTS = ("any", "OK", "NG")
 HISTORY_FORMATS = ("table", "csv", "json")
 TRIGGER_NAMES = ("free-run", "plc", "http")
 LIST_FORMATS = ("table", "json")
+MAP_COMBINE_NAMES = ("product", "weighted_sum")
 
 Backbone = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
 Fit = Literal[FIT_NAMES]  # type: ignore[valid-type]
@@ -39,6 +40,7 @@ HistoryVerdict = Literal[HISTORY_VERDICTS]  # type: ignore[valid-type]
 HistoryFormat = Literal[HISTORY_FORMATS]  # type: ignore[valid-type]
 Trigger = Literal[TRIGGER_NAMES]  # type: ignore[valid-type]
 ListFormat = Literal[LIST_FORMATS]  # type: ignore[valid-type]
+MapCombine = Literal[MAP_COMBINE_NAMES]  # type: ignore[valid-type]
 
 # numeric ranges, closed at both ends: name → (min, max)
 RANGES: dict[str, tuple[float, float]] = {

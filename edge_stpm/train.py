@@ -21,7 +21,8 @@ from .data import FIT_MODES, good_images, load_images
 from .devices import low_memory_default, pick_device, return_freed_memory, set_threads
 from .errors import UserError
 from .files import ensure_dir, write_json
-from .model import DEFAULT_LOSS_REDUCTION, LOSS_REDUCTIONS, STPM, InspectionPipeline, Preprocess, level_distance, stpm_loss
+from .model import (DEFAULT_LOSS_REDUCTION, LOSS_REDUCTIONS, MAP_COMBINES, STPM, InspectionPipeline, Preprocess,
+                    good_level_weights, level_distance, stpm_loss)
 from .progress import bar, console
 
 
@@ -46,6 +47,7 @@ class TrainConfig:
     fit: str = "pad"
     sigma: float = 4.0
     score_top_percent: float = 0.0
+    map_combine: str = "product"
     seed: int = 0
     device: str = "auto"
     teacher_weights: str | None = None
@@ -72,6 +74,8 @@ def _check(cfg: TrainConfig) -> None:
         raise UserError("--size must be a multiple of 16, at least 32")
     if cfg.sigma < 0:
         raise UserError("--smoothing must be 0 (no smoothing) or positive")
+    if cfg.map_combine not in MAP_COMBINES:
+        raise UserError(f"unknown map combination {cfg.map_combine!r}; choose one of {', '.join(MAP_COMBINES)}")
     if not 0 <= cfg.score_top_percent <= 10:
         raise UserError("--score-top must be in 0..10 (% of the map; 0 = its max)")
     if cfg.threshold_method not in thresholds.METHODS:
@@ -292,7 +296,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise UserError("training diverged before any usable epoch: lower --lr")
     stpm.student.load_state_dict(best[2])
     stpm = stpm.float().to(memory_format=torch.contiguous_format).eval()
-    pipe = InspectionPipeline(stpm, cfg.image_size, sigma=cfg.sigma, top_percent=cfg.score_top_percent).to(device).eval()
+    weights = None
+    if cfg.map_combine == "weighted_sum":  # each level weighted by 1 / its spread on the held-out good images
+        weights = good_level_weights(InspectionPipeline(stpm, cfg.image_size).to(device).eval(), val_images,
+                                     cfg.batch_size)
+    pipe = InspectionPipeline(stpm, cfg.image_size, sigma=cfg.sigma, top_percent=cfg.score_top_percent,
+                              level_weights=weights).to(device).eval()
     val_maps, val_scores = score_images(pipe, val_images, cfg.batch_size)
     thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, cfg.threshold_k)
     summary = {
@@ -312,7 +321,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     }
     ckpt_io.save(out / "model.pt", stpm.cpu(), image_size=cfg.image_size, fit=cfg.fit, thresholds=thr,
                     teacher_source=teacher_source, training=summary, sigma=cfg.sigma,
-                    top_percent=cfg.score_top_percent)
+                    top_percent=cfg.score_top_percent, level_weights=weights)
     write_json(out / "training.json", {k: v for k, v in summary.items() if k not in ("val_images", "train_images")}
                | {"thresholds": thr})
     _plot_history(history, best[1], out / "loss.png")

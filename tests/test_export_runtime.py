@@ -253,9 +253,11 @@ def test_failed_export_keeps_the_earlier_bundle_usable(trained: Path, tmp_path: 
 
 
 def test_top_percent_image_score_is_the_same_on_every_backend(trained: Path, synth_dir: Path, tmp_path: Path) -> None:
-    """``calibrate --score-top 1``: the image score becomes the mean of the top 1 % of the map, inside the graph.
-    PyTorch and the ONNX Runtime FP32 graph agree to 1e-5 (relative), each graph's score is the top-1 % mean of its
-    own map (to 1e-5), FP16/INT8 pass the export's own precision gates, and every graph is TensorRT-parser clean."""
+    """``calibrate --score-top 1 --map-combine weighted_sum``: the image score becomes the mean of the top 1 % of
+    the map and the map the sum of the levels weighted by 1 / their spread on the held-out good images, inside the
+    graph. The weights equal 1 / std computed here from the level maps; PyTorch and the ONNX Runtime FP32 graph
+    agree to 1e-5 (relative), each graph's score is the top-1 % mean of its own map (to 1e-5), FP16/INT8 pass the
+    export's own precision gates, and every graph is TensorRT-parser clean."""
     import shutil
 
     from edge_stpm.calibrate import recalibrate
@@ -267,6 +269,18 @@ def test_top_percent_image_score_is_the_same_on_every_backend(trained: Path, syn
     thr = recalibrate(ck, top_percent=1.0, quiet=True)
     assert checkpoint.read(ck)["score_top_percent"] == 1.0
     assert thr["image"] < thr_max, "the mean of the top 1 % is below the max, so is its threshold"
+    recalibrate(ck, combine="weighted_sum", quiet=True)
+    ckd = checkpoint.read(ck)
+    w = ckd["level_weights"]
+    pipe = checkpoint.pipeline(ckd | {"level_weights": None})
+    val = load_images(ckd["training"]["val_images"], 128)
+    from edge_stpm.model import level_distance
+
+    with torch.no_grad():
+        x = pipe.preprocess(torch.from_numpy(val))
+        lv = [torch.nn.functional.interpolate(level_distance(a, b), size=(128, 128), mode="bilinear",
+                                              align_corners=False).numpy() for a, b in zip(pipe.teacher(x), pipe.student(x))]
+    assert len(w) == 3 and np.allclose(w, [1.0 / m.astype(np.float64).std() for m in lv], rtol=1e-4), w
     out = tmp_path / "bundle"
     export(ck, ["fp32", "fp16", "int8"], out, calib_root=tmp_path / "cal", quiet=True)
     imgs = load_images(sorted((synth_dir / "test").glob("*/*.png"))[:6], 128)
@@ -274,7 +288,8 @@ def test_top_percent_image_score_is_the_same_on_every_backend(trained: Path, syn
     mp, sp = TorchBackend(ck, device="cpu", optimize=False).infer(imgs)
     assert np.allclose(sp, np.sort(mp.reshape(6, -1), axis=1)[:, -k:].mean(1), rtol=1e-5)
     for prec in ("fp32", "fp16", "int8"):
-        assert read_onnx_metadata(out / f"model_{prec}.onnx")["score_top_percent"] == 1.0
+        md = read_onnx_metadata(out / f"model_{prec}.onnx")
+        assert md["score_top_percent"] == 1.0 and md["map_combine"] == "weighted_sum" and md["level_weights"] == w
         assert "TopK" in {n.op_type for n in onnx.load(str(out / f"model_{prec}.onnx")).graph.node}
         assert check_file(out / f"model_{prec}.onnx") == []
         mo, so = OnnxBackend(out / f"model_{prec}.onnx", allow_gpu=False).infer_any(imgs)

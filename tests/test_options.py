@@ -161,6 +161,9 @@ def test_choice_names_match_the_training_registries() -> None:
     assert set(options.CALIB_METHOD_NAMES) == set(CALIB_METHODS)
     assert set(options.LOSS_NAMES) == set(LOSS_REDUCTIONS)
     assert set(options.BACKEND_NAMES) == set(BACKENDS)
+    from edge_stpm.model import MAP_COMBINES
+
+    assert options.MAP_COMBINE_NAMES == MAP_COMBINES
     assert set(options.PRECISION_NAMES) == set(PRECISIONS) == set(options.ENGINE_PRECISION_NAMES)
     assert set(options.FRAME_PATH_NAMES) == set(FRAME_PATHS)
 

@@ -55,6 +55,7 @@ class TwinPipeline(nn.Module):
         self.preprocess = pipe.preprocess
         self.smooth = pipe.smooth
         self.score_k = pipe.score_k
+        self.level_weights = pipe.level_weights
         self.twin = twin_trunk(pipe.teacher, pipe.student)
         self.channels = tuple(channels)
         self.image_size = pipe.image_size
@@ -67,4 +68,4 @@ class TwinPipeline(nn.Module):
         feats = self.twin(x.to(self.trunk_dtype))
         t = [f[:, :c] for f, c in zip(feats, self.channels)]
         s = [f[:, c:] for f, c in zip(feats, self.channels)]
-        return head(t, s, self.image_size, self.smooth, self.score_k)
+        return head(t, s, self.image_size, self.smooth, self.score_k, self.level_weights)
