@@ -128,6 +128,8 @@ def colour_bar(img: np.ndarray) -> np.ndarray:
     label_w = cv2.getTextSize("2.0", FONT, cv2.getFontScaleFromHeight(FONT, px, 1), 1)[0][0] + 6
     x1 = w - 6 - label_w
     x0, y0 = x1 - bw, h - 8 - bh
+    if x0 < 4 or y0 < 4:  # a frame too small for the bar (a tiny ROI or image): no bar rather than a broken one
+        return img
     idx = np.linspace(255, round(NEAR / TOP * 255), bh).astype(np.uint8)  # top = 2.0, bottom = 0.5
     img[y0 : y0 + bh, x0:x1] = _COLOURS[idx][:, None, :]
     cv2.rectangle(img, (x0 - 1, y0 - 1), (x1, y0 + bh), (0, 0, 0), 1)
@@ -160,20 +162,11 @@ def verdict_banner(img: np.ndarray, ng: bool, norm_score: float, lines: list[str
     return img
 
 
-MIN_PICTURE_SIDE = 160  # pixels: below this the colour bar and the banner do not fit
-
-
 def inspection_overlay(frame: np.ndarray, amap: np.ndarray, pixel_threshold: float, ng: bool, norm_score: float,
                        image_threshold: float | None = None, lines: list[str] | tuple[str, ...] = (),
                        alpha: float = ALPHA) -> np.ndarray:
-    """Everything together: colour near/above threshold, contours on NG only, colour bar, banner and HUD. A frame
-    with a side under ``MIN_PICTURE_SIDE`` pixels is enlarged first (nearest neighbour) so the bar and banner fit."""
-    h, w = frame.shape[:2]
-    if min(h, w) < MIN_PICTURE_SIDE:
-        f = MIN_PICTURE_SIDE / min(h, w)
-        size = (max(1, round(w * f)), max(1, round(h * f)))
-        frame = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
-        amap = cv2.resize(amap.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
+    """Everything together: colour near/above threshold, contours on NG only, colour bar, banner and HUD (the
+    overlay has the frame's size; on a frame too small for the colour bar the bar is left out)."""
     out = heatmap_overlay(frame, amap, pixel_threshold, alpha, contours=ng)
     colour_bar(out)
     return verdict_banner(out, ng, norm_score, lines, image_threshold)
