@@ -139,7 +139,7 @@ def test_sigkill_and_restart_lose_no_committed_result(exported: Path, synth_dir:
         con.close()
         assert len(left) > 20, len(left)
         b.start()
-        p = _run_cli(args + ["--max-frames", "100"], env)
+        p = _run_cli(args + ["--max-frames", "300"], env)  # long enough that the backlog drains while it runs
         out, errs = p.communicate(timeout=180)
         assert p.returncode == 0, errs
         ids = sub.wait_for(len(set(sub.ids())) + 1, 5)
@@ -153,7 +153,7 @@ def test_sigkill_and_restart_lose_no_committed_result(exported: Path, synth_dir:
     assert len(runs) == 2
     first, second = sorted(runs)
     assert runs[first] == list(range(len(runs[first]))), "the killed run's results: unbroken, in order"
-    assert runs[second] == list(range(100))
+    assert runs[second] == list(range(300))
     assert once.index(f"{second}-{0:09d}") > once.index(left[-1]), "the backlog went out before the new results"
     assert again <= 16
 
