@@ -44,6 +44,10 @@ def stpm_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], reductio
 
 
 MAP_COMBINES = ("product", "weighted_sum")
+# won by the rule in benchmarks/results/accuracy/RULE_R2.md (magnetic tile, 3 seeds; r2_heads/TABLE.md) over the
+# official head (product of the levels, max of the map); checkpoints without these keys keep the official head
+DEFAULT_MAP_COMBINE = "weighted_sum"
+DEFAULT_SCORE_TOP_PERCENT = 2.0
 
 
 def anomaly_map(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], size: tuple[int, int],

@@ -21,7 +21,7 @@ from .data import FIT_MODES, good_images, load_images
 from .devices import low_memory_default, pick_device, return_freed_memory, set_threads
 from .errors import UserError
 from .files import ensure_dir, write_json
-from .model import (DEFAULT_LOSS_REDUCTION, LOSS_REDUCTIONS, MAP_COMBINES, STPM, InspectionPipeline, Preprocess,
+from .model import (DEFAULT_LOSS_REDUCTION, DEFAULT_MAP_COMBINE, DEFAULT_SCORE_TOP_PERCENT, LOSS_REDUCTIONS, MAP_COMBINES, STPM, InspectionPipeline, Preprocess,
                     good_level_weights, level_distance, stpm_loss)
 from .progress import bar, console
 
@@ -31,7 +31,8 @@ class TrainConfig:
     """Every setting of a training run. Optimiser as the official STPM code (SGD lr 0.4, momentum 0.9, weight decay
     1e-4, batch 32, checkpoint chosen by held-out loss); loss reduction, fit, smoothing and epochs as chosen by the
     rule in benchmarks/results/accuracy/RULE.md (the official code sums the loss over the batch, trains 100 epochs on
-    stretched input and does not smooth)."""
+    stretched input and does not smooth); the head (levels' weighted sum, top-2 % image score) by RULE_R2.md (the
+    official head multiplies the levels and takes the max)."""
 
     data: Path
     out: Path
@@ -46,8 +47,8 @@ class TrainConfig:
     image_size: int = 256
     fit: str = "pad"
     sigma: float = 4.0
-    score_top_percent: float = 0.0
-    map_combine: str = "product"
+    score_top_percent: float = DEFAULT_SCORE_TOP_PERCENT
+    map_combine: str = DEFAULT_MAP_COMBINE
     seed: int = 0
     device: str = "auto"
     teacher_weights: str | None = None

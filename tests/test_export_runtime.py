@@ -265,7 +265,9 @@ def test_top_percent_image_score_is_the_same_on_every_backend(trained: Path, syn
 
     ck = tmp_path / "model.pt"
     shutil.copy(trained / "model.pt", ck)
-    thr_max = checkpoint.read(trained / "model.pt")["thresholds"]["image"]
+    recalibrate(ck, top_percent=0.0, combine="product", quiet=True)  # the official head: product, max
+    assert checkpoint.read(ck)["level_weights"] is None
+    thr_max = checkpoint.read(ck)["thresholds"]["image"]
     thr = recalibrate(ck, top_percent=1.0, quiet=True)
     assert checkpoint.read(ck)["score_top_percent"] == 1.0
     assert thr["image"] < thr_max, "the mean of the top 1 % is below the max, so is its threshold"
