@@ -65,8 +65,9 @@ def broker(folder: Path) -> Iterator[Broker]:
 
 
 class Subscriber:
-    """Collects every message on ``topic`` (QoS 1, a persistent session so a broker-side restart is survived
-    by reconnecting)."""
+    """Collects every message on ``topic`` (QoS 1). A restarted broker (no persistence) forgets the subscription:
+    the subscriber reconnects and subscribes again — ``subscribed`` is set each time that is done, so a test can
+    wait for it before anything is published (a message published before would reach no one)."""
 
     def __init__(self, port: int, topic: str = "#") -> None:
         import paho.mqtt.client as mqtt
@@ -74,7 +75,9 @@ class Subscriber:
         self.messages: list[dict] = []
         self.lock = threading.Lock()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}")
+        self.subscribed = threading.Event()
         c.on_connect = lambda cl, *a: cl.subscribe(topic, qos=1)
+        c.on_subscribe = lambda *a: self.subscribed.set()
         c.on_message = self._on_message
         c.reconnect_delay_set(0.2, 1)
         c.connect("127.0.0.1", port)

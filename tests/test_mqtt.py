@@ -129,6 +129,7 @@ def test_sigkill_and_restart_lose_no_committed_result(exported: Path, synth_dir:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(sub.ids()) < 200:
             time.sleep(0.05)
+        sub.subscribed.clear()
         b.stop()  # results now pile up in the outbox…
         time.sleep(1.5)
         os.kill(p.pid, signal.SIGKILL)  # …and the box dies with them there
@@ -139,6 +140,7 @@ def test_sigkill_and_restart_lose_no_committed_result(exported: Path, synth_dir:
         con.close()
         assert len(left) > 20, len(left)
         b.start()
+        assert sub.subscribed.wait(15), "the test's subscriber is back before the box publishes"
         p = _run_cli(args + ["--max-frames", "300"], env)  # long enough that the backlog drains while it runs
         out, errs = p.communicate(timeout=180)
         assert p.returncode == 0, errs
