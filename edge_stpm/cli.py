@@ -583,31 +583,12 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
     for row in b.table_rows(r):
         t.add_row(*row)
     out.print(t)
-    fr = b.frame_rows(r)
-    if fr:
-        ft = Table(title="frame path, batch 1: host (OpenCV fit/colour) vs device (frame graph); e2e incl. overlay",
-                   title_justify="left")
-        for c in b.FRAME_COLUMNS:
-            ft.add_column(c, justify="left" if c in ("backend", "prec", "frame") else "right")
-        for row in fr:
-            ft.add_row(*row)
-        out.print(ft)
-    lr = b.loop_rows(r)
-    if lr:
-        lt = Table(title="the camera loop, batch 1, overlay drawn for every frame: vs the model alone", title_justify="left")
-        for c in b.LOOP_COLUMNS:
-            lt.add_column(c, justify="left" if c in ("backend", "prec") else "right")
-        for row in lr:
-            lt.add_row(*row)
-        out.print(lt)
-    sr = b.source_rows(r)
-    if sr:
-        st = Table(title="the loop on real sources (ONNX Runtime, batch 1, no overlay)", title_justify="left")
-        for c in b.SOURCE_COLUMNS:
-            st.add_column(c, justify="left" if c == "source" else "right")
-        for row in sr:
-            st.add_row(*row)
-        out.print(st)
+    _print_table("frame path, batch 1: host (OpenCV fit/colour) vs device (frame graph); e2e incl. overlay",
+                 b.FRAME_COLUMNS, b.frame_rows(r), ("backend", "prec", "frame"))
+    _print_table("the camera loop, batch 1, overlay drawn for every frame: vs the model alone", b.LOOP_COLUMNS,
+                 b.loop_rows(r), ("backend", "prec"))
+    _print_table("the loop on real sources (ONNX Runtime, batch 1, no overlay)", b.SOURCE_COLUMNS, b.source_rows(r),
+                 ("source",))
     for line in b.not_run(r):
         out.print(f"  not run: {line}", highlight=False, markup=False)
     out.print(f"model = inference only (ms per batch); e2e = a {b.FRAME_SHAPE[1]}×{b.FRAME_SHAPE[0]} frame fitted, "
@@ -618,6 +599,18 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
                   f"{r['load']['loadavg_after'][0]:.2f} on {r['load']['cores']} cores): figures are pessimistic")
     folder = b.save(r, out_dir or b.default_folder())
     out.print(f"results: {folder}/ (bench.json, bench.md, bench.png)", highlight=False)
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[str]], left: tuple[str, ...]) -> None:
+    """A titled table of text rows (nothing when there are none); ``left`` columns left-aligned, the rest right."""
+    if not rows:
+        return
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, justify="left" if c in left else "right")
+    for row in rows:
+        t.add_row(*row)
+    out.print(t)
 
 
 @app.command()

@@ -199,6 +199,60 @@ def _val_loss(stpm: STPM, pre: Preprocess, images: torch.Tensor, batch_size: int
     return total / len(images)
 
 
+def _inputs(cfg: TrainConfig) -> tuple[list[Path], Any, str]:
+    """The good images and the teacher's weights (UserError for too few images)."""
+    paths = good_images(Path(cfg.data))
+    if len(paths) < 5:
+        raise UserError(f"only {len(paths)} good images in {cfg.data}: need at least 5 (20% are held out)")
+    teacher_state, teacher_source = pretrained_state(cfg.backbone, cfg.teacher_weights)
+    if teacher_source == "random":
+        console.print("[yellow]warning: teacher has random weights (for tests only); the model will not be useful")
+    return paths, teacher_state, teacher_source
+
+
+def _split(cfg: TrainConfig, paths: list[Path], device: torch.device,
+           rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Decode every image (on ``device``) and hold out ``val_fraction`` of them: (images, val indices, train
+    indices)."""
+    with bar(cfg.quiet) as progress:
+        task = progress.add_task("decode images", total=len(paths), info="")
+        images_np = load_images(paths, cfg.image_size, cfg.fit, on_done=lambda n: progress.advance(task, n))
+    images = torch.from_numpy(images_np).to(device)
+    perm = rng.permutation(len(paths))
+    n_val = max(1, int(round(cfg.val_fraction * len(paths))))
+    return images, np.sort(perm[:n_val]), perm[n_val:]
+
+
+def _step(stpm: STPM, x: torch.Tensor, t: list[torch.Tensor] | None, opt: torch.optim.Optimizer, scaler: Any,
+          reduction: str, cuda: bool, low_memory: bool) -> float:
+    """One SGD step of the student on normalised ``x`` (the teacher's pyramid ``t`` from the cache, or computed
+    here); returns the batch loss."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+        if t is None:
+            with torch.no_grad():
+                t = stpm.teacher(x)
+        loss = stpm_loss(t, student_features(stpm.student, x, low_memory), reduction)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return float(loss.detach())
+
+
+def _head(stpm: STPM, cfg: TrainConfig, device: torch.device,
+          val_images: torch.Tensor) -> tuple[InspectionPipeline, tuple[float, ...] | None]:
+    """The inspection pipeline of the kept student with the configured head; for ``weighted_sum`` each level is
+    weighted by 1 / its spread on the held-out good images."""
+    weights = None
+    if cfg.map_combine == "weighted_sum":
+        weights = good_level_weights(InspectionPipeline(stpm, cfg.image_size).to(device).eval(), val_images,
+                                     cfg.batch_size)
+    pipe = InspectionPipeline(stpm, cfg.image_size, sigma=cfg.sigma, top_percent=cfg.score_top_percent,
+                              level_weights=weights).to(device).eval()
+    return pipe, weights
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train, select the student with the lowest validation loss, calibrate thresholds, write RUN_DIR/model.pt.
 
@@ -209,27 +263,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     device = pick_device(cfg.device)
     if device.type == "cpu":
         set_threads(cfg.threads)
-    paths = good_images(Path(cfg.data))
-    if len(paths) < 5:
-        raise UserError(f"only {len(paths)} good images in {cfg.data}: need at least 5 (20% are held out)")
-    teacher_state, teacher_source = pretrained_state(cfg.backbone, cfg.teacher_weights)
-    if teacher_source == "random":
-        console.print("[yellow]warning: teacher has random weights (for tests only); the model will not be useful")
+    paths, teacher_state, teacher_source = _inputs(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
     t0 = time.perf_counter()
-    with bar(cfg.quiet) as progress:
-        task = progress.add_task("decode images", total=len(paths), info="")
-        images_np = load_images(paths, cfg.image_size, cfg.fit, on_done=lambda n: progress.advance(task, n))
+    images, val_idx, train_idx = _split(cfg, paths, device, rng)
     decode_s = time.perf_counter() - t0
-    images = torch.from_numpy(images_np).to(device)
-    perm = rng.permutation(len(paths))
-    n_val = max(1, int(round(cfg.val_fraction * len(paths))))
-    val_idx, train_idx = np.sort(perm[:n_val]), perm[n_val:]
     val_images = images[torch.from_numpy(val_idx).to(device)]
-
     low_memory = low_memory_default(device) if cfg.low_memory is None else cfg.low_memory
     if low_memory and device.type == "cpu":
         return_freed_memory()
@@ -259,20 +301,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             running, seen = 0.0, 0
             for b in range(n_batches):
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                x = pre(images[idx]).contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-                    if cache is not None:
-                        t = cache[idx]
-                    else:
-                        with torch.no_grad():
-                            t = stpm.teacher(x)
-                    s = student_features(stpm.student, x, low_memory)
-                    loss = stpm_loss(t, s, cfg.loss)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                running += float(loss.detach()) * (1 if cfg.loss == "sum" else len(idx))
+                loss = _step(stpm, pre(images[idx]), cache[idx] if cache is not None else None, opt, scaler, cfg.loss,
+                             cuda, low_memory)
+                running += loss * (1 if cfg.loss == "sum" else len(idx))
                 seen += len(idx)
                 progress.update(task, advance=1, info=f"epoch {epoch}/{cfg.epochs} loss {running / seen:.4f}")
             if cuda:
@@ -297,18 +328,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise UserError("training diverged before any usable epoch: lower --lr")
     stpm.student.load_state_dict(best[2])
     stpm = stpm.float().to(memory_format=torch.contiguous_format).eval()
-    weights = None
-    if cfg.map_combine == "weighted_sum":  # each level weighted by 1 / its spread on the held-out good images
-        weights = good_level_weights(InspectionPipeline(stpm, cfg.image_size).to(device).eval(), val_images,
-                                     cfg.batch_size)
-    pipe = InspectionPipeline(stpm, cfg.image_size, sigma=cfg.sigma, top_percent=cfg.score_top_percent,
-                              level_weights=weights).to(device).eval()
+    pipe, weights = _head(stpm, cfg, device, val_images)
     val_maps, val_scores = score_images(pipe, val_images, cfg.batch_size)
     thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, cfg.threshold_k)
     summary = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "quiet"},
         "device": str(device) if not cuda else torch.cuda.get_device_name(device),
-        "n_train": int(len(train_idx)), "n_val": int(n_val),
+        "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
         "val_images": [str(paths[i]) for i in val_idx],
         "train_images": [str(paths[i]) for i in np.sort(train_idx)],
         "best_epoch": best[1], "best_val_loss": best[0], "epochs_run": len(history),

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import UserError
 from .pixels import supported, to_bgr
+from .sinks.base import put_newest
 from .frames import Frame, Source
 
 TRIGGERS = ("off", "software", "Line1", "Line2", "Line3")
@@ -360,8 +361,6 @@ class BaslerSource(Source):
         frame = Frame(self.index, img, t, (time.perf_counter() - t0) * 1e3, camera=cam)
         self.index += 1
         if self.mode == "off":
-            from .sinks.base import put_newest
-
             self.dropped += put_newest(self.q, frame)
         else:
             try:
