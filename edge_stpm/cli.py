@@ -300,12 +300,14 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         threshold: Optional[float] = typer.Option(None, **rng("threshold"), help="Threshold, normalised like the scores: 1.2 = 1.2 × the stored thresholds (default 1.0)."),
         roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
         headless: bool = typer.Option(False, help="No window."),
-        record: Optional[Path] = typer.Option(None, help="Record the overlay video (.mp4 or .avi)."),
+        record: Optional[Path] = typer.Option(None, help="Record the overlay video (.mp4, .avi, .mkv…); in segments (out.mp4, out.001.mp4…) so a power cut loses at most the last one — none with .mkv/.avi, whose unfinished part is recovered on the next start."),
+        record_segment: float = typer.Option(60.0, **rng("record_segment"), help="Seconds per recording file (0: one file for the whole run)."),
         save_anomalies: Optional[Path] = typer.Option(None, help="Save frame, overlay and JSON per NG event here."),
         anomaly_interval: float = typer.Option(1.0, **rng("anomaly_interval"), help="At most one saved NG event per this many seconds."),
         events: Optional[Path] = typer.Option(None, help="Append one JSON line per NG frame to this file."),
         max_frames: Optional[int] = typer.Option(None, **rng("max_frames"), help="Stop after this many frames."),
         reconnect: float = typer.Option(10.0, **rng("reconnect"), help="Seconds to keep retrying a lost live stream."),
+        loop: bool = typer.Option(False, "--loop", help="Play a video file or image folder source again from its start when it ends (demos, soak tests); stop with --max-frames, q or Ctrl-C."),
         alpha: float = typer.Option(0.6, **rng("alpha"), help="Opacity of the colour at and above the threshold."),
         summary_json: Optional[Path] = typer.Option(None, help="Write the run summary here."),
         http: Optional[str] = typer.Option(None, help="Serve a live view, status.json and Prometheus /metrics at HOST:PORT (e.g. 127.0.0.1:8080)."),
@@ -339,7 +341,8 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     if trigger == "http" and not http:
         raise UserError("--trigger http needs the HTTP server: --http HOST:PORT (POST /trigger)")
     opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
-                      max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval)
+                      max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval,
+                      record_segment_s=record_segment)
     warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
     line = setup_line(LineSettings(model, None if no_history else history_db, history_keep_days, history_max_mb, mqtt,
                                    mqtt_topic, mqtt_ca, mqtt_outbox, outbox_max, modbus, opcua, opcua_user, trigger),
@@ -360,7 +363,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
                 opts.http.plc = line.plc  # POST /trigger drives the handshake
         srcs = []
         for spec in specs:
-            srcs.append(open_source(spec, reconnect))
+            srcs.append(open_source(spec, reconnect, loop))
         looped = line.wrap(srcs)  # may refuse a source for trigger mode: the opened ones are closed below
         line.start()
     except BaseException:
@@ -405,6 +408,7 @@ def _print_run_summary(s: Any, insp: Any, summary_json: Optional[Path]) -> None:
               f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}; capture→verdict "
               f"{s.ms.get('verdict', 0):.1f}, capture→picture {s.ms.get('picture', 0):.1f}); ended: {s.end_reason}" +
               (f"; recording {s.record}" if s.record else "") +
+              (f" (+{n - 1} segments)" if s.sources and (n := len(s.sources[0]["record_segments"])) > 1 else "") +
               (f"; {s.failed_frames} frames failed (the model server did not answer)" if s.failed_frames else ""))
     out.print(f"frame path: {insp.path_note}", highlight=False, markup=False)
     if len(s.sources) > 1:

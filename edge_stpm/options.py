@@ -72,6 +72,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "anomaly_interval": (0.0, 86_400.0),
     "max_frames": (1, 10**12),
     "reconnect": (0.0, 86_400.0),
+    "record_segment": (0.0, 86_400.0),
     "alpha": (0.0, 1.0),
     "http_fps": (0.1, 120.0),
     "iters": (3, 1_000_000),

@@ -34,7 +34,7 @@ from ..runtime.base import BackendUnavailable
 from .sinks.base import TIMING_WINDOW, Result, Sink, SinkRunner
 from .sinks.events import EventSink
 from .sinks.http import HttpPictureSink, HttpVerdictSink
-from .sinks.recording import RECORD_SUFFIXES, RecordingSink
+from .sinks.recording import RECORD_SUFFIXES, RecordingSink, recover_leftovers
 from .sinks.snapshots import SnapshotSink, png
 from .sinks.window import WindowSink
 from .frames import Frame, Source
@@ -56,6 +56,7 @@ class RunOptions:
     alpha: float = ALPHA
     anomaly_interval_s: float = 1.0
     record_fps: float = 15.0
+    record_segment_s: float = 60.0  # a new recording file every this many seconds (0: one file); see sinks/recording
     window: str = "edge-stpm"
     snapshot_dir: Path = Path(".")
     http: Any = None  # a started app.http.LiveView, or None
@@ -102,7 +103,7 @@ def check_outputs(opts: RunOptions) -> None:
     for folder in [p.parent for p in (opts.record, opts.events) if p] + ([opts.save_anomalies] if opts.save_anomalies else []):
         ensure_dir(folder)
     if opts.record and opts.record.suffix.lower() not in RECORD_SUFFIXES:
-        raise UserError(f"--record {opts.record}: give a .mp4 or .avi file")
+        raise UserError(f"--record {opts.record}: give a {', '.join(RECORD_SUFFIXES)} file")
     for target in (opts.record, opts.events):
         if target is not None and Path(target).is_dir():
             raise UserError(f"{target} is a folder: give a file name")
@@ -165,6 +166,7 @@ class Channel:
     fps_ema: float = 0.0
     end_reason: str = ""
     recording: RecordingSink | None = None
+    segments: list[str] = field(default_factory=list)  # the recording's finished files, in order
     ng_indices: list[int] = field(default_factory=list)
 
 
@@ -237,6 +239,11 @@ class Pipeline:
 
         console.print(f"warning: {text}", highlight=False, markup=False, soft_wrap=True)
 
+    def note(self, text: str) -> None:
+        from ..progress import console
+
+        console.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)
+
     def open(self) -> None:
         """Every sink opened (one UserError for a bad one, and everything opened so far closed again)."""
         o, several = self.opts, self.n > 1
@@ -251,8 +258,10 @@ class Pipeline:
             if c.anomalies:
                 ensure_dir(c.anomalies)
             if c.record:
+                for line in recover_leftovers(c.record):
+                    self.note(line)
                 c.recording = RecordingSink(c.index, c.record, getattr(c.source, "fps", None) or o.record_fps,
-                                            lossless=not c.source.live)
+                                            lossless=not c.source.live, segment_s=o.record_segment_s)
                 picture.append(c.recording)
         if o.save_anomalies:
             picture.append(SnapshotSink(several))
@@ -283,6 +292,7 @@ class Pipeline:
             c.source.close()
             if c.recording is not None:
                 c.record = c.recording.path
+                c.segments = [str(p) for p in c.recording.segments]
         if self.window is not None:
             self.window.close()
 
@@ -458,7 +468,8 @@ class Pipeline:
                       "dropped": c.source.dropped, "reconnects": getattr(c.source, "reconnects", 0),
                       "end_reason": c.end_reason or s.end_reason,
                       **({"camera": st} if (st := camera_stats(c.source)) else {}),
-                      "record": str(c.record) if c.record and Path(c.record).is_file() else None} for c in chans]
+                      "record": str(c.record) if c.record and Path(c.record).is_file() else None,
+                      "record_segments": c.segments} for c in chans]
         return s
 
 

@@ -67,18 +67,24 @@ def describe(spec: str) -> tuple[str, str]:
 class FolderSource(Source):
     """Images of a folder (or one image), in name order, decoded on a thread ahead of the loop."""
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(self, paths: list[Path], loop: bool = False) -> None:
         if not paths:
             raise UserError("no images in the source folder")
-        self.paths = paths
+        self.paths, self.loop = paths, loop
         self.unreadable = 0
         self.q: queue.Queue[Frame | None] = queue.Queue(maxsize=8)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _paths(self) -> Iterator[Path]:
+        while True:
+            yield from self.paths
+            if not self.loop or self.unreadable >= len(self.paths):
+                return
+
     def _run(self) -> None:
-        for i, p in enumerate(self.paths):
+        for i, p in enumerate(self._paths()):
             if self.stop.is_set():
                 break
             t0 = time.perf_counter()
@@ -116,8 +122,10 @@ class CaptureSource(Source):
     """cv2.VideoCapture on a thread. Files: in order, no drops. Live: only the newest frame is kept; a lost
     stream is reopened with backoff for up to ``reconnect_s`` seconds before the source ends."""
 
-    def __init__(self, kind: str, spec: str, reconnect_s: float = 10.0) -> None:
+    def __init__(self, kind: str, spec: str, reconnect_s: float = 10.0, loop: bool = False) -> None:
         self.kind, self.spec, self.reconnect_s = kind, spec, reconnect_s
+        self.loop = loop and kind == "video"
+        self.loops = 0
         self.live = kind in ("camera", "url", "gstreamer")
         if kind == "gstreamer" and not gstreamer_available():
             raise UserError("this OpenCV has no GStreamer support (PyPI wheels never do): on a Jetson use JetPack's "
@@ -177,12 +185,15 @@ class CaptureSource(Source):
         return False
 
     def _run(self) -> None:
-        i = 0
+        i = start = 0
         while not self.stop.is_set():
             t0 = time.perf_counter()
             ok, img = self.cap.read() if self.cap is not None else (False, None)
             if not ok or img is None:
                 if self.live and self._reconnect():
+                    continue
+                if self.loop and i > start and self._rewind():  # a file that gave frames: again from its start
+                    start = i
                     continue
                 self.end_reason = (f"stream lost, no reconnect within {self.reconnect_s:g} s" if self.live
                                    else "end of stream")
@@ -203,6 +214,13 @@ class CaptureSource(Source):
                 self.cond.notify()
         else:
             _put(self.q, None, self.stop)
+
+    def _rewind(self) -> bool:
+        if self.cap is not None:
+            self.cap.release()
+        self.cap = self._open()
+        self.loops += self.cap is not None
+        return self.cap is not None
 
     def read(self, timeout: float = 5.0) -> Frame | None:
         """Files: the next frame (blocking), None at the end. Live: the newest frame, waiting at most ``timeout``
@@ -255,14 +273,15 @@ class MemorySource(Source):
         return Frame(self.i - 1, self.images[(self.i - 1) % len(self.images)], time.monotonic(), 0.0)
 
 
-def open_source(spec: str, reconnect_s: float = 10.0) -> Source:
+def open_source(spec: str, reconnect_s: float = 10.0, loop: bool = False) -> Source:
+    """The source ``spec`` names; ``loop``: a video file or image folder plays again from its start when it ends."""
     kind, spec = describe(spec)
     if kind == "folder":
-        return FolderSource(list_images(Path(spec)))
+        return FolderSource(list_images(Path(spec)), loop)
     if kind == "image":
-        return FolderSource([Path(spec)])
+        return FolderSource([Path(spec)], loop)
     if kind == "basler":
         from .basler import open_basler
 
         return open_basler(spec, reconnect_s)
-    return CaptureSource(kind, spec, reconnect_s)
+    return CaptureSource(kind, spec, reconnect_s, loop)
