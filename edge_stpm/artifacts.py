@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import UserError
 from .files import write_bytes, write_json, write_text
+from .schema import GRAPH, MANIFEST as MANIFEST_SCHEMA, check
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUT_NAME = "image"
@@ -132,7 +133,11 @@ def read_onnx_metadata(path: Path) -> dict[str, Any]:
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
         raise UserError(f"{path} is not an edge-stpm graph (no '{METADATA_KEY}' metadata); export it with edge-stpm export")
-    return json.loads(props[METADATA_KEY])
+    try:
+        md = json.loads(props[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: its '{METADATA_KEY}' metadata is not JSON; re-export it with edge-stpm export") from None
+    return check(md, GRAPH, f"{path} metadata", "re-export it with edge-stpm export")
 
 
 # --- engine files -------------------------------------------------------------------------------------------
@@ -170,16 +175,21 @@ def read_engine(path: Path) -> tuple[dict[str, Any], bytes]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"engine not found: {path}")
-    md, engine = unpack_engine(path.read_bytes())
+    try:
+        md, engine = unpack_engine(path.read_bytes())
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    fix = "rebuild it with edge-stpm build-engine"
     if md is not None:
-        return md, engine
+        return check(md, GRAPH, f"{path} header", fix), engine
     meta_path = sidecar(path)
     if not meta_path.is_file():
         raise UserError(f"{path} has no edge-stpm metadata (no header, no {meta_path.name}): rebuild with edge-stpm build-engine")
     try:
-        return json.loads(meta_path.read_text()), engine
-    except (OSError, json.JSONDecodeError):
+        md = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise UserError(f"cannot read engine metadata {meta_path}: rebuild with edge-stpm build-engine") from None
+    return check(md, GRAPH, str(meta_path), fix), engine
 
 
 def engine_metadata_only(path: Path) -> dict[str, Any]:
@@ -227,11 +237,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     try:
         md = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise UserError(f"cannot read {path}: re-export the bundle with edge-stpm export") from None
-    if md.get("format") != BUNDLE_FORMAT:
+    if not isinstance(md, dict) or md.get("format") != BUNDLE_FORMAT:
         raise UserError(f"{path} is not an edge-stpm bundle manifest")
-    return md
+    return check(md, MANIFEST_SCHEMA, str(path), "re-export the bundle with edge-stpm export")
 
 
 def is_bundle(folder: Path) -> bool:

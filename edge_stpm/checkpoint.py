@@ -12,8 +12,8 @@ from . import __version__
 from .artifacts import file_sha256  # noqa: F401  (checkpoint.file_sha256 is used by export and bench)
 from .backbones import get_spec
 from .errors import UserError
+from .schema import CHECKPOINT, check
 from .files import atomic_path
-from .backbones import get_spec
 from .model import STPM, InspectionPipeline
 
 FORMAT = "edge-stpm-checkpoint"
@@ -72,15 +72,26 @@ def read(path: Path) -> dict[str, Any]:
             f"{path} has checkpoint format version {ck.get('format_version')}; this edge-stpm reads version "
             f"{FORMAT_VERSION}: retrain or use a matching edge-stpm"
         )
-    get_spec(ck["backbone"])
+    check(ck, CHECKPOINT, str(path), "retrain it with edge-stpm train")
+    for trunk in ("teacher", "student"):
+        bad = next((k for k, v in ck[trunk].items() if not isinstance(v, torch.Tensor)), None)
+        if bad is not None:
+            raise UserError(f"{path}: field {trunk}.{bad} is not a tensor; retrain it with edge-stpm train")
+    ck["_path"] = str(path)
     return ck
 
 
 def build_stpm(ck: dict[str, Any]) -> STPM:
-    """Rebuild the STPM modules from a checkpoint dict (no download: teacher weights are inside)."""
+    """Rebuild the STPM modules from a checkpoint dict (no download: teacher weights are inside); weights that do
+    not fit the backbone's layers are one UserError."""
     stpm = STPM(ck["backbone"], None)
-    stpm.teacher.load_state_dict(ck["teacher"])
-    stpm.student.load_state_dict(ck["student"])
+    for trunk in ("teacher", "student"):
+        try:
+            getattr(stpm, trunk).load_state_dict(ck[trunk])
+        except RuntimeError as exc:  # missing / unexpected keys, shape mismatches
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise UserError(f"{ck.get('_path', 'checkpoint')}: field {trunk}: weights do not fit {ck['backbone']} "
+                            f"({first[:120]}); retrain it with edge-stpm train") from None
     return stpm.eval()
 
 
@@ -99,5 +110,5 @@ def pipeline(ck: dict[str, Any], stpm: STPM | None = None) -> InspectionPipeline
 
 def meta(ck: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's metadata: everything except the weight tensors."""
-    return {k: v for k, v in ck.items() if k not in ("teacher", "student")}
+    return {k: v for k, v in ck.items() if k not in ("teacher", "student", "_path")}
 

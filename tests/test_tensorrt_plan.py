@@ -72,7 +72,12 @@ def test_plain_engine_without_metadata_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="rebuild"):
         read_engine(eng)
     write_json(tmp_path / "x.engine.json", {"format": "edge-stpm-engine"})
-    assert read_engine(eng)[0]["format"] == "edge-stpm-engine"
+    with pytest.raises(UserError, match="x.engine.json: field backbone is missing"):
+        read_engine(eng)  # a sidecar is checked against the graph schema like a header
+    md = {"format": "edge-stpm-engine", "backbone": "resnet18", "image_size": 256, "batch": 1, "precision": "fp16",
+          "thresholds": {"image": 1.0, "pixel": 2.0}}
+    write_json(tmp_path / "x.engine.json", md)
+    assert read_engine(eng)[0] == md
 
 
 def test_engine_not_runnable_without_tensorrt_says_why(tmp_path: Path) -> None:

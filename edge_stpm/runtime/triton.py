@@ -17,6 +17,7 @@ import numpy as np
 
 from ..artifacts import INPUT_NAME, OUTPUT_NAMES
 from ..errors import UserError
+from ..schema import GRAPH, check
 from .base import Backend, BackendUnavailable
 
 SCHEMES = ("grpc", "http")
@@ -99,9 +100,7 @@ class TritonBackend(Backend):
             md = json.loads(raw)
         except json.JSONDecodeError:
             raise UserError(f"{self.target}: the model's {METADATA_PARAM} is not JSON") from None
-        for key in ("image_size", "fit", "thresholds"):
-            if key not in md:
-                raise UserError(f"{self.target}: the model's {METADATA_PARAM} lacks {key!r}")
+        check(md, GRAPH, f"{self.target}: the model's {METADATA_PARAM}", "write its repository with edge-stpm triton-repo")
         self.max_batch = int(cfg.get("max_batch_size", 0) or 0)
         self.static_batch = None if self.max_batch else int(md.get("batch", 1))
         return md
