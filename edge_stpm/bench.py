@@ -164,6 +164,77 @@ def loop_figures(insp: Any, frame: np.ndarray, n: int) -> dict[str, Any]:
             "picture_ms": s.latency_ms.get("picture", {}), "pictures": s.sinks[0]["taken"] if s.sinks else 0}
 
 
+def model_concurrent(b: Backend, batch: np.ndarray, workers: int, iters: int, warmup: int) -> dict[str, Any]:
+    """The model alone called from ``workers`` threads at once (as the loop's workers call it): frames/s over all
+    of them and the per-call latency."""
+    import threading
+
+    for _ in range(warmup):
+        b.infer(batch)
+    lat: list[float] = []
+
+    def work(n: int) -> None:
+        for _ in range(n):
+            t = time.perf_counter()
+            b.infer(batch)
+            lat.append((time.perf_counter() - t) * 1e3)
+
+    each = max(1, iters // workers)
+    threads = [threading.Thread(target=work, args=(each,)) for _ in range(workers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"fps": len(lat) * batch.shape[0] / (time.perf_counter() - t0), "ms": percentiles(lat)}
+
+
+def pipeline_figures(model: Path, workers: tuple[int, ...], threads: int | None, iters: int, warmup: int,
+                     quiet: bool = True) -> list[dict[str, Any]]:
+    """Per loop configuration (``workers`` worker threads × ``threads`` ONNX Runtime threads each; FP32, batch 1,
+    host frame path, a 640×480 frame, the overlay drawn for every frame): the model alone with that many concurrent
+    callers, then the camera loop — frames/s, capture → verdict and → picture latency, and the two goals' ratios
+    (loop frames/s over the best model-alone frames/s of all configurations; verdict p50 − model p50, same
+    configuration)."""
+    from .app.loop import RunOptions, run
+    from .app.sources import MemorySource
+    from .inspector import Inspector
+    from .threads import available_cores
+
+    frame = camera_frame(FRAME_SHAPE[1], FRAME_SHAPE[0])
+    out = []
+    for w in workers:
+        t = threads or max(1, available_cores() // w)
+        insp = Inspector.load(model, "onnxruntime", precision="fp32" if Path(model).is_dir() else None, threads=t,
+                              frame_path="host")
+        try:
+            m = model_concurrent(insp.backend, insp.prepare(frame)[None], w, max(2 * iters, 60), warmup)
+            s = run(insp, MemorySource([frame], max(2 * iters, 60)),
+                    RunOptions(headless=True, workers=w, sinks=[_EveryPicture()]))  # type: ignore[list-item]
+        finally:
+            insp.close()
+        out.append({"workers": w, "threads": t, "model_fps": m["fps"], "model_ms": m["ms"], "loop_fps": s.fps,
+                    "frames": s.frames, "verdict_ms": s.latency_ms.get("verdict", {}),
+                    "picture_ms": s.latency_ms.get("picture", {}), "pictures": s.sinks[-1]["taken"] if s.sinks else 0})
+    best = max((r["model_fps"] for r in out), default=0.0)
+    for r in out:
+        r["loop_over_best_model"] = r["loop_fps"] / best if best else None
+        v, m50 = r["verdict_ms"].get("p50"), r["model_ms"].get("p50")
+        r["verdict_minus_model_p50_ms"] = v - m50 if v is not None and m50 is not None else None
+    return out
+
+
+PIPELINE_COLUMNS = ["workers × threads", "model frames/s", "model ms p50", "loop frames/s", "loop / best model",
+                    "verdict ms p50", "p99", "verdict − model p50", "picture ms p50"]
+
+
+def pipeline_rows(result: dict[str, Any]) -> list[list[str]]:
+    return [[f"{r['workers']} × {r['threads']}", _f(r["model_fps"], ".1f"), _f(r["model_ms"].get("p50")),
+             _f(r["loop_fps"], ".1f"), _f(r["loop_over_best_model"]), _f(r["verdict_ms"].get("p50")),
+             _f(r["verdict_ms"].get("p99")), _f(r["verdict_minus_model_p50_ms"], "+.2f"),
+             _f(r["picture_ms"].get("p50"))] for r in result.get("pipeline", [])]
+
+
 def source_figures(insp: Any, spec: str, n: int) -> dict[str, Any]:
     """The camera loop on a real source (a camera, a stream): ``n`` frames through the model, no overlay; per
     frame the source's own cost (read / pixel conversion) and capture → verdict (for a software-triggered camera:
@@ -247,7 +318,8 @@ def model_info(model: Path) -> tuple[str, dict[str, Any], Path]:
 def bench(model: Path, backends: list[str], precisions: list[str], batches: list[int], iters: int = 50,
           warmup: int = 10, engine: Path | None = None, data: Path | None = None, work: Path = Path("engines/bench"),
           threads: int | None = None, quiet: bool = False,
-          frame_sizes: Any = FRAME_SIZES, sources: tuple[str, ...] = (), source_frames: int = 300) -> dict[str, Any]:
+          frame_sizes: Any = FRAME_SIZES, sources: tuple[str, ...] = (), source_frames: int = 300,
+          workers: tuple[int, ...] = ()) -> dict[str, Any]:
     """Run every row and return {'machine', 'model', 'rows'}; rows that cannot run say why.
 
     A checkpoint: the PyTorch eager FP32 baseline, PyTorch rows and ONNX Runtime rows (graphs exported into
@@ -311,8 +383,9 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
             src_rows = [source_figures(insp, spec, source_frames) for spec in sources]
         finally:
             insp.close()
+    pipe = pipeline_figures(Path(model), workers, threads, iters, warmup) if workers and mode == "artefacts" else []
     return {"machine": machine(), "model": str(model), "backbone": meta["backbone"], "image_size": size,
-            "sources": src_rows,
+            "sources": src_rows, "pipeline": pipe,
             "baseline": "PyTorch eager FP32" if mode == "checkpoint" else "ONNX Runtime FP32",
             "frame_shape": list(FRAME_SHAPE), "frame_sizes": [list(x) for x in frame_sizes], "iters": iters, "warmup": warmup,
             "load": load_report(load_before, time.perf_counter() - t_start),
@@ -566,6 +639,15 @@ def markdown(result: dict[str, Any]) -> str:
                      "alone on the same backend.", "",
                  "| " + " | ".join(LOOP_COLUMNS) + " |", "|" + "---|" * len(LOOP_COLUMNS)] + \
             ["| " + " | ".join(r) + " |" for r in lr]
+    pr = pipeline_rows(result)
+    if pr:
+        tail += ["", "Loop configurations (ONNX Runtime FP32, batch 1, 640×480, host path, the overlay drawn for every "
+                     "frame): W worker threads × T ONNX Runtime threads each; model = the model alone called by W "
+                     "threads at once; loop / best model = the loop's frames/s over the best model-alone frames/s of "
+                     "these configurations; verdict − model = capture → verdict p50 minus the model's p50, same "
+                     "configuration.", "",
+                 "| " + " | ".join(PIPELINE_COLUMNS) + " |", "|" + "---|" * len(PIPELINE_COLUMNS)] + \
+            ["| " + " | ".join(r) + " |" for r in pr]
     sr = source_rows(result)
     if sr:
         tail += ["", "The loop on real sources (ONNX Runtime, batch 1, no overlay): the source's own read / pixel "

@@ -296,7 +296,8 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         source: Optional[list[str]] = typer.Option(None, help="Video file, image folder, RTSP/HTTP URL, GStreamer pipeline or Basler camera (basler://SERIAL?settings: docs/cameras.md); repeat for several sources (any mix, inferred together)."),
         backend: BackendName = typer.Option("auto", help="Inference runtime (auto: TensorRT where it can run, else ONNX Runtime)."),
         precision: Optional[Precision] = typer.Option(None, help="Pick the graph/engine of this precision in an export folder."),
-        threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime / PyTorch CPU."),
+        threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime / PyTorch CPU (default: the cores, divided among --workers)."),
+        workers: int = typer.Option(1, **rng("workers"), help="Frames inferred at once on worker threads, results still in order (ONNX Runtime). 1: lowest verdict latency; the cores with --threads 1: most frames/s on a CPU (docs/pipeline.md)."),
         threshold: Optional[float] = typer.Option(None, **rng("threshold"), help="Threshold, normalised like the scores: 1.2 = 1.2 × the stored thresholds (default 1.0)."),
         roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
         headless: bool = typer.Option(False, help="No window."),
@@ -332,7 +333,6 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     from .app.line import LineSettings, check_sources, setup as setup_line
     from .app.loop import RunOptions, check_outputs, run as run_loop
     from .app.sources import open_source
-    from .inspector import Inspector
 
     specs = [str(c) for c in camera or []] + [str(x) for x in source or []]
     if not specs:
@@ -342,7 +342,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         raise UserError("--trigger http needs the HTTP server: --http HOST:PORT (POST /trigger)")
     opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
                       max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval,
-                      record_segment_s=record_segment)
+                      record_segment_s=record_segment, workers=workers)
     warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
     line = setup_line(LineSettings(model, None if no_history else history_db, history_keep_days, history_max_mb, mqtt,
                                    mqtt_topic, mqtt_ca, mqtt_outbox, outbox_max, modbus, opcua, opcua_user, trigger),
@@ -355,7 +355,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     bind = parse_bind(http) if http else None
     srcs: list = []
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
-    insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True, frame_path=frame_path)
+    insp = _run_inspector(model, backend, threshold, precision, threads, workers, frame_path)
     try:
         if bind is not None:
             opts.http = _live_view(bind, http_token, http_fps, insp, model, specs, None if no_history else history_db)
@@ -397,6 +397,23 @@ def _live_view(bind: Any, token: Optional[str], fps: float, insp: Any, model: Pa
                     stream_fps=fps, sources=specs, history=history).start()
     out.print(f"live view: http://{bind.host}:{view.port}/" + (f"?token={token}" if token else ""), highlight=False)
     return view
+
+
+def _run_inspector(model: Path, backend: str, threshold: Optional[float], precision: Optional[str],
+                   threads: Optional[int], workers: int, frame_path: str) -> Any:
+    """The run's Inspector; with several workers each gets its share of the cores (unless --threads says) and the
+    backend must take concurrent calls."""
+    from .inspector import Inspector
+    from .threads import available_cores
+
+    if workers > 1 and threads is None:
+        threads = max(1, available_cores() // workers)
+    insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True, frame_path=frame_path)
+    if workers > 1 and not insp.backend.concurrent:
+        insp.close()
+        raise UserError(f"--workers {workers} needs a backend that can infer on several threads at once (ONNX Runtime); "
+                        f"{insp.backend.name} cannot: use --workers 1")
+    return insp
 
 
 def _print_run_summary(s: Any, insp: Any, summary_json: Optional[Path]) -> None:
@@ -559,6 +576,7 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
           frame_size: str = typer.Option("640x480,1920x1080", help="Camera frame sizes WxH for the host-path vs device-path comparison (batch-1 rows); '' skips it."),
           source: Optional[list[str]] = typer.Option(None, help="Also run the loop on this real source (a camera such as basler://SERIAL?trigger=software, a stream): read cost and capture → verdict; repeat for several."),
           source_frames: int = typer.Option(300, **rng("source_frames"), help="Frames per --source row."),
+          workers: str = typer.Option("auto", help="Loop configurations to compare (bundle or graph): comma list of worker counts, each with the cores divided among them (or --threads each); auto = 1 and the cores; '' skips."),
           out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json, bench.md and bench.png (default bench_results/<host>_<time>/)."),
           quiet: bool = typer.Option(False, help="No progress bar.")) -> None:
     """FPS and latency (p50/p90/p99) per backend × precision × batch beside the PyTorch eager FP32 baseline."""
@@ -577,8 +595,13 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
     if size is not None and size != meta["image_size"]:
         raise UserError(f"--size {size} differs from the model's input size {meta['image_size']}: train at that size")
     sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()]
+    from .threads import available_cores
+
+    pool = (1, available_cores()) if workers.strip() == "auto" else tuple(_ints(workers, "--workers")) if workers.strip() else ()
+    if pool and max(pool) > 64:
+        raise UserError("--workers: at most 64 workers")
     r = b.bench(model, be, parse_precisions(precision), _ints(batch, "--batch"), iters, warmup, engine, data,
-                work, threads, quiet, sizes, tuple(source or ()), source_frames)
+                work, threads, quiet, sizes, tuple(source or ()), source_frames, tuple(dict.fromkeys(pool)))
     m = r["machine"]
     t = Table(title=f"edge-stpm bench: {r['backbone']} {r['image_size']}² on {m['gpu'] or m['cpu']} ({m['cores']} cores)",
               title_justify="left")
@@ -591,6 +614,8 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
                  b.FRAME_COLUMNS, b.frame_rows(r), ("backend", "prec", "frame"))
     _print_table("the camera loop, batch 1, overlay drawn for every frame: vs the model alone", b.LOOP_COLUMNS,
                  b.loop_rows(r), ("backend", "prec"))
+    _print_table("loop configurations (ONNX Runtime FP32, batch 1, overlay for every frame): W workers × T threads",
+                 b.PIPELINE_COLUMNS, b.pipeline_rows(r), ("workers × threads",))
     _print_table("the loop on real sources (ONNX Runtime, batch 1, no overlay)", b.SOURCE_COLUMNS, b.source_rows(r),
                  ("source",))
     for line in b.not_run(r):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -73,6 +74,7 @@ class Inspector:
         self.backend = backend
         self.frame_path = frame_path
         self.runners: dict[tuple[int, int], FrameRunner | None] = {}
+        self._runners_lock = threading.Lock()  # inspect_batch may run on several loop workers at once
         md = backend.metadata
         thr = md["thresholds"]
         scale = 1.0 if threshold is None else float(threshold)
@@ -108,9 +110,10 @@ class Inspector:
         if frame.ndim != 3 or frame.shape[2] != 3:
             return None
         key = (int(frame.shape[0]), int(frame.shape[1]))
-        if key not in self.runners:
-            self.runners[key] = self.backend.frame_runner(*key)
-        return self.runners[key]
+        with self._runners_lock:
+            if key not in self.runners:
+                self.runners[key] = self.backend.frame_runner(*key)
+            return self.runners[key]
 
     def inspect_batch(self, frames: Sequence[np.ndarray]) -> list[InspectionResult]:
         """Frames with a device frame path run through it one by one; the others are fitted on the host and

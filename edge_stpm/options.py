@@ -98,6 +98,7 @@ FREE_TEXT: dict[str, str] = {
     "--precision": "artifacts.parse_precisions (comma list of fp32, fp16, int8)",
     "--frame-size": "artifacts.parse_frame_size (WxH, comma list)",
     "--batch": "cli._ints (comma list of integers ≥ 1) in bench; a number in export",
+    "--workers": "cli._ints (comma list of worker counts ≥ 1, or auto) in bench; a number in run",
     "--backend": "bench: comma list checked against onnxruntime, pytorch, tensorrt",
     "--int8-float-stages": "cli._ints (stage numbers 0, 1, 2)",
     "--roi": "cli._roi (x,y,w,h)",

@@ -113,6 +113,9 @@ def test_runtime_install_runs_a_bundle(exported: Path, synth_dir: Path, tmp_path
     assert rows[("onnxruntime", "fp32", True)]["status"] == "ok" and ("onnxruntime", "fp32", False) not in rows
     assert rows[("onnxruntime", "int8", False)]["status"] == "ok"
     assert rows[("tensorrt", "fp32", False)]["status"] == "unavailable"
+    pipe = json.loads((tmp_path / "b" / "bench.json").read_text())["pipeline"]  # --workers auto: 1 and the cores
+    assert pipe and pipe[0]["workers"] == 1 and all(p["frames"] == 60 and p["pictures"] == 60 for p in pipe), pipe
+    assert all(p["verdict_ms"]["p50"] > 0 and p["loop_over_best_model"] > 0 for p in pipe)
     assert sorted(p.name for p in exported.iterdir() if p.suffix in (".onnx", ".engine")) == \
         ["model_fp16.onnx", "model_fp32.onnx", "model_int8.onnx"]
 

@@ -110,3 +110,31 @@ def test_runner_drops_oldest_and_counts() -> None:
     # one item was already being taken, 3 waited; the others were dropped as newer ones arrived
     assert runner.stats.taken + runner.stats.dropped == 10 and runner.stats.dropped >= 6
     assert sink.got[-1] == 9  # the newest survives
+
+
+def test_workers_keep_the_order_and_the_verdicts(exported: Path, synth_dir: Path) -> None:
+    """--workers 3 infers three frames at once on one session: every sink still gets every result in reading
+    order, with the verdicts and scores of the one-worker run (same graph, same frames; scores to 1e-5)."""
+    got = {}
+    for w in (1, 3):
+        i = Inspector.load(exported / "model_fp32.onnx", "onnxruntime", threads=1)
+        sink, pictures = Counting("verdicts"), Counting("pictures", picture=True)
+        sink.queue_size = pictures.queue_size = 1000
+        try:
+            s = run(i, open_source(str(synth_dir / "video.avi")), RunOptions(headless=True, workers=w,
+                                                                               sinks=[sink, pictures]))
+        finally:
+            i.close()
+        assert s.frames == 60 and s.failed_frames == 0
+        assert [r.frame_index for r in sink.seen] == list(range(60)) == [r.frame_index for r in pictures.seen]
+        assert [r.seq for r in sink.seen] == list(range(60))
+        got[w] = [(r.inspection.verdict, r.inspection.score) for r in sink.seen]
+    assert [v for v, _ in got[1]] == [v for v, _ in got[3]]
+    assert max(abs(a - b) for (_, a), (_, b) in zip(got[1], got[3])) < 1e-5
+
+
+def test_workers_need_a_concurrent_backend(trained: Path, synth_dir: Path) -> None:
+    from test_edge import cli, one_error
+
+    one_error(cli("run", "--model", trained / "model.pt", "--source", synth_dir / "video.avi", "--headless",
+                  "--workers", 2), "--workers 2 needs a backend that can infer on several threads at once")

@@ -11,13 +11,13 @@ newest frame wins at capture (drops counted); a file source is read and recorded
 """
 from __future__ import annotations
 
-from collections import deque
-
 import os
 import signal
 import statistics
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -56,6 +56,7 @@ class RunOptions:
     alpha: float = ALPHA
     anomaly_interval_s: float = 1.0
     record_fps: float = 15.0
+    workers: int = 1  # batches inferred at once on worker threads (one model session, called concurrently)
     record_segment_s: float = 60.0  # a new recording file every this many seconds (0: one file); see sinks/recording
     window: str = "edge-stpm"
     snapshot_dir: Path = Path(".")
@@ -403,27 +404,58 @@ class Pipeline:
 
     # --- the loop -------------------------------------------------------------------------------------------
 
+    def infer(self, batch: list[tuple[Channel, Frame, np.ndarray]]) -> tuple[list[Any] | BackendUnavailable, float]:
+        """One batch through the model (on a worker thread when there are several): (inspections or the remote
+        server's failure, inference ms)."""
+        t1 = time.perf_counter()
+        try:
+            out: list[Any] | BackendUnavailable = self.insp.inspect_batch([img for _, _, img in batch])
+        except BackendUnavailable as exc:  # a remote model server did not answer: these frames failed
+            out = exc
+        return out, (time.perf_counter() - t1) * 1e3
+
+    def settle(self, batch: list[tuple[Channel, Frame, np.ndarray]], t0: float,
+               done: tuple[list[Any] | BackendUnavailable, float]) -> None:
+        """A finished batch's results handed on (in the order the batches were read), or its frames counted failed."""
+        inspections, infer_ms = done
+        if isinstance(inspections, BackendUnavailable):
+            self.summary.failed_frames += len(batch)
+            if self.opts.on_inspection_error is not None:
+                self.opts.on_inspection_error(str(inspections))
+            return
+        self.verdicts(batch, inspections, t0, infer_ms)
+        self.times["loop"].append((time.perf_counter() - t0) * 1e3)
+
     def loop(self) -> None:
+        """Read a batch, infer it, hand on its results. With ``workers`` > 1 up to that many batches are inferred at
+        once on worker threads (one model session, called concurrently) and their results handed on in reading
+        order: the next frame is read while the previous ones are inferred."""
         active = list(self.chans)
         poll = 0.02 if self.n > 1 else 5.0  # several sources: a live source with no new frame is skipped this step
-        while active and not self.stop.is_set():
-            t0 = time.perf_counter()
-            batch = self.read_batch(active, poll)
-            if batch:
-                t1 = time.perf_counter()
-                try:
-                    inspections = self.insp.inspect_batch([img for _, _, img in batch])
-                except BackendUnavailable as exc:  # a remote model server did not answer: these frames failed
-                    self.summary.failed_frames += len(batch)
-                    if self.opts.on_inspection_error is not None:
-                        self.opts.on_inspection_error(str(exc))
-                    self.publish_stats()
-                    continue
-                self.verdicts(batch, inspections, t0, (time.perf_counter() - t1) * 1e3)
-                self.times["loop"].append((time.perf_counter() - t0) * 1e3)
-            self.publish_stats()
-            if self.keys():
-                return
+        workers = max(1, self.opts.workers)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="infer") if workers > 1 else None
+        inflight: deque[tuple[list[Any], float, Future]] = deque()
+        try:
+            while (active or inflight) and not self.stop.is_set():
+                batch: list[Any] = []
+                if active and len(inflight) < workers:
+                    t0 = time.perf_counter()
+                    batch = self.read_batch(active, poll)
+                    if batch and pool is None:
+                        self.settle(batch, t0, self.infer(batch))
+                    elif batch:
+                        inflight.append((batch, t0, pool.submit(self.infer, batch)))  # type: ignore[union-attr]
+                if inflight and (len(inflight) >= workers or not batch):
+                    b, t, fut = inflight.popleft()
+                    self.settle(b, t, fut.result())
+                self.publish_stats()
+                if self.keys():
+                    return
+        finally:
+            for b, t, fut in inflight:  # stopped early: what was read is still inferred and handed on
+                self.settle(b, t, fut.result())
+            if pool is not None:
+                pool.shutdown(wait=True)
         if self.stop.is_set():
             self.summary.end_reason = "SIGTERM"
 

@@ -33,10 +33,12 @@ class Backend(ABC):
     """Loads one model file and turns uint8 BGR batches ``(B, S, S, 3)`` into maps ``(B, S, S)`` and scores ``(B,)``.
 
     Attributes: ``name`` (backend), ``image_size`` (S), ``batch`` (static batch, or None if any),
-    ``precision``, ``device`` (text), ``metadata`` (thresholds, fit mode, backbone...).
+    ``precision``, ``device`` (text), ``metadata`` (thresholds, fit mode, backbone...). ``concurrent``: ``infer``
+    may be called from several threads at once (the loop's ``--workers``).
     """
 
     name: str = "backend"
+    concurrent: bool = False
     image_size: int
     batch: int | None
     precision: str

@@ -63,6 +63,7 @@ class OnnxFrameRunner(FrameRunner):
 
 class OnnxBackend(Backend):
     name = "onnxruntime"
+    concurrent = True  # InferenceSession.run is thread-safe; each call runs on its caller's thread + intra-op pool
 
     def __init__(self, path: Path, threads: int | None = None, allow_gpu: bool = True) -> None:
         self.path, self.threads, self.allow_gpu = Path(path), threads, allow_gpu
