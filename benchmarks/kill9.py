@@ -54,7 +54,18 @@ def full_run(args: list[str]) -> float:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".part" in p.name or p.name.startswith(".tmp"))
+    """Temporaries in ``folder``: unfinished recording parts and atomic writes' temporaries (files.TEMP_NAME)."""
+    from edge_stpm.files import TEMP_NAME
+
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".part" in p.name or TEMP_NAME.match(p.name))
+
+
+def backdate(folder: Path, seconds: float = 60.0) -> None:
+    """Make every file look ``seconds`` old: the next start then treats temporaries as a dead run's (it leaves
+    those changed in the last 30 s to a writer that may still be at work) — as a restart after a power cut would."""
+    t = time.time() - seconds
+    for p in folder.rglob("*"):
+        os.utime(p, (t, t))
 
 
 def check_train(out: Path) -> list[str]:
@@ -66,7 +77,7 @@ def check_train(out: Path) -> list[str]:
             checkpoint.build_stpm(checkpoint.read(out / "model.pt"))
         except UserError as exc:
             bad.append(f"model.pt: {exc}")
-    for js in out.glob("*.json"):
+    for js in (p for p in out.glob("*.json") if not p.name.startswith(".")):
         try:
             json.loads(js.read_text())
         except ValueError:
@@ -78,7 +89,7 @@ def check_export(out: Path) -> list[str]:
     from edge_stpm.artifacts import read_onnx_metadata, verify_bundle
 
     bad = []
-    for g in out.glob("*.onnx"):
+    for g in (p for p in out.glob("*.onnx") if not p.name.startswith(".")):  # finished files only
         try:
             read_onnx_metadata(g)
         except UserError as exc:
@@ -140,9 +151,9 @@ def main() -> None:
         w = root / f"train{k}"
         t = rnd.uniform(0.05, 0.98) * whole["train"]
         killed, _ = kill_after(train(w), t)
-        rows["train"].append({"seconds": round(t, 2), "killed": killed, "corrupt": check_train(w),
+        rows["train"].append({"seconds": round(t, 2), "killed": killed, "corrupt": check_train(w) if w.exists() else [],
                               "parts_left": leftovers(w) if w.exists() else [],
-                              "final": sorted(p.name for p in w.glob("*")) if w.exists() else []})
+                              "final": sorted(p.name for p in w.glob("*") if not p.name.startswith(".")) if w.exists() else []})
         print("train", rows["train"][-1], flush=True)
     ckpt = root / "train_full" / "model.pt"
     export = lambda w: ["export", "--checkpoint", str(ckpt), "--out", str(w), "--precision", "fp32,fp16,int8",
@@ -152,9 +163,15 @@ def main() -> None:
         w = root / f"export{k}"
         t = rnd.uniform(0.05, 0.98) * whole["export"]
         killed, _ = kill_after(export(w), t)
-        rows["export"].append({"seconds": round(t, 2), "killed": killed, "corrupt": check_export(w) if w.exists() else [],
-                               "parts_left": leftovers(w) if w.exists() else [],
-                               "final": sorted(p.name for p in w.glob("*")) if w.exists() else []})
+        row = {"seconds": round(t, 2), "killed": killed, "corrupt": check_export(w) if w.exists() else [],
+               "parts_left": leftovers(w) if w.exists() else [],
+               "final": sorted(p.name for p in w.glob("*") if not p.name.startswith(".")) if w.exists() else []}
+        if row["parts_left"]:  # the next export into the folder cleans them and finishes a whole bundle
+            backdate(w)
+            r = subprocess.run(CLI + export(w), capture_output=True, text=True, timeout=1800)
+            row |= {"next_start_rc": r.returncode, "next_start_notes": r.stderr.count("stopped hard") +
+                    r.stdout.count("stopped hard"), "left_after_next_start": leftovers(w), "corrupt_after": check_export(w)}
+        rows["export"].append(row)
         print("export", rows["export"][-1], flush=True)
     for k in range(max(2, n // 2)):
         w = root / f"engine{k}"

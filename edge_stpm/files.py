@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -57,6 +59,37 @@ def atomic_path(final: Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+# what atomic_path names a temporary: ".NAME.<8 random>.tmp<suffix>"
+TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]*)?$")
+TEMP_MIN_AGE_S = 30.0  # younger temporaries may belong to a write still under way in another process
+
+
+def clean_temporaries(folder: Path, min_age_s: float = TEMP_MIN_AGE_S) -> list[str]:
+    """Temporaries of atomic writes that a killed process left in ``folder`` (never a finished file: those were
+    renamed) are removed; returns one line per file removed. Those changed in the last ``min_age_s`` s are left."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    said = []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and TEMP_NAME.match(p.name) and time.time() - p.stat().st_mtime >= min_age_s:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                said.append(f"removed {p}: the unfinished temporary of a write that was stopped hard (the finished "
+                            f"file, if any, is untouched)")
+    return said
+
+
+def output_dir(path: Path) -> Path:
+    """``ensure_dir`` for a command's output folder, and what an earlier, killed run left there cleaned (a note each)."""
+    from .progress import console
+
+    folder = ensure_dir(path)
+    for line in clean_temporaries(folder):
+        console.print(f"note: {line}", highlight=False, markup=False, soft_wrap=True)
+    return folder
 
 
 def _umask() -> int:

@@ -20,7 +20,7 @@ from .backbones import get_spec, pretrained_state
 from .data import FIT_MODES, good_images, load_images
 from .devices import low_memory_default, pick_device, return_freed_memory, set_threads
 from .errors import UserError
-from .files import ensure_dir, write_json
+from .files import output_dir, write_json
 from .model import (DEFAULT_LOSS_REDUCTION, DEFAULT_MAP_COMBINE, DEFAULT_SCORE_TOP_PERCENT, LOSS_REDUCTIONS, MAP_COMBINES, STPM, InspectionPipeline, Preprocess,
                     good_level_weights, level_distance, stpm_loss)
 from .progress import bar, console
@@ -259,7 +259,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     Returns the training summary stored in the checkpoint.
     """
     _check(cfg)
-    out = ensure_dir(Path(cfg.out))
+    out = output_dir(Path(cfg.out))
     device = pick_device(cfg.device)
     if device.type == "cpu":
         set_threads(cfg.threads)

@@ -127,3 +127,26 @@ def test_loop_plays_a_video_again(exported: Path, synth_dir: Path, tmp_path: Pat
     finally:
         folder.close()
     assert np.array_equal(again[0].image, again[n].image)
+
+
+def test_temporaries_of_a_killed_write_are_cleaned_on_the_next_start(tmp_path: Path) -> None:
+    """A killed export / train leaves `.model.onnx.XXXXXXXX.tmp.onnx` beside the finished files: the next command
+    into that folder removes it (one note), never a finished file and never a fresh temporary (another writer's)."""
+    import tempfile
+
+    from edge_stpm.files import clean_temporaries, output_dir
+
+    (tmp_path / "model.onnx").write_bytes(b"finished")
+    # the temporary atomic_path makes (same naming), as a SIGKILL before its rename leaves it
+    fd, name = tempfile.mkstemp(prefix=".model.onnx.", suffix=".tmp.onnx", dir=tmp_path)
+    os.write(fd, b"half")
+    os.close(fd)
+    left = Path(name)
+    fresh = tmp_path / ".other.onnx.abcd1234.tmp.onnx"
+    fresh.write_bytes(b"being written")
+    os.utime(left, (time.time() - 120, time.time() - 120))
+    said = clean_temporaries(tmp_path)
+    assert len(said) == 1 and "stopped hard" in said[0] and left.name in said[0]
+    assert not left.exists() and fresh.exists() and (tmp_path / "model.onnx").read_bytes() == b"finished"
+    os.utime(fresh, (time.time() - 120, time.time() - 120))
+    assert output_dir(tmp_path) == tmp_path and not fresh.exists(), "output_dir cleans as it creates"

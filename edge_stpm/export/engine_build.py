@@ -7,6 +7,7 @@ from typing import Any
 from ..artifacts import (engine_path, frame_engine_path, frame_onnx_path, is_bundle, onnx_path, parse_precisions,
                          verify_bundle, write_manifest)
 from ..errors import UserError
+from ..files import output_dir
 from ..runtime.tensorrt import INSTALL_HINT, have_tensorrt
 from .tensorrt import build_engine, build_plan
 
@@ -43,6 +44,7 @@ def build_into_bundle(model: Path, precision: str, out: Path | None = None, work
                         f"export it with edge-stpm export --precision {need}{hint}")
     engine = Path(out) if out else (frame_engine_path(folder, prec, *frame_size) if frame_size and model.is_dir()
                                     else engine_path(folder, prec))
+    output_dir(engine.parent)  # a killed earlier build's temporary is cleaned (said)
     md = build_engine(graph, prec, engine, workspace_mib, timing_cache_dir=folder)
     if is_bundle(folder) and engine.parent.resolve() == folder.resolve():
         write_manifest(folder)

@@ -13,7 +13,7 @@ from .. import checkpoint
 from ..data import good_images, load_images, read_mask, labelled_test_images
 from ..errors import UserError
 from ..evaluate import compute_metrics
-from ..files import ensure_dir, write_json, write_text
+from ..files import ensure_dir, output_dir, write_json, write_text
 from ..progress import bar, console
 from ..runtime.onnx import OnnxBackend
 from ..artifacts import graph_metadata, onnx_path, sidecar, write_bundle_readme, write_manifest
@@ -140,7 +140,7 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
     if batch < 1:
         raise UserError("--batch must be at least 1")
     pipe, meta = checkpoint.load_pipeline(Path(ckpt))
-    out = ensure_dir(Path(out))
+    out = output_dir(Path(out))
     sha = checkpoint.file_sha256(Path(ckpt))
     size, fit = meta["image_size"], meta["fit"]
     rng = np.random.default_rng(seed)
