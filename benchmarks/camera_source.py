@@ -30,7 +30,7 @@ def pct(v: list[float], q: float) -> float:
 def conversion(n: int) -> dict:
     from pypylon import pylon
 
-    from edge_stpm.app.pixels import to_bgr
+    from edge_stpm.runtime.loop.pixels import to_bgr
 
     cam = pylon.InstantCamera(pylon.TlFactory.GetInstance().CreateFirstDevice())
     cam.Open()
@@ -61,7 +61,7 @@ def conversion(n: int) -> dict:
 
 
 def triggered(n: int) -> dict:
-    from edge_stpm.app.sources import open_source
+    from edge_stpm.runtime.loop.sources import open_source
 
     src = open_source("basler://0815-0000?trigger=software")
     src.externally_triggered = True  # fire by hand: time each trigger → frame
@@ -81,7 +81,7 @@ def triggered(n: int) -> dict:
 
 
 def free_run(seconds: float) -> dict:
-    from edge_stpm.app.sources import open_source
+    from edge_stpm.runtime.loop.sources import open_source
 
     src = open_source("basler://0815-0001")
     try:

@@ -16,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_stpm.artifacts import parse_frame_size
-from edge_stpm.data import read_image
-from edge_stpm.inspector import Inspector
+from edge_stpm.contract.artifacts import parse_frame_size
+from edge_stpm.contract.images import read_image
+from edge_stpm.runtime.inspector import Inspector
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from edge_stpm.bench import time_cuda_graph, time_host
-from edge_stpm.runtime.torch import TorchBackend
+from edge_stpm.training.torch_backend import TorchBackend
 
 
 def main() -> None:

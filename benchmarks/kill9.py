@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from line_parts import Subscriber, broker  # noqa: E402
 
-from edge_stpm.app.sinks.recording import readable_frames  # noqa: E402
-from edge_stpm.errors import UserError  # noqa: E402
+from edge_stpm.runtime.loop.sinks.recording import readable_frames  # noqa: E402
+from edge_stpm.contract.errors import UserError  # noqa: E402
 
 CLI = [sys.executable, "-m", "edge_stpm.cli"]
 
@@ -55,7 +55,7 @@ def full_run(args: list[str]) -> float:
 
 def leftovers(folder: Path) -> list[str]:
     """Temporaries in ``folder``: unfinished recording parts and atomic writes' temporaries (files.TEMP_NAME)."""
-    from edge_stpm.files import TEMP_NAME
+    from edge_stpm.contract.files import TEMP_NAME
 
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".part" in p.name or TEMP_NAME.match(p.name))
 
@@ -69,7 +69,7 @@ def backdate(folder: Path, seconds: float = 60.0) -> None:
 
 
 def check_train(out: Path) -> list[str]:
-    from edge_stpm import checkpoint
+    from edge_stpm.training import checkpoint
 
     bad = []
     if (out / "model.pt").exists():
@@ -86,7 +86,7 @@ def check_train(out: Path) -> list[str]:
 
 
 def check_export(out: Path) -> list[str]:
-    from edge_stpm.artifacts import read_onnx_metadata, verify_bundle
+    from edge_stpm.contract.artifacts import read_onnx_metadata, verify_bundle
 
     bad = []
     for g in (p for p in out.glob("*.onnx") if not p.name.startswith(".")):  # finished files only

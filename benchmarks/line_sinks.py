@@ -17,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from line_parts import Subscriber, broker  # noqa: E402
 
-from edge_stpm.app.loop import RunOptions, run  # noqa: E402
-from edge_stpm.app.sinks.mqtt import MqttSink  # noqa: E402
-from edge_stpm.app.sinks.record import RecordSink  # noqa: E402
-from edge_stpm.app.sources import open_source  # noqa: E402
-from edge_stpm.inspector import Inspector  # noqa: E402
+from edge_stpm.runtime.loop.pipeline import RunOptions, run  # noqa: E402
+from edge_stpm.runtime.loop.sinks.mqtt import MqttSink  # noqa: E402
+from edge_stpm.runtime.loop.sinks.record import RecordSink  # noqa: E402
+from edge_stpm.runtime.loop.sources import open_source  # noqa: E402
+from edge_stpm.runtime.inspector import Inspector  # noqa: E402
 
 
 def main() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_stpm.app.loop import RunOptions, run
-from edge_stpm.app.sources import open_source
+from edge_stpm.runtime.loop.pipeline import RunOptions, run
+from edge_stpm.runtime.loop.sources import open_source
 from edge_stpm.bench import time_host
-from edge_stpm.inspector import Inspector
+from edge_stpm.runtime.inspector import Inspector
 
 
 def main() -> None:

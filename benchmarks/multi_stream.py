@@ -1,9 +1,12 @@
-"""Several streams in one `edge-stpm run` against the same number of separate processes: total frames/s and the
-per-stream end-to-end latency (median ms per frame, from each run's summary).
+"""Several streams in one `edge-stpm run` against the same number of separate processes: total frames/s (wall clock
+from the first start to the last end, model loading included, as a user sees it) for 2 and 4 streams.
 
-    python3 benchmarks/multi_stream.py BUNDLE VIDEO [REPEAT=10]   (VIDEO is looped REPEAT times into a longer file)
+    python3 benchmarks/multi_stream.py BUNDLE VIDEO [REPEAT=10] [OUT.json]
 
-Prints a Markdown table with the machine; default settings as a user would run them (threads = all cores)."""
+VIDEO is looped REPEAT times into a longer file, every stream reads its own copy of it. Configurations: one process
+with default settings (1 worker, every core for ONNX Runtime), one process with as many workers as cores and one
+ONNX Runtime thread each (`--workers N --threads 1`), separate processes with default settings (what a user starts),
+and separate processes with `--threads 1` each. Prints a Markdown table with the machine."""
 from __future__ import annotations
 
 import json
@@ -21,11 +24,8 @@ import cv2
 def longer(video: str, repeat: int, out: Path) -> Path:
     frames = []
     cap = cv2.VideoCapture(video)
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
+    while (got := cap.read())[0]:
+        frames.append(got[1])
     h, w = frames[0].shape[:2]
     wr = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (w, h))
     for _ in range(repeat):
@@ -35,40 +35,56 @@ def longer(video: str, repeat: int, out: Path) -> Path:
     return out
 
 
-def run(bundle: str, sources: list[str], summary: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", "edge_stpm.cli", "run", "--model", bundle, "--headless", "--summary-json", str(summary)]
+def start(bundle: str, sources: list[str], summary: Path, extra: list[str]) -> subprocess.Popen:
+    args = [sys.executable, "-m", "edge_stpm.cli", "run", "--model", bundle, "--headless", "--no-history",
+            "--summary-json", str(summary), *extra]
     for s in sources:
         args += ["--source", s]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def measure(bundle: str, groups: list[list[str]], tmp: Path, tag: str, extra: list[str]) -> dict:
+    """Start one process per group of sources at once; total frames over the wall clock of all of them."""
+    t = time.perf_counter()
+    procs = [start(bundle, g, tmp / f"{tag}_{i}.json", extra) for i, g in enumerate(groups)]
+    for p in procs:
+        p.wait()
+    wall = time.perf_counter() - t
+    ss = [json.loads((tmp / f"{tag}_{i}.json").read_text()) for i in range(len(groups))]
+    frames = sum(x["frames"] for x in ss)
+    return {"frames": frames, "wall_s": wall, "fps": frames / wall, "loop_fps_sum": sum(x["fps"] for x in ss),
+            "infer_ms_p50": sorted(x["ms"]["infer"] for x in ss)[len(ss) // 2]}
+
+
 def main() -> int:
     bundle, video = sys.argv[1], sys.argv[2]
     repeat = int(sys.argv[3]) if len(sys.argv) > 3 else 10
+    out = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+    cores = len(os.sched_getaffinity(0))
     tmp = Path(tempfile.mkdtemp())
-    v = str(longer(video, repeat, tmp / "long.avi"))
     rows = []
-    for k in (1, 2, 4):
-        t = time.perf_counter()
-        run(bundle, [v] * k, tmp / f"one_{k}.json").wait()
-        wall = time.perf_counter() - t
-        s = json.loads((tmp / f"one_{k}.json").read_text())
-        rows.append((k, "one process", s["frames"], s["frames"] / wall, s["ms"]["total"]))
-        t = time.perf_counter()
-        procs = [run(bundle, [v], tmp / f"sep_{k}_{i}.json") for i in range(k)]
-        for p in procs:
-            p.wait()
-        wall = time.perf_counter() - t
-        ss = [json.loads((tmp / f"sep_{k}_{i}.json").read_text()) for i in range(k)]
-        frames = sum(x["frames"] for x in ss)
-        rows.append((k, f"{k} processes", frames, frames / wall, sorted(x["ms"]["total"] for x in ss)[k // 2]))
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    print(f"# streams in one process vs separate processes — {cpu}, {len(os.sched_getaffinity(0))} cores, "
-          f"{time.strftime('%Y-%m-%d')}\n")
-    print(f"Source: {Path(video).name} looped {repeat}× per stream; bundle {Path(bundle).name}; wall clock includes start-up.\n")
-    print("| streams | how | frames | total frames/s | per-stream latency p50 ms/frame |\n|---|---|---|---|---|")
-    for k, how, frames, fps, lat in rows:
-        print(f"| {k} | {how} | {frames} | {fps:.1f} | {lat:.1f} |")
+    for k in (2, 4):
+        vids = [str(longer(video, repeat, tmp / f"long{i}.avi")) for i in range(k)]
+        for how, groups, extra in (
+                ("one process, default (1 worker × all threads)", [vids], []),
+                (f"one process, --workers {cores} --threads 1", [vids], ["--workers", str(cores), "--threads", "1"]),
+                (f"{k} processes, default", [[v] for v in vids], []),
+                (f"{k} processes, --threads 1", [[v] for v in vids], ["--threads", "1"])):
+            rows.append({"streams": k, "how": how, **measure(bundle, groups, tmp, f"{k}_{len(rows)}", extra)})
+            print(json.dumps(rows[-1]), flush=True)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+               platform.processor())
+    print(f"\n# streams in one process vs separate processes — {cpu}, {cores} cores, {time.strftime('%Y-%m-%d')}\n")
+    print(f"Source: {Path(video).name} looped {repeat}× per stream; bundle {Path(bundle).name}; total frames/s over "
+          "the wall clock from the first start to the last end (start-up included).\n")
+    print("| streams | how | frames | total frames/s | infer ms p50 |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['streams']} | {r['how']} | {r['frames']} | {r['fps']:.1f} | {r['infer_ms_p50']:.1f} |")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = out.with_name("." + out.name + ".part")
+        tmp_out.write_text(json.dumps({"machine": f"{cpu}, {cores} cores", "rows": rows}, indent=1))
+        os.replace(tmp_out, out)
     return 0
 
 

@@ -29,7 +29,7 @@ def main() -> None:
     out = Path(sys.argv[4]) if len(sys.argv) > 4 else None
     poll_ms = float(sys.argv[5]) if len(sys.argv) > 5 else 1.0
     protocol = sys.argv[6] if len(sys.argv) > 6 else "modbus"
-    from edge_stpm.inspector import Inspector
+    from edge_stpm.runtime.inspector import Inspector
 
     insp = Inspector.load(model, "onnxruntime")
     x = np.random.default_rng(0).integers(0, 256, (1, insp.size, insp.size, 3), dtype=np.uint8)

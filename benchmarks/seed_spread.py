@@ -28,8 +28,8 @@ import edge_stpm  # noqa: F401  (sets OpenMP's passive wait first)
 
 
 def cli_fixture(data: Path, work: Path, seed: int) -> dict:
-    from edge_stpm.evaluate import evaluate
-    from edge_stpm.train import TrainConfig, train
+    from edge_stpm.training.evaluate import evaluate
+    from edge_stpm.training.train import TrainConfig, train
 
     train(TrainConfig(data, work / "cli", backbone="mobilenet_v2", epochs=2, batch_size=8, image_size=64, seed=seed,
                       quiet=True))
@@ -38,16 +38,16 @@ def cli_fixture(data: Path, work: Path, seed: int) -> dict:
 
 
 def trained_fixture(data: Path, work: Path, seed: int) -> dict:
-    from edge_stpm.data import labelled_test_images, load_images, read_mask
-    from edge_stpm.demo import video_agreement
-    from edge_stpm.evaluate import evaluate
-    from edge_stpm.export.exporter import export
-    from edge_stpm.inspector import Inspector
-    from edge_stpm.metrics import image_auroc, pixel_auroc
-    from edge_stpm.runtime.onnx import OnnxBackend
-    from edge_stpm.train import TrainConfig, train
-    from edge_stpm.app.loop import RunOptions, run
-    from edge_stpm.app.sources import open_source
+    from edge_stpm.contract.images import labelled_test_images, load_images, read_mask
+    from edge_stpm.training.demo import video_agreement
+    from edge_stpm.training.evaluate import evaluate
+    from edge_stpm.training.export.exporter import export
+    from edge_stpm.runtime.inspector import Inspector
+    from edge_stpm.training.metrics import image_auroc, pixel_auroc
+    from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
+    from edge_stpm.training.train import TrainConfig, train
+    from edge_stpm.runtime.loop.pipeline import RunOptions, run
+    from edge_stpm.runtime.loop.sources import open_source
 
     run_dir = work / "run"
     train(TrainConfig(data, run_dir, backbone="mobilenet_v2", epochs=20, batch_size=8, image_size=128, seed=seed,
@@ -91,7 +91,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    from edge_stpm.synth import SynthConfig, generate
+    from edge_stpm.training.synth import SynthConfig, generate
 
     seeds = [int(s) for s in a.seeds.split(",")]
     parts = a.parts.split(",")

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import torch
 
-from edge_stpm.backbones import pretrained_state
-from edge_stpm.model import STPM, InspectionPipeline, Preprocess, stpm_loss
+from edge_stpm.training.backbones import pretrained_state
+from edge_stpm.training.model import STPM, InspectionPipeline, Preprocess, stpm_loss
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 def worker(model: str, n: int, seed: int, q: "mp.Queue") -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from edge_stpm.runtime.select import open_backend
+    from edge_stpm.runtime.backends.select import open_backend
 
     b = open_backend(Path(model), threads=1, verbose=False)
     size = b.image_size
@@ -78,7 +78,7 @@ def scrape(port: int, model: str) -> dict:
 def main() -> None:
     from line_parts import TRITON_ENV, TritonServer, triton_missing
 
-    from edge_stpm.triton import write_repository
+    from edge_stpm.runtime.triton_repository import write_repository
 
     ap = argparse.ArgumentParser()
     ap.add_argument("bundle", type=Path)

@@ -28,13 +28,13 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("trt_check_results.json"))
     args = ap.parse_args()
 
-    from edge_stpm.artifacts import onnx_path
+    from edge_stpm.contract.artifacts import onnx_path
     from edge_stpm.bench import machine
-    from edge_stpm.data import fit_image, list_images, read_image
-    from edge_stpm.export.engine_build import build_into_bundle
-    from edge_stpm.export.trt_rules import check_file
-    from edge_stpm.runtime.onnx import OnnxBackend
-    from edge_stpm.runtime.tensorrt import TensorRTBackend
+    from edge_stpm.contract.images import fit_image, list_images, read_image
+    from edge_stpm.training.export.engine_build import build_into_bundle
+    from edge_stpm.training.export.trt_rules import check_file
+    from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
+    from edge_stpm.runtime.backends.tensorrt_backend import TensorRTBackend
 
     res: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "bundle": str(args.bundle),
                  "python": platform.python_version(), "graphs": {}, "engines": {}}

@@ -14,12 +14,12 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .artifacts import engine_path, onnx_path, read_onnx_metadata
-from .data import fit_image
-from .errors import UserError
-from .files import write_json, write_text
-from .progress import bar
-from .runtime.base import Backend
+from edge_stpm.contract.artifacts import engine_path, onnx_path, read_onnx_metadata
+from edge_stpm.contract.images import fit_image
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.files import write_json, write_text
+from edge_stpm.contract.progress import bar
+from edge_stpm.runtime.backends.base import Backend
 
 FRAME_SHAPE = (480, 640, 3)
 FRAME_SIZES = ((640, 480), (1920, 1080))  # (width, height) for the host-path vs device-path comparison
@@ -67,7 +67,7 @@ def machine() -> dict[str, Any]:
             info["gpu"], info["driver"] = (s.strip() for s in q.stdout.strip().splitlines()[0].split(",", 1))
     except (OSError, subprocess.SubprocessError):
         pass
-    from .artifacts import library_versions
+    from edge_stpm.contract.artifacts import library_versions
 
     info["versions"] = library_versions()
     try:
@@ -156,8 +156,8 @@ class _EveryPicture:
 def loop_figures(insp: Any, frame: np.ndarray, n: int) -> dict[str, Any]:
     """The camera loop itself (``app.loop``) on ``n`` copies of ``frame`` from a source that always has a fresh
     frame, the overlay drawn for every frame: frames/s and capture → verdict / capture → picture latency."""
-    from .app.loop import RunOptions, run
-    from .app.sources import MemorySource
+    from edge_stpm.runtime.loop.pipeline import RunOptions, run
+    from edge_stpm.runtime.loop.sources import MemorySource
 
     s = run(insp, MemorySource([frame], n), RunOptions(headless=True, sinks=[_EveryPicture()]))  # type: ignore[list-item]
     return {"frames": s.frames, "fps": s.fps, "verdict_ms": s.latency_ms.get("verdict", {}),
@@ -196,10 +196,10 @@ def pipeline_figures(model: Path, workers: tuple[int, ...], threads: int | None,
     callers, then the camera loop — frames/s, capture → verdict and → picture latency, and the two goals' ratios
     (loop frames/s over the best model-alone frames/s of all configurations; verdict p50 − model p50, same
     configuration)."""
-    from .app.loop import RunOptions, run
-    from .app.sources import MemorySource
-    from .inspector import Inspector
-    from .threads import available_cores
+    from edge_stpm.runtime.loop.pipeline import RunOptions, run
+    from edge_stpm.runtime.loop.sources import MemorySource
+    from edge_stpm.runtime.inspector import Inspector
+    from edge_stpm.contract.threads import available_cores
 
     frame = camera_frame(FRAME_SHAPE[1], FRAME_SHAPE[0])
     out = []
@@ -239,8 +239,8 @@ def source_figures(insp: Any, spec: str, n: int) -> dict[str, Any]:
     """The camera loop on a real source (a camera, a stream): ``n`` frames through the model, no overlay; per
     frame the source's own cost (read / pixel conversion) and capture → verdict (for a software-triggered camera:
     trigger → verdict, the cycle a PLC sees)."""
-    from .app.loop import RunOptions, camera_stats, run
-    from .app.sources import open_source
+    from edge_stpm.runtime.loop.pipeline import RunOptions, camera_stats, run
+    from edge_stpm.runtime.loop.sources import open_source
 
     src = open_source(spec)
     s = run(insp, src, RunOptions(headless=True, max_frames=n), specs=[spec])
@@ -263,8 +263,8 @@ def source_rows(result: dict[str, Any]) -> list[list[str]]:
 def frame_paths(b: Backend, sizes: Any, iters: int, warmup: int) -> dict[str, dict[str, Any]]:
     """Per frame size: end-to-end ms on the host path and on the device path (where the backend has one for that
     size), and the device path's frame graph alone (host frame in, map/score/overlay back on the host)."""
-    from .inspector import Inspector
-    from .overlay import index_scale
+    from edge_stpm.runtime.inspector import Inspector
+    from edge_stpm.runtime.overlay import index_scale
 
     out: dict[str, dict[str, Any]] = {}
     for w, h in sizes:
@@ -295,12 +295,12 @@ def model_info(model: Path) -> tuple[str, dict[str, Any], Path]:
     if not model.exists():
         raise UserError(f"model not found: {model}")
     if model.suffix == ".pt":
-        from . import checkpoint
+        from edge_stpm.training import checkpoint
 
         return "checkpoint", checkpoint.meta(checkpoint.read(model)), model.parent
     folder = model if model.is_dir() else model.parent
     if model.is_dir():
-        from .artifacts import verify_bundle, is_bundle
+        from edge_stpm.contract.artifacts import verify_bundle, is_bundle
 
         if is_bundle(folder):
             verify_bundle(folder)
@@ -310,7 +310,7 @@ def model_info(model: Path) -> tuple[str, dict[str, Any], Path]:
         return "artefacts", read_onnx_metadata(graphs[0]), folder
     if model.suffix == ".onnx":
         return "artefacts", read_onnx_metadata(model), folder
-    from .artifacts import read_engine
+    from edge_stpm.contract.artifacts import read_engine
 
     return "artefacts", read_engine(model)[0], folder
 
@@ -330,7 +330,7 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
     size, fit, thr = meta["image_size"], meta["fit"], meta["thresholds"]
     cuda = False
     if mode == "checkpoint":
-        from .devices import set_threads
+        from edge_stpm.training.devices import set_threads
         import torch
 
         set_threads(threads)
@@ -376,7 +376,7 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
             r.speedup = r.images_per_s / base.images_per_s
     src_rows = []
     if sources:
-        from .inspector import Inspector
+        from edge_stpm.runtime.inspector import Inspector
 
         insp = Inspector.load(Path(model), "onnxruntime", threads=threads)
         try:
@@ -402,7 +402,7 @@ def _open_artefact(be: str, prec: str, bsz: int, model: Path, folder: Path, meta
     if int(meta["batch"]) != bsz:
         raise _Unavailable(f"the bundle's graphs are batch {meta['batch']} (export with --batch {bsz})")
     if be in ("baseline", "onnxruntime"):
-        from .runtime.onnx import OnnxBackend
+        from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
 
         path = model if model.suffix == ".onnx" and be != "baseline" else onnx_path(folder, prec)
         if model.suffix == ".onnx" and be != "baseline" and read_onnx_metadata(model)["precision"] != prec:
@@ -411,7 +411,7 @@ def _open_artefact(be: str, prec: str, bsz: int, model: Path, folder: Path, meta
             raise _Unavailable(f"no {prec} graph in {folder}")
         return OnnxBackend(path, threads=threads)
     if be == "tensorrt":
-        from .runtime.tensorrt import TensorRTBackend, runnable
+        from edge_stpm.runtime.backends.tensorrt_backend import TensorRTBackend, runnable
 
         path = engine or (model if model.suffix in (".engine", ".plan") else engine_path(folder, prec))
         if not Path(path).is_file():
@@ -431,15 +431,15 @@ def _open_artefact(be: str, prec: str, bsz: int, model: Path, folder: Path, meta
 
 def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: Path, cuda: bool,
           threads: int | None, frame_sizes: Any = ()) -> Backend:
-    from . import checkpoint
+    from edge_stpm.training import checkpoint
 
     if be == "baseline":
-        from .runtime.torch import TorchBackend
+        from edge_stpm.training.torch_backend import TorchBackend
 
         return TorchBackend(ckpt, device="cuda" if cuda else "cpu", precision="fp32", batch=bsz, cuda_graph=False,
                             optimize=False, threads=threads)
     if be == "pytorch":
-        from .runtime.torch import TorchBackend
+        from edge_stpm.training.torch_backend import TorchBackend
 
         if prec == "int8":
             raise _Unavailable("the PyTorch backend has no INT8 path (use ONNX Runtime or TensorRT)")
@@ -447,10 +447,10 @@ def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: P
             raise _Unavailable("PyTorch FP16 needs CUDA (CPU half convolutions are slow and unsupported here)")
         return TorchBackend(ckpt, device="cuda" if cuda else "cpu", precision=prec, batch=bsz, threads=threads)
     if be == "onnxruntime":
-        from .export.exporter import export
-        from .runtime.onnx import OnnxBackend
+        from edge_stpm.training.export.exporter import export
+        from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
 
-        from .artifacts import frame_onnx_path
+        from edge_stpm.contract.artifacts import frame_onnx_path
 
         folder = Path(work) / f"{checkpoint.file_sha256(ckpt)[:12]}_b{bsz}"
         path = onnx_path(folder, prec)
@@ -460,7 +460,7 @@ def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: P
                    force=True, frame_sizes=sizes)  # speed rows: a graph that misses its accuracy gate is still timed
         return OnnxBackend(path, threads=threads)
     if be == "tensorrt":
-        from .runtime.tensorrt import TensorRTBackend, runnable
+        from edge_stpm.runtime.backends.tensorrt_backend import TensorRTBackend, runnable
 
         if engine is None:
             raise _Unavailable("no --engine given")
@@ -477,7 +477,7 @@ def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: P
 
 def _measure(row: Row, b: Backend, frames: list[np.ndarray], size: int, fit: str, iters: int, warmup: int,
              test: tuple[np.ndarray, np.ndarray] | None, frame_sizes: Any) -> None:
-    from .inspector import Inspector
+    from edge_stpm.runtime.inspector import Inspector
 
     row.device = b.device
     batch = np.stack([fit_image(f, size, fit) for f in frames])
@@ -493,14 +493,14 @@ def _measure(row: Row, b: Backend, frames: list[np.ndarray], size: int, fit: str
     if row.batch == 1:
         row.loop = loop_figures(Inspector(b, frame_path="host"), frames[0], max(60, 2 * iters))
     if test is not None:
-        from .metrics import image_auroc
+        from edge_stpm.training.metrics import image_auroc
 
         images, labels = test
         row.image_auroc = image_auroc(b.infer_any(images)[1], labels)
 
 
 def _test_set(data: Path, size: int, fit: str) -> tuple[np.ndarray, np.ndarray]:
-    from .data import load_images, labelled_test_images
+    from edge_stpm.contract.images import load_images, labelled_test_images
 
     items = labelled_test_images(Path(data))
     return load_images([i.path for i in items], size, fit), np.array([i.label for i in items])
@@ -671,9 +671,9 @@ def save(result: dict[str, Any], folder: Path) -> Path:
     write_text(folder / "bench.md", markdown(result))
     plot_path = folder / "bench.png"
     try:
-        from .figures import bar_chart
+        from edge_stpm.training.figures import bar_chart
     except ImportError:  # the runtime install has no matplotlib
-        from .progress import console
+        from edge_stpm.contract.progress import console
 
         console.print(f"note: no chart {plot_path}: matplotlib is not installed (it comes with edge-stpm[train])")
         return folder

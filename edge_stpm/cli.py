@@ -13,10 +13,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .files import data_dir
-from .errors import UserError
-from .options import (BackendName, Backbone, CalibMethod, DeviceName, EnginePrecision, Fit, FramePath, HistoryFormat,
-                      HistoryVerdict, ListFormat, Loss, MapCombine, Precision, Trigger, ThresholdMethod, rng)
+from edge_stpm.contract.files import data_dir
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.options import (
+    BackendName, Backbone, CalibMethod, DeviceName, EnginePrecision, Fit, FramePath, HistoryFormat, HistoryVerdict,
+    ListFormat, Loss, MapCombine, Precision, Trigger, ThresholdMethod, rng,
+)
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
     """Help shows an option's explicit metavar or its choices (``[a|b]``), never typer's type tag (``<bool>``,
@@ -98,7 +100,7 @@ def synth(out_dir: Path = typer.Option(..., "--out", help="Folder to write (MVTe
           size: int = typer.Option(256, **rng("size"), help="Image side in pixels."),
           seed: int = typer.Option(0, **rng("seed"), help="Random seed (the same seed gives the same set).")) -> None:
     """Generate a seeded synthetic inspection set (for demos and tests; not evidence of accuracy)."""
-    from .synth import SynthConfig, generate
+    from edge_stpm.training.synth import SynthConfig, generate
 
     counts = generate(out_dir, SynthConfig(size, n_train, n_test_good, n_test_defect, video_frames, seed=seed))
     out.print(f"wrote {out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -131,7 +133,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Train an STPM student on good images; keep the epoch with the lowest held-out loss; set thresholds."""
     need_train("train")
-    from .train import TrainConfig, train as run_train
+    from edge_stpm.training.train import TrainConfig, train as run_train
 
     s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
                               weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
@@ -154,7 +156,7 @@ def evaluate(checkpoint: Path = typer.Option(..., help="The training checkpoint 
              quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Image AUROC, pixel AUROC, AUPRO@0.3 (overall and per defect), F1 at the stored threshold, figures."""
     need_train("evaluate")
-    from .evaluate import evaluate as run_eval
+    from edge_stpm.training.evaluate import evaluate as run_eval
 
     r = run_eval(checkpoint, data, out_dir, device, batch_size, quiet, threads=threads)
     t = Table(title=f"evaluation: {data}")
@@ -183,9 +185,9 @@ def calibrate(checkpoint: Path = typer.Option(..., help="The training checkpoint
               quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Recompute a checkpoint's thresholds (no retraining): from its held-out good images, or F1-optimal on --data."""
     need_train("calibrate")
-    from .calibrate import recalibrate
+    from edge_stpm.training.calibrate import recalibrate
 
-    from .devices import set_threads
+    from edge_stpm.training.devices import set_threads
 
     set_threads(threads)
     thr = recalibrate(checkpoint, threshold_method, smoothing, data, quiet, top_percent=score_top, combine=map_combine)
@@ -210,10 +212,10 @@ def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (m
            quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Export the inspection pipeline to ONNX (opset 17, static shapes), each graph checked against PyTorch."""
     need_train("export")
-    from .artifacts import parse_frame_size, parse_precisions
-    from .export.exporter import export as run_export
+    from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
+    from edge_stpm.training.export.exporter import export as run_export
 
-    from .devices import set_threads
+    from edge_stpm.training.devices import set_threads
 
     set_threads(threads)
     precs = parse_precisions(precision)
@@ -249,8 +251,8 @@ def build_engine(model: Path = typer.Option(..., help="A bundle folder from edge
                  workspace_mib: int = typer.Option(2048, **rng("workspace_mib"), help="Builder workspace limit (MiB)."),
                  frame_size: Optional[str] = typer.Option(None, help="Build the device frame-path engine for this camera size WxH from the bundle's frame graph (export --frame-size) instead of the model engine.")) -> None:
     """Build a TensorRT engine for this GPU into the bundle (needs TensorRT, cuda-python and an NVIDIA GPU)."""
-    from .artifacts import parse_frame_size
-    from .export.engine_build import build_into_bundle
+    from edge_stpm.contract.artifacts import parse_frame_size
+    from edge_stpm.training.export.engine_build import build_into_bundle
 
     md, engine = build_into_bundle(model, precision, out_file, workspace_mib,
                                    parse_frame_size(frame_size) if frame_size else None)
@@ -263,7 +265,7 @@ def build_engine(model: Path = typer.Option(..., help="A bundle folder from edge
 def check_graph(graphs: list[Path] = typer.Argument(..., help="ONNX graphs to check.")) -> None:
     """Check ONNX graphs against TensorRT's ONNX-parser rules (8.6 operator matrix, uint8 only at I/O, INT8 Q/DQ,
     opset ≤ 17). Exit 0 when all pass, 1 when any rule is broken (each listed with its node and rule)."""
-    from .export.trt_rules import check_file
+    from edge_stpm.training.export.trt_rules import check_file
 
     bad = 0
     for g in graphs:
@@ -329,10 +331,10 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus or --opcua), each with its own trigger id; http: one frame per POST /trigger on the --http server, answered with its verdict."),
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
-    from .app.http import parse_bind
-    from .app.line import LineSettings, check_sources, setup as setup_line
-    from .app.loop import RunOptions, check_outputs, run as run_loop
-    from .app.sources import open_source
+    from edge_stpm.runtime.loop.live_view import parse_bind
+    from edge_stpm.runtime.loop.line import LineSettings, check_sources, setup as setup_line
+    from edge_stpm.runtime.loop.pipeline import RunOptions, check_outputs, run as run_loop
+    from edge_stpm.runtime.loop.sources import open_source
 
     specs = [str(c) for c in camera or []] + [str(x) for x in source or []]
     if not specs:
@@ -389,7 +391,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
 def _live_view(bind: Any, token: Optional[str], fps: float, insp: Any, model: Path, specs: list[str],
                history: Optional[Path]) -> Any:
     """The started HTTP view of a run (its URL printed)."""
-    from .app.http import LiveView
+    from edge_stpm.runtime.loop.live_view import LiveView
 
     b = insp.backend
     view = LiveView(bind, token, {"model": Path(model).name, "backend": b.name, "precision": b.precision,
@@ -403,8 +405,8 @@ def _run_inspector(model: Path, backend: str, threshold: Optional[float], precis
                    threads: Optional[int], workers: int, frame_path: str) -> Any:
     """The run's Inspector; with several workers each gets its share of the cores (unless --threads says) and the
     backend must take concurrent calls."""
-    from .inspector import Inspector
-    from .threads import available_cores
+    from edge_stpm.runtime.inspector import Inspector
+    from edge_stpm.contract.threads import available_cores
 
     if workers > 1 and threads is None:
         threads = max(1, available_cores() // workers)
@@ -419,7 +421,7 @@ def _run_inspector(model: Path, backend: str, threshold: Optional[float], precis
 def _print_run_summary(s: Any, insp: Any, summary_json: Optional[Path]) -> None:
     import dataclasses
 
-    from .files import write_json
+    from edge_stpm.contract.files import write_json
 
     out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
               f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}; capture→verdict "
@@ -450,7 +452,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of im
           roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
           overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write an overlay PNG per image (--no-overlays: only the summary).")) -> None:
     """Score images: per-image score and verdict, overlay PNGs, summary.csv and summary.json."""
-    from .infer import infer_paths
+    from edge_stpm.runtime.infer import infer_paths
 
     rows = infer_paths(inputs, model, out_dir, backend, threshold, overlays, precision=precision, threads=threads,
                        roi=_roi(roi))
@@ -476,8 +478,8 @@ def history(db: Path = typer.Option(data_dir() / "history.db", help="The inspect
     """Results from the inspection record: filter by time, verdict and source; export CSV or JSON."""
     import json as _json
 
-    from .app.sinks.record import parse_time, query, to_csv
-    from .files import write_text
+    from edge_stpm.runtime.loop.sinks.record import parse_time, query, to_csv
+    from edge_stpm.contract.files import write_text
 
     rows = query(db, parse_time(since) if since else None, None if verdict == "any" else verdict, source, limit)
     if fmt == "table":
@@ -509,7 +511,7 @@ def triton_repo(model: Path = typer.Option(..., help="A bundle folder from edge-
                 python_env: Optional[Path] = typer.Option(None, help="A virtualenv with numpy and onnxruntime for the Python-backend model (Triton's EXECUTION_ENV_PATH); default: the server's own Python."),
                 threads: int = typer.Option(0, **rng("triton_threads"), help="ONNX Runtime threads per Python-model instance (0 = all cores).")) -> None:
     """A Triton Inference Server model repository from a bundle (Python backend with ONNX Runtime; ORT and TensorRT backend configs)."""
-    from .triton import write_repository
+    from edge_stpm.runtime.triton_repository import write_repository
 
     if not name.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"--name {name!r}: letters, digits, '_' and '-' only")
@@ -527,12 +529,12 @@ def cameras(fmt: ListFormat = typer.Option("table", "--format", help="table on t
     """The cameras this box sees: V4L2 devices (--camera N) and Basler GigE/USB3 cameras (--source basler://SERIAL)."""
     import json as _json
 
-    from .app.sources import list_v4l2
+    from edge_stpm.runtime.loop.sources import list_v4l2
 
     rows = list_v4l2()
     note = ""
     try:
-        from .app.basler import list_cameras
+        from edge_stpm.runtime.loop.basler import list_cameras
 
         rows += [{"source": f"basler://{c['serial']}"} | c for c in list_cameras(open_each=not no_open)]
     except UserError as exc:
@@ -580,8 +582,8 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
           out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json, bench.md and bench.png (default bench_results/<host>_<time>/)."),
           quiet: bool = typer.Option(False, help="No progress bar.")) -> None:
     """FPS and latency (p50/p90/p99) per backend × precision × batch beside the PyTorch eager FP32 baseline."""
-    from . import bench as b
-    from .artifacts import parse_frame_size, parse_precisions
+    from edge_stpm import bench as b
+    from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
 
     be = [x.strip() for x in backend.split(",") if x.strip()]
     bad = [x for x in be if x not in ("onnxruntime", "pytorch", "tensorrt")]
@@ -595,7 +597,7 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
     if size is not None and size != meta["image_size"]:
         raise UserError(f"--size {size} differs from the model's input size {meta['image_size']}: train at that size")
     sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()]
-    from .threads import available_cores
+    from edge_stpm.contract.threads import available_cores
 
     pool = (1, available_cores()) if workers.strip() == "auto" else tuple(_ints(workers, "--workers")) if workers.strip() else ()
     if pool and max(pool) > 64:
@@ -650,8 +652,8 @@ def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Folder fo
          threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use).")) -> None:
     """One command to try it: synthetic data → train → evaluate → export → run the loop on a video → bench."""
     need_train("demo")
-    from .demo import run_demo
-    from .devices import set_threads
+    from edge_stpm.training.demo import run_demo
+    from edge_stpm.training.devices import set_threads
 
     set_threads(threads)
     run_demo(out_dir, epochs, teacher_weights)

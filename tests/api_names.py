@@ -205,7 +205,7 @@ def _main(kind: str, files: list[str]) -> None:
         missing += w.missing
         checked += w.checked
     if kind == "tensorrt":
-        from edge_stpm.export.tensorrt import build_plan
+        from edge_stpm.training.export.tensorrt_engines import build_plan
 
         for prec in ("fp32", "fp16", "int8"):
             plan = build_plan(mod.__version__, prec)

@@ -9,7 +9,7 @@ import edge_stpm  # noqa: F401  (first: sets OpenMP's passive wait policy before
 import pytest
 import torch
 
-from edge_stpm.backbones import weights_filename
+from edge_stpm.training.backbones import weights_filename
 
 MAGNETIC_TILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "magnetic_tile"
 SIZE = 128
@@ -18,7 +18,7 @@ SIZE = 128
 def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
-    from edge_stpm.threads import available_cores
+    from edge_stpm.contract.threads import available_cores
 
     # the box's state (the inspection record, the MQTT outbox) goes to a fresh folder, never the user's
     os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="edge-stpm-test-data-")
@@ -34,7 +34,7 @@ def mobilenet_weights() -> None:
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edge_stpm.synth import SynthConfig, generate
+    from edge_stpm.training.synth import SynthConfig, generate
 
     out = tmp_path_factory.mktemp("synth")
     generate(out, SynthConfig(size=SIZE, n_train=60, n_test_good=10, n_test_defect=5, video_frames=60, seed=1))
@@ -44,7 +44,7 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained(synth_dir: Path, mobilenet_weights: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """RUN_DIR of a mobilenet_v2 model trained on ``synth_dir``; the checkpoint is RUN_DIR/model.pt."""
-    from edge_stpm.train import TrainConfig, train
+    from edge_stpm.training.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("run")
     train(TrainConfig(synth_dir, run, backbone="mobilenet_v2", epochs=20, batch_size=8, image_size=SIZE, quiet=True))
@@ -54,7 +54,7 @@ def trained(synth_dir: Path, mobilenet_weights: None, tmp_path_factory: pytest.T
 @pytest.fixture(scope="session")
 def exported(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder with model_fp32/fp16/int8.onnx of the trained checkpoint."""
-    from edge_stpm.export.exporter import export
+    from edge_stpm.training.export.exporter import export
 
     out = tmp_path_factory.mktemp("engines") / "synth"
     export(trained / "model.pt", ["fp32", "fp16", "int8"], out, calib_root=out.parent / "calibration", quiet=True)

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from edge_stpm.app.sources import Frame, Source
+from edge_stpm.runtime.loop.sources import Frame, Source
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 
@@ -127,7 +127,7 @@ class PacedSource(Source):
 
 
 def _wait_bit(c, bit: int, on: bool, timeout: float = 20.0, poll_s: float = 0.001) -> list[int]:
-    from edge_stpm.app.sinks import plc
+    from edge_stpm.runtime.loop.sinks import plc
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -147,7 +147,7 @@ def modbus_cycles(port: int, n: int, proc=None, check_busy: bool = True,
     result is acknowledged and checks the error code."""
     from pymodbus.client import ModbusTcpClient
 
-    from edge_stpm.app.sinks import plc
+    from edge_stpm.runtime.loop.sinks import plc
 
     c = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
     deadline = time.monotonic() + 120

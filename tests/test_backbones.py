@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from edge_stpm.backbones import IMAGENET_MEAN, IMAGENET_STD, LITE0_WEIGHTS, build_trunk, get_spec, pretrained_state
-from edge_stpm.efficientnet_lite import EfficientNetLite0, SameConv
+from edge_stpm.training.backbones import IMAGENET_MEAN, IMAGENET_STD, LITE0_WEIGHTS, build_trunk, get_spec, pretrained_state
+from edge_stpm.training.efficientnet_lite import EfficientNetLite0, SameConv
 
 from conftest import MAGNETIC_TILE
 
@@ -81,9 +81,9 @@ def test_lite0_graph_passes_tensorrt_rules_and_matches_pytorch(tmp_path: Path) -
     """The asymmetric pads export as constant Pad nodes (after folding): no rule broken; ORT = PyTorch (1e-5)."""
     import onnxruntime as ort
 
-    from edge_stpm.export.onnx import export_onnx
-    from edge_stpm.export.trt_rules import check_file
-    from edge_stpm.model import STPM, InspectionPipeline
+    from edge_stpm.training.export.onnx_graphs import export_onnx
+    from edge_stpm.training.export.trt_rules import check_file
+    from edge_stpm.training.model import STPM, InspectionPipeline
 
     pipe = InspectionPipeline(STPM("efficientnet_lite0", lite0_weights()), 64, sigma=2).eval()
     md = {"backbone": "efficientnet_lite0", "precision": "fp32", "image_size": 64, "thresholds": {"image": 1.0}}

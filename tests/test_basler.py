@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from line_parts import free_port, modbus_cycles
-from edge_stpm.app import pixels
-from edge_stpm.app.basler import parse_spec
-from edge_stpm.errors import UserError
+from edge_stpm.runtime.loop import pixels
+from edge_stpm.runtime.loop.basler import parse_spec
+from edge_stpm.contract.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"PYLON_CAMEMU": "2"}
@@ -105,7 +105,7 @@ def _spec(folder: Path, serial: str = "0815-0000", **extra: object) -> str:
 
 def test_software_trigger_frames_arrive_in_order_and_bit_exact(synth_dir: Path, tmp_path: Path) -> None:
     _pylon()
-    from edge_stpm.app.sources import open_source
+    from edge_stpm.runtime.loop.sources import open_source
 
     files = _parts(synth_dir, tmp_path / "parts", 6)
     refs = [cv2.imread(str(p)) for p in files]
@@ -125,7 +125,7 @@ def test_software_trigger_frames_arrive_in_order_and_bit_exact(synth_dir: Path, 
 
 def test_free_run_keeps_the_newest_and_counts_what_it_dropped(tmp_path: Path) -> None:
     _pylon()
-    from edge_stpm.app.sources import open_source
+    from edge_stpm.runtime.loop.sources import open_source
 
     src = open_source("basler://0815-0001?width=320&height=240&frame_rate=200")
     try:
@@ -143,7 +143,7 @@ def test_free_run_keeps_the_newest_and_counts_what_it_dropped(tmp_path: Path) ->
 
 def test_settings_are_read_back_and_refusals_are_one_line() -> None:
     _pylon()
-    from edge_stpm.app.sources import open_source
+    from edge_stpm.runtime.loop.sources import open_source
 
     src = open_source("basler://0815-0001?pixel_format=BayerRG12&exposure_us=2500&gain=3.3&width=640&height=480"
                       "&offset_x=16&binning=2")
@@ -169,7 +169,7 @@ def test_settings_are_read_back_and_refusals_are_one_line() -> None:
 
 def test_failed_buffers_counted_and_a_lost_camera_reconnects(tmp_path: Path) -> None:
     _pylon()
-    from edge_stpm.app.sources import open_source
+    from edge_stpm.runtime.loop.sources import open_source
 
     src = open_source("basler://0815-0000?width=320&height=240", reconnect_s=5.0)
     try:
@@ -191,10 +191,10 @@ def test_failed_buffers_counted_and_a_lost_camera_reconnects(tmp_path: Path) -> 
 def test_camera_vanishing_mid_run_ends_the_run_with_record_and_recording_finalised(
         exported: Path, synth_dir: Path, tmp_path: Path) -> None:
     _pylon()
-    from edge_stpm.app.loop import RunOptions, run
-    from edge_stpm.app.sinks.record import RecordSink, query
-    from edge_stpm.app.sources import open_source
-    from edge_stpm.inspector import Inspector
+    from edge_stpm.runtime.loop.pipeline import RunOptions, run
+    from edge_stpm.runtime.loop.sinks.record import RecordSink, query
+    from edge_stpm.runtime.loop.sources import open_source
+    from edge_stpm.runtime.inspector import Inspector
 
     _parts(synth_dir, tmp_path / "parts", 4)
     src = open_source(_spec(tmp_path / "parts", trigger="software"), reconnect_s=1.0)
@@ -228,7 +228,7 @@ def _run(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
 def test_run_on_a_triggered_camera_gives_infers_verdicts_with_camera_ids(exported: Path, synth_dir: Path,
                                                                           tmp_path: Path) -> None:
     _pylon()
-    from edge_stpm.inspector import Inspector
+    from edge_stpm.runtime.inspector import Inspector
 
     files = _parts(synth_dir, tmp_path / "parts", 15)
     n = 30
@@ -310,7 +310,7 @@ def test_http_trigger_fires_the_camera_and_answers_with_the_verdict(exported: Pa
     _pylon()
     import urllib.request
 
-    from edge_stpm.inspector import Inspector
+    from edge_stpm.runtime.inspector import Inspector
 
     files = _parts(synth_dir, tmp_path / "parts", 10)
     n, port = 20, free_port()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edge_stpm import checkpoint
+from edge_stpm.training import checkpoint
 from edge_stpm.cli import app
 
 runner = CliRunner()
@@ -239,7 +239,7 @@ def test_missing_camera(exported: Path) -> None:
 
 
 def test_gstreamer_pipeline_without_gstreamer(exported: Path) -> None:
-    from edge_stpm.app.sources import gstreamer_available
+    from edge_stpm.runtime.loop.sources import gstreamer_available
 
     res = invoke("run", "--model", exported, "--source", "videotestsrc ! appsink", "--headless", "--max-frames", 1)
     if gstreamer_available():

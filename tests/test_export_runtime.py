@@ -9,15 +9,15 @@ import onnx
 import pytest
 import torch
 
-from edge_stpm import checkpoint
-from edge_stpm.data import load_images
-from edge_stpm.errors import UserError
-from edge_stpm.artifacts import read_onnx_metadata
-from edge_stpm.export.exporter import export, rel_l2
-from edge_stpm.inspector import Inspector
-from edge_stpm.runtime.onnx import OnnxBackend, choose_providers
-from edge_stpm.runtime.select import resolve
-from edge_stpm.runtime.torch import TorchBackend
+from edge_stpm.training import checkpoint
+from edge_stpm.contract.images import load_images
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.artifacts import read_onnx_metadata
+from edge_stpm.training.export.exporter import export, rel_l2
+from edge_stpm.runtime.inspector import Inspector
+from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend, choose_providers
+from edge_stpm.runtime.backends.select import resolve
+from edge_stpm.training.torch_backend import TorchBackend
 
 
 def test_graphs_are_static_opset17_with_metadata(exported: Path, trained: Path) -> None:
@@ -53,7 +53,7 @@ def test_int8_graph_is_symmetric_qdq_with_float_head(exported: Path) -> None:
     assert stats["weight_quantized_ops"] == ["Conv"] and stats["float_stages"] == [0]
     # TensorRT's Q/DQ placement: no int32 bias DQ, weights as float + Q->DQ pairs, TensorRT parser rules pass
     assert stats["int32_bias_dequantize_nodes"] == 0 and stats["weight_qdq_pairs"] > 0
-    from edge_stpm.export.trt_rules import check_model
+    from edge_stpm.training.export.trt_rules import check_model
 
     assert check_model(model) == []
     dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
@@ -85,7 +85,7 @@ def test_backends_agree_on_cpu(exported: Path, trained: Path, synth_dir: Path) -
     export_report = json.loads((exported / "export.json").read_text())
     assert export_report["graphs"]["fp32"]["parity_vs_pytorch"]["map_rel_l2"] < 1e-4
     # INT8: 0.133-0.164 map relative L2 over seeds 0-4 on this fixture (0.092 on magnetic tile); the gate is 0.30
-    from edge_stpm.export.exporter import GATES
+    from edge_stpm.training.export.exporter import GATES
 
     assert 0.02 < export_report["graphs"]["int8"]["parity_vs_pytorch"]["map_rel_l2"] <= GATES["int8"]["map_rel_l2"]
 
@@ -93,8 +93,8 @@ def test_backends_agree_on_cpu(exported: Path, trained: Path, synth_dir: Path) -
 def test_quantized_graphs_stay_within_one_point_of_fp32(exported: Path, synth_dir: Path) -> None:
     """The rule (as on real data) is FP16 and INT8 within 1.0 point of FP32, and FP32 itself near its measured
     level (bounds 0.02 below the worst of seeds 0-4)."""
-    from edge_stpm.data import labelled_test_images, read_mask
-    from edge_stpm.metrics import image_auroc, pixel_auroc
+    from edge_stpm.contract.images import labelled_test_images, read_mask
+    from edge_stpm.training.metrics import image_auroc, pixel_auroc
 
     items = labelled_test_images(synth_dir)
     imgs = load_images([i.path for i in items], 128)
@@ -152,7 +152,7 @@ def test_export_refuses_too_few_calibration_images(trained: Path, tmp_path: Path
 
 
 def test_resnet18_random_checkpoint_exports_all_graphs(synth_dir: Path, tmp_path: Path) -> None:
-    from edge_stpm.train import TrainConfig, train
+    from edge_stpm.training.train import TrainConfig, train
 
     run = tmp_path / "r18"
     train(TrainConfig(synth_dir, run, backbone="resnet18", epochs=1, batch_size=8, image_size=64,
@@ -165,10 +165,10 @@ def test_resnet18_random_checkpoint_exports_all_graphs(synth_dir: Path, tmp_path
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_twin_trunk_matches_separate_trunks(name: str) -> None:
-    from edge_stpm.backbones import BACKBONES
-    from edge_stpm.model import STPM, InspectionPipeline
-    from edge_stpm.runtime.torch import fold_batchnorm
-    from edge_stpm.runtime.twin import TwinPipeline
+    from edge_stpm.training.backbones import BACKBONES
+    from edge_stpm.training.model import STPM, InspectionPipeline
+    from edge_stpm.training.torch_backend import fold_batchnorm
+    from edge_stpm.training.twin import TwinPipeline
 
     torch.manual_seed(0)
     stpm = STPM(name).eval()
@@ -209,7 +209,7 @@ def _damage(path: Path) -> None:
 
 @pytest.mark.parametrize("prec", ["fp16", "int8"])
 def test_precision_gates_refuse_a_damaged_graph(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prec: str) -> None:
-    from edge_stpm.export import exporter
+    from edge_stpm.training.export import exporter
 
     real = exporter.export_onnx if prec == "fp16" else exporter.quantize_int8
 
@@ -230,8 +230,8 @@ def test_precision_gates_refuse_a_damaged_graph(trained: Path, tmp_path: Path, m
 
 def test_failed_export_keeps_the_earlier_bundle_usable(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A gate failure never deletes or half-replaces a graph already in the bundle, and the bundle still verifies."""
-    from edge_stpm.artifacts import verify_bundle
-    from edge_stpm.export import exporter
+    from edge_stpm.contract.artifacts import verify_bundle
+    from edge_stpm.training.export import exporter
 
     out = tmp_path / "b"
     exporter.export(trained / "model.pt", ["fp16"], out, calib_root=tmp_path / "cal", quiet=True)
@@ -260,8 +260,8 @@ def test_top_percent_image_score_is_the_same_on_every_backend(trained: Path, syn
     export's own precision gates, and every graph is TensorRT-parser clean."""
     import shutil
 
-    from edge_stpm.calibrate import recalibrate
-    from edge_stpm.export.trt_rules import check_file
+    from edge_stpm.training.calibrate import recalibrate
+    from edge_stpm.training.export.trt_rules import check_file
 
     ck = tmp_path / "model.pt"
     shutil.copy(trained / "model.pt", ck)
@@ -276,7 +276,7 @@ def test_top_percent_image_score_is_the_same_on_every_backend(trained: Path, syn
     w = ckd["level_weights"]
     pipe = checkpoint.pipeline(ckd | {"level_weights": None})
     val = load_images(ckd["training"]["val_images"], 128)
-    from edge_stpm.model import level_distance
+    from edge_stpm.training.model import level_distance
 
     with torch.no_grad():
         x = pipe.preprocess(torch.from_numpy(val))

@@ -13,17 +13,17 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_stpm.artifacts import frame_onnx_path
-from edge_stpm.data import list_images, read_image
-from edge_stpm.inspector import Inspector
-from edge_stpm.overlay import index_scale
+from edge_stpm.contract.artifacts import frame_onnx_path
+from edge_stpm.contract.images import list_images, read_image
+from edge_stpm.runtime.inspector import Inspector
+from edge_stpm.runtime.overlay import index_scale
 
 SIZES = [(200, 150), (96, 160)]  # (width, height): landscape (pad fits) and portrait
 
 
 @pytest.fixture(scope="module")
 def frame_bundle(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edge_stpm.export.exporter import export
+    from edge_stpm.training.export.exporter import export
 
     out = tmp_path_factory.mktemp("frames") / "bundle"
     export(trained / "model.pt", ["fp32"], out, quiet=True, frame_sizes=SIZES)
@@ -42,8 +42,8 @@ def _overlay_diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def test_frame_graphs_written_checked_and_listed(frame_bundle: Path) -> None:
-    from edge_stpm.artifacts import verify_bundle
-    from edge_stpm.export.trt_rules import check_file
+    from edge_stpm.contract.artifacts import verify_bundle
+    from edge_stpm.training.export.trt_rules import check_file
 
     for w, h in SIZES:
         path = frame_onnx_path(frame_bundle, "fp32", w, h)
@@ -72,8 +72,8 @@ def test_device_path_matches_host_path(frame_bundle: Path, synth_dir: Path, size
 
 def test_pytorch_cpu_runs_the_same_frame_path(trained: Path, frame_bundle: Path, synth_dir: Path) -> None:
     """The checkpoint's PyTorch backend builds the same FramePipeline: equal to the exported graph in ORT."""
-    from edge_stpm.runtime.onnx import OnnxFrameRunner
-    from edge_stpm.runtime.torch import TorchBackend
+    from edge_stpm.runtime.backends.onnxruntime_backend import OnnxFrameRunner
+    from edge_stpm.training.torch_backend import TorchBackend
 
     w, h = SIZES[0]
     backend = TorchBackend(trained / "model.pt", device="cpu")

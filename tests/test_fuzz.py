@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from edge_stpm.app.basler import parse_spec
-from edge_stpm.app.http import parse_bind
-from edge_stpm.app.sinks.mqtt import check_topic, parse_url
-from edge_stpm.app.sinks.opcua import parse_user
-from edge_stpm.app.sinks.record import parse_time
-from edge_stpm.artifacts import parse_frame_size, parse_precisions
+from edge_stpm.runtime.loop.basler import parse_spec
+from edge_stpm.runtime.loop.live_view import parse_bind
+from edge_stpm.runtime.loop.sinks.mqtt import check_topic, parse_url
+from edge_stpm.runtime.loop.sinks.opcua import parse_user
+from edge_stpm.runtime.loop.sinks.record import parse_time
+from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
 from edge_stpm.cli import _roi
-from edge_stpm.errors import UserError
+from edge_stpm.contract.errors import UserError
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 # text shaped like what users type: printable ASCII and some Unicode, digits and separators over-represented

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture(scope="module")
 def r18_ckpt(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edge_stpm.train import TrainConfig, train
+    from edge_stpm.training.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("gpu_r18")
     train(TrainConfig(synth_dir, run, backbone="resnet18", epochs=2, batch_size=8, image_size=128,
@@ -26,14 +26,14 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_cuda_training_used_the_gpu(r18_ckpt: Path) -> None:
-    from edge_stpm import checkpoint
+    from edge_stpm.training import checkpoint
 
     ck = checkpoint.read(r18_ckpt)
     assert ck["training"]["device"] == torch.cuda.get_device_name(0)
 
 
 def test_torch_cuda_backend_matches_cpu(r18_ckpt: Path) -> None:
-    from edge_stpm.runtime.torch import TorchBackend
+    from edge_stpm.training.torch_backend import TorchBackend
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (4, 128, 128, 3), dtype=np.uint8)
@@ -49,7 +49,7 @@ def test_torch_cuda_backend_matches_cpu(r18_ckpt: Path) -> None:
 
 
 def test_batchnorm_folding_keeps_outputs(r18_ckpt: Path) -> None:
-    from edge_stpm.runtime.torch import TorchBackend
+    from edge_stpm.training.torch_backend import TorchBackend
 
     x = np.random.default_rng(1).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
     a = TorchBackend(r18_ckpt, device="cuda", precision="fp32", cuda_graph=False, optimize=False).infer(x)[0]
@@ -58,7 +58,7 @@ def test_batchnorm_folding_keeps_outputs(r18_ckpt: Path) -> None:
 
 
 def test_cuda_python_buffers_round_trip() -> None:
-    from edge_stpm.runtime.cuda import HostDeviceBuffer, Stream, check, cudart, gpu_info
+    from edge_stpm.runtime.backends.cuda import HostDeviceBuffer, Stream, check, cudart, gpu_info
 
     info = gpu_info()
     assert info["name"] == torch.cuda.get_device_name(0)
@@ -88,14 +88,14 @@ def test_cuda_python_buffers_round_trip() -> None:
 
 
 def test_auto_backend_prefers_torch_cuda_for_checkpoint(r18_ckpt: Path) -> None:
-    from edge_stpm.runtime.select import resolve
+    from edge_stpm.runtime.backends.select import resolve
 
     c = resolve(r18_ckpt, "auto")
     assert c.backend == "pytorch" and "CUDA" in c.reason
 
 
 def test_twin_and_separate_trunks_agree_on_cuda(r18_ckpt: Path) -> None:
-    from edge_stpm.runtime.torch import TorchBackend
+    from edge_stpm.training.torch_backend import TorchBackend
 
     x = np.random.default_rng(2).integers(0, 256, (1, 128, 128, 3), dtype=np.uint8)
     a = TorchBackend(r18_ckpt, device="cuda", precision="fp16", twin=False).infer(x)[0]
@@ -107,8 +107,8 @@ def test_cuda_frame_path_matches_cpu_host_path(r18_ckpt: Path) -> None:
     """The frame path in a CUDA graph (FP16 trunks, twin trunk) against the CPU FP32 host path on the same frames:
     score within the FP16 export gate (5 % of the image threshold), overlays mostly equal (FP16 moves the map a
     little, so a few pixels change colour bin): mean |diff| ≤ 1 grey level. Bounds not yet measured on a GPU."""
-    from edge_stpm.inspector import Inspector
-    from edge_stpm.runtime.torch import TorchBackend
+    from edge_stpm.runtime.inspector import Inspector
+    from edge_stpm.training.torch_backend import TorchBackend
 
     rng = np.random.default_rng(0)
     frames = [np.ascontiguousarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8).repeat(12, 0).repeat(16, 1))

@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_stpm.app.http import Bind, LiveView, parse_bind
-from edge_stpm.errors import UserError
+from edge_stpm.runtime.loop.live_view import Bind, LiveView, parse_bind
+from edge_stpm.contract.errors import UserError
 
 MODEL = {"model": "test", "backend": "onnxruntime", "precision": "fp32", "backbone": "mobilenet_v2", "size": 128}
 

@@ -1,6 +1,12 @@
-"""House rules for the package's shape, read from the source: no import cycles (lazy imports inside functions
-count), the runtime side never imports training, evaluation or export code, and it imports without torch.
-(``runtime.torch``, the PyTorch backend for checkpoints, is opened lazily only when a checkpoint is given.)"""
+"""House rules for the package's shape, read from the source. The folders say the sides:
+
+- ``edge_stpm/contract/`` — below both: imports nothing of the runtime or training side;
+- ``edge_stpm/runtime/`` — the box: imports the contract and itself, never the training side (one door: a
+  checkpoint is opened through ``training.torch_backend``, lazily, from ``runtime.backends.select``);
+- ``edge_stpm/training/`` — PyTorch: may use both;
+- ``cli.py`` and ``bench.py`` at the top span both sides (their training imports are lazy).
+
+No import cycles (lazy imports inside functions count); every contract and runtime module imports without torch."""
 from __future__ import annotations
 
 import ast
@@ -9,12 +15,8 @@ import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "edge_stpm"
-RUNTIME_SIDE = ("artifacts", "data", "errors", "files", "progress", "threads", "overlay", "inspector", "infer",
-                "runtime.base", "runtime.onnx", "runtime.select", "runtime.tensorrt", "runtime.cuda",
-                "app.sources", "app.loop", "app.picture", "app.line", "app.http", "app.sinks.base", "app.sinks.events",
-                "app.sinks.recording", "app.sinks.snapshots", "app.sinks.window", "app.sinks.http", "app.sinks.record",
-                "app.sinks.mqtt", "app.sinks.plc", "app.sinks.opcua", "app.basler", "app.pixels", "app.frames", "triton", "runtime.triton", "options")
-TRAINING_SIDE = ("train", "evaluate", "calibrate", "export", "demo", "metrics", "figures", "devices", "synth")
+DOOR = ("runtime.backends.select", "training.torch_backend")  # the one runtime → training edge (lazy)
+SERVER_ONLY = {"runtime.triton_model"}  # copied into a Triton model repository; imports Triton's own utils
 
 
 def module_name(path: Path) -> str:
@@ -23,30 +25,43 @@ def module_name(path: Path) -> str:
     return ".".join(parts) or "__init__"
 
 
+MODULES = {module_name(p) for p in PKG.rglob("*.py")}
+
+
+def resolve(mod: str, names: list[str]) -> set[str]:
+    """The edge_stpm modules that ``from edge_stpm.<mod> import names`` loads (a name may be a submodule)."""
+    out = {mod} if mod in MODULES or not mod else set()
+    out |= {f"{mod}.{n}" if mod else n for n in names if (f"{mod}.{n}" if mod else n) in MODULES}
+    return {o for o in out if o}
+
+
 def imports(path: Path) -> set[str]:
-    """edge_stpm modules imported anywhere in ``path`` (top level or inside functions)."""
+    """edge_stpm modules imported anywhere in ``path`` (top level or inside functions, relative or absolute)."""
     me = module_name(path).split(".")
-    pkg = me[:-1] if path.name != "__init__.py" else me
-    out = set()
+    pkg = me if path.name == "__init__.py" else me[:-1]
+    out: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level:
-            base = pkg[: len(pkg) - (node.level - 1)] if node.level > 1 else pkg
-            mod = ".".join(base + ([node.module] if node.module else []))
-            names = [mod] if node.module else [".".join(base + [a.name]) for a in node.names]
-            for n in names:
-                for a in (node.names if node.module else []):
-                    cand = f"{n}.{a.name}" if n else a.name
-                    if (PKG / (cand.replace(".", "/") + ".py")).is_file():
-                        out.add(cand)
-                out.add(n)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edge_stpm."):
-            out.add(node.module[len("edge_stpm."):])
-    return {o for o in out if o and o != module_name(path) and ((PKG / (o.replace(".", "/") + ".py")).is_file()
-                                                             or (PKG / o.replace(".", "/") / "__init__.py").is_file())}
+            base = pkg[: len(pkg) - (node.level - 1)]
+            out |= resolve(".".join(base + ([node.module] if node.module else [])), [a.name for a in node.names])
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "edge_stpm":
+            out |= resolve(node.module[len("edge_stpm."):] if "." in node.module else "", [a.name for a in node.names])
+        elif isinstance(node, ast.Import):
+            out |= {a.name[len("edge_stpm."):] for a in node.names if a.name.startswith("edge_stpm.")}
+    return out - {module_name(path)}
 
 
 def graph() -> dict[str, set[str]]:
     return {module_name(p): imports(p) for p in PKG.rglob("*.py")}
+
+
+def side(module: str) -> str:
+    return module.split(".")[0] if module.split(".")[0] in ("contract", "runtime", "training") else "top"
+
+
+def test_every_module_lives_on_a_side() -> None:
+    assert {m for m in MODULES if side(m) == "top"} == {"__init__", "cli", "bench"}
+    assert {side(m) for m in MODULES} == {"top", "contract", "runtime", "training"}
 
 
 def test_no_import_cycles() -> None:
@@ -69,15 +84,19 @@ def test_no_import_cycles() -> None:
     assert cycles == [], cycles
 
 
-def test_runtime_side_never_imports_training_evaluation_or_export() -> None:
+def test_the_contract_imports_neither_side_and_the_runtime_never_the_training_side() -> None:
     g = graph()
-    bad = [(a, b) for a in RUNTIME_SIDE for b in g[a]
-           if b.split(".")[0] in TRAINING_SIDE or b in ("checkpoint", "model", "backbones")]
-    assert bad == [], bad
+    contract = [(a, b) for a in g if side(a) == "contract" for b in g[a] if side(b) not in ("contract",) and b != "__init__"]
+    assert contract == [], contract
+    runtime = [(a, b) for a in g if side(a) == "runtime" for b in g[a] if side(b) in ("training", "top") and (a, b) != DOOR]
+    assert runtime == [], runtime
+    assert DOOR[1] in g[DOOR[0]], "the checkpoint door is where the docstring says"
 
 
 def test_runtime_side_imports_without_torch() -> None:
+    mods = sorted(m for m in MODULES if side(m) in ("contract", "runtime") and m not in SERVER_ONLY)
+    assert len(mods) > 40
     code = ("import sys\nfor m in ('torch', 'torchvision', 'sklearn', 'matplotlib'): sys.modules[m] = None\n"
-            + "".join(f"import edge_stpm.{m}\n" for m in RUNTIME_SIDE) + "import edge_stpm.cli\nprint('ok')")
+            + "".join(f"import edge_stpm.{m}\n" for m in mods) + "import edge_stpm.cli, edge_stpm.bench\nprint('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_stpm.app.loop import RunOptions, run
-from edge_stpm.app.sources import CaptureSource, open_source
+from edge_stpm.runtime.loop.pipeline import RunOptions, run
+from edge_stpm.runtime.loop.sources import CaptureSource, open_source
 from edge_stpm.cli import app
-from edge_stpm.demo import video_agreement
-from edge_stpm.inspector import Inspector
+from edge_stpm.training.demo import video_agreement
+from edge_stpm.runtime.inspector import Inspector
 
 runner = CliRunner()
 
@@ -135,7 +135,7 @@ def test_window_under_xvfb_shows_overlay(exported: Path, synth_dir: Path, tmp_pa
         env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb")
         script = (
             "import cv2, numpy as np, sys\n"
-            "from edge_stpm.inspector import Inspector\n"
+            "from edge_stpm.runtime.inspector import Inspector\n"
             f"insp = Inspector.load(r'{exported / 'model_fp32.onnx'}', 'onnxruntime')\n"
             f"img = cv2.imread(r'{sorted((synth_dir / 'test' / 'missing').glob('*.png'))[0]}')\n"
             "shown = insp.inspect(img).overlay(img)\n"
@@ -223,10 +223,10 @@ def test_per_frame_timings_are_bounded(exported, monkeypatch) -> None:
     and the first NG_INDICES_MAX NG indices; the summary's medians come from those."""
     import numpy as np
 
-    from edge_stpm.app import loop
-    from edge_stpm.app.loop import Pipeline, RunOptions
-    from edge_stpm.app.sources import MemorySource
-    from edge_stpm.inspector import Inspector
+    from edge_stpm.runtime.loop import pipeline as loop
+    from edge_stpm.runtime.loop.pipeline import Pipeline, RunOptions
+    from edge_stpm.runtime.loop.sources import MemorySource
+    from edge_stpm.runtime.inspector import Inspector
 
     monkeypatch.setattr(loop, "TIMING_WINDOW", 10)
     monkeypatch.setattr(loop, "NG_INDICES_MAX", 3)

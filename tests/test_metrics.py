@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_stpm import metrics, thresholds
-from edge_stpm.errors import UserError
+from edge_stpm.training import metrics, thresholds
+from edge_stpm.contract.errors import UserError
 
 
 def brute_force_aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3) -> float:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from edge_stpm.backbones import BACKBONES, Trunk
-from edge_stpm.model import STPM, InspectionPipeline, Preprocess, anomaly_map, level_distance, stpm_loss
+from edge_stpm.training.backbones import BACKBONES, Trunk
+from edge_stpm.training.model import STPM, InspectionPipeline, Preprocess, anomaly_map, level_distance, stpm_loss
 
 
 def test_level_distance_hand_computed() -> None:
@@ -101,7 +101,7 @@ def test_resnet18_random_training_step_lowers_loss() -> None:
 def test_gaussian_smoothing_keeps_constants_and_matches_opencv_inside() -> None:
     import cv2
 
-    from edge_stpm.model import GaussianSmooth
+    from edge_stpm.training.model import GaussianSmooth
 
     g = GaussianSmooth(4.0, 64)
     const = torch.full((1, 1, 64, 64), 2.5)
@@ -120,7 +120,7 @@ def test_low_memory_training_step_gives_the_same_student() -> None:
     statistics frozen: after two SGD steps the student's weights and running statistics equal the plain run's."""
     import copy
 
-    from edge_stpm.train import student_features
+    from edge_stpm.training.train import student_features
 
     torch.manual_seed(0)
     base = STPM("mobilenet_v2", None)
@@ -150,7 +150,7 @@ def test_teacher_cache_trains_the_same_model(synth_dir, mobilenet_weights, tmp_p
     validation loss per epoch (to 1e-6 relative) and the same kept epoch as the run that recomputes it."""
     import json
 
-    from edge_stpm.train import TrainConfig, train
+    from edge_stpm.training.train import TrainConfig, train
 
     runs = {}
     for cached in (False, True):

@@ -16,11 +16,11 @@ import cv2
 import pytest
 
 from line_parts import MOSQUITTO, PacedSource, Subscriber, broker
-from edge_stpm.app.loop import RunOptions, run
-from edge_stpm.app.sinks.mqtt import MqttSink, parse_url
-from edge_stpm.app.sinks.record import RecordSink
-from edge_stpm.errors import UserError
-from edge_stpm.inspector import Inspector
+from edge_stpm.runtime.loop.pipeline import RunOptions, run
+from edge_stpm.runtime.loop.sinks.mqtt import MqttSink, parse_url
+from edge_stpm.runtime.loop.sinks.record import RecordSink
+from edge_stpm.contract.errors import UserError
+from edge_stpm.runtime.inspector import Inspector
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto; "
                                                           ".ci/run installs it)")
@@ -185,7 +185,7 @@ def test_bad_broker_urls_and_topics_are_one_line() -> None:
         with pytest.raises(UserError, match="--mqtt"):
             parse_url(bad)
     assert parse_url("mqtts://u:p%40ss@broker.local").port == 8883
-    from edge_stpm.app.sinks.mqtt import check_topic
+    from edge_stpm.runtime.loop.sinks.mqtt import check_topic
 
     for bad in ("a/#", "a/+/b", "", "$SYS/x", "a/{line}"):
         with pytest.raises(UserError, match="--mqtt-topic"):

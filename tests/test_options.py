@@ -80,11 +80,11 @@ def test_readme_commands_agree_with_help() -> None:
         assert not missing, f"README shows {missing} for {name}"
 
 
-# ---- the option rule: every numeric option declares its range and every enum its choices (edge_stpm/options.py)
+# ---- the option rule: every numeric option declares its range and every enum its choices (edge_stpm/contract/options.py)
 import typing
 
 from edge_stpm.cli import _choices
-from edge_stpm.options import FREE_TEXT, RANGES
+from edge_stpm.contract.options import FREE_TEXT, RANGES
 
 
 def base_type(p) -> object:
@@ -147,21 +147,21 @@ def test_choice_outside_is_one_line() -> None:
 
 
 def test_choice_names_match_the_training_registries() -> None:
-    from edge_stpm import options
-    from edge_stpm.backbones import BACKBONES
-    from edge_stpm.data import FIT_MODES
-    from edge_stpm.export.quantize import CALIB_METHODS
-    from edge_stpm.model import LOSS_REDUCTIONS
-    from edge_stpm.runtime.select import BACKENDS
-    from edge_stpm.artifacts import PRECISIONS
-    from edge_stpm.inspector import FRAME_PATHS
+    from edge_stpm.contract import options
+    from edge_stpm.training.backbones import BACKBONES
+    from edge_stpm.contract.images import FIT_MODES
+    from edge_stpm.training.export.quantize import CALIB_METHODS
+    from edge_stpm.training.model import LOSS_REDUCTIONS
+    from edge_stpm.runtime.backends.select import BACKENDS
+    from edge_stpm.contract.artifacts import PRECISIONS
+    from edge_stpm.runtime.inspector import FRAME_PATHS
 
     assert set(options.BACKBONE_NAMES) == set(BACKBONES)
     assert set(options.FIT_NAMES) == set(FIT_MODES)
     assert set(options.CALIB_METHOD_NAMES) == set(CALIB_METHODS)
     assert set(options.LOSS_NAMES) == set(LOSS_REDUCTIONS)
     assert set(options.BACKEND_NAMES) == set(BACKENDS)
-    from edge_stpm.model import MAP_COMBINES
+    from edge_stpm.training.model import MAP_COMBINES
 
     assert options.MAP_COMBINE_NAMES == MAP_COMBINES
     assert set(options.PRECISION_NAMES) == set(PRECISIONS) == set(options.ENGINE_PRECISION_NAMES)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_stpm.app.sinks.recording import Recorder, letterbox
+from edge_stpm.runtime.loop.sinks.recording import Recorder, letterbox
 from edge_stpm.cli import app
-from edge_stpm.overlay import (ALPHA, NEAR, TOP, alpha_lut, colour_lut, heatmap_overlay, inspection_overlay,
+from edge_stpm.runtime.overlay import (ALPHA, NEAR, TOP, alpha_lut, colour_lut, heatmap_overlay, inspection_overlay,
                                text_height)
 
 
@@ -101,7 +101,7 @@ def test_committed_screenshots_exist() -> None:
 
 
 def test_progress_without_a_terminal_prints_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    from edge_stpm.progress import PlainProgress, bar
+    from edge_stpm.contract.progress import PlainProgress, bar
 
     assert isinstance(bar(), PlainProgress), "pytest's captured stderr is not a terminal"
     with PlainProgress(interval=0.0) as p:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from line_parts import free_port, modbus_cycles
-from edge_stpm.app.sinks import plc
-from edge_stpm.inspector import Inspector
+from edge_stpm.runtime.loop.sinks import plc
+from edge_stpm.runtime.inspector import Inspector
 
 pytest.importorskip("pymodbus")
 N = 1000
@@ -86,8 +86,8 @@ def test_handshake_state_machine() -> None:
 
 
 def test_modbus_port_in_use_and_bad_bind_are_one_line(tmp_path: Path) -> None:
-    from edge_stpm.app.http import parse_bind
-    from edge_stpm.errors import UserError
+    from edge_stpm.runtime.loop.live_view import parse_bind
+    from edge_stpm.contract.errors import UserError
 
     port = free_port()
     srv = plc.ModbusServer(plc.PlcState(), "127.0.0.1", port).start()
@@ -117,8 +117,8 @@ def test_opcua_client_reads_state_results_and_triggers(exported: Path, synth_dir
 
 def test_opcua_refuses_anonymous_off_loopback() -> None:
     pytest.importorskip("asyncua")
-    from edge_stpm.app.sinks.opcua import OpcuaServer, parse_user
-    from edge_stpm.errors import UserError
+    from edge_stpm.runtime.loop.sinks.opcua import OpcuaServer, parse_user
+    from edge_stpm.contract.errors import UserError
 
     with pytest.raises(UserError, match="--opcua-user"):
         OpcuaServer(plc.PlcState(), "0.0.0.0", 4840, None, loopback=False)

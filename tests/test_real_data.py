@@ -25,8 +25,8 @@ def _subset(dst: Path, n_train: int = 120, n_test: int = 30) -> Path:
 
 
 def test_few_epochs_on_real_tiles_find_blowholes(tmp_path: Path, mobilenet_weights: None) -> None:
-    from edge_stpm.evaluate import evaluate
-    from edge_stpm.train import TrainConfig, train
+    from edge_stpm.training.evaluate import evaluate
+    from edge_stpm.training.train import TrainConfig, train
 
     data = _subset(tmp_path / "mt")
     s = train(TrainConfig(data, tmp_path / "run", backbone="mobilenet_v2", epochs=4, batch_size=16, image_size=128,

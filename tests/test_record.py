@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edge_stpm.app.http import LiveView, parse_bind
-from edge_stpm.app.loop import RunOptions, run
-from edge_stpm.app.sinks.mqtt import Outbox
-from edge_stpm.app.sinks.record import RecordSink, query
-from edge_stpm.app.sources import open_source
+from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
+from edge_stpm.runtime.loop.pipeline import RunOptions, run
+from edge_stpm.runtime.loop.sinks.mqtt import Outbox
+from edge_stpm.runtime.loop.sinks.record import RecordSink, query
+from edge_stpm.runtime.loop.sources import open_source
 from edge_stpm.cli import app
-from edge_stpm.errors import UserError
-from edge_stpm.inspector import Inspector
+from edge_stpm.contract.errors import UserError
+from edge_stpm.runtime.inspector import Inspector
 
 runner = CliRunner()
 

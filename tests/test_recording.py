@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_stpm.app.sinks.recording import Recorder, part_path, readable_frames, recover_leftovers, segment_path
+from edge_stpm.runtime.loop.sinks.recording import Recorder, part_path, readable_frames, recover_leftovers, segment_path
 
 WRITER = """
 import sys, time, cv2, numpy as np
@@ -110,7 +110,7 @@ def test_killed_run_keeps_its_finished_segments_and_the_next_run_recovers_the_re
 
 
 def test_loop_plays_a_video_again(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
-    from edge_stpm.app.sources import open_source
+    from edge_stpm.runtime.loop.sources import open_source
 
     frames = int(cv2.VideoCapture(str(synth_dir / "video.avi")).get(cv2.CAP_PROP_FRAME_COUNT))
     src = open_source(str(synth_dir / "video.avi"), loop=True)
@@ -134,7 +134,7 @@ def test_temporaries_of_a_killed_write_are_cleaned_on_the_next_start(tmp_path: P
     into that folder removes it (one note), never a finished file and never a fresh temporary (another writer's)."""
     import tempfile
 
-    from edge_stpm.files import clean_temporaries, output_dir
+    from edge_stpm.contract.files import clean_temporaries, output_dir
 
     (tmp_path / "model.onnx").write_bytes(b"finished")
     # the temporary atomic_path makes (same naming), as a SIGKILL before its rename leaves it

@@ -1,4 +1,4 @@
-"""Every artefact edge-stpm reads back is checked against its schema before use (edge_stpm/schema.py): a bundle's
+"""Every artefact edge-stpm reads back is checked against its schema before use (edge_stpm/contract/schema.py): a bundle's
 manifest, a graph's metadata, an engine's header (and an old engine's JSON sidecar), a checkpoint. A file that
 deviates is one line naming the file and the field, exit 2 — never a KeyError/TypeError. Property tests throw
 random JSON documents and random bytes at the readers: a value or one UserError, nothing else."""
@@ -14,9 +14,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from edge_stpm import artifacts, checkpoint
-from edge_stpm.errors import UserError
-from edge_stpm.schema import CHECKPOINT, GRAPH, MANIFEST, check
+from edge_stpm.contract import artifacts
+from edge_stpm.training import checkpoint
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.schema import CHECKPOINT, GRAPH, MANIFEST, check
 
 from test_edge import cli, one_error
 
@@ -168,7 +169,7 @@ def test_random_documents_pass_or_fail_in_one_line(schema: str) -> None:
 
 
 def test_random_bytes_at_every_reader(tmp_path: Path) -> None:
-    from edge_stpm.data import read_image
+    from edge_stpm.contract.images import read_image
 
     readers: dict[str, Callable[[Path], Any]] = {
         "image.png": read_image, "model.onnx": artifacts.read_onnx_metadata, "model.engine": artifacts.read_engine,

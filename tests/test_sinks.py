@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_stpm.app.loop import RunOptions, run
-from edge_stpm.app.sinks.base import Result, Sink, SinkRunner
-from edge_stpm.app.sources import open_source
-from edge_stpm.inspector import Inspector
+from edge_stpm.runtime.loop.pipeline import RunOptions, run
+from edge_stpm.runtime.loop.sinks.base import Result, Sink, SinkRunner
+from edge_stpm.runtime.loop.sources import open_source
+from edge_stpm.runtime.inspector import Inspector
 
 
 class Counting(Sink):
@@ -73,8 +73,8 @@ def test_verdict_reaches_verdict_sinks_before_the_picture_is_drawn(insp: Inspect
 
 
 def test_required_sink_failure_is_an_error_state(insp: Inspector, synth_dir: Path) -> None:
-    from edge_stpm.app.line import Line
-    from edge_stpm.app.sinks import plc as plc_mod
+    from edge_stpm.runtime.loop.line import Line
+    from edge_stpm.runtime.loop.sinks import plc as plc_mod
 
     record = Counting("record", fail=True, required=True)
     line = Line(plc=plc_mod.PlcState())

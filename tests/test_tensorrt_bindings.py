@@ -15,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import api_names  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TRT_FILES = [ROOT / "edge_stpm" / "export" / "tensorrt.py", ROOT / "edge_stpm" / "runtime" / "tensorrt.py"]
-CUDA_FILES = [ROOT / "edge_stpm" / "runtime" / "cuda.py"]
+TRT_FILES = [ROOT / "edge_stpm" / "training" / "export" / "tensorrt_engines.py",
+             ROOT / "edge_stpm" / "runtime" / "backends" / "tensorrt_backend.py"]
+CUDA_FILES = [ROOT / "edge_stpm" / "runtime" / "backends" / "cuda.py"]
 
 
 def _run(kind: str, major: int, files: list[Path]) -> dict:

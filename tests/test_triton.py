@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from line_parts import TRITON_ENV, PacedSource, TritonServer, triton_missing
-from edge_stpm.errors import UserError
+from edge_stpm.contract.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +32,8 @@ def _parse(path: Path):
 
 def test_repository_configs_parse_and_carry_the_contract(exported: Path, tmp_path: Path) -> None:
     pytest.importorskip("tritonclient.grpc", reason="tritonclient not installed (pip install 'edge-stpm[triton]')")
-    from edge_stpm.artifacts import read_onnx_metadata
-    from edge_stpm.triton import write_repository
+    from edge_stpm.contract.artifacts import read_onnx_metadata
+    from edge_stpm.runtime.triton_repository import write_repository
 
     written = write_repository(exported, tmp_path / "repo", max_batch=8, queue_delay_us=300, instances=2)
     assert written == {"edge_stpm": "python", "edge_stpm_onnxruntime": "onnxruntime_onnx"}, "no engine: no plan model"
@@ -59,7 +59,7 @@ def server(exported: Path, tmp_path_factory: pytest.TempPathFactory):
     why = triton_missing()
     if why:
         pytest.skip(why)
-    from edge_stpm.triton import write_repository
+    from edge_stpm.runtime.triton_repository import write_repository
 
     root = tmp_path_factory.mktemp("triton")
     write_repository(exported, root / "repo", env=TRITON_ENV, threads=1)
@@ -73,10 +73,10 @@ def _images(synth_dir: Path, n: int) -> list[Path]:
 
 
 def test_served_model_gives_the_local_scores(server: TritonServer, exported: Path, synth_dir: Path) -> None:
-    from edge_stpm.data import load_images
-    from edge_stpm.inspector import Inspector
-    from edge_stpm.runtime.onnx import OnnxBackend
-    from edge_stpm.runtime.triton import TritonBackend
+    from edge_stpm.contract.images import load_images
+    from edge_stpm.runtime.inspector import Inspector
+    from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
+    from edge_stpm.runtime.backends.triton_backend import TritonBackend
 
     imgs = load_images(_images(synth_dir, 9), 128)
     tb = TritonBackend(server.url)
@@ -133,9 +133,9 @@ def test_server_killed_mid_run_then_restarted(server: TritonServer, synth_dir: P
     counted as failed; once the server is back on its ports the next request goes through."""
     import cv2
 
-    from edge_stpm.app.loop import RunOptions, run
-    from edge_stpm.app.sinks.record import RecordSink, query
-    from edge_stpm.inspector import Inspector
+    from edge_stpm.runtime.loop.pipeline import RunOptions, run
+    from edge_stpm.runtime.loop.sinks.record import RecordSink, query
+    from edge_stpm.runtime.inspector import Inspector
 
     imgs = [cv2.imread(str(p)) for p in _images(synth_dir, 4)]
     n = 240

@@ -1,0 +1,120 @@
+"""Atomic file writing: every artefact is written to a temporary name in the same folder, then renamed."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from edge_stpm.contract.errors import UserError
+
+
+def data_dir() -> Path:
+    """Where a box keeps its state: ``$XDG_DATA_HOME/edge-stpm`` (``~/.local/share/edge-stpm``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "edge-stpm"
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and check it is writable; raise UserError otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {path}: {exc.strerror or exc}") from None
+    if not path.is_dir():
+        raise UserError(f"output path {path} exists and is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UserError(f"output folder {path} is not writable: {exc.strerror or exc}") from None
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds."""
+    final = Path(final)
+    if final.is_dir():
+        raise UserError(f"{final} is a folder: give a file name")
+    ensure_dir(final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + final.suffix, dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, final)
+        except OSError as exc:  # a full disk, a vanished folder…: the file already there is kept as it was
+            raise UserError(f"cannot write {final}: {exc.strerror or exc} (nothing written; an earlier "
+                            f"{final.name} is unchanged)") from None
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+# what atomic_path names a temporary: ".NAME.<8 random>.tmp<suffix>"
+TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]*)?$")
+TEMP_MIN_AGE_S = 30.0  # younger temporaries may belong to a write still under way in another process
+
+
+def clean_temporaries(folder: Path, min_age_s: float = TEMP_MIN_AGE_S) -> list[str]:
+    """Temporaries of atomic writes that a killed process left in ``folder`` (never a finished file: those were
+    renamed) are removed; returns one line per file removed. Those changed in the last ``min_age_s`` s are left."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    said = []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and TEMP_NAME.match(p.name) and time.time() - p.stat().st_mtime >= min_age_s:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                said.append(f"removed {p}: the unfinished temporary of a write that was stopped hard (the finished "
+                            f"file, if any, is untouched)")
+    return said
+
+
+def output_dir(path: Path) -> Path:
+    """``ensure_dir`` for a command's output folder, and what an earlier, killed run left there cleaned (a note each)."""
+    from edge_stpm.contract.progress import console
+
+    folder = ensure_dir(path)
+    for line in clean_temporaries(folder):
+        console.print(f"note: {line}", highlight=False, markup=False, soft_wrap=True)
+    return folder
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes(final: Path, data: bytes) -> Path:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+    return Path(final)
+
+
+def write_text(final: Path, text: str) -> Path:
+    return write_bytes(final, text.encode("utf-8"))
+
+
+def write_json(final: Path, obj: Any) -> Path:
+    return write_text(final, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,116 @@
+"""Every command-line option's range and choices, in one place (torch-free: the runtime CLI reads it too).
+
+``cli.py`` declares each numeric option with ``**RANGE["name"]`` (typer's ``min``/``max``: click checks the value
+before any work starts, and ``--help`` shows the range) and each choice with a ``Literal`` of a tuple below.
+``tests/test_options.py`` fails on a numeric or enum option without a declared range or choice, and exercises
+both ends of every range. Ranges are what makes sense on a line, not what the code could survive.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+# choices (the training-side registries are checked against these names by tests/test_options.py)
+BACKBONE_NAMES = ("resnet18", "mobilenet_v2", "efficientnet_lite0", "wide_resnet50_2")
+FIT_NAMES = ("pad", "stretch", "crop")
+THRESHOLD_METHOD_NAMES = ("logsigma", "percentile", "sigma")
+DEVICE_NAMES = ("auto", "cpu", "cuda")
+LOSS_NAMES = ("mean", "sum")
+CALIB_METHOD_NAMES = ("minmax", "percentile", "entropy")
+BACKEND_NAMES = ("auto", "tensorrt", "onnxruntime", "pytorch", "triton")
+ENGINE_PRECISION_NAMES = ("fp16", "int8", "fp32")
+PRECISION_NAMES = ("fp32", "fp16", "int8")
+FRAME_PATH_NAMES = ("auto", "device", "host")
+HISTORY_VERDICTS = ("any", "OK", "NG")
+HISTORY_FORMATS = ("table", "csv", "json")
+TRIGGER_NAMES = ("free-run", "plc", "http")
+LIST_FORMATS = ("table", "json")
+MAP_COMBINE_NAMES = ("product", "weighted_sum")
+
+Backbone = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
+Fit = Literal[FIT_NAMES]  # type: ignore[valid-type]
+ThresholdMethod = Literal[THRESHOLD_METHOD_NAMES]  # type: ignore[valid-type]
+DeviceName = Literal[DEVICE_NAMES]  # type: ignore[valid-type]
+Loss = Literal[LOSS_NAMES]  # type: ignore[valid-type]
+CalibMethod = Literal[CALIB_METHOD_NAMES]  # type: ignore[valid-type]
+BackendName = Literal[BACKEND_NAMES]  # type: ignore[valid-type]
+EnginePrecision = Literal[ENGINE_PRECISION_NAMES]  # type: ignore[valid-type]
+Precision = Literal[PRECISION_NAMES]  # type: ignore[valid-type]
+FramePath = Literal[FRAME_PATH_NAMES]  # type: ignore[valid-type]
+HistoryVerdict = Literal[HISTORY_VERDICTS]  # type: ignore[valid-type]
+HistoryFormat = Literal[HISTORY_FORMATS]  # type: ignore[valid-type]
+Trigger = Literal[TRIGGER_NAMES]  # type: ignore[valid-type]
+ListFormat = Literal[LIST_FORMATS]  # type: ignore[valid-type]
+MapCombine = Literal[MAP_COMBINE_NAMES]  # type: ignore[valid-type]
+
+# numeric ranges, closed at both ends: name → (min, max)
+RANGES: dict[str, tuple[float, float]] = {
+    "threads": (1, 256),
+    "camera": (0, 63),
+    "source_frames": (10, 1_000_000),
+    "triton_max_batch": (1, 256),
+    "triton_queue_delay_us": (0, 1_000_000),
+    "triton_instances": (1, 64),
+    "triton_threads": (0, 256),
+    "source_index": (0, 63),
+    "seed": (0, 2**31 - 1),
+    "epochs": (1, 10_000),
+    "lr": (1e-6, 10.0),
+    "momentum": (0.0, 0.999),
+    "weight_decay": (0.0, 1.0),
+    "batch_size": (1, 4096),
+    "batch": (1, 256),
+    "val_fraction": (0.05, 0.5),
+    "size": (32, 2048),
+    "smoothing": (0.0, 64.0),
+    "score_top": (0.0, 10.0),
+    "n_images": (1, 1_000_000),
+    "video_frames": (1, 1_000_000),
+    "n_test_defect": (0, 100_000),
+    "calib_count": (20, 100_000),
+    "workspace_mib": (64, 1_048_576),
+    "threshold": (0.01, 100.0),
+    "anomaly_interval": (0.0, 86_400.0),
+    "max_frames": (1, 10**12),
+    "reconnect": (0.0, 86_400.0),
+    "record_segment": (0.0, 86_400.0),
+    "alpha": (0.0, 1.0),
+    "http_fps": (0.1, 120.0),
+    "iters": (3, 1_000_000),
+    "warmup": (0, 1_000_000),
+    "queue": (1, 10_000),
+    "workers": (1, 64),
+    "record_keep_days": (0.0, 36_500.0),
+    "record_max_mb": (1.0, 1_048_576.0),
+    "outbox_max": (10, 10_000_000),
+    "limit": (1, 10_000_000),
+    "timeout": (0.1, 3600.0),
+}
+
+
+def rng(name: str) -> dict[str, Any]:
+    """``typer.Option(..., **rng("epochs"))``: the declared range as typer's min/max (ints for integer options)."""
+    lo, hi = RANGES[name]
+    return {"min": lo, "max": hi}
+
+
+# free-text options and who parses them (one line each, exit 2, on a bad value)
+FREE_TEXT: dict[str, str] = {
+    "--precision": "contract.artifacts.parse_precisions (comma list of fp32, fp16, int8)",
+    "--frame-size": "contract.artifacts.parse_frame_size (WxH, comma list)",
+    "--batch": "cli._ints (comma list of integers ≥ 1) in bench; a number in export",
+    "--workers": "cli._ints (comma list of worker counts ≥ 1, or auto) in bench; a number in run",
+    "--backend": "bench: comma list checked against onnxruntime, pytorch, tensorrt",
+    "--int8-float-stages": "cli._ints (stage numbers 0, 1, 2)",
+    "--roi": "cli._roi (x,y,w,h)",
+    "--http": "runtime.loop.live_view.parse_bind (HOST:PORT)",
+    "--http-token": "any text",
+    "--source": "runtime.loop.sources.describe (file, folder, URL, GStreamer pipeline, basler:// via runtime.loop.basler.parse_spec)",
+    "--teacher-weights": "a file, or 'random'",
+    "--mqtt": "runtime.loop.sinks.mqtt.parse_url (mqtt[s]://[user:pass@]host[:port])",
+    "--mqtt-topic": "runtime.loop.sinks.mqtt.check_topic (no wildcards; {host} and {source} filled in)",
+    "--modbus": "runtime.loop.live_view.parse_bind (HOST:PORT)",
+    "--opcua": "runtime.loop.live_view.parse_bind (HOST:PORT)",
+    "--opcua-user": "runtime.loop.sinks.opcua.parse_user (USER:PASSWORD)",
+    "--since": "runtime.loop.sinks.record.parse_time (a duration such as 2h, or an ISO time)",
+    "--name": "cli.triton_repo (letters, digits, '_' and '-')",
+}

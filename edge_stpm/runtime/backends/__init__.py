@@ -1,0 +1,1 @@
+"""Backends behind one interface: TensorRT engines, ONNX Runtime graphs, PyTorch checkpoints."""

@@ -1,0 +1,160 @@
+"""The small public API for line software: ``Inspector.load(path).inspect(frame)``.
+
+>>> insp = Inspector.load("engines/mytile")        # a checkpoint, .onnx, .engine or export folder
+>>> r = insp.inspect(cv2.imread("part.png"))       # uint8 BGR, any size
+>>> r.ng, r.normalised_score, r.anomaly_map.shape  # verdict, score / threshold, (H, W) float32
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edge_stpm.runtime.overlay import (
+    ALPHA, colour_bar, draw_contours, index_scale, inspection_overlay, region_mask, verdict_banner,
+)
+from edge_stpm.contract.images import fit_image, unfit_map
+from edge_stpm.contract.errors import UserError
+from edge_stpm.runtime.backends.base import Backend, FrameRunner
+from edge_stpm.runtime.backends.select import open_backend
+
+FRAME_PATHS = ("auto", "device", "host")
+
+
+@dataclass
+class InspectionResult:
+    """One frame's result. ``anomaly_map`` is float32 ``(H, W)`` at the frame's size (computed on first use from
+    ``model_map``, the map at model resolution); ``score`` is the raw image score, ``normalised_score`` = score /
+    image threshold (1.0 = threshold), ``ng`` = normalised ≥ 1; ``image_threshold`` and ``pixel_threshold`` are the
+    raw thresholds in force. ``coloured`` is the frame already coloured by the device frame path (None on the host
+    path); ``path`` says which ran."""
+
+    score: float
+    normalised_score: float
+    ng: bool
+    model_map: np.ndarray
+    frame_shape: tuple[int, int]
+    fit: str
+    pixel_threshold: float
+    image_threshold: float = float("nan")
+    coloured: np.ndarray | None = None
+    path: str = "host"
+
+    @functools.cached_property
+    def anomaly_map(self) -> np.ndarray:
+        return unfit_map(self.model_map, self.frame_shape, self.fit)
+
+    @property
+    def verdict(self) -> str:
+        return "NG" if self.ng else "OK"
+
+    def overlay(self, frame: np.ndarray, alpha: float = ALPHA, text: Sequence[str] = ()) -> np.ndarray:
+        """The frame with colour near/above the threshold, contours on NG only, a colour bar and the banner. With
+        the device frame path's colouring only the contours (NG frames), the bar and the text are drawn here."""
+        if self.coloured is None or alpha != ALPHA:
+            return inspection_overlay(frame, self.anomaly_map, self.pixel_threshold, self.ng, self.normalised_score,
+                                      self.image_threshold, list(text), alpha)
+        out = self.coloured.copy()
+        if self.ng:
+            draw_contours(out, region_mask(self.anomaly_map, self.pixel_threshold), (255, 255, 255),
+                          max(1, round(out.shape[0] / 360)))
+        colour_bar(out)
+        return verdict_banner(out, self.ng, self.normalised_score, list(text), self.image_threshold)
+
+
+class Inspector:
+    """Frames in, verdicts out, over any backend. Thresholds come from the model's metadata; ``threshold`` scales
+    them, normalised like every score shown (1.2 = 1.2 × the stored thresholds, image and pixel alike)."""
+
+    def __init__(self, backend: Backend, threshold: float | None = None, frame_path: str = "auto") -> None:
+        if frame_path not in FRAME_PATHS:
+            raise UserError(f"unknown frame path {frame_path!r}; choose one of {', '.join(FRAME_PATHS)}")
+        self.backend = backend
+        self.frame_path = frame_path
+        self.runners: dict[tuple[int, int], FrameRunner | None] = {}
+        self._runners_lock = threading.Lock()  # inspect_batch may run on several loop workers at once
+        md = backend.metadata
+        thr = md["thresholds"]
+        scale = 1.0 if threshold is None else float(threshold)
+        if not scale > 0:
+            raise UserError(f"--threshold must be positive (1.0 = the stored threshold), not {threshold}")
+        self.threshold_scale = scale
+        self.image_threshold = float(thr["image"]) * scale
+        self.pixel_threshold = float(thr["pixel"]) * scale
+        self.size = int(md["image_size"])
+        self.fit = md.get("fit", "stretch")
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str = "auto", threshold: float | None = None,
+             precision: str | None = None, threads: int | None = None, verbose: bool = False,
+             frame_path: str = "auto") -> "Inspector":
+        return cls(open_backend(Path(path), backend, precision, threads=threads, verbose=verbose), threshold,
+                   frame_path)
+
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        """A uint8 BGR frame of any size → the model input ``(S, S, 3)``."""
+        if frame.ndim == 2:
+            frame = np.repeat(frame[..., None], 3, axis=2)
+        return fit_image(frame, self.size, self.fit)
+
+    def inspect(self, frame: np.ndarray) -> InspectionResult:
+        return self.inspect_batch([frame])[0]
+
+    def runner(self, frame: np.ndarray) -> FrameRunner | None:
+        """The backend's device frame path for this frame's size (looked up once per size), if any and if wanted:
+        ``auto`` only where the model runs on an accelerator, ``device`` wherever there is one, ``host`` never."""
+        if self.frame_path == "host" or (self.frame_path == "auto" and not self.backend.accelerated):
+            return None
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            return None
+        key = (int(frame.shape[0]), int(frame.shape[1]))
+        with self._runners_lock:
+            if key not in self.runners:
+                self.runners[key] = self.backend.frame_runner(*key)
+            return self.runners[key]
+
+    def inspect_batch(self, frames: Sequence[np.ndarray]) -> list[InspectionResult]:
+        """Frames with a device frame path run through it one by one; the others are fitted on the host and
+        inferred together."""
+        out: list[InspectionResult | None] = [None] * len(frames)
+        host = []
+        for i, f in enumerate(frames):
+            r = self.runner(f)
+            if r is None:
+                host.append(i)
+                continue
+            amap, score, coloured = r.run(f, index_scale(self.pixel_threshold))
+            out[i] = self.result(f, amap, score, coloured)
+        if host:
+            maps, scores = self.backend.infer_any(np.stack([self.prepare(frames[i]) for i in host]))
+            for i, m, s in zip(host, maps, scores):
+                out[i] = self.result(frames[i], m, s)
+        return out  # type: ignore[return-value]
+
+    def result(self, frame: np.ndarray, amap: np.ndarray, score: float,
+               coloured: np.ndarray | None = None) -> InspectionResult:
+        norm = float(score) / self.image_threshold
+        return InspectionResult(float(score), norm, norm >= 1.0, amap, frame.shape[:2], self.fit, self.pixel_threshold,
+                                self.image_threshold, coloured, "device" if coloured is not None else "host")
+
+    @property
+    def path_note(self) -> str:
+        """Which frame path ran for each frame size seen so far."""
+        if self.frame_path == "host":
+            return "host path (--frame-path host)"
+        if self.frame_path == "auto" and not self.backend.accelerated:
+            return "host path (the model runs on the CPU, where OpenCV's fit and colour are cheaper; --frame-path device)"
+        if not self.runners:
+            return "no frame yet"
+        return "; ".join(f"{w}x{h}: " + (f"device frame path ({r.name})" if r else "host path (no frame graph for "
+                                         "this size)") for (h, w), r in self.runners.items())
+
+    def close(self) -> None:
+        for r in self.runners.values():
+            if r is not None:
+                r.close()
+        self.backend.close()

@@ -1,0 +1,431 @@
+"""Live view and metrics over HTTP while ``edge-stpm run`` inspects: aiohttp on its own thread and event loop,
+Prometheus metrics through ``prometheus_client``.
+
+Endpoints: ``/`` a small page (live overlay, verdict, score, FPS, latency, counts, model, recent NG thumbnails),
+``/stream.mjpg`` multipart MJPEG of the overlay, ``/status.json`` the same numbers, ``/metrics`` Prometheus text,
+``/ng/<id>.jpg`` the recent NG snapshots, ``/history.json`` the newest results from the inspection record.
+
+Viewers never slow the loop: ``publish`` only swaps a reference to the newest overlay; JPEG encoding happens on
+the server thread, once per new frame for all viewers, at most ``stream_fps`` times a second, and only while
+someone watches. Each viewer gets the newest frame and may miss frames; a client that stops reading is dropped
+after ``send_timeout_s``, a vanished one at its next write. Safe by default: loopback unless told otherwise, and a
+non-loopback bind needs a token, which every endpoint then requires (``?token=`` or ``Authorization: Bearer``).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import html
+import ipaddress
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_stpm.contract.errors import UserError
+
+# read/infer: per-stage cost; verdict/picture: capture → verdict handed on, capture → overlay drawn
+STAGES = ("read", "infer", "verdict", "picture")
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Bind:
+    host: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_bind(text: str, what: str = "--http") -> Bind:
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1); ``[::1]:PORT`` for IPv6."""
+    t = text.strip()
+    host, port = "127.0.0.1", t
+    if t.startswith("["):
+        host, _, port = t[1:].partition("]:")
+    elif ":" in t:
+        host, _, port = t.rpartition(":")
+        host = host or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UserError(f"{what} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return Bind(host, int(port))
+
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>edge-stpm {model}</title>
+<style>body{{font-family:sans-serif;background:#111;color:#eee;margin:1em}} .v{{font-size:2em;font-weight:bold}}
+.NG{{color:#f33}} .OK{{color:#3c3}} td{{padding:2px 10px 2px 0}} img.live{{width:{width}px;max-width:100%;image-rendering:pixelated;border:1px solid #444}}
+.thumbs img{{height:90px;margin:2px;border:1px solid #f33}}</style></head><body>
+<div><span id="verdict" class="v">…</span> <span id="score"></span></div>
+{streams}
+<table><tr><td>FPS</td><td id="fps"></td><td>latency</td><td id="lat"></td></tr>
+<tr><td>frames</td><td id="frames"></td><td>NG</td><td id="ng"></td><td>dropped</td><td id="dropped"></td></tr>
+<tr><td>model</td><td colspan="5">{model}</td></tr></table>
+<div>recent NG</div><div class="thumbs" id="thumbs"></div>
+<script>
+const q = "{q}";
+async function tick() {{
+  try {{
+    const s = await (await fetch("status.json" + q)).json();
+    const v = document.getElementById("verdict"); v.textContent = s.verdict || "…"; v.className = "v " + (s.verdict || "");
+    document.getElementById("score").textContent = s.normalised_score == null ? "" :
+      s.normalised_score.toFixed(2) + " (1.00 = score " + s.threshold.toPrecision(4) + ")";
+    document.getElementById("fps").textContent = s.fps.toFixed(1);
+    document.getElementById("lat").textContent = s.latency_ms.verdict.toFixed(1) + " ms to verdict, " + s.latency_ms.picture.toFixed(1) + " ms to picture";
+    for (const k of ["frames", "ng", "dropped"]) document.getElementById(k).textContent = s[k];
+    document.getElementById("thumbs").innerHTML = s.recent_ng.map(n =>
+      `<a href="${{n.url}}${{q}}"><img src="${{n.url}}${{q}}" title="frame ${{n.frame}}: ${{n.normalised_score.toFixed(2)}}"></a>`).join("");
+  }} catch (e) {{}}
+}}
+setInterval(tick, 1000); tick();
+</script></body></html>"""
+
+
+class LiveView:
+    """The HTTP view of one run. ``publish`` from the loop thread; everything else runs on the server thread."""
+
+    def __init__(self, bind: Bind, token: str | None, model: dict[str, Any], stream_fps: float = 15.0,
+                 keep_ng: int = 8, send_timeout_s: float = 5.0, sources: list[str] | None = None,
+                 history: Any = None) -> None:
+        self.plc: Any = None  # run --trigger http: the handshake state POST /trigger drives
+        if not bind.loopback and not token:
+            raise UserError(f"--http {bind.host}:{bind.port} is not a loopback address: give --http-token TOKEN "
+                            "(every endpoint then requires it), or bind to 127.0.0.1")
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+        self.bind, self.token, self.model = bind, token, model
+        self.history = history  # the inspection record's path, for /history.json
+        self.stream_fps, self.send_timeout_s = stream_fps, send_timeout_s
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sources = sources or ["source 0"]
+        self.m_frames = Counter("edge_stpm_frames", "Frames inspected", ["source"], registry=r)
+        self.m_ng = Counter("edge_stpm_ng_frames", "Frames judged NG", ["source"], registry=r)
+        self.m_dropped = Counter("edge_stpm_dropped_frames", "Frames a live source dropped (newest-frame policy)",
+                                 ["source"], registry=r)
+        self.m_reconnects = Counter("edge_stpm_source_reconnects", "Times a lost source was reopened", ["source"],
+                                    registry=r)
+        self.m_latency = Histogram("edge_stpm_stage_seconds", "Per-frame latency by stage", ["stage"],
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.m_fps = Gauge("edge_stpm_fps", "End-to-end frames per second (moving average)", ["source"], registry=r)
+        self.m_viewers = Gauge("edge_stpm_stream_viewers", "Open /stream.mjpg connections", registry=r)
+        self.m_sink = Gauge("edge_stpm_sink_results", "Results per sink: taken, dropped (queue full), failed",
+                            ["sink", "outcome"], registry=r)
+        self.m_error = Gauge("edge_stpm_error", "1 while a required sink (a line output) is failing", registry=r)
+        self.m_extra: dict[str, Any] = {}
+        Info("edge_stpm_model", "The model being run", registry=r).info({k: str(v) for k, v in model.items()})
+        self._lock = threading.Lock()
+        self._latest: dict[int, tuple[int, np.ndarray]] = {}
+        self._status: dict[str, Any] = {"verdict": None, "normalised_score": None, "threshold": None, "fps": 0.0,
+                                        "frames": 0, "ng": 0, "dropped": 0, "reconnects": 0,
+                                        "latency_ms": {s: 0.0 for s in STAGES}, "model": model, "recent_ng": [],
+                                        "sources": [{"source": i, "spec": sp, "frames": 0, "ng": 0, "verdict": None,
+                                                     "normalised_score": None, "fps": 0.0, "dropped": 0,
+                                                     "reconnects": 0, "stream": f"stream/{i}.mjpg"}
+                                                    for i, sp in enumerate(self.sources)]}
+        self._ng: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._keep_ng, self._last_ng_t = keep_ng, 0.0
+        self._seen = {(k, i): 0 for k in ("dropped", "reconnects") for i in range(len(self.sources))}
+        self.viewers = 0
+        self.encoded = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: Any = None
+        self.port = bind.port
+
+    # --- loop side -------------------------------------------------------------------------------------------
+
+    def publish(self, index: int, overlay: np.ndarray | None, ng: bool, normalised_score: float, threshold: float,
+                fps: float, ms: dict[str, float], dropped: int, reconnects: int, source: int = 0) -> None:
+        """The verdict of one frame (the loop's verdict sink calls it as soon as inference ends): counters and status,
+        never blocking on viewers. ``overlay``, when given, is also handed on as in ``publish_picture``."""
+        label = str(source)
+        self.m_frames.labels(label).inc()
+        for stage, v in ms.items():
+            if stage in STAGES:
+                self.m_latency.labels(stage).observe(v / 1e3)
+        self.m_fps.labels(label).set(fps)
+        for key, metric, value in (("dropped", self.m_dropped, dropped), ("reconnects", self.m_reconnects, reconnects)):
+            if value > self._seen[(key, source)]:
+                metric.labels(label).inc(value - self._seen[(key, source)])
+                self._seen[(key, source)] = value
+        if ng:
+            self.m_ng.labels(label).inc()
+        with self._lock:
+            st = self._status
+            one = st["sources"][source]
+            one.update(verdict="NG" if ng else "OK", normalised_score=float(normalised_score), fps=float(fps),
+                       frames=one["frames"] + 1, ng=one["ng"] + int(ng), dropped=dropped, reconnects=reconnects)
+            st.update(verdict="NG" if ng else "OK", normalised_score=float(normalised_score), threshold=float(threshold),
+                      fps=float(fps), frames=st["frames"] + 1, ng=st["ng"] + int(ng),
+                      dropped=sum(x["dropped"] for x in st["sources"]),
+                      reconnects=sum(x["reconnects"] for x in st["sources"]))
+            st["latency_ms"].update({s: float(v) for s, v in ms.items() if s in STAGES})
+        if overlay is not None:
+            self.publish_picture(source, index, overlay, ng, normalised_score)
+
+    def publish_picture(self, source: int, index: int, overlay: np.ndarray, ng: bool, normalised_score: float,
+                        latency_ms: float | None = None) -> None:
+        """The drawn overlay of a frame (a reference swap for the viewers; an NG thumbnail at most once a second)."""
+        if latency_ms is not None:
+            self.m_latency.labels("picture").observe(latency_ms / 1e3)
+        with self._lock:
+            self._latest[source] = (index, overlay)
+            if latency_ms is not None:
+                self._status["latency_ms"]["picture"] = float(latency_ms)
+            keep = ng and time.monotonic() - self._last_ng_t >= 1.0
+            if keep:
+                self._last_ng_t = time.monotonic()
+        if keep:  # small, and at most one a second
+            h, w = overlay.shape[:2]
+            thumb = cv2.resize(overlay, (max(1, round(w * 180 / h)), 180), interpolation=cv2.INTER_AREA)
+            jpg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+            with self._lock:
+                key = source * 10**9 + index  # one id space for every source's frames
+                self._ng[key] = jpg
+                while len(self._ng) > self._keep_ng:
+                    self._ng.popitem(last=False)
+                old = {n["id"]: n for n in self._status["recent_ng"]}
+                self._status["recent_ng"] = [old.get(k) or {"id": k, "source": source, "frame": index, "url": f"ng/{k}.jpg",
+                                                            "normalised_score": float(normalised_score)}
+                                             for k in reversed(self._ng)]
+
+    def sinks(self, stats: list[dict[str, Any]], error: str | None) -> None:
+        """The loop's per-sink counts (called about once a second) and its error state."""
+        for st in stats:
+            for outcome in ("taken", "dropped", "failed"):
+                self.m_sink.labels(st["sink"], outcome).set(st[outcome])
+        self.m_error.set(1 if error else 0)
+        with self._lock:
+            self._status["sinks"] = stats
+            self._status["error"] = error
+
+    def gauge(self, name: str, doc: str, value: float) -> None:
+        """A line output's own figure (outbox depth, record rows…) as a Prometheus gauge ``edge_stpm_<name>``."""
+        from prometheus_client import Gauge
+
+        with self._lock:
+            if name not in self.m_extra:
+                self.m_extra[name] = Gauge(f"edge_stpm_{name}", doc, registry=self.registry)
+        self.m_extra[name].set(value)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps(self._status))
+
+    # --- server side ------------------------------------------------------------------------------------------
+
+    def start(self) -> "LiveView":
+        """Bind and serve on a background thread; a bad bind (port in use…) is one UserError here."""
+        ready: dict[str, Any] = {}
+        started = threading.Event()
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start_site())
+            except OSError as exc:
+                ready["error"] = exc
+                started.set()
+                loop.close()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="edge-stpm-http", daemon=True)
+        self._thread.start()
+        started.wait(30)
+        if "error" in ready:
+            exc = ready["error"]
+            raise UserError(f"--http {self.bind.host}:{self.bind.port}: cannot listen ({exc.strerror or exc})")
+        return self
+
+    async def _start_site(self) -> None:
+        from aiohttp import web
+
+        @web.middleware
+        async def auth(request: Any, handler: Any) -> Any:
+            if self.token:
+                given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+                if given != self.token:
+                    return web.Response(status=401, text="token required")
+            return await handler(request)
+
+        app = web.Application(middlewares=[auth])
+        app.add_routes([web.get("/", self._page), web.get("/stream.mjpg", self._stream),
+                        web.get("/stream/{source}.mjpg", self._stream),
+                        web.get("/status.json", self._status_json), web.get("/metrics", self._metrics),
+                        web.get("/ng/{index}.jpg", self._ng_jpg), web.get("/history.json", self._history_json),
+                        web.post("/trigger", self._trigger)])
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.bind.host, self.bind.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self._frame_cond = asyncio.Condition()
+        self._jpeg: dict[int, tuple[int, bytes]] = {}
+        self._watching: dict[int, int] = collections.defaultdict(int)
+        self._encoder = asyncio.ensure_future(self._encode_loop())
+
+    def _q(self) -> str:
+        return f"?token={self.token}" if self.token else ""
+
+    async def _page(self, request: Any) -> Any:
+        from aiohttp import web
+
+        model = html.escape(" ".join(f"{k} {v}" for k, v in self.model.items()))
+        q = html.escape(self._q())
+        streams = "".join(f'<img class="live" src="{"stream.mjpg" if i == 0 else f"stream/{i}.mjpg"}{q}" '
+                          f'alt="live overlay {html.escape(sp)}" title="{html.escape(sp)}">' for i, sp in enumerate(self.sources))
+        width = 640 if len(self.sources) == 1 else 420
+        return web.Response(text=PAGE.format(model=model, q=q, streams=streams, width=width), content_type="text/html")
+
+    async def _history_json(self, request: Any) -> Any:
+        """The newest results from the inspection record (``?limit=N``, at most 1000; ``&verdict=NG``)."""
+        from aiohttp import web
+
+        if self.history is None:
+            raise web.HTTPNotFound(text="this run keeps no inspection record (--no-history)")
+        try:
+            limit = max(1, min(1000, int(request.query.get("limit", "50"))))
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit must be a number") from None
+        verdict = request.query.get("verdict")
+        if verdict not in (None, "OK", "NG"):
+            raise web.HTTPBadRequest(text="verdict must be OK or NG")
+        from edge_stpm.runtime.loop.sinks.record import query
+
+        try:
+            rows = await asyncio.get_running_loop().run_in_executor(None, query, self.history, None, verdict, None, limit)
+        except UserError as exc:
+            raise web.HTTPServiceUnavailable(text=str(exc)) from None
+        return web.json_response(rows)
+
+    async def _trigger(self, request: Any) -> Any:
+        """``run --trigger http``: one frame for this request, answered with its result (then acknowledged, so the
+        next POST can trigger). 409 while the box is busy with another trigger; 504 if no result within
+        ``?timeout=`` seconds (default 10, at most 60); 503 when the inspection or the source failed."""
+        from aiohttp import web
+
+        st = self.plc
+        if st is None:
+            raise web.HTTPNotFound(text="this run does not take HTTP triggers (run --trigger http)")
+        try:
+            timeout = max(0.1, min(60.0, float(request.query.get("timeout", "10"))))
+        except ValueError:
+            raise web.HTTPBadRequest(text="timeout must be a number of seconds") from None
+        from edge_stpm.runtime.loop.sinks.plc import ERROR_TEXT
+
+        tid = st.trigger()
+        if tid is None:
+            return web.json_response({"error": ERROR_TEXT.get(st.error_code, "busy"), "error_code": st.error_code},
+                                     status=409)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            res = st.result_of(tid)
+            if res is not None:
+                st.ack()
+                return web.json_response(res)
+            if st.trigger_ready and st.error_code:  # the cycle ended without a result
+                return web.json_response({"trigger_id": tid, "error": st.failing or ERROR_TEXT.get(st.error_code),
+                                          "error_code": st.error_code}, status=503)
+            await asyncio.sleep(0.001)
+        return web.json_response({"trigger_id": tid, "error": f"no result within {timeout:g} s"}, status=504)
+
+    async def _status_json(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response(self.status() | {"viewers": self.viewers})
+
+    async def _metrics(self, request: Any) -> Any:
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _ng_jpg(self, request: Any) -> Any:
+        from aiohttp import web
+
+        with self._lock:
+            jpg = self._ng.get(int(request.match_info["index"])) if request.match_info["index"].isdigit() else None
+        if jpg is None:
+            raise web.HTTPNotFound(text="no such NG snapshot (only the most recent are kept)")
+        return web.Response(body=jpg, content_type="image/jpeg")
+
+    async def _encode_loop(self) -> None:
+        """While someone watches: encode the newest frame (if new) at most stream_fps times a second."""
+        last: dict[int, int] = {}
+        while True:
+            await asyncio.sleep(1.0 / self.stream_fps)
+            if self.viewers == 0:
+                continue
+            with self._lock:
+                latest = {s: f for s, f in self._latest.items() if self._watching.get(s)}
+            fresh = {s: f for s, f in latest.items() if last.get(s) != f[0]}
+            if not fresh:
+                continue
+            encoded = {}
+            for s, (idx, img) in fresh.items():
+                last[s] = idx
+                encoded[s] = (idx, cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes())
+                self.encoded += 1
+            async with self._frame_cond:
+                self._jpeg.update(encoded)
+                self._frame_cond.notify_all()
+
+    async def _stream(self, request: Any) -> Any:
+        from aiohttp import web
+
+        resp = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame",
+                                           "Cache-Control": "no-cache, private", "Pragma": "no-cache"})
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:  # a small kernel send buffer: a viewer that stops reading is noticed within seconds
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        src = int(request.match_info.get("source", "0")) if request.match_info.get("source", "0").isdigit() else -1
+        if not 0 <= src < len(self.sources):
+            raise web.HTTPNotFound(text=f"no source {request.match_info.get('source')}")
+        await resp.prepare(request)
+        self.viewers += 1
+        self._watching[src] += 1
+        self.m_viewers.set(self.viewers)
+        sent = -1
+        try:
+            while True:
+                async with self._frame_cond:
+                    await self._frame_cond.wait_for(lambda: src in self._jpeg and self._jpeg[src][0] != sent)
+                    sent, jpg = self._jpeg[src]
+                part = (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpg)).encode()
+                        + b"\r\n\r\n" + jpg + b"\r\n")
+                await asyncio.wait_for(resp.write(part), timeout=self.send_timeout_s)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError, asyncio.CancelledError, OSError):
+            if request.transport is not None:  # a slow or vanished viewer is dropped; the others and the loop go on
+                request.transport.abort()
+        finally:
+            self.viewers -= 1
+            self._watching[src] -= 1
+            self.m_viewers.set(self.viewers)
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp
+
+    def close(self) -> None:
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,37 @@
+"""HTTP-view sinks: the verdict side updates counters and status at once; the picture side hands the newest
+overlay to the viewers (app.http.LiveView; JPEG encoding happens on the server thread)."""
+from __future__ import annotations
+
+from typing import Any
+
+from edge_stpm.runtime.loop.sinks.base import Result, Sink
+
+
+class HttpVerdictSink(Sink):
+    name = "http"
+    queue_size = 256
+
+    def __init__(self, view: Any, sources: list[Any]) -> None:
+        self.view, self.sources = view, sources
+
+    def take(self, r: Result) -> None:
+        src = self.sources[r.source]
+        self.view.publish(r.frame_index, None, r.ng, r.inspection.normalised_score, r.inspection.image_threshold,
+                          r.fps, {"read": r.read_ms, "infer": r.infer_ms, "verdict": r.verdict_ms},
+                          src.dropped, getattr(src, "reconnects", 0), source=r.source)
+
+
+class HttpPictureSink(Sink):
+    name = "http-picture"
+    picture = True
+    queue_size = 2
+
+    def __init__(self, view: Any) -> None:
+        self.view = view
+
+    def wants(self, r: Result) -> bool:
+        return self.view.viewers > 0 or r.ng  # someone watches, or an NG thumbnail for the page
+
+    def take(self, r: Result) -> None:
+        latency = None if r.t_picture is None else (r.t_picture - r.t_capture) * 1e3
+        self.view.publish_picture(r.source, r.frame_index, r.picture, r.ng, r.inspection.normalised_score, latency)

@@ -1,0 +1,218 @@
+"""The inspection record: every result in an embedded SQLite database (WAL, one fsync per commit), with retention
+by age and size, queried by ``edge-stpm history`` and the HTTP view.
+
+One row per inspected frame: time, source, trigger id, verdict, score, thresholds in force, model sha256,
+snapshot path, capture→verdict latency, camera data. ``result_id`` is unique per box and sortable
+(``<run start UTC>-<sequence>``); the MQTT messages carry the same id and fields, so a central database can
+land them idempotently (``INSERT … ON CONFLICT(result_id) DO NOTHING``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sqlite3
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from edge_stpm.contract.errors import UserError
+from edge_stpm.runtime.loop.sinks.base import Result, Sink
+
+SCHEMA_VERSION = 1
+COLUMNS = ("result_id", "time", "time_iso", "source", "source_spec", "frame", "trigger_id", "verdict", "score",
+           "normalised_score", "image_threshold", "pixel_threshold", "model_sha256", "snapshot", "verdict_ms",
+           "camera")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inspections (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  result_id TEXT NOT NULL UNIQUE,
+  time REAL NOT NULL, time_iso TEXT NOT NULL,
+  source INTEGER NOT NULL, source_spec TEXT NOT NULL, frame INTEGER NOT NULL, trigger_id INTEGER,
+  verdict TEXT NOT NULL CHECK (verdict IN ('OK', 'NG')),
+  score REAL NOT NULL, normalised_score REAL NOT NULL, image_threshold REAL NOT NULL, pixel_threshold REAL NOT NULL,
+  model_sha256 TEXT NOT NULL, snapshot TEXT, verdict_ms REAL, camera TEXT
+);
+CREATE INDEX IF NOT EXISTS inspections_time ON inspections(time);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def result_row(r: Result, model_sha256: str) -> dict[str, Any]:
+    """The record's (and the MQTT message's) fields of one result."""
+    ins = r.inspection
+    return {"result_id": r.result_id, "time": r.wall_time, "time_iso": iso(r.wall_time),
+            "source": r.source, "source_spec": r.spec, "frame": r.frame_index, "trigger_id": r.trigger_id,
+            "verdict": ins.verdict, "score": ins.score, "normalised_score": ins.normalised_score,
+            "image_threshold": ins.image_threshold, "pixel_threshold": ins.pixel_threshold,
+            "model_sha256": model_sha256, "snapshot": r.snapshot, "verdict_ms": round(r.verdict_ms, 3),
+            "camera": r.camera or None}
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    """Open (or create) the record; a path that cannot be written, or a file that is not this record, is one
+    UserError naming the file."""
+    path = Path(path)
+    try:
+        if readonly:
+            if not path.is_file():
+                raise UserError(f"no inspection record at {path} (edge-stpm run writes it; see --history-db)")
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
+            con.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file only
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed row survives a power cut
+            con.executescript(SCHEMA)
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            con.commit()
+        version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"cannot use the inspection record {path}: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"cannot create the inspection record {path}: {exc.strerror or exc}") from None
+    if version is None or version[0] != str(SCHEMA_VERSION):
+        raise UserError(f"{path}: not an edge-stpm inspection record of schema {SCHEMA_VERSION} (meta.schema_version "
+                        f"is {version[0] if version else 'missing'})")
+    return con
+
+
+class RecordSink(Sink):
+    """Every result into the record, in order, as soon as inference ends (lossless; required: a record that
+    cannot be written is the loop's error state). Retention: rows older than ``keep_days`` and, past
+    ``max_mb``, the oldest rows are deleted (checked every ``check_every`` rows)."""
+
+    name = "record"
+    lossless = True
+    required = True
+    queue_size = 4096
+
+    def __init__(self, path: Path, model_sha256: str, keep_days: float = 90.0, max_mb: float = 2048.0,
+                 check_every: int = 500) -> None:
+        self.path, self.sha = Path(path), model_sha256
+        self.keep_days, self.max_mb, self.check_every = keep_days, max_mb, check_every
+        self.con: sqlite3.Connection | None = None
+        self.rows = 0
+        self.deleted = 0
+
+    def open(self) -> None:
+        self.con = connect(self.path)
+        try:
+            self.con.execute("BEGIN IMMEDIATE")
+            self.con.rollback()
+        except sqlite3.OperationalError as exc:
+            raise UserError(f"cannot write the inspection record {self.path}: {exc}") from None
+        self.retain()
+
+    batch_max = 256
+    batch_linger_s = 0.02  # group commit: at most ~20 ms of results wait for their fsync
+
+    def take(self, r: Result) -> None:
+        self.take_batch([r])
+
+    def take_batch(self, results: list[Result]) -> None:
+        """One transaction (one fsync) for the results that queued up meanwhile."""
+        assert self.con is not None
+        rows = []
+        for r in results:
+            row = result_row(r, self.sha)
+            row["camera"] = json.dumps(row["camera"]) if row["camera"] else None
+            rows.append([row[c] for c in COLUMNS])
+        with self.con:
+            self.con.executemany(f"INSERT INTO inspections ({', '.join(COLUMNS)}) VALUES "
+                                 f"({', '.join('?' * len(COLUMNS))})", rows)
+        before = self.rows
+        self.rows += len(rows)
+        if self.rows // self.check_every != before // self.check_every:
+            self.retain()
+
+    def size_mb(self) -> float:
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists()) / 2**20
+
+    def retain(self) -> None:
+        """Delete what is older than ``keep_days``, then the oldest tenth while over ``max_mb``."""
+        assert self.con is not None
+        with self.con:
+            cur = self.con.execute("DELETE FROM inspections WHERE time < ?", (time.time() - self.keep_days * 86400,))
+            self.deleted += cur.rowcount
+        for _ in range(20):
+            if self.size_mb() <= self.max_mb:
+                break
+            with self.con:
+                n = self.con.execute("SELECT COUNT(*) FROM inspections").fetchone()[0]
+                if n == 0:
+                    break
+                cur = self.con.execute("DELETE FROM inspections WHERE id IN (SELECT id FROM inspections ORDER BY id "
+                                       "LIMIT ?)", (max(1, n // 10),))
+                self.deleted += cur.rowcount
+            self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.con.execute("PRAGMA incremental_vacuum")
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self.con.close()
+            self.con = None
+
+
+# --- reading: edge-stpm history ----------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """'2h', '30m', '7d', '45s' (ago) or an ISO time ('2026-12-01T08:00', UTC unless it says otherwise)."""
+    now = time.time() if now is None else now
+    m = _DURATION.match(text.strip())
+    if m:
+        return now - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"--since takes a duration such as 2h, 30m, 7d or an ISO time, not {text!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def query(path: Path, since: float | None = None, verdict: str | None = None, source: int | None = None,
+          limit: int = 1000) -> list[dict[str, Any]]:
+    """The newest ``limit`` rows matching, oldest first."""
+    con = connect(path, readonly=True)
+    where, args = [], []
+    if since is not None:
+        where.append("time >= ?")
+        args.append(since)
+    if verdict:
+        where.append("verdict = ?")
+        args.append(verdict)
+    if source is not None:
+        where.append("source = ?")
+        args.append(source)
+    sql = (f"SELECT {', '.join(COLUMNS)} FROM inspections" + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY id DESC LIMIT ?")
+    try:
+        rows = [dict(zip(COLUMNS, r)) for r in con.execute(sql, (*args, limit))]
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"cannot read the inspection record {path}: {exc}") from None
+    finally:
+        con.close()
+    for r in rows:
+        r["camera"] = json.loads(r["camera"]) if r["camera"] else None
+    return rows[::-1]
+
+
+def to_csv(rows: Iterable[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r | {"camera": json.dumps(r["camera"]) if r.get("camera") else ""})
+    return buf.getvalue()

@@ -1,0 +1,287 @@
+"""Frame sources: camera index, Basler camera (``basler://``, see basler.py), video file, image folder, RTSP/HTTP URL
+or GStreamer pipeline.
+
+Live sources are read on their own thread that keeps only the newest frame, so the loop never falls
+behind a camera; files and folders are read in order without drops (a bounded queue, also threaded).
+"""
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from edge_stpm.contract.images import IMAGE_EXTS, list_images, read_image
+from edge_stpm.contract.errors import UserError
+from edge_stpm.runtime.loop.frames import Frame, Source
+
+__all__ = ["Frame", "Source", "open_source", "describe", "list_v4l2", "gstreamer_available"]
+
+
+def list_v4l2() -> list[dict[str, str]]:
+    """V4L2 capture devices (Linux): ``--camera N`` for /dev/videoN, with the driver's name for it."""
+    rows = []
+    devices = [d for d in Path("/sys/class/video4linux").glob("video*") if d.name[5:].isdigit()]
+    for dev in sorted(devices, key=lambda d: int(d.name[5:])):
+        try:
+            name = (dev / "name").read_text().strip()
+        except OSError:
+            name = ""
+        rows.append({"source": f"--camera {dev.name[5:]}", "vendor": "", "model": name, "serial": "",
+                     "interface": "V4L2", "name": f"/dev/{dev.name}", "format": ""})
+    return rows
+
+
+def gstreamer_available() -> bool:
+    """Whether this OpenCV build has GStreamer (the PyPI wheels do not)."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+def describe(spec: str) -> tuple[str, str]:
+    """Classify a source spec: (kind, spec) with kind camera | basler | gstreamer | url | folder | video | image."""
+    if spec.startswith("basler://"):
+        return "basler", spec
+    if spec.isdigit():
+        return "camera", spec
+    if "!" in spec:
+        return "gstreamer", spec
+    if "://" in spec:
+        return "url", spec
+    p = Path(spec)
+    if p.is_dir():
+        return "folder", spec
+    if p.is_file():
+        return ("image", spec) if p.suffix.lower() in IMAGE_EXTS else ("video", spec)
+    raise UserError(f"source not found: {spec} (give a camera index, basler://SERIAL, a video file, an image folder, a URL "
+                    "or a GStreamer pipeline)")
+
+
+class FolderSource(Source):
+    """Images of a folder (or one image), in name order, decoded on a thread ahead of the loop."""
+
+    def __init__(self, paths: list[Path], loop: bool = False) -> None:
+        if not paths:
+            raise UserError("no images in the source folder")
+        self.paths, self.loop = paths, loop
+        self.unreadable = 0
+        self.q: queue.Queue[Frame | None] = queue.Queue(maxsize=8)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _paths(self) -> Iterator[Path]:
+        while True:
+            yield from self.paths
+            if not self.loop or self.unreadable >= len(self.paths):
+                return
+
+    def _run(self) -> None:
+        for i, p in enumerate(self._paths()):
+            if self.stop.is_set():
+                break
+            t0 = time.perf_counter()
+            try:
+                img = read_image(p)
+            except UserError as exc:  # one unreadable file does not stop a folder; it is said, and counted
+                self.unreadable += 1
+                from edge_stpm.contract.progress import console
+
+                console.print(f"note: skipped: {exc}", highlight=False, markup=False, soft_wrap=True)
+                continue
+            _put(self.q, Frame(i, img, time.monotonic(), (time.perf_counter() - t0) * 1e3), self.stop)
+        _put(self.q, None, self.stop)
+
+    def read(self, timeout: float = 5.0) -> Frame | None:
+        frame = self.q.get()
+        self.ended = frame is None
+        return frame
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5.0)
+
+
+def _put(q: "queue.Queue[Frame | None]", item: Frame | None, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+class CaptureSource(Source):
+    """cv2.VideoCapture on a thread. Files: in order, no drops. Live: only the newest frame is kept; a lost
+    stream is reopened with backoff for up to ``reconnect_s`` seconds before the source ends."""
+
+    def __init__(self, kind: str, spec: str, reconnect_s: float = 10.0, loop: bool = False) -> None:
+        self.kind, self.spec, self.reconnect_s = kind, spec, reconnect_s
+        self.loop = loop and kind == "video"
+        self.loops = 0
+        self.live = kind in ("camera", "url", "gstreamer")
+        if kind == "gstreamer" and not gstreamer_available():
+            raise UserError("this OpenCV has no GStreamer support (PyPI wheels never do): on a Jetson use JetPack's "
+                            "OpenCV (python3-opencv) and uninstall opencv-python; or use --camera N")
+        self.cap = self._open()
+        if self.cap is None:
+            what = f"camera {spec}" if kind == "camera" else spec
+            raise UserError(f"cannot open {what}: no such device or stream")
+        fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0.5 <= fps <= 1000 else None
+        self.stop = threading.Event()
+        self.q: queue.Queue[Frame | None] = queue.Queue(maxsize=1 if self.live else 8)
+        self.latest: Frame | None = None
+        self.cond = threading.Condition()
+        self.finished = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _open(self) -> cv2.VideoCapture | None:
+        with _quiet_opencv():  # a missing camera is our one error line, not OpenCV's backend chatter
+            return self._open_capture()
+
+    def _open_capture(self) -> cv2.VideoCapture | None:
+        if self.kind == "camera":
+            cap = cv2.VideoCapture(int(self.spec))
+        elif self.kind == "gstreamer":
+            cap = cv2.VideoCapture(self.spec, cv2.CAP_GSTREAMER)
+        else:
+            cap = cv2.VideoCapture(self.spec)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        if self.kind in ("camera",):
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+
+    def _reconnect(self) -> bool:
+        from edge_stpm.contract.progress import console
+
+        what = f"camera {self.spec}" if self.kind == "camera" else self.spec
+        console.print(f"note: {what}: stream lost, reconnecting for up to {self.reconnect_s:g} s", highlight=False,
+                      markup=False, soft_wrap=True)
+        t0 = time.monotonic()
+        deadline = t0 + self.reconnect_s
+        delay = 0.2
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 2.0)
+            if self.cap is not None:
+                self.cap.release()
+            self.cap = self._open()
+            if self.cap is not None:
+                self.reconnects += 1
+                console.print(f"note: {what}: reconnected after {time.monotonic() - t0:.1f} s", highlight=False,
+                              markup=False, soft_wrap=True)
+                return True
+        return False
+
+    def _run(self) -> None:
+        i = start = 0
+        while not self.stop.is_set():
+            t0 = time.perf_counter()
+            ok, img = self.cap.read() if self.cap is not None else (False, None)
+            if not ok or img is None:
+                if self.live and self._reconnect():
+                    continue
+                if self.loop and i > start and self._rewind():  # a file that gave frames: again from its start
+                    start = i
+                    continue
+                self.end_reason = (f"stream lost, no reconnect within {self.reconnect_s:g} s" if self.live
+                                   else "end of stream")
+                break
+            frame = Frame(i, img, time.monotonic(), (time.perf_counter() - t0) * 1e3)
+            i += 1
+            if self.live:
+                with self.cond:
+                    if self.latest is not None:
+                        self.dropped += 1
+                    self.latest = frame
+                    self.cond.notify()
+            else:
+                _put(self.q, frame, self.stop)
+        if self.live:
+            with self.cond:
+                self.finished = True
+                self.cond.notify()
+        else:
+            _put(self.q, None, self.stop)
+
+    def _rewind(self) -> bool:
+        if self.cap is not None:
+            self.cap.release()
+        self.cap = self._open()
+        self.loops += self.cap is not None
+        return self.cap is not None
+
+    def read(self, timeout: float = 5.0) -> Frame | None:
+        """Files: the next frame (blocking), None at the end. Live: the newest frame, waiting at most ``timeout``
+        seconds; None if none came (``ended`` tells whether the stream is over or just quiet / reconnecting)."""
+        if not self.live:
+            frame = self.q.get()
+            self.ended = frame is None
+            return frame
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.latest is None and not self.finished and time.monotonic() < deadline:
+                self.cond.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+            frame, self.latest = self.latest, None
+            self.ended = frame is None and self.finished
+            return frame
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2.0)
+        if self.cap is not None:
+            self.cap.release()
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log is None:
+        yield
+        return
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        log.setLogLevel(level)
+
+
+class MemorySource(Source):
+    """``n`` frames cycled from ``images`` in memory, each handed over the moment it is asked for (a camera that
+    always has a fresh frame: the capture time is the hand-over). For ``bench`` and tests: no decode cost."""
+
+    def __init__(self, images: list[np.ndarray], n: int) -> None:
+        self.images, self.n, self.i = images, n, 0
+
+    def read(self, timeout: float = 5.0) -> Frame | None:
+        if self.i >= self.n:
+            self.ended = True
+            return None
+        self.i += 1
+        return Frame(self.i - 1, self.images[(self.i - 1) % len(self.images)], time.monotonic(), 0.0)
+
+
+def open_source(spec: str, reconnect_s: float = 10.0, loop: bool = False) -> Source:
+    """The source ``spec`` names; ``loop``: a video file or image folder plays again from its start when it ends."""
+    kind, spec = describe(spec)
+    if kind == "folder":
+        return FolderSource(list_images(Path(spec)), loop)
+    if kind == "image":
+        return FolderSource([Path(spec)], loop)
+    if kind == "basler":
+        from edge_stpm.runtime.loop.basler import open_basler
+
+        return open_basler(spec, reconnect_s)
+    return CaptureSource(kind, spec, reconnect_s, loop)

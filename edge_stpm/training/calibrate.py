@@ -1,0 +1,55 @@
+"""``edge-stpm calibrate``: recompute a checkpoint's thresholds without retraining."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_stpm.training import checkpoint, thresholds
+from edge_stpm.contract.images import labelled_test_images, load_images
+from edge_stpm.contract.errors import UserError
+from edge_stpm.training.evaluate import score_set, torch_infer
+from edge_stpm.training.model import MAP_COMBINES, good_level_weights
+
+
+def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None, data: Path | None = None,
+                quiet: bool = False, top_percent: float | None = None, combine: str | None = None) -> dict[str, Any]:
+    """Recompute thresholds of a checkpoint from its held-out good images (optionally with another smoothing
+    sigma or image score), or, with ``data``, set the image threshold to the F1 optimum of that labelled split;
+    rewrite it."""
+    ck = checkpoint.read(Path(ckpt))
+    if method not in thresholds.METHODS:
+        raise UserError(f"unknown threshold method {method!r}; choose one of {', '.join(thresholds.METHODS)}")
+    if sigma is not None:
+        if sigma < 0:
+            raise UserError("--smoothing must be 0 (no smoothing) or positive")
+        ck["smoothing_sigma"] = float(sigma)
+    if top_percent is not None:
+        ck["score_top_percent"] = float(top_percent)
+    stpm = checkpoint.build_stpm(ck)
+    size, fit = ck["image_size"], ck["fit"]
+    val = [Path(p) for p in ck["training"].get("val_images", []) if Path(p).is_file()]
+    if not val:
+        raise UserError("the checkpoint's held-out images are not on this machine: retrain here to calibrate")
+    val_images = load_images(val, size, fit)
+    if combine is not None:
+        if combine not in MAP_COMBINES:
+            raise UserError(f"unknown map combination {combine!r}; choose one of {', '.join(MAP_COMBINES)}")
+        ck["level_weights"] = (list(good_level_weights(checkpoint.pipeline(ck | {"level_weights": None}, stpm),
+                                                       torch.from_numpy(val_images)))
+                               if combine == "weighted_sum" else None)
+    pipe = checkpoint.pipeline(ck, stpm)
+    infer = torch_infer(pipe, torch.device("cpu"))
+    maps, scores = score_set(infer, val_images, 16, quiet, "held-out good images")
+    thr = thresholds.calibrate(scores, maps, method)
+    if data is not None:
+        items = labelled_test_images(Path(data))
+        _, s = score_set(infer, load_images([i.path for i in items], size, fit), 16, quiet, "labelled split")
+        f1 = thresholds.f1_optimal(s, np.array([i.label for i in items]))
+        thr |= {"method": "f1", "image": f1["threshold"], "f1_on": str(data), "f1": f1}
+    checkpoint.save(Path(ckpt), stpm, image_size=size, fit=fit, thresholds=thr, teacher_source=ck["teacher_source"],
+                    training=ck["training"], sigma=ck.get("smoothing_sigma", 0.0),
+                    top_percent=ck.get("score_top_percent", 0.0), level_weights=ck.get("level_weights"))
+    return thr

@@ -1,0 +1,247 @@
+"""``edge-stpm export``: a checkpoint → FP32 / FP16 / INT8 ONNX graphs, each checked against PyTorch."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_stpm.training import checkpoint
+from edge_stpm.contract.images import good_images, load_images, read_mask, labelled_test_images
+from edge_stpm.contract.errors import UserError
+from edge_stpm.training.evaluate import compute_metrics
+from edge_stpm.contract.files import ensure_dir, output_dir, write_json, write_text
+from edge_stpm.contract.progress import bar, console
+from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
+from edge_stpm.contract.artifacts import graph_metadata, onnx_path, sidecar, write_bundle_readme, write_manifest
+from edge_stpm.training.export.onnx_graphs import export_onnx
+from edge_stpm.training.export.quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
+
+FP32_MAX_REL_L2 = 1e-4
+_WARNED: set[str] = set()  # warnings already printed in this process (bench exports once per row)
+# Precision gates on held-out good images, against PyTorch FP32: the map's relative L2 error and the score error
+# in units of the image threshold (what decides verdicts). Measured (16 held-out images): magnetic tile FP16
+# 0.020 / 0.0017 median / 0.0088 max, INT8 0.092 / 0.0062 / 0.036; synthetic test fixture FP16 0.009 / 0.0016 /
+# 0.0077, INT8 0.159 / 0.033 / 0.058. Bounds: about 2x the worse of the two. With --data also the AUROC drop.
+GATES = {"fp16": {"map_rel_l2": 0.05, "score_err_median": 0.01, "score_err_max": 0.05},
+         "int8": {"map_rel_l2": 0.30, "score_err_median": 0.06, "score_err_max": 0.15}}
+MAX_AUROC_DROP = 0.010
+
+
+def gate_failures(prec: str, parity: dict[str, float], test: dict[str, Any] | None,
+                  fp32_test: dict[str, Any] | None) -> list[str]:
+    """What a graph misses of its precision gate, each with the figure and the bound (empty: it passes)."""
+    out = [f"{k} {parity[k]:.3g} > {bound:g} (by {parity[k] - bound:.3g})"
+           for k, bound in GATES.get(prec, {}).items() if not parity[k] <= bound]
+    if test is not None and fp32_test is not None and prec != "fp32":
+        for k in ("image_auroc", "pixel_auroc"):
+            if test.get(k) is not None and fp32_test.get(k) is not None and fp32_test[k] - test[k] > MAX_AUROC_DROP:
+                drop = fp32_test[k] - test[k]
+                out.append(f"{k} drops {100 * drop:.2f} points below FP32 (> {100 * MAX_AUROC_DROP:.1f}; "
+                           f"by {100 * (drop - MAX_AUROC_DROP):.2f})")
+    return out
+
+
+def rel_l2(a: np.ndarray, ref: np.ndarray) -> float:
+    """‖a − ref‖₂ / ‖ref‖₂ over all elements."""
+    return float(np.linalg.norm((a - ref).ravel()) / max(np.linalg.norm(ref.ravel()), 1e-30))
+
+
+def parity_figures(maps: np.ndarray, scores: np.ndarray, ref_maps: np.ndarray, ref_scores: np.ndarray,
+                   image_threshold: float) -> dict[str, float]:
+    """A graph's agreement with its reference: map relative L2, score relative error, score error in units of
+    the image threshold (median, max)."""
+    err = np.abs(scores - ref_scores)
+    return {"images": len(scores), "map_rel_l2": rel_l2(maps, ref_maps),
+            "score_max_rel_err": float(np.max(err / np.maximum(np.abs(ref_scores), 1e-30))),
+            "score_err_median": float(np.median(err / image_threshold)), "score_err_max": float(np.max(err / image_threshold))}
+
+
+def _existing(paths: list[str]) -> list[Path]:
+    return [Path(p) for p in paths if Path(p).is_file()]
+
+
+def _keep_bundle_consistent(out: Path, committed: list[str]) -> None:
+    """After a failed export: if graphs were already replaced, rewrite the manifest so the folder still verifies."""
+    from edge_stpm.contract.artifacts import MANIFEST
+
+    if committed and (Path(out) / MANIFEST).is_file():
+        write_manifest(out)
+
+
+def _frame_graphs(pipe: Any, meta: dict[str, Any], sha: str, precisions: list[str], sizes: Any, out: Path,
+                  parity_paths: list[Path], committed: list[str], force: bool) -> dict[str, Any]:
+    """Frame graphs per (size, precision), each checked on the parity images resized to the frame against the
+    PyTorch FP32 host path (fit on the host, then the model): the same bounds as the model graphs."""
+    import cv2
+
+    from edge_stpm.contract.artifacts import frame_metadata, frame_onnx_path
+    from edge_stpm.contract.images import fit_image, read_image
+    from edge_stpm.runtime.backends.onnxruntime_backend import OnnxFrameRunner
+    from edge_stpm.training.export.onnx_graphs import export_frame_onnx
+
+    raw = [read_image(p) for p in parity_paths]
+    entries: dict[str, Any] = {}
+    for w, h in sizes:
+        frames = [cv2.resize(r, (w, h), interpolation=cv2.INTER_AREA) for r in raw]
+        with torch.no_grad():
+            ref_maps, ref_scores = (t.numpy() for t in pipe(torch.from_numpy(np.stack(
+                [fit_image(f, meta["image_size"], meta["fit"]) for f in frames]))))
+        for prec in precisions:
+            final = frame_onnx_path(out, prec, w, h)
+            path = final.with_name(f".{final.stem}.candidate.onnx")
+            md = frame_metadata(graph_metadata(meta, prec, 1, sha), w, h)
+            t0 = time.perf_counter()
+            export_frame_onnx(pipe, prec, (h, w), meta["fit"], path, md)
+            runner = OnnxFrameRunner(path, allow_gpu=False)
+            got = [runner.run(f, 1.0) for f in frames]
+            maps, scores = np.stack([g[0] for g in got]), np.array([g[1] for g in got])
+            parity = parity_figures(maps, scores, ref_maps[:, 0], ref_scores, float(meta["thresholds"]["image"]))
+            failures = ([f"map_rel_l2 {parity['map_rel_l2']:.3g} > {FP32_MAX_REL_L2:g}"]
+                        if prec == "fp32" and not parity["map_rel_l2"] <= FP32_MAX_REL_L2
+                        else gate_failures(prec, parity, None, None))
+            if failures and not force:
+                path.unlink(missing_ok=True)
+                _keep_bundle_consistent(out, committed)
+                raise UserError(f"the {prec.upper()} frame graph {final.name} disagrees with the host path: "
+                                + "; ".join(failures) + " (--force writes it anyway)")
+            os.replace(path, final)
+            committed.append(final.name)
+            entry = {"path": str(final), "bytes": final.stat().st_size, "parity_vs_host_path": parity,
+                     "seconds": time.perf_counter() - t0, "gate_failures_forced": failures}
+            write_json(sidecar(final), md | {"export": entry})
+            entries[final.stem] = entry
+    return entries
+
+
+def calibration_paths(meta: dict[str, Any], calib: Path | None) -> tuple[list[Path], str]:
+    if calib is not None:
+        return good_images(calib), str(calib)
+    paths = _existing(meta.get("training", {}).get("train_images", []))
+    if not paths:
+        raise UserError("the checkpoint's training images are not on this machine: pass --calib DIR of good images")
+    return paths, "checkpoint training images"
+
+
+def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: Path | None = None,
+           calib_count: int = 300, calib_method: str = "minmax", calib_root: Path = Path("calibration"),
+           data: Path | None = None, parity_count: int = 16, seed: int = 0, quiet: bool = False,
+           float_stages: tuple[int, ...] = DEFAULT_FLOAT_STAGES, force: bool = False,
+           frame_sizes: list[tuple[int, int]] | tuple[()] = ()) -> dict[str, Any]:
+    """Export the requested graphs into ``out`` (FP32 always, as the reference); returns the export report.
+
+    FP16 and INT8 graphs must pass their precision gate (``GATES``; with ``data`` also ≤ 1 AUROC point below FP32)
+    or they are removed again and the export fails, saying by how much — unless ``force``. ``frame_sizes``
+    (width, height): also the device frame-path graphs (``framepath``) for those camera sizes, FP32/FP16 only.
+    """
+    if batch < 1:
+        raise UserError("--batch must be at least 1")
+    pipe, meta = checkpoint.load_pipeline(Path(ckpt))
+    out = output_dir(Path(out))
+    sha = checkpoint.file_sha256(Path(ckpt))
+    size, fit = meta["image_size"], meta["fit"]
+    rng = np.random.default_rng(seed)
+
+    cal_paths, cal_source = ([], "")
+    if "int8" in precisions:
+        cal_paths, cal_source = calibration_paths(meta, calib)
+        if len(cal_paths) > calib_count:
+            cal_paths = [cal_paths[i] for i in np.sort(rng.choice(len(cal_paths), calib_count, replace=False))]
+        warning = check_count(len(cal_paths))
+        if warning and warning not in _WARNED:
+            _WARNED.add(warning)
+            console.print(f"[yellow]warning: {warning}")
+    parity_paths = _existing(meta.get("training", {}).get("val_images", []))[:parity_count] or cal_paths[:parity_count]
+    if not parity_paths:
+        if calib is None:
+            raise UserError("no images for the parity check on this machine: pass --calib DIR of good images")
+        parity_paths = good_images(calib)[:parity_count]
+    parity_imgs = load_images(parity_paths, size, fit)
+    with torch.no_grad():
+        ref_maps, ref_scores = (t.numpy() for t in pipe(torch.from_numpy(parity_imgs)))
+    ref_maps = ref_maps[:, 0]
+
+    test = None
+    if data is not None:
+        items = labelled_test_images(Path(data))
+        test = (load_images([i.path for i in items], size, fit), np.stack([read_mask(i, size, fit) for i in items]),
+                np.array([i.label for i in items]), np.array([i.defect for i in items]))
+
+    report: dict[str, Any] = {"checkpoint": str(ckpt), "checkpoint_sha256": sha, "batch": batch, "graphs": {}}
+    order = ["fp32"] + [p for p in precisions if p != "fp32"]
+    committed: list[str] = []
+    for prec in order:
+        t0 = time.perf_counter()
+        md = graph_metadata(meta, prec, batch, sha)
+        final = onnx_path(out, prec)
+        # each graph is written under a hidden candidate name and renamed onto model_<prec>.onnx only once it has
+        # passed its checks: a failed export never removes or half-replaces a graph already in the bundle
+        path = final.with_name(f".{final.stem}.candidate.onnx")
+        extra: dict[str, Any] = {}
+        if prec == "int8":
+            cal_dir = ensure_dir(Path(calib_root) / out.name)
+            write_text(cal_dir / "images.txt", "\n".join(str(p) for p in cal_paths) + "\n")
+            cache = cal_dir / f"ranges_{calib_method}_b{batch}.json"
+            md["calibration"] = {"source": cal_source, "count": len(cal_paths), "method": calib_method,
+                                 "float_stages": list(float_stages),
+                                 "list": str(cal_dir / "images.txt"), "ranges": str(cache)}
+            with bar(quiet) as progress:
+                task = progress.add_task("decode calibration images", total=len(cal_paths), info="")
+                cal_imgs = load_images(cal_paths, size, fit, on_done=lambda n: progress.advance(task, n))
+                reuse = cache.is_file()
+                task = progress.add_task(f"calibrate int8 ({calib_method})", total=0 if reuse else len(cal_paths),
+                                         info="reusing saved ranges" if reuse else "")
+                summary = quantize_int8(onnx_path(out, "fp32"), path, cal_imgs, batch, md, cache, calib_method,
+                                        on_batch=lambda n: progress.advance(task, n), float_stages=float_stages)
+            scales = summary.pop("activation_scales")
+            write_json(cal_dir / "stats.json", {"count": len(cal_paths), "method": calib_method, "batch": batch,
+                                                "activation_scales": scales, **summary})
+            extra["qdq"] = summary
+        else:
+            export_onnx(pipe, prec, batch, path, md)
+        backend = OnnxBackend(path, allow_gpu=False)
+        maps, scores = backend.infer_any(parity_imgs)
+        parity = parity_figures(maps, scores, ref_maps, ref_scores, float(meta["thresholds"]["image"]))
+        if prec == "fp32" and not parity["map_rel_l2"] <= FP32_MAX_REL_L2:
+            path.unlink(missing_ok=True)
+            _keep_bundle_consistent(out, committed)
+            raise UserError(f"FP32 ONNX graph disagrees with PyTorch (map relative L2 {parity['map_rel_l2']:.2e} > "
+                            f"{FP32_MAX_REL_L2:.0e}); not written")
+        entry: dict[str, Any] = {"path": str(final), "bytes": path.stat().st_size, "parity_vs_pytorch": parity,
+                                 "seconds": time.perf_counter() - t0, **extra}
+        if test is not None:
+            imgs, masks, labels, defects = test
+            with bar(quiet) as progress:
+                task = progress.add_task(f"test split, {prec}", total=len(imgs), info="")
+                res = []
+                for i in range(0, len(imgs), 16):
+                    res.append(backend.infer_any(imgs[i : i + 16]))
+                    progress.advance(task, min(16, len(imgs) - i))
+            tm, ts = np.concatenate([r[0] for r in res]), np.concatenate([r[1] for r in res])
+            m = compute_metrics(tm, ts, labels, masks, defects)
+            entry["test"] = m["overall"] | {"per_defect": m["per_defect"]}
+        failures = gate_failures(prec, parity, entry.get("test"), report["graphs"].get("fp32", {}).get("test"))
+        entry["gate"] = {"bounds": GATES.get(prec, {}), "max_auroc_drop": MAX_AUROC_DROP, "failures": failures,
+                         "forced": bool(failures and force)}
+        if failures and not force:
+            path.unlink(missing_ok=True)
+            _keep_bundle_consistent(out, committed)
+            raise UserError(f"the {prec.upper()} graph misses its precision gate on held-out good images: "
+                            + "; ".join(failures) + f"; not written, any earlier {final.name} left as it was "
+                            "(--force writes it anyway)")
+        os.replace(path, final)
+        committed.append(final.name)
+        write_json(sidecar(final), md | {"export": entry})
+        report["graphs"][prec] = entry
+    report["graphs"] = {p: report["graphs"][p] for p in order if p in precisions or p == "fp32"}
+    if frame_sizes:
+        report["frame_graphs"] = _frame_graphs(pipe, meta, sha, [p for p in order if p != "int8"], frame_sizes, out,
+                                               parity_paths, committed, force)
+    write_json(out / "export.json", report)
+    write_bundle_readme(out, graph_metadata(meta, "fp32", batch, sha), list(report["graphs"]))
+    write_manifest(out, {"backbone": meta["backbone"], "image_size": size, "fit": fit, "batch": batch,
+                         "checkpoint_sha256": sha})
+    return report

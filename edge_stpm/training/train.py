@@ -1,0 +1,363 @@
+"""Training: student regression on the frozen teacher, model selection on held-out good images,
+threshold calibration, and the checkpoint."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from edge_stpm.training import checkpoint as ckpt_io, thresholds
+from edge_stpm.training.backbones import get_spec, pretrained_state
+from edge_stpm.contract.images import FIT_MODES, good_images, load_images
+from edge_stpm.training.devices import low_memory_default, pick_device, return_freed_memory, set_threads
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.files import output_dir, write_json
+from edge_stpm.training.model import (
+    DEFAULT_LOSS_REDUCTION, DEFAULT_MAP_COMBINE, DEFAULT_SCORE_TOP_PERCENT, LOSS_REDUCTIONS, MAP_COMBINES, STPM,
+    InspectionPipeline, Preprocess, good_level_weights, level_distance, stpm_loss,
+)
+from edge_stpm.contract.progress import bar, console
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run. Optimiser as the official STPM code (SGD lr 0.4, momentum 0.9, weight decay
+    1e-4, batch 32, checkpoint chosen by held-out loss); loss reduction, fit, smoothing and epochs as chosen by the
+    rule in benchmarks/results/accuracy/RULE.md (the official code sums the loss over the batch, trains 100 epochs on
+    stretched input and does not smooth); the head (levels' weighted sum, top-2 % image score) by RULE_R2.md (the
+    official head multiplies the levels and takes the max)."""
+
+    data: Path
+    out: Path
+    backbone: str = "resnet18"
+    epochs: int = 30
+    lr: float = 0.4
+    loss: str = DEFAULT_LOSS_REDUCTION
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    image_size: int = 256
+    fit: str = "pad"
+    sigma: float = 4.0
+    score_top_percent: float = DEFAULT_SCORE_TOP_PERCENT
+    map_combine: str = DEFAULT_MAP_COMBINE
+    seed: int = 0
+    device: str = "auto"
+    teacher_weights: str | None = None
+    threshold_method: str = "logsigma"
+    threshold_k: float = thresholds.DEFAULT_K
+    low_memory: bool | None = None
+    teacher_cache: bool | None = None
+    threads: int | None = None
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _check(cfg: TrainConfig) -> None:
+    get_spec(cfg.backbone)
+    if cfg.fit not in FIT_MODES:
+        raise UserError(f"unknown fit mode {cfg.fit!r}; choose one of {', '.join(FIT_MODES)}")
+    if cfg.loss not in LOSS_REDUCTIONS:
+        raise UserError(f"unknown loss reduction {cfg.loss!r}; choose one of {', '.join(LOSS_REDUCTIONS)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise UserError("epochs, batch size and learning rate must be positive")
+    if not 0 < cfg.val_fraction < 1:
+        raise UserError("--val-fraction must be between 0 and 1")
+    if cfg.image_size % 16 or cfg.image_size < 32:
+        raise UserError("--size must be a multiple of 16, at least 32")
+    if cfg.sigma < 0:
+        raise UserError("--smoothing must be 0 (no smoothing) or positive")
+    if cfg.map_combine not in MAP_COMBINES:
+        raise UserError(f"unknown map combination {cfg.map_combine!r}; choose one of {', '.join(MAP_COMBINES)}")
+    if not 0 <= cfg.score_top_percent <= 10:
+        raise UserError("--score-top must be in 0..10 (% of the map; 0 = its max)")
+    if cfg.threshold_method not in thresholds.METHODS:
+        raise UserError(f"unknown threshold method {cfg.threshold_method!r}; choose one of {', '.join(thresholds.METHODS)}")
+
+
+class _KeepRunningStats:
+    """Context for checkpoint recomputation: batch norm still normalises with the batch's statistics (so the
+    recomputed activations equal the first pass) but does not update its running statistics a second time."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self) -> None:
+        self.saved = [m.momentum for m in self.bns]
+        for m in self.bns:
+            m.momentum = 0.0
+
+    def __exit__(self, *exc: object) -> None:
+        for m, mom in zip(self.bns, self.saved):
+            m.momentum = mom
+
+
+def student_features(student: nn.Module, x: torch.Tensor, low_memory: bool) -> list[torch.Tensor]:
+    """The student's pyramid. ``low_memory``: activation checkpointing per block (each child of each stage):
+    only block inputs are kept for the backward pass and each block is recomputed there, cutting peak memory
+    several-fold for about a third more compute; the gradients are the same."""
+    if not low_memory:
+        return student(x)
+    feats = []
+    ctx = lambda: (contextlib.nullcontext(), _KeepRunningStats(student))  # noqa: E731
+    for stage in student.stages:
+        for block in stage.children():
+            x = checkpoint(block, x, use_reentrant=False, context_fn=ctx)
+        feats.append(x)
+    return feats
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB), from getrusage (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@torch.no_grad()
+def score_images(pipe: InspectionPipeline, images: torch.Tensor, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Run the pipeline over uint8 ``(N, H, W, 3)`` images; returns maps ``(N, H, W)`` and scores ``(N,)``."""
+    maps, scores = [], []
+    for i in range(0, len(images), batch_size):
+        m, s = pipe(images[i : i + batch_size])
+        maps.append(m[:, 0].float().cpu().numpy())
+        scores.append(s.float().cpu().numpy())
+    return np.concatenate(maps), np.concatenate(scores)
+
+
+TEACHER_CACHE_MAX_BYTES = 6 * 2**30  # never more than this for the cached teacher pyramid
+TEACHER_CACHE_RAM_SHARE = 0.35  # ... nor more than this share of the memory available when training starts
+
+
+class TeacherCache:
+    """The frozen teacher's pyramid of every training and held-out image, computed once (float32, in eval mode, as
+    every step computed it) instead of once per epoch. Valid because the training views are fixed: there is no
+    augmentation, so image ``i`` always reaches the teacher as the same tensor. ``None`` from ``build`` when it
+    would not fit (see ``TEACHER_CACHE_*``); training then runs the teacher every step, with the same result."""
+
+    def __init__(self, levels: list[torch.Tensor]) -> None:
+        self.levels = levels
+
+    def __getitem__(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        return [lv[idx] for lv in self.levels]
+
+    @staticmethod
+    def bytes_needed(stpm: STPM, n: int, size: int) -> int:
+        with torch.no_grad():
+            feats = stpm.teacher(torch.zeros(1, 3, size, size, device=next(stpm.teacher.parameters()).device))
+        return n * sum(f.numel() * 4 for f in feats)
+
+    @staticmethod
+    @torch.no_grad()
+    def build(stpm: STPM, pre: Preprocess, images: torch.Tensor, batch_size: int, amp: bool,
+              wanted: bool | None, low_memory: bool) -> "TeacherCache | None":
+        if wanted is False:
+            return None
+        need = TeacherCache.bytes_needed(stpm, len(images), images.shape[1])
+        if wanted is None:
+            import psutil
+
+            budget = min(TEACHER_CACHE_MAX_BYTES, TEACHER_CACHE_RAM_SHARE * psutil.virtual_memory().available)
+            if images.is_cuda:
+                free, _ = torch.cuda.mem_get_info(images.device)
+                budget = min(budget, TEACHER_CACHE_RAM_SHARE * free)
+            if low_memory:
+                budget /= 4
+            if need > budget:
+                return None
+        levels: list[list[torch.Tensor]] = []
+        for i in range(0, len(images), batch_size):
+            x = pre(images[i : i + batch_size]).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                t = stpm.teacher(x)
+            levels.append([f.float() for f in t])
+        return TeacherCache([torch.cat(parts) for parts in zip(*levels)])
+
+
+@torch.no_grad()
+def _val_loss(stpm: STPM, pre: Preprocess, images: torch.Tensor, batch_size: int, amp: bool,
+              cache: TeacherCache | None = None, val_idx: torch.Tensor | None = None) -> float:
+    stpm.eval()
+    total = 0.0
+    for i in range(0, len(images), batch_size):
+        x = pre(images[i : i + batch_size]).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            if cache is not None and val_idx is not None:
+                t, s = cache[val_idx[i : i + batch_size]], stpm.student(x)
+            else:
+                t, s = stpm(x)
+        per_image = sum(level_distance(a.float(), b.float()).mean(dim=(1, 2, 3)) for a, b in zip(t, s))
+        total += float(per_image.sum())
+    return total / len(images)
+
+
+def _inputs(cfg: TrainConfig) -> tuple[list[Path], Any, str]:
+    """The good images and the teacher's weights (UserError for too few images)."""
+    paths = good_images(Path(cfg.data))
+    if len(paths) < 5:
+        raise UserError(f"only {len(paths)} good images in {cfg.data}: need at least 5 (20% are held out)")
+    teacher_state, teacher_source = pretrained_state(cfg.backbone, cfg.teacher_weights)
+    if teacher_source == "random":
+        console.print("[yellow]warning: teacher has random weights (for tests only); the model will not be useful")
+    return paths, teacher_state, teacher_source
+
+
+def _split(cfg: TrainConfig, paths: list[Path], device: torch.device,
+           rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Decode every image (on ``device``) and hold out ``val_fraction`` of them: (images, val indices, train
+    indices)."""
+    with bar(cfg.quiet) as progress:
+        task = progress.add_task("decode images", total=len(paths), info="")
+        images_np = load_images(paths, cfg.image_size, cfg.fit, on_done=lambda n: progress.advance(task, n))
+    images = torch.from_numpy(images_np).to(device)
+    perm = rng.permutation(len(paths))
+    n_val = max(1, int(round(cfg.val_fraction * len(paths))))
+    return images, np.sort(perm[:n_val]), perm[n_val:]
+
+
+def _step(stpm: STPM, x: torch.Tensor, t: list[torch.Tensor] | None, opt: torch.optim.Optimizer, scaler: Any,
+          reduction: str, cuda: bool, low_memory: bool) -> float:
+    """One SGD step of the student on normalised ``x`` (the teacher's pyramid ``t`` from the cache, or computed
+    here); returns the batch loss."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+        if t is None:
+            with torch.no_grad():
+                t = stpm.teacher(x)
+        loss = stpm_loss(t, student_features(stpm.student, x, low_memory), reduction)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return float(loss.detach())
+
+
+def _head(stpm: STPM, cfg: TrainConfig, device: torch.device,
+          val_images: torch.Tensor) -> tuple[InspectionPipeline, tuple[float, ...] | None]:
+    """The inspection pipeline of the kept student with the configured head; for ``weighted_sum`` each level is
+    weighted by 1 / its spread on the held-out good images."""
+    weights = None
+    if cfg.map_combine == "weighted_sum":
+        weights = good_level_weights(InspectionPipeline(stpm, cfg.image_size).to(device).eval(), val_images,
+                                     cfg.batch_size)
+    pipe = InspectionPipeline(stpm, cfg.image_size, sigma=cfg.sigma, top_percent=cfg.score_top_percent,
+                              level_weights=weights).to(device).eval()
+    return pipe, weights
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train, select the student with the lowest validation loss, calibrate thresholds, write RUN_DIR/model.pt.
+
+    Returns the training summary stored in the checkpoint.
+    """
+    _check(cfg)
+    out = output_dir(Path(cfg.out))
+    device = pick_device(cfg.device)
+    if device.type == "cpu":
+        set_threads(cfg.threads)
+    paths, teacher_state, teacher_source = _inputs(cfg)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    t0 = time.perf_counter()
+    images, val_idx, train_idx = _split(cfg, paths, device, rng)
+    decode_s = time.perf_counter() - t0
+    val_images = images[torch.from_numpy(val_idx).to(device)]
+    low_memory = low_memory_default(device) if cfg.low_memory is None else cfg.low_memory
+    if low_memory and device.type == "cpu":
+        return_freed_memory()
+    stpm = STPM(cfg.backbone, teacher_state).to(device)
+    spec = get_spec(cfg.backbone)
+    pre = Preprocess(spec.mean, spec.std).to(device)
+    cuda = device.type == "cuda"
+    stpm = stpm.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(stpm.student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    c0 = time.perf_counter()
+    cache = TeacherCache.build(stpm, pre, images, cfg.batch_size, cuda, cfg.teacher_cache, low_memory)
+    cache_s = time.perf_counter() - c0
+    val_idx_t = torch.from_numpy(val_idx).to(device)
+    n_batches = math.ceil(len(train_idx) / cfg.batch_size)
+    history: list[dict[str, float]] = []
+    best = (math.inf, -1, copy.deepcopy(stpm.student.state_dict()))
+    diverged_at: int | None = None
+    train_images_seen, train_seconds = 0, 0.0
+
+    with bar(cfg.quiet) as progress:
+        task = progress.add_task(f"train {cfg.backbone}", total=cfg.epochs * n_batches, info="")
+        for epoch in range(1, cfg.epochs + 1):
+            stpm.train()
+            order = torch.from_numpy(rng.permutation(train_idx)).to(device)
+            e0 = time.perf_counter()
+            running, seen = 0.0, 0
+            for b in range(n_batches):
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                loss = _step(stpm, pre(images[idx]), cache[idx] if cache is not None else None, opt, scaler, cfg.loss,
+                             cuda, low_memory)
+                running += loss * (1 if cfg.loss == "sum" else len(idx))
+                seen += len(idx)
+                progress.update(task, advance=1, info=f"epoch {epoch}/{cfg.epochs} loss {running / seen:.4f}")
+            if cuda:
+                torch.cuda.synchronize()
+            train_seconds += time.perf_counter() - e0
+            train_images_seen += seen
+            train_loss = running / seen
+            val_loss = _val_loss(stpm, pre, val_images, cfg.batch_size, cuda, cache, val_idx_t)
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                            "seconds": time.perf_counter() - e0})
+            if math.isfinite(val_loss) and val_loss < best[0]:
+                best = (val_loss, epoch, copy.deepcopy(stpm.student.state_dict()))
+            progress.update(task, info=f"epoch {epoch}/{cfg.epochs} loss {train_loss:.4f} val {val_loss:.4f} "
+                                       f"best {best[0]:.4f}@{best[1]}")
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                diverged_at = epoch
+                console.print(f"[yellow]training diverged at epoch {epoch} (loss not finite); keeping epoch {best[1]}")
+                break
+    cached = cache is not None
+    del cache  # the pyramid can be large; thresholds and the checkpoint do not need it
+    if best[1] < 0:
+        raise UserError("training diverged before any usable epoch: lower --lr")
+    stpm.student.load_state_dict(best[2])
+    stpm = stpm.float().to(memory_format=torch.contiguous_format).eval()
+    pipe, weights = _head(stpm, cfg, device, val_images)
+    val_maps, val_scores = score_images(pipe, val_images, cfg.batch_size)
+    thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, cfg.threshold_k)
+    summary = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "quiet"},
+        "device": str(device) if not cuda else torch.cuda.get_device_name(device),
+        "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
+        "val_images": [str(paths[i]) for i in val_idx],
+        "train_images": [str(paths[i]) for i in np.sort(train_idx)],
+        "best_epoch": best[1], "best_val_loss": best[0], "epochs_run": len(history),
+        "diverged_at": diverged_at, "history": history,
+        "decode_seconds": decode_s, "train_seconds": train_seconds,
+        "train_images_per_s": train_images_seen / train_seconds if train_seconds else None,
+        "wall_seconds": time.perf_counter() - t0,
+        "teacher_cache": cached, "teacher_cache_seconds": cache_s if cached else None,
+        "low_memory": low_memory, "threads": torch.get_num_threads() if not cuda else None,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    ckpt_io.save(out / "model.pt", stpm.cpu(), image_size=cfg.image_size, fit=cfg.fit, thresholds=thr,
+                    teacher_source=teacher_source, training=summary, sigma=cfg.sigma,
+                    top_percent=cfg.score_top_percent, level_weights=weights)
+    write_json(out / "training.json", {k: v for k, v in summary.items() if k not in ("val_images", "train_images")}
+               | {"thresholds": thr})
+    _plot_history(history, best[1], out / "loss.png")
+    return summary
+
+
+def _plot_history(history: list[dict[str, float]], best_epoch: int, path: Path) -> None:
+    from edge_stpm.training.figures import loss_curve
+
+    loss_curve(history, best_epoch, path)
