@@ -3,6 +3,7 @@ restarted, a broker unreachable at start, the box killed with SIGKILL and restar
 order; the outbox and the record pass SQLite's integrity check."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -190,3 +191,36 @@ def test_bad_broker_urls_and_topics_are_one_line() -> None:
     for bad in ("a/#", "a/+/b", "", "$SYS/x", "a/{line}"):
         with pytest.raises(UserError, match="--mqtt-topic"):
             check_topic(bad)
+
+
+def test_results_in_the_record_but_not_in_the_outbox_are_queued_on_restart(tmp_path: Path) -> None:
+    """A kill can leave a result in the record (committed) that the MQTT sink had not yet put into the outbox: the
+    next start queues exactly those — that run's rows after the last one it queued, in order — and nothing of
+    another run."""
+    from edge_stpm.runtime.loop.sinks.mqtt import Outbox
+    from edge_stpm.runtime.loop.sinks.record import COLUMNS, connect
+
+    rec = connect(tmp_path / "h.db")
+    rows = []
+    for run_id, n in (("20261202T040000.000000Z", 10), ("20261202T050000.000000Z", 3)):  # the second had no MQTT
+        for seq in range(n):
+            row = dict.fromkeys(COLUMNS) | {"result_id": f"{run_id}-{seq:09d}", "time": 1.0, "time_iso": "t",
+                                            "source": seq % 2, "source_spec": "s", "frame": seq, "verdict": "OK",
+                                            "score": 0.5, "normalised_score": 0.5, "image_threshold": 1.0,
+                                            "pixel_threshold": 1.0, "model_sha256": "sha", "camera": '{"frame_id": 7}'}
+            rows.append([row[c] for c in COLUMNS])
+    with rec:
+        rec.executemany(f"INSERT INTO inspections ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+    rec.close()
+    box = Outbox(tmp_path / "outbox.db", 1000)
+    first = "20261202T040000.000000Z"
+    box.put_many([(f"{first}-{s:09d}", "t", "{}") for s in range(6)])  # the killed run had queued 0…5
+    box.remove(*[r[0] for r in box.head(6)])  # …and they were acknowledged
+    sink = MqttSink("mqtt://127.0.0.1:1", "edge-stpm/{host}/{source}", tmp_path / "outbox.db", "sha",
+                    record=tmp_path / "h.db")
+    sink.outbox = box
+    assert sink.catch_up() == 4
+    got = [(json.loads(p)["result_id"], t.rsplit("/", 1)[1], json.loads(p)["camera"]) for _, t, p in box.head(10)]
+    assert got == [(f"{first}-{s:09d}", str(s % 2), {"frame_id": 7}) for s in range(6, 10)]
+    assert sink.catch_up() == 0, "queued once"
+    box.close()

@@ -107,7 +107,7 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
         from edge_stpm.runtime.loop.sinks.mqtt import MqttSink
 
         line.sinks.append(MqttSink(cfg.mqtt, cfg.mqtt_topic, cfg.mqtt_outbox or Path("mqtt-outbox.db"), sha,
-                                   cfg.outbox_max, cfg.mqtt_ca, log=log))
+                                   cfg.outbox_max, cfg.mqtt_ca, log=log, record=cfg.history_db))
     if cfg.trigger == "plc" and not (cfg.modbus or cfg.opcua):
         raise UserError("--trigger plc needs a PLC connection: --modbus HOST:PORT or --opcua HOST:PORT")
     if cfg.modbus or cfg.opcua or cfg.trigger == "http":

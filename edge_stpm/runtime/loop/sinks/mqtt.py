@@ -73,6 +73,8 @@ class Outbox:
             self.con.execute("PRAGMA synchronous=FULL")
             self.con.execute("CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "result_id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, payload TEXT NOT NULL)")
+            # the newest result ever queued (kept after its row is acknowledged): where a killed run stopped
+            self.con.execute("CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self.con.commit()
             self.con.execute("BEGIN IMMEDIATE")
             self.con.rollback()
@@ -90,12 +92,20 @@ class Outbox:
         to stay within the bound."""
         with self.lock, self.con:
             self.con.executemany("INSERT OR IGNORE INTO outbox (result_id, topic, payload) VALUES (?, ?, ?)", messages)
+            if messages:
+                self.con.execute("INSERT INTO outbox_meta VALUES ('last_queued', ?) ON CONFLICT (key) DO UPDATE SET "
+                                 "value = max(value, excluded.value)", (max(m[0] for m in messages),))
             over = self.depth_locked() - self.max_rows
             if over > 0:
                 self.con.execute("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (over,))
                 self.dropped += over
                 return over
         return 0
+
+    def last_queued(self) -> str | None:
+        with self.lock:
+            row = self.con.execute("SELECT value FROM outbox_meta WHERE key = 'last_queued'").fetchone()
+        return row[0] if row else None
 
     def depth_locked(self) -> int:
         return self.con.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
@@ -133,8 +143,9 @@ class MqttSink(Sink):
 
     def __init__(self, url: str, topic: str, outbox: Path, model_sha256: str, max_rows: int = 100_000,
                  ca_file: Path | None = None, client_id: str | None = None, drain_s: float = 5.0, window: int = 16,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, record: Path | None = None) -> None:
         self.url, self.topic = parse_url(url), check_topic(topic)
+        self.record = Path(record) if record is not None else None
         self.outbox_path, self.max_rows, self.ca_file = Path(outbox), max_rows, ca_file
         self.sha, self.drain_s = model_sha256, drain_s
         self.window = window
@@ -155,6 +166,7 @@ class MqttSink(Sink):
         import paho.mqtt.client as mqtt
 
         self.outbox = Outbox(self.outbox_path, self.max_rows)
+        self.catch_up()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
         if self.url.username:
             c.username_pw_set(self.url.username, self.url.password)
@@ -175,6 +187,35 @@ class MqttSink(Sink):
         c.loop_start()
         self.publisher = threading.Thread(target=self._publish_loop, name="mqtt-publisher", daemon=True)
         self.publisher.start()
+
+    def catch_up(self) -> int:
+        """Results of the run that was stopped hard which reached the inspection record but not the outbox (they
+        were still in this sink's queue at the kill) are queued now, before this run's; one note. Only that run's
+        rows newer than the last one it queued: never results of runs that had no MQTT."""
+        assert self.outbox is not None
+        last = self.outbox.last_queued()
+        if last is None or self.record is None or not self.record.is_file():
+            return 0
+        from edge_stpm.runtime.loop.sinks.record import COLUMNS, connect
+
+        run = last.rsplit("-", 1)[0]
+        con = connect(self.record, readonly=True)
+        try:
+            rows = con.execute(f"SELECT {', '.join(COLUMNS)} FROM inspections WHERE result_id > ? AND result_id LIKE ? "
+                               "ORDER BY id", (last, run + "-%")).fetchall()
+        finally:
+            con.close()
+        msgs = []
+        for values in rows:
+            row = dict(zip(COLUMNS, values))
+            row["camera"] = json.loads(row["camera"]) if row["camera"] else None
+            msgs.append((row["result_id"], self.topic.format(host=self.host, source=row["source"]),
+                         json.dumps({"schema": SCHEMA, "host": self.host} | row, separators=(",", ":"))))
+        if msgs:
+            self.outbox.put_many(msgs)
+            self.log(f"{len(msgs)} results of the run that was stopped hard were in the inspection record but not yet "
+                     f"in the MQTT outbox: queued now, before this run's")
+        return len(msgs)
 
     batch_max = 256
     batch_linger_s = 0.02  # group commit into the outbox: at most ~20 ms of results wait for their fsync
