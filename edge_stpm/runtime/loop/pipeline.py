@@ -78,7 +78,8 @@ class RunSummary:
     dropped: int = 0
     failed_frames: int = 0  # frames read but not inferred (a remote model server did not answer)
     end_reason: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # the loop, first frame read to last verdict handed on (fps = frames / seconds)
+    close_seconds: float = 0.0  # then: pictures drawn, sinks drained and closed, sources closed
     fps: float = 0.0
     ms: dict[str, float] = field(default_factory=dict)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -464,17 +465,20 @@ class Pipeline:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         t_start = time.perf_counter()
+        t_end = t_start
         self.summary.rss_mb["start"] = _rss_mb()
         try:
             self.loop()
         except KeyboardInterrupt:
             self.summary.end_reason = "Ctrl-C"
         finally:
+            t_end = time.perf_counter()
             self.close()
             self.publish_stats(force=True)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-        return self.finish(time.perf_counter() - t_start)
+        self.summary.close_seconds = time.perf_counter() - t_end
+        return self.finish(t_end - t_start)
 
     def finish(self, seconds: float) -> RunSummary:
         s, chans = self.summary, self.chans
