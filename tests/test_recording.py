@@ -150,3 +150,15 @@ def test_temporaries_of_a_killed_write_are_cleaned_on_the_next_start(tmp_path: P
     assert not left.exists() and fresh.exists() and (tmp_path / "model.onnx").read_bytes() == b"finished"
     os.utime(fresh, (time.time() - 120, time.time() - 120))
     assert output_dir(tmp_path) == tmp_path and not fresh.exists(), "output_dir cleans as it creates"
+
+
+def test_a_killed_exports_candidate_graph_is_cleaned_by_the_next_export(tmp_path: Path) -> None:
+    from edge_stpm.contract.files import clean_temporaries
+    from edge_stpm.training.export.exporter import CANDIDATE
+
+    stale, kept = tmp_path / ".model_int8.candidate.onnx", tmp_path / "model_int8.onnx"
+    stale.write_bytes(b"written, never checked")
+    kept.write_bytes(b"finished")
+    os.utime(stale, (time.time() - 120, time.time() - 120))
+    assert clean_temporaries(tmp_path) == [] and stale.exists(), "not an atomic write's temporary"
+    assert len(clean_temporaries(tmp_path, also=(CANDIDATE,))) == 1 and not stale.exists() and kept.exists()

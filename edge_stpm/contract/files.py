@@ -66,15 +66,17 @@ TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]*)?$")
 TEMP_MIN_AGE_S = 30.0  # younger temporaries may belong to a write still under way in another process
 
 
-def clean_temporaries(folder: Path, min_age_s: float = TEMP_MIN_AGE_S) -> list[str]:
+def clean_temporaries(folder: Path, min_age_s: float = TEMP_MIN_AGE_S, also: tuple[re.Pattern, ...] = ()) -> list[str]:
     """Temporaries of atomic writes that a killed process left in ``folder`` (never a finished file: those were
-    renamed) are removed; returns one line per file removed. Those changed in the last ``min_age_s`` s are left."""
+    renamed) — and files matching ``also`` (a command's own hidden work files) — are removed; returns one line per
+    file removed. Those changed in the last ``min_age_s`` s are left."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     said = []
     for p in sorted(folder.iterdir()):
-        if p.is_file() and TEMP_NAME.match(p.name) and time.time() - p.stat().st_mtime >= min_age_s:
+        ours = TEMP_NAME.match(p.name) or any(pat.match(p.name) for pat in also)
+        if p.is_file() and ours and time.time() - p.stat().st_mtime >= min_age_s:
             with contextlib.suppress(OSError):
                 p.unlink()
                 said.append(f"removed {p}: the unfinished temporary of a write that was stopped hard (the finished "
@@ -82,12 +84,13 @@ def clean_temporaries(folder: Path, min_age_s: float = TEMP_MIN_AGE_S) -> list[s
     return said
 
 
-def output_dir(path: Path) -> Path:
-    """``ensure_dir`` for a command's output folder, and what an earlier, killed run left there cleaned (a note each)."""
+def output_dir(path: Path, also: tuple[re.Pattern, ...] = ()) -> Path:
+    """``ensure_dir`` for a command's output folder, and what an earlier, killed run left there cleaned (a note each;
+    ``also``: the command's own hidden work files)."""
     from edge_stpm.contract.progress import console
 
     folder = ensure_dir(path)
-    for line in clean_temporaries(folder):
+    for line in clean_temporaries(folder, also=also):
         console.print(f"note: {line}", highlight=False, markup=False, soft_wrap=True)
     return folder
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
 from edge_stpm.contract.artifacts import graph_metadata, onnx_path, sidecar, write_bundle_readme, write_manifest
 from edge_stpm.training.export.onnx_graphs import export_onnx
 from edge_stpm.training.export.quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
+
+CANDIDATE = re.compile(r"^\.(model|frame)_.+\.candidate\.onnx$")  # a graph written, not yet checked and renamed
 
 FP32_MAX_REL_L2 = 1e-4
 _WARNED: set[str] = set()  # warnings already printed in this process (bench exports once per row)
@@ -92,7 +95,7 @@ def _frame_graphs(pipe: Any, meta: dict[str, Any], sha: str, precisions: list[st
                 [fit_image(f, meta["image_size"], meta["fit"]) for f in frames]))))
         for prec in precisions:
             final = frame_onnx_path(out, prec, w, h)
-            path = final.with_name(f".{final.stem}.candidate.onnx")
+            path = final.with_name(f".{final.stem}.candidate.onnx")  # CANDIDATE: a killed export's is cleaned next time
             md = frame_metadata(graph_metadata(meta, prec, 1, sha), w, h)
             t0 = time.perf_counter()
             export_frame_onnx(pipe, prec, (h, w), meta["fit"], path, md)
@@ -126,6 +129,44 @@ def calibration_paths(meta: dict[str, Any], calib: Path | None) -> tuple[list[Pa
     return paths, "checkpoint training images"
 
 
+def _int8_candidate(out: Path, path: Path, md: dict[str, Any], cal_paths: list[Path], cal_source: str, batch: int,
+                    size: int, fit: str, calib_method: str, calib_root: Path, float_stages: tuple[int, ...],
+                    quiet: bool) -> dict[str, Any]:
+    """The INT8 candidate graph at ``path``, calibrated on ``cal_paths`` (list, ranges and stats kept in
+    ``calib_root/<bundle name>/``); ``md`` gains its calibration entry. Returns the Q/DQ summary."""
+    cal_dir = ensure_dir(Path(calib_root) / out.name)
+    write_text(cal_dir / "images.txt", "\n".join(str(p) for p in cal_paths) + "\n")
+    cache = cal_dir / f"ranges_{calib_method}_b{batch}.json"
+    md["calibration"] = {"source": cal_source, "count": len(cal_paths), "method": calib_method,
+                         "float_stages": list(float_stages), "list": str(cal_dir / "images.txt"), "ranges": str(cache)}
+    with bar(quiet) as progress:
+        task = progress.add_task("decode calibration images", total=len(cal_paths), info="")
+        cal_imgs = load_images(cal_paths, size, fit, on_done=lambda n: progress.advance(task, n))
+        reuse = cache.is_file()
+        task = progress.add_task(f"calibrate int8 ({calib_method})", total=0 if reuse else len(cal_paths),
+                                 info="reusing saved ranges" if reuse else "")
+        summary = quantize_int8(onnx_path(out, "fp32"), path, cal_imgs, batch, md, cache, calib_method,
+                                on_batch=lambda n: progress.advance(task, n), float_stages=float_stages)
+    scales = summary.pop("activation_scales")
+    write_json(cal_dir / "stats.json", {"count": len(cal_paths), "method": calib_method, "batch": batch,
+                                        "activation_scales": scales, **summary})
+    return summary
+
+
+def _test_metrics(backend: Any, test: tuple[np.ndarray, ...], prec: str, quiet: bool) -> dict[str, Any]:
+    """A candidate graph's figures on the labelled test split (overall and per defect)."""
+    imgs, masks, labels, defects = test
+    with bar(quiet) as progress:
+        task = progress.add_task(f"test split, {prec}", total=len(imgs), info="")
+        res = []
+        for i in range(0, len(imgs), 16):
+            res.append(backend.infer_any(imgs[i : i + 16]))
+            progress.advance(task, min(16, len(imgs) - i))
+    tm, ts = np.concatenate([r[0] for r in res]), np.concatenate([r[1] for r in res])
+    m = compute_metrics(tm, ts, labels, masks, defects)
+    return m["overall"] | {"per_defect": m["per_defect"]}
+
+
 def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: Path | None = None,
            calib_count: int = 300, calib_method: str = "minmax", calib_root: Path = Path("calibration"),
            data: Path | None = None, parity_count: int = 16, seed: int = 0, quiet: bool = False,
@@ -140,7 +181,7 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
     if batch < 1:
         raise UserError("--batch must be at least 1")
     pipe, meta = checkpoint.load_pipeline(Path(ckpt))
-    out = output_dir(Path(out))
+    out = output_dir(Path(out), also=(CANDIDATE,))
     sha = checkpoint.file_sha256(Path(ckpt))
     size, fit = meta["image_size"], meta["fit"]
     rng = np.random.default_rng(seed)
@@ -179,27 +220,11 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
         final = onnx_path(out, prec)
         # each graph is written under a hidden candidate name and renamed onto model_<prec>.onnx only once it has
         # passed its checks: a failed export never removes or half-replaces a graph already in the bundle
-        path = final.with_name(f".{final.stem}.candidate.onnx")
+        path = final.with_name(f".{final.stem}.candidate.onnx")  # CANDIDATE: a killed export's is cleaned next time
         extra: dict[str, Any] = {}
         if prec == "int8":
-            cal_dir = ensure_dir(Path(calib_root) / out.name)
-            write_text(cal_dir / "images.txt", "\n".join(str(p) for p in cal_paths) + "\n")
-            cache = cal_dir / f"ranges_{calib_method}_b{batch}.json"
-            md["calibration"] = {"source": cal_source, "count": len(cal_paths), "method": calib_method,
-                                 "float_stages": list(float_stages),
-                                 "list": str(cal_dir / "images.txt"), "ranges": str(cache)}
-            with bar(quiet) as progress:
-                task = progress.add_task("decode calibration images", total=len(cal_paths), info="")
-                cal_imgs = load_images(cal_paths, size, fit, on_done=lambda n: progress.advance(task, n))
-                reuse = cache.is_file()
-                task = progress.add_task(f"calibrate int8 ({calib_method})", total=0 if reuse else len(cal_paths),
-                                         info="reusing saved ranges" if reuse else "")
-                summary = quantize_int8(onnx_path(out, "fp32"), path, cal_imgs, batch, md, cache, calib_method,
-                                        on_batch=lambda n: progress.advance(task, n), float_stages=float_stages)
-            scales = summary.pop("activation_scales")
-            write_json(cal_dir / "stats.json", {"count": len(cal_paths), "method": calib_method, "batch": batch,
-                                                "activation_scales": scales, **summary})
-            extra["qdq"] = summary
+            extra["qdq"] = _int8_candidate(out, path, md, cal_paths, cal_source, batch, size, fit, calib_method,
+                                           calib_root, float_stages, quiet)
         else:
             export_onnx(pipe, prec, batch, path, md)
         backend = OnnxBackend(path, allow_gpu=False)
@@ -213,16 +238,7 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
         entry: dict[str, Any] = {"path": str(final), "bytes": path.stat().st_size, "parity_vs_pytorch": parity,
                                  "seconds": time.perf_counter() - t0, **extra}
         if test is not None:
-            imgs, masks, labels, defects = test
-            with bar(quiet) as progress:
-                task = progress.add_task(f"test split, {prec}", total=len(imgs), info="")
-                res = []
-                for i in range(0, len(imgs), 16):
-                    res.append(backend.infer_any(imgs[i : i + 16]))
-                    progress.advance(task, min(16, len(imgs) - i))
-            tm, ts = np.concatenate([r[0] for r in res]), np.concatenate([r[1] for r in res])
-            m = compute_metrics(tm, ts, labels, masks, defects)
-            entry["test"] = m["overall"] | {"per_defect": m["per_defect"]}
+            entry["test"] = _test_metrics(backend, test, prec, quiet)
         failures = gate_failures(prec, parity, entry.get("test"), report["graphs"].get("fp32", {}).get("test"))
         entry["gate"] = {"bounds": GATES.get(prec, {}), "max_auroc_drop": MAX_AUROC_DROP, "failures": failures,
                          "forced": bool(failures and force)}
