@@ -79,16 +79,15 @@ class Line:
 
     def close(self, ack_wait_s: float = 5.0, grace_s: float = 0.5) -> None:
         """Stop the PLC servers — but first give the PLC up to ``ack_wait_s`` to read and acknowledge a result still
-        held for it (the last part of a run is not taken away mid-handshake), then ``grace_s`` to see the box ready."""
+        held for it (the last part of a run is not taken away mid-handshake), then ``grace_s`` to see the box ready
+        (always: a PLC that acknowledged just before the run ended is still reading the state back)."""
         import time
 
         if self.plc is not None and self.servers:
             deadline = time.monotonic() + ack_wait_s
-            held = self.plc.results_ready
             while self.plc.results_ready and time.monotonic() < deadline:
                 time.sleep(0.01)
-            if held:
-                time.sleep(grace_s)
+            time.sleep(grace_s)
         for s in reversed(self.servers):
             s.close()
 
