@@ -17,7 +17,7 @@ from edge_stpm.contract.files import data_dir
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.options import (
     BackendName, Backbone, CalibMethod, DeviceName, EnginePrecision, Fit, FramePath, HistoryFormat, HistoryVerdict,
-    ListFormat, Loss, MapCombine, Precision, Trigger, ThresholdMethod, rng,
+    ListFormat, Loss, MapCombine, Precision, RANGES, Trigger, ThresholdMethod, rng,
 )
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
@@ -600,8 +600,8 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
     from edge_stpm.contract.threads import available_cores
 
     pool = (1, available_cores()) if workers.strip() == "auto" else tuple(_ints(workers, "--workers")) if workers.strip() else ()
-    if pool and max(pool) > 64:
-        raise UserError("--workers: at most 64 workers")
+    if pool and max(pool) > RANGES["workers"][1]:
+        raise UserError(f"--workers: at most {RANGES['workers'][1]} workers")
     r = b.bench(model, be, parse_precisions(precision), _ints(batch, "--batch"), iters, warmup, engine, data,
                 work, threads, quiet, sizes, tuple(source or ()), source_frames, tuple(dict.fromkeys(pool)))
     m = r["machine"]

@@ -209,8 +209,7 @@ class MqttSink(Sink):
         for values in rows:
             row = dict(zip(COLUMNS, values))
             row["camera"] = json.loads(row["camera"]) if row["camera"] else None
-            msgs.append((row["result_id"], self.topic.format(host=self.host, source=row["source"]),
-                         json.dumps({"schema": SCHEMA, "host": self.host} | row, separators=(",", ":"))))
+            msgs.append(self.message(row))
         if msgs:
             self.outbox.put_many(msgs)
             self.log(f"{len(msgs)} results of the run that was stopped hard were in the inspection record but not yet "
@@ -220,18 +219,18 @@ class MqttSink(Sink):
     batch_max = 256
     batch_linger_s = 0.02  # group commit into the outbox: at most ~20 ms of results wait for their fsync
 
+    def message(self, row: dict[str, Any]) -> tuple[str, str, str]:
+        """(result id, topic, payload) of one result's row (``record.result_row``: a result's, or a record row's)."""
+        return (row["result_id"], self.topic.format(host=self.host, source=row["source"]),
+                json.dumps({"schema": SCHEMA, "host": self.host} | row, separators=(",", ":")))
+
     def take(self, r: Result) -> None:
         self.take_batch([r])
 
     def take_batch(self, results: list[Result]) -> None:
         """Into the outbox in one transaction (one fsync), then the publisher is woken."""
         assert self.outbox is not None
-        msgs = []
-        for r in results:
-            row = result_row(r, self.sha)
-            msgs.append((row["result_id"], self.topic.format(host=self.host, source=r.source),
-                         json.dumps({"schema": SCHEMA, "host": self.host} | row, separators=(",", ":"))))
-        dropped = self.outbox.put_many(msgs)
+        dropped = self.outbox.put_many([self.message(result_row(r, self.sha)) for r in results])
         if dropped and "full" not in self.warned:
             self.warned.add("full")
             self.log(f"MQTT outbox full ({self.max_rows} unsent): the oldest unsent results are dropped from it "

@@ -17,9 +17,8 @@ from edge_stpm.contract.files import ensure_dir
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
 RECORD_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
-# containers whose unfinished file (killed writer) OpenCV can still read up to the last written frames
-# (measured with OpenCV 5.0: MJPG .avi, mp4v/MJPG .mkv readable after SIGKILL; mp4v .mp4 not: its index is at the end)
-KILL_SAFE_SUFFIXES = (".avi", ".mkv")
+# an unfinished file of a killed writer: MJPG .avi and .mkv stay readable up to the last flushed frames, mp4v .mp4
+# does not (its index is written last) — measured with OpenCV 5.0 (tests/test_recording.py)
 
 
 def letterbox(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -56,6 +55,15 @@ def readable_frames(path: Path) -> int:
     return n
 
 
+def playable(path: Path) -> bool:
+    """Whether OpenCV can read a first frame of the video file (a kept leftover is then at least that)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return bool(cap.isOpened() and cap.read()[0])
+    finally:
+        cap.release()
+
+
 def recover_leftovers(path: Path) -> list[str]:
     """Unfinished parts that an earlier, killed run left beside the recording ``path`` (``.out.part.mp4``,
     ``.out.003.part.mp4``): a playable one is kept as ``out.recovered-YYYYmmdd-HHMMSS[.NNN].EXT`` (its last change),
@@ -68,8 +76,7 @@ def recover_leftovers(path: Path) -> list[str]:
         middle = part.name[len(path.stem) + 1 : -len(".part" + path.suffix)]  # "" or ".003" (or another run's name)
         if middle and not (middle[0] == "." and middle[1:].isdigit()):
             continue
-        frames = readable_frames(part)
-        if frames == 0:
+        if not playable(part):  # one frame decides: a start must not decode a whole minute of footage per leftover
             part.unlink(missing_ok=True)
             said.append(f"removed {part}: an unfinished recording of a run that was stopped hard, not playable "
                         f"(use .mkv or .avi to keep such footage)")
@@ -77,7 +84,7 @@ def recover_leftovers(path: Path) -> list[str]:
         stamp = datetime.fromtimestamp(part.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
         target = path.with_name(f"{path.stem}.recovered-{stamp}{middle}{path.suffix}")
         os.replace(part, target)
-        said.append(f"recovered {target}: {frames} frames of a run that was stopped hard")
+        said.append(f"recovered {target}: {target.stat().st_size / 2**20:.1f} MB of a run that was stopped hard")
     return said
 
 
