@@ -299,7 +299,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         backend: BackendName = typer.Option("auto", help="Inference runtime (auto: TensorRT where it can run, else ONNX Runtime)."),
         precision: Optional[Precision] = typer.Option(None, help="Pick the graph/engine of this precision in an export folder."),
         threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime / PyTorch CPU (default: the cores, divided among --workers)."),
-        workers: int = typer.Option(1, **rng("workers"), help="Frames inferred at once on worker threads, results still in order (ONNX Runtime). 1: lowest verdict latency; the cores with --threads 1: most frames/s on a CPU (docs/pipeline.md)."),
+        workers: Optional[int] = typer.Option(None, **rng("workers"), help="Frames inferred at once on worker threads, results still in order (ONNX Runtime). 1: lowest verdict latency; the cores with --threads 1: most frames/s on a CPU. Default: 1, or one per core (at most one per source) for several free-running sources on ONNX Runtime CPU without --threads (docs/pipeline.md)."),
         threshold: Optional[float] = typer.Option(None, **rng("threshold"), help="Threshold, normalised like the scores: 1.2 = 1.2 × the stored thresholds (default 1.0)."),
         roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
         headless: bool = typer.Option(False, help="No window."),
@@ -344,7 +344,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         raise UserError("--trigger http needs the HTTP server: --http HOST:PORT (POST /trigger)")
     opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
                       max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval,
-                      record_segment_s=record_segment, workers=workers)
+                      record_segment_s=record_segment, workers=workers or 1)
     warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
     line = setup_line(LineSettings(model, None if no_history else history_db, history_keep_days, history_max_mb, mqtt,
                                    mqtt_topic, mqtt_ca, mqtt_outbox, outbox_max, modbus, opcua, opcua_user, trigger),
@@ -357,7 +357,8 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
     bind = parse_bind(http) if http else None
     srcs: list = []
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
-    insp = _run_inspector(model, backend, threshold, precision, threads, workers, frame_path)
+    insp, opts.workers = _run_inspector(model, backend, threshold, precision, threads, workers, frame_path,
+                                        len(specs), trigger == "free-run")
     try:
         if bind is not None:
             opts.http = _live_view(bind, http_token, http_fps, insp, model, specs, None if no_history else history_db)
@@ -402,12 +403,18 @@ def _live_view(bind: Any, token: Optional[str], fps: float, insp: Any, model: Pa
 
 
 def _run_inspector(model: Path, backend: str, threshold: Optional[float], precision: Optional[str],
-                   threads: Optional[int], workers: int, frame_path: str) -> Any:
-    """The run's Inspector; with several workers each gets its share of the cores (unless --threads says) and the
-    backend must take concurrent calls."""
+                   threads: Optional[int], workers: Optional[int], frame_path: str, sources: int,
+                   free_run: bool) -> tuple[Any, int]:
+    """The run's Inspector and its worker count (the default chosen for the sources, and said); with several
+    workers each gets its share of the cores (unless --threads says) and the backend must take concurrent calls."""
+    from edge_stpm.runtime.backends.select import default_workers
     from edge_stpm.runtime.inspector import Inspector
     from edge_stpm.contract.threads import available_cores
 
+    if workers is None:
+        workers, why = default_workers(model, backend, precision, sources, free_run, threads, available_cores())
+        if why:
+            out.print(f"workers: {why}", highlight=False, soft_wrap=True, markup=False)
     if workers > 1 and threads is None:
         threads = max(1, available_cores() // workers)
     insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True, frame_path=frame_path)
@@ -415,7 +422,7 @@ def _run_inspector(model: Path, backend: str, threshold: Optional[float], precis
         insp.close()
         raise UserError(f"--workers {workers} needs a backend that can infer on several threads at once (ONNX Runtime); "
                         f"{insp.backend.name} cannot: use --workers 1")
-    return insp
+    return insp, workers
 
 
 def _print_run_summary(s: Any, insp: Any, summary_json: Optional[Path]) -> None:

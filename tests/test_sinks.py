@@ -131,6 +131,12 @@ def test_workers_keep_the_order_and_the_verdicts(exported: Path, synth_dir: Path
         got[w] = [(r.inspection.verdict, r.inspection.score) for r in sink.seen]
     assert [v for v, _ in got[1]] == [v for v, _ in got[3]]
     assert max(abs(a - b) for (_, a), (_, b) in zip(got[1], got[3])) < 1e-5
+    i = Inspector.load(exported / "model_fp32.onnx", "onnxruntime", threads=1)
+    try:  # --max-frames counts the frames being inferred on the workers too: exactly 25, not 25 + those in flight
+        s = run(i, open_source(str(synth_dir / "video.avi")), RunOptions(headless=True, workers=3, max_frames=25))
+    finally:
+        i.close()
+    assert s.frames == 25 and s.sources[0]["frames"] == 25, s.sources
 
 
 def test_workers_need_a_concurrent_backend(trained: Path, synth_dir: Path) -> None:
@@ -138,3 +144,37 @@ def test_workers_need_a_concurrent_backend(trained: Path, synth_dir: Path) -> No
 
     one_error(cli("run", "--model", trained / "model.pt", "--source", synth_dir / "video.avi", "--headless",
                   "--workers", 2), "--workers 2 needs a backend that can infer on several threads at once")
+
+
+def test_default_workers_one_per_core_only_for_several_free_running_sources(exported: Path, trained: Path) -> None:
+    """run's --workers default: 1 (lowest verdict latency) for one source, a trigger, a given --threads, one core or a
+    backend that cannot take concurrent calls; one per core, at most one per source, for several free-running
+    sources on ONNX Runtime CPU."""
+    from edge_stpm.runtime.backends.select import default_workers
+
+    g = exported / "model_fp32.onnx"
+    assert default_workers(g, "auto", None, 2, True, None, 2)[0] == 2
+    assert default_workers(g, "auto", None, 4, True, None, 2)[0] == 2
+    assert default_workers(g, "onnxruntime", None, 3, True, None, 8)[0] == 3
+    assert default_workers(g, "auto", None, 1, True, None, 2) == (1, "")
+    assert default_workers(g, "auto", None, 2, False, None, 2) == (1, "")  # trigger mode: frames come one at a time
+    assert default_workers(g, "auto", None, 2, True, 1, 2) == (1, "")  # --threads given: the user's own tuning
+    assert default_workers(g, "auto", None, 2, True, None, 1) == (1, "")
+    assert default_workers(trained / "model.pt", "auto", None, 2, True, None, 2) == (1, "")  # PyTorch: not concurrent
+    assert default_workers("grpc://127.0.0.1:1/m", "auto", None, 2, True, None, 2) == (1, "")
+
+
+def test_two_sources_run_on_the_default_workers(exported: Path, synth_dir: Path) -> None:
+    from test_edge import cli
+
+    from edge_stpm.contract.threads import available_cores
+
+    video = synth_dir / "video.avi"
+    r = cli("run", "--model", exported / "model_fp32.onnx", "--source", video, "--source", video, "--headless",
+            "--max-frames", 20)
+    assert r.returncode == 0, r.stderr
+    n = min(available_cores(), 2)
+    said = [ln for ln in r.stdout.splitlines() if ln.startswith("workers:")]
+    assert said == ([f"workers: {n} inference workers × 1 thread(s): 2 free-running sources on ONNX Runtime CPU "
+                     "(--workers 1 for the lowest verdict latency)"] if n > 1 else []), r.stdout
+    assert "40 frames" in r.stdout, r.stdout

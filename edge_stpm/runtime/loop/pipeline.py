@@ -162,6 +162,7 @@ class Channel:
     record: Path | None
     anomalies: Path | None
     frames: int = 0
+    read: int = 0  # frames read, some perhaps still being inferred on a worker (--max-frames counts these)
     ng_frames: int = 0
     saved: int = 0
     last_saved: float = -1e9
@@ -304,7 +305,7 @@ class Pipeline:
         """One frame from each active source (a live source with nothing new this step is skipped)."""
         batch = []
         for c in list(active):
-            if self.opts.max_frames is not None and c.frames >= self.opts.max_frames:
+            if self.opts.max_frames is not None and c.read >= self.opts.max_frames:
                 c.end_reason = f"--max-frames {self.opts.max_frames}"
                 active.remove(c)
                 continue
@@ -314,6 +315,7 @@ class Pipeline:
                     c.end_reason = c.source.end_reason
                     active.remove(c)
                 continue
+            c.read += 1
             batch.append((c, frame, crop_roi(frame.image, self.opts.roi, f"the frame of {c.spec}")))
         return batch
 
