@@ -4,8 +4,8 @@ from the first start to the last end, model loading included, as a user sees it)
     python3 benchmarks/multi_stream.py BUNDLE VIDEO [REPEAT=10] [OUT.json]
 
 VIDEO is looped REPEAT times into a longer file, every stream reads its own copy of it. Configurations: one process
-with default settings (1 worker, every core for ONNX Runtime), one process with as many workers as cores and one
-ONNX Runtime thread each (`--workers N --threads 1`), separate processes with default settings (what a user starts),
+with one worker and every core for ONNX Runtime (`--workers 1`, the default before 2026-12-02), one process with
+default settings (now one worker per core, at most one per source, for several sources), separate processes with default settings (what a user starts),
 and separate processes with `--threads 1` each. Prints a Markdown table with the machine."""
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ def main() -> int:
     for k in (2, 4):
         vids = [str(longer(video, repeat, tmp / f"long{i}.avi")) for i in range(k)]
         for how, groups, extra in (
-                ("one process, default (1 worker × all threads)", [vids], []),
-                (f"one process, --workers {cores} --threads 1", [vids], ["--workers", str(cores), "--threads", "1"]),
+                ("one process, --workers 1 (1 worker × all threads)", [vids], ["--workers", "1"]),
+                (f"one process, default ({min(cores, k)} workers for {k} sources)", [vids], []),
                 (f"{k} processes, default", [[v] for v in vids], []),
                 (f"{k} processes, --threads 1", [[v] for v in vids], ["--threads", "1"])):
             rows.append({"streams": k, "how": how, **measure(bundle, groups, tmp, f"{k}_{len(rows)}", extra)})
