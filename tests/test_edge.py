@@ -3,6 +3,7 @@ missing display end cleanly, a bundle that does not match its manifest is refuse
 a model by inference. Commands run as real processes (a crash would show as a signal, not a caught exception)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -133,3 +134,31 @@ def test_unreadable_image_source_is_one_error(exported: Path, tmp_path: Path) ->
     r = cli("run", "--model", exported, "--source", bad, "--headless")
     one_error(r, "no frame could be read")
     assert "note: skipped: cannot read image" in r.stderr
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """Outputs on a small tmpfs: a first `infer` fills its --out, the disk is then filled to the last byte, and the
+    second `infer` into the same folder is one `error:` line (No space left on device), exit 2, with every file of the
+    first run unchanged and no temporary left behind. Needs a tmpfs mount (root or CAP_SYS_ADMIN)."""
+    import hashlib
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)")
+    try:
+        out = disk / "out"
+        images = synth_dir / "test" / "good"
+        assert cli("infer", "--model", exported, images, "--out", out).returncode == 0
+        before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+        assert "summary.json" in before and len(before) > 2
+        with contextlib.suppress(OSError), open(disk / "filler", "wb", buffering=0) as fh:  # to the last byte
+            while True:
+                fh.write(b"\0" * 4096)
+        assert shutil.disk_usage(disk).free < 4096
+        one_error(cli("infer", "--model", exported, images, "--out", out), "no space left on device")
+        after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+        assert after == before, "every file of the first run unchanged, nothing half-written left"
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
