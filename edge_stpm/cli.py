@@ -411,13 +411,15 @@ def _run_inspector(model: Path, backend: str, threshold: Optional[float], precis
     from edge_stpm.runtime.inspector import Inspector
     from edge_stpm.contract.threads import available_cores
 
+    choice = None
     if workers is None:
-        workers, why = default_workers(model, backend, precision, sources, free_run, threads, available_cores())
+        workers, why, choice = default_workers(model, backend, precision, sources, free_run, threads, available_cores())
         if why:
             out.print(f"workers: {why}", highlight=False, soft_wrap=True, markup=False)
     if workers > 1 and threads is None:
         threads = max(1, available_cores() // workers)
-    insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True, frame_path=frame_path)
+    insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True, frame_path=frame_path,
+                          choice=choice)
     if workers > 1 and not insp.backend.concurrent:
         insp.close()
         raise UserError(f"--workers {workers} needs a backend that can infer on several threads at once (ONNX Runtime); "

@@ -153,15 +153,20 @@ def test_default_workers_one_per_core_only_for_several_free_running_sources(expo
     from edge_stpm.runtime.backends.select import default_workers
 
     g = exported / "model_fp32.onnx"
-    assert default_workers(g, "auto", None, 2, True, None, 2)[0] == 2
-    assert default_workers(g, "auto", None, 4, True, None, 2)[0] == 2
-    assert default_workers(g, "onnxruntime", None, 3, True, None, 8)[0] == 3
-    assert default_workers(g, "auto", None, 1, True, None, 2) == (1, "")
-    assert default_workers(g, "auto", None, 2, False, None, 2) == (1, "")  # trigger mode: frames come one at a time
-    assert default_workers(g, "auto", None, 2, True, 1, 2) == (1, "")  # --threads given: the user's own tuning
-    assert default_workers(g, "auto", None, 2, True, None, 1) == (1, "")
-    assert default_workers(trained / "model.pt", "auto", None, 2, True, None, 2) == (1, "")  # PyTorch: not concurrent
-    assert default_workers("grpc://127.0.0.1:1/m", "auto", None, 2, True, None, 2) == (1, "")
+    def dw(*a):
+        return default_workers(*a)[:2]
+
+    assert dw(g, "auto", None, 2, True, None, 2)[0] == 2
+    assert dw(g, "auto", None, 4, True, None, 2)[0] == 2
+    assert dw(g, "onnxruntime", None, 3, True, None, 8)[0] == 3
+    assert dw(g, "auto", None, 1, True, None, 2) == (1, "")
+    assert dw(g, "auto", None, 2, False, None, 2) == (1, "")  # trigger mode: frames come one at a time
+    assert dw(g, "auto", None, 2, True, 1, 2) == (1, "")  # --threads given: the user's own tuning
+    assert dw(g, "auto", None, 2, True, None, 1) == (1, "")
+    assert dw(trained / "model.pt", "auto", None, 2, True, None, 2) == (1, "")  # PyTorch: not concurrent
+    assert dw("grpc://127.0.0.1:1/m", "auto", None, 2, True, None, 2) == (1, "")
+    n, _, choice = default_workers(exported, "auto", None, 2, True, None, 2)  # a bundle: the choice load reuses
+    assert n == 2 and choice is not None and choice.backend == "onnxruntime" and choice.path.name == "model_fp32.onnx"
 
 
 def test_two_sources_run_on_the_default_workers(exported: Path, synth_dir: Path) -> None:

@@ -20,7 +20,7 @@ from edge_stpm.runtime.overlay import (
 from edge_stpm.contract.images import fit_image, unfit_map
 from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
-from edge_stpm.runtime.backends.select import open_backend
+from edge_stpm.runtime.backends.select import Choice, open_backend
 
 FRAME_PATHS = ("auto", "device", "host")
 
@@ -91,9 +91,10 @@ class Inspector:
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", threshold: float | None = None,
              precision: str | None = None, threads: int | None = None, verbose: bool = False,
-             frame_path: str = "auto") -> "Inspector":
-        return cls(open_backend(Path(path), backend, precision, threads=threads, verbose=verbose), threshold,
-                   frame_path)
+             frame_path: str = "auto", choice: Choice | None = None) -> "Inspector":
+        """``choice``: what ``backends.select.resolve`` already picked for ``path`` (verified once, not twice)."""
+        return cls(open_backend(Path(path), backend, precision, threads=threads, verbose=verbose, choice=choice),
+                   threshold, frame_path)
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
         """A uint8 BGR frame of any size → the model input ``(S, S, 3)``."""

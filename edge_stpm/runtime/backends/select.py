@@ -143,30 +143,33 @@ def _resolve_folder(folder: Path, backend: str, precision: str | None) -> Choice
 
 
 def default_workers(model: Path, backend: str, precision: str | None, sources: int, free_run: bool,
-                    threads: int | None, cores: int) -> tuple[int, str]:
-    """``run --workers``' default and why: one worker with every core (the lowest verdict latency) unless several
-    free-running sources share an ONNX Runtime CPU session and ``--threads`` is not given — then one worker per core
-    (at most one per source), each with its share of the cores: on a 2-core CPU two single-thread workers gave 1.5×
-    the frames/s of one two-thread worker with 2 and 4 streams (docs/pipeline.md)."""
+                    threads: int | None, cores: int) -> tuple[int, str, Choice | None]:
+    """``run --workers``' default, why, and the ``resolve`` choice it looked at (hand it to ``open_backend`` so the
+    bundle is verified once): one worker with every core (the lowest verdict latency) unless several free-running
+    sources share an ONNX Runtime CPU session and ``--threads`` is not given — then one worker per core (at most one
+    per source), each with its share of the cores: on a 2-core CPU two single-thread workers gave 1.3–1.5× the
+    frames/s of one two-thread worker with 2 and 4 streams (docs/pipeline.md)."""
     from edge_stpm.runtime.backends.triton_backend import parse_target
 
     if sources < 2 or not free_run or threads is not None or cores < 2 or parse_target(str(model)) is not None:
-        return 1, ""
+        return 1, "", None
     try:
         c = resolve(Path(model), backend, precision)
     except UserError:
-        return 1, ""  # loading the model says what is wrong
+        return 1, "", None  # loading the model says what is wrong
     if c.backend != "onnxruntime" or ort_gpu():
-        return 1, ""
+        return 1, "", c
     n = min(cores, sources)
     return n, (f"{n} inference workers × {max(1, cores // n)} thread(s): {sources} free-running sources on ONNX Runtime "
-               "CPU (--workers 1 for the lowest verdict latency)")
+               "CPU (--workers 1 for the lowest verdict latency)"), c
 
 
 def open_backend(model: Path, backend: str = "auto", precision: str | None = None, device: str = "auto",
-                 batch: int = 1, threads: int | None = None, verbose: bool = True) -> Backend:
-    """Open the backend ``resolve`` picks; prints which and why (and what was passed over) when ``verbose``.
-    A Triton URL (``grpc://HOST:PORT/MODEL``) opens the model on that server."""
+                 batch: int = 1, threads: int | None = None, verbose: bool = True,
+                 choice: Choice | None = None) -> Backend:
+    """Open the backend ``resolve`` picks (or ``choice``, what it already picked for this model); prints which and
+    why (and what was passed over) when ``verbose``. A Triton URL (``grpc://HOST:PORT/MODEL``) opens the model on
+    that server."""
     from edge_stpm.runtime.backends.triton_backend import parse_target
 
     if parse_target(str(model)) is not None:
@@ -183,7 +186,7 @@ def open_backend(model: Path, backend: str = "auto", precision: str | None = Non
         return tb
     if backend == "triton":
         raise UserError(f"--backend triton needs a Triton URL as --model: grpc://HOST:PORT/MODEL, not {model}")
-    c = resolve(Path(model), backend, precision)
+    c = choice if choice is not None else resolve(Path(model), backend, precision)
     if c.backend == "tensorrt":
         from edge_stpm.runtime.backends.tensorrt_backend import TensorRTBackend
 
