@@ -15,4 +15,5 @@ edge-stpm train --data "$data" --backbone mobilenet_v2 --seed "$seed" --threads 
 echo "train wall seconds: $(( $(date +%s) - start )) (threads $threads)" | tee -a "$keep/train.txt"
 edge-stpm evaluate --checkpoint "$work/run/model.pt" --data "$data" --out "$work/report" --threads "$threads" \
   --quiet | tee "$keep/evaluate.txt"
-cp "$work/run/training.json" "$work/run/loss.png" "$work/report/report.json" "$work/report/report.md" "$keep/"
+cp "$work/run/training.json" "$work/report/report.json" "$work/report/report.md" "$keep/"
+if [ -f "$work/run/loss.png" ]; then cp "$work/run/loss.png" "$keep/"; fi  # a memory-only head trains nothing: no curve

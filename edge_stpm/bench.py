@@ -14,7 +14,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from edge_stpm.contract.artifacts import engine_path, onnx_path, read_onnx_metadata
+from edge_stpm.contract.artifacts import engine_path, head_line, onnx_path, read_onnx_metadata
 from edge_stpm.contract.images import fit_image
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import write_json, write_text
@@ -385,7 +385,7 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
             insp.close()
     pipe = pipeline_figures(Path(model), workers, threads, iters, warmup) if workers and mode == "artefacts" else []
     return {"machine": machine(), "model": str(model), "backbone": meta["backbone"], "image_size": size,
-            "sources": src_rows, "pipeline": pipe,
+            "head": meta.get("head", "stpm"), "memory": meta.get("memory"), "sources": src_rows, "pipeline": pipe,
             "baseline": "PyTorch eager FP32" if mode == "checkpoint" else "ONNX Runtime FP32",
             "frame_shape": list(FRAME_SHAPE), "frame_sizes": [list(x) for x in frame_sizes], "iters": iters, "warmup": warmup,
             "load": load_report(load_before, time.perf_counter() - t_start),
@@ -618,6 +618,7 @@ def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     v = ", ".join(f"{k} {x}" for k, x in m["versions"].items())
     head = [f"# edge-stpm bench: {result['backbone']} {result['image_size']}²", "",
+            head_line(result), "",
             f"Machine: {m['cpu']} ({m['cores']} cores); GPU: {m['gpu'] or 'none'}"
             + (f" (driver {m['driver']})" if m["driver"] else "") + f"; {v}.", "",
             f"{result['iters']} timed runs after {result['warmup']} warm-up runs. model = inference only (CUDA events for "

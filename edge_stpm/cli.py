@@ -16,8 +16,9 @@ from rich.table import Table
 from edge_stpm.contract.files import data_dir
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.options import (
-    BackendName, Backbone, CalibMethod, DeviceName, EnginePrecision, Fit, FramePath, HistoryFormat, HistoryVerdict,
-    ListFormat, Loss, MapCombine, Precision, RANGES, Trigger, ThresholdMethod, rng,
+    DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
+    EnginePrecision, Fit, FramePath, HeadName, TrainHeadName, HistoryFormat, HistoryVerdict, ListFormat, Loss, MapCombine, Precision,
+    RANGES, Trigger, ThresholdMethod, rng,
 )
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
@@ -123,26 +124,47 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           smoothing: float = typer.Option(4.0, **rng("smoothing"), help="Gaussian smoothing of the map before the image score: sigma in pixels (0 = official STPM head)."),
           score_top: float = typer.Option(2.0, **rng("score_top"), help="Image score: the mean of the top this % of the map (default 2: higher AUROC on magnetic tile, 3 seeds); 0 = its max (the official STPM head)."),
           map_combine: MapCombine = typer.Option("weighted_sum", help="How the pyramid levels make the map: weighted_sum (default: each level divided by its spread on the held-out good images; higher AUROC on magnetic tile) or product (the official STPM head)."),
+          head: TrainHeadName = typer.Option(DEFAULT_HEAD, help="stpm (the student, trained), memory (nearest neighbour over the teacher's good patches: nothing trained, seconds to minutes on a CPU), both (the two maps, each scaled by its spread on the held-out good images) or auto (fits both, keeps the head with the best no-defect check)."),
+          coreset: float = typer.Option(DEFAULT_CORESET, **rng("coreset"), help="Memory head: the share of the training patches kept in the bank (greedy k-center)."),
+          bank_max_mb: float = typer.Option(DEFAULT_BANK_MAX_MB, **rng("bank_max_mb"), help="Memory head: the bank's size cap in MB (float32), whatever --coreset asks."),
           threshold_method: ThresholdMethod = typer.Option("logsigma", help="How thresholds are set from held-out good images: logsigma (exp(mean+3σ) of log scores), percentile (99.5th) or sigma (mean+3σ)."),
-          seed: int = typer.Option(0, **rng("seed"), help="Random seed (split, initialisation, batch order)."),
+          seed: int = typer.Option(0, **rng("seed"), help="Random seed (split, initialisation, batch order, coreset start)."),
           device: DeviceName = typer.Option("auto", help="Where the PyTorch model runs (auto: cuda when there is a GPU)."),
           threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use)."),
           low_memory: Optional[bool] = typer.Option(None, "--low-memory/--no-low-memory", help="Activation checkpointing: ~2.5× lower peak memory, ~2× slower steps, same gradients (default: on for CPUs with under 12 GB RAM)."),
           teacher_cache: Optional[bool] = typer.Option(None, "--teacher-cache/--no-teacher-cache", help="Compute the frozen teacher's pyramid once per image instead of every epoch: same model, fewer FLOPs (default: on when it fits in 35 % of the free memory)."),
           teacher_weights: Optional[str] = typer.Option(None, help="Teacher state-dict file (default: torchvision cache / download); 'random' for tests only."),
           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
-    """Train an STPM student on good images; keep the epoch with the lowest held-out loss; set thresholds."""
+    """Fit the model on good images (the STPM student, keeping the epoch with the lowest held-out loss, and/or the
+    memory bank of the teacher's patches); set thresholds from held-out good images."""
     need_train("train")
     from edge_stpm.training.train import TrainConfig, train as run_train
 
     s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
                               weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
                               image_size=size, fit=fit, sigma=smoothing, score_top_percent=score_top, map_combine=map_combine, seed=seed, device=device,
+                              head=head, coreset=coreset, bank_max_mb=bank_max_mb,
                               teacher_weights=teacher_weights, threshold_method=threshold_method, quiet=quiet,
                               threads=threads, low_memory=low_memory, teacher_cache=teacher_cache, **({"loss": loss} if loss else {})))
-    out.print(f"kept epoch {s['best_epoch']}/{s['epochs_run']} (validation loss {s['best_val_loss']:.4f}); "
-              f"{s['train_images_per_s']:.1f} training images/s on {s['device']}; wall {s['wall_seconds']:.0f} s")
+    if s["epochs_run"]:
+        out.print(f"kept epoch {s['best_epoch']}/{s['epochs_run']} (validation loss {s['best_val_loss']:.4f}); "
+                  f"{s['train_images_per_s']:.1f} training images/s on {s['device']}; wall {s['wall_seconds']:.0f} s")
+    if s["memory"]:
+        m = s["memory"]
+        out.print(f"memory bank: {m['entries']} of {m['patches']} patches × {m['dims']} dims ({m['bytes'] / 2**20:.1f} MB); "
+                  f"features {m['features_seconds']:.0f} s, coreset {m['coreset_seconds']:.0f} s; wall {s['wall_seconds']:.0f} s")
+    out.print(proxy_line(s["no_defect_check"]), highlight=False)
     out.print(f"checkpoint: {Path(out_dir) / 'model.pt'}")
+
+
+def proxy_line(p: dict[str, Any]) -> str:
+    """The no-defect check in one line: proxy image AUROC on synthetic anomalies of the held-out good images."""
+    kinds = ", ".join(f"{k} {v['image_auroc']:.3f}" for k, v in p["kinds"].items())
+    choice = p.get("choice")
+    chosen = (f"; --head auto chose {choice['chosen']} ("
+              + ", ".join(f"{h} {m:.3f}" for h, m in choice["mean"].items()) + ")") if choice else ""
+    return (f"no-defect check (synthetic anomalies on {p['images']} held-out good images, no labels): proxy image AUROC "
+            f"{p['mean']:.3f} ({kinds}){chosen}")
 
 
 @app.command()
@@ -170,6 +192,8 @@ def evaluate(checkpoint: Path = typer.Option(..., help="The training checkpoint 
     out.print(t)
     a = r["at_stored_threshold"]
     out.print(f"at stored threshold: precision {a['precision']:.3f} recall {a['recall']:.3f} F1 {a['f1']:.3f}")
+    if r.get("no_defect_check"):
+        out.print(proxy_line(r["no_defect_check"]), highlight=False)
     out.print(f"report: {Path(out_dir) / 'report.md'}")
 
 
@@ -180,6 +204,9 @@ def calibrate(checkpoint: Path = typer.Option(..., help="The training checkpoint
               smoothing: Optional[float] = typer.Option(None, **rng("smoothing"), help="Change the map smoothing (sigma in pixels; 0 = none) before calibrating."),
               score_top: Optional[float] = typer.Option(None, **rng("score_top"), help="Change the image score before calibrating: the mean of the top this % of the map (0 = its max)."),
               map_combine: Optional[MapCombine] = typer.Option(None, help="Change how the levels make the map: product, or weighted_sum (weights from the held-out good images)."),
+              head: Optional[HeadName] = typer.Option(None, help="Change the head: memory or both build the memory bank from the checkpoint's training images (nothing trained); stpm and both need its trained student."),
+              coreset: float = typer.Option(DEFAULT_CORESET, **rng("coreset"), help="With --head memory/both: the share of the training patches kept in the bank."),
+              bank_max_mb: float = typer.Option(DEFAULT_BANK_MAX_MB, **rng("bank_max_mb"), help="With --head memory/both: the bank's size cap in MB."),
               data: Optional[Path] = typer.Option(None, help="A labelled MVTec split: also set the image threshold to its F1 optimum."),
               threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use)."),
               quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
@@ -190,7 +217,8 @@ def calibrate(checkpoint: Path = typer.Option(..., help="The training checkpoint
     from edge_stpm.training.devices import set_threads
 
     set_threads(threads)
-    thr = recalibrate(checkpoint, threshold_method, smoothing, data, quiet, top_percent=score_top, combine=map_combine)
+    thr = recalibrate(checkpoint, threshold_method, smoothing, data, quiet, top_percent=score_top, combine=map_combine,
+                      head=head, coreset=coreset, bank_max_mb=bank_max_mb)
     out.print(f"thresholds ({thr['method']}): image {thr['image']:.5g}, pixel {thr['pixel']:.5g}; written to {checkpoint}")
 
 
@@ -621,6 +649,7 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
     for row in b.table_rows(r):
         t.add_row(*row)
     out.print(t)
+    out.print(b.head_line(r), highlight=False, markup=False)
     _print_table("frame path, batch 1: host (OpenCV fit/colour) vs device (frame graph); e2e incl. overlay",
                  b.FRAME_COLUMNS, b.frame_rows(r), ("backend", "prec", "frame"))
     _print_table("the camera loop, batch 1, overlay drawn for every frame: vs the model alone", b.LOOP_COLUMNS,

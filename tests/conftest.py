@@ -47,7 +47,19 @@ def trained(synth_dir: Path, mobilenet_weights: None, tmp_path_factory: pytest.T
     from edge_stpm.training.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("run")
-    train(TrainConfig(synth_dir, run, backbone="mobilenet_v2", epochs=20, batch_size=8, image_size=SIZE, quiet=True))
+    train(TrainConfig(synth_dir, run, backbone="mobilenet_v2", epochs=20, batch_size=8, image_size=SIZE, head="stpm",
+                      quiet=True))
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained_memory(synth_dir: Path, mobilenet_weights: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RUN_DIR of a memory-bank head (nothing trained) on ``synth_dir``; the checkpoint is RUN_DIR/model.pt."""
+    from edge_stpm.training.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("run_memory")
+    train(TrainConfig(synth_dir, run, backbone="mobilenet_v2", batch_size=8, image_size=SIZE, head="memory",
+                      quiet=True))
     return run
 
 

@@ -113,6 +113,9 @@ def graph_metadata(ck_meta: dict[str, Any], precision: str, batch: int, ckpt_sha
         "score_top_percent": float(ck_meta.get("score_top_percent", 0.0)),
         "map_combine": "weighted_sum" if ck_meta.get("level_weights") else "product",
         "level_weights": ck_meta.get("level_weights"),
+        "head": ck_meta.get("head", "stpm"),
+        "head_weights": ck_meta.get("head_weights"),
+        "memory": ck_meta.get("memory"),
         "thresholds": {"image": thr["image"], "pixel": thr["pixel"], "method": thr["method"]},
         "checkpoint_sha256": ckpt_sha256,
         "versions": library_versions(),
@@ -268,6 +271,7 @@ def bundle_readme(md: dict[str, Any], graphs: list[str]) -> str:
         "# edge-stpm bundle", "",
         f"Model: {md['backbone']} {md['image_size']}², fit `{md['fit']}`, thresholds image {md['thresholds']['image']:.6g} / "
         f"pixel {md['thresholds']['pixel']:.6g} ({md['thresholds']['method']}). Graphs: {', '.join(graphs)}.", "",
+        head_line(md), "",
         "Copy this whole folder to the box. `manifest.json` holds the sha256 of every file; a bundle whose files do",
         "not match it is refused.", "",
         "On the box (runtime install, no torch needed): `pip install edge-stpm` (see the project README for Jetson).", "",
@@ -278,6 +282,16 @@ def bundle_readme(md: dict[str, Any], graphs: list[str]) -> str:
         "edge-stpm bench --model THIS_FOLDER",
         "```", "",
     ])
+
+
+def head_line(md: dict[str, Any]) -> str:
+    """One sentence on the head: STPM's student, or the memory bank's size (entries × dims, MB inside the graph)."""
+    head, mem = md.get("head", "stpm"), md.get("memory")
+    if head == "stpm" or not mem:
+        return "Head: STPM (teacher and student in the graph)."
+    size = f"{mem['entries']} entries × {mem['dims']} dims, {mem['bytes'] / 2**20:.1f} MB float32 inside every graph"
+    return ("Head: memory bank (nearest neighbour over the teacher's good patches; " + size + ")." if head == "memory"
+            else "Head: STPM and memory bank, maps added (bank: " + size + ").")
 
 
 def write_bundle_readme(folder: Path, md: dict[str, Any], graphs: list[str]) -> Path:

@@ -25,6 +25,12 @@ HISTORY_FORMATS = ("table", "csv", "json")
 TRIGGER_NAMES = ("free-run", "plc", "http")
 LIST_FORMATS = ("table", "json")
 MAP_COMBINE_NAMES = ("product", "weighted_sum")
+HEAD_NAMES = ("stpm", "memory", "both")
+TRAIN_HEAD_NAMES = HEAD_NAMES + ("auto",)  # auto: the head with the best no-defect check (synthetic anomalies)
+# the head's defaults live here (torch-free) so the runtime CLI's --help shows them; training reads them too
+DEFAULT_HEAD = "stpm"
+DEFAULT_CORESET = 0.01  # memory head: the share of training patches kept (benchmarks/results/accuracy/RULE_R3.md)
+DEFAULT_BANK_MAX_MB = 32.0  # memory head: the bank's float32 bytes are capped here, for the edge
 
 Backbone = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
 Fit = Literal[FIT_NAMES]  # type: ignore[valid-type]
@@ -41,6 +47,8 @@ HistoryFormat = Literal[HISTORY_FORMATS]  # type: ignore[valid-type]
 Trigger = Literal[TRIGGER_NAMES]  # type: ignore[valid-type]
 ListFormat = Literal[LIST_FORMATS]  # type: ignore[valid-type]
 MapCombine = Literal[MAP_COMBINE_NAMES]  # type: ignore[valid-type]
+HeadName = Literal[HEAD_NAMES]  # type: ignore[valid-type]
+TrainHeadName = Literal[TRAIN_HEAD_NAMES]  # type: ignore[valid-type]
 
 # numeric ranges, closed at both ends: name → (min, max)
 RANGES: dict[str, tuple[float, float]] = {
@@ -63,6 +71,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "size": (32, 2048),
     "smoothing": (0.0, 64.0),
     "score_top": (0.0, 10.0),
+    "coreset": (0.0001, 1.0),
+    "bank_max_mb": (0.1, 4096.0),
     "n_images": (1, 1_000_000),
     "video_frames": (1, 1_000_000),
     "n_test_defect": (0, 100_000),

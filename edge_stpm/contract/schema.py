@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.options import BACKBONE_NAMES, FIT_NAMES, MAP_COMBINE_NAMES, PRECISION_NAMES, RANGES
+from edge_stpm.contract.options import BACKBONE_NAMES, FIT_NAMES, HEAD_NAMES, MAP_COMBINE_NAMES, PRECISION_NAMES, RANGES
 
 _NUM = {"type": "number"}
 _POS = {"type": "number", "exclusiveMinimum": 0}
@@ -30,6 +30,11 @@ _HEAD = {
     "smoothing_sigma": {"type": "number", "minimum": 0, "maximum": RANGES["smoothing"][1]},
     "score_top_percent": {"type": "number", "minimum": 0, "maximum": 100},
     "level_weights": {"oneOf": [{"type": "null"}, {"type": "array", "items": _POS, "minItems": 1, "maxItems": 8}]},
+    "head": {"enum": list(HEAD_NAMES)},
+    "head_weights": {"oneOf": [{"type": "null"}, {"type": "array", "items": _POS, "minItems": 2, "maxItems": 2}]},
+    "memory": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["entries", "dims", "bytes"],
+                                            "properties": {k: {"type": "integer", "minimum": 1}
+                                                           for k in ("entries", "dims", "bytes")}}]},
     "thresholds": THRESHOLDS,
     "mean": _RGB,
     "std": _RGB,
@@ -80,7 +85,7 @@ CHECKPOINT = {
         "format": {"const": "edge-stpm-checkpoint"},
         "format_version": {"type": "integer"},
         "teacher": {"type": "object", "minProperties": 1},
-        "student": {"type": "object", "minProperties": 1},
+        "student": {"type": "object"},  # empty for a memory-only head (checkpoint.read checks the rest)
         "teacher_source": {"type": "string"},
         "training": {"type": "object"},
     },

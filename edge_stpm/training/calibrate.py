@@ -11,14 +11,20 @@ from edge_stpm.training import checkpoint, thresholds
 from edge_stpm.contract.images import labelled_test_images, load_images
 from edge_stpm.contract.errors import UserError
 from edge_stpm.training.evaluate import score_set, torch_infer
-from edge_stpm.training.model import MAP_COMBINES, good_level_weights
+from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET
+from edge_stpm.training.backbones import get_spec
+from edge_stpm.training.heads.memory import fit_memory
+from edge_stpm.training.model import HEADS, MAP_COMBINES, Preprocess, good_head_weights, good_level_weights
 
 
 def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None, data: Path | None = None,
-                quiet: bool = False, top_percent: float | None = None, combine: str | None = None) -> dict[str, Any]:
+                quiet: bool = False, top_percent: float | None = None, combine: str | None = None,
+                head: str | None = None, coreset: float = DEFAULT_CORESET,
+                bank_max_mb: float = DEFAULT_BANK_MAX_MB) -> dict[str, Any]:
     """Recompute thresholds of a checkpoint from its held-out good images (optionally with another smoothing
-    sigma or image score), or, with ``data``, set the image threshold to the F1 optimum of that labelled split;
-    rewrite it."""
+    sigma, image score, level combination or head), or, with ``data``, set the image threshold to the F1 optimum
+    of that labelled split; rewrite it. A ``head`` of memory or both builds the memory bank from the checkpoint's
+    training images (nothing is trained); stpm and both need a trained student."""
     ck = checkpoint.read(Path(ckpt))
     if method not in thresholds.METHODS:
         raise UserError(f"unknown threshold method {method!r}; choose one of {', '.join(thresholds.METHODS)}")
@@ -40,6 +46,8 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
         ck["level_weights"] = (list(good_level_weights(checkpoint.pipeline(ck | {"level_weights": None}, stpm),
                                                        torch.from_numpy(val_images)))
                                if combine == "weighted_sum" else None)
+    if head is not None:
+        _change_head(ck, stpm, head, coreset, bank_max_mb, torch.from_numpy(val_images), quiet)
     pipe = checkpoint.pipeline(ck, stpm)
     infer = torch_infer(pipe, torch.device("cpu"))
     maps, scores = score_set(infer, val_images, 16, quiet, "held-out good images")
@@ -51,5 +59,32 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
         thr |= {"method": "f1", "image": f1["threshold"], "f1_on": str(data), "f1": f1}
     checkpoint.save(Path(ckpt), stpm, image_size=size, fit=fit, thresholds=thr, teacher_source=ck["teacher_source"],
                     training=ck["training"], sigma=ck.get("smoothing_sigma", 0.0),
-                    top_percent=ck.get("score_top_percent", 0.0), level_weights=ck.get("level_weights"))
+                    top_percent=ck.get("score_top_percent", 0.0), level_weights=ck.get("level_weights"),
+                    head=ck.get("head", "stpm"), memory=ck.get("memory_bank"), head_weights=ck.get("head_weights"))
     return thr
+
+
+def _change_head(ck: dict[str, Any], stpm: Any, head: str, coreset: float, bank_max_mb: float,
+                 val_images: torch.Tensor, quiet: bool) -> None:
+    """Set ``ck``'s head: build the memory bank from its training images where the new head needs one."""
+    if head not in HEADS:
+        raise UserError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    if head != "memory" and not ck["student"]:
+        raise UserError(f"head {head} needs a trained student and this checkpoint has none: "
+                        f"train with --head {head}")
+    have = ck.get("memory_bank") is not None and (ck["training"].get("memory") or {}).get("coreset") == coreset
+    if head != "stpm" and not have:
+        train = [Path(p) for p in ck["training"].get("train_images", []) if Path(p).is_file()]
+        if not train:
+            raise UserError("the checkpoint's training images are not on this machine: retrain here with --head")
+        images = torch.from_numpy(load_images(train, ck["image_size"], ck["fit"]))
+        spec = get_spec(ck["backbone"])
+        bank, info = fit_memory(stpm.teacher, Preprocess(spec.mean, spec.std), images, 16, coreset, bank_max_mb,
+                                int(ck["training"].get("config", {}).get("seed", 0)), quiet)
+        ck["memory_bank"] = bank
+        ck["training"] = ck["training"] | {"memory": info}
+    ck["head"] = head
+    if head == "stpm":
+        ck["memory_bank"] = None
+    ck["head_weights"] = (list(good_head_weights(stpm, ck["image_size"], ck["memory_bank"], ck.get("level_weights"),
+                                                 val_images)) if head == "both" else None)

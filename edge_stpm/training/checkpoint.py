@@ -29,8 +29,9 @@ def versions() -> dict[str, str]:
 
 def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[str, Any],
          teacher_source: str, training: dict[str, Any], sigma: float, top_percent: float = 0.0,
-         level_weights: tuple[float, ...] | None = None) -> Path:
-    """Write the checkpoint atomically (temp file + rename)."""
+         level_weights: tuple[float, ...] | None = None, head: str = "stpm", memory: torch.Tensor | None = None,
+         head_weights: tuple[float, ...] | None = None) -> Path:
+    """Write the checkpoint atomically (temp file + rename). A memory-only head stores no student weights."""
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -45,7 +46,11 @@ def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[
         "input": "uint8 BGR NHWC",
         "teacher_source": teacher_source,
         "teacher": {k: v.detach().cpu().float() for k, v in stpm.teacher.state_dict().items()},
-        "student": {k: v.detach().cpu().float() for k, v in stpm.student.state_dict().items()},
+        "student": ({} if head == "memory" else
+                    {k: v.detach().cpu().float() for k, v in stpm.student.state_dict().items()}),
+        "head": head,
+        "memory_bank": memory.detach().cpu().float().contiguous() if memory is not None else None,
+        "head_weights": [float(w) for w in head_weights] if head_weights else None,
         "thresholds": thresholds,
         "training": training,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -77,6 +82,13 @@ def read(path: Path) -> dict[str, Any]:
         bad = next((k for k, v in ck[trunk].items() if not isinstance(v, torch.Tensor)), None)
         if bad is not None:
             raise UserError(f"{path}: field {trunk}.{bad} is not a tensor; retrain it with edge-stpm train")
+    head = ck.get("head", "stpm")
+    bank = ck.get("memory_bank")
+    if head != "stpm" and not (isinstance(bank, torch.Tensor) and bank.dim() == 2 and bank.shape[0] > 0):
+        raise UserError(f"{path}: field memory_bank: head {head!r} needs a (entries, dims) tensor; "
+                        "retrain it with edge-stpm train")
+    if head != "memory" and not ck["student"]:
+        raise UserError(f"{path}: field student is empty; retrain it with edge-stpm train")
     ck["_path"] = str(path)
     return ck
 
@@ -85,7 +97,7 @@ def build_stpm(ck: dict[str, Any]) -> STPM:
     """Rebuild the STPM modules from a checkpoint dict (no download: teacher weights are inside); weights that do
     not fit the backbone's layers are one UserError."""
     stpm = STPM(ck["backbone"], None)
-    for trunk in ("teacher", "student"):
+    for trunk in ("teacher", "student") if ck["student"] else ("teacher",):
         try:
             getattr(stpm, trunk).load_state_dict(ck[trunk])
         except RuntimeError as exc:  # missing / unexpected keys, shape mismatches
@@ -105,10 +117,20 @@ def pipeline(ck: dict[str, Any], stpm: STPM | None = None) -> InspectionPipeline
     """The FP32 inspection pipeline of a checkpoint dict with its head settings (smoothing, image score)."""
     return InspectionPipeline(stpm if stpm is not None else build_stpm(ck), ck["image_size"],
                               sigma=ck.get("smoothing_sigma", 0.0), top_percent=ck.get("score_top_percent", 0.0),
-                              level_weights=ck.get("level_weights")).eval()
+                              level_weights=ck.get("level_weights"), head=ck.get("head", "stpm"),
+                              memory=ck.get("memory_bank"), head_weights=ck.get("head_weights")).eval()
 
 
 def meta(ck: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's metadata: everything except the weight tensors."""
-    return {k: v for k, v in ck.items() if k not in ("teacher", "student", "_path")}
+    out = {k: v for k, v in ck.items() if k not in ("teacher", "student", "memory_bank", "_path")}
+    bank = ck.get("memory_bank")
+    if isinstance(bank, torch.Tensor):
+        out["memory"] = memory_summary(bank)
+    return out
+
+
+def memory_summary(bank: torch.Tensor) -> dict[str, int]:
+    """The bank's size as it travels in graph metadata and the bundle README: entries, dims, float32 bytes."""
+    return {"entries": int(bank.shape[0]), "dims": int(bank.shape[1]), "bytes": int(bank.numel() * 4)}
 

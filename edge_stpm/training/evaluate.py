@@ -87,12 +87,24 @@ def evaluate(ckpt: Path, data: Path, out: Path, device: str = "auto", batch_size
     except UserError as exc:
         res["f1_optimal_on_this_set"] = {"unavailable": str(exc)}
     report = {"checkpoint": str(ckpt), "data": str(data), "graph": label, "backbone": meta["backbone"],
-              "image_size": size, "fit": fit, "n_images": len(items), "seconds": infer_s,
-              "thresholds": thr, **res}
+              "image_size": size, "fit": fit, "head": meta.get("head", "stpm"), "n_images": len(items),
+              "seconds": infer_s, "thresholds": thr, **res, "no_defect_check": no_defect_check(meta, infer, batch_size)}
     write_json(out / "report.json", report)
     write_text(out / "report.md", markdown(report))
     _figures(out, images, maps, scores, labels, masks, defects, items, thr)
     return report
+
+
+def no_defect_check(meta: dict[str, Any], infer: ScoreFn, batch_size: int) -> dict[str, Any] | None:
+    """The proxy AUROC on synthetic anomalies of the checkpoint's held-out good images (seeded as in training),
+    beside the real figures; None when those images are not on this machine."""
+    from edge_stpm.training.synthetic_defects import proxy_auroc
+
+    val = [Path(p) for p in meta.get("training", {}).get("val_images", []) if Path(p).is_file()]
+    if not val:
+        return None
+    seed = int(meta.get("training", {}).get("config", {}).get("seed", 0))
+    return proxy_auroc(infer, load_images(val, meta["image_size"], meta["fit"]), seed=seed, batch=batch_size)
 
 
 def _f(v: float | None) -> str:
@@ -116,6 +128,11 @@ def markdown(r: dict[str, Any]) -> str:
     if "threshold" in f1:
         lines.append(f"The F1-optimal threshold on this labelled set would be {f1['threshold']:.4g} "
                      f"({f1['normalised_threshold']:.2f}× the stored one): F1 {f1['f1']:.3f}. It is not applied.")
+    p = r.get("no_defect_check")
+    if p:
+        lines += ["", f"No-defect check (synthetic anomalies on {p['images']} held-out good images, no labels): proxy "
+                  f"image AUROC {p['mean']:.3f} — " + ", ".join(f"{k} {v['image_auroc']:.3f}" for k, v in p["kinds"].items())
+                  + ". It needs no defect samples; how well it ranks models is measured in docs/results.md."]
     lines += ["", "Figures: `roc_image.png`, `roc_pixel.png`, `examples.png` (heatmap overlays, ground truth in green).", ""]
     return "\n".join(lines)
 

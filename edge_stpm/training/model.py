@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_stpm.contract.options import DEFAULT_HEAD, HEAD_NAMES  # noqa: F401  (DEFAULT_HEAD: train reads it here)
 from edge_stpm.training.backbones import IMAGENET_MEAN, IMAGENET_STD, Trunk, build_trunk, get_spec
 EPS = 1e-12
 
@@ -165,6 +166,41 @@ class STPM(nn.Module):
         return t, self.student(x)
 
 
+HEADS = HEAD_NAMES
+
+
+def _spread(d: torch.Tensor, acc: list[float]) -> None:
+    d = d.double()
+    acc[0] += float(d.numel())
+    acc[1] += float(d.sum())
+    acc[2] += float((d * d).sum())
+
+
+def _inverse_std(acc: list[float], what: str) -> float:
+    n, s1, s2 = acc
+    var = max(s2 / n - (s1 / n) ** 2, 0.0)
+    if var <= 0:
+        raise ValueError(f"{what} has no spread on the held-out good images")
+    return 1.0 / math.sqrt(var)
+
+
+@torch.no_grad()
+def good_head_weights(stpm: STPM, size: int, memory: torch.Tensor, level_weights: tuple[float, ...] | None,
+                      images: torch.Tensor, batch: int = 8) -> tuple[float, float]:
+    """For head ``both``: 1 / (standard deviation over ``images``, uint8 NHWC good images) of the STPM map and of
+    the memory map (unsmoothed), so each contributes on the same scale; like ``good_level_weights`` the means are
+    left out (they only shift the sum) and the map stays positive."""
+    pipe = InspectionPipeline(stpm, size, level_weights=level_weights, head="memory", memory=memory).eval()
+    pipe = pipe.to(images.device)
+    acc_s, acc_m = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+    for i in range(0, len(images), batch):
+        x = pipe.preprocess(images[i : i + batch])
+        t = pipe.teacher(x)
+        _spread(anomaly_map(t, pipe.student(x), (size, size), pipe.level_weights), acc_s)
+        _spread(pipe.memory_map(t), acc_m)
+    return _inverse_std(acc_s, "the STPM map"), _inverse_std(acc_m, "the memory map")
+
+
 class InspectionPipeline(nn.Module):
     """The whole inspection graph: uint8 BGR ``(B, H, W, 3)`` → (map ``(B, 1, H, W)`` f32, score ``(B,)`` f32).
 
@@ -172,11 +208,23 @@ class InspectionPipeline(nn.Module):
     upsample, product, smoothing, score) stays float32. ``sigma`` > 0 blurs the map (pixels) before the score;
     0 is the official STPM head. ``top_percent`` > 0 scores the image by the mean of the top that % of the map
     instead of its max (``image_score``).
+
+    ``memory`` (a bank ``(M, D)`` of the teacher's good patches, ``heads.memory``) adds the memory-bank head:
+    ``head`` "memory" maps by nearest-neighbour distance alone (the student is not run and not in the graph),
+    "both" adds the two maps, each scaled by ``head_weights`` (1 / its spread on held-out good images).
     """
 
     def __init__(self, stpm: STPM, image_size: int, trunk_dtype: torch.dtype = torch.float32,
-                 sigma: float = 0.0, top_percent: float = 0.0, level_weights: tuple[float, ...] | None = None) -> None:
+                 sigma: float = 0.0, top_percent: float = 0.0, level_weights: tuple[float, ...] | None = None,
+                 head: str = "stpm", memory: torch.Tensor | None = None,
+                 head_weights: tuple[float, float] | None = None) -> None:
         super().__init__()
+        from edge_stpm.training.heads.memory import MemoryBank
+
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}")
+        if (head != "stpm") != (memory is not None):
+            raise ValueError(f"head {head!r} {'needs' if head != 'stpm' else 'takes no'} memory bank")
         self.smooth = GaussianSmooth(sigma, image_size) if sigma > 0 else None
         self.score_k = score_k(top_percent, image_size)
         self.level_weights = tuple(float(w) for w in level_weights) if level_weights else None
@@ -185,6 +233,9 @@ class InspectionPipeline(nn.Module):
         self.backbone = stpm.backbone
         self.teacher = stpm.teacher
         self.student = stpm.student
+        self.head_kind = head
+        self.memory = MemoryBank(memory) if memory is not None else None
+        self.head_weights = tuple(float(w) for w in head_weights) if head_weights else (1.0, 1.0)
         self.image_size = int(image_size)
         self.trunk_dtype = trunk_dtype
 
@@ -194,7 +245,23 @@ class InspectionPipeline(nn.Module):
     def from_normalised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float ``(B, 3, S, S)`` → (map, score)."""
         x = x.to(self.trunk_dtype)
-        return head(self.teacher(x), self.student(x), self.image_size, self.smooth, self.score_k, self.level_weights)
+        t = self.teacher(x)
+        if self.memory is None:
+            return head(t, self.student(x), self.image_size, self.smooth, self.score_k, self.level_weights)
+        amap = self.memory_map(t)
+        if self.head_kind == "both":
+            s = anomaly_map(t, self.student(x), (self.image_size, self.image_size), self.level_weights)
+            amap = s * self.head_weights[0] + amap * self.head_weights[1]
+        if self.smooth is not None:
+            amap = self.smooth(amap)
+        return amap, image_score(amap, self.score_k)
+
+    def memory_map(self, t_feats: list[torch.Tensor]) -> torch.Tensor:
+        """The memory head's map of the teacher's pyramid, upsampled to the input size ``(B, 1, S, S)``."""
+        from edge_stpm.training.heads.memory import patch_features
+
+        d = self.memory(patch_features(t_feats))
+        return F.interpolate(d, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 
 
 TOP_PERCENT_MAX = 10.0

@@ -22,9 +22,11 @@ from edge_stpm.training.devices import low_memory_default, pick_device, return_f
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import output_dir, write_json
 from edge_stpm.training.model import (
-    DEFAULT_LOSS_REDUCTION, DEFAULT_MAP_COMBINE, DEFAULT_SCORE_TOP_PERCENT, LOSS_REDUCTIONS, MAP_COMBINES, STPM,
-    InspectionPipeline, Preprocess, good_level_weights, level_distance, stpm_loss,
+    DEFAULT_HEAD, DEFAULT_LOSS_REDUCTION, DEFAULT_MAP_COMBINE, DEFAULT_SCORE_TOP_PERCENT, HEADS, LOSS_REDUCTIONS,
+    MAP_COMBINES, STPM, InspectionPipeline, Preprocess, good_head_weights, good_level_weights, level_distance,
+    stpm_loss,
 )
+from edge_stpm.training.heads.memory import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, fit_memory
 from edge_stpm.contract.progress import bar, console
 
 
@@ -51,6 +53,9 @@ class TrainConfig:
     sigma: float = 4.0
     score_top_percent: float = DEFAULT_SCORE_TOP_PERCENT
     map_combine: str = DEFAULT_MAP_COMBINE
+    head: str = DEFAULT_HEAD
+    coreset: float = DEFAULT_CORESET
+    bank_max_mb: float = DEFAULT_BANK_MAX_MB
     seed: int = 0
     device: str = "auto"
     teacher_weights: str | None = None
@@ -81,6 +86,10 @@ def _check(cfg: TrainConfig) -> None:
         raise UserError(f"unknown map combination {cfg.map_combine!r}; choose one of {', '.join(MAP_COMBINES)}")
     if not 0 <= cfg.score_top_percent <= 10:
         raise UserError("--score-top must be in 0..10 (% of the map; 0 = its max)")
+    if cfg.head not in HEADS + ("auto",):
+        raise UserError(f"unknown head {cfg.head!r}; choose one of {', '.join(HEADS)}, auto")
+    if not 0 < cfg.coreset <= 1 or cfg.bank_max_mb <= 0:
+        raise UserError("--coreset must be in (0, 1] and --bank-max-mb positive")
     if cfg.threshold_method not in thresholds.METHODS:
         raise UserError(f"unknown threshold method {cfg.threshold_method!r}; choose one of {', '.join(thresholds.METHODS)}")
 
@@ -242,52 +251,62 @@ def _step(stpm: STPM, x: torch.Tensor, t: list[torch.Tensor] | None, opt: torch.
     return float(loss.detach())
 
 
-def _head(stpm: STPM, cfg: TrainConfig, device: torch.device,
-          val_images: torch.Tensor) -> tuple[InspectionPipeline, tuple[float, ...] | None]:
-    """The inspection pipeline of the kept student with the configured head; for ``weighted_sum`` each level is
-    weighted by 1 / its spread on the held-out good images."""
+def _head(stpm: STPM, cfg: TrainConfig, head: str, device: torch.device, val_images: torch.Tensor,
+          memory: torch.Tensor | None = None) -> tuple[InspectionPipeline, dict[str, Any]]:
+    """The inspection pipeline of the kept student and/or memory bank with ``head``, and the head's settings for
+    the checkpoint: for ``weighted_sum`` each STPM level is weighted by 1 / its spread on the held-out good images;
+    for head ``both`` each of the two maps likewise (``head_weights``)."""
     weights = None
-    if cfg.map_combine == "weighted_sum":
+    if cfg.map_combine == "weighted_sum" and head != "memory":
         weights = good_level_weights(InspectionPipeline(stpm, cfg.image_size).to(device).eval(), val_images,
                                      cfg.batch_size)
+    head_weights = None
+    if head == "both":
+        head_weights = good_head_weights(stpm, cfg.image_size, memory, weights, val_images.to(device), 8)
+    memory = memory if head != "stpm" else None
     pipe = InspectionPipeline(stpm, cfg.image_size, sigma=cfg.sigma, top_percent=cfg.score_top_percent,
-                              level_weights=weights).to(device).eval()
-    return pipe, weights
+                              level_weights=weights, head=head, memory=memory,
+                              head_weights=head_weights).to(device).eval()
+    return pipe, {"level_weights": weights, "head": head, "memory": memory, "head_weights": head_weights}
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train, select the student with the lowest validation loss, calibrate thresholds, write RUN_DIR/model.pt.
+def _calibrated_head(stpm: STPM, cfg: TrainConfig, device: torch.device, val_images: torch.Tensor,
+                     memory: torch.Tensor | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The head (``cfg.head``, or for ``auto`` the one of stpm / memory / both with the highest proxy AUROC on
+    synthetic anomalies of the held-out good images), its thresholds and its no-defect check. Returns (head
+    settings, thresholds, proxy report with ``choice`` for auto)."""
+    from edge_stpm.training.evaluate import torch_infer
+    from edge_stpm.training.synthetic_defects import proxy_auroc
 
-    Returns the training summary stored in the checkpoint.
-    """
-    _check(cfg)
-    out = output_dir(Path(cfg.out))
-    device = pick_device(cfg.device)
-    if device.type == "cpu":
-        set_threads(cfg.threads)
-    paths, teacher_state, teacher_source = _inputs(cfg)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    good = val_images.cpu().numpy()
+    tried: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+    for head in (("memory", "both", "stpm") if cfg.head == "auto" else (cfg.head,)):
+        pipe, settings = _head(stpm, cfg, head, device, val_images, memory)
+        val_maps, val_scores = score_images(pipe, val_images, 8 if memory is not None else cfg.batch_size)
+        thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, cfg.threshold_k)
+        proxy = proxy_auroc(torch_infer(pipe, device), good, val_scores, seed=cfg.seed)
+        tried[head] = (settings, thr, proxy)
+    best = max(tried, key=lambda h: tried[h][2]["mean"])  # first of equals: the cheaper head
+    settings, thr, proxy = tried[best]
+    if cfg.head == "auto":
+        proxy = proxy | {"choice": {"chosen": best, "by": "highest mean proxy image AUROC",
+                                    "mean": {h: t[2]["mean"] for h, t in tried.items()}}}
+    return settings, thr, proxy
 
-    t0 = time.perf_counter()
-    images, val_idx, train_idx = _split(cfg, paths, device, rng)
-    decode_s = time.perf_counter() - t0
-    val_images = images[torch.from_numpy(val_idx).to(device)]
-    low_memory = low_memory_default(device) if cfg.low_memory is None else cfg.low_memory
-    if low_memory and device.type == "cpu":
-        return_freed_memory()
-    stpm = STPM(cfg.backbone, teacher_state).to(device)
-    spec = get_spec(cfg.backbone)
-    pre = Preprocess(spec.mean, spec.std).to(device)
+
+def _fit_student(stpm: STPM, pre: Preprocess, images: torch.Tensor, train_idx: np.ndarray, val_idx: np.ndarray,
+                 cfg: TrainConfig, device: torch.device, low_memory: bool,
+                 rng: np.random.Generator) -> dict[str, Any]:
+    """The SGD epochs of the student; loads the epoch with the lowest held-out loss into ``stpm`` and returns what
+    the summary reports of the fit."""
     cuda = device.type == "cuda"
-    stpm = stpm.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(stpm.student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     c0 = time.perf_counter()
     cache = TeacherCache.build(stpm, pre, images, cfg.batch_size, cuda, cfg.teacher_cache, low_memory)
     cache_s = time.perf_counter() - c0
     val_idx_t = torch.from_numpy(val_idx).to(device)
+    val_images = images[val_idx_t]
     n_batches = math.ceil(len(train_idx) / cfg.batch_size)
     history: list[dict[str, float]] = []
     best = (math.inf, -1, copy.deepcopy(stpm.student.state_dict()))
@@ -329,31 +348,73 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if best[1] < 0:
         raise UserError("training diverged before any usable epoch: lower --lr")
     stpm.student.load_state_dict(best[2])
+    return {"best_epoch": best[1], "best_val_loss": best[0], "epochs_run": len(history), "diverged_at": diverged_at,
+            "history": history, "train_seconds": train_seconds,
+            "train_images_per_s": train_images_seen / train_seconds if train_seconds else None,
+            "teacher_cache": cached, "teacher_cache_seconds": cache_s if cached else None}
+
+
+def _no_student_fit() -> dict[str, Any]:
+    """What the summary says of the student when the head needs none (memory): nothing was trained."""
+    return {"best_epoch": 0, "best_val_loss": None, "epochs_run": 0, "diverged_at": None, "history": [],
+            "train_seconds": 0.0, "train_images_per_s": None, "teacher_cache": False, "teacher_cache_seconds": None}
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Fit the head (train the student and keep the epoch with the lowest validation loss; and/or build the memory
+    bank), calibrate thresholds, write RUN_DIR/model.pt. Returns the training summary stored in the checkpoint.
+    """
+    _check(cfg)
+    out = output_dir(Path(cfg.out))
+    device = pick_device(cfg.device)
+    if device.type == "cpu":
+        set_threads(cfg.threads)
+    paths, teacher_state, teacher_source = _inputs(cfg)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    t0 = time.perf_counter()
+    images, val_idx, train_idx = _split(cfg, paths, device, rng)
+    decode_s = time.perf_counter() - t0
+    val_images = images[torch.from_numpy(val_idx).to(device)]
+    low_memory = low_memory_default(device) if cfg.low_memory is None else cfg.low_memory
+    if low_memory and device.type == "cpu":
+        return_freed_memory()
+    stpm = STPM(cfg.backbone, teacher_state).to(device)
+    spec = get_spec(cfg.backbone)
+    pre = Preprocess(spec.mean, spec.std).to(device)
+    cuda = device.type == "cuda"
+    if cfg.head == "memory":
+        fit = _no_student_fit()
+    else:
+        stpm = stpm.to(memory_format=torch.channels_last)
+        fit = _fit_student(stpm, pre, images, train_idx, val_idx, cfg, device, low_memory, rng)
     stpm = stpm.float().to(memory_format=torch.contiguous_format).eval()
-    pipe, weights = _head(stpm, cfg, device, val_images)
-    val_maps, val_scores = score_images(pipe, val_images, cfg.batch_size)
-    thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, cfg.threshold_k)
+    memory, memory_info = (None, None) if cfg.head == "stpm" else fit_memory(
+        stpm.teacher, pre, images[torch.from_numpy(np.sort(train_idx)).to(device)], cfg.batch_size, cfg.coreset,
+        cfg.bank_max_mb, cfg.seed, cfg.quiet)
+    head_settings, thr, proxy = _calibrated_head(stpm, cfg, device, val_images, memory)
+    if head_settings["head"] == "memory":
+        fit = _no_student_fit() | {"student_fitted_for_auto": fit}
     summary = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "quiet"},
         "device": str(device) if not cuda else torch.cuda.get_device_name(device),
         "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
         "val_images": [str(paths[i]) for i in val_idx],
         "train_images": [str(paths[i]) for i in np.sort(train_idx)],
-        "best_epoch": best[1], "best_val_loss": best[0], "epochs_run": len(history),
-        "diverged_at": diverged_at, "history": history,
-        "decode_seconds": decode_s, "train_seconds": train_seconds,
-        "train_images_per_s": train_images_seen / train_seconds if train_seconds else None,
-        "wall_seconds": time.perf_counter() - t0,
-        "teacher_cache": cached, "teacher_cache_seconds": cache_s if cached else None,
+        **fit, "memory": memory_info if head_settings["head"] != "stpm" else None, "no_defect_check": proxy,
+        "decode_seconds": decode_s, "wall_seconds": time.perf_counter() - t0,
         "low_memory": low_memory, "threads": torch.get_num_threads() if not cuda else None,
         "peak_rss_mb": peak_rss_mb(),
     }
     ckpt_io.save(out / "model.pt", stpm.cpu(), image_size=cfg.image_size, fit=cfg.fit, thresholds=thr,
-                    teacher_source=teacher_source, training=summary, sigma=cfg.sigma,
-                    top_percent=cfg.score_top_percent, level_weights=weights)
+                 teacher_source=teacher_source, training=summary, sigma=cfg.sigma,
+                 top_percent=cfg.score_top_percent, **head_settings)
     write_json(out / "training.json", {k: v for k, v in summary.items() if k not in ("val_images", "train_images")}
                | {"thresholds": thr})
-    _plot_history(history, best[1], out / "loss.png")
+    if fit["history"]:
+        _plot_history(fit["history"], fit["best_epoch"], out / "loss.png")
     return summary
 
 
