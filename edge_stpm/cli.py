@@ -83,7 +83,8 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            for line in getattr(exc, "lines", [str(exc)]):  # UserErrors: one line per problem of a file
+                err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -321,7 +322,9 @@ def _roi(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
 
 @app.command()
 @one_line_errors
-def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, TensorRT engine, training checkpoint (.pt), or a model on a Triton server: grpc://HOST:PORT/MODEL."),
+def run(ctx: typer.Context,
+        config: Optional[Path] = typer.Option(None, "--config", help="A station file (TOML): recipes, sources and every option below in one file (docs/station.md); a flag given here overrides the same key of the file (--threshold, --roi and --precision every recipe's)."),
+        model: Optional[Path] = typer.Option(None, help="A bundle folder, .onnx graph, TensorRT engine, training checkpoint (.pt), or a model on a Triton server: grpc://HOST:PORT/MODEL (with --config: the station's recipes)."),
         camera: Optional[list[int]] = typer.Option(None, **rng("camera"), help="Camera index (V4L2 on Linux); repeat for several cameras."),
         source: Optional[list[str]] = typer.Option(None, help="Video file, image folder, RTSP/HTTP URL, GStreamer pipeline or Basler camera (basler://SERIAL?settings: docs/cameras.md); repeat for several sources (any mix, inferred together)."),
         backend: BackendName = typer.Option("auto", help="Inference runtime (auto: TensorRT where it can run, else ONNX Runtime)."),
@@ -359,42 +362,76 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus or --opcua), each with its own trigger id; http: one frame per POST /trigger on the --http server, answered with its verdict."),
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
+    _run(_station_params(ctx, config, {k: v for k, v in locals().items() if k not in ("ctx", "config")}))
+
+
+def _station_params(ctx: typer.Context, config: Optional[Path], given: dict[str, Any]) -> dict[str, Any]:
+    """run's options: the flags, or with a station file its keys where no flag was given on the command line."""
+    if config is None:
+        if given["model"] is None:
+            raise UserError("give a model: --model M (or a station file with its recipes: --config station.toml)")
+        return given | {"station": None}
+    from click.core import ParameterSource
+
+    from edge_stpm.runtime.station.config import load, run_values
+
+    if given["model"] is not None:
+        raise UserError("--model and --config: a station file's recipes name the models; give one or the other")
+    st = load(config)
+    flag = lambda name: ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE  # noqa: E731
+    p = given | {k: v for k, v in run_values(st).items() if not flag(k)}
+    if not (flag("camera") or flag("source")):
+        p["camera"] = [x.camera for x in st.sources if x.camera is not None]
+        p["source"] = [x.spec for x in st.sources if x.spec is not None]
+    overrides = {k: given[k] for k in ("threshold", "precision") if flag(k)} | (
+        {"roi": _roi(given["roi"])} if flag("roi") else {})
+    recipes = [r.model_copy(update=overrides) for r in st.recipes]
+    st = st.model_copy(update={"recipes": recipes})
+    return p | {"station": st, "model": Path(st.initial().model), "threshold": None, "roi": None, "precision": None}
+
+
+def _run(p: dict[str, Any]) -> None:
+    """run, once its options are settled (flags and station file)."""
     from edge_stpm.runtime.loop.live_view import parse_bind
     from edge_stpm.runtime.loop.line import LineSettings, check_sources, setup as setup_line
     from edge_stpm.runtime.loop.pipeline import RunOptions, check_outputs, run as run_loop
     from edge_stpm.runtime.loop.sources import open_source
 
-    specs = [str(c) for c in camera or []] + [str(x) for x in source or []]
+    specs = [str(c) for c in p["camera"] or []] + [str(x) for x in p["source"] or []]
     if not specs:
-        raise UserError("give a source: --camera N or --source SPEC (repeat either for several)")
+        raise UserError("give a source: --camera N or --source SPEC (repeat either for several; or sources in the "
+                        "station file)")
+    trigger = p["trigger"]
     check_sources(specs, trigger)
-    if trigger == "http" and not http:
+    if trigger == "http" and not p["http"]:
         raise UserError("--trigger http needs the HTTP server: --http HOST:PORT (POST /trigger)")
-    opts = RunOptions(headless=headless, record=record, save_anomalies=save_anomalies, events=events,
-                      max_frames=max_frames, roi=_roi(roi), alpha=alpha, anomaly_interval_s=anomaly_interval,
-                      record_segment_s=record_segment, workers=workers or 1)
+    opts = RunOptions(headless=p["headless"], record=p["record"], save_anomalies=p["save_anomalies"],
+                      events=p["events"], max_frames=p["max_frames"],
+                      roi=p["roi"] if isinstance(p["roi"], tuple) else _roi(p["roi"]), alpha=p["alpha"],
+                      anomaly_interval_s=p["anomaly_interval"], record_segment_s=p["record_segment"],
+                      workers=p["workers"] or 1)
     warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
-    line = setup_line(LineSettings(model, None if no_history else history_db, history_keep_days, history_max_mb, mqtt,
-                                   mqtt_topic, mqtt_ca, mqtt_outbox, outbox_max, modbus, opcua, opcua_user, trigger),
-                      len(specs), warn)
+    history = None if p["no_history"] else p["history_db"]
+    line = setup_line(LineSettings(p["model"], history, p["history_keep_days"], p["history_max_mb"], p["mqtt"],
+                                   p["mqtt_topic"], p["mqtt_ca"], p["mqtt_outbox"], p["outbox_max"], p["modbus"],
+                                   p["opcua"], p["opcua_user"], trigger), len(specs), warn)
     opts.sinks += line.sinks
     opts.on_error = line.on_error
     opts.on_inspection_error = line.on_inspection_error
     for note in line.notes:
         warn(note)
-    bind = parse_bind(http) if http else None
+    bind = parse_bind(p["http"]) if p["http"] else None
     srcs: list = []
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
-    insp, opts.workers = _run_inspector(model, backend, threshold, precision, threads, workers, frame_path,
-                                        len(specs), trigger == "free-run")
+    insp, opts.workers = _run_inspector(p, len(specs), trigger == "free-run", line)
     try:
         if bind is not None:
-            opts.http = _live_view(bind, http_token, http_fps, insp, model, specs, None if no_history else history_db)
+            opts.http = _live_view(bind, p["http_token"], p["http_fps"], insp, p["model"], specs, history)
             if trigger == "http":
                 opts.http.plc = line.plc  # POST /trigger drives the handshake
-        srcs = []
+            opts.http.recipes, opts.http.recipe_plc = getattr(insp, "recipes", None), line.plc  # POST /recipe
         for spec in specs:
-            srcs.append(open_source(spec, reconnect, loop))
+            srcs.append(open_source(spec, p["reconnect"], p["loop"]))
         looped = line.wrap(srcs)  # may refuse a source for trigger mode: the opened ones are closed below
         line.start()
     except BaseException:
@@ -414,7 +451,7 @@ def run(model: Path = typer.Option(..., help="A bundle folder, .onnx graph, Tens
         insp.close()
     if s.frames == 0 and s.end_reason in ("end of stream", ""):
         raise UserError(f"no frame could be read from {', '.join(specs)} (corrupt or unsupported files?)")
-    _print_run_summary(s, insp, summary_json)
+    _print_run_summary(s, insp, p["summary_json"])
 
 
 def _live_view(bind: Any, token: Optional[str], fps: float, insp: Any, model: Path, specs: list[str],
@@ -430,15 +467,15 @@ def _live_view(bind: Any, token: Optional[str], fps: float, insp: Any, model: Pa
     return view
 
 
-def _run_inspector(model: Path, backend: str, threshold: Optional[float], precision: Optional[str],
-                   threads: Optional[int], workers: Optional[int], frame_path: str, sources: int,
-                   free_run: bool) -> tuple[Any, int]:
-    """The run's Inspector and its worker count (the default chosen for the sources, and said); with several
-    workers each gets its share of the cores (unless --threads says) and the backend must take concurrent calls."""
+def _run_inspector(p: dict[str, Any], sources: int, free_run: bool, line: Any) -> tuple[Any, int]:
+    """The run's Inspector (with a station file: every recipe's, preloaded, the PLC and HTTP able to select one) and
+    its worker count (the default chosen for the sources, and said); with several workers each gets its share of
+    the cores (unless --threads says) and the backend must take concurrent calls."""
     from edge_stpm.runtime.backends.select import default_workers
     from edge_stpm.runtime.inspector import Inspector
     from edge_stpm.contract.threads import available_cores
 
+    model, backend, precision, threads, workers = p["model"], p["backend"], p["precision"], p["threads"], p["workers"]
     choice = None
     if workers is None:
         workers, why, choice = default_workers(model, backend, precision, sources, free_run, threads, available_cores())
@@ -446,13 +483,29 @@ def _run_inspector(model: Path, backend: str, threshold: Optional[float], precis
             out.print(f"workers: {why}", highlight=False, soft_wrap=True, markup=False)
     if workers > 1 and threads is None:
         threads = max(1, available_cores() // workers)
-    insp = Inspector.load(model, backend, threshold, precision, threads, verbose=True, frame_path=frame_path,
-                          choice=choice)
+    if p["station"] is not None:
+        insp: Any = _station_inspector(p["station"], backend, threads, p["frame_path"], line)
+    else:
+        insp = Inspector.load(model, backend, p["threshold"], precision, threads, verbose=True,
+                              frame_path=p["frame_path"], choice=choice)
     if workers > 1 and not insp.backend.concurrent:
         insp.close()
         raise UserError(f"--workers {workers} needs a backend that can infer on several threads at once (ONNX Runtime); "
                         f"{insp.backend.name} cannot: use --workers 1")
     return insp, workers
+
+
+def _station_inspector(st: Any, backend: str, threads: Optional[int], frame_path: str, line: Any) -> Any:
+    """Every recipe of the station loaded; the PLC's recipe register (and OPC UA, HTTP) select among them."""
+    from edge_stpm.runtime.station.recipes import StationInspector, load_recipes
+
+    say = lambda text: out.print(text, highlight=False, markup=False)  # noqa: E731
+    recipes = load_recipes(st.recipes, st.initial(), backend, threads, frame_path, log=say)
+    if line.plc is not None:
+        line.plc.select_recipe = recipes.select
+        line.plc.recipe_index = recipes.active_index
+        line.plc.recipe_names = {r.cfg.index: r.cfg.name for r in recipes.recipes.values()}
+    return StationInspector(recipes)
 
 
 def _print_run_summary(s: Any, insp: Any, summary_json: Optional[Path]) -> None:
@@ -505,26 +558,29 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of im
 
 @app.command()
 @one_line_errors
-def history(db: Path = typer.Option(data_dir() / "history.db", help="The inspection record that edge-stpm run keeps."),
+def history(db: Path = typer.Option(data_dir() / "history.db", "--history-db", "--db", help="The inspection record that edge-stpm run keeps (the same name as run --history-db and the station file's history.db; --db is kept for older scripts)."),
             since: Optional[str] = typer.Option(None, help="Only results since this: a duration (45s, 30m, 2h, 7d) or an ISO time (UTC unless it says otherwise)."),
             verdict: HistoryVerdict = typer.Option("any", help="Only OK or only NG results."),
             source: Optional[int] = typer.Option(None, **rng("source_index"), help="Only this source (0 = the first --camera/--source of the run)."),
+            recipe: Optional[str] = typer.Option(None, help="Only results of this recipe (its name or index in the station file)."),
             limit: int = typer.Option(50, **rng("limit"), help="The newest this many results (shown oldest first)."),
             fmt: HistoryFormat = typer.Option("table", "--format", help="table on the terminal, or csv / json (to --out or stdout)."),
             out_file: Optional[Path] = typer.Option(None, "--out", help="Write the csv / json here instead of stdout.")) -> None:
-    """Results from the inspection record: filter by time, verdict and source; export CSV or JSON."""
+    """Results from the inspection record: filter by time, verdict, source and recipe; export CSV or JSON."""
     import json as _json
 
     from edge_stpm.runtime.loop.sinks.record import parse_time, query, to_csv
     from edge_stpm.contract.files import write_text
 
-    rows = query(db, parse_time(since) if since else None, None if verdict == "any" else verdict, source, limit)
+    rows = query(db, parse_time(since) if since else None, None if verdict == "any" else verdict, source, limit,
+                 recipe)
     if fmt == "table":
         t = Table(title=f"{len(rows)} results from {db}")
-        for c in ("time (UTC)", "source", "frame", "trigger", "verdict", "normalised", "snapshot"):
+        for c in ("time (UTC)", "source", "frame", "trigger", "recipe", "verdict", "normalised", "snapshot"):
             t.add_column(c)
         for r in rows:
             t.add_row(r["time_iso"], str(r["source"]), str(r["frame"]), "" if r["trigger_id"] is None else str(r["trigger_id"]),
+                      "" if r["recipe_name"] is None else f"{r['recipe_index']} {r['recipe_name']}",
                       r["verdict"], f"{r['normalised_score']:.2f}", r["snapshot"] or "")
         out.print(t)
         return
@@ -695,6 +751,46 @@ def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Folder fo
 
     set_threads(threads)
     run_demo(out_dir, epochs, teacher_weights)
+
+
+config_app = typer.Typer(no_args_is_help=True, help="The station file: check it, show it with its defaults, its JSON Schema.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+@one_line_errors
+def config_check(file: Path = typer.Argument(..., help="The station file (TOML).")) -> None:
+    """Check a station file against its schema and that every model and mask it names exists; one line per
+    problem, naming its key path; exit 2 if any."""
+    from edge_stpm.runtime.station.config import load
+
+    st = load(file)
+    out.print(f"{file}: ok — {len(st.recipes)} recipes ({', '.join(f'{r.index} {r.name}' for r in st.recipes)}), "
+              f"{len(st.sources)} sources", highlight=False, markup=False, soft_wrap=True)
+
+
+@config_app.command("show")
+@one_line_errors
+def config_show(file: Path = typer.Argument(..., help="The station file (TOML).")) -> None:
+    """The effective configuration: every key of the file with the value run will use (the file's, else run's
+    default), as TOML."""
+    from edge_stpm.runtime.station.config import effective_toml, load
+
+    defaults = {p.name: p.default for p in typer.main.get_command(app).commands["run"].params}  # type: ignore[attr-defined]
+    sys.stdout.write(effective_toml(load(file), defaults))
+
+
+@config_app.command("schema")
+@one_line_errors
+def config_schema(out_file: Optional[Path] = typer.Option(None, "--out", help="Write it here (default: stdout).")) -> None:
+    """The station file's JSON Schema, for editors (completion and checks); docs/station.schema.json is this."""
+    from edge_stpm.contract.files import write_text
+    from edge_stpm.runtime.station.config import schema_json
+
+    if out_file is None:
+        sys.stdout.write(schema_json())
+    else:
+        write_text(out_file, schema_json())
 
 
 def main() -> None:

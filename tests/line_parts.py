@@ -319,3 +319,18 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
             self.proc = None
+
+
+def image_folder(synth_dir: Path, dst: Path, n: int) -> list[Path]:
+    """``n`` images in ``dst`` (links to the synthetic test images, in turn): a folder source whose frame index
+    names the image."""
+    import os
+
+    src = sorted((synth_dir / "test").glob("*/*.png"))
+    dst.mkdir()
+    out = []
+    for i in range(n):
+        p = dst / f"{i:05d}.png"
+        os.symlink(src[i % len(src)], p)
+        out.append(p)
+    return out

@@ -15,23 +15,12 @@ import cv2
 import numpy as np
 import pytest
 
-from line_parts import free_port, modbus_cycles
+from line_parts import free_port, image_folder, modbus_cycles
 from edge_stpm.runtime.loop.sinks import plc
 from edge_stpm.runtime.inspector import Inspector
 
 pytest.importorskip("pymodbus")
 N = 1000
-
-
-def _folder(synth_dir: Path, dst: Path, n: int) -> list[Path]:
-    src = sorted((synth_dir / "test").glob("*/*.png"))
-    dst.mkdir()
-    out = []
-    for i in range(n):
-        p = dst / f"{i:05d}.png"
-        os.symlink(src[i % len(src)], p)
-        out.append(p)
-    return out
 
 
 def _drive(cycles_fn, exported: Path, tmp_path: Path, flag: str, port: int, n: int, *extra) -> tuple[list, list]:
@@ -53,7 +42,7 @@ def _drive(cycles_fn, exported: Path, tmp_path: Path, flag: str, port: int, n: i
 
 
 def test_thousand_modbus_cycles_each_one_result(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
-    images = _folder(synth_dir, tmp_path / "parts", N)
+    images = image_folder(synth_dir, tmp_path / "parts", N)
     port = free_port()
     db = tmp_path / "h.db"
     seen, cycles = _drive(modbus_cycles, exported, tmp_path, "--modbus", port, N, "--summary-json", tmp_path / "s.json")
@@ -105,7 +94,7 @@ def test_opcua_client_reads_state_results_and_triggers(exported: Path, synth_dir
     from line_parts import opcua_cycles
 
     n = 50
-    _folder(synth_dir, tmp_path / "parts", n)
+    image_folder(synth_dir, tmp_path / "parts", n)
     port = free_port()
     db = tmp_path / "h.db"
     seen, cycles = _drive(opcua_cycles, exported, tmp_path, "--opcua", port, n)
@@ -124,3 +113,52 @@ def test_opcua_refuses_anonymous_off_loopback() -> None:
         OpcuaServer(plc.PlcState(), "0.0.0.0", 4840, None, loopback=False)
     with pytest.raises(UserError, match="USER:PASSWORD"):
         parse_user("nopassword")
+
+
+def test_opcua_node_ids_are_stable_strings_and_the_server_says_who_it_is() -> None:
+    """Node ids were numbers in creation order (adding a node renumbered the rest) and the server called itself
+    FreeOpcUa's example; now string ids of the browse path, edge-stpm's name and version, a per-box URI, and
+    SelectRecipe refusing an unknown index with error 6 until a known one."""
+    pytest.importorskip("asyncua")
+    import asyncio
+    import socket
+
+    from asyncua import Client, ua
+
+    from edge_stpm import __version__
+    from edge_stpm.runtime.loop.sinks.opcua import NAMESPACE, OpcuaServer
+    from line_parts import free_port
+
+    port = free_port()
+    st = plc.PlcState()
+    srv = OpcuaServer(st, "127.0.0.1", port).start()
+
+    async def main() -> None:
+        async with Client(f"opc.tcp://127.0.0.1:{port}/edge-stpm/", timeout=10) as c:
+            idx = await c.get_namespace_index(NAMESPACE)
+            state = c.get_node(f"ns={idx};s=VisionSystem.State")
+            assert await state.read_value() == "Operational"
+            verdict = c.get_node(f"ns={idx};s=VisionSystem.ResultManagement.LastResult.Verdict")
+            assert (await verdict.read_browse_name()).Name == "Verdict"
+            product = await c.get_node(ua.ObjectIds.Server_ServerStatus_BuildInfo_ProductName).read_value()
+            version = await c.get_node(ua.ObjectIds.Server_ServerStatus_BuildInfo_SoftwareVersion).read_value()
+            maker = await c.get_node(ua.ObjectIds.Server_ServerStatus_BuildInfo_ManufacturerName).read_value()
+            assert (product, version, maker) == ("edge-stpm", __version__, "edge-stpm project")
+            uri = (await c.get_node(ua.ObjectIds.Server_ServerArray).read_value())[0]
+            assert uri == f"urn:edge-stpm:{socket.gethostname()}"
+            vs = c.get_node(f"ns={idx};s=VisionSystem")
+            assert await vs.call_method(f"{idx}:SelectRecipe", ua.Variant(7, ua.VariantType.UInt16)) is False
+            assert await c.get_node(f"ns={idx};s=VisionSystem.ErrorCode").read_value() == plc.ERR_RECIPE
+            try:
+                await vs.call_method(f"{idx}:Trigger")
+                raise AssertionError("a trigger with an unknown recipe was accepted")
+            except ua.UaStatusCodeError as exc:
+                assert exc.code == ua.StatusCodes.BadResourceUnavailable
+            assert await vs.call_method(f"{idx}:SelectRecipe", ua.Variant(0, ua.VariantType.UInt16)) is True
+            assert await c.get_node(f"ns={idx};s=VisionSystem.ErrorCode").read_value() == plc.ERR_NONE
+
+    try:
+        asyncio.run(main())
+    finally:
+        srv.close()
+    assert st.next_trigger == 1, "nothing was triggered"

@@ -106,3 +106,49 @@ def test_http_view_serves_recent_results_from_the_record(exported: Path, synth_d
         insp.close()
     ng = [i for i in s.ng_indices][-5:]
     assert [r["frame"] for r in got] == ng and all(r["verdict"] == "NG" for r in got)
+
+
+def test_another_applications_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
+    """Before: any SQLite file was taken as the record (tables created in it) and `history` read it. Now the record
+    and the outbox carry an application id and a schema version; another file is refused and left as it was."""
+    from edge_stpm.runtime.loop.sinks.record import connect
+
+    other = tmp_path / "mes.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, part TEXT)")
+    con.execute("INSERT INTO orders (part) VALUES ('housing')")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    for opener in (lambda: connect(other), lambda: query(other), lambda: Outbox(other, 10)):
+        with pytest.raises(UserError, match="is not an edge-stpm"):
+            opener()
+    assert other.read_bytes() == before
+    res = runner.invoke(app, ["history", "--db", str(other)])
+    one_error(res, "not an edge-stpm inspection record")
+
+
+def test_a_schema_1_record_is_migrated_and_still_read(tmp_path: Path) -> None:
+    from edge_stpm.runtime.loop.sinks.record import APPLICATION_ID, SCHEMA_VERSION, connect
+
+    old = tmp_path / "history.db"
+    con = sqlite3.connect(old)  # the schema-1 record as run wrote it until 2026-12-03
+    con.executescript("""CREATE TABLE inspections (id INTEGER PRIMARY KEY AUTOINCREMENT, result_id TEXT NOT NULL UNIQUE,
+      time REAL NOT NULL, time_iso TEXT NOT NULL, source INTEGER NOT NULL, source_spec TEXT NOT NULL,
+      frame INTEGER NOT NULL, trigger_id INTEGER, verdict TEXT NOT NULL, score REAL NOT NULL,
+      normalised_score REAL NOT NULL, image_threshold REAL NOT NULL, pixel_threshold REAL NOT NULL,
+      model_sha256 TEXT NOT NULL, snapshot TEXT, verdict_ms REAL, camera TEXT);
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      INSERT INTO meta VALUES ('schema_version', '1');
+      INSERT INTO inspections VALUES (1, 'r-1', 1.0, 'x', 0, 'cam', 0, NULL, 'NG', 2.0, 2.0, 1.0, 1.0, 'sha', NULL,
+                                      1.0, NULL);""")
+    con.commit()
+    con.close()
+    rows = query(old)  # read as it is, before any migration
+    assert rows[0]["result_id"] == "r-1" and rows[0]["recipe_name"] is None
+    connect(old).close()  # opened for writing: migrated
+    con = sqlite3.connect(old)
+    assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert con.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+    con.close()
+    assert query(old)[0]["verdict"] == "NG"

@@ -13,3 +13,13 @@ class UserError(Exception):
         if any(ord(c) < 32 or ord(c) == 127 for c in text):
             text = "".join(c if ord(c) >= 32 and ord(c) != 127 else repr(c)[1:-1] for c in text)
         super().__init__(text)
+
+
+class UserErrors(UserError):
+    """Several problems found at once in one file checked whole (a station file): ``lines`` holds one line per
+    problem, each ``WHERE: key.path: what is wrong``; the command line prints one ``error:`` line for each."""
+
+    def __init__(self, where: str, problems: list[str]) -> None:
+        self.lines = [str(UserError(f"{where}: {p}")) for p in problems]
+        super().__init__(self.lines[0] if len(self.lines) == 1 else
+                         f"{self.lines[0]} (and {len(self.lines) - 1} more)")

@@ -123,4 +123,5 @@ FREE_TEXT: dict[str, str] = {
     "--opcua-user": "runtime.loop.sinks.opcua.parse_user (USER:PASSWORD)",
     "--since": "runtime.loop.sinks.record.parse_time (a duration such as 2h, or an ISO time)",
     "--name": "cli.triton_repo (letters, digits, '_' and '-')",
+    "--recipe": "history: a recipe's name or index, matched as text against the record (no match: no rows)",
 }

@@ -10,7 +10,7 @@ import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -43,10 +43,30 @@ class InspectionResult:
     image_threshold: float = float("nan")
     coloured: np.ndarray | None = None
     path: str = "host"
+    # set by a station recipe (runtime/station/recipes.py): which recipe judged it, the inspected region of the
+    # frame (x, y, w, h) and the frame's size, the pixels inspected (False = ignored), the largest defect region
+    recipe: dict[str, Any] | None = None
+    roi: tuple[int, int, int, int] | None = None
+    full_shape: tuple[int, int] | None = None
+    keep: np.ndarray | None = None
+    defect_area: int | None = None
+    notes: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def region_map(self) -> np.ndarray:
+        """The map at the inspected region's size (the whole frame without a ROI); ignored pixels are 0."""
+        m = unfit_map(self.model_map, self.frame_shape, self.fit)
+        return m if self.keep is None else np.where(self.keep, m, 0).astype(m.dtype)
 
     @functools.cached_property
     def anomaly_map(self) -> np.ndarray:
-        return unfit_map(self.model_map, self.frame_shape, self.fit)
+        """The map at the frame's size (0 outside a recipe's ROI and on ignored pixels)."""
+        if self.roi is None or self.full_shape is None:
+            return self.region_map
+        x, y, w, h = self.roi
+        out = np.zeros(self.full_shape, np.float32)
+        out[y : y + self.frame_shape[0], x : x + self.frame_shape[1]] = self.region_map
+        return out
 
     @property
     def verdict(self) -> str:
@@ -55,15 +75,32 @@ class InspectionResult:
     def overlay(self, frame: np.ndarray, alpha: float = ALPHA, text: Sequence[str] = ()) -> np.ndarray:
         """The frame with colour near/above the threshold, contours on NG only, a colour bar and the banner. With
         the device frame path's colouring only the contours (NG frames), the bar and the text are drawn here."""
+        text = list(text) + list(self.notes)
         if self.coloured is None or alpha != ALPHA:
-            return inspection_overlay(frame, self.anomaly_map, self.pixel_threshold, self.ng, self.normalised_score,
-                                      self.image_threshold, list(text), alpha)
+            out = inspection_overlay(frame, self.anomaly_map, self.pixel_threshold, self.ng, self.normalised_score,
+                                     self.image_threshold, text, alpha)
+            return self._outline_station(out)
         out = self.coloured.copy()
         if self.ng:
             draw_contours(out, region_mask(self.anomaly_map, self.pixel_threshold), (255, 255, 255),
                           max(1, round(out.shape[0] / 360)))
         colour_bar(out)
-        return verdict_banner(out, self.ng, self.normalised_score, list(text), self.image_threshold)
+        return self._outline_station(verdict_banner(out, self.ng, self.normalised_score, text, self.image_threshold))
+
+    def _outline_station(self, out: np.ndarray) -> np.ndarray:
+        """A recipe's ROI (thin white box) and ignored regions (grey outline) drawn on the overlay."""
+        import cv2
+
+        if self.roi is None and self.keep is None:
+            return out
+        x, y = (self.roi[0], self.roi[1]) if self.roi else (0, 0)
+        t = max(1, round(out.shape[0] / 480))
+        if self.roi is not None:
+            cv2.rectangle(out, (x, y), (x + self.frame_shape[1] - 1, y + self.frame_shape[0] - 1), (255, 255, 255), t)
+        if self.keep is not None:
+            cnts, _ = cv2.findContours((~self.keep).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(out, cnts, -1, (160, 160, 160), t, offset=(x, y))
+        return out
 
 
 class Inspector:

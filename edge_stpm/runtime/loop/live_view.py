@@ -100,6 +100,8 @@ class LiveView:
                  keep_ng: int = 8, send_timeout_s: float = 5.0, sources: list[str] | None = None,
                  history: Any = None) -> None:
         self.plc: Any = None  # run --trigger http: the handshake state POST /trigger drives
+        self.recipes: Any = None  # run --config with recipes: POST /recipe selects one (runtime/station/recipes.py)
+        self.recipe_plc: Any = None  # ... through the PLC handshake's state when there is one (error 6 shared)
         if not bind.loopback and not token:
             raise UserError(f"--http {bind.host}:{bind.port} is not a loopback address: give --http-token TOKEN "
                             "(every endpoint then requires it), or bind to 127.0.0.1")
@@ -272,7 +274,8 @@ class LiveView:
                         web.get("/stream/{source}.mjpg", self._stream),
                         web.get("/status.json", self._status_json), web.get("/metrics", self._metrics),
                         web.get("/ng/{index}.jpg", self._ng_jpg), web.get("/history.json", self._history_json),
-                        web.post("/trigger", self._trigger)])
+                        web.post("/trigger", self._trigger), web.get("/recipe", self._recipe),
+                        web.post("/recipe", self._recipe)])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.bind.host, self.bind.port)
@@ -316,6 +319,31 @@ class LiveView:
         except UserError as exc:
             raise web.HTTPServiceUnavailable(text=str(exc)) from None
         return web.json_response(rows)
+
+    async def _recipe(self, request: Any) -> Any:
+        """The station's recipes (GET) or a change of the active one (POST ``?index=N`` or ``?name=NAME``): 200 with
+        the recipes; 404 for an unknown recipe (the active one stays; with the PLC handshake, error 6 as from the
+        PLC's register)."""
+        from aiohttp import web
+
+        if self.recipes is None:
+            raise web.HTTPNotFound(text="this run has no recipes (run --config station.toml)")
+        if request.method == "POST":
+            q = request.query
+            if "name" in q:
+                rec = self.recipes.by_name(q["name"])
+                index = rec.cfg.index if rec is not None else None
+            else:
+                try:
+                    index = int(q.get("index", ""))
+                except ValueError:
+                    raise web.HTTPBadRequest(text="give ?index=N or ?name=NAME") from None
+            ok = index is not None and (self.recipe_plc.write_recipe(index) if self.recipe_plc is not None
+                                        else self.recipes.select(index))
+            if not ok:
+                return web.json_response({"error": f"unknown recipe {q.get('name', q.get('index'))}",
+                                          "recipes": self.recipes.summary()}, status=404)
+        return web.json_response({"recipes": self.recipes.summary()})
 
     async def _trigger(self, request: Any) -> Any:
         """``run --trigger http``: one frame for this request, answered with its result (then acknowledged, so the

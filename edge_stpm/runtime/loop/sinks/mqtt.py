@@ -61,6 +61,9 @@ def check_topic(template: str) -> str:
     return template
 
 
+OUTBOX_APPLICATION_ID = 0x4553544F  # "ESTO": SQLite's application_id of an edge-stpm MQTT outbox
+
+
 class Outbox:
     """The durable queue: rows in id order; ``head`` reads, ``remove`` deletes after the broker's ack."""
 
@@ -68,7 +71,11 @@ class Outbox:
         self.path, self.max_rows = Path(path), max_rows
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.path.exists() or self.path.stat().st_size == 0
             self.con = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False)
+            if not fresh:
+                self._identify()
+            self.con.execute(f"PRAGMA application_id={OUTBOX_APPLICATION_ID}")
             self.con.execute("PRAGMA journal_mode=WAL")
             self.con.execute("PRAGMA synchronous=FULL")
             self.con.execute("CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -82,6 +89,16 @@ class Outbox:
             raise UserError(f"cannot use the MQTT outbox {self.path}: {exc}") from None
         self.lock = threading.Lock()
         self.dropped = 0
+
+    def _identify(self) -> None:
+        """Refuse any SQLite file but an outbox (ours by application id, or one made before ids by its table)."""
+        app = self.con.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app == OUTBOX_APPLICATION_ID or (app == 0 and "outbox" in tables):
+            return
+        self.con.close()
+        raise UserError(f"{self.path} is not an edge-stpm MQTT outbox (SQLite application id {app:#x}, tables "
+                        f"{', '.join(sorted(tables)) or 'none'}); it is left untouched — give another --mqtt-outbox")
 
     def put(self, result_id: str, topic: str, payload: str) -> int:
         """Commit one message; returns how many old ones were dropped to stay within the bound."""
@@ -196,12 +213,12 @@ class MqttSink(Sink):
         last = self.outbox.last_queued()
         if last is None or self.record is None or not self.record.is_file():
             return 0
-        from edge_stpm.runtime.loop.sinks.record import COLUMNS, connect
+        from edge_stpm.runtime.loop.sinks.record import COLUMNS, connect, select_columns
 
         run = last.rsplit("-", 1)[0]
         con = connect(self.record, readonly=True)
         try:
-            rows = con.execute(f"SELECT {', '.join(COLUMNS)} FROM inspections WHERE result_id > ? AND result_id LIKE ? "
+            rows = con.execute(f"SELECT {select_columns(con)} FROM inspections WHERE result_id > ? AND result_id LIKE ? "
                                "ORDER BY id", (last, run + "-%")).fetchall()
         finally:
             con.close()

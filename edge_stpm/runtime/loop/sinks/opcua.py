@@ -9,9 +9,17 @@ Address space (namespace ``urn:edge-stpm``), under Objects/VisionSystem:
       ResultId String, TriggerId UInt32, IsPartGood Boolean, Verdict String, NormalisedScore Double,
       RawThreshold Double, CreationTime DateTime, ProcessingTimeMs Double (trigger seen → result ready),
       CameraFrameId UInt64, CameraTimestamp UInt64 (what an industrial camera reported; 0 for other sources)
+      RecipeIndex UInt16, RecipeName String (the recipe that judged the result)
   Counters/ Parts UInt64, NgParts UInt64
-  Trigger()  → TriggerId UInt32  (BadResourceUnavailable while not ready: busy or result not acknowledged)
+  Recipe/ Index UInt16, Name String (the active recipe)
+  Trigger()  → TriggerId UInt32  (BadResourceUnavailable while not ready: busy, result not acknowledged, or the
+               recipe index written is unknown)
   AckResult()
+  SelectRecipe(Index UInt16) → Ok Boolean (False: unknown index — error 6 and triggers refused until a known one)
+Node ids are strings in the product's namespace, the node's browse path (``ns=<urn:edge-stpm>;s=VisionSystem.State``,
+``…;s=VisionSystem.ResultManagement.LastResult.Verdict``): adding a node never renumbers the others, so a PLC
+program may configure them statically. The server names itself edge-stpm (product name and URI, version,
+manufacturer) with an application URI unique to the box (``urn:edge-stpm:<hostname>``).
 Security: anonymous only on a loopback address; any other address needs --opcua-user USER:PASSWORD (asyncua's
 user manager; without a certificate the password travels in clear — use it on the machine network only).
 """
@@ -51,18 +59,19 @@ class OpcuaServer:
         s = Server(user_manager=_Users(self.user) if self.user else None)
         await s.init()
         s.set_endpoint(self.endpoint)
-        s.set_server_name("edge-stpm vision system")
+        await _identify(s)
         s.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         if self.user:
             s.set_security_IDs(["Username"])
         idx = await s.register_namespace(NAMESPACE)
-        vs = await s.nodes.objects.add_object(idx, "VisionSystem")
+        node = lambda *path: ua.NodeId(".".join(path), idx)  # noqa: E731 — the stable string id of a browse path
+        vs = await s.nodes.objects.add_object(node("VisionSystem"), f"{idx}:VisionSystem")
         n = self.nodes
-        n["State"] = await vs.add_variable(idx, "State", "Operational")
-        n["ErrorCode"] = await vs.add_variable(idx, "ErrorCode", 0, ua.VariantType.UInt16)
-        n["ErrorText"] = await vs.add_variable(idx, "ErrorText", "none")
-        rm = await vs.add_object(idx, "ResultManagement")
-        last = await rm.add_object(idx, "LastResult")
+        n["State"] = await vs.add_variable(node("VisionSystem", "State"), f"{idx}:State", "Operational")
+        n["ErrorCode"] = await vs.add_variable(node("VisionSystem", "ErrorCode"), f"{idx}:ErrorCode", 0, ua.VariantType.UInt16)
+        n["ErrorText"] = await vs.add_variable(node("VisionSystem", "ErrorText"), f"{idx}:ErrorText", "none")
+        rm = await vs.add_object(node("VisionSystem", "ResultManagement"), f"{idx}:ResultManagement")
+        last = await rm.add_object(node("VisionSystem", "ResultManagement", "LastResult"), f"{idx}:LastResult")
         for name, value, vt in (("ResultId", "", ua.VariantType.String), ("TriggerId", 0, ua.VariantType.UInt32),
                                 ("IsPartGood", False, ua.VariantType.Boolean), ("Verdict", "", ua.VariantType.String),
                                 ("NormalisedScore", 0.0, ua.VariantType.Double),
@@ -70,15 +79,35 @@ class OpcuaServer:
                                 ("CreationTime", datetime.now(timezone.utc), ua.VariantType.DateTime),
                                 ("ProcessingTimeMs", 0.0, ua.VariantType.Double),
                                 ("CameraFrameId", 0, ua.VariantType.UInt64),
-                                ("CameraTimestamp", 0, ua.VariantType.UInt64)):
-            n[name] = await last.add_variable(idx, name, value, vt)
-        counters = await vs.add_object(idx, "Counters")
-        n["Parts"] = await counters.add_variable(idx, "Parts", 0, ua.VariantType.UInt64)
-        n["NgParts"] = await counters.add_variable(idx, "NgParts", 0, ua.VariantType.UInt64)
-        await vs.add_method(idx, "Trigger", self._trigger, [], [ua.VariantType.UInt32])
-        await vs.add_method(idx, "AckResult", self._ack, [], [])
+                                ("CameraTimestamp", 0, ua.VariantType.UInt64),
+                                ("RecipeIndex", 0, ua.VariantType.UInt16), ("RecipeName", "", ua.VariantType.String)):
+            n[name] = await last.add_variable(node("VisionSystem", "ResultManagement", "LastResult", name), f"{idx}:{name}",
+                                              value, vt)
+        counters = await vs.add_object(node("VisionSystem", "Counters"), f"{idx}:Counters")
+        n["Parts"] = await counters.add_variable(node("VisionSystem", "Counters", "Parts"), f"{idx}:Parts", 0,
+                                                 ua.VariantType.UInt64)
+        n["NgParts"] = await counters.add_variable(node("VisionSystem", "Counters", "NgParts"), f"{idx}:NgParts", 0,
+                                                   ua.VariantType.UInt64)
+        recipe = await vs.add_object(node("VisionSystem", "Recipe"), f"{idx}:Recipe")
+        n["Recipe.Index"] = await recipe.add_variable(node("VisionSystem", "Recipe", "Index"), f"{idx}:Index",
+                                                      self.state.recipe_index, ua.VariantType.UInt16)
+        n["Recipe.Name"] = await recipe.add_variable(node("VisionSystem", "Recipe", "Name"), f"{idx}:Name", "",
+                                                     ua.VariantType.String)
+        await vs.add_method(node("VisionSystem", "Trigger"), f"{idx}:Trigger", self._trigger, [], [ua.VariantType.UInt32])
+        await vs.add_method(node("VisionSystem", "AckResult"), f"{idx}:AckResult", self._ack, [], [])
+        await vs.add_method(node("VisionSystem", "SelectRecipe"), f"{idx}:SelectRecipe", self._select,
+                            [ua.VariantType.UInt16], [ua.VariantType.Boolean])
         self.server = s
         self.ng = 0
+
+    async def _select(self, parent: Any, index: Any) -> list[Any]:
+        from asyncua import ua
+
+        ok = self.state.write_recipe(int(getattr(index, "Value", index)))
+        await self.nodes["Recipe.Index"].write_value(ua.Variant(self.state.recipe_index, ua.VariantType.UInt16))
+        await self.nodes["Recipe.Name"].write_value(self.state.recipe_name())
+        await self._write_state()
+        return [ua.Variant(ok, ua.VariantType.Boolean)]
 
     async def _trigger(self, parent: Any) -> list[Any]:
         from asyncua import ua
@@ -121,7 +150,9 @@ class OpcuaServer:
                   "ProcessingTimeMs": (float(self.state.cycle_ms), ua.VariantType.Double),
                   "CameraFrameId": (int(r.camera.get("frame_id", 0)), ua.VariantType.UInt64),
                   "CameraTimestamp": (int(r.camera.get("timestamp", 0)), ua.VariantType.UInt64),
-                  "Parts": (self.state.count, ua.VariantType.UInt64), "NgParts": (self.ng, ua.VariantType.UInt64)}
+                  "Parts": (self.state.count, ua.VariantType.UInt64), "NgParts": (self.ng, ua.VariantType.UInt64),
+                  "RecipeIndex": (int((ins.recipe or {}).get("index", 0)), ua.VariantType.UInt16),
+                  "RecipeName": (str((ins.recipe or {}).get("name", "")), ua.VariantType.String)}
         for name, (v, vt) in values.items():
             await n[name].write_value(ua.Variant(v, vt))
         await self._write_state()
@@ -170,6 +201,19 @@ class OpcuaServer:
             self.loop.call_soon_threadsafe(self._stop.set)
         if self.thread is not None:
             self.thread.join(15)
+
+
+async def _identify(s: Any) -> None:
+    """The server's identity: edge-stpm's name, version and manufacturer, an application URI unique to this box."""
+    import socket
+
+    from edge_stpm import __version__
+
+    host = socket.gethostname() or "box"
+    s.set_server_name(f"edge-stpm vision system ({host})")
+    await s.set_application_uri(f"urn:edge-stpm:{host}")
+    await s.set_build_info("https://pypi.org/project/edge-stpm/", "edge-stpm project", "edge-stpm", __version__,
+                           __version__, datetime.now(timezone.utc))
 
 
 class _Users:

@@ -15,7 +15,7 @@ from collections import deque
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -34,7 +34,7 @@ ERR_NONE, ERR_BUSY, ERR_NOT_ACKED, ERR_INSPECTION, ERR_OUTPUT, ERR_SOURCE, ERR_R
 ERROR_TEXT = {ERR_NONE: "none", ERR_BUSY: "trigger while busy inspecting",
               ERR_NOT_ACKED: "trigger before the last result was acknowledged",
               ERR_INSPECTION: "the inspection failed", ERR_OUTPUT: "a required output is failing",
-              ERR_SOURCE: "the source ended or is lost", ERR_RECIPE: "unknown recipe index (only 0)"}
+              ERR_SOURCE: "the source ended or is lost", ERR_RECIPE: "unknown recipe index"}
 REGISTERS = {
     STATUS: "status bits: 0 trigger ready, 1 results ready, 2 OK, 3 NG, 4 error, 5 busy",
     ERROR_CODE: "error code (0 none, 1 busy, 2 result not acknowledged, 3 inspection failed, 4 output failing, "
@@ -47,7 +47,9 @@ REGISTERS = {
     COUNT_LO: "part counter, low word",
     FRAME_ID: "the camera's frame id of the result (industrial cameras; uint16, wraps; 0 when the source has none)",
     COMMAND: "command (PLC writes): bit 0 trigger, bit 1 results ack — each acts on its rising edge",
-    RECIPE: "recipe / model index (PLC writes; only 0 = the loaded model)",
+    RECIPE: "recipe index (PLC writes; takes effect at the next trigger; an unknown index sets error 6 and every "
+            "trigger is refused with 6, nothing inspected, until a known index is written; without a station file "
+            "only 0 = the loaded model)",
 }
 
 
@@ -73,10 +75,37 @@ class PlcState:
         self.rejected = 0
         self.t0 = time.monotonic()
         self.failing: str | None = None
+        # recipes: ``select_recipe(index)`` changes the box's active recipe and says whether it exists
+        self.select_recipe: Callable[[int], bool] = lambda index: index == 0
+        self.recipe_index = 0
+        self.recipe_invalid: int | None = None  # the unknown index written, while it stands
+        self.recipe_names: dict[int, str] = {}
+
+    def recipe_name(self) -> str:
+        return self.recipe_names.get(self.recipe_index, "")
+
+    def write_recipe(self, index: int) -> bool:
+        """The PLC wrote the recipe register. An unknown index leaves the active recipe as it is, sets error 6 and
+        makes every trigger fail with 6 until a known index is written (which clears the 6)."""
+        ok = self.select_recipe(int(index))
+        with self.lock:
+            if ok:
+                self.recipe_index, self.recipe_invalid = int(index), None
+                if self.error_code == ERR_RECIPE:
+                    self.error_code, self.failing = ERR_NONE, None
+            else:
+                self.recipe_invalid = int(index)
+                self.error_code, self.failing = ERR_RECIPE, f"unknown recipe {int(index)}"
+        return ok
 
     def trigger(self) -> int | None:
-        """A trigger from the PLC: its id, or None (error code set) when the box is not ready."""
+        """A trigger from the PLC: its id, or None (error code set) when the box is not ready or the recipe
+        register names an unknown recipe."""
         with self.lock:
+            if self.recipe_invalid is not None:
+                self.error_code = ERR_RECIPE
+                self.rejected += 1
+                return None
             if not self.trigger_ready:
                 self.error_code = ERR_BUSY if self.busy else ERR_NOT_ACKED
                 self.rejected += 1
@@ -258,11 +287,11 @@ class ModbusServer:
             written = range(address, address + len(set_values))
             if any(a not in (COMMAND, RECIPE) for a in written):
                 return ExcCodes.ILLEGAL_ADDRESS
-            for a, v in zip(written, set_values):
-                if a == COMMAND:
-                    self.state.write_command(int(v))
-                elif a == RECIPE and int(v) != 0:
-                    self.state.fail(ERR_RECIPE, f"recipe {int(v)}")
+            values = dict(zip(written, set_values))
+            if RECIPE in values:  # a recipe written with a trigger in one request applies to that trigger
+                self.state.write_recipe(int(values[RECIPE]))
+            if COMMAND in values:
+                self.state.write_command(int(values[COMMAND]))
         regs = self.state.registers()
         for i, v in enumerate(regs):
             j = i - start_address

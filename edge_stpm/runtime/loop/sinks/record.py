@@ -21,10 +21,15 @@ from typing import Any, Iterable
 from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+APPLICATION_ID = 0x45535452  # "ESTR": SQLite's application_id of an edge-stpm inspection record
 COLUMNS = ("result_id", "time", "time_iso", "source", "source_spec", "frame", "trigger_id", "verdict", "score",
            "normalised_score", "image_threshold", "pixel_threshold", "model_sha256", "snapshot", "verdict_ms",
-           "camera")
+           "camera", "recipe_index", "recipe_name", "defect_area")
+# schema 1 → 2: the recipe that judged a result and its largest defect region (older rows read them as null)
+MIGRATIONS = {1: ("ALTER TABLE inspections ADD COLUMN recipe_index INTEGER",
+                  "ALTER TABLE inspections ADD COLUMN recipe_name TEXT",
+                  "ALTER TABLE inspections ADD COLUMN defect_area INTEGER")}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inspections (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -33,7 +38,8 @@ CREATE TABLE IF NOT EXISTS inspections (
   source INTEGER NOT NULL, source_spec TEXT NOT NULL, frame INTEGER NOT NULL, trigger_id INTEGER,
   verdict TEXT NOT NULL CHECK (verdict IN ('OK', 'NG')),
   score REAL NOT NULL, normalised_score REAL NOT NULL, image_threshold REAL NOT NULL, pixel_threshold REAL NOT NULL,
-  model_sha256 TEXT NOT NULL, snapshot TEXT, verdict_ms REAL, camera TEXT
+  model_sha256 TEXT NOT NULL, snapshot TEXT, verdict_ms REAL, camera TEXT,
+  recipe_index INTEGER, recipe_name TEXT, defect_area INTEGER
 );
 CREATE INDEX IF NOT EXISTS inspections_time ON inspections(time);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,43 +51,78 @@ def iso(t: float) -> str:
 
 
 def result_row(r: Result, model_sha256: str) -> dict[str, Any]:
-    """The record's (and the MQTT message's) fields of one result."""
+    """The record's (and the MQTT message's) fields of one result; a station recipe's model sha256 wins over
+    ``model_sha256`` (the run's one model)."""
     ins = r.inspection
+    rec = ins.recipe or {}
     return {"result_id": r.result_id, "time": r.wall_time, "time_iso": iso(r.wall_time),
             "source": r.source, "source_spec": r.spec, "frame": r.frame_index, "trigger_id": r.trigger_id,
             "verdict": ins.verdict, "score": ins.score, "normalised_score": ins.normalised_score,
             "image_threshold": ins.image_threshold, "pixel_threshold": ins.pixel_threshold,
-            "model_sha256": model_sha256, "snapshot": r.snapshot, "verdict_ms": round(r.verdict_ms, 3),
-            "camera": r.camera or None}
+            "model_sha256": rec.get("model_sha256", model_sha256), "snapshot": r.snapshot,
+            "verdict_ms": round(r.verdict_ms, 3), "camera": r.camera or None,
+            "recipe_index": rec.get("index"), "recipe_name": rec.get("name"), "defect_area": ins.defect_area}
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    """Open (or create) the record; a path that cannot be written, or a file that is not this record, is one
-    UserError naming the file."""
+    """Open (or create) the record; a path that cannot be written, or a file that is not this record (another
+    application's SQLite file, a newer schema), is one UserError naming the file — and nothing is written into it.
+    A record of an older schema is migrated when opened for writing."""
     path = Path(path)
     try:
         if readonly:
             if not path.is_file():
                 raise UserError(f"no inspection record at {path} (edge-stpm run writes it; see --history-db)")
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
+            _identify(con, path)
+            return con
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists() or path.stat().st_size == 0
+        con = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
+        version = SCHEMA_VERSION if fresh else _identify(con, path)
+        if fresh:
             con.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file only
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed row survives a power cut
-            con.executescript(SCHEMA)
-            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            con.commit()
-        version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed row survives a power cut
+        with con:
+            if fresh:
+                con.executescript(SCHEMA)
+            for v in range(version, SCHEMA_VERSION):
+                for sql in MIGRATIONS[v]:
+                    con.execute(sql)
+            con.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     except sqlite3.DatabaseError as exc:
         raise UserError(f"cannot use the inspection record {path}: {exc}") from None
     except OSError as exc:
         raise UserError(f"cannot create the inspection record {path}: {exc.strerror or exc}") from None
-    if version is None or version[0] != str(SCHEMA_VERSION):
-        raise UserError(f"{path}: not an edge-stpm inspection record of schema {SCHEMA_VERSION} (meta.schema_version "
-                        f"is {version[0] if version else 'missing'})")
     return con
+
+
+def select_columns(con: sqlite3.Connection) -> str:
+    """``COLUMNS`` as a SELECT list for this record: a column an older schema lacks reads as null."""
+    have = {r[1] for r in con.execute("PRAGMA table_info(inspections)")}
+    return ", ".join(c if c in have else f"NULL AS {c}" for c in COLUMNS)
+
+
+def _identify(con: sqlite3.Connection, path: Path) -> int:
+    """The schema version of an existing record; UserError for any other file. A schema-1 record (before
+    application ids) is known by its ``meta`` and ``inspections`` tables."""
+    app = con.execute("PRAGMA application_id").fetchone()[0]
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    version = None
+    if {"meta", "inspections"} <= tables:
+        row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row and str(row[0]).isdigit() else None
+    if app not in (0, APPLICATION_ID) or version is None or (app == 0 and version != 1):
+        con.close()
+        raise UserError(f"{path} is not an edge-stpm inspection record (SQLite application id {app:#x}, tables "
+                        f"{', '.join(sorted(tables)) or 'none'}); it is left untouched — give another --history-db")
+    if version > SCHEMA_VERSION:
+        con.close()
+        raise UserError(f"{path}: inspection record of schema {version}, newer than this edge-stpm reads "
+                        f"({SCHEMA_VERSION}); upgrade edge-stpm")
+    return version
 
 
 class RecordSink(Sink):
@@ -183,10 +224,17 @@ def parse_time(text: str, now: float | None = None) -> float:
 
 
 def query(path: Path, since: float | None = None, verdict: str | None = None, source: int | None = None,
-          limit: int = 1000) -> list[dict[str, Any]]:
-    """The newest ``limit`` rows matching, oldest first."""
+          limit: int = 1000, recipe: str | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` rows matching, oldest first; ``recipe`` matches a recipe's name or index."""
     con = connect(path, readonly=True)
+    cols = select_columns(con)
     where, args = [], []
+    if recipe is not None:
+        if "NULL AS recipe_name" in cols:
+            con.close()
+            return []
+        where.append("(recipe_name = ? OR CAST(recipe_index AS TEXT) = ?)")
+        args += [recipe, recipe]
     if since is not None:
         where.append("time >= ?")
         args.append(since)
@@ -196,7 +244,7 @@ def query(path: Path, since: float | None = None, verdict: str | None = None, so
     if source is not None:
         where.append("source = ?")
         args.append(source)
-    sql = (f"SELECT {', '.join(COLUMNS)} FROM inspections" + (" WHERE " + " AND ".join(where) if where else "")
+    sql = (f"SELECT {cols} FROM inspections" + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY id DESC LIMIT ?")
     try:
         rows = [dict(zip(COLUMNS, r)) for r in con.execute(sql, (*args, limit))]

@@ -1,0 +1,1 @@
+"""The station: one file that says everything a run does (``config``), recipes the PLC selects (``recipes``)."""

@@ -1,0 +1,351 @@
+"""The station file (TOML): one typed model per section (pydantic, ``extra="forbid"`` so a misspelled key is an
+error), checked before anything opens; every error is one line naming its key path
+(``recipes[1].model: no bundle at …``). Ranges come from ``contract.options`` (one place, shared with the flags).
+
+Each key of a section maps to one ``edge-stpm run`` option (``RUN_KEYS``); a flag given on the command line
+overrides the same key of the file. Relative paths are relative to the station file's folder.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge_stpm.contract.errors import UserError, UserErrors
+from edge_stpm.contract.options import (
+    BACKEND_NAMES, FRAME_PATH_NAMES, PRECISION_NAMES, RANGES, TRIGGER_NAMES,
+)
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RECIPE_INDEX_MAX = 65535  # a Modbus holding register
+
+
+def _r(name: str) -> dict[str, float]:
+    lo, hi = RANGES[name]
+    return {"ge": lo, "le": hi}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Recipe(_Section):
+    """One part type: its model, thresholds, where to look and where never to look."""
+
+    name: str = Field(description="Unique name (letters, digits, '_', '-', '.'), shown to the operator and stored "
+                                  "with every result.")
+    index: int = Field(ge=0, le=RECIPE_INDEX_MAX, description="The number the PLC writes to select it (Modbus register "
+                                                              "11, OPC UA, HTTP).")
+    model: str = Field(min_length=1, description="The bundle folder (or .onnx graph / engine) of this recipe, or a model "
+                                                 "on a Triton server: grpc://HOST:PORT/MODEL.")
+    threshold: float = Field(1.0, **_r("threshold"), description="Normalised threshold: 1.2 = 1.2 × the model's stored "
+                                                                 "image and pixel thresholds.")
+    precision: Optional[Literal[PRECISION_NAMES]] = Field(None, description="Which graph of the bundle to run.")  # type: ignore[valid-type]
+    roi: Optional[tuple[int, int, int, int]] = Field(None, description="x, y, w, h in frame pixels: only this part "
+                                                                       "of the frame is inspected.")
+    ignore_mask: Optional[Path] = Field(None, description="An image the size of the frame (or of the ROI): white "
+                                                          "pixels are never inspected.")
+    ignore_polygons: list[list[tuple[float, float]]] = Field(
+        default_factory=list, description="Polygons in frame pixels ([[x, y], …], at least 3 points) that are never "
+                                          "inspected.")
+    min_defect_area: int = Field(0, ge=0, le=100_000_000, description="A part is NG only if one connected region "
+                                                                      "above the pixel threshold covers at least this "
+                                                                      "many frame pixels (0: the image score alone).")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("use 1–64 letters, digits, '_', '-' or '.', starting with a letter or digit")
+        return v
+
+    @field_validator("roi")
+    @classmethod
+    def _roi(cls, v: Optional[tuple[int, int, int, int]]) -> Optional[tuple[int, int, int, int]]:
+        if v is not None and (v[0] < 0 or v[1] < 0 or v[2] < 1 or v[3] < 1):
+            raise ValueError("x, y must be ≥ 0 and w, h ≥ 1")
+        return v
+
+    @field_validator("ignore_polygons")
+    @classmethod
+    def _polygons(cls, v: list[list[tuple[float, float]]]) -> list[list[tuple[float, float]]]:
+        if any(len(p) < 3 for p in v):
+            raise ValueError("every polygon needs at least 3 points")
+        return v
+
+
+class Source(_Section):
+    """One camera or stream: exactly one of ``spec`` and ``camera``."""
+
+    spec: Optional[str] = Field(None, description="Video file, image folder, RTSP/HTTP URL, GStreamer pipeline or "
+                                                  "basler://… (as run --source).")
+    camera: Optional[int] = Field(None, **_r("camera"), description="Camera index (as run --camera).")
+
+    @model_validator(mode="after")
+    def _one(self) -> "Source":
+        if (self.spec is None) == (self.camera is None):
+            raise ValueError("give exactly one of spec and camera")
+        return self
+
+
+class RunSection(_Section):
+    backend: Optional[Literal[BACKEND_NAMES]] = None  # type: ignore[valid-type]
+    threads: Optional[int] = Field(None, **_r("threads"))
+    workers: Optional[int] = Field(None, **_r("workers"))
+    trigger: Optional[Literal[TRIGGER_NAMES]] = None  # type: ignore[valid-type]
+    headless: Optional[bool] = None
+    max_frames: Optional[int] = Field(None, **_r("max_frames"))
+    reconnect: Optional[float] = Field(None, **_r("reconnect"))
+    loop: Optional[bool] = None
+    frame_path: Optional[Literal[FRAME_PATH_NAMES]] = None  # type: ignore[valid-type]
+    alpha: Optional[float] = Field(None, **_r("alpha"))
+    summary_json: Optional[Path] = None
+
+
+class OutputsSection(_Section):
+    recording: Optional[Path] = Field(None, description="Record the overlay video here (run --record).")
+    recording_segment: Optional[float] = Field(None, **_r("record_segment"))
+    save_anomalies: Optional[Path] = None
+    anomaly_interval: Optional[float] = Field(None, **_r("anomaly_interval"))
+    events: Optional[Path] = None
+
+
+class HistorySection(_Section):
+    db: Optional[Path] = Field(None, description="The inspection record (run --history-db, history --history-db).")
+    enabled: Optional[bool] = None
+    keep_days: Optional[float] = Field(None, **_r("record_keep_days"))
+    max_mb: Optional[float] = Field(None, **_r("record_max_mb"))
+
+
+class MqttSection(_Section):
+    url: Optional[str] = None
+    topic: Optional[str] = None
+    ca: Optional[Path] = None
+    outbox: Optional[Path] = None
+    outbox_max: Optional[int] = Field(None, **_r("outbox_max"))
+
+
+class BindSection(_Section):
+    bind: Optional[str] = Field(None, description="HOST:PORT to listen on.")
+
+
+class OpcuaSection(BindSection):
+    user: Optional[str] = Field(None, description="USER:PASSWORD the server requires.")
+
+
+class HttpSection(BindSection):
+    token: Optional[str] = None
+    fps: Optional[float] = Field(None, **_r("http_fps"))
+
+
+class Station(_Section):
+    """An edge-stpm station: its recipes, its sources and every output of ``edge-stpm run``."""
+
+    version: Literal[1] = Field(1, description="The station file's format version.")
+    recipe: Optional[str] = Field(None, description="The recipe selected at start (its name; default the first).")
+    recipes: list[Recipe] = Field(min_length=1, max_length=256)
+    sources: list[Source] = Field(default_factory=list, max_length=64)
+    run: RunSection = RunSection()
+    outputs: OutputsSection = OutputsSection()
+    history: HistorySection = HistorySection()
+    mqtt: MqttSection = MqttSection()
+    modbus: BindSection = BindSection()
+    opcua: OpcuaSection = OpcuaSection()
+    http: HttpSection = HttpSection()
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Station":
+        for key in ("name", "index"):
+            seen: dict[Any, int] = {}
+            for i, r in enumerate(self.recipes):
+                v = getattr(r, key)
+                if v in seen:
+                    raise ValueError(f"recipes[{i}].{key}: {v!r} is also recipes[{seen[v]}].{key}")
+                seen[v] = i
+        if self.recipe is not None and self.recipe not in {r.name for r in self.recipes}:
+            raise ValueError(f"recipe: no recipe named {self.recipe!r}")
+        return self
+
+    def initial(self) -> Recipe:
+        return next((r for r in self.recipes if r.name == self.recipe), self.recipes[0])
+
+
+# station key → run option (parameter name of cli.run); recipes and sources are handled on their own
+RUN_KEYS = {
+    "run.backend": "backend", "run.threads": "threads", "run.workers": "workers", "run.trigger": "trigger",
+    "run.headless": "headless", "run.max_frames": "max_frames", "run.reconnect": "reconnect", "run.loop": "loop",
+    "run.frame_path": "frame_path", "run.alpha": "alpha", "run.summary_json": "summary_json",
+    "outputs.recording": "record", "outputs.recording_segment": "record_segment",
+    "outputs.save_anomalies": "save_anomalies", "outputs.anomaly_interval": "anomaly_interval",
+    "outputs.events": "events",
+    "history.db": "history_db", "history.keep_days": "history_keep_days", "history.max_mb": "history_max_mb",
+    "mqtt.url": "mqtt", "mqtt.topic": "mqtt_topic", "mqtt.ca": "mqtt_ca", "mqtt.outbox": "mqtt_outbox",
+    "mqtt.outbox_max": "outbox_max", "modbus.bind": "modbus", "opcua.bind": "opcua", "opcua.user": "opcua_user",
+    "http.bind": "http", "http.token": "http_token", "http.fps": "http_fps",
+}
+PATH_KEYS = {"run.summary_json", "outputs.recording", "outputs.save_anomalies", "outputs.events", "history.db",
+             "mqtt.ca", "mqtt.outbox"}
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part not in ("function-after", "tagged-union"):
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        return "unknown key (misspelled? `edge-stpm config schema` lists the keys)"
+    if err.get("type") == "missing":
+        return "required key is missing"
+    return msg
+
+
+def errors_of(exc: ValidationError) -> list[str]:
+    """One line per error: ``key.path: what is wrong``."""
+    out = []
+    for e in exc.errors():
+        msg = _message(e)
+        where = _where(tuple(p for p in e.get("loc", ()) if not str(p).startswith("function")))
+        if msg.startswith("recipes[") or msg.startswith("recipe:"):  # cross-recipe checks name their own path
+            out.append(msg)
+        else:
+            out.append(f"{where}: {msg}")
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no station file at {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (a station file is TOML)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+
+
+def remote(p: Path | str) -> bool:
+    """A model on a Triton server (``grpc://HOST:PORT/MODEL``): not a path on this box."""
+    return str(p).startswith(("grpc:/", "http:/"))
+
+
+def _resolve(base: Path, p: Optional[Path | str]) -> Any:
+    """``p`` relative to ``base`` (a str stays a str: a model may be a URL)."""
+    if p is None or remote(p) or Path(p).is_absolute():
+        return p
+    return str(base / p) if isinstance(p, str) else base / p
+
+
+def check_files(doc: Any, base: Path) -> list[str]:
+    """What the schema cannot see: every recipe's model and ignore mask exist (paths relative to ``base``). Read
+    from the document as given, so a file that also breaks the schema gets every line at once."""
+    errs = []
+    recipes = doc.get("recipes") if isinstance(doc, dict) else None
+    for i, r in enumerate(recipes if isinstance(recipes, list) else []):
+        if not isinstance(r, dict):
+            continue
+        model, mask = r.get("model"), r.get("ignore_mask")
+        if isinstance(model, str) and model and not remote(model) and not Path(_resolve(base, model)).exists():
+            errs.append(f"recipes[{i}].model: no bundle at {_resolve(base, model)}")
+        if isinstance(mask, str) and mask and not Path(_resolve(base, mask)).is_file():
+            errs.append(f"recipes[{i}].ignore_mask: no image at {_resolve(base, mask)}")
+    return errs
+
+
+def parse(doc: Any, base: Path, where: str = "station file") -> Station:
+    """A station from a decoded document; every error is a line of one UserError (the first line names the
+    count), paths resolved against ``base``."""
+    try:
+        st = Station.model_validate(doc)
+    except ValidationError as exc:
+        raise UserErrors(where, errors_of(exc) + check_files(doc, base)) from None
+    errs = check_files(doc, base)
+    if errs:
+        raise UserErrors(where, errs)
+    recipes = [r.model_copy(update={"model": _resolve(base, r.model), "ignore_mask": _resolve(base, r.ignore_mask)})
+               for r in st.recipes]
+    upd: dict[str, Any] = {"recipes": recipes}
+    for key in PATH_KEYS:
+        sec, name = key.split(".")
+        section = upd.get(sec, getattr(st, sec))
+        if getattr(section, name) is not None:
+            upd[sec] = section.model_copy(update={name: _resolve(base, getattr(section, name))})
+    return st.model_copy(update=upd)
+
+
+def load(path: Path) -> Station:
+    """Read and check a station file; one UserError listing every problem with its key path."""
+    path = Path(path)
+    return parse(read_toml(path), path.resolve().parent, str(path))
+
+
+def run_values(st: Station) -> dict[str, Any]:
+    """The run options the station sets (only keys the file gives), by cli.run parameter name."""
+    out = {}
+    for key, param in RUN_KEYS.items():
+        sec, name = key.split(".")
+        v = getattr(getattr(st, sec), name)
+        if v is not None:
+            out[param] = v
+    if st.history.enabled is False:
+        out["no_history"] = True
+    return out
+
+
+def schema() -> dict[str, Any]:
+    """The station file's JSON Schema (for editors: completion and checks)."""
+    s = Station.model_json_schema()
+    s["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    s["title"] = "edge-stpm station file"
+    return s
+
+
+def schema_json() -> str:
+    return json.dumps(schema(), indent=1) + "\n"
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def effective_toml(st: Station, run_defaults: dict[str, Any]) -> str:
+    """Every key with the value a run uses: the file's, else ``run_defaults`` (cli.run's defaults by parameter
+    name); a key with neither is shown commented out."""
+    lines = [f"version = {st.version}", f"recipe = {_toml(st.initial().name)}", ""]
+    for r in st.recipes:
+        lines.append("[[recipes]]")
+        for k, v in r.model_dump().items():
+            lines.append(f"{k} = {_toml(v)}" if v is not None else f"# {k} = (not set)")
+        lines.append("")
+    for src in st.sources:
+        lines += ["[[sources]]"] + [f"{k} = {_toml(v)}" for k, v in src.model_dump().items() if v is not None] + [""]
+    sections: dict[str, list[str]] = {}
+    for key, param in RUN_KEYS.items():
+        sec, name = key.split(".")
+        v = getattr(getattr(st, sec), name)
+        v = run_defaults.get(param) if v is None else v
+        sections.setdefault(sec, []).append(f"{name} = {_toml(v)}" if v is not None else f"# {name} = (not set)")
+    sections["history"].insert(1, f"enabled = {_toml(st.history.enabled is not False)}")
+    for sec, body in sections.items():
+        lines += [f"[{sec}]"] + body + [""]
+    return "\n".join(lines)

@@ -1,0 +1,206 @@
+"""Recipes on the box: every recipe's model preloaded, one active; the PLC (or HTTP) selects another between two
+frames, with no load on the trigger path. A recipe's ROI, ignore mask and minimum defect area are applied here,
+around the model: the graph maps and scores the inspected region, then ignored pixels are cleared, the image score
+is taken again over what is left (the graph's own rule: the max, or the mean of the top k %), and an NG needs one
+connected region above the pixel threshold of at least ``min_defect_area`` frame pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.images import fit_image, read_image
+from edge_stpm.runtime.inspector import InspectionResult, Inspector
+from edge_stpm.runtime.station.config import Recipe
+
+
+def score_of(model_map: np.ndarray, top_percent: float) -> float:
+    """The image score as the graph computes it (``training.model.image_score``): the map's max, or the mean of
+    its ``ceil(top_percent % · S²)`` largest values."""
+    flat = model_map.ravel()
+    if top_percent <= 0:
+        return float(flat.max())
+    k = max(1, math.ceil(top_percent / 100.0 * flat.size))
+    return float(np.partition(flat, flat.size - k)[flat.size - k:].mean())
+
+
+def largest_region(amap: np.ndarray, threshold: float, keep: np.ndarray | None) -> int:
+    """Pixels of the largest 8-connected region of ``amap ≥ threshold`` (outside ignored pixels)."""
+    above = (amap >= threshold)
+    if keep is not None:
+        above &= keep
+    if not above.any():
+        return 0
+    n, _, stats, _ = cv2.connectedComponentsWithStats(above.astype(np.uint8), connectivity=8)
+    return int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
+
+
+@dataclass
+class LoadedRecipe:
+    """A recipe with its model open and its masks built per frame size."""
+
+    cfg: Recipe
+    inspector: Inspector
+    sha256: str
+    load_s: float
+    masks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"index": self.cfg.index, "name": self.cfg.name, "model_sha256": self.sha256}
+
+    def crop(self, frame: np.ndarray) -> np.ndarray:
+        if self.cfg.roi is None:
+            return frame
+        x, y, w, h = self.cfg.roi
+        out = frame[y : y + h, x : x + w]
+        if out.shape[0] < 2 or out.shape[1] < 2:
+            raise UserError(f"recipe {self.cfg.name}: roi {self.cfg.roi} lies outside the {frame.shape[1]}x"
+                            f"{frame.shape[0]} frame")
+        return out
+
+    def ignored(self, frame_shape: tuple[int, int], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(keep mask at the inspected region's ``shape``, keep mask at model resolution) — None without an
+        ignore mask or polygons. Built once per frame size."""
+        if self.cfg.ignore_mask is None and not self.cfg.ignore_polygons:
+            return None
+        if shape not in self.masks:
+            self.masks[shape] = self._build(frame_shape, shape)
+        return self.masks[shape]
+
+    def _build(self, frame_shape: tuple[int, int], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        h, w = shape
+        x0, y0 = (self.cfg.roi[0], self.cfg.roi[1]) if self.cfg.roi else (0, 0)
+        ignore = np.zeros((h, w), np.uint8)
+        if self.cfg.ignore_mask is not None:
+            m = read_image(self.cfg.ignore_mask)
+            m = (m.max(axis=2) if m.ndim == 3 else m) > 127
+            if m.shape == tuple(frame_shape) and self.cfg.roi is not None:
+                m = m[y0 : y0 + h, x0 : x0 + w]
+            if m.shape != (h, w):
+                m = cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+            ignore[m] = 1
+        for poly in self.cfg.ignore_polygons:
+            pts = np.round(np.array(poly, np.float64) - (x0, y0)).astype(np.int32)
+            cv2.fillPoly(ignore, [pts], 1)
+        size, fit = self.inspector.size, self.inspector.fit
+        model = fit_image(ignore * 255, size, fit, interpolation=cv2.INTER_NEAREST) < 128
+        return ignore == 0, model
+
+    def apply(self, r: InspectionResult, frame_shape: tuple[int, int], top_percent: float) -> InspectionResult:
+        """The recipe's ignore mask and minimum area applied to one result of its inspected region."""
+        notes = [f"recipe {self.cfg.index} {self.cfg.name}"]
+        keep = self.ignored(frame_shape, r.frame_shape)
+        changes: dict[str, Any] = {"recipe": self.info, "roi": self.cfg.roi, "full_shape": frame_shape}
+        if keep is not None:
+            model_map = np.where(keep[1], r.model_map, 0).astype(np.float32)
+            score = score_of(model_map, top_percent)
+            norm = score / r.image_threshold
+            changes |= {"model_map": model_map, "score": score, "normalised_score": norm, "ng": norm >= 1.0,
+                        "keep": keep[0]}
+            notes.append("ignore mask on")
+        out = dataclasses.replace(r, **changes)
+        if self.cfg.min_defect_area > 0:
+            # the map of the inspected region is at that region's own size: one of its pixels is one frame pixel
+            area = largest_region(out.region_map, r.pixel_threshold, keep[0] if keep else None) if out.ng else 0
+            out = dataclasses.replace(out, ng=out.ng and area >= self.cfg.min_defect_area, defect_area=area)
+            notes.append(f"min area {self.cfg.min_defect_area} px: largest {area} px")
+        out.notes = tuple(notes)
+        return out
+
+
+class RecipeSet:
+    """Every recipe loaded; ``select`` changes the active one (thread-safe) and says whether the index exists."""
+
+    def __init__(self, recipes: list[LoadedRecipe], initial: int) -> None:
+        self.recipes = {r.cfg.index: r for r in recipes}
+        if initial not in self.recipes:
+            raise UserError(f"no recipe with index {initial}")
+        self.lock = threading.Lock()
+        self.active_index = initial
+        self.changes = 0
+        self.on_change: list[Callable[[LoadedRecipe, LoadedRecipe], None]] = []
+
+    @property
+    def active(self) -> LoadedRecipe:
+        return self.recipes[self.active_index]
+
+    def by_name(self, name: str) -> LoadedRecipe | None:
+        return next((r for r in self.recipes.values() if r.cfg.name == name), None)
+
+    def select(self, index: int) -> bool:
+        with self.lock:
+            if index not in self.recipes:
+                return False
+            before = self.recipes[self.active_index]
+            if index != self.active_index:
+                self.active_index = index
+                self.changes += 1
+            after = self.recipes[index]
+        if before is not after:
+            for cb in self.on_change:
+                cb(before, after)
+        return True
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [r.info | {"threshold": r.cfg.threshold, "roi": r.cfg.roi, "min_defect_area": r.cfg.min_defect_area,
+                          "ignore": bool(r.cfg.ignore_mask or r.cfg.ignore_polygons), "load_s": round(r.load_s, 3),
+                          "active": r.cfg.index == self.active_index} for r in self.recipes.values()]
+
+    def close(self) -> None:
+        for r in self.recipes.values():
+            r.inspector.close()
+
+
+class StationInspector:
+    """What the loop sees as its inspector: each batch goes to the recipe active when it starts (a change takes
+    effect between two frames), through that recipe's ROI, ignore mask and minimum area. Everything else (the
+    backend, thresholds, notes) is the active recipe's inspector's."""
+
+    def __init__(self, recipes: RecipeSet) -> None:
+        self.recipes = recipes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.recipes.active.inspector, name)
+
+    def inspect(self, frame: np.ndarray) -> InspectionResult:
+        return self.inspect_batch([frame])[0]
+
+    def inspect_batch(self, frames: Sequence[np.ndarray]) -> list[InspectionResult]:
+        rec = self.recipes.active
+        crops = [rec.crop(f) for f in frames]
+        top = float(rec.inspector.backend.metadata.get("score_top_percent", 0.0) or 0.0)
+        return [rec.apply(r, f.shape[:2], top) for f, r in zip(frames, rec.inspector.inspect_batch(crops))]
+
+    def close(self) -> None:
+        self.recipes.close()
+
+
+def load_recipes(recipes: list[Recipe], initial: Recipe, backend: str = "auto", threads: int | None = None,
+                 frame_path: str = "auto", log: Callable[[str], None] | None = None) -> RecipeSet:
+    """Open every recipe's model now (preloaded: a changeover loads nothing), each checked like ``run --model``."""
+    from edge_stpm.contract.artifacts import model_sha256
+
+    loaded: list[LoadedRecipe] = []
+    try:
+        for r in recipes:
+            t0 = time.perf_counter()
+            insp = Inspector.load(Path(r.model), backend, r.threshold, r.precision, threads=threads,
+                                  frame_path=frame_path)
+            loaded.append(LoadedRecipe(r, insp, model_sha256(Path(r.model)), time.perf_counter() - t0))
+            if log is not None:
+                log(f"recipe {r.index} {r.name}: {Path(r.model).name} loaded in {loaded[-1].load_s:.2f} s")
+    except BaseException:
+        for lr in loaded:
+            lr.inspector.close()
+        raise
+    return RecipeSet(loaded, initial.index)

@@ -1,0 +1,228 @@
+"""The station file and recipes (runtime/station): errors name their key path, one line each; `config check / show
+/ schema`; recipes selected by a real pymodbus client through register 11 while `run --config` inspects, each
+result equal to that recipe's model on the same image and carrying its recipe; an unknown recipe refused with
+code 6 until a known one is written; the ignore mask and the minimum defect area; `history --recipe`."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as hs
+from typer.testing import CliRunner
+
+from edge_stpm.cli import app
+from edge_stpm.contract.errors import UserErrors
+from edge_stpm.runtime.station import config
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _station(tmp_path: Path, bundle: Path, extra: str = "", b_extra: str = "") -> Path:
+    f = tmp_path / "station.toml"
+    f.write_text(f"""version = 1
+recipe = "a"
+[[recipes]]
+name = "a"
+index = 1
+model = "{bundle}"
+[[recipes]]
+name = "b"
+index = 2
+model = "{bundle}"
+threshold = 2.5
+{b_extra}
+{extra}""")
+    return f
+
+
+def test_errors_name_their_key_path_one_line_each(tmp_path: Path) -> None:
+    doc = {"recipes": [{"name": "a", "index": 0, "model": str(tmp_path)},
+                       {"name": "b", "index": 1, "model": str(tmp_path / "missing"), "treshold": 2}],
+           "run": {"threads": 0, "trigger": "sometimes"}, "http": {"fps": 500}}
+    with pytest.raises(UserErrors) as e:
+        config.parse(doc, tmp_path, "s.toml")
+    assert sorted(e.value.lines) == sorted([
+        "s.toml: recipes[1].treshold: unknown key (misspelled? `edge-stpm config schema` lists the keys)",
+        "s.toml: run.threads: Input should be greater than or equal to 1",
+        "s.toml: run.trigger: Input should be 'free-run', 'plc' or 'http'",
+        "s.toml: http.fps: Input should be less than or equal to 120",
+        f"s.toml: recipes[1].model: no bundle at {tmp_path / 'missing'}"])
+    with pytest.raises(UserErrors, match=r"recipes\[1\].model: no bundle at .*missing"):
+        config.parse({"recipes": doc["recipes"][:1] + [{"name": "b", "index": 1, "model": "missing"}]}, tmp_path)
+    with pytest.raises(UserErrors, match=r"recipes\[1\].index: 0 is also recipes\[0\].index"):
+        config.parse({"recipes": [{"name": "a", "index": 0, "model": "x"}, {"name": "b", "index": 0, "model": "y"}]},
+                     tmp_path)
+
+
+_json = hs.recursive(hs.none() | hs.booleans() | hs.integers(-10**6, 10**6) | hs.floats(allow_nan=True) | hs.text(max_size=8),
+                     lambda c: hs.lists(c, max_size=4) | hs.dictionaries(hs.text(max_size=8), c, max_size=4), max_leaves=12)
+_keys = hs.sampled_from(["recipes", "sources", "run", "http", "mqtt", "history", "version", "recipe", "x"])
+
+
+@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hs.dictionaries(_keys, _json | hs.lists(hs.dictionaries(hs.sampled_from(
+    ["name", "index", "model", "threshold", "roi", "spec", "camera", "min_defect_area", "ignore_polygons"]), _json,
+    max_size=5), max_size=3), max_size=5))
+def test_random_documents_are_a_station_or_lines_naming_keys(doc) -> None:
+    try:
+        config.parse(doc, Path("/nonexistent"), "f")
+    except UserErrors as exc:
+        assert exc.lines and all(line.startswith("f: ") and "\n" not in line for line in exc.lines), exc.lines
+
+
+def test_config_commands(exported: Path, tmp_path: Path) -> None:
+    good = _station(tmp_path, exported)
+    r = runner.invoke(app, ["config", "check", str(good)])
+    assert r.exit_code == 0 and "2 recipes (1 a, 2 b)" in r.output, r.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('version = 1\n[[recipes]]\nname = "a"\nindex = 0\nmodel = "nowhere"\n[run]\nworkers = 99\n')
+    r = runner.invoke(app, ["config", "check", str(bad)])
+    errs = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(errs) == 2 and "Traceback" not in r.output, r.output
+    assert any("run.workers" in e for e in errs)
+    r = runner.invoke(app, ["config", "check", str(tmp_path / "missing.toml")])
+    assert r.exit_code == 2 and "no station file" in r.output
+    r = runner.invoke(app, ["config", "show", str(good)])
+    assert r.exit_code == 0 and "fps = 15.0" in r.output and 'trigger = "free-run"' in r.output, r.output
+    r = runner.invoke(app, ["config", "schema"])
+    assert json.loads(r.output)["title"] == "edge-stpm station file"
+    assert r.output == (ROOT / "docs" / "station.schema.json").read_text(), "docs/station.schema.json is stale"
+    for example in (ROOT / "docs" / "station").glob("*.toml"):
+        config.Station.model_validate(config.read_toml(example))
+    one = runner.invoke(app, ["run", "--config", str(good), "--model", str(exported)])
+    assert one.exit_code == 2 and "give one or the other" in one.output
+
+
+def _regs(c):
+    return c.read_holding_registers(0, count=12, device_id=1).registers
+
+
+def _recipe_cycles(port: int, n: int, proc, unknown_at: int) -> list[tuple]:
+    """The PLC: selects recipe 1 or 2 (alternating every 10 cycles) through register 11 before each trigger; at
+    cycle ``unknown_at`` it first writes 7 and checks that triggers are refused with 6 and the 6 stays."""
+    from pymodbus.client import ModbusTcpClient
+
+    from edge_stpm.runtime.loop.sinks import plc
+    from line_parts import _wait_bit
+
+    c = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
+    deadline = time.monotonic() + 120
+    while not c.connect():
+        assert time.monotonic() < deadline and proc.poll() is None, "the box's Modbus server did not come up"
+        time.sleep(0.2)
+    seen = []
+    try:
+        for k in range(n):
+            _wait_bit(c, plc.BIT_TRIGGER_READY, True)
+            if k == unknown_at:
+                c.write_register(plc.RECIPE, 7, device_id=1)
+                for _ in range(2):
+                    c.write_register(plc.COMMAND, plc.CMD_TRIGGER, device_id=1)
+                    c.write_register(plc.COMMAND, 0, device_id=1)
+                    time.sleep(0.3)  # time enough for a wrong inspection to show
+                    r = _regs(c)
+                    assert r[plc.ERROR_CODE] == plc.ERR_RECIPE and r[plc.STATUS] & plc.BIT_ERROR, r
+                    assert not r[plc.STATUS] & plc.BIT_RESULTS_READY, "nothing inspected"
+            recipe = 1 if (k // 10) % 2 == 0 else 2
+            c.write_register(plc.RECIPE, recipe, device_id=1)
+            assert _regs(c)[plc.ERROR_CODE] != plc.ERR_RECIPE, "a known recipe clears the 6"
+            c.write_register(plc.COMMAND, plc.CMD_TRIGGER, device_id=1)
+            regs = _wait_bit(c, plc.BIT_RESULTS_READY, True)
+            seen.append((regs[plc.TRIGGER_ID], recipe, "NG" if regs[plc.STATUS] & plc.BIT_NG else "OK"))
+            c.write_register(plc.COMMAND, plc.CMD_ACK, device_id=1)
+            _wait_bit(c, plc.BIT_RESULTS_READY, False)
+            c.write_register(plc.COMMAND, 0, device_id=1)
+    finally:
+        c.close()
+    return seen
+
+
+def test_plc_selects_recipes_and_an_unknown_one_is_refused(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """200 cycles (the 1,000-cycle handshake is tests/test_plc.py; recipes change nothing on the trigger path)."""
+    pytest.importorskip("pymodbus")
+    from line_parts import free_port, image_folder
+
+    from edge_stpm.runtime.inspector import Inspector
+
+    n = 200
+    images = image_folder(synth_dir, tmp_path / "parts", n)
+    port = free_port()
+    st = _station(tmp_path, exported, extra=f'[[sources]]\nspec = "{tmp_path / "parts"}"\n[run]\ntrigger = "plc"\n'
+                                            f'headless = true\n[modbus]\nbind = "127.0.0.1:{port}"\n'
+                                            f'[history]\ndb = "{tmp_path / "h.db"}"\n')
+    p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--config", str(st), "--max-frames", str(n)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        seen = _recipe_cycles(port, n, p, unknown_at=55)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "recipe 1 a:" in out and "recipe 2 b:" in out, out
+    con = sqlite3.connect(str(tmp_path / "h.db"))
+    rows = con.execute("SELECT trigger_id, verdict, normalised_score, frame, recipe_index, recipe_name, model_sha256 "
+                       "FROM inspections ORDER BY id").fetchall()
+    assert len(rows) == n, "the refused triggers inspected nothing"
+    assert [(r[0], r[4], r[1]) for r in rows] == [(s[0], s[1], s[2]) for s in seen]
+    assert {r[5] for r in rows if r[4] == 1} == {"a"} and {r[5] for r in rows if r[4] == 2} == {"b"}
+    from edge_stpm.contract.artifacts import model_sha256
+
+    assert {r[6] for r in rows} == {model_sha256(exported)}
+    insp = {1: Inspector.load(exported, "onnxruntime", 1.0), 2: Inspector.load(exported, "onnxruntime", 2.5)}
+    for r in rows:
+        want = insp[r[4]].inspect(cv2.imread(str(images[r[3]])))
+        assert abs(want.normalised_score - r[2]) <= 1e-4 * max(1.0, abs(r[2])) and want.verdict == r[1], r
+    for i in insp.values():
+        i.close()
+    h = runner.invoke(app, ["history", "--history-db", str(tmp_path / "h.db"), "--recipe", "b", "--limit", "1000",
+                            "--format", "json"])
+    assert h.exit_code == 0 and {x["recipe_name"] for x in json.loads(h.output)} == {"b"}
+    assert len(json.loads(h.output)) == sum(1 for r in rows if r[4] == 2)
+
+
+def test_ignore_mask_and_minimum_defect_area(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    from edge_stpm.runtime.station.recipes import StationInspector, load_recipes
+
+    defect = next(p for p in sorted((synth_dir / "test").glob("*/*.png")) if p.parent.name != "good")
+    frame = cv2.imread(str(defect))
+    mask = cv2.imread(str(synth_dir / "ground_truth" / defect.parent.name / f"{defect.stem}_mask.png"), 0)
+    st = config.load(_station(tmp_path, exported))
+    plain = StationInspector(load_recipes(st.recipes[:1], st.recipes[0]))
+    base = plain.inspect(frame)
+    assert base.ng and base.recipe == {"index": 1, "name": "a", "model_sha256": base.recipe["model_sha256"]}
+    region = int(base.region_map.__ge__(base.pixel_threshold).sum())
+    ignore = cv2.dilate(mask, np.ones((41, 41), np.uint8))  # the defect and 20 px around it
+    cv2.imwrite(str(tmp_path / "ignore.png"), ignore)
+    cases = {"ignore": 'ignore_mask = "ignore.png"', "small": "min_defect_area = 1", "large": "min_defect_area = 100000"}
+    got = {}
+    for name, line in cases.items():
+        s = config.parse(config.read_toml(_station(tmp_path, exported, b_extra=line)), tmp_path)
+        b = s.recipes[1].model_copy(update={"threshold": 1.0})
+        insp = StationInspector(load_recipes([b], b))
+        got[name] = insp.inspect(frame)
+        insp.close()
+    plain.close()
+    # the map is 0 where ignored and the score is taken again over the rest, the graph's way (top 2 %): on this
+    # fixture's first crack (measured 2026-12-04) 5.83 → 1.91 normalised; the synthetic map's tails reach further
+    # than 20 px at 128², so the bound is a drop of at least 40 %, not a verdict
+    from edge_stpm.runtime.station.recipes import score_of
+
+    ig = got["ignore"]
+    assert ig.anomaly_map[ignore > 0].max() == 0 and ig.region_map[ignore > 0].max() == 0
+    assert ig.score == pytest.approx(score_of(ig.model_map, 2.0)) and ig.model_map.max() < base.model_map.max()
+    assert ig.normalised_score <= 0.6 * base.normalised_score, (ig.normalised_score, base.normalised_score)
+    assert got["small"].ng and got["small"].defect_area >= 1 and got["small"].defect_area <= region
+    assert not got["large"].ng and got["large"].defect_area == got["small"].defect_area
+    assert any("min area 100000 px" in n for n in got["large"].notes)
+    pic = got["ignore"].overlay(frame)
+    assert pic.shape == frame.shape
