@@ -294,7 +294,7 @@ def build_engine(model: Path = typer.Option(..., help="A bundle folder from edge
 def check_graph(graphs: list[Path] = typer.Argument(..., help="ONNX graphs to check.")) -> None:
     """Check ONNX graphs against TensorRT's ONNX-parser rules (8.6 operator matrix, uint8 only at I/O, INT8 Q/DQ,
     opset ≤ 17). Exit 0 when all pass, 1 when any rule is broken (each listed with its node and rule)."""
-    from edge_stpm.training.export.trt_rules import check_file
+    from edge_stpm.contract.trt_rules import check_file
 
     bad = 0
     for g in graphs:
@@ -426,7 +426,8 @@ def _run(p: dict[str, Any]) -> None:
     insp, opts.workers = _run_inspector(p, len(specs), trigger == "free-run", line)
     try:
         if bind is not None:
-            opts.http = _live_view(bind, p["http_token"], p["http_fps"], insp, p["model"], specs, history)
+            opts.http = _live_view(bind, p["http_token"], p["http_fps"], insp, p["model"], specs, history,
+                                   getattr(insp, "control", None))
             if trigger == "http":
                 opts.http.plc = line.plc  # POST /trigger drives the handshake
             opts.http.recipes, opts.http.recipe_plc = getattr(insp, "recipes", None), line.plc  # POST /recipe
@@ -455,14 +456,16 @@ def _run(p: dict[str, Any]) -> None:
 
 
 def _live_view(bind: Any, token: Optional[str], fps: float, insp: Any, model: Path, specs: list[str],
-               history: Optional[Path]) -> Any:
-    """The started HTTP view of a run (its URL printed)."""
+               history: Optional[Path], control: Any = None) -> Any:
+    """The started HTTP view of a run (its URL printed); with a station its API (deploy, rollback, audit)."""
     from edge_stpm.runtime.loop.live_view import LiveView
 
     b = insp.backend
     view = LiveView(bind, token, {"model": Path(model).name, "backend": b.name, "precision": b.precision,
                                   "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
-                    stream_fps=fps, sources=specs, history=history).start()
+                    stream_fps=fps, sources=specs, history=history)
+    view.control = control
+    view.start()
     out.print(f"live view: http://{bind.host}:{view.port}/" + (f"?token={token}" if token else ""), highlight=False)
     return view
 
@@ -484,7 +487,7 @@ def _run_inspector(p: dict[str, Any], sources: int, free_run: bool, line: Any) -
     if workers > 1 and threads is None:
         threads = max(1, available_cores() // workers)
     if p["station"] is not None:
-        insp: Any = _station_inspector(p["station"], backend, threads, p["frame_path"], line)
+        insp: Any = _station_inspector(p, backend, threads, line)
     else:
         insp = Inspector.load(model, backend, p["threshold"], precision, threads, verbose=True,
                               frame_path=p["frame_path"], choice=choice)
@@ -495,17 +498,29 @@ def _run_inspector(p: dict[str, Any], sources: int, free_run: bool, line: Any) -
     return insp, workers
 
 
-def _station_inspector(st: Any, backend: str, threads: Optional[int], frame_path: str, line: Any) -> Any:
-    """Every recipe of the station loaded; the PLC's recipe register (and OPC UA, HTTP) select among them."""
+def _station_inspector(p: dict[str, Any], backend: str, threads: Optional[int], line: Any) -> Any:
+    """Every recipe of the station loaded; the PLC's recipe register (and OPC UA, HTTP) select among them; the model
+    store, deploy / rollback and the audit log (in the record) ready for the HTTP API."""
+    from edge_stpm.runtime.station.audit import Audit
+    from edge_stpm.runtime.station.control import StationControl
     from edge_stpm.runtime.station.recipes import StationInspector, load_recipes
+    from edge_stpm.runtime.station.store import ModelStore
 
+    st = p["station"]
     say = lambda text: out.print(text, highlight=False, markup=False)  # noqa: E731
-    recipes = load_recipes(st.recipes, st.initial(), backend, threads, frame_path, log=say)
+    audit = Audit(None if p["no_history"] else p["history_db"], st.audit.syslog)
+    recipes = load_recipes(st.recipes, st.initial(), backend, threads, p["frame_path"], log=say)
     if line.plc is not None:
         line.plc.select_recipe = recipes.select
         line.plc.recipe_index = recipes.active_index
         line.plc.recipe_names = {r.cfg.index: r.cfg.name for r in recipes.recipes.values()}
-    return StationInspector(recipes)
+    recipes.on_change.append(lambda a, b: audit.write("line", "recipe", b.cfg.name, {"index": a.cfg.index, "name": a.cfg.name},
+                                                      {"index": b.cfg.index, "name": b.cfg.name}))
+    control = StationControl(recipes, ModelStore(st.store.root or data_dir() / "models"), audit, backend, threads,
+                             p["frame_path"], st.http.engineer_token)
+    control.adopt()
+    audit.write("station", "start", st.initial().name, None, recipes.summary())
+    return StationInspector(recipes, control)
 
 
 def _print_run_summary(s: Any, insp: Any, summary_json: Optional[Path]) -> None:
@@ -751,6 +766,38 @@ def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Folder fo
 
     set_threads(threads)
     run_demo(out_dir, epochs, teacher_weights)
+
+
+_STATION = typer.Option(..., "--station", help="The running station's URL (run --config with [http] bind), e.g. http://10.0.0.5:8080.")
+_TOKEN = typer.Option(None, "--token", envvar="EDGE_STPM_ENGINEER_TOKEN", help="The engineer token (the station file's http.engineer_token); or set EDGE_STPM_ENGINEER_TOKEN.")
+
+
+@app.command()
+@one_line_errors
+def deploy(bundle: Path = typer.Argument(..., help="The bundle folder (from edge-stpm export)."),
+           station: str = _STATION, recipe: str = typer.Option(..., help="The recipe (its name) to give the bundle."),
+           token: Optional[str] = _TOKEN) -> None:
+    """Send a bundle to a running station: it is verified (manifest, schemas, TensorRT's rules, self-test) on the
+    box, loaded beside the running model and swapped in between two frames; refused in one line otherwise."""
+    from edge_stpm.runtime.station.client import call
+    from edge_stpm.runtime.station.control import zip_bundle
+
+    r = call(station, "deploy", {"recipe": recipe, "source": str(bundle)}, token, zip_bundle(bundle))
+    out.print(f"recipe {recipe}: version {r['before']['version']} → {r['after']['version']} live "
+              f"(self-test {r['self_test']['precision']} on {r['self_test']['backend']}: max error "
+              f"{r['self_test']['max_error_threshold_units']:.2g} × threshold; loaded in {r['load_s']:.2f} s, "
+              f"swapped in {r['swap_ms']:.2f} ms)", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@one_line_errors
+def rollback(station: str = _STATION, recipe: str = typer.Option(..., help="The recipe (its name) to roll back."),
+             token: Optional[str] = _TOKEN) -> None:
+    """Return a recipe on a running station to its previous version, loaded and swapped in the same way."""
+    from edge_stpm.runtime.station.client import call
+
+    r = call(station, "rollback", {"recipe": recipe}, token, b"")
+    out.print(f"recipe {recipe}: version {r['before']['version']} → {r['after']['version']} live", highlight=False)
 
 
 config_app = typer.Typer(no_args_is_help=True, help="The station file: check it, show it with its defaults, its JSON Schema.")

@@ -71,3 +71,13 @@ def exported(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("engines") / "synth"
     export(trained / "model.pt", ["fp32", "fp16", "int8"], out, calib_root=out.parent / "calibration", quiet=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def exported_memory(trained_memory: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The FP32 bundle of the memory-head checkpoint (same backbone and input size as ``exported``)."""
+    from edge_stpm.training.export.exporter import export
+
+    out = tmp_path_factory.mktemp("engines_memory") / "synth_memory"
+    export(trained_memory / "model.pt", ["fp32"], out, quiet=True)
+    return out

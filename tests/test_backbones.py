@@ -82,7 +82,7 @@ def test_lite0_graph_passes_tensorrt_rules_and_matches_pytorch(tmp_path: Path) -
     import onnxruntime as ort
 
     from edge_stpm.training.export.onnx_graphs import export_onnx
-    from edge_stpm.training.export.trt_rules import check_file
+    from edge_stpm.contract.trt_rules import check_file
     from edge_stpm.training.model import STPM, InspectionPipeline
 
     pipe = InspectionPipeline(STPM("efficientnet_lite0", lite0_weights()), 64, sigma=2).eval()

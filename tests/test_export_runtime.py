@@ -53,7 +53,7 @@ def test_int8_graph_is_symmetric_qdq_with_float_head(exported: Path) -> None:
     assert stats["weight_quantized_ops"] == ["Conv"] and stats["float_stages"] == [0]
     # TensorRT's Q/DQ placement: no int32 bias DQ, weights as float + Q->DQ pairs, TensorRT parser rules pass
     assert stats["int32_bias_dequantize_nodes"] == 0 and stats["weight_qdq_pairs"] > 0
-    from edge_stpm.training.export.trt_rules import check_model
+    from edge_stpm.contract.trt_rules import check_model
 
     assert check_model(model) == []
     dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
@@ -261,7 +261,7 @@ def test_top_percent_image_score_is_the_same_on_every_backend(trained: Path, syn
     import shutil
 
     from edge_stpm.training.calibrate import recalibrate
-    from edge_stpm.training.export.trt_rules import check_file
+    from edge_stpm.contract.trt_rules import check_file
 
     ck = tmp_path / "model.pt"
     shutil.copy(trained / "model.pt", ck)

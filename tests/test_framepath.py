@@ -43,7 +43,7 @@ def _overlay_diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 def test_frame_graphs_written_checked_and_listed(frame_bundle: Path) -> None:
     from edge_stpm.contract.artifacts import verify_bundle
-    from edge_stpm.training.export.trt_rules import check_file
+    from edge_stpm.contract.trt_rules import check_file
 
     for w, h in SIZES:
         path = frame_onnx_path(frame_bundle, "fp32", w, h)

@@ -226,3 +226,148 @@ def test_ignore_mask_and_minimum_defect_area(exported: Path, synth_dir: Path, tm
     assert any("min area 100000 px" in n for n in got["large"].notes)
     pic = got["ignore"].overlay(frame)
     assert pic.shape == frame.shape
+
+
+def _control(tmp_path: Path, bundle: Path):
+    from edge_stpm.runtime.station.audit import Audit
+    from edge_stpm.runtime.station.control import StationControl
+    from edge_stpm.runtime.station.recipes import StationInspector, load_recipes
+    from edge_stpm.runtime.station.store import ModelStore
+
+    st = config.parse({"recipes": [{"name": "a", "index": 0, "model": str(bundle)}]}, tmp_path)
+    recipes = load_recipes(st.recipes, st.recipes[0], "onnxruntime", threads=1)
+    control = StationControl(recipes, ModelStore(tmp_path / "models"), Audit(tmp_path / "h.db"), "onnxruntime", 1,
+                             engineer_token="engineer-secret-1")
+    control.adopt()
+    return StationInspector(recipes, control), control
+
+
+def test_hot_swap_and_rollback_under_30_fps_lose_no_frame(exported: Path, exported_memory: Path, synth_dir: Path,
+                                                         tmp_path: Path) -> None:
+    import threading
+
+    from line_parts import PacedSource
+
+    from edge_stpm.contract.artifacts import model_sha256
+    from edge_stpm.runtime.inspector import Inspector
+    from edge_stpm.runtime.loop.pipeline import RunOptions, run
+    from edge_stpm.runtime.loop.sinks.record import RecordSink
+
+    paths = sorted((synth_dir / "test").glob("*/*.png"))
+    images = [cv2.imread(str(p)) for p in paths]
+    insp, control = _control(tmp_path, exported)
+    n, fps = 240, 30.0
+    done: dict = {}
+
+    def swaps() -> None:
+        time.sleep(2.5)
+        done["deploy"] = control.deploy("a", exported_memory, "test", "fixture")
+        time.sleep(2.5)
+        done["rollback"] = control.rollback("a", "test")
+
+    t = threading.Thread(target=swaps)
+    t.start()
+    s = run(insp, [PacedSource(images, n, fps)], RunOptions(headless=True, sinks=[RecordSink(tmp_path / "h.db", "x")]))
+    t.join()
+    insp.close()
+    con = sqlite3.connect(str(tmp_path / "h.db"))
+    rows = con.execute("SELECT frame, model_sha256, normalised_score, verdict, verdict_ms FROM inspections ORDER BY id").fetchall()
+    assert s.frames == n == len(rows) and [r[0] for r in rows] == list(range(n)), "frames read = inspected = rows"
+    sha_a, sha_b = model_sha256(exported), done["deploy"]["after"]["sha256"]
+    order = [r[1] for r in rows]
+    first_b, last_b = order.index(sha_b), len(order) - 1 - order[::-1].index(sha_b)
+    assert set(order[:first_b]) == {sha_a} and set(order[first_b:last_b + 1]) == {sha_b}
+    assert set(order[last_b + 1:]) == {sha_a} and last_b + 1 < n, "A, then B, then A again"
+    own = {sha_a: Inspector.load(exported, "onnxruntime", threads=1), sha_b: Inspector.load(exported_memory, "onnxruntime", threads=1)}
+    for frame, sha, norm, verdict, _ in rows:
+        want = own[sha].inspect(images[frame % len(images)])
+        assert abs(want.normalised_score - norm) <= 1e-4 * max(1.0, norm) and want.verdict == verdict
+    for i in own.values():
+        i.close()
+    window = [r[4] for r in rows[max(0, first_b - 15):first_b + 15] + rows[max(0, last_b - 15):last_b + 15]]
+    print(f"\nswap at frame {first_b}, rollback at {last_b + 1} of {n} at {fps:g} fps: 0 frames lost; verdict latency "
+          f"around the swaps max {max(window):.1f} ms (whole run p50 {np.median([r[4] for r in rows]):.1f} ms, max "
+          f"{max(r[4] for r in rows):.1f} ms); deploy load {done['deploy']['load_s']:.2f} s, swap {done['deploy']['swap_ms']:.3f} ms")
+    from edge_stpm.runtime.station.audit import query
+
+    assert [(a["action"], a["outcome"]) for a in query(tmp_path / "h.db")] == [("deploy", "ok"), ("rollback", "ok"),
+                                                                                ("stop", "ok")]
+
+
+def test_bad_bundles_are_refused_and_the_running_model_stays(exported: Path, trained_memory: Path, synth_dir: Path,
+                                                             tmp_path: Path) -> None:
+    import shutil
+
+    from edge_stpm.contract.artifacts import write_manifest
+    from edge_stpm.contract.errors import UserError
+    from edge_stpm.runtime.station.audit import query
+    from edge_stpm.training.export.exporter import export
+    from edge_stpm.training.train import TrainConfig, train
+
+    insp, control = _control(tmp_path, exported)
+    running = control.recipes.active.sha256
+    tampered = tmp_path / "tampered"
+    shutil.copytree(exported, tampered)
+    with open(tampered / "model_fp32.onnx", "r+b") as fh:
+        fh.seek(-20, 2)
+        fh.write(b"\x00" * 8)
+    selftest = tmp_path / "selftest"
+    shutil.copytree(exported, selftest)
+    doc = json.loads((selftest / "selftest.json").read_text())
+    doc["scores"] = {k: [2 * x for x in v] for k, v in doc["scores"].items()}
+    (selftest / "selftest.json").write_text(json.dumps(doc))
+    write_manifest(selftest)  # a consistent bundle whose graphs do not give its own reference scores
+    small = tmp_path / "small_run"
+    train(TrainConfig(synth_dir, small, backbone="mobilenet_v2", batch_size=8, image_size=64, head="memory", quiet=True))
+    export(small / "model.pt", ["fp32"], tmp_path / "small", quiet=True)
+    lite = tmp_path / "lite_run"
+    train(TrainConfig(synth_dir, lite, backbone="efficientnet_lite0", batch_size=8, image_size=128, head="memory",
+                      quiet=True))
+    export(lite / "model.pt", ["fp32"], tmp_path / "lite", quiet=True)
+    cases = {tampered: "does not match manifest.json", selftest: "fails its self-test",
+             tmp_path / "small": "image_size 64, the running model 128",
+             tmp_path / "lite": "backbone efficientnet_lite0, the running model mobilenet_v2"}
+    for bundle, why in cases.items():
+        with pytest.raises(UserError, match=why):
+            control.deploy("a", bundle, "test", str(bundle))
+        assert control.recipes.active.sha256 == running and control.recipes.active.version == 0
+    insp.close()
+    refused = [a for a in query(tmp_path / "h.db") if a["action"] == "deploy"]
+    assert [a["outcome"] for a in refused] == ["refused"] * 4
+    assert control.store.versions("a")["current"] == 0
+
+
+def test_deploy_over_http_needs_the_engineer_role(exported: Path, exported_memory: Path, tmp_path: Path) -> None:
+    from line_parts import free_port
+
+    from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
+    from edge_stpm.runtime.station.audit import query
+
+    insp, control = _control(tmp_path, exported)
+    port = free_port()
+    view = LiveView(parse_bind(f"127.0.0.1:{port}"), None, {"model": "a"})
+    view.control = control
+    view.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        r = runner.invoke(app, ["deploy", str(exported_memory), "--station", url, "--recipe", "a"])
+        assert r.exit_code == 2 and "refused (403)" in r.output and "engineer" in r.output, r.output
+        r = runner.invoke(app, ["deploy", str(exported_memory), "--station", url, "--recipe", "a", "--token", "nope"])
+        assert r.exit_code == 2 and "403" in r.output
+        r = runner.invoke(app, ["deploy", str(exported_memory), "--station", url, "--recipe", "a", "--token",
+                                "engineer-secret-1"])
+        assert r.exit_code == 0 and "version 0 → 1 live" in r.output, r.output
+        r = runner.invoke(app, ["rollback", "--station", url, "--recipe", "a"], env={"EDGE_STPM_ENGINEER_TOKEN": "engineer-secret-1"})
+        assert r.exit_code == 0 and "version 1 → 0 live" in r.output, r.output
+        r = runner.invoke(app, ["rollback", "--station", url, "--recipe", "zz", "--token", "engineer-secret-1"])
+        assert r.exit_code == 2 and "no recipe named 'zz'" in r.output
+        r = runner.invoke(app, ["deploy", str(exported_memory), "--station", "ftp://x", "--recipe", "a"])
+        assert r.exit_code == 2 and "give the station's URL" in r.output
+    finally:
+        view.close()
+        insp.close()
+    rows = query(tmp_path / "h.db")
+    assert [(a["action"], a["outcome"]) for a in rows] == [("deploy", "refused"), ("deploy", "refused"),
+                                                           ("deploy", "ok"), ("rollback", "ok"), ("rollback", "refused"),
+                                                           ("stop", "ok")]
+    assert rows[2]["who"].startswith("engineer@") and rows[2]["after"]["version"] == 1

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from edge_stpm.cli import app
 from edge_stpm.contract.errors import UserError
-from edge_stpm.training.export.trt_rules import check_model, require_trt_ready
+from edge_stpm.contract.trt_rules import check_model, require_trt_ready
 
 
 def graph(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:

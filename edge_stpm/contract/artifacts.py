@@ -27,6 +27,11 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("anomaly_map", "score")
 METADATA_KEY = "edge_stpm"
 MANIFEST = "manifest.json"
+SELFTEST = "selftest.json"  # reference images and every graph's scores on them (export writes, the box checks)
+
+
+def selftest_image(i: int) -> str:
+    return f"selftest_{i:02d}.png"
 ENGINE_MAGIC = b"ESTPMENG"
 # the device frame path (``framepath.FramePipeline``): camera frame in, overlay out, one graph per frame size
 FRAME_INPUTS = ("frame", "index_scale")

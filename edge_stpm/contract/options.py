@@ -123,5 +123,7 @@ FREE_TEXT: dict[str, str] = {
     "--opcua-user": "runtime.loop.sinks.opcua.parse_user (USER:PASSWORD)",
     "--since": "runtime.loop.sinks.record.parse_time (a duration such as 2h, or an ISO time)",
     "--name": "cli.triton_repo (letters, digits, '_' and '-')",
-    "--recipe": "history: a recipe's name or index, matched as text against the record (no match: no rows)",
+    "--recipe": "history: a recipe's name or index, matched as text against the record (no match: no rows); deploy / rollback: the station answers 422 for an unknown one",
+    "--station": "runtime.station.client.call (http[s]://HOST[:PORT], port 1–65535)",
+    "--token": "any text (the engineer token)",
 }

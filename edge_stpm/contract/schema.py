@@ -117,3 +117,15 @@ def check(doc: Any, schema: dict[str, Any], where: str, fix: str) -> dict[str, A
         if err.validator == "pattern" and err.validator_value == _FILE_NAME else \
         _short(err.message.replace(repr(err.instance), shown), 160)
     raise UserError(f"{where}: field {_path(err)}: {what}; {fix}")
+
+SELFTEST = {
+    "type": "object",
+    "required": ["format", "images", "scores", "tolerance_threshold_units"],
+    "properties": {
+        "format": {"const": "edge-stpm-selftest"},
+        "images": {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string", "pattern": _FILE_NAME}},
+        "scores": {"type": "object", "propertyNames": {"enum": list(PRECISION_NAMES)},
+                   "additionalProperties": {"type": "array", "items": _NUM, "minItems": 1}},
+        "tolerance_threshold_units": {"type": "object", "additionalProperties": _POS},
+    },
+}

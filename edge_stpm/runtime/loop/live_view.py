@@ -102,6 +102,7 @@ class LiveView:
         self.plc: Any = None  # run --trigger http: the handshake state POST /trigger drives
         self.recipes: Any = None  # run --config with recipes: POST /recipe selects one (runtime/station/recipes.py)
         self.recipe_plc: Any = None  # ... through the PLC handshake's state when there is one (error 6 shared)
+        self.control: Any = None  # a station: deploy, rollback, models, audit (runtime/station/http_api.py)
         if not bind.loopback and not token:
             raise UserError(f"--http {bind.host}:{bind.port} is not a loopback address: give --http-token TOKEN "
                             "(every endpoint then requires it), or bind to 127.0.0.1")
@@ -263,19 +264,24 @@ class LiveView:
 
         @web.middleware
         async def auth(request: Any, handler: Any) -> Any:
-            if self.token:
-                given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
-                if given != self.token:
-                    return web.Response(status=401, text="token required")
+            given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+            engineer = self.control is not None and self.control.engineer_token
+            request["role"] = "engineer" if engineer and given == engineer else "viewer"
+            if self.token and given != self.token and request["role"] != "engineer":
+                return web.Response(status=401, text="token required")
             return await handler(request)
 
-        app = web.Application(middlewares=[auth])
+        app = web.Application(middlewares=[auth], client_max_size=2 * 2**30)
         app.add_routes([web.get("/", self._page), web.get("/stream.mjpg", self._stream),
                         web.get("/stream/{source}.mjpg", self._stream),
                         web.get("/status.json", self._status_json), web.get("/metrics", self._metrics),
                         web.get("/ng/{index}.jpg", self._ng_jpg), web.get("/history.json", self._history_json),
                         web.post("/trigger", self._trigger), web.get("/recipe", self._recipe),
                         web.post("/recipe", self._recipe)])
+        if self.control is not None:
+            from edge_stpm.runtime.station.http_api import add_routes
+
+            add_routes(app, self.control)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.bind.host, self.bind.port)

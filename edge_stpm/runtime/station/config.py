@@ -137,8 +137,21 @@ class OpcuaSection(BindSection):
 
 
 class HttpSection(BindSection):
-    token: Optional[str] = None
+    token: Optional[str] = Field(None, description="Token every HTTP request must carry (?token= or Authorization: "
+                                                  "Bearer); needed for a non-loopback bind.")
     fps: Optional[float] = Field(None, **_r("http_fps"))
+    engineer_token: Optional[str] = Field(None, min_length=12, description="Token of the engineer role: deploy, "
+                                          "rollback (without it those are refused, 403).")
+
+
+class AuditSection(_Section):
+    syslog: Optional[str] = Field(None, description="Also send every audit row to this syslog receiver, HOST:PORT "
+                                                    "(UDP, RFC 5424).")
+
+
+class StoreSection(_Section):
+    root: Optional[Path] = Field(None, description="Where the box keeps every bundle deployed to its recipes "
+                                                   "(default: the data folder's models/).")
 
 
 class Station(_Section):
@@ -155,6 +168,8 @@ class Station(_Section):
     modbus: BindSection = BindSection()
     opcua: OpcuaSection = OpcuaSection()
     http: HttpSection = HttpSection()
+    audit: AuditSection = AuditSection()
+    store: StoreSection = StoreSection()
 
     @model_validator(mode="after")
     def _unique(self) -> "Station":
@@ -187,7 +202,7 @@ RUN_KEYS = {
     "http.bind": "http", "http.token": "http_token", "http.fps": "http_fps",
 }
 PATH_KEYS = {"run.summary_json", "outputs.recording", "outputs.save_anomalies", "outputs.events", "history.db",
-             "mqtt.ca", "mqtt.outbox"}
+             "mqtt.ca", "mqtt.outbox", "store.root"}
 
 
 def _where(loc: tuple[Any, ...]) -> str:

@@ -53,6 +53,9 @@ class LoadedRecipe:
     sha256: str
     load_s: float
     masks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    version: int | None = None  # its version in the model store (0: the station file's own model)
+    users: int = 0  # batches inferring with it right now (a replaced recipe is closed when the last ends)
+    retired: bool = False
 
     @property
     def info(self) -> dict[str, Any]:
@@ -137,6 +140,32 @@ class RecipeSet:
     def by_name(self, name: str) -> LoadedRecipe | None:
         return next((r for r in self.recipes.values() if r.cfg.name == name), None)
 
+    def acquire(self) -> LoadedRecipe:
+        """The active recipe, held for one batch (a swap cannot close it under the batch)."""
+        with self.lock:
+            rec = self.recipes[self.active_index]
+            rec.users += 1
+            return rec
+
+    def release(self, rec: LoadedRecipe) -> None:
+        with self.lock:
+            rec.users -= 1
+            close = rec.retired and rec.users == 0
+        if close:
+            rec.inspector.close()
+
+    def replace(self, new: LoadedRecipe) -> LoadedRecipe:
+        """Put ``new`` in place of the recipe with its index — the next batch uses it; the old one is closed once
+        no batch uses it. Returns the old one."""
+        with self.lock:
+            old = self.recipes[new.cfg.index]
+            self.recipes[new.cfg.index] = new
+            old.retired = True
+            close = old.users == 0
+        if close:
+            old.inspector.close()
+        return old
+
     def select(self, index: int) -> bool:
         with self.lock:
             if index not in self.recipes:
@@ -152,7 +181,7 @@ class RecipeSet:
         return True
 
     def summary(self) -> list[dict[str, Any]]:
-        return [r.info | {"threshold": r.cfg.threshold, "roi": r.cfg.roi, "min_defect_area": r.cfg.min_defect_area,
+        return [r.info | {"version": r.version, "threshold": r.cfg.threshold, "roi": r.cfg.roi, "min_defect_area": r.cfg.min_defect_area,
                           "ignore": bool(r.cfg.ignore_mask or r.cfg.ignore_polygons), "load_s": round(r.load_s, 3),
                           "active": r.cfg.index == self.active_index} for r in self.recipes.values()]
 
@@ -166,8 +195,9 @@ class StationInspector:
     effect between two frames), through that recipe's ROI, ignore mask and minimum area. Everything else (the
     backend, thresholds, notes) is the active recipe's inspector's."""
 
-    def __init__(self, recipes: RecipeSet) -> None:
+    def __init__(self, recipes: RecipeSet, control: Any = None) -> None:
         self.recipes = recipes
+        self.control = control  # runtime/station/control.StationControl: deploy, rollback, the audit log
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.recipes.active.inspector, name)
@@ -176,12 +206,18 @@ class StationInspector:
         return self.inspect_batch([frame])[0]
 
     def inspect_batch(self, frames: Sequence[np.ndarray]) -> list[InspectionResult]:
-        rec = self.recipes.active
-        crops = [rec.crop(f) for f in frames]
-        top = float(rec.inspector.backend.metadata.get("score_top_percent", 0.0) or 0.0)
-        return [rec.apply(r, f.shape[:2], top) for f, r in zip(frames, rec.inspector.inspect_batch(crops))]
+        rec = self.recipes.acquire()
+        try:
+            crops = [rec.crop(f) for f in frames]
+            top = float(rec.inspector.backend.metadata.get("score_top_percent", 0.0) or 0.0)
+            return [rec.apply(r, f.shape[:2], top) for f, r in zip(frames, rec.inspector.inspect_batch(crops))]
+        finally:
+            self.recipes.release(rec)
 
     def close(self) -> None:
+        if self.control is not None:
+            self.control.audit.write("station", "stop", self.recipes.active.cfg.name)
+            self.control.audit.close()
         self.recipes.close()
 
 

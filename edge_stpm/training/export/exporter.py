@@ -120,6 +120,36 @@ def _frame_graphs(pipe: Any, meta: dict[str, Any], sha: str, precisions: list[st
     return entries
 
 
+SELFTEST_IMAGES = 3  # held-out good images; one synthetic anomaly of the first is added (a score above threshold)
+
+
+def write_selftest(out: Path, parity_imgs: np.ndarray, precisions: list[str], batch: int) -> dict[str, Any]:
+    """The bundle's self-test: a few model-size reference images (PNG, lossless) and every graph's scores on them,
+    which a box checks before the bundle goes live (``runtime/station/store.py``), within the precision's score
+    tolerance in units of the image threshold (FP32 0.01 — another CPU or GPU; FP16 / INT8: their export gates)."""
+    import cv2
+
+    from edge_stpm.contract.artifacts import SELFTEST, selftest_image
+    from edge_stpm.training.synthetic_defects import make
+
+    good = parity_imgs[:SELFTEST_IMAGES]
+    imgs = np.concatenate([good, make(good[:1], "line", seed=0)[0]])
+    names = []
+    for i, img in enumerate(imgs):
+        names.append(selftest_image(i))
+        if not cv2.imwrite(str(out / names[-1]), img):
+            raise UserError(f"cannot write the self-test image {out / names[-1]}")
+    scores = {}
+    for prec in precisions:
+        b = OnnxBackend(onnx_path(out, prec), allow_gpu=False)
+        scores[prec] = [float(x) for x in b.infer_any(imgs)[1]]
+        b.close()
+    doc = {"format": "edge-stpm-selftest", "images": names, "scores": scores, "batch": batch,
+           "tolerance_threshold_units": {"fp32": 0.01} | {p: GATES[p]["score_err_max"] for p in GATES}}
+    write_json(out / SELFTEST, doc)
+    return doc
+
+
 def calibration_paths(meta: dict[str, Any], calib: Path | None) -> tuple[list[Path], str]:
     if calib is not None:
         return good_images(calib), str(calib)
@@ -256,6 +286,7 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
     if frame_sizes:
         report["frame_graphs"] = _frame_graphs(pipe, meta, sha, [p for p in order if p != "int8"], frame_sizes, out,
                                                parity_paths, committed, force)
+    report["selftest"] = write_selftest(out, parity_imgs, list(report["graphs"]), batch)
     write_json(out / "export.json", report)
     write_bundle_readme(out, graph_metadata(meta, "fp32", batch, sha), list(report["graphs"]))
     write_manifest(out, {"backbone": meta["backbone"], "image_size": size, "fit": fit, "batch": batch,

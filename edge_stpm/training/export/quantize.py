@@ -15,7 +15,7 @@ from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import atomic_path
 from edge_stpm.contract.artifacts import INPUT_NAME
 from edge_stpm.training.export.onnx_graphs import set_metadata
-from edge_stpm.training.export.trt_rules import require_trt_ready
+from edge_stpm.contract.trt_rules import require_trt_ready
 
 MIN_CALIB = 20
 WARN_CALIB = 100

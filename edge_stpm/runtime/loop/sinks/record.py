@@ -26,10 +26,16 @@ APPLICATION_ID = 0x45535452  # "ESTR": SQLite's application_id of an edge-stpm i
 COLUMNS = ("result_id", "time", "time_iso", "source", "source_spec", "frame", "trigger_id", "verdict", "score",
            "normalised_score", "image_threshold", "pixel_threshold", "model_sha256", "snapshot", "verdict_ms",
            "camera", "recipe_index", "recipe_name", "defect_area")
-# schema 1 → 2: the recipe that judged a result and its largest defect region (older rows read them as null)
+# the audit log (runtime/station/audit.py): every change that reached the box — who, when, what, before / after
+AUDIT_SCHEMA = ("CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, "
+                "time_iso TEXT NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, recipe TEXT, before TEXT, "
+                "after TEXT, outcome TEXT NOT NULL, detail TEXT)",
+                "CREATE INDEX IF NOT EXISTS audit_time ON audit(time)")
+# schema 1 → 2: the recipe that judged a result and its largest defect region (older rows read them as null), and
+# the audit log
 MIGRATIONS = {1: ("ALTER TABLE inspections ADD COLUMN recipe_index INTEGER",
                   "ALTER TABLE inspections ADD COLUMN recipe_name TEXT",
-                  "ALTER TABLE inspections ADD COLUMN defect_area INTEGER")}
+                  "ALTER TABLE inspections ADD COLUMN defect_area INTEGER") + AUDIT_SCHEMA}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inspections (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -43,7 +49,7 @@ CREATE TABLE IF NOT EXISTS inspections (
 );
 CREATE INDEX IF NOT EXISTS inspections_time ON inspections(time);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+""" + "\n".join(f"{sql};" for sql in AUDIT_SCHEMA)
 
 
 def iso(t: float) -> str:

@@ -1,0 +1,157 @@
+"""The model store on the box: every bundle a recipe was given, kept under its recipe with version, time and who
+deployed it; verified before it goes live (manifest, schemas, TensorRT's parser rules, and the bundle's self-test:
+its reference images must score as export measured, within the precision's tolerance).
+
+Layout: ``ROOT/<recipe>/v<N>/`` (a bundle, copied in under a hidden name and renamed when complete) and
+``ROOT/<recipe>/versions.json`` (written atomically): ``[{version, sha256, deployed_at, by, source, backbone,
+image_size, status}]`` with ``current`` naming the live one.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_stpm.contract.artifacts import SELFTEST, model_sha256, read_onnx_metadata, verify_bundle
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.files import write_json
+from edge_stpm.contract.schema import SELFTEST as SELFTEST_SCHEMA, check
+
+
+def self_test(inspector: Any, bundle: Path) -> dict[str, Any]:
+    """Run the bundle's reference images through ``inspector``'s backend and compare each score with the one
+    export measured for that precision; UserError naming the image and the gap when one is off."""
+    import cv2
+
+    path = Path(bundle) / SELFTEST
+    if not path.is_file():
+        raise UserError(f"bundle {bundle} has no self-test ({SELFTEST}): re-export it with this edge-stpm")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path}: not JSON; re-export the bundle") from None
+    check(doc, SELFTEST_SCHEMA, str(path), "re-export the bundle")
+    b = inspector.backend
+    prec = b.precision if b.precision in doc["scores"] else "fp32"
+    want = np.array(doc["scores"].get(prec, []), np.float64)
+    imgs = [cv2.imread(str(Path(bundle) / n), cv2.IMREAD_COLOR) for n in doc["images"]]
+    if len(want) != len(imgs) or any(i is None for i in imgs):
+        raise UserError(f"{path}: the reference images or their {prec} scores are missing; re-export the bundle")
+    got = np.asarray(b.infer_any(np.stack(imgs))[1], np.float64)
+    thr = float(b.metadata["thresholds"]["image"])
+    tol = float(doc["tolerance_threshold_units"].get(prec, 0.01))
+    err = np.abs(got - want) / thr
+    worst = int(np.argmax(err))
+    if err[worst] > tol:
+        raise UserError(f"bundle {bundle} fails its self-test on {b.name} {prec}: {doc['images'][worst]} scores "
+                        f"{got[worst]:.5g}, export measured {want[worst]:.5g} (off by {err[worst]:.3g} × the "
+                        f"threshold, tolerance {tol:g})")
+    return {"precision": prec, "backend": b.name, "images": len(imgs), "max_error_threshold_units": float(err.max()),
+            "tolerance": tol}
+
+
+def verify(bundle: Path, like: Any | None = None) -> dict[str, Any]:
+    """Manifest (every file's sha256), the graphs' metadata schema and TensorRT's parser rules; with ``like`` (the
+    running recipe's inspector) the same backbone and input size. Returns the FP32 graph's metadata."""
+    from edge_stpm.contract.artifacts import onnx_path
+    from edge_stpm.contract.trt_rules import check_file
+
+    bundle = Path(bundle)
+    if not bundle.is_dir():
+        raise UserError(f"no bundle folder at {bundle}")
+    verify_bundle(bundle)
+    md = read_onnx_metadata(onnx_path(bundle, "fp32"))
+    for g in sorted(bundle.glob("model_*.onnx")):
+        problems = check_file(g)
+        if problems:
+            raise UserError(f"bundle {bundle}: {g.name} breaks TensorRT's parser rules: {problems[0]}")
+    if like is not None:
+        run = like.backend.metadata
+        for key in ("backbone", "image_size"):
+            if md.get(key) != run.get(key):
+                raise UserError(f"bundle {bundle} is {key} {md.get(key)}, the running model {run.get(key)}: a "
+                                "recipe keeps its camera set-up; deploy it to a new recipe instead")
+    return md
+
+
+class ModelStore:
+    """The bundles of every recipe on this box (see the module docstring). Thread-safe."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.lock = threading.Lock()
+
+    def _index(self, recipe: str) -> Path:
+        return self.root / recipe / "versions.json"
+
+    def versions(self, recipe: str) -> dict[str, Any]:
+        p = self._index(recipe)
+        if not p.is_file():
+            return {"recipe": recipe, "current": None, "versions": []}
+        try:
+            return json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{p}: damaged model store index; move it away to start the recipe's history anew") from None
+
+    def add(self, recipe: str, bundle: Path, by: str, source: str, md: dict[str, Any]) -> dict[str, Any]:
+        """Copy a verified bundle in as the recipe's next version (not yet current); returns its entry."""
+        with self.lock:
+            doc = self.versions(recipe)
+            n = 1 + max((v["version"] for v in doc["versions"]), default=0)
+            dst = self.root / recipe / f"v{n}"
+            tmp = dst.with_name(f".v{n}.partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(bundle, tmp)
+            tmp.rename(dst)
+            entry = {"version": n, "path": str(dst), "sha256": model_sha256(dst),
+                     "deployed_at": time.time(), "by": by, "source": source, "backbone": md.get("backbone"),
+                     "image_size": md.get("image_size"), "status": "verified"}
+            doc["versions"].append(entry)
+            write_json(self._index(recipe), doc)
+            return entry
+
+    def set_current(self, recipe: str, version: int, status: str = "live") -> None:
+        with self.lock:
+            doc = self.versions(recipe)
+            for v in doc["versions"]:
+                if v["version"] == version:
+                    v["status"] = status
+                elif v.get("status") == "live":
+                    v["status"] = "retired"
+            doc["current"] = version
+            write_json(self._index(recipe), doc)
+
+    def refuse(self, recipe: str, version: int, why: str) -> None:
+        """A version that failed verification or its self-test: marked refused, its files removed."""
+        with self.lock:
+            doc = self.versions(recipe)
+            for v in doc["versions"]:
+                if v["version"] == version:
+                    v["status"], v["why"] = "refused", why
+                    shutil.rmtree(v["path"], ignore_errors=True)
+            write_json(self._index(recipe), doc)
+
+    def previous(self, recipe: str) -> dict[str, Any] | None:
+        """The version live before the current one (for rollback), or None."""
+        doc = self.versions(recipe)
+        older = [v for v in doc["versions"] if doc["current"] is not None and v["version"] < doc["current"]
+                 and v.get("status") in ("retired", "live")]
+        return older[-1] if older else None
+
+    def adopt(self, recipe: str, model: Path) -> None:
+        """Record the station file's own model as version 0 of a recipe the store does not know yet."""
+        with self.lock:
+            doc = self.versions(recipe)
+            if doc["versions"]:
+                return
+            doc["versions"].append({"version": 0, "path": str(model), "sha256": model_sha256(Path(model)),
+                                    "deployed_at": time.time(), "by": "station file", "source": str(model),
+                                    "status": "live"})
+            doc["current"] = 0
+            write_json(self._index(recipe), doc)
+
