@@ -387,7 +387,8 @@ def _station_params(ctx: typer.Context, config: Optional[Path], given: dict[str,
         {"roi": _roi(given["roi"])} if flag("roi") else {})
     recipes = [r.model_copy(update=overrides) for r in st.recipes]
     st = st.model_copy(update={"recipes": recipes})
-    return p | {"station": st, "model": Path(st.initial().model), "threshold": None, "roi": None, "precision": None}
+    return p | {"station": st, "config_path": config, "model": Path(st.initial().model), "threshold": None, "roi": None,
+                "precision": None}
 
 
 def _run(p: dict[str, Any]) -> None:
@@ -443,9 +444,11 @@ def _run(p: dict[str, Any]) -> None:
             opts.http.close()
         insp.close()
         raise
+    service = _service_hooks(p, insp, opts)
     try:
         s = run_loop(insp, looped, opts, specs=specs)
     finally:
+        service()
         line.close()
         if opts.http is not None:
             opts.http.close()
@@ -453,6 +456,40 @@ def _run(p: dict[str, Any]) -> None:
     if s.frames == 0 and s.end_reason in ("end of stream", ""):
         raise UserError(f"no frame could be read from {', '.join(specs)} (corrupt or unsupported files?)")
     _print_run_summary(s, insp, p["summary_json"])
+
+
+def _service_hooks(p: dict[str, Any], insp: Any, opts: Any) -> Callable[[], None]:
+    """What a station run under systemd gets: READY / WATCHDOG (while /healthz would say 200) / STOPPING, and
+    SIGHUP re-reading the station file (applied between two frames, or refused in one line). Returns the undo."""
+    import signal
+    import threading
+
+    from edge_stpm.runtime.station.service import Watchdog
+
+    if opts.http is not None:
+        opts.http.triggered = p["trigger"] != "free-run"
+    dog = Watchdog(lambda: opts.http.health()[0] if opts.http is not None else True)
+    control = getattr(insp, "control", None)
+    if control is None or threading.current_thread() is not threading.main_thread():
+        return dog.close
+
+    def reload() -> None:
+        from edge_stpm.runtime.station.config import load
+
+        try:
+            changed = control.reload(load(p["config_path"]), "SIGHUP")
+            out.print(f"config reloaded: {', '.join(changed) or 'nothing changed'}", highlight=False, markup=False)
+        except UserError as exc:
+            for line in getattr(exc, "lines", [str(exc)]):
+                err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+
+    before = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, name="reload").start())
+
+    def undo() -> None:
+        signal.signal(signal.SIGHUP, before)
+        dog.close()
+
+    return undo
 
 
 def _live_view(bind: Any, token: Optional[str], fps: float, insp: Any, model: Path, specs: list[str],
@@ -518,6 +555,7 @@ def _station_inspector(p: dict[str, Any], backend: str, threads: Optional[int], 
                                                       {"index": b.cfg.index, "name": b.cfg.name}))
     control = StationControl(recipes, ModelStore(st.store.root or data_dir() / "models"), audit, backend, threads,
                              p["frame_path"], st.http.engineer_token)
+    control.station = st
     control.adopt()
     audit.write("station", "start", st.initial().name, None, recipes.summary())
     return StationInspector(recipes, control)
@@ -770,6 +808,20 @@ def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Folder fo
 
 _STATION = typer.Option(..., "--station", help="The running station's URL (run --config with [http] bind), e.g. http://10.0.0.5:8080.")
 _TOKEN = typer.Option(None, "--token", envvar="EDGE_STPM_ENGINEER_TOKEN", help="The engineer token (the station file's http.engineer_token); or set EDGE_STPM_ENGINEER_TOKEN.")
+
+
+@app.command()
+@one_line_errors
+def service(config: Path = typer.Option(..., "--config", help="The station file the service runs."),
+            user: Optional[str] = typer.Option(None, help="Run the service as this user (User= in the unit)."),
+            exe: Optional[str] = typer.Option(None, help="The edge-stpm executable (default: the one on PATH).")) -> None:
+    """Print a systemd unit for this station (restart on failure, watchdog, journal, reload = SIGHUP); docs/service.md
+    says how to install it."""
+    from edge_stpm.runtime.station.config import load
+    from edge_stpm.runtime.station.service import unit_text
+
+    load(config)  # a unit for a file that does not check would fail at every start
+    sys.stdout.write(unit_text(config, exe, user))
 
 
 @app.command()

@@ -371,3 +371,140 @@ def test_deploy_over_http_needs_the_engineer_role(exported: Path, exported_memor
                                                            ("deploy", "ok"), ("rollback", "ok"), ("rollback", "refused"),
                                                            ("stop", "ok")]
     assert rows[2]["who"].startswith("engineer@") and rows[2]["after"]["version"] == 1
+
+
+def test_audit_rows_reach_a_real_rsyslog_as_rfc5424(tmp_path: Path) -> None:
+    """Debian's rsyslogd on loopback UDP, its raw messages written to a file: each audit row arrives as one RFC 5424
+    message (version 1, ISO time, host, app, structured data)."""
+    import re
+    import shutil as _sh
+
+    from line_parts import free_port
+
+    from edge_stpm.runtime.station.audit import Audit, query
+
+    rsyslogd = _sh.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None)
+    if rsyslogd is None:
+        pytest.skip("rsyslogd is not installed (apt-get install rsyslog)")
+    port = free_port()
+    out = tmp_path / "audit.log"
+    conf = tmp_path / "rsyslog.conf"
+    conf.write_text(f'global(workDirectory="{tmp_path}")\nmodule(load="imudp")\n'
+                    f'input(type="imudp" address="127.0.0.1" port="{port}")\n'
+                    'template(name="raw" type="string" string="%rawmsg%\\n")\n'
+                    f'*.* action(type="omfile" file="{out}" template="raw")\n')
+    proc = subprocess.Popen([rsyslogd, "-n", "-f", str(conf), "-i", str(tmp_path / "rsyslogd.pid")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        assert proc.poll() is None, proc.stderr.read()
+        audit = Audit(tmp_path / "h.db", f"127.0.0.1:{port}")
+        audit.write("engineer@127.0.0.1", "deploy", "housing-a", {"version": 1}, {"version": 2}, "ok", "self-test ok")
+        audit.write("viewer@10.0.0.9", "rollback", "housing-a", None, None, "refused", "needs the engineer role")
+        audit.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
+            time.sleep(0.1)
+        lines = out.read_text().splitlines()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert len(lines) == 2, lines
+    rfc5424 = re.compile(r'^<(\d+)>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+ edge-stpm \d+ audit '
+                         r'\[audit@32473 who="([^"]*)" action="(\w+)" recipe="([^"]*)" outcome="(\w+)"\] (.*)$')
+    got = [rfc5424.match(line) for line in lines]
+    assert all(got), lines
+    assert [(m.group(2), m.group(3), m.group(5)) for m in got] == [("engineer@127.0.0.1", "deploy", "ok"),
+                                                                     ("viewer@10.0.0.9", "rollback", "refused")]
+    assert int(got[0].group(1)) == 4 * 8 + 6 and int(got[1].group(1)) == 4 * 8 + 4  # facility auth, info / warning
+    assert [r["action"] for r in query(tmp_path / "h.db")] == ["deploy", "rollback"]
+
+
+def test_service_notify_healthz_and_sighup_reload(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """`run --config` as systemd runs it: READY and WATCHDOG over a real NOTIFY_SOCKET datagram socket, /healthz 200
+    while the source delivers, SIGHUP with a live change (a threshold: applied) and with one that needs a restart
+    (refused in one line, the running configuration stays), STOPPING at SIGTERM; `service` prints the unit."""
+    import signal
+    import socket
+    import urllib.request
+
+    from line_parts import free_port
+
+    from edge_stpm.runtime.station.audit import query
+
+    port = free_port()
+    body = (f'[[sources]]\nspec = "{synth_dir / "video.avi"}"\n[run]\nheadless = true\nloop = true\n'
+            f'[http]\nbind = "127.0.0.1:{port}"\n[history]\ndb = "{tmp_path / "h.db"}"\n[store]\nroot = "{tmp_path / "m"}"\n')
+    st = _station(tmp_path, exported, extra=body)
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(30)
+    msgs: list[bytes] = []
+
+    def drain() -> None:  # as systemd does: read every message as it comes
+        try:
+            while True:
+                msgs.append(sock.recv(100))
+        except OSError:
+            pass
+
+    import threading
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    env = os.environ | {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "600000"}
+    p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--config", str(st), "--threads", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    get = lambda path: json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=10).read())  # noqa: E731
+    try:
+        deadline = time.monotonic() + 60
+        while b"WATCHDOG=1" not in msgs:
+            assert time.monotonic() < deadline and p.poll() is None, (msgs, p.poll())
+            time.sleep(0.1)
+        assert msgs[0] == b"READY=1"
+        assert get("healthz") == {"ok": True, "problems": []}
+        assert [r["threshold"] for r in get("recipe")["recipes"]] == [1.0, 2.5]
+        st.write_text(st.read_text().replace("threshold = 2.5", "threshold = 3.0"))
+        p.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while [r["threshold"] for r in get("recipe")["recipes"]] != [1.0, 3.0]:
+            assert time.monotonic() < deadline, "the threshold change was not applied"
+            time.sleep(0.2)
+        st.write_text(st.read_text().replace("loop = true", "loop = false"))
+        p.send_signal(signal.SIGHUP)
+        time.sleep(2.0)
+        assert [r["threshold"] for r in get("recipe")["recipes"]] == [1.0, 3.0]
+        assert p.poll() is None, "a refused reload does not stop the station"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+        time.sleep(0.5)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        sock.close()
+    assert b"STOPPING=1" in msgs
+    refused = [line for line in err.splitlines() if line.startswith("error:")]
+    assert refused == ["error: config reload refused: run.loop changed, which needs a restart; the running "
+                       "configuration stays"], err
+    reloads = [(a["recipe"], a["outcome"], a["after"]) for a in query(tmp_path / "h.db") if a["action"] == "config reload"]
+    assert reloads[0][:2] == ("b", "ok") and reloads[0][2]["threshold"] == 3.0 and reloads[1][1] == "refused"
+    unit = runner.invoke(app, ["service", "--config", str(st), "--user", "inspect"])
+    assert unit.exit_code == 0 and "Type=notify" in unit.output and "WatchdogSec=30" in unit.output
+    assert f"run --config {st.resolve()}" in unit.output and "User=inspect" in unit.output
+
+
+def test_healthz_says_what_is_wrong() -> None:
+    from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
+
+    v = LiveView(parse_bind("127.0.0.1:1"), None, {"model": "m"}, sources=["cam"])
+    assert v.health() == (True, [])  # within the start grace
+    v.t_start -= 60
+    assert v.health() == (False, ["source 0 (cam) delivers no frames"])
+    v.publish(0, None, False, 0.5, 1.0, 30.0, {}, 0, 0)
+    assert v.health() == (True, [])
+    v.sinks([], "record: disk full")
+    assert v.health() == (False, ["output failing: record: disk full"])
+    v.triggered = True
+    v._last_frame[0] -= 60
+    assert v.health()[1] == ["output failing: record: disk full"], "a triggered source waits for its trigger"

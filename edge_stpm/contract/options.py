@@ -126,4 +126,6 @@ FREE_TEXT: dict[str, str] = {
     "--recipe": "history: a recipe's name or index, matched as text against the record (no match: no rows); deploy / rollback: the station answers 422 for an unknown one",
     "--station": "runtime.station.client.call (http[s]://HOST[:PORT], port 1–65535)",
     "--token": "any text (the engineer token)",
+    "--user": "service: a user name for systemd's User= (any text)",
+    "--exe": "service: the edge-stpm executable's path (any text)",
 }

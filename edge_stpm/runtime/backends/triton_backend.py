@@ -40,7 +40,9 @@ def parse_target(text: str) -> tuple[str, str, str] | None:
     model = u.path.strip("/")
     if not u.hostname or not model or "/" in model:
         raise UserError(f"{text}: give grpc://HOST:PORT/MODEL (or http://HOST:PORT/MODEL)")
-    return u.scheme, f"{u.hostname}:{port or (8001 if u.scheme == 'grpc' else 8000)}", model
+    if port is not None and not 1 <= port <= 65535:  # before: port 0 silently became the default
+        raise UserError(f"{text}: the port must be 1–65535")
+    return u.scheme, f"{u.hostname}:{port if port is not None else (8001 if u.scheme == 'grpc' else 8000)}", model
 
 
 class TritonBackend(Backend):

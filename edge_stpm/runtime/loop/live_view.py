@@ -103,6 +103,9 @@ class LiveView:
         self.recipes: Any = None  # run --config with recipes: POST /recipe selects one (runtime/station/recipes.py)
         self.recipe_plc: Any = None  # ... through the PLC handshake's state when there is one (error 6 shared)
         self.control: Any = None  # a station: deploy, rollback, models, audit (runtime/station/http_api.py)
+        self.triggered = False  # trigger mode: a source delivers only when triggered (healthz does not wait for it)
+        self.t_start = time.monotonic()
+        self._last_frame: dict[int, float] = {}
         if not bind.loopback and not token:
             raise UserError(f"--http {bind.host}:{bind.port} is not a loopback address: give --http-token TOKEN "
                             "(every endpoint then requires it), or bind to 127.0.0.1")
@@ -155,6 +158,7 @@ class LiveView:
         """The verdict of one frame (the loop's verdict sink calls it as soon as inference ends): counters and status,
         never blocking on viewers. ``overlay``, when given, is also handed on as in ``publish_picture``."""
         label = str(source)
+        self._last_frame[source] = time.monotonic()
         self.m_frames.labels(label).inc()
         for stage, v in ms.items():
             if stage in STAGES:
@@ -228,6 +232,28 @@ class LiveView:
         with self._lock:
             return json.loads(json.dumps(self._status))
 
+    STALE_S = 5.0  # a free-running source that delivered nothing for this long is not healthy
+    START_GRACE_S = 30.0  # ... counted from the start only after this long (cameras take a while to open)
+
+    def health(self) -> tuple[bool, list[str]]:
+        """(healthy, what is wrong): every source delivers (free-run: a frame within ``STALE_S``), no required sink
+        is failing, the model is loaded (the loop publishes only with a model; with a station, its active recipe)."""
+        now = time.monotonic()
+        problems = []
+        with self._lock:
+            error = self._status.get("error")
+        if error:
+            problems.append(f"output failing: {error}")
+        if not self.triggered:
+            for i, spec in enumerate(self.sources):
+                last = self._last_frame.get(i)
+                if (last is None and now - self.t_start > self.START_GRACE_S) or (
+                        last is not None and now - last > self.STALE_S):
+                    problems.append(f"source {i} ({spec}) delivers no frames")
+        if self.control is not None and self.control.recipes.active.inspector is None:
+            problems.append("no model loaded")
+        return not problems, problems
+
     # --- server side ------------------------------------------------------------------------------------------
 
     def start(self) -> "LiveView":
@@ -277,6 +303,7 @@ class LiveView:
                         web.get("/status.json", self._status_json), web.get("/metrics", self._metrics),
                         web.get("/ng/{index}.jpg", self._ng_jpg), web.get("/history.json", self._history_json),
                         web.post("/trigger", self._trigger), web.get("/recipe", self._recipe),
+                        web.get("/healthz", self._healthz),
                         web.post("/recipe", self._recipe)])
         if self.control is not None:
             from edge_stpm.runtime.station.http_api import add_routes
@@ -325,6 +352,14 @@ class LiveView:
         except UserError as exc:
             raise web.HTTPServiceUnavailable(text=str(exc)) from None
         return web.json_response(rows)
+
+    async def _healthz(self, request: Any) -> Any:
+        """200 while sources deliver, every required output works and the model is loaded; else 503 with why
+        (systemd's watchdog and a plant's monitoring poll it)."""
+        from aiohttp import web
+
+        ok, problems = self.health()
+        return web.json_response({"ok": ok, "problems": problems}, status=200 if ok else 503)
 
     async def _recipe(self, request: Any) -> Any:
         """The station's recipes (GET) or a change of the active one (POST ``?index=N`` or ``?name=NAME``): 200 with

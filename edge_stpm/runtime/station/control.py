@@ -29,6 +29,7 @@ class StationControl:
     threads: int | None = None
     frame_path: str = "auto"
     engineer_token: str | None = None
+    station: Any = None  # the station file as the run started (or was last reloaded): what a reload is compared with
 
     def adopt(self) -> None:
         """Every recipe's station-file model is version 0 in the store (its history starts there)."""
@@ -106,6 +107,30 @@ class StationControl:
         self.audit.write(who, "rollback", recipe, before, after, "ok", f"load {new.load_s:.2f} s")
         return {"recipe": recipe, "before": before, "after": after, "self_test": test}
 
+    def reload(self, new: Any, who: str = "SIGHUP") -> list[str]:
+        """A re-read station file applied between two frames where it changes only what can change live — recipes'
+        thresholds, ROI, ignore mask and minimum area; anything else (sources, outputs, servers, recipes added,
+        removed or given other models) is refused in one UserError and the running configuration stays. Returns the
+        recipes changed."""
+        from edge_stpm.runtime.inspector import Inspector
+
+        try:
+            changed = live_changes(self.station, new)
+        except UserError as exc:
+            self.audit.write(who, "config reload", None, None, None, "refused", str(exc))
+            raise
+        for cfg in changed:
+            rec = self.recipes.recipes[cfg.index]
+            insp = Inspector(rec.inspector.backend, cfg.threshold, self.frame_path)
+            new_rec = LoadedRecipe(cfg.model_copy(update={"model": rec.cfg.model}), insp, rec.sha256, 0.0,
+                                   version=rec.version)
+            self.recipes.replace(new_rec, close_old=False)
+            self.audit.write(who, "config reload", cfg.name, _live(rec.cfg), _live(cfg), "ok")
+        if not changed:
+            self.audit.write(who, "config reload", None, None, None, "ok", "nothing changed")
+        self.station = new
+        return [c.name for c in changed]
+
     def deploy_zip(self, recipe: str, data: bytes, who: str, source: str) -> dict[str, Any]:
         """A bundle sent as a zip of its files (``edge-stpm deploy``, the web app's upload)."""
         if len(data) > MAX_UPLOAD_BYTES:
@@ -139,3 +164,27 @@ def zip_bundle(folder: Path) -> bytes:
             if p.is_file() and not p.name.startswith("."):
                 z.write(p, p.name)
     return buf.getvalue()
+
+
+LIVE_KEYS = ("threshold", "roi", "ignore_mask", "ignore_polygons", "min_defect_area")
+
+
+def _live(r: Any) -> dict[str, Any]:
+    return {k: getattr(r, k) for k in LIVE_KEYS}
+
+
+def live_changes(old: Any, new: Any) -> list[Any]:
+    """The recipes of ``new`` that differ from ``old`` only in what can change live; UserError naming the first key
+    that cannot."""
+    o, n = old.model_dump(mode="json"), new.model_dump(mode="json")
+    for key in o:
+        if key not in ("recipes", "recipe") and o[key] != n[key]:
+            diff = next((f"{key}.{k}" for k in o[key] if isinstance(o[key], dict) and o[key][k] != n[key].get(k)), key) \
+                if isinstance(o[key], dict) else key
+            raise UserError(f"config reload refused: {diff} changed, which needs a restart; the running configuration "
+                            "stays")
+    ident = lambda st: [(r.index, r.name, r.model, r.precision) for r in st.recipes]  # noqa: E731
+    if ident(old) != ident(new):
+        raise UserError("config reload refused: recipes added, removed or given another model or precision (deploy "
+                        "models with edge-stpm deploy, or restart); the running configuration stays")
+    return [b for a, b in zip(old.recipes, new.recipes) if _live(a) != _live(b)]

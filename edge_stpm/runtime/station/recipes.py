@@ -154,14 +154,14 @@ class RecipeSet:
         if close:
             rec.inspector.close()
 
-    def replace(self, new: LoadedRecipe) -> LoadedRecipe:
+    def replace(self, new: LoadedRecipe, close_old: bool = True) -> LoadedRecipe:
         """Put ``new`` in place of the recipe with its index — the next batch uses it; the old one is closed once
-        no batch uses it. Returns the old one."""
+        no batch uses it (not with ``close_old`` False: ``new`` shares its model). Returns the old one."""
         with self.lock:
             old = self.recipes[new.cfg.index]
             self.recipes[new.cfg.index] = new
-            old.retired = True
-            close = old.users == 0
+            old.retired = close_old
+            close = close_old and old.users == 0
         if close:
             old.inspector.close()
         return old

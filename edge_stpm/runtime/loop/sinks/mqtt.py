@@ -44,9 +44,11 @@ def parse_url(text: str) -> BrokerUrl:
     if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
         raise UserError(f"--mqtt takes mqtt://[user:pass@]host[:port] or mqtts://…, not {text!r}")
     try:
-        port = u.port or (8883 if u.scheme == "mqtts" else 1883)
+        port = u.port if u.port is not None else (8883 if u.scheme == "mqtts" else 1883)
     except ValueError:
-        raise UserError(f"--mqtt {text!r}: the port is not a number from 1 to 65535") from None
+        port = -1
+    if not 1 <= port <= 65535:  # before: port 0 silently became 1883
+        raise UserError(f"--mqtt {text!r}: the port is not a number from 1 to 65535")
     return BrokerUrl(u.hostname, port, u.scheme == "mqtts", unquote(u.username) if u.username else None,
                      unquote(u.password) if u.password else None)
 
