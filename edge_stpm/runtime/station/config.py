@@ -106,8 +106,9 @@ class RunSection(_Section):
 
 
 class OutputsSection(_Section):
-    recording: Optional[Path] = Field(None, description="Record the overlay video here (run --record).")
-    recording_segment: Optional[float] = Field(None, **_r("record_segment"))
+    record: Optional[Path] = Field(None, description="Record the overlay video here (run --record; the inspection "
+                                                     "record is [history]).")
+    record_segment: Optional[float] = Field(None, **_r("record_segment"))
     save_anomalies: Optional[Path] = None
     anomaly_interval: Optional[float] = Field(None, **_r("anomaly_interval"))
     events: Optional[Path] = None
@@ -193,7 +194,7 @@ RUN_KEYS = {
     "run.backend": "backend", "run.threads": "threads", "run.workers": "workers", "run.trigger": "trigger",
     "run.headless": "headless", "run.max_frames": "max_frames", "run.reconnect": "reconnect", "run.loop": "loop",
     "run.frame_path": "frame_path", "run.alpha": "alpha", "run.summary_json": "summary_json",
-    "outputs.recording": "record", "outputs.recording_segment": "record_segment",
+    "outputs.record": "record", "outputs.record_segment": "record_segment",
     "outputs.save_anomalies": "save_anomalies", "outputs.anomaly_interval": "anomaly_interval",
     "outputs.events": "events",
     "history.db": "history_db", "history.keep_days": "history_keep_days", "history.max_mb": "history_max_mb",
@@ -201,7 +202,7 @@ RUN_KEYS = {
     "mqtt.outbox_max": "outbox_max", "modbus.bind": "modbus", "opcua.bind": "opcua", "opcua.user": "opcua_user",
     "http.bind": "http", "http.token": "http_token", "http.fps": "http_fps",
 }
-PATH_KEYS = {"run.summary_json", "outputs.recording", "outputs.save_anomalies", "outputs.events", "history.db",
+PATH_KEYS = {"run.summary_json", "outputs.record", "outputs.save_anomalies", "outputs.events", "history.db",
              "mqtt.ca", "mqtt.outbox", "store.root"}
 
 
