@@ -162,3 +162,24 @@ def test_opcua_node_ids_are_stable_strings_and_the_server_says_who_it_is() -> No
     finally:
         srv.close()
     assert st.next_trigger == 1, "nothing was triggered"
+
+
+@pytest.mark.parametrize("flag", ["--modbus", "--opcua", "--http"])
+def test_every_listener_reports_a_port_in_use_in_one_line(exported: Path, synth_dir: Path, flag: str) -> None:
+    """A rule, not a list: each listener's failed bind is one `error:` line, no traceback, exit 2 (the OPC UA server
+    printed asyncua's traceback first; Modbus a 'never awaited' warning after)."""
+    import socket
+
+    if flag == "--opcua":
+        pytest.importorskip("asyncua")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    try:
+        r = subprocess.run([sys.executable, "-m", "edge_stpm.cli", "run", "--model", str(exported), "--source",
+                            str(synth_dir / "video.avi"), "--headless", "--no-history", flag,
+                            f"127.0.0.1:{s.getsockname()[1]}"], capture_output=True, text=True, timeout=120)
+    finally:
+        s.close()
+    lines = [line for line in r.stderr.splitlines() if not line.startswith("backend:")]
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {flag} 127.0.0.1:"), r.stderr

@@ -166,7 +166,9 @@ class OpcuaServer:
         import logging
 
         for name in ("asyncua", "asyncua.server", "asyncua.uaprotocol"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            # CRITICAL: asyncua logs a failed bind with its traceback at ERROR before raising; the box reports it in
+            # one line itself (below)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         ready = threading.Event()
         box: dict[str, Any] = {}
 

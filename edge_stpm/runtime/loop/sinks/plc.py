@@ -335,6 +335,7 @@ class ModbusServer:
         ready.wait(10)
         if "error" in box or "ok" not in box:
             exc = box.get("error")
+            self.server = None  # nothing listens: close() has nothing to shut down (and no loop runs to do it)
             raise UserError(f"--modbus {self.host}:{self.port}: cannot listen ({exc or 'timed out'})")
         return self
 
