@@ -416,7 +416,7 @@ def _run(p: dict[str, Any]) -> None:
     line = setup_line(LineSettings(p["model"], history, p["history_keep_days"], p["history_max_mb"], p["mqtt"],
                                    p["mqtt_topic"], p["mqtt_ca"], p["mqtt_outbox"], p["outbox_max"], p["modbus"],
                                    p["opcua"], p["opcua_user"], trigger), len(specs), warn)
-    opts.sinks += line.sinks
+    opts.sinks += line.sinks + _evidence(p, history)
     opts.on_error = line.on_error
     opts.on_inspection_error = line.on_inspection_error
     for note in line.notes:
@@ -456,6 +456,18 @@ def _run(p: dict[str, Any]) -> None:
     if s.frames == 0 and s.end_reason in ("end of stream", ""):
         raise UserError(f"no frame could be read from {', '.join(specs)} (corrupt or unsupported files?)")
     _print_run_summary(s, insp, p["summary_json"])
+
+
+def _evidence(p: dict[str, Any], history: Optional[Path]) -> list[Any]:
+    """A station's evidence sink (full frames and heatmaps of NG results, a sample of OK ones) beside the record."""
+    st = p["station"]
+    if st is None or history is None or not st.evidence.enabled:
+        return []
+    from edge_stpm.runtime.loop.sinks.evidence import EvidencePolicy, EvidenceSink
+
+    e = st.evidence
+    return [EvidenceSink(EvidencePolicy(e.folder or data_dir() / "evidence", e.budget_mb, e.ng_days, e.ok_days,
+                                        e.ok_every, e.min_free_mb), history)]
 
 
 def _service_hooks(p: dict[str, Any], insp: Any, opts: Any) -> Callable[[], None]:
@@ -502,6 +514,13 @@ def _live_view(bind: Any, token: Optional[str], fps: float, insp: Any, model: Pa
                                   "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
                     stream_fps=fps, sources=specs, history=history)
     view.control = control
+    if control is not None:
+        from edge_stpm.runtime.web.auth import Sessions
+
+        h = control.station.http
+        tokens = {"viewer": h.viewer_token or token, "operator": h.operator_token, "engineer": h.engineer_token}
+        view.sessions = Sessions({k: v for k, v in tokens.items() if v}, h.idle_lock_minutes * 60,
+                                 open_viewer=bind.loopback and not token and not h.viewer_token)
     view.start()
     out.print(f"live view: http://{bind.host}:{view.port}/" + (f"?token={token}" if token else ""), highlight=False)
     return view

@@ -103,6 +103,7 @@ class LiveView:
         self.recipes: Any = None  # run --config with recipes: POST /recipe selects one (runtime/station/recipes.py)
         self.recipe_plc: Any = None  # ... through the PLC handshake's state when there is one (error 6 shared)
         self.control: Any = None  # a station: deploy, rollback, models, audit (runtime/station/http_api.py)
+        self.sessions: Any = None  # a station's web app: roles and sessions (runtime/web/auth.py)
         self.triggered = False  # trigger mode: a source delivers only when triggered (healthz does not wait for it)
         self.t_start = time.monotonic()
         self._last_frame: dict[int, float] = {}
@@ -134,6 +135,10 @@ class LiveView:
         Info("edge_stpm_model", "The model being run", registry=r).info({k: str(v) for k, v in model.items()})
         self._lock = threading.Lock()
         self._latest: dict[int, tuple[int, np.ndarray]] = {}
+        self._latest_meta: dict[int, dict[str, Any]] = {}  # the verdict of the frame in _latest (the same result)
+        self._event: dict[int, int | None] = {}  # per source: the NG event (part) running now, by its first frame
+        self._frame_event: collections.OrderedDict[tuple[int, int], int] = collections.OrderedDict()
+        self._page_seen = 0.0  # the web app's live page polled (it counts as a viewer for 2 s)
         self._status: dict[str, Any] = {"verdict": None, "normalised_score": None, "threshold": None, "fps": 0.0,
                                         "frames": 0, "ng": 0, "dropped": 0, "reconnects": 0,
                                         "latency_ms": {s: 0.0 for s in STAGES}, "model": model, "recent_ng": [],
@@ -171,6 +176,13 @@ class LiveView:
         if ng:
             self.m_ng.labels(label).inc()
         with self._lock:
+            # consecutive NG frames of a source are one part (one event): a thumbnail per part, not per frame
+            event = (self._event.get(source) or index) if ng else None
+            self._event[source] = event
+            if event is not None:
+                self._frame_event[(source, index)] = event
+                while len(self._frame_event) > 1024:
+                    self._frame_event.popitem(last=False)
             st = self._status
             one = st["sources"][source]
             one.update(verdict="NG" if ng else "OK", normalised_score=float(normalised_score), fps=float(fps),
@@ -184,30 +196,42 @@ class LiveView:
             self.publish_picture(source, index, overlay, ng, normalised_score)
 
     def publish_picture(self, source: int, index: int, overlay: np.ndarray, ng: bool, normalised_score: float,
-                        latency_ms: float | None = None) -> None:
-        """The drawn overlay of a frame (a reference swap for the viewers; an NG thumbnail at most once a second)."""
+                        latency_ms: float | None = None, meta: dict[str, Any] | None = None) -> None:
+        """The drawn overlay of a frame (a reference swap for the viewers) with its own verdict (``meta``: so a page
+        never shows one frame's verdict over another frame's picture); an NG part's thumbnail (its worst frame)."""
         if latency_ms is not None:
             self.m_latency.labels("picture").observe(latency_ms / 1e3)
         with self._lock:
             self._latest[source] = (index, overlay)
+            self._latest_meta[source] = {"source": source, "frame": index, "verdict": "NG" if ng else "OK",
+                                         "normalised_score": float(normalised_score)} | (meta or {})
             if latency_ms is not None:
                 self._status["latency_ms"]["picture"] = float(latency_ms)
-            keep = ng and time.monotonic() - self._last_ng_t >= 1.0
-            if keep:
-                self._last_ng_t = time.monotonic()
-        if keep:  # small, and at most one a second
+            key = source * 10**9 + self._frame_event.get((source, index), index) if ng else None
+            old = {n["id"]: n for n in self._status["recent_ng"]}
+            keep = key is not None and (key not in old or normalised_score > old[key]["normalised_score"])
+        if keep:  # one per part: a worse frame of the same part replaces its thumbnail
             h, w = overlay.shape[:2]
             thumb = cv2.resize(overlay, (max(1, round(w * 180 / h)), 180), interpolation=cv2.INTER_AREA)
             jpg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
             with self._lock:
-                key = source * 10**9 + index  # one id space for every source's frames
                 self._ng[key] = jpg
+                self._ng.move_to_end(key)
                 while len(self._ng) > self._keep_ng:
                     self._ng.popitem(last=False)
                 old = {n["id"]: n for n in self._status["recent_ng"]}
-                self._status["recent_ng"] = [old.get(k) or {"id": k, "source": source, "frame": index, "url": f"ng/{k}.jpg",
-                                                            "normalised_score": float(normalised_score)}
-                                             for k in reversed(self._ng)]
+                entry = {"id": key, "source": source, "frame": index, "url": f"ng/{key}.jpg",
+                         "normalised_score": float(normalised_score)} | (meta or {})
+                self._status["recent_ng"] = [entry if k == key else old[k] for k in reversed(self._ng) if k in old or k == key]
+
+    def latest_picture(self, source: int) -> tuple[dict[str, Any] | None, bytes | None]:
+        """The newest picture of a source as JPEG and the verdict of that same frame (the live page's pair)."""
+        self._page_seen = time.monotonic()
+        with self._lock:
+            got, meta = self._latest.get(source), self._latest_meta.get(source)
+        if got is None:
+            return None, None
+        return meta, cv2.imencode(".jpg", got[1], [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
 
     def sinks(self, stats: list[dict[str, Any]], error: str | None) -> None:
         """The loop's per-sink counts (called about once a second) and its error state."""
@@ -291,6 +315,13 @@ class LiveView:
         @web.middleware
         async def auth(request: Any, handler: Any) -> Any:
             given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if self.sessions is not None:  # a station's web app: roles (runtime/web/auth.py)
+                session = request.headers.get("X-Session") or request.query.get("session")
+                request["role"] = self.sessions.resolve(session, given)
+                public = request.path.startswith(("/app", "/static/")) or request.path in ("/api/login", "/healthz")
+                if request["role"] is None and not public:
+                    return web.Response(status=401, text="log in (POST /api/login) or send a token")
+                return await handler(request)
             engineer = self.control is not None and self.control.engineer_token
             request["role"] = "engineer" if engineer and given == engineer else "viewer"
             if self.token and given != self.token and request["role"] != "engineer":
@@ -309,6 +340,10 @@ class LiveView:
             from edge_stpm.runtime.station.http_api import add_routes
 
             add_routes(app, self.control)
+        if self.control is not None and self.sessions is not None:
+            from edge_stpm.runtime.web.app import add_routes as add_web
+
+            add_web(app, self, self.control, self.sessions)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.bind.host, self.bind.port)

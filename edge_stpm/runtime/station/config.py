@@ -141,13 +141,27 @@ class HttpSection(BindSection):
     token: Optional[str] = Field(None, description="Token every HTTP request must carry (?token= or Authorization: "
                                                   "Bearer); needed for a non-loopback bind.")
     fps: Optional[float] = Field(None, **_r("http_fps"))
-    engineer_token: Optional[str] = Field(None, min_length=12, description="Token of the engineer role: deploy, "
-                                          "rollback (without it those are refused, 403).")
+    engineer_token: Optional[str] = Field(None, min_length=12, description="Token of the engineer role: thresholds, "
+                                          "recipes, deploy, rollback (without it those are refused, 403).")
+    operator_token: Optional[str] = Field(None, min_length=12, description="Token of the operator role: reviews.")
+    viewer_token: Optional[str] = Field(None, min_length=12, description="Token of the viewer role (default: token).")
+    idle_lock_minutes: float = Field(15.0, ge=1, le=1440, description="A web session unused this long is locked.")
 
 
 class AuditSection(_Section):
     syslog: Optional[str] = Field(None, description="Also send every audit row to this syslog receiver, HOST:PORT "
                                                     "(UDP, RFC 5424).")
+
+
+class EvidenceSection(_Section):
+    enabled: bool = Field(True, description="Save the full frame and heatmap of every NG result (and a sample of OK "
+                                            "ones) for review and training; needs the record ([history]).")
+    folder: Optional[Path] = Field(None, description="Where (default: the data folder's evidence/).")
+    budget_mb: float = Field(2048.0, ge=1, le=10_000_000, description="Disk budget; the oldest evidence goes first.")
+    ng_days: float = Field(90.0, ge=0.01, le=36500, description="NG (and REVIEW) frames are kept this long.")
+    ok_days: float = Field(7.0, ge=0.01, le=36500, description="Sampled OK frames are kept this long.")
+    ok_every: int = Field(100, ge=0, le=1_000_000, description="Keep one OK frame in this many (0: none).")
+    min_free_mb: float = Field(512.0, ge=0, le=10_000_000, description="Keep at least this much disk free.")
 
 
 class StoreSection(_Section):
@@ -171,6 +185,7 @@ class Station(_Section):
     http: HttpSection = HttpSection()
     audit: AuditSection = AuditSection()
     store: StoreSection = StoreSection()
+    evidence: EvidenceSection = EvidenceSection()
 
     @model_validator(mode="after")
     def _unique(self) -> "Station":
@@ -203,7 +218,7 @@ RUN_KEYS = {
     "http.bind": "http", "http.token": "http_token", "http.fps": "http_fps",
 }
 PATH_KEYS = {"run.summary_json", "outputs.record", "outputs.save_anomalies", "outputs.events", "history.db",
-             "mqtt.ca", "mqtt.outbox", "store.root"}
+             "mqtt.ca", "mqtt.outbox", "store.root", "evidence.folder"}
 
 
 def _where(loc: tuple[Any, ...]) -> str:

@@ -2,6 +2,7 @@
 overlay to the viewers (app.http.LiveView; JPEG encoding happens on the server thread)."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
@@ -30,8 +31,12 @@ class HttpPictureSink(Sink):
         self.view = view
 
     def wants(self, r: Result) -> bool:
-        return self.view.viewers > 0 or r.ng  # someone watches, or an NG thumbnail for the page
+        # someone watches (a stream, or the web app's live page within 2 s), or an NG thumbnail for the page
+        return self.view.viewers > 0 or r.ng or time.monotonic() - self.view._page_seen < 2.0
 
     def take(self, r: Result) -> None:
         latency = None if r.t_picture is None else (r.t_picture - r.t_capture) * 1e3
-        self.view.publish_picture(r.source, r.frame_index, r.picture, r.ng, r.inspection.normalised_score, latency)
+        rec = r.inspection.recipe or {}
+        self.view.publish_picture(r.source, r.frame_index, r.picture, r.ng, r.inspection.normalised_score, latency,
+                                  {"verdict": r.inspection.verdict, "result_id": r.result_id,
+                                   "recipe": rec.get("name"), "recipe_index": rec.get("index")})

@@ -30,7 +30,14 @@ COLUMNS = ("result_id", "time", "time_iso", "source", "source_spec", "frame", "t
 AUDIT_SCHEMA = ("CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, "
                 "time_iso TEXT NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, recipe TEXT, before TEXT, "
                 "after TEXT, outcome TEXT NOT NULL, detail TEXT)",
-                "CREATE INDEX IF NOT EXISTS audit_time ON audit(time)")
+                "CREATE INDEX IF NOT EXISTS audit_time ON audit(time)",
+                # saved evidence (sinks/evidence.py): the full frame as captured and its heatmap, per result
+                "CREATE TABLE IF NOT EXISTS evidence (result_id TEXT PRIMARY KEY, time REAL NOT NULL, kind TEXT NOT "
+                "NULL, frame TEXT NOT NULL, heatmap TEXT, bytes INTEGER NOT NULL)",
+                "CREATE INDEX IF NOT EXISTS evidence_time ON evidence(time)",
+                # review marks (the web app's review page): one per result, who and when
+                "CREATE TABLE IF NOT EXISTS reviews (result_id TEXT PRIMARY KEY, mark TEXT NOT NULL CHECK (mark IN "
+                "('good', 'defect')), defect_type TEXT, who TEXT NOT NULL, time REAL NOT NULL)")
 # schema 1 → 2: the recipe that judged a result and its largest defect region (older rows read them as null), and
 # the audit log
 MIGRATIONS = {1: ("ALTER TABLE inspections ADD COLUMN recipe_index INTEGER",

@@ -1,0 +1,157 @@
+"""Saved evidence: for every NG result (and a sample of OK ones) the full frame as captured (PNG, lossless: it can be
+reviewed and reused for training) and its heatmap (a small JPEG), named in the record's ``evidence`` table, kept
+under a disk budget with a retention policy (NG frames ``ng_days``, sampled OK frames ``ok_days``; when the budget is
+hit the oldest evidence goes first). Not required: a full disk costs evidence (counted, said once), never a verdict
+or a record row.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_stpm.contract.files import write_bytes
+from edge_stpm.runtime.loop.sinks.base import Result, Sink
+
+
+@dataclass
+class EvidencePolicy:
+    folder: Path
+    budget_mb: float = 2048.0
+    ng_days: float = 90.0
+    ok_days: float = 7.0
+    ok_every: int = 100  # one OK frame in this many is kept (0: none), for drift checks and training
+    min_free_mb: float = 512.0  # the disk keeps at least this much free: older evidence is deleted first
+
+
+def heatmap_jpeg(model_map: np.ndarray, pixel_threshold: float, side: int = 160) -> bytes:
+    """The map at model resolution, 0 → 2× the pixel threshold in the overlay's colours, as a small JPEG."""
+    norm = np.clip(model_map / (2.0 * max(pixel_threshold, 1e-12)), 0, 1)
+    img = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    img = cv2.resize(img, (side, side), interpolation=cv2.INTER_NEAREST)
+    return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+
+
+class EvidenceSink(Sink):
+    """Writes each kept result's frame and heatmap, then its ``evidence`` row; retention every ``check_every``."""
+
+    name = "evidence"
+    queue_size = 64
+
+    def __init__(self, policy: EvidencePolicy, record: Path, check_every: int = 50) -> None:
+        self.policy, self.record, self.check_every = policy, Path(record), check_every
+        self.con: sqlite3.Connection | None = None
+        self.saved = self.deleted = self.failed = 0
+        self.n_ok = 0
+
+    def open(self) -> None:
+        from edge_stpm.runtime.loop.sinks.record import connect
+
+        self.con = connect(self.record)
+        self.policy.folder.mkdir(parents=True, exist_ok=True)
+        self.retain()
+
+    def kind(self, r: Result) -> str | None:
+        if r.inspection.verdict != "OK":
+            return r.inspection.verdict.lower()
+        self.n_ok += 1
+        return "ok" if self.policy.ok_every and self.n_ok % self.policy.ok_every == 1 else None
+
+    def wants(self, result: Result) -> bool:
+        return self.kind(result) is not None
+
+    def take(self, r: Result) -> None:
+        assert self.con is not None
+        kind = "ok" if r.inspection.verdict == "OK" else r.inspection.verdict.lower()
+        day = time.strftime("%Y-%m-%d", time.gmtime(r.wall_time))
+        frame = self.policy.folder / day / f"{r.result_id}.png"
+        heat = frame.with_name(f"{r.result_id}_heat.jpg")
+        try:
+            data = cv2.imencode(".png", r.image)[1].tobytes()
+            write_bytes(frame, data)
+            hm = heatmap_jpeg(r.inspection.model_map, r.inspection.pixel_threshold)
+            write_bytes(heat, hm)
+        except OSError as exc:
+            self.failed += 1
+            if self.failed == 1:
+                self.log(f"evidence not saved ({exc.strerror or exc}): verdicts and the record go on; "
+                         "the oldest evidence is deleted to make room")
+            self.retain(force_free=True)
+            return
+        with self.con:
+            self.con.execute("INSERT OR REPLACE INTO evidence VALUES (?, ?, ?, ?, ?, ?)",
+                             (r.result_id, r.wall_time, kind, str(frame), str(heat), len(data) + len(hm)))
+        self.saved += 1
+        if self.saved % self.check_every == 0:
+            self.retain()
+
+    def log(self, text: str) -> None:  # replaced by the runner's logger when run in the loop
+        print(f"warning: {text}")
+
+    def _delete(self, rows: list[tuple[str, str, str]]) -> None:
+        assert self.con is not None
+        for rid, frame, heat in rows:
+            for f in (frame, heat):
+                if f:
+                    Path(f).unlink(missing_ok=True)
+        with self.con:
+            self.con.executemany("DELETE FROM evidence WHERE result_id = ?", [(r[0],) for r in rows])
+        self.deleted += len(rows)
+
+    def retain(self, force_free: bool = False) -> None:
+        """Age limits per kind, then the oldest first while over the budget or short of free disk."""
+        assert self.con is not None
+        now = time.time()
+        old = self.con.execute("SELECT result_id, frame, heatmap FROM evidence WHERE (kind = 'ok' AND time < ?) OR "
+                               "(kind != 'ok' AND time < ?)", (now - self.policy.ok_days * 86400,
+                                                               now - self.policy.ng_days * 86400)).fetchall()
+        if old:
+            self._delete(old)
+        for _ in range(1000):
+            used = (self.con.execute("SELECT COALESCE(SUM(bytes), 0) FROM evidence").fetchone()[0]) / 2**20
+            free = _free_mb(self.policy.folder)
+            if used <= self.policy.budget_mb and free >= self.policy.min_free_mb and not force_free:
+                break
+            rows = self.con.execute("SELECT result_id, frame, heatmap FROM evidence ORDER BY time LIMIT 20").fetchall()
+            if not rows:
+                break
+            self._delete(rows)
+            force_free = False
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    def gauges(self) -> dict[str, tuple[str, float]]:
+        return {"evidence_saved": ("Evidence items saved (frame + heatmap)", float(self.saved)),
+                "evidence_deleted": ("Evidence items deleted by retention", float(self.deleted)),
+                "evidence_failed": ("Evidence items not saved (disk full or unwritable)", float(self.failed))}
+
+
+def _free_mb(folder: Path) -> float:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return float("inf")
+    return st.f_bavail * st.f_frsize / 2**20
+
+
+def usage(record: Path) -> dict[str, Any]:
+    """Evidence kept per kind: items and MB (for the health page)."""
+    from edge_stpm.runtime.loop.sinks.record import connect
+
+    con = connect(Path(record), readonly=True)
+    try:
+        rows = con.execute("SELECT kind, COUNT(*), COALESCE(SUM(bytes), 0) FROM evidence GROUP BY kind").fetchall()
+    except sqlite3.DatabaseError:
+        rows = []
+    finally:
+        con.close()
+    return {k: {"items": n, "mb": b / 2**20} for k, n, b in rows}

@@ -1,0 +1,161 @@
+// edge-stpm web app: fetch + DOM + keys, no library. The session id lives in sessionStorage and travels in the
+// X-Session header (never a cookie); a 401 (no session, or locked after the idle time) goes to the login page.
+"use strict";
+const $ = (s, el = document) => el.querySelector(s);
+const esc = (t) => String(t ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+const session = () => sessionStorage.getItem("edge-stpm-session") || "";
+const page = document.body.dataset.page;
+
+async function api(path, opts = {}) {
+  const headers = Object.assign({ "X-Session": session() }, opts.json ? { "Content-Type": "application/json" } : {}, opts.headers || {});
+  const res = await fetch(path, { method: opts.method || (opts.json || opts.body ? "POST" : "GET"), headers,
+    body: opts.json ? JSON.stringify(opts.json) : opts.body });
+  if (res.status === 401 && page !== "login") { location.href = "/app/login?next=" + encodeURIComponent(location.pathname); throw new Error("login"); }
+  if (!res.ok) { const t = await res.text(); toast(`${res.status}: ${t}`); throw new Error(t); }
+  return opts.raw ? res : res.headers.get("content-type")?.includes("json") ? res.json() : res.text();
+}
+function toast(text) { const t = $("#toast"); t.textContent = text; t.style.display = "block"; clearTimeout(t._h); t._h = setTimeout(() => (t.style.display = "none"), 4000); }
+const img = (url) => url ? `<img loading="lazy" alt="" src="${esc(url)}?session=${encodeURIComponent(session())}">` : "";
+const time = (iso) => esc(String(iso || "").replace("T", " ").slice(0, 19));
+
+async function whoami() {
+  if (page === "login") return;
+  const me = await api("/api/me");
+  $("#role").textContent = me.role; document.body.dataset.role = me.role;
+}
+$("#logout")?.addEventListener("click", () => { sessionStorage.removeItem("edge-stpm-session"); location.href = "/app/login"; });
+
+const pages = {
+  login() {
+    $("#login-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const res = await fetch("/api/login", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token: $("#token").value }) });
+      if (!res.ok) { $("#login-error").textContent = "unknown token"; return; }
+      const s = await res.json(); sessionStorage.setItem("edge-stpm-session", s.session);
+      location.href = new URLSearchParams(location.search).get("next") || "/app/live";
+    });
+  },
+  async live() {
+    const urls = {};
+    async function tick() {
+      const d = await api("/api/live");
+      const cams = $("#cameras");
+      d.sources.forEach((m, i) => {
+        let c = $(`#cam${i}`, cams);
+        if (!c) { cams.insertAdjacentHTML("beforeend", `<div class="card cam" id="cam${i}"><h2>camera ${i} <small class="recipe"></small></h2><img alt="camera ${i}"><p><span class="verdict"></span> <span class="score"></span></p></div>`); c = $(`#cam${i}`, cams); }
+      });
+      await Promise.all(d.sources.map(async (m, i) => {
+        if (!m) return;
+        const res = await api(`/api/live/${i}.jpg`, { raw: true }); // the picture and its own verdict, one response
+        const blob = await res.blob(); const c = $(`#cam${i}`);
+        if (urls[i]) URL.revokeObjectURL(urls[i]); urls[i] = URL.createObjectURL(blob);
+        $("img", c).src = urls[i];
+        const v = res.headers.get("X-Verdict"); const el = $(".verdict", c); el.textContent = v; el.className = "verdict " + v;
+        $(".score", c).textContent = `score ${(+res.headers.get("X-Score")).toFixed(2)} · frame ${res.headers.get("X-Frame")}`;
+        $(".recipe", c).textContent = res.headers.get("X-Recipe") ? "recipe " + res.headers.get("X-Recipe") : "";
+      }));
+      const counts = d.shift.counts || {}; const total = Object.values(counts).reduce((a, b) => a + b, 0);
+      $("#shift").textContent = d.shift.since_iso ? `since ${d.shift.since_iso}` : "";
+      $("#counters").innerHTML = `<div><b>${total}</b>parts</div><div><b class="good">${counts.OK || 0}</b>OK</div><div><b class="bad">${counts.NG || 0}</b>NG</div><div><b>${counts.REVIEW || 0}</b>REVIEW</div><div><b>${d.status.fps.toFixed(1)}</b>frames/s</div>`;
+      $("#recent-ng").innerHTML = d.status.recent_ng.map((n) => `<figure>${img("/" + n.url)}<figcaption>cam ${n.source} · frame ${n.frame} · ${n.normalised_score.toFixed(2)}${n.recipe ? " · " + esc(n.recipe) : ""}</figcaption></figure>`).join("") || "<p class=hint>none yet</p>";
+    }
+    await tick(); setInterval(() => tick().catch(() => {}), 700);
+  },
+  async history() {
+    const form = $("#filters");
+    async function load() {
+      const q = new URLSearchParams([...new FormData(form)].filter(([, v]) => v)); q.set("limit", "300");
+      $("#csv").href = `/api/results?${q}&format=csv&session=${encodeURIComponent(session())}`;
+      const rows = await api(`/api/results?${q}`);
+      $("#results tbody").innerHTML = rows.map((r) => `<tr><td>${time(r.time_iso)}</td><td>${r.source}</td><td>${esc(r.recipe_name || "")}</td><td><span class="verdict ${esc(r.verdict)}" style="font-size:.85rem">${esc(r.verdict)}</span></td><td>${r.normalised_score.toFixed(2)}</td><td>${r.evidence ? img(r.evidence.frame) : ""}</td><td>${r.evidence ? img(r.evidence.heatmap) : ""}</td><td>${r.review ? esc(r.review.mark + (r.review.defect_type ? " · " + r.review.defect_type : "") + " · " + r.review.who) : ""}</td></tr>`).join("");
+    }
+    form.addEventListener("submit", (e) => { e.preventDefault(); load(); }); await load();
+  },
+  async review() {
+    let queue = [], at = 0;
+    async function load() { queue = await api("/api/results?verdict=NG&reviewed=no&evidence=yes&limit=200"); const rv = await api("/api/results?verdict=REVIEW&reviewed=no&evidence=yes&limit=200").catch(() => []); queue = rv.concat(queue); at = 0; show(); }
+    function show() {
+      $("#queue-count").textContent = `${queue.length ? at + 1 : 0} of ${queue.length} to review`;
+      const r = queue[at];
+      $("#review-item").innerHTML = r ? `<div>${img(r.evidence.frame)}</div><div>${img(r.evidence.heatmap)}<p><span class="verdict ${esc(r.verdict)}">${esc(r.verdict)}</span> score ${r.normalised_score.toFixed(2)}</p><p class="hint">${time(r.time_iso)} · camera ${r.source} · recipe ${esc(r.recipe_name || "—")}<br>${esc(r.result_id)}</p></div>` : "<p>Nothing left to review.</p>";
+      document.body.dataset.current = r ? r.result_id : "";
+    }
+    async function mark(m) {
+      const r = queue[at]; if (!r) return;
+      await api("/api/review", { json: { result_id: r.result_id, mark: m, defect_type: m === "defect" ? ($("#defect-type").value || null) : null } });
+      toast(`${m}: ${r.result_id}`); queue.splice(at, 1); if (at >= queue.length) at = Math.max(0, queue.length - 1); show();
+    }
+    $("#mark-good").addEventListener("click", () => mark("good")); $("#mark-defect").addEventListener("click", () => mark("defect"));
+    document.addEventListener("keydown", (e) => {
+      if (e.target === $("#defect-type") && e.key !== "Enter") return;
+      const k = e.key.toLowerCase();
+      if (k === "g") mark("good"); else if (k === "d" || (k === "enter" && e.target === $("#defect-type"))) mark("defect");
+      else if (k === "n") { at = Math.min(at + 1, queue.length - 1); show(); } else if (k === "p") { at = Math.max(at - 1, 0); show(); }
+    });
+    await load();
+  },
+  async recipes() {
+    await renderRecipes();
+    document.addEventListener("click", async (e) => { const name = e.target.dataset?.rollback; if (!name) return; const r = await api(`/api/rollback?recipe=${encodeURIComponent(name)}`, { method: "POST" }); toast(`${name}: v${r.before.version} → v${r.after.version}`); renderRecipes(); });
+  },
+  async health() {
+    const h = await api("/api/health");
+    $("#health-state").innerHTML = h.ok ? '<span class="good">healthy</span>' : '<span class="bad">not healthy</span>';
+    $("#problems").innerHTML = h.problems.map((p) => `<li class="bad">${esc(p)}</li>`).join("");
+    const ev = Object.entries(h.evidence).map(([k, v]) => `${esc(k)} ${v.items} (${v.mb.toFixed(1)} MB)`).join(", ") || "none";
+    $("#health-summary").innerHTML = `model ${esc(h.model.model)} (${esc(h.model.backend)} ${esc(h.model.precision)}) · recipe ${esc(h.recipe.name)} · up ${(h.uptime_s / 60).toFixed(0)} min · disk free ${h.disk.free_gb.toFixed(1)} of ${h.disk.total_gb.toFixed(1)} GB · evidence ${ev} · outbox ${h.outbox_depth ?? "—"}${h.error ? ` · <span class="bad">${esc(h.error)}</span>` : ""}`;
+    $("#sources tbody").innerHTML = h.sources.map((s) => `<tr><td>${esc(s.spec)}</td><td>${s.fps.toFixed(1)}</td><td>${s.frames}</td><td>${s.ng}</td><td>${s.dropped}</td><td>${s.reconnects}</td></tr>`).join("");
+    $("#sinks tbody").innerHTML = h.sinks.map((s) => `<tr><td>${esc(s.sink)}</td><td>${s.taken}</td><td>${s.dropped}</td><td class="${s.failed ? "bad" : ""}">${s.failed}</td><td>${s.queue ?? ""}</td></tr>`).join("");
+    setTimeout(() => pages.health().catch(() => {}), 2000);
+  },
+  async audit() {
+    const form = $("#audit-filter");
+    async function load() {
+      const q = new URLSearchParams([...new FormData(form)].filter(([, v]) => v));
+      const rows = await api(`/api/audit?${q}`);
+      $("#audit tbody").innerHTML = rows.map((a) => `<tr><td>${time(a.time_iso)}</td><td>${esc(a.who)}</td><td>${esc(a.action)}</td><td>${esc(a.recipe || "")}</td><td class="${a.outcome === "ok" ? "" : "bad"}">${esc(a.outcome)}${a.detail ? " — " + esc(a.detail) : ""}</td><td><code>${esc(JSON.stringify(a.before))} → ${esc(JSON.stringify(a.after))}</code></td></tr>`).join("");
+    }
+    form.addEventListener("submit", (e) => { e.preventDefault(); load(); }); await load();
+  },
+};
+
+
+// the recipes page's content (rendered again after a deploy or rollback; its handlers are set, not added)
+async function renderRecipes() {
+    const rs = await api("/api/recipes");
+    $("#recipes").innerHTML = rs.map((r) => `<div class="card"><h2>${esc(r.name)} <small>index ${r.index}${r.active ? " · active" : ""} · threshold ${r.threshold} · min area ${r.min_defect_area} px${r.ignore ? " · ignore mask" : ""}</small></h2><table><thead><tr><th>version</th><th>status</th><th>deployed</th><th>by</th><th>sha256</th><th></th></tr></thead><tbody>${r.versions.slice().reverse().map((v) => `<tr><td>v${v.version}</td><td>${esc(v.status)}</td><td>${esc(new Date(v.deployed_at * 1000).toISOString().slice(0, 19).replace("T", " "))}</td><td>${esc(v.by)}</td><td><code>${esc(v.sha256.slice(0, 12))}</code></td><td></td></tr>`).join("")}</tbody></table><p class="engineer-only"><button type="button" data-rollback="${esc(r.name)}">roll back to the previous version</button></p></div>`).join("");
+    for (const sel of [$("#recipe-select"), $("#deploy-recipe")]) sel.innerHTML = rs.map((r) => `<option>${esc(r.name)}</option>`).join("");
+    const f = $("#settings"); const cur = () => rs.find((r) => r.name === f.recipe.value);
+    const fill = () => { f.threshold.value = cur().threshold; f.min_defect_area.value = cur().min_defect_area; $("#apply").disabled = true; };
+    f.recipe.onchange = fill; fill();
+    const body = () => ({ recipe: f.recipe.value, threshold: +f.threshold.value, min_defect_area: +f.min_defect_area.value, n: +f.n.value });
+    $("#preview").onclick = async () => {
+      const p = await api("/api/preview", { json: body() });
+      $("#preview-result").innerHTML = `On the last <b>${p.frames}</b> saved frames of ${esc(p.recipe)}: <b id="changed">${p.changed}</b> verdicts would change (NG ${p.ng_now} → ${p.ng_proposed}).`;
+      $("#apply").disabled = false;
+    };
+    $("#apply").onclick = async () => { const r = await api("/api/recipe-settings", { json: body() }); toast(`applied to ${r.recipe}`); $("#apply").disabled = true; };
+    $("#deploy").onsubmit = async (e) => {
+      e.preventDefault(); const files = [...$("#bundle").files]; if (!files.length) return;
+      const zip = await zipFiles(files); const r = await api(`/api/deploy?recipe=${encodeURIComponent($("#deploy-recipe").value)}&source=web+upload`, { body: zip, headers: { "Content-Type": "application/zip" } });
+      $("#deploy-result").textContent = `${r.recipe}: v${r.before.version} → v${r.after.version} live (self-test ${r.self_test.precision} ok)`; renderRecipes();
+    };
+}
+
+// a minimal zip writer (stored, no compression) for the deploy upload: the bundle's files as the box expects them
+async function zipFiles(files) {
+  const crcTable = new Uint32Array(256).map((_, n) => { let c = n; for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1; return c >>> 0; });
+  const crc32 = (b) => { let c = 0xffffffff; for (const x of b) c = crcTable[(c ^ x) & 0xff] ^ (c >>> 8); return (c ^ 0xffffffff) >>> 0; };
+  const parts = [], central = []; let offset = 0;
+  for (const f of files) {
+    const data = new Uint8Array(await f.arrayBuffer()); const name = new TextEncoder().encode(f.name); const crc = crc32(data);
+    const h = new DataView(new ArrayBuffer(30)); [[0, 0x04034b50, 4], [4, 20, 2], [14, crc, 4], [18, data.length, 4], [22, data.length, 4], [26, name.length, 2]].forEach(([o, v, n]) => n === 4 ? h.setUint32(o, v, true) : h.setUint16(o, v, true));
+    const c = new DataView(new ArrayBuffer(46)); [[0, 0x02014b50, 4], [4, 20, 2], [6, 20, 2], [16, crc, 4], [20, data.length, 4], [24, data.length, 4], [28, name.length, 2], [42, offset, 4]].forEach(([o, v, n]) => n === 4 ? c.setUint32(o, v, true) : c.setUint16(o, v, true));
+    parts.push(h, name, data); central.push(c, name); offset += 30 + name.length + data.length;
+  }
+  const size = central.reduce((a, p) => a + (p.byteLength ?? p.length), 0);
+  const end = new DataView(new ArrayBuffer(22)); [[0, 0x06054b50, 4], [8, files.length, 2], [10, files.length, 2], [12, size, 4], [16, offset, 4]].forEach(([o, v, n]) => n === 4 ? end.setUint32(o, v, true) : end.setUint16(o, v, true));
+  return new Blob([...parts, ...central, end]);
+}
+
+whoami().then(() => pages[page]?.()).catch(() => {});
