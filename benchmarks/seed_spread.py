@@ -31,7 +31,7 @@ def cli_fixture(data: Path, work: Path, seed: int) -> dict:
     from edge_stpm.training.evaluate import evaluate
     from edge_stpm.training.train import TrainConfig, train
 
-    train(TrainConfig(data, work / "cli", backbone="mobilenet_v2", epochs=2, batch_size=8, image_size=64, seed=seed,
+    train(TrainConfig(data, work / "cli", backbone="mobilenet_v2", epochs=2, batch_size=8, image_size=64, seed=seed, head="stpm",
                       quiet=True))
     o = evaluate(work / "cli" / "model.pt", data, work / "cli_rep", quiet=True)["overall"]
     return {k: o[k] for k in ("image_auroc", "pixel_auroc", "aupro")}
@@ -50,7 +50,7 @@ def trained_fixture(data: Path, work: Path, seed: int) -> dict:
     from edge_stpm.runtime.loop.sources import open_source
 
     run_dir = work / "run"
-    train(TrainConfig(data, run_dir, backbone="mobilenet_v2", epochs=20, batch_size=8, image_size=128, seed=seed,
+    train(TrainConfig(data, run_dir, backbone="mobilenet_v2", epochs=20, batch_size=8, image_size=128, seed=seed, head="stpm",
                       quiet=True))
     o = evaluate(run_dir / "model.pt", data, work / "rep", quiet=True)["overall"]
     out: dict = {"pytorch": {k: o[k] for k in ("image_auroc", "pixel_auroc", "aupro")}}

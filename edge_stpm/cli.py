@@ -121,7 +121,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           batch_size: int = typer.Option(32, **rng("batch_size"), help="Images per training step."),
           val_fraction: float = typer.Option(0.2, **rng("val_fraction"), help="Share of good images held out for model selection and thresholds."),
           size: int = typer.Option(256, **rng("size"), help="Model input side (pixels)."),
-          fit: Fit = typer.Option("pad", help="How images meet the square input: pad (keep aspect ratio, reflect-pad), stretch or crop."),
+          fit: Optional[Fit] = typer.Option(None, help="How images meet the square input: pad (keep aspect ratio, reflect-pad), stretch or crop (default: the one the head was chosen with: stretch for memory, pad for stpm and both)."),
           smoothing: float = typer.Option(4.0, **rng("smoothing"), help="Gaussian smoothing of the map before the image score: sigma in pixels (0 = official STPM head)."),
           score_top: float = typer.Option(2.0, **rng("score_top"), help="Image score: the mean of the top this % of the map (default 2: higher AUROC on magnetic tile, 3 seeds); 0 = its max (the official STPM head)."),
           map_combine: MapCombine = typer.Option("weighted_sum", help="How the pyramid levels make the map: weighted_sum (default: each level divided by its spread on the held-out good images; higher AUROC on magnetic tile) or product (the official STPM head)."),

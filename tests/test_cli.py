@@ -39,7 +39,7 @@ def test_synth_command(tmp_path: Path) -> None:
 
 
 def test_train_and_evaluate_commands(synth_dir: Path, tmp_path: Path, mobilenet_weights: None) -> None:
-    res = invoke("train", "--data", synth_dir, "--backbone", "mobilenet_v2", "--epochs", 2, "--batch-size", 8,
+    res = invoke("train", "--data", synth_dir, "--backbone", "mobilenet_v2", "--head", "stpm", "--epochs", 2, "--batch-size", 8,
                  "--size", 64, "--out", tmp_path / "run", "--quiet")
     assert res.exit_code == 0, res.output
     ck = checkpoint.read(tmp_path / "run" / "model.pt")

@@ -155,7 +155,7 @@ def test_resnet18_random_checkpoint_exports_all_graphs(synth_dir: Path, tmp_path
     from edge_stpm.training.train import TrainConfig, train
 
     run = tmp_path / "r18"
-    train(TrainConfig(synth_dir, run, backbone="resnet18", epochs=1, batch_size=8, image_size=64,
+    train(TrainConfig(synth_dir, run, backbone="resnet18", epochs=1, batch_size=8, image_size=64, head="stpm",
                       teacher_weights="random", quiet=True))
     rep = export(run / "model.pt", ["fp32", "fp16", "int8"], tmp_path / "e18", calib_root=tmp_path / "cal", quiet=True)
     assert set(rep["graphs"]) == {"fp32", "fp16", "int8"}

@@ -16,7 +16,7 @@ def r18_ckpt(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edge_stpm.training.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("gpu_r18")
-    train(TrainConfig(synth_dir, run, backbone="resnet18", epochs=2, batch_size=8, image_size=128,
+    train(TrainConfig(synth_dir, run, backbone="resnet18", epochs=2, batch_size=8, image_size=128, head="stpm",
                       teacher_weights="random", device="cuda", quiet=True))
     return run / "model.pt"
 

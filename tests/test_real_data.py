@@ -29,7 +29,7 @@ def test_few_epochs_on_real_tiles_find_blowholes(tmp_path: Path, mobilenet_weigh
     from edge_stpm.training.train import TrainConfig, train
 
     data = _subset(tmp_path / "mt")
-    s = train(TrainConfig(data, tmp_path / "run", backbone="mobilenet_v2", epochs=4, batch_size=16, image_size=128,
+    s = train(TrainConfig(data, tmp_path / "run", backbone="mobilenet_v2", epochs=4, batch_size=16, image_size=128, head="stpm",
                           quiet=True))
     # measured 2026-11-27 (seeds 0 and 1, 2-core CPU): the last epoch's validation loss is 0.579 / 0.578 of the
     # first's; pixel AUROC 0.992 / 0.989, AUPRO 0.966 / 0.966, image AUROC 0.808 / 0.814. Bounds leave 0.17 on the

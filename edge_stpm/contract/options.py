@@ -28,7 +28,9 @@ MAP_COMBINE_NAMES = ("product", "weighted_sum")
 HEAD_NAMES = ("stpm", "memory", "both")
 TRAIN_HEAD_NAMES = HEAD_NAMES + ("auto",)  # auto: the head with the best no-defect check (synthetic anomalies)
 # the head's defaults live here (torch-free) so the runtime CLI's --help shows them; training reads them too
-DEFAULT_HEAD = "stpm"
+DEFAULT_HEAD = "memory"  # won round 3 (benchmarks/results/accuracy/RULE_R3.md, TABLE_R3.md); an old checkpoint keeps its head
+# the fit each head was chosen with: pad for the student (RULE.md), stretch for the memory bank (RULE_R3.md)
+DEFAULT_FIT = {"stpm": "pad", "both": "pad", "memory": "stretch", "auto": "pad"}
 DEFAULT_CORESET = 0.01  # memory head: the share of training patches kept (benchmarks/results/accuracy/RULE_R3.md)
 DEFAULT_BANK_MAX_MB = 32.0  # memory head: the bank's float32 bytes are capped here, for the edge
 

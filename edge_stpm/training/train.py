@@ -26,6 +26,7 @@ from edge_stpm.training.model import (
     MAP_COMBINES, STPM, InspectionPipeline, Preprocess, good_head_weights, good_level_weights, level_distance,
     stpm_loss,
 )
+from edge_stpm.contract.options import DEFAULT_FIT
 from edge_stpm.training.heads.memory import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, fit_memory
 from edge_stpm.contract.progress import bar, console
 
@@ -49,7 +50,7 @@ class TrainConfig:
     batch_size: int = 32
     val_fraction: float = 0.2
     image_size: int = 256
-    fit: str = "pad"
+    fit: str | None = None  # None: the fit the head was chosen with (contract.options.DEFAULT_FIT)
     sigma: float = 4.0
     score_top_percent: float = DEFAULT_SCORE_TOP_PERCENT
     map_combine: str = DEFAULT_MAP_COMBINE
@@ -70,6 +71,8 @@ class TrainConfig:
 
 def _check(cfg: TrainConfig) -> None:
     get_spec(cfg.backbone)
+    if cfg.fit is None:
+        cfg.fit = DEFAULT_FIT.get(cfg.head, "pad")
     if cfg.fit not in FIT_MODES:
         raise UserError(f"unknown fit mode {cfg.fit!r}; choose one of {', '.join(FIT_MODES)}")
     if cfg.loss not in LOSS_REDUCTIONS:
