@@ -42,7 +42,9 @@ class EvidenceSink(Sink):
     """Writes each kept result's frame and heatmap, then its ``evidence`` row; retention every ``check_every``."""
 
     name = "evidence"
-    queue_size = 64
+    queue_size = 256
+    batch_max = 64  # the rows of the results that queued up meanwhile: one transaction (one fsync)
+    batch_linger_s = 0.05
 
     def __init__(self, policy: EvidencePolicy, record: Path, check_every: int = 50) -> None:
         self.policy, self.record, self.check_every = policy, Path(record), check_every
@@ -67,7 +69,21 @@ class EvidenceSink(Sink):
         return self.kind(result) is not None
 
     def take(self, r: Result) -> None:
+        self.take_batch([r])
+
+    def take_batch(self, results: list[Result]) -> None:
+        """Each result's files, then their rows in one transaction."""
         assert self.con is not None
+        rows = [row for row in (self._files(r) for r in results) if row is not None]
+        if rows:
+            with self.con:
+                self.con.executemany("INSERT OR REPLACE INTO evidence VALUES (?, ?, ?, ?, ?, ?)", rows)
+        before = self.saved
+        self.saved += len(rows)
+        if self.saved // self.check_every != before // self.check_every:
+            self.retain()
+
+    def _files(self, r: Result) -> tuple[Any, ...] | None:
         kind = "ok" if r.inspection.verdict == "OK" else r.inspection.verdict.lower()
         day = time.strftime("%Y-%m-%d", time.gmtime(r.wall_time))
         frame = self.policy.folder / day / f"{r.result_id}.png"
@@ -83,13 +99,8 @@ class EvidenceSink(Sink):
                 self.log(f"evidence not saved ({exc.strerror or exc}): verdicts and the record go on; "
                          "the oldest evidence is deleted to make room")
             self.retain(force_free=True)
-            return
-        with self.con:
-            self.con.execute("INSERT OR REPLACE INTO evidence VALUES (?, ?, ?, ?, ?, ?)",
-                             (r.result_id, r.wall_time, kind, str(frame), str(heat), len(data) + len(hm)))
-        self.saved += 1
-        if self.saved % self.check_every == 0:
-            self.retain()
+            return None
+        return (r.result_id, r.wall_time, kind, str(frame), str(heat), len(data) + len(hm))
 
     def log(self, text: str) -> None:  # replaced by the runner's logger when run in the loop
         print(f"warning: {text}")
