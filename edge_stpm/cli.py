@@ -871,6 +871,21 @@ def rollback(station: str = _STATION, recipe: str = typer.Option(..., help="The 
     out.print(f"recipe {recipe}: version {r['before']['version']} → {r['after']['version']} live", highlight=False)
 
 
+@app.command()
+@one_line_errors
+def dataset(from_history: Path = typer.Option(..., "--from-history", help="The inspection record (the station's history.db) with review marks and saved frames."),
+            recipe: str = typer.Option(..., help="The recipe whose reviewed results to take."),
+            out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout folder to write."),
+            held_out: float = typer.Option(0.2, **rng("held_out"), help="Share of the reviewed good frames put in test/good (seeded by result id)."),
+            include_ok: bool = typer.Option(False, "--include-ok", help="Add the sampled OK frames to train/good.")) -> None:
+    """Reviewed results as data: good → train/good (and test/good), defect → test/<type>, manifest.json."""
+    from edge_stpm.runtime.feedback.dataset import build
+
+    m = build(from_history, recipe, out_dir, held_out, include_ok)
+    out.print(f"{out_dir}: " + ", ".join(f"{k} {v}" for k, v in sorted(m["counts"].items())) + "; manifest.json",
+              highlight=False, soft_wrap=True)
+
+
 config_app = typer.Typer(no_args_is_help=True, help="The station file: check it, show it with its defaults, its JSON Schema.")
 app.add_typer(config_app, name="config")
 

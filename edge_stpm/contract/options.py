@@ -74,6 +74,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "smoothing": (0.0, 64.0),
     "score_top": (0.0, 10.0),
     "coreset": (0.0001, 1.0),
+    "held_out": (0.0, 0.95),
     "bank_max_mb": (0.1, 4096.0),
     "n_images": (1, 1_000_000),
     "video_frames": (1, 1_000_000),

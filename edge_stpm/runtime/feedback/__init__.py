@@ -1,0 +1,1 @@
+"""Feedback from the line: reviewed results become data (``dataset``)."""
