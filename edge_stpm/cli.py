@@ -371,14 +371,13 @@ def _station_params(ctx: typer.Context, config: Optional[Path], given: dict[str,
         if given["model"] is None:
             raise UserError("give a model: --model M (or a station file with its recipes: --config station.toml)")
         return given | {"station": None}
-    from click.core import ParameterSource
-
     from edge_stpm.runtime.station.config import load, run_values
 
     if given["model"] is not None:
         raise UserError("--model and --config: a station file's recipes name the models; give one or the other")
     st = load(config)
-    flag = lambda name: ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE  # noqa: E731
+    # given on the command line (click's ParameterSource.COMMANDLINE; by name: typer may bring its own click)
+    flag = lambda name: getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"  # noqa: E731
     p = given | {k: v for k, v in run_values(st).items() if not flag(k)}
     if not (flag("camera") or flag("source")):
         p["camera"] = [x.camera for x in st.sources if x.camera is not None]

@@ -162,3 +162,51 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(exported: Path, synt
         assert after == before, "every file of the first run unchanged, nothing half-written left"
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+@needs_runtime
+def test_runtime_install_runs_a_station_with_its_web_app(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """The station, its recipes, its store, its web app and the dataset tool with torch really absent: config check,
+    then run --config with the web app serving its pages and API, then the record's reviews → dataset."""
+    import socket
+    import time
+    import urllib.request
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    st = tmp_path / "st.toml"
+    st.write_text(f'[[recipes]]\nname = "tile"\nindex = 0\nmodel = "{exported}"\n[[sources]]\nspec = "{synth_dir / "video.avi"}"\n'
+                  f'[run]\nheadless = true\nloop = true\n[http]\nbind = "127.0.0.1:{port}"\nengineer_token = "engineer-token-x"\n'
+                  f'[history]\ndb = "{tmp_path / "h.db"}"\n[store]\nroot = "{tmp_path / "m"}"\n[evidence]\nfolder = "{tmp_path / "ev"}"\n')
+    r = cli("config", "check", st, python=RUNTIME_PY)
+    assert r.returncode == 0 and "1 recipes" in r.stdout, r.stderr
+    e = dict(os.environ)
+    e.pop("EDGE_STPM_RUNTIME_PYTHON", None)
+    p = subprocess.Popen([RUNTIME_PY, "-m", "edge_stpm.cli", "run", "--config", str(st)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=e, cwd="/")
+    h = {"Authorization": "Bearer engineer-token-x"}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                rows = json.loads(urllib.request.urlopen(urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/results?verdict=NG&evidence=yes&limit=5", headers=h), timeout=5).read())
+                if rows:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and p.poll() is None, p.stderr.read() if p.poll() is not None else "slow"
+            time.sleep(0.5)
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/app/review", timeout=10).read().decode()
+        assert "Review" in page and "/static/app.js" in page
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/static/app.js", timeout=10).status == 200
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/review", method="POST", headers=h | {
+            "Content-Type": "application/json"}, data=json.dumps({"result_id": rows[0]["result_id"], "mark": "good"}).encode())
+        assert json.loads(urllib.request.urlopen(req, timeout=10).read())["who"].startswith("engineer@")
+    finally:
+        p.terminate()
+        p.communicate(timeout=60)
+    r = cli("dataset", "--from-history", tmp_path / "h.db", "--recipe", "tile", "--out", tmp_path / "ds", python=RUNTIME_PY)
+    assert r.returncode == 0 and (tmp_path / "ds" / "manifest.json").is_file(), r.stderr
