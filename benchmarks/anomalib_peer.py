@@ -52,7 +52,8 @@ def main() -> int:
     train = [Path(p) for p in ck["training"]["train_images"]]
     t0 = time.perf_counter()
     imgs = torch.from_numpy(load_images(train, size, fit))
-    model.train()
+    model.train()  # PatchCore collects embeddings in training mode ...
+    model.feature_extractor.eval()  # ... but the frozen teacher's batch norm must keep its ImageNet statistics
     for i in range(0, len(imgs), 16):
         model(pre(imgs[i : i + 16]))
     model.subsample_embedding(ratio)
