@@ -424,10 +424,14 @@ def _run(p: dict[str, Any]) -> None:
     srcs: list = []
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
     insp, opts.workers = _run_inspector(p, len(specs), trigger == "free-run", line)
+    from edge_stpm.runtime.feedback import drift
+
+    tracker = drift.attach(p["station"], insp, opts.sinks, warn)
     try:
         if bind is not None:
             opts.http = _live_view(bind, p["http_token"], p["http_fps"], insp, p["model"], specs, history,
                                    getattr(insp, "control", None))
+            drift.show(tracker, opts.http)
             if trigger == "http":
                 opts.http.plc = line.plc  # POST /trigger drives the handshake
             opts.http.recipes, opts.http.recipe_plc = getattr(insp, "recipes", None), line.plc  # POST /recipe
@@ -631,7 +635,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of im
 @one_line_errors
 def history(db: Path = typer.Option(data_dir() / "history.db", "--history-db", "--db", help="The inspection record that edge-stpm run keeps (the same name as run --history-db and the station file's history.db; --db is kept for older scripts)."),
             since: Optional[str] = typer.Option(None, help="Only results since this: a duration (45s, 30m, 2h, 7d) or an ISO time (UTC unless it says otherwise)."),
-            verdict: HistoryVerdict = typer.Option("any", help="Only OK or only NG results."),
+            verdict: HistoryVerdict = typer.Option("any", help="Only OK, NG or REVIEW results (REVIEW: inside a recipe's review band)."),
             source: Optional[int] = typer.Option(None, **rng("source_index"), help="Only this source (0 = the first --camera/--source of the run)."),
             recipe: Optional[str] = typer.Option(None, help="Only results of this recipe (its name or index in the station file)."),
             limit: int = typer.Option(50, **rng("limit"), help="The newest this many results (shown oldest first)."),

@@ -178,13 +178,14 @@ def modbus_cycles(port: int, n: int, proc=None, check_busy: bool = True,
                 assert r2[plc.STATUS] & plc.BIT_ERROR and r2[plc.ERROR_CODE] in (plc.ERR_BUSY, plc.ERR_NOT_ACKED), r2
             regs = _wait_bit(c, plc.BIT_RESULTS_READY, True, poll_s=poll_s)
             cycles.append((time.perf_counter() - t0) * 1e3)
-            ok, ng = bool(regs[plc.STATUS] & plc.BIT_OK), bool(regs[plc.STATUS] & plc.BIT_NG)
-            assert ok != ng, regs
-            seen.append((regs[plc.TRIGGER_ID], "NG" if ng else "OK", regs[plc.SCORE],
+            bits = {v: bool(regs[plc.STATUS] & b) for v, b in (("OK", plc.BIT_OK), ("NG", plc.BIT_NG),
+                                                                ("REVIEW", plc.BIT_REVIEW))}
+            assert sum(bits.values()) == 1, regs  # exactly one verdict bit
+            seen.append((regs[plc.TRIGGER_ID], next(v for v, on in bits.items() if on), regs[plc.SCORE],
                          (regs[plc.COUNT_HI] << 16) | regs[plc.COUNT_LO], regs[plc.FRAME_ID]))
             c.write_register(plc.COMMAND, plc.CMD_ACK, device_id=1)
             regs = _wait_bit(c, plc.BIT_RESULTS_READY, False, poll_s=poll_s)
-            assert not regs[plc.STATUS] & (plc.BIT_OK | plc.BIT_NG)
+            assert not regs[plc.STATUS] & (plc.BIT_OK | plc.BIT_NG | plc.BIT_REVIEW)
             c.write_register(plc.COMMAND, 0, device_id=1)
     finally:
         c.close()
@@ -216,7 +217,7 @@ def opcua_cycles(port: int, n: int, proc=None, check_busy: bool = True, poll_s: 
             vs = await client.nodes.objects.get_child([f"{idx}:VisionSystem"])
             state = await vs.get_child([f"{idx}:State"])
             last = await vs.get_child([f"{idx}:ResultManagement", f"{idx}:LastResult"])
-            names = ("TriggerId", "Verdict", "ResultId", "IsPartGood")
+            names = ("TriggerId", "Verdict", "ResultId", "IsPartGood", "IsReview")
             fields = {k: await last.get_child([f"{idx}:{k}"]) for k in names}
             parts = await vs.get_child([f"{idx}:Counters", f"{idx}:Parts"])
             seen, cycles = [], []
@@ -240,7 +241,7 @@ def opcua_cycles(port: int, n: int, proc=None, check_busy: bool = True, poll_s: 
                 await until(state, "ResultReady")
                 cycles.append((time.perf_counter() - t0) * 1e3)
                 v = {k: await f.read_value() for k, f in fields.items()}
-                assert v["IsPartGood"] == (v["Verdict"] == "OK")
+                assert v["IsPartGood"] == (v["Verdict"] == "OK") and v["IsReview"] == (v["Verdict"] == "REVIEW")
                 seen.append((v["TriggerId"], v["Verdict"], v["ResultId"], await parts.read_value()))
                 assert v["TriggerId"] == tid, (v, tid)
                 await vs.call_method(f"{idx}:AckResult")

@@ -121,7 +121,9 @@ def graph_metadata(ck_meta: dict[str, Any], precision: str, batch: int, ckpt_sha
         "head": ck_meta.get("head", "stpm"),
         "head_weights": ck_meta.get("head_weights"),
         "memory": ck_meta.get("memory"),
-        "thresholds": {"image": thr["image"], "pixel": thr["pixel"], "method": thr["method"]},
+        # good_scores: the held-out good images' score figures (p50, p95…): the box's drift tracking compares with them
+        "thresholds": {"image": thr["image"], "pixel": thr["pixel"], "method": thr["method"]}
+                      | ({"good_scores": thr["good_scores"]} if thr.get("good_scores") else {}),
         "checkpoint_sha256": ckpt_sha256,
         "versions": library_versions(),
     }

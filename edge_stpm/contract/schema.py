@@ -20,7 +20,8 @@ _SIZE = {"type": "integer", "minimum": RANGES["size"][0], "maximum": RANGES["siz
 _FILE_NAME = r"^(?!\.\.?$)[^/\\\x00]+$"  # one name inside the bundle folder: no separators, not . or ..
 
 THRESHOLDS = {"type": "object", "required": ["image", "pixel"],
-              "properties": {"image": _POS, "pixel": _POS, "method": {"type": "string"}}}
+              "properties": {"image": _POS, "pixel": _POS, "method": {"type": "string"},
+                             "good_scores": {"type": "object", "additionalProperties": {"type": "number"}}}}
 
 # the head and input settings shared by a checkpoint and the graphs exported from it
 _HEAD = {

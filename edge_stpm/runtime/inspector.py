@@ -51,6 +51,9 @@ class InspectionResult:
     keep: np.ndarray | None = None
     defect_area: int | None = None
     notes: tuple[str, ...] = ()
+    # a recipe's review band (runtime/station/recipes.py): not NG, but scored inside the band below the threshold —
+    # a human decides (the third verdict, REVIEW; never counted as OK)
+    review: bool = False
 
     @functools.cached_property
     def region_map(self) -> np.ndarray:
@@ -70,7 +73,7 @@ class InspectionResult:
 
     @property
     def verdict(self) -> str:
-        return "NG" if self.ng else "OK"
+        return "NG" if self.ng else "REVIEW" if self.review else "OK"
 
     def overlay(self, frame: np.ndarray, alpha: float = ALPHA, text: Sequence[str] = ()) -> np.ndarray:
         """The frame with colour near/above the threshold, contours on NG only, a colour bar and the banner. With

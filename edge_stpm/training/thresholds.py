@@ -59,7 +59,8 @@ def calibrate(image_scores: np.ndarray, maps: np.ndarray, method: str = "logsigm
         "n_good": int(scores.size),
         "good_scores": {
             "mean": float(scores.mean()), "std": float(scores.std()), "min": float(scores.min()),
-            "p50": float(np.percentile(scores, 50)), "p99": float(np.percentile(scores, 99)), "max": float(scores.max()),
+            "p50": float(np.percentile(scores, 50)), "p95": float(np.percentile(scores, 95)),
+            "p99": float(np.percentile(scores, 99)), "max": float(scores.max()),
         },
     }
 

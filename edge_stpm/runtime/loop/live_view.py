@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from edge_stpm.contract.errors import UserError
+from edge_stpm.runtime.loop.sinks.record import VERDICTS, query
 
 # read/infer: per-stage cost; verdict/picture: capture → verdict handed on, capture → overlay drawn
 STAGES = ("read", "infer", "verdict", "picture")
@@ -132,6 +133,7 @@ class LiveView:
                             ["sink", "outcome"], registry=r)
         self.m_error = Gauge("edge_stpm_error", "1 while a required sink (a line output) is failing", registry=r)
         self.m_extra: dict[str, Any] = {}
+        self.drift: Any = None  # runtime/feedback/drift.DriftTracker of a station run (the health page, /metrics)
         Info("edge_stpm_model", "The model being run", registry=r).info({k: str(v) for k, v in model.items()})
         self._lock = threading.Lock()
         self._latest: dict[int, tuple[int, np.ndarray]] = {}
@@ -159,9 +161,12 @@ class LiveView:
     # --- loop side -------------------------------------------------------------------------------------------
 
     def publish(self, index: int, overlay: np.ndarray | None, ng: bool, normalised_score: float, threshold: float,
-                fps: float, ms: dict[str, float], dropped: int, reconnects: int, source: int = 0) -> None:
+                fps: float, ms: dict[str, float], dropped: int, reconnects: int, source: int = 0,
+                verdict: str | None = None) -> None:
         """The verdict of one frame (the loop's verdict sink calls it as soon as inference ends): counters and status,
-        never blocking on viewers. ``overlay``, when given, is also handed on as in ``publish_picture``."""
+        never blocking on viewers. ``overlay``, when given, is also handed on as in ``publish_picture``. ``verdict``:
+        OK, NG or REVIEW (from ``ng`` when not given)."""
+        verdict = verdict or ("NG" if ng else "OK")
         label = str(source)
         self._last_frame[source] = time.monotonic()
         self.m_frames.labels(label).inc()
@@ -185,9 +190,9 @@ class LiveView:
                     self._frame_event.popitem(last=False)
             st = self._status
             one = st["sources"][source]
-            one.update(verdict="NG" if ng else "OK", normalised_score=float(normalised_score), fps=float(fps),
+            one.update(verdict=verdict, normalised_score=float(normalised_score), fps=float(fps),
                        frames=one["frames"] + 1, ng=one["ng"] + int(ng), dropped=dropped, reconnects=reconnects)
-            st.update(verdict="NG" if ng else "OK", normalised_score=float(normalised_score), threshold=float(threshold),
+            st.update(verdict=verdict, review=st.get("review", 0) + int(verdict == "REVIEW"), normalised_score=float(normalised_score), threshold=float(threshold),
                       fps=float(fps), frames=st["frames"] + 1, ng=st["ng"] + int(ng),
                       dropped=sum(x["dropped"] for x in st["sources"]),
                       reconnects=sum(x["reconnects"] for x in st["sources"]))
@@ -378,10 +383,8 @@ class LiveView:
         except ValueError:
             raise web.HTTPBadRequest(text="limit must be a number") from None
         verdict = request.query.get("verdict")
-        if verdict not in (None, "OK", "NG"):
-            raise web.HTTPBadRequest(text="verdict must be OK or NG")
-        from edge_stpm.runtime.loop.sinks.record import query
-
+        if verdict not in (None, *VERDICTS):
+            raise web.HTTPBadRequest(text="verdict must be one of " + ", ".join(VERDICTS))
         try:
             rows = await asyncio.get_running_loop().run_in_executor(None, query, self.history, None, verdict, None, limit)
         except UserError as exc:

@@ -54,6 +54,10 @@ class Recipe(_Section):
     min_defect_area: int = Field(0, ge=0, le=100_000_000, description="A part is NG only if one connected region "
                                                                       "above the pixel threshold covers at least this "
                                                                       "many frame pixels (0: the image score alone).")
+    review_band: Optional[float] = Field(None, gt=0.0, lt=1.0, description="The lower edge of a review band, in "
+                                         "normalised score (1.0 = this recipe's threshold): a part that is not NG but "
+                                         "scores at least this much is REVIEW — Modbus status bit 6, OPC UA IsReview, "
+                                         "never counted as OK. Off when not set.")
 
     @field_validator("name")
     @classmethod
@@ -164,6 +168,16 @@ class EvidenceSection(_Section):
     min_free_mb: float = Field(512.0, ge=0, le=10_000_000, description="Keep at least this much disk free.")
 
 
+class DriftSection(_Section):
+    enabled: bool = Field(True, description="Track the scores of the parts not judged NG per recipe against the model's "
+                                            "calibration (median, p95) and raise an alarm when they move "
+                                            "(docs/feedback.md).")
+    window: int = Field(300, ge=10, le=100_000, description="The last this many parts not judged NG, per recipe.")
+    min_parts: int = Field(50, ge=10, le=100_000, description="No figure and no alarm before this many parts.")
+    margin: float = Field(0.15, gt=0, le=10, description="Alarm when the window's median moves, or its p95 rises, by "
+                                                         "more than this (normalised score; 1.0 = the threshold).")
+
+
 class StoreSection(_Section):
     root: Optional[Path] = Field(None, description="Where the box keeps every bundle deployed to its recipes "
                                                    "(default: the data folder's models/).")
@@ -186,6 +200,7 @@ class Station(_Section):
     audit: AuditSection = AuditSection()
     store: StoreSection = StoreSection()
     evidence: EvidenceSection = EvidenceSection()
+    drift: DriftSection = DriftSection()
 
     @model_validator(mode="after")
     def _unique(self) -> "Station":

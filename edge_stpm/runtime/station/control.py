@@ -166,7 +166,7 @@ def zip_bundle(folder: Path) -> bytes:
     return buf.getvalue()
 
 
-LIVE_KEYS = ("threshold", "roi", "ignore_mask", "ignore_polygons", "min_defect_area")
+LIVE_KEYS = ("threshold", "roi", "ignore_mask", "ignore_polygons", "min_defect_area", "review_band")
 
 
 def _live(r: Any) -> dict[str, Any]:

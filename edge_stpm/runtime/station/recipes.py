@@ -117,6 +117,10 @@ class LoadedRecipe:
             area = largest_region(out.region_map, r.pixel_threshold, keep[0] if keep else None) if out.ng else 0
             out = dataclasses.replace(out, ng=out.ng and area >= self.cfg.min_defect_area, defect_area=area)
             notes.append(f"min area {self.cfg.min_defect_area} px: largest {area} px")
+        band = self.cfg.review_band
+        if band is not None and not out.ng and out.normalised_score >= band:
+            out = dataclasses.replace(out, review=True)
+            notes.append(f"review band from {band:.2f}")
         out.notes = tuple(notes)
         return out
 
@@ -182,6 +186,7 @@ class RecipeSet:
 
     def summary(self) -> list[dict[str, Any]]:
         return [r.info | {"version": r.version, "threshold": r.cfg.threshold, "roi": r.cfg.roi, "min_defect_area": r.cfg.min_defect_area,
+                          "review_band": r.cfg.review_band,
                           "ignore": bool(r.cfg.ignore_mask or r.cfg.ignore_polygons), "load_s": round(r.load_s, 3),
                           "active": r.cfg.index == self.active_index} for r in self.recipes.values()]
 

@@ -269,7 +269,8 @@ class Api:
             "sinks": st.get("sinks", []), "error": st.get("error"), "model": st["model"],
             "recipe": self.control.recipes.active.info, "disk": {"total_gb": disk.total / 2**30,
                                                                  "free_gb": disk.free / 2**30},
-            "evidence": evidence, "outbox_depth": _gauge(self.view, "mqtt_outbox_depth")})
+            "evidence": evidence, "outbox_depth": _gauge(self.view, "mqtt_outbox_depth"),
+            "drift": self.view.drift.snapshot() if self.view.drift is not None else []})
 
     async def audit(self, request: Any) -> Any:
         from aiohttp import web

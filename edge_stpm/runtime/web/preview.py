@@ -31,6 +31,11 @@ def _proposed(control: Any, body: dict[str, Any]) -> tuple[Any, Any]:
         if not 0 <= a <= 100_000_000:
             raise UserError("min_defect_area must be 0..100000000 frame pixels")
         upd["min_defect_area"] = a
+    if "review_band" in body:  # null turns the band off
+        b = body["review_band"]
+        if b is not None and not 0 < float(b) < 1:
+            raise UserError("review_band must be above 0 and below 1 (normalised score), or null for none")
+        upd["review_band"] = None if b is None else float(b)
     return rec, rec.cfg.model_copy(update=upd)
 
 
@@ -78,7 +83,10 @@ def preview(control: Any, record: Path | None, body: dict[str, Any]) -> dict[str
     changed = [i for i in items if i["now"] != i["proposed"]]
     return {"recipe": rec.cfg.name, "frames": len(items), "changed": len(changed),
             "ng_now": sum(i["now"] == "NG" for i in items), "ng_proposed": sum(i["proposed"] == "NG" for i in items),
-            "proposed": {"threshold": cfg.threshold, "min_defect_area": cfg.min_defect_area}, "items": items}
+            "review_now": sum(i["now"] == "REVIEW" for i in items),
+            "review_proposed": sum(i["proposed"] == "REVIEW" for i in items),
+            "proposed": {"threshold": cfg.threshold, "min_defect_area": cfg.min_defect_area,
+                         "review_band": cfg.review_band}, "items": items}
 
 
 def _top(rec: Any) -> float:

@@ -19,7 +19,8 @@ class HttpVerdictSink(Sink):
         src = self.sources[r.source]
         self.view.publish(r.frame_index, None, r.ng, r.inspection.normalised_score, r.inspection.image_threshold,
                           r.fps, {"read": r.read_ms, "infer": r.infer_ms, "verdict": r.verdict_ms},
-                          src.dropped, getattr(src, "reconnects", 0), source=r.source)
+                          src.dropped, getattr(src, "reconnects", 0), source=r.source,
+                          verdict=r.inspection.verdict)
 
 
 class HttpPictureSink(Sink):

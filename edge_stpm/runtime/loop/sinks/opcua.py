@@ -74,6 +74,7 @@ class OpcuaServer:
         last = await rm.add_object(node("VisionSystem", "ResultManagement", "LastResult"), f"{idx}:LastResult")
         for name, value, vt in (("ResultId", "", ua.VariantType.String), ("TriggerId", 0, ua.VariantType.UInt32),
                                 ("IsPartGood", False, ua.VariantType.Boolean), ("Verdict", "", ua.VariantType.String),
+                                ("IsReview", False, ua.VariantType.Boolean),
                                 ("NormalisedScore", 0.0, ua.VariantType.Double),
                                 ("RawThreshold", 0.0, ua.VariantType.Double),
                                 ("CreationTime", datetime.now(timezone.utc), ua.VariantType.DateTime),
@@ -88,6 +89,8 @@ class OpcuaServer:
                                                  ua.VariantType.UInt64)
         n["NgParts"] = await counters.add_variable(node("VisionSystem", "Counters", "NgParts"), f"{idx}:NgParts", 0,
                                                    ua.VariantType.UInt64)
+        n["ReviewParts"] = await counters.add_variable(node("VisionSystem", "Counters", "ReviewParts"),
+                                                       f"{idx}:ReviewParts", 0, ua.VariantType.UInt64)
         recipe = await vs.add_object(node("VisionSystem", "Recipe"), f"{idx}:Recipe")
         n["Recipe.Index"] = await recipe.add_variable(node("VisionSystem", "Recipe", "Index"), f"{idx}:Index",
                                                       self.state.recipe_index, ua.VariantType.UInt16)
@@ -98,7 +101,7 @@ class OpcuaServer:
         await vs.add_method(node("VisionSystem", "SelectRecipe"), f"{idx}:SelectRecipe", self._select,
                             [ua.VariantType.UInt16], [ua.VariantType.Boolean])
         self.server = s
-        self.ng = 0
+        self.ng = self.review = 0
 
     async def _select(self, parent: Any, index: Any) -> list[Any]:
         from asyncua import ua
@@ -140,10 +143,12 @@ class OpcuaServer:
         from asyncua import ua
 
         n, ins = self.nodes, r.inspection
-        self.ng += int(ins.ng)
+        self.ng += int(ins.verdict == "NG")
+        self.review += int(ins.verdict == "REVIEW")
         values = {"ResultId": (r.result_id, ua.VariantType.String),
                   "TriggerId": (r.trigger_id or 0, ua.VariantType.UInt32),
-                  "IsPartGood": (not ins.ng, ua.VariantType.Boolean), "Verdict": (ins.verdict, ua.VariantType.String),
+                  "IsPartGood": (ins.verdict == "OK", ua.VariantType.Boolean), "Verdict": (ins.verdict, ua.VariantType.String),
+                  "IsReview": (ins.verdict == "REVIEW", ua.VariantType.Boolean),
                   "NormalisedScore": (float(ins.normalised_score), ua.VariantType.Double),
                   "RawThreshold": (float(ins.image_threshold), ua.VariantType.Double),
                   "CreationTime": (datetime.fromtimestamp(r.wall_time, timezone.utc), ua.VariantType.DateTime),
@@ -151,6 +156,7 @@ class OpcuaServer:
                   "CameraFrameId": (int(r.camera.get("frame_id", 0)), ua.VariantType.UInt64),
                   "CameraTimestamp": (int(r.camera.get("timestamp", 0)), ua.VariantType.UInt64),
                   "Parts": (self.state.count, ua.VariantType.UInt64), "NgParts": (self.ng, ua.VariantType.UInt64),
+                  "ReviewParts": (self.review, ua.VariantType.UInt64),
                   "RecipeIndex": (int((ins.recipe or {}).get("index", 0)), ua.VariantType.UInt16),
                   "RecipeName": (str((ins.recipe or {}).get("name", "")), ua.VariantType.String)}
         for name, (v, vt) in values.items():

@@ -28,7 +28,7 @@ STATUS, ERROR_CODE, TRIGGER_ID, SCORE, HEARTBEAT, CYCLE, COUNT_HI, COUNT_LO, FRA
 # inputs (PLC → box)
 COMMAND, RECIPE = 10, 11
 N_REGISTERS = 16
-BIT_TRIGGER_READY, BIT_RESULTS_READY, BIT_OK, BIT_NG, BIT_ERROR, BIT_BUSY = (1 << i for i in range(6))
+BIT_TRIGGER_READY, BIT_RESULTS_READY, BIT_OK, BIT_NG, BIT_ERROR, BIT_BUSY, BIT_REVIEW = (1 << i for i in range(7))
 CMD_TRIGGER, CMD_ACK = 1, 2
 ERR_NONE, ERR_BUSY, ERR_NOT_ACKED, ERR_INSPECTION, ERR_OUTPUT, ERR_SOURCE, ERR_RECIPE = range(7)
 ERROR_TEXT = {ERR_NONE: "none", ERR_BUSY: "trigger while busy inspecting",
@@ -36,7 +36,8 @@ ERROR_TEXT = {ERR_NONE: "none", ERR_BUSY: "trigger while busy inspecting",
               ERR_INSPECTION: "the inspection failed", ERR_OUTPUT: "a required output is failing",
               ERR_SOURCE: "the source ended or is lost", ERR_RECIPE: "unknown recipe index"}
 REGISTERS = {
-    STATUS: "status bits: 0 trigger ready, 1 results ready, 2 OK, 3 NG, 4 error, 5 busy",
+    STATUS: "status bits: 0 trigger ready, 1 results ready, 2 OK, 3 NG, 4 error, 5 busy, 6 REVIEW (a recipe's review "
+            "band: neither OK nor NG is set — divert the part to a person)",
     ERROR_CODE: "error code (0 none, 1 busy, 2 result not acknowledged, 3 inspection failed, 4 output failing, "
                 "5 source ended, 6 unknown recipe)",
     TRIGGER_ID: "trigger id of the result (the box counts accepted triggers from 1; uint16, wraps)",
@@ -60,7 +61,7 @@ class PlcState:
         self.lock = threading.Lock()
         self.triggers: queue.Queue[tuple[int, float]] = queue.Queue()
         self.trigger_ready, self.results_ready, self.busy = True, False, False
-        self.ok = self.ng = False
+        self.ok = self.ng = self.review = False
         self.error_code = ERR_NONE
         self.next_trigger = 1
         self.last_trigger = 0
@@ -120,7 +121,7 @@ class PlcState:
     def ack(self) -> None:
         with self.lock:
             if self.results_ready:
-                self.results_ready = self.ok = self.ng = False
+                self.results_ready = self.ok = self.ng = self.review = False
                 self.trigger_ready = not self.busy
                 if self.error_code in (ERR_BUSY, ERR_NOT_ACKED):
                     self.error_code = ERR_NONE
@@ -131,7 +132,8 @@ class PlcState:
             self.cycle_ms = (time.monotonic() - t) * 1e3 if t is not None else 0.0
             if t is not None:
                 self.cycles.append(self.cycle_ms)
-            self.ok, self.ng = not r.ng, r.ng
+            v = r.inspection.verdict
+            self.ok, self.ng, self.review = v == "OK", v == "NG", v == "REVIEW"
             self.score = r.inspection.normalised_score
             self.last_trigger = r.trigger_id or 0
             self.frame_id = int(r.camera.get("frame_id", 0)) if r.camera else 0
@@ -159,7 +161,7 @@ class PlcState:
     def registers(self) -> list[int]:
         with self.lock:
             status = ((BIT_TRIGGER_READY if self.trigger_ready else 0) | (BIT_RESULTS_READY if self.results_ready else 0)
-                      | (BIT_OK if self.ok else 0) | (BIT_NG if self.ng else 0)
+                      | (BIT_OK if self.ok else 0) | (BIT_NG if self.ng else 0) | (BIT_REVIEW if self.review else 0)
                       | (BIT_ERROR if self.error_code else 0) | (BIT_BUSY if self.busy else 0))
             out = [0] * N_REGISTERS
             out[STATUS], out[ERROR_CODE] = status, self.error_code
@@ -177,7 +179,7 @@ class PlcState:
         with self.lock:
             if not (self.results_ready and self.last_trigger == tid):
                 return None
-            return {"trigger_id": tid, "result_id": self.result_id, "verdict": "NG" if self.ng else "OK",
+            return {"trigger_id": tid, "result_id": self.result_id, "verdict": "NG" if self.ng else "REVIEW" if self.review else "OK",
                     "normalised_score": self.score, "cycle_ms": self.cycle_ms, "count": self.count,
                     "camera_frame_id": self.frame_id or None}
 

@@ -21,7 +21,8 @@ from typing import Any, Iterable
 from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+VERDICTS = ("OK", "NG", "REVIEW")  # REVIEW: inside a recipe's review band (a person decides)
 APPLICATION_ID = 0x45535452  # "ESTR": SQLite's application_id of an edge-stpm inspection record
 COLUMNS = ("result_id", "time", "time_iso", "source", "source_spec", "frame", "trigger_id", "verdict", "score",
            "normalised_score", "image_threshold", "pixel_threshold", "model_sha256", "snapshot", "verdict_ms",
@@ -38,22 +39,27 @@ AUDIT_SCHEMA = ("CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOIN
                 # review marks (the web app's review page): one per result, who and when
                 "CREATE TABLE IF NOT EXISTS reviews (result_id TEXT PRIMARY KEY, mark TEXT NOT NULL CHECK (mark IN "
                 "('good', 'defect')), defect_type TEXT, who TEXT NOT NULL, time REAL NOT NULL)")
-# schema 1 → 2: the recipe that judged a result and its largest defect region (older rows read them as null), and
-# the audit log
-MIGRATIONS = {1: ("ALTER TABLE inspections ADD COLUMN recipe_index INTEGER",
-                  "ALTER TABLE inspections ADD COLUMN recipe_name TEXT",
-                  "ALTER TABLE inspections ADD COLUMN defect_area INTEGER") + AUDIT_SCHEMA}
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS inspections (
+INSPECTIONS = """CREATE TABLE IF NOT EXISTS {name} (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   result_id TEXT NOT NULL UNIQUE,
   time REAL NOT NULL, time_iso TEXT NOT NULL,
   source INTEGER NOT NULL, source_spec TEXT NOT NULL, frame INTEGER NOT NULL, trigger_id INTEGER,
-  verdict TEXT NOT NULL CHECK (verdict IN ('OK', 'NG')),
+  verdict TEXT NOT NULL CHECK (verdict IN ('OK', 'NG', 'REVIEW')),
   score REAL NOT NULL, normalised_score REAL NOT NULL, image_threshold REAL NOT NULL, pixel_threshold REAL NOT NULL,
   model_sha256 TEXT NOT NULL, snapshot TEXT, verdict_ms REAL, camera TEXT,
   recipe_index INTEGER, recipe_name TEXT, defect_area INTEGER
-);
+);"""
+# schema 1 → 2: the recipe that judged a result and its largest defect region (older rows read them as null), and
+# the audit log
+MIGRATIONS = {1: ("ALTER TABLE inspections ADD COLUMN recipe_index INTEGER",
+                  "ALTER TABLE inspections ADD COLUMN recipe_name TEXT",
+                  "ALTER TABLE inspections ADD COLUMN defect_area INTEGER") + AUDIT_SCHEMA,
+              # schema 2 → 3: the third verdict, REVIEW (SQLite changes a CHECK only by copying the table)
+              2: (INSPECTIONS.format(name="inspections_v3"),
+                  f"INSERT INTO inspections_v3 (id, {', '.join(COLUMNS)}) SELECT id, {', '.join(COLUMNS)} FROM inspections",
+                  "DROP TABLE inspections", "ALTER TABLE inspections_v3 RENAME TO inspections",
+                  "CREATE INDEX IF NOT EXISTS inspections_time ON inspections(time)")}
+SCHEMA = INSPECTIONS.format(name="inspections") + """
 CREATE INDEX IF NOT EXISTS inspections_time ON inspections(time);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """ + "\n".join(f"{sql};" for sql in AUDIT_SCHEMA)

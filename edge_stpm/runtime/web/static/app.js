@@ -106,6 +106,8 @@ const pages = {
     $("#health-summary").innerHTML = `model ${esc(h.model.model)} (${esc(h.model.backend)} ${esc(h.model.precision)}) · recipe ${esc(h.recipe.name)} · up ${(h.uptime_s / 60).toFixed(0)} min · disk free ${h.disk.free_gb.toFixed(1)} of ${h.disk.total_gb.toFixed(1)} GB · evidence ${ev} · outbox ${h.outbox_depth ?? "—"}${h.error ? ` · <span class="bad">${esc(h.error)}</span>` : ""}`;
     $("#sources tbody").innerHTML = h.sources.map((s) => `<tr><td>${esc(s.spec)}</td><td>${s.fps.toFixed(1)}</td><td>${s.frames}</td><td>${s.ng}</td><td>${s.dropped}</td><td>${s.reconnects}</td></tr>`).join("");
     $("#sinks tbody").innerHTML = h.sinks.map((s) => `<tr><td>${esc(s.sink)}</td><td>${s.taken}</td><td>${s.dropped}</td><td class="${s.failed ? "bad" : ""}">${s.failed}</td><td>${s.queue ?? ""}</td></tr>`).join("");
+    const f2 = (x) => (x === undefined ? "—" : x.toFixed(2));
+    $("#drift tbody").innerHTML = h.drift.map((d) => `<tr><td>${esc(d.recipe)}</td><td>${d.parts}</td><td>${f2(d.median)}</td><td>${f2(d.p95)}</td><td>${f2(d.calibrated_p50)} / ${f2(d.calibrated_p95)}</td><td>${f2(d.shift)}</td><td class="${d.alarm ? "bad" : "good"}">${d.alarm ? "DRIFT" : "ok"}</td></tr>`).join("") || '<tr><td colspan="7">no figures yet (drift tracking needs a station file and a model with stored calibration figures)</td></tr>';
     setTimeout(() => pages.health().catch(() => {}), 2000);
   },
   async audit() {
@@ -123,15 +125,15 @@ const pages = {
 // the recipes page's content (rendered again after a deploy or rollback; its handlers are set, not added)
 async function renderRecipes() {
     const rs = await api("/api/recipes");
-    $("#recipes").innerHTML = rs.map((r) => `<div class="card"><h2>${esc(r.name)} <small>index ${r.index}${r.active ? " · active" : ""} · threshold ${r.threshold} · min area ${r.min_defect_area} px${r.ignore ? " · ignore mask" : ""}</small></h2><table><thead><tr><th>version</th><th>status</th><th>deployed</th><th>by</th><th>sha256</th><th></th></tr></thead><tbody>${r.versions.slice().reverse().map((v) => `<tr><td>v${v.version}</td><td>${esc(v.status)}</td><td>${esc(new Date(v.deployed_at * 1000).toISOString().slice(0, 19).replace("T", " "))}</td><td>${esc(v.by)}</td><td><code>${esc(v.sha256.slice(0, 12))}</code></td><td></td></tr>`).join("")}</tbody></table><p class="engineer-only"><button type="button" data-rollback="${esc(r.name)}">roll back to the previous version</button></p></div>`).join("");
+    $("#recipes").innerHTML = rs.map((r) => `<div class="card"><h2>${esc(r.name)} <small>index ${r.index}${r.active ? " · active" : ""} · threshold ${r.threshold} · min area ${r.min_defect_area} px${r.review_band ? ` · review from ${r.review_band}` : ""}${r.ignore ? " · ignore mask" : ""}</small></h2><table><thead><tr><th>version</th><th>status</th><th>deployed</th><th>by</th><th>sha256</th><th></th></tr></thead><tbody>${r.versions.slice().reverse().map((v) => `<tr><td>v${v.version}</td><td>${esc(v.status)}</td><td>${esc(new Date(v.deployed_at * 1000).toISOString().slice(0, 19).replace("T", " "))}</td><td>${esc(v.by)}</td><td><code>${esc(v.sha256.slice(0, 12))}</code></td><td></td></tr>`).join("")}</tbody></table><p class="engineer-only"><button type="button" data-rollback="${esc(r.name)}">roll back to the previous version</button></p></div>`).join("");
     for (const sel of [$("#recipe-select"), $("#deploy-recipe")]) sel.innerHTML = rs.map((r) => `<option>${esc(r.name)}</option>`).join("");
     const f = $("#settings"); const cur = () => rs.find((r) => r.name === f.recipe.value);
-    const fill = () => { f.threshold.value = cur().threshold; f.min_defect_area.value = cur().min_defect_area; $("#apply").disabled = true; };
+    const fill = () => { f.threshold.value = cur().threshold; f.min_defect_area.value = cur().min_defect_area; f.review_band.value = cur().review_band ?? ""; $("#apply").disabled = true; };
     f.recipe.onchange = fill; fill();
-    const body = () => ({ recipe: f.recipe.value, threshold: +f.threshold.value, min_defect_area: +f.min_defect_area.value, n: +f.n.value });
+    const body = () => ({ recipe: f.recipe.value, threshold: +f.threshold.value, min_defect_area: +f.min_defect_area.value, review_band: f.review_band.value === "" ? null : +f.review_band.value, n: +f.n.value });
     $("#preview").onclick = async () => {
       const p = await api("/api/preview", { json: body() });
-      $("#preview-result").innerHTML = `On the last <b>${p.frames}</b> saved frames of ${esc(p.recipe)}: <b id="changed">${p.changed}</b> verdicts would change (NG ${p.ng_now} → ${p.ng_proposed}).`;
+      $("#preview-result").innerHTML = `On the last <b>${p.frames}</b> saved frames of ${esc(p.recipe)}: <b id="changed">${p.changed}</b> verdicts would change (NG ${p.ng_now} → ${p.ng_proposed}, REVIEW ${p.review_now} → ${p.review_proposed}).`;
       $("#apply").disabled = false;
     };
     $("#apply").onclick = async () => { const r = await api("/api/recipe-settings", { json: body() }); toast(`applied to ${r.recipe}`); $("#apply").disabled = true; };

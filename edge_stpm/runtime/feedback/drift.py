@@ -1,0 +1,163 @@
+"""Drift of the good parts, seen before false calls pile up: per recipe, the normalised scores of the parts that
+were not judged NG (OK and REVIEW) over a sliding window — median and p95 — against the same figures of the held-out
+good images the thresholds were calibrated on (stored in the model's metadata: ``thresholds.good_scores``).
+
+When the window's median moves by more than ``margin`` (either way), or its p95 rises by more than ``margin``, the
+recipe's drift alarm is raised: ``/metrics`` (``edge_stpm_drift_alarm{recipe}``), the web app's health page, and
+one log line. It clears (one line) when both are back within half the margin. Only parts not judged NG count: NG
+parts are what the box is for, and drift is what the *good* parts do.
+
+Scores are normalised by the image threshold in force (1.0 = threshold), so a recipe's threshold scale changes the
+calibrated figures the same way. Models calibrated before p95 was stored compare the window's p95 with their p99
+(a higher baseline: the alarm comes later, never falsely earlier).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_stpm.runtime.loop.sinks.base import Result, Sink
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    window: int = 300  # the last this many parts not judged NG, per recipe
+    min_parts: int = 50  # no figure (and no alarm) before this many
+    margin: float = 0.15  # normalised score units (1.0 = the threshold)
+
+
+def calibrated(metadata: dict[str, Any]) -> tuple[float, float, str] | None:
+    """(good p50, good p95, which stored figure stands for p95) in raw score, from a model's metadata."""
+    good = (metadata.get("thresholds") or {}).get("good_scores") or {}
+    if "p50" not in good:
+        return None
+    if "p95" in good:
+        return float(good["p50"]), float(good["p95"]), "p95"
+    if "p99" in good:
+        return float(good["p50"]), float(good["p99"]), "p99"
+    return None
+
+
+class DriftTracker:
+    """Thread-safe: ``add`` from the loop's sink thread, ``snapshot`` from the web server."""
+
+    def __init__(self, policy: DriftPolicy, log: Callable[[str], None] = print) -> None:
+        self.policy, self.log = policy, log
+        self.lock = threading.Lock()
+        self.windows: dict[str, deque[float]] = {}
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def add(self, recipe: str, normalised: float, base_p50: float, base_p95: float, base_kind: str = "p95") -> None:
+        p = self.policy
+        with self.lock:
+            w = self.windows.setdefault(recipe, deque(maxlen=p.window))
+            w.append(float(normalised))
+            st = self.state.setdefault(recipe, {"recipe": recipe, "alarm": False, "since": None, "alarms": 0})
+            st.update(parts=len(w), calibrated_p50=base_p50, calibrated_p95=base_p95, calibrated_from=base_kind)
+            if len(w) < p.min_parts:
+                return
+            a = np.fromiter(w, np.float64, len(w))
+            med, p95 = float(np.median(a)), float(np.percentile(a, 95))
+            shift = max(abs(med - base_p50), p95 - base_p95)
+            st.update(median=med, p95=p95, shift=shift)
+            raise_, clear = not st["alarm"] and shift > p.margin, st["alarm"] and shift < p.margin / 2
+            if raise_:
+                st.update(alarm=True, since=time.time(), alarms=st["alarms"] + 1)
+            elif clear:
+                st.update(alarm=False, since=None)
+        if raise_:
+            self.log(f"drift: recipe {recipe} — the good parts' scores moved: median {med:.2f} (calibrated "
+                     f"{base_p50:.2f}), p95 {p95:.2f} (calibrated {base_kind} {base_p95:.2f}), past the margin "
+                     f"{p.margin:.2f}; review recent parts before false calls rise (docs/feedback.md)")
+        elif clear:
+            self.log(f"drift: recipe {recipe} back within the margin (median {med:.2f}, p95 {p95:.2f})")
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(s) for s in self.state.values()]
+
+    def alarmed(self) -> list[str]:
+        with self.lock:
+            return [k for k, s in self.state.items() if s["alarm"]]
+
+
+class DriftSink(Sink):
+    """Feeds the tracker from the verdicts (a verdict sink; lossy: a drift figure can miss a part, the line never
+    waits for it). ``metadata_of(result)`` gives the metadata of the model that judged the result."""
+
+    name = "drift"
+    queue_size = 1024
+
+    def __init__(self, tracker: DriftTracker, metadata_of: Callable[[Result], dict[str, Any]]) -> None:
+        self.tracker, self.metadata_of = tracker, metadata_of
+
+    def wants(self, r: Result) -> bool:
+        return r.inspection.verdict != "NG"
+
+    def take(self, r: Result) -> None:
+        base = calibrated(self.metadata_of(r))  # a few dict lookups: a deployed model brings its own figures
+        if base is None:
+            return
+        ins = r.inspection
+        thr = float(ins.image_threshold)
+        name = (ins.recipe or {}).get("name") or "model"
+        self.tracker.add(name, float(ins.normalised_score), base[0] / thr, base[1] / thr, base[2])
+
+
+def metadata_lookup(inspector: Any) -> Callable[[Result], dict[str, Any]]:
+    """The metadata of the model that judged a result: its recipe's model with a station, else the one model."""
+    recipes = getattr(inspector, "recipes", None)
+
+    def of(r: Result) -> dict[str, Any]:
+        if recipes is not None and r.inspection.recipe:
+            rec = recipes.by_name(r.inspection.recipe.get("name", ""))
+            if rec is not None:
+                return rec.inspector.backend.metadata
+        return inspector.backend.metadata
+
+    return of
+
+
+class DriftCollector:
+    """``/metrics``: per recipe ``edge_stpm_drift_median``, ``_p95``, ``_shift`` and ``_alarm`` (0/1)."""
+
+    def __init__(self, tracker: DriftTracker) -> None:
+        self.tracker = tracker
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        fams = {k: GaugeMetricFamily(f"edge_stpm_drift_{k}", doc, labels=["recipe"]) for k, doc in (
+            ("median", "Median normalised score of the recent parts not judged NG"),
+            ("p95", "95th percentile of the same"), ("shift", "How far they moved from the calibration"),
+            ("alarm", "1 while the recipe's drift alarm is raised"))}
+        for st in self.tracker.snapshot():
+            for k in ("median", "p95", "shift"):
+                if k in st:
+                    fams[k].add_metric([st["recipe"]], st[k])
+            fams["alarm"].add_metric([st["recipe"]], 1.0 if st["alarm"] else 0.0)
+        yield from fams.values()
+
+
+def attach(station: Any, inspector: Any, sinks: list[Sink], log: Callable[[str], None]) -> DriftTracker | None:
+    """A station run's drift tracking (its ``[drift]`` section): the sink added to ``sinks``; the tracker returned
+    for the HTTP view (``show``)."""
+    if station is None or not station.drift.enabled:
+        return None
+    d = station.drift
+    tracker = DriftTracker(DriftPolicy(d.window, d.min_parts, d.margin), log)
+    sinks.append(DriftSink(tracker, metadata_lookup(inspector)))
+    return tracker
+
+
+def show(tracker: DriftTracker | None, view: Any) -> None:
+    """The tracker on the HTTP view: its figures in /metrics and the health page."""
+    if tracker is None or view is None:
+        return
+    view.drift = tracker
+    view.registry.register(DriftCollector(tracker))
