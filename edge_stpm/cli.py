@@ -889,6 +889,46 @@ def dataset(from_history: Path = typer.Option(..., "--from-history", help="The i
               highlight=False, soft_wrap=True)
 
 
+@app.command()
+@one_line_errors
+def collect(out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout folder to fill: raw frames go to OUT/train/good/ (numbering goes on in a folder that has some), contact_sheet.jpg beside."),
+            config: Optional[Path] = typer.Option(None, "--config", help="A station file: its source, trigger, PLC servers, HTTP and the first recipe's ROI (flags given here win)."),
+            camera: Optional[list[int]] = typer.Option(None, **rng("camera"), help="Camera index (V4L2 on Linux)."),
+            source: Optional[list[str]] = typer.Option(None, help="Any source run takes: video file, image folder, RTSP/HTTP URL, GStreamer pipeline, basler://SERIAL?… (a camera trigger: one frame per trigger)."),
+            count: int = typer.Option(200, **rng("collect_count"), help="Stop when this many frames are kept."),
+            min_change: float = typer.Option(3.0, **rng("min_change"), help="Skip a frame whose 64x64 grey thumbnail differs from the last kept one's by less than this (mean absolute difference, grey levels): a stopped conveyor shows the same part again. 0 keeps every frame."),
+            trigger: Trigger = typer.Option("free-run", help="free-run: every frame; plc: one frame per PLC trigger (--modbus or --opcua; the PLC reads OK); http: one per POST /trigger on --http."),
+            roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before saving: the ROI run will inspect."),
+            modbus: Optional[str] = typer.Option(None, help="The PLC handshake as a Modbus TCP server at HOST:PORT (docs/line.md)."),
+            opcua: Optional[str] = typer.Option(None, help="The PLC handshake as an OPC UA server at HOST:PORT."),
+            opcua_user: Optional[str] = typer.Option(None, help="USER:PASSWORD the OPC UA server requires."),
+            http: Optional[str] = typer.Option(None, help="Serve the live view (and POST /trigger) at HOST:PORT while collecting."),
+            http_token: Optional[str] = typer.Option(None, help="Token every HTTP endpoint requires."),
+            max_frames: Optional[int] = typer.Option(None, **rng("max_frames"), help="Stop after reading this many frames, kept or not.")) -> None:
+    """Day one: save good parts from the station's own camera, lighting and trigger (no model needed) —
+    near-duplicates skipped, progress shown, a contact sheet at the end. Then: train, evaluate, deploy."""
+    from edge_stpm.contract.progress import bar
+    from edge_stpm.runtime.feedback.collect import CollectSettings, collect as run_collect
+
+    cfg = CollectSettings([str(c) for c in camera or []] + list(source or []), out_dir, count, min_change, trigger,
+                          _roi(roi) if roi else None, modbus, opcua, opcua_user, http, http_token, max_frames=max_frames)
+    if config is not None:
+        from edge_stpm.runtime.station.config import collect_values, load
+
+        cfg = collect_values(load(config), cfg)
+    warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
+    with bar() as progress:
+        task = progress.add_task("collect", total=count, info="")
+        stats, sheet, s = run_collect(cfg, warn, lambda st: progress.update(task, advance=1, info=f"{st.duplicates} near-duplicates skipped"))
+    out.print(f"{len(stats.kept)} frames kept in {out_dir / 'train' / 'good'} ({stats.duplicates} near-duplicates skipped "
+              f"of {stats.seen} seen; ended: {s.end_reason or 'target reached'})" + (f"; contact sheet {sheet}" if sheet else ""),
+              highlight=False, soft_wrap=True)
+    if len(stats.kept) < count:
+        warn(f"only {len(stats.kept)} of the {count} frames wanted (the source ended or was stopped); run collect "
+             "again into the same folder to add more")
+    out.print(f"next: edge-stpm train --data {out_dir} --out runs/first", highlight=False)
+
+
 config_app = typer.Typer(no_args_is_help=True, help="The station file: check it, show it with its defaults, its JSON Schema.")
 app.add_typer(config_app, name="config")
 

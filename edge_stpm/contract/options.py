@@ -97,6 +97,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "outbox_max": (10, 10_000_000),
     "limit": (1, 10_000_000),
     "timeout": (0.1, 3600.0),
+    "collect_count": (1, 1_000_000),
+    "min_change": (0.0, 255.0),
 }
 
 

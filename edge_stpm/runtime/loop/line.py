@@ -15,7 +15,7 @@ from edge_stpm.runtime.loop.frames import Source
 class LineSettings:
     """``run``'s line options. ``modbus`` is HOST:PORT or None; ``trigger`` is free-run or plc."""
 
-    model: Path
+    model: Path | None  # None: no model (collect), nothing that names one (record, MQTT)
     history_db: Path | None
     history_keep_days: float = 90.0
     history_max_mb: float = 2048.0
@@ -97,7 +97,7 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
     from edge_stpm.contract.artifacts import model_sha256
 
     line = Line()
-    sha = model_sha256(cfg.model)
+    sha = model_sha256(cfg.model) if cfg.model is not None else ""
     if cfg.history_db is not None:
         from edge_stpm.runtime.loop.sinks.record import RecordSink
 

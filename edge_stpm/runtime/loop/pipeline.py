@@ -64,6 +64,7 @@ class RunOptions:
     sinks: list[Sink] = field(default_factory=list)
     on_error: Callable[[str], None] | None = None  # called once when a required sink starts failing (PLC error)
     on_inspection_error: Callable[[str], None] | None = None  # a frame could not be inferred (remote server down)
+    stop: threading.Event | None = None  # set from outside (a sink that has what it needs): the loop ends
     checked: bool = False  # set by check_outputs (the CLI checks before loading the model; run() then skips it)
 
 
@@ -222,7 +223,7 @@ class Pipeline:
         self.chans = [Channel(i, s, specs[i], _suffixed(opts.record, i, n),
                               (opts.save_anomalies / f"src{i}" if n > 1 else opts.save_anomalies)
                               if opts.save_anomalies else None) for i, s in enumerate(sources)]
-        self.stop = threading.Event()
+        self.stop = opts.stop if opts.stop is not None else threading.Event()
         self.summary = RunSummary()
         # per-frame timings: the newest TIMING_WINDOW frames (a 24/7 run must not grow without bound)
         self.times: dict[str, deque[float]] = {k: deque(maxlen=TIMING_WINDOW) for k in ("read", "infer", "verdict", "loop")}

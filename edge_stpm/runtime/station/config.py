@@ -352,6 +352,21 @@ def run_values(st: Station) -> dict[str, Any]:
     return out
 
 
+def collect_values(st: Station, cfg: Any) -> Any:
+    """``edge-stpm collect --config``: the station's source, trigger, PLC servers, HTTP and its first recipe's ROI,
+    where the command line gave none (``cfg``: runtime.feedback.collect.CollectSettings)."""
+    import dataclasses
+
+    rv = run_values(st)
+    specs = [str(x.camera) for x in st.sources if x.camera is not None] + [x.spec for x in st.sources if x.spec]
+    upd: dict[str, Any] = {"specs": cfg.specs or specs, "roi": cfg.roi or st.initial().roi}
+    if cfg.trigger == "free-run" and rv.get("trigger"):
+        upd["trigger"] = rv["trigger"]
+    for k in ("modbus", "opcua", "opcua_user", "http", "http_token"):
+        upd[k] = getattr(cfg, k) or rv.get(k)
+    return dataclasses.replace(cfg, **upd)
+
+
 def schema() -> dict[str, Any]:
     """The station file's JSON Schema (for editors: completion and checks)."""
     s = Station.model_json_schema()

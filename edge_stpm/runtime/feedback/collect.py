@@ -1,0 +1,211 @@
+"""Day one: good parts from the line, before any model exists (``edge-stpm collect``).
+
+The station's own loop runs with no model: every frame (free-running, one per PLC / HTTP trigger, or one per
+camera trigger) goes through a pass-through "inspection" (verdict OK, score 0: the PLC's handshake completes as
+usual) to ``CollectSink``, which writes the raw frame — after the same ROI as ``run`` — as PNG into an MVTec-layout
+folder (``OUT/train/good/``). A frame too like the last one kept (a stopped conveyor shows the same part again) is
+skipped: the mean absolute difference of two 64×64 grey thumbnails, in grey levels, must reach ``min_change``.
+When the target count is reached the loop stops; a contact sheet of what was kept is written beside.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.files import write_bytes
+from edge_stpm.runtime.inspector import InspectionResult
+from edge_stpm.runtime.loop.sinks.base import Result, Sink
+
+THUMB = 64
+SHEET_MAX = 100  # thumbnails on the contact sheet (spread over what was kept)
+
+
+def thumb(image: np.ndarray) -> np.ndarray:
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    return cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def change(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two thumbnails, in grey levels (0–255)."""
+    return float(np.abs(a - b).mean())
+
+
+class _NoModel:
+    name, precision, accelerated, image_size = "none", "-", False, 0
+    metadata: dict[str, Any] = {"backbone": "none", "thresholds": {"image": 1.0, "pixel": 1.0}}
+
+    def close(self) -> None:
+        pass
+
+
+class PassThrough:
+    """The loop's inspector when there is no model yet: every frame is OK with score 0 (the PLC sees Results Ready
+    with OK, so its handshake runs exactly as it will with a model)."""
+
+    backend = _NoModel()
+    path_note = "no model (collect)"
+    threshold_scale = 1.0
+
+    def inspect_batch(self, frames: Sequence[np.ndarray]) -> list[InspectionResult]:
+        return [InspectionResult(0.0, 0.0, False, np.zeros((1, 1), np.float32), f.shape[:2], "stretch", 1.0, 1.0)
+                for f in frames]
+
+    def inspect(self, frame: np.ndarray) -> InspectionResult:
+        return self.inspect_batch([frame])[0]
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class CollectStats:
+    kept: list[Path] = field(default_factory=list)
+    seen: int = 0
+    duplicates: int = 0
+
+
+class CollectSink(Sink):
+    """Raw frames into ``folder`` (PNG, written under a temporary name and renamed), near-duplicates skipped, until
+    ``count`` are kept; then ``done`` is set (the loop stops on it). Lossless: a frame the PLC triggered is never
+    dropped for a slow disk."""
+
+    name = "collect"
+    lossless = True
+    required = True
+    queue_size = 256
+
+    def __init__(self, folder: Path, count: int, min_change: float, done: threading.Event,
+                 on_kept: Callable[[CollectStats], None] | None = None) -> None:
+        self.folder, self.count, self.min_change, self.done = Path(folder), count, min_change, done
+        self.on_kept = on_kept
+        self.stats = CollectStats()
+        self.last: np.ndarray | None = None
+        self.next_index = 0
+
+    def open(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create {self.folder}: {exc.strerror or exc}") from None
+        existing = sorted(self.folder.glob("*.png"))
+        # a second collect into the same folder adds to it (numbering goes on), never overwrites
+        self.next_index = 1 + max((int(p.stem) for p in existing if p.stem.isdigit()), default=-1)
+
+    def take(self, r: Result) -> None:
+        if len(self.stats.kept) >= self.count:
+            return
+        self.stats.seen += 1
+        t = thumb(r.image)
+        if self.last is not None and change(t, self.last) < self.min_change:
+            self.stats.duplicates += 1
+            return
+        ok, png = cv2.imencode(".png", r.image)
+        if not ok:
+            raise RuntimeError("PNG encoding failed")
+        path = self.folder / f"{self.next_index:05d}.png"
+        write_bytes(path, png.tobytes())
+        self.next_index += 1
+        self.last = t
+        self.stats.kept.append(path)
+        if self.on_kept is not None:
+            self.on_kept(self.stats)
+        if len(self.stats.kept) >= self.count:
+            self.done.set()
+
+
+def contact_sheet(paths: Sequence[Path], out: Path, cell: int = 128, cols: int = 10) -> Path | None:
+    """Up to ``SHEET_MAX`` of ``paths`` (spread evenly) as one JPEG grid, each cell labelled with its file name."""
+    if not paths:
+        return None
+    step = max(1, math.ceil(len(paths) / SHEET_MAX))
+    pick = list(paths)[::step][:SHEET_MAX]
+    cols = min(cols, len(pick))
+    rows = math.ceil(len(pick) / cols)
+    sheet = np.full((rows * (cell + 16), cols * cell, 3), 32, np.uint8)
+    for i, p in enumerate(pick):
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        h, w = img.shape[:2]
+        s = cell / max(h, w)
+        small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        y, x = (i // cols) * (cell + 16), (i % cols) * cell
+        sheet[y : y + small.shape[0], x : x + small.shape[1]] = small
+        cv2.putText(sheet, p.stem, (x + 3, y + cell + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (220, 220, 220), 1,
+                    cv2.LINE_AA)
+    ok, jpg = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return write_bytes(out, jpg.tobytes()) if ok else None
+
+
+@dataclass
+class CollectSettings:
+    specs: list[str]
+    out: Path
+    count: int = 200
+    min_change: float = 3.0
+    trigger: str = "free-run"
+    roi: tuple[int, int, int, int] | None = None
+    modbus: str | None = None
+    opcua: str | None = None
+    opcua_user: str | None = None
+    http: str | None = None
+    http_token: str | None = None
+    reconnect: float = 10.0
+    max_frames: int | None = None
+
+
+def collect(cfg: CollectSettings, log: Callable[[str], None], on_kept: Callable[[CollectStats], None] | None = None
+            ) -> tuple[CollectStats, Path | None, Any]:
+    """The loop with no model until ``count`` frames are kept (or the source ends, or ``max_frames`` read, or
+    Ctrl-C); returns the stats, the contact sheet and the loop's summary."""
+    from edge_stpm.runtime.loop.line import LineSettings, check_sources, setup as setup_line
+    from edge_stpm.runtime.loop.pipeline import RunOptions, check_outputs, run as run_loop
+    from edge_stpm.runtime.loop.sources import open_source
+
+    if len(cfg.specs) != 1:
+        raise UserError("collect takes exactly one --source or --camera (one station camera at a time)")
+    check_sources(cfg.specs, cfg.trigger)
+    if cfg.trigger == "http" and not cfg.http:
+        raise UserError("--trigger http needs the HTTP server: --http HOST:PORT (POST /trigger)")
+    folder = cfg.out / "train" / "good"
+    done = threading.Event()
+    sink = CollectSink(folder, cfg.count, cfg.min_change, done, on_kept)
+    line = setup_line(LineSettings(None, None, modbus=cfg.modbus, opcua=cfg.opcua, opcua_user=cfg.opcua_user,
+                                   trigger=cfg.trigger), 1, log)
+    opts = RunOptions(headless=True, max_frames=cfg.max_frames, roi=cfg.roi, sinks=[sink] + line.sinks, stop=done)
+    opts.on_error = line.on_error
+    check_outputs(opts)
+    insp, src = PassThrough(), None
+    try:
+        if cfg.http:
+            opts.http = _view(cfg, line)
+        src = open_source(cfg.specs[0], cfg.reconnect, False)
+        looped = line.wrap([src])
+        line.start()
+        summary = run_loop(insp, looped, opts, specs=cfg.specs)  # type: ignore[arg-type]
+    finally:
+        if src is not None:
+            src.close()
+        line.close()
+        if opts.http is not None:
+            opts.http.close()
+    sheet = contact_sheet(sink.stats.kept, cfg.out / "contact_sheet.jpg")
+    return sink.stats, sheet, summary
+
+
+def _view(cfg: CollectSettings, line: Any) -> Any:
+    """The live view while collecting (the frames as they come; POST /trigger with --trigger http)."""
+    from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
+
+    view = LiveView(parse_bind(cfg.http), cfg.http_token, {"model": "none (collect)", "backend": "-", "precision": "-",
+                                                           "backbone": "-", "size": 0}, sources=cfg.specs)
+    view.plc = line.plc if cfg.trigger == "http" else None
+    view.start()
+    return view
