@@ -135,6 +135,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           low_memory: Optional[bool] = typer.Option(None, "--low-memory/--no-low-memory", help="Activation checkpointing: ~2.5× lower peak memory, ~2× slower steps, same gradients (default: on for CPUs with under 12 GB RAM)."),
           teacher_cache: Optional[bool] = typer.Option(None, "--teacher-cache/--no-teacher-cache", help="Compute the frozen teacher's pyramid once per image instead of every epoch: same model, fewer FLOPs (default: on when it fits in 35 % of the free memory)."),
           teacher_weights: Optional[str] = typer.Option(None, help="Teacher state-dict file (default: torchvision cache / download); 'random' for tests only."),
+          init_from: Optional[Path] = typer.Option(None, help="Fine-tune: start from this checkpoint's student and teacher (same --backbone) and train on --data's good images plus the checkpoint's own (those still on this machine); a few --epochs are enough (docs/feedback.md)."),
           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Fit the model on good images (the STPM student, keeping the epoch with the lowest held-out loss, and/or the
     memory bank of the teacher's patches); set thresholds from held-out good images."""
@@ -146,7 +147,8 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
                               image_size=size, fit=fit, sigma=smoothing, score_top_percent=score_top, map_combine=map_combine, seed=seed, device=device,
                               head=head, coreset=coreset, bank_max_mb=bank_max_mb,
                               teacher_weights=teacher_weights, threshold_method=threshold_method, quiet=quiet,
-                              threads=threads, low_memory=low_memory, teacher_cache=teacher_cache, **({"loss": loss} if loss else {})))
+                              threads=threads, low_memory=low_memory, teacher_cache=teacher_cache, init_from=init_from,
+                              **({"loss": loss} if loss else {})))
     if s["epochs_run"]:
         out.print(f"kept epoch {s['best_epoch']}/{s['epochs_run']} (validation loss {s['best_val_loss']:.4f}); "
                   f"{s['train_images_per_s']:.1f} training images/s on {s['device']}; wall {s['wall_seconds']:.0f} s")
@@ -156,6 +158,23 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
                   f"features {m['features_seconds']:.0f} s, coreset {m['coreset_seconds']:.0f} s; wall {s['wall_seconds']:.0f} s")
     out.print(proxy_line(s["no_defect_check"]), highlight=False)
     out.print(f"checkpoint: {Path(out_dir) / 'model.pt'}")
+
+
+def _compare(models: tuple[Path, Path], data: Path, out_dir: Path) -> None:
+    from edge_stpm.training.feedback.compare import compare
+
+    r = compare(models[0], models[1], data, out_dir)
+    t = Table(title=f"old vs new on {data}/test")
+    for c in ("model", "false calls", "recall", "image AUROC"):
+        t.add_column(c)
+    pct = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+    for name in ("old", "new"):
+        m = r[name]
+        t.add_row(f"{name}: {m['model']}", f"{m['false_calls']}/{m['good']} ({pct(m['false_call_rate'])})",
+                  f"{m['defects'] - m['missed']}/{m['defects']} ({pct(m['recall'])})",
+                  "n/a" if m["image_auroc"] is None else f"{m['image_auroc']:.3f}")
+    out.print(t)
+    out.print(f"figure: {r['figure']}; figures per image: {Path(out_dir) / 'compare.json'}")
 
 
 def proxy_line(p: dict[str, Any]) -> str:
@@ -170,15 +189,21 @@ def proxy_line(p: dict[str, Any]) -> str:
 
 @app.command()
 @one_line_errors
-def evaluate(checkpoint: Path = typer.Option(..., help="The training checkpoint (model.pt): evaluation runs the PyTorch model."),
+def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="The training checkpoint (model.pt): evaluation runs the PyTorch model."),
              data: Path = typer.Option(..., help="MVTec-layout folder with test/ and ground_truth/."),
+             compare: Optional[tuple[Path, Path]] = typer.Option(None, help="OLD NEW: two models (checkpoints or bundles) on --data's test/ images (a dataset --from-history folder: reviewed good parts, confirmed defects), each at its own threshold: false calls, recall per defect, a figure (OUT/compare.png)."),
              out_dir: Path = typer.Option(Path("reports/latest"), "--out", help="Report folder."),
              device: DeviceName = typer.Option("auto", help="Where the PyTorch model runs (auto: cuda when there is a GPU)."),
              batch_size: int = typer.Option(16, **rng("batch_size"), help="Images per inference batch."),
              threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use)."),
              quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
-    """Image AUROC, pixel AUROC, AUPRO@0.3 (overall and per defect), F1 at the stored threshold, figures."""
+    """Image AUROC, pixel AUROC, AUPRO@0.3 (overall and per defect), F1 at the stored threshold, figures; or, with
+    --compare OLD NEW, the two models side by side on a reviewed set."""
     need_train("evaluate")
+    if compare:
+        return _compare(compare, data, out_dir)
+    if checkpoint is None:
+        raise UserError("give the model to evaluate: --checkpoint runs/NAME/model.pt (or --compare OLD NEW)")
     from edge_stpm.training.evaluate import evaluate as run_eval
 
     r = run_eval(checkpoint, data, out_dir, device, batch_size, quiet, threads=threads)
@@ -927,6 +952,25 @@ def collect(out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout fo
         warn(f"only {len(stats.kept)} of the {count} frames wanted (the source ended or was stopped); run collect "
              "again into the same folder to add more")
     out.print(f"next: edge-stpm train --data {out_dir} --out runs/first", highlight=False)
+
+
+@app.command("update-memory")
+@one_line_errors
+def update_memory(checkpoint: Path = typer.Option(..., help="The training checkpoint (model.pt) of a memory-bank head (memory or both)."),
+                  data: Path = typer.Option(..., help="The reviewed good parts: a dataset --from-history folder (train/good joins the memory, test/good the calibration) or a folder of good images."),
+                  out_file: Path = typer.Option(..., "--out", help="The new checkpoint (export it, then deploy it)."),
+                  quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+    """Reviewed good parts join the memory bank in seconds, nothing trained: their patches beside the bank's, the
+    coreset picked again within its budget, the thresholds calibrated again."""
+    need_train("update-memory")
+    from edge_stpm.training.feedback.memory_update import update_memory as run_update
+
+    s = run_update(checkpoint, data, out_file, quiet)
+    out.print(f"{s['added_images']} good images added ({s['patches_added']} patches): bank {s['entries_before']} → "
+              f"{s['entries_after']} entries; image threshold {s['image_threshold_before']:.4g} → "
+              f"{s['image_threshold_after']:.4g}; features {s['features_seconds']:.1f} s, coreset "
+              f"{s['coreset_seconds']:.1f} s, calibration {s['calibrate_seconds']:.1f} s; checkpoint: {out_file}",
+              highlight=False, soft_wrap=True)
 
 
 config_app = typer.Typer(no_args_is_help=True, help="The station file: check it, show it with its defaults, its JSON Schema.")

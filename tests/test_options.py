@@ -16,7 +16,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 # where each rule applies
 MODEL_READERS = {"run", "infer", "bench", "build-engine"}            # read any model with --model
-CHECKPOINT_ONLY = {"evaluate", "calibrate", "export"}                # truly need the training checkpoint
+CHECKPOINT_ONLY = {"evaluate", "calibrate", "export", "update-memory"}  # truly need the training checkpoint
 CPU_MODEL_RUNNERS = {"train", "evaluate", "calibrate", "export", "run", "infer", "bench", "demo"}
 PLURAL = {"--precisions", "--backends", "--batches", "--thresholds", "--devices"}
 
@@ -89,7 +89,7 @@ from edge_stpm.contract.options import FREE_TEXT, RANGES
 
 def base_type(p) -> object:
     ann = p.type_descriptor.annotation
-    while typing.get_origin(ann) in (typing.Union, list, getattr(__import__("types"), "UnionType", None)):
+    while typing.get_origin(ann) in (typing.Union, list, tuple, getattr(__import__("types"), "UnionType", None)):
         ann = [a for a in typing.get_args(ann) if a is not type(None)][0]
     return ann
 

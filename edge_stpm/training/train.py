@@ -66,6 +66,7 @@ class TrainConfig:
     teacher_cache: bool | None = None
     threads: int | None = None
     quiet: bool = False
+    init_from: Path | None = None  # fine-tune: start from this checkpoint's student and teacher, add its images
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -213,15 +214,40 @@ def _val_loss(stpm: STPM, pre: Preprocess, images: torch.Tensor, batch_size: int
     return total / len(images)
 
 
-def _inputs(cfg: TrainConfig) -> tuple[list[Path], Any, str]:
-    """The good images and the teacher's weights (UserError for too few images)."""
+def _inputs(cfg: TrainConfig, init: dict[str, Any] | None = None) -> tuple[list[Path], Any, str]:
+    """The good images and the teacher's weights (UserError for too few images). With ``init`` (``--init-from``)
+    its teacher, and its own good images (those still on this machine) after the new ones."""
     paths = good_images(Path(cfg.data))
-    if len(paths) < 5:
-        raise UserError(f"only {len(paths)} good images in {cfg.data}: need at least 5 (20% are held out)")
+    if init is not None:
+        have = set(paths)
+        old = [Path(x) for x in init["training"].get("train_images", []) + init["training"].get("val_images", [])]
+        paths += [q for q in old if q.is_file() and q not in have]
+        return _enough(paths, cfg), None, init["teacher_source"]  # its teacher is loaded into the new STPM
     teacher_state, teacher_source = pretrained_state(cfg.backbone, cfg.teacher_weights)
     if teacher_source == "random":
         console.print("[yellow]warning: teacher has random weights (for tests only); the model will not be useful")
-    return paths, teacher_state, teacher_source
+    return _enough(paths, cfg), teacher_state, teacher_source
+
+
+def _enough(paths: list[Path], cfg: TrainConfig) -> list[Path]:
+    if len(paths) < 5:
+        raise UserError(f"only {len(paths)} good images in {cfg.data}: need at least 5 (20% are held out)")
+    return paths
+
+
+def _init_checkpoint(cfg: TrainConfig) -> dict[str, Any] | None:
+    """``--init-from``: the checkpoint to fine-tune (the same backbone; a student to start from, unless the head is
+    memory, which trains nothing)."""
+    if cfg.init_from is None:
+        return None
+    ck = ckpt_io.read(Path(cfg.init_from))
+    if ck["backbone"] != cfg.backbone:
+        raise UserError(f"--init-from {cfg.init_from} is a {ck['backbone']} model; train it with --backbone "
+                        f"{ck['backbone']}")
+    if not ck["student"] and cfg.head != "memory":
+        raise UserError(f"--init-from {cfg.init_from} has no trained student (a memory-bank head): add reviewed good "
+                        "parts to it with edge-stpm update-memory, or train without --init-from")
+    return ck
 
 
 def _split(cfg: TrainConfig, paths: list[Path], device: torch.device,
@@ -372,7 +398,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     device = pick_device(cfg.device)
     if device.type == "cpu":
         set_threads(cfg.threads)
-    paths, teacher_state, teacher_source = _inputs(cfg)
+    init = _init_checkpoint(cfg)
+    paths, teacher_state, teacher_source = _inputs(cfg, init)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -385,6 +412,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if low_memory and device.type == "cpu":
         return_freed_memory()
     stpm = STPM(cfg.backbone, teacher_state).to(device)
+    if init is not None:
+        stpm.teacher.load_state_dict(init["teacher"])
+        if init["student"]:
+            stpm.student.load_state_dict(init["student"])
     spec = get_spec(cfg.backbone)
     pre = Preprocess(spec.mean, spec.std).to(device)
     cuda = device.type == "cuda"

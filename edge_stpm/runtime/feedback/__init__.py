@@ -1,1 +1,2 @@
-"""Feedback from the line: reviewed results become data (``dataset``)."""
+"""Feedback from the line, runtime side (torch-free): the good parts' drift (``drift``), good parts
+collected with no model (``collect``), reviewed results become data (``dataset``)."""
