@@ -32,7 +32,8 @@ def main() -> int:
                 page.goto(f"{base}/app/{name}")
                 page.wait_for_load_state("networkidle") if name not in ("live", "health") else time.sleep(2.5)
                 time.sleep(1.0)
-                page.screenshot(path=str(out / f"{name}_{w}.png"))
+                # the whole page where it is short (the feedback card, the drift table); long lists as seen
+                page.screenshot(path=str(out / f"{name}_{w}.png"), full_page=name in ("recipes", "health"))
             page.close()
         b.close()
     print(f"screenshots in {out}")

@@ -450,9 +450,11 @@ def _run(p: dict[str, Any]) -> None:
     check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
     insp, opts.workers = _run_inspector(p, len(specs), trigger == "free-run", line)
     from edge_stpm.runtime.feedback import drift
+    from edge_stpm.runtime.station import dropfolder
 
-    tracker = drift.attach(p["station"], insp, opts.sinks, warn)
+    tracker, watcher = drift.attach(p["station"], insp, opts.sinks, warn), None
     try:
+        watcher = dropfolder.start(p["station"], insp, lambda text: out.print(text, highlight=False, soft_wrap=True))
         if bind is not None:
             opts.http = _live_view(bind, p["http_token"], p["http_fps"], insp, p["model"], specs, history,
                                    getattr(insp, "control", None))
@@ -465,6 +467,8 @@ def _run(p: dict[str, Any]) -> None:
         looped = line.wrap(srcs)  # may refuse a source for trigger mode: the opened ones are closed below
         line.start()
     except BaseException:
+        if watcher is not None:
+            watcher.stop()
         for opened in srcs:
             opened.close()
         line.close()
@@ -476,6 +480,8 @@ def _run(p: dict[str, Any]) -> None:
     try:
         s = run_loop(insp, looped, opts, specs=specs)
     finally:
+        if watcher is not None:
+            watcher.stop()
         service()
         line.close()
         if opts.http is not None:

@@ -21,21 +21,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_tracker_raises_once_after_the_shift_and_clears() -> None:
     lines: list[str] = []
-    t = DriftTracker(DriftPolicy(window=100, min_parts=50, margin=0.15), lines.append)
+    t = DriftTracker(DriftPolicy(window=100, min_parts=50, margin=0.5), lines.append)
     rng = np.random.default_rng(0)
     for x in rng.normal(0.5, 0.05, 200):  # as calibrated: p50 0.5, p95 ≈ 0.58
         t.add("tile", x, 0.5, 0.58)
     assert not t.alarmed() and lines == []
     st = t.snapshot()[0]
-    assert abs(st["median"] - 0.5) < 0.03 and st["shift"] < 0.15
+    assert abs(st["median"] - 0.5) < 0.03 and st["shift"] < 0.5  # in spreads (0.08 here)
     fired = None
     for i, x in enumerate(rng.normal(0.75, 0.05, 200)):  # the good parts drift up by 0.25
         t.add("tile", x, 0.5, 0.58)
         if fired is None and t.alarmed():
             fired = i
-    # the p95 moves first: past 0.58 + 0.15 once the drifted parts are more than ~5 % of the window's 100 (they
-    # sit at 0.75 ± 0.05); the median would need ~60 %. Measured: 11 parts; bound 5–30
-    assert fired is not None and 5 <= fired <= 30, fired
+    # the p95 moves first: past 0.58 + 0.5 spread (0.04) once the drifted parts are a few % of the window's 100
+    # (they sit at 0.75 ± 0.05); the median would need ~10 %. Measured: 5 parts; bound 1–30
+    assert fired is not None and 1 <= fired <= 30, fired
     assert len(lines) == 1 and lines[0].startswith("drift: recipe tile") and "median" in lines[0]
     for x in rng.normal(0.5, 0.05, 200):
         t.add("tile", x, 0.5, 0.58)
@@ -46,7 +46,7 @@ def test_tracker_raises_once_after_the_shift_and_clears() -> None:
 def test_metrics_per_recipe_and_stored_calibration() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    t = DriftTracker(DriftPolicy(window=20, min_parts=10, margin=0.1), lambda s: None)
+    t = DriftTracker(DriftPolicy(window=20, min_parts=10, margin=0.5), lambda s: None)
     for _ in range(20):
         t.add("a", 0.9, 0.5, 0.6)
         t.add("b", 0.5, 0.5, 0.6)
@@ -97,7 +97,7 @@ bind = "127.0.0.1:{port}"
 [drift]
 window = 20
 min_parts = 20
-margin = 0.1
+margin = 0.5
 [history]
 db = "{tmp_path / 'h.db'}"
 """)
@@ -124,6 +124,6 @@ db = "{tmp_path / 'h.db'}"
             p.kill()
     assert health is not None and any(d["alarm"] for d in health["drift"]), (health, err[-2000:])
     d = health["drift"][0]
-    assert d["recipe"] == "tile" and d["shift"] > 0.1 and d["calibrated_from"] in ("p95", "p99")
+    assert d["recipe"] == "tile" and d["shift"] > 0.5 and d["calibrated_from"] in ("p95", "p99")
     assert 'edge_stpm_drift_alarm{recipe="tile"} 1.0' in metrics
     assert sum("drift: recipe tile" in line for line in err.splitlines()) == 1, err[-2000:]

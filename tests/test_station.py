@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import shutil
 import subprocess
 import sys
 import time
@@ -508,3 +509,74 @@ def test_healthz_says_what_is_wrong() -> None:
     v.triggered = True
     v._last_frame[0] -= 60
     assert v.health()[1] == ["output failing: record: disk full"], "a triggered source waits for its trigger"
+
+
+def test_drop_folder_deploys_what_stopped_changing_and_refuses_in_place(exported: Path, exported_memory: Path,
+                                                                         tmp_path: Path) -> None:
+    """Polled by hand (the watcher's thread does the same every 2 s): an item is taken on the second look that finds
+    it unchanged; a good bundle goes live, a tampered one is refused with its reason beside it, the model stays."""
+    from edge_stpm.contract.artifacts import model_sha256
+    from edge_stpm.runtime.station.control import zip_bundle
+    from edge_stpm.runtime.station.dropfolder import DropWatcher
+
+    insp, control = _control(tmp_path, exported)
+    lines: list[str] = []
+    w = DropWatcher(control, tmp_path / "drop", lines.append)
+    w.root.mkdir()
+    (w.root / "a").mkdir()
+    (w.root / "nobody").mkdir()
+    data = zip_bundle(exported_memory)
+    part = w.root / "a" / "new.zip"
+    part.write_bytes(data[: len(data) // 2])  # a copy still under way
+    w.poll()
+    part.write_bytes(data)
+    w.poll()
+    assert control.recipes.active.version == 0 and part.exists(), "changed since the last look: not taken yet"
+    w.poll()
+    assert control.recipes.active.sha256 == model_sha256(exported_memory) and control.recipes.active.version == 1
+    assert not part.exists() and len(list((w.root / "a" / ".done").glob("*-new.zip"))) == 1
+    tampered = w.root / "a" / "tampered"
+    shutil.copytree(exported, tampered)
+    with open(tampered / "model_fp32.onnx", "r+b") as fh:
+        fh.seek(-20, 2)
+        fh.write(b"\x00" * 8)
+    w.poll()
+    w.poll()
+    assert control.recipes.active.version == 1, "the running model stays"
+    why = list((w.root / "a" / ".refused").glob("*-tampered.txt"))
+    assert len(why) == 1 and "does not match manifest.json" in why[0].read_text()
+    assert sum("names no recipe" in x for x in lines) == 1 and (w.root / "nobody").is_dir()
+    assert [x.split(":")[0] for x in lines if "recipe a" in x] == ["drop folder", "drop folder"]
+    insp.close()
+
+
+def test_run_with_a_drop_folder(exported: Path, exported_memory: Path, synth_dir: Path, tmp_path: Path) -> None:
+    from edge_stpm.contract.artifacts import model_sha256
+    from edge_stpm.runtime.station.control import zip_bundle
+
+    st = _station(tmp_path, exported, extra=f'[[sources]]\nspec = "{synth_dir / "test" / "good"}"\n[run]\n'
+                                            f'headless = true\nloop = true\n[history]\ndb = "{tmp_path / "h.db"}"\n'
+                                            f'[store]\nroot = "{tmp_path / "models"}"\ndrop = "{tmp_path / "drop"}"\n')
+    p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--config", str(st)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    new = model_sha256(exported_memory)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "drop" / "a").is_dir():
+            assert time.monotonic() < deadline and p.poll() is None, "no drop folder made"
+            time.sleep(0.2)
+        (tmp_path / "drop" / "a" / ".in.zip").write_bytes(zip_bundle(exported_memory))
+        (tmp_path / "drop" / "a" / ".in.zip").rename(tmp_path / "drop" / "a" / "v2.zip")  # as a careful copy does
+        deadline = time.monotonic() + 60
+        while True:
+            with sqlite3.connect(str(tmp_path / "h.db")) as con:
+                if con.execute("SELECT COUNT(*) FROM inspections WHERE model_sha256 = ?", (new,)).fetchone()[0] > 5:
+                    break
+            assert time.monotonic() < deadline and p.poll() is None, "the dropped bundle never went live"
+            time.sleep(0.5)
+        p.terminate()
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "drop folder: v2.zip deployed to recipe a: v0 → v1 live" in out, out

@@ -28,26 +28,12 @@ def _need_browser() -> None:
     pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)")
 
 
-@pytest.fixture(scope="module")
-def station(exported: Path, exported_memory: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    _need_browser()
-    from line_parts import free_port
-
-    tmp = tmp_path_factory.mktemp("webapp")
-    port = free_port()
-    video = synth_dir / "video.avi"
-    (tmp / "st.toml").write_text(f"""version = 1
-[[recipes]]
-name = "tile"
-index = 0
-model = "{exported}"
-[[recipes]]
-name = "tile-b"
-index = 1
-model = "{exported}"
-threshold = 1.5
-[[sources]]
-spec = "{video}"
+def station_file(tmp: Path, port: int, recipes: str, source: Path, evidence_extra: str = "") -> Path:
+    """A station file with the three role tokens, a record, a model store and evidence under ``tmp``."""
+    f = tmp / "st.toml"
+    f.write_text(f"""version = 1
+{recipes}[[sources]]
+spec = "{source}"
 [run]
 headless = true
 loop = true
@@ -63,8 +49,28 @@ db = "{tmp / 'h.db'}"
 root = "{tmp / 'models'}"
 [evidence]
 folder = "{tmp / 'evidence'}"
-ok_every = 5
-""")
+{evidence_extra}""")
+    return f
+
+
+@pytest.fixture(scope="module")
+def station(exported: Path, exported_memory: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    _need_browser()
+    from line_parts import free_port
+
+    tmp = tmp_path_factory.mktemp("webapp")
+    port = free_port()
+    video = synth_dir / "video.avi"
+    station_file(tmp, port, f"""[[recipes]]
+name = "tile"
+index = 0
+model = "{exported}"
+[[recipes]]
+name = "tile-b"
+index = 1
+model = "{exported}"
+threshold = 1.5
+""", video, "ok_every = 5\n")
     p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--config", str(tmp / "st.toml")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"

@@ -169,18 +169,22 @@ class EvidenceSection(_Section):
 
 
 class DriftSection(_Section):
-    enabled: bool = Field(True, description="Track the scores of the parts not judged NG per recipe against the model's "
-                                            "calibration (median, p95) and raise an alarm when they move "
-                                            "(docs/feedback.md).")
-    window: int = Field(300, ge=10, le=100_000, description="The last this many parts not judged NG, per recipe.")
+    enabled: bool = Field(True, description="Track the parts' scores per recipe against the model's calibration (the "
+                                            "median of all parts, the p95 of those not judged NG) and raise an alarm "
+                                            "when they move (docs/feedback.md).")
+    window: int = Field(100, ge=10, le=100_000, description="The last this many parts, per recipe.")
     min_parts: int = Field(50, ge=10, le=100_000, description="No figure and no alarm before this many parts.")
-    margin: float = Field(0.15, gt=0, le=10, description="Alarm when the window's median moves, or its p95 rises, by "
-                                                         "more than this (normalised score; 1.0 = the threshold).")
+    margin: float = Field(0.5, gt=0, le=100, description="Alarm when the window's median moves, or its p95 rises, by "
+                                                        "more than this many calibrated spreads (the good images' "
+                                                        "p95 − p50).")
 
 
 class StoreSection(_Section):
     root: Optional[Path] = Field(None, description="Where the box keeps every bundle deployed to its recipes "
                                                    "(default: the data folder's models/).")
+    drop: Optional[Path] = Field(None, description="A watched drop folder: a bundle (zip or folder) put into "
+                                                   "DROP/<recipe>/ is deployed to that recipe, verified and "
+                                                   "self-tested first; then moved to .done/ or .refused/ (with why).")
 
 
 class Station(_Section):
@@ -233,7 +237,7 @@ RUN_KEYS = {
     "http.bind": "http", "http.token": "http_token", "http.fps": "http_fps",
 }
 PATH_KEYS = {"run.summary_json", "outputs.record", "outputs.save_anomalies", "outputs.events", "history.db",
-             "mqtt.ca", "mqtt.outbox", "store.root", "evidence.folder"}
+             "mqtt.ca", "mqtt.outbox", "store.root", "store.drop", "evidence.folder"}
 
 
 def _where(loc: tuple[Any, ...]) -> str:

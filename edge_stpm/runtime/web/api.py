@@ -224,6 +224,26 @@ class Api:
         return web.json_response(await self.off_loop(self.control.deploy_zip, request.query.get("recipe", ""), data,
                                                      _who(request), request.query.get("source", "upload")))
 
+    async def dataset(self, request: Any) -> Any:
+        """The recipe's reviewed results as an MVTec-layout dataset, zipped (runtime/feedback/dataset.py)."""
+        from aiohttp import web
+
+        from edge_stpm.runtime.feedback.dataset import build_zip
+
+        self.need(request, "engineer", "dataset download")
+        if self.record is None:
+            raise web.HTTPNotFound(text="this run keeps no record: no reviews to build a dataset from")
+        recipe = request.query.get("recipe", "")
+        try:
+            held = float(request.query.get("held_out", "0.2"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="held_out is a number in 0..0.95") from None
+        data, m = await self.off_loop(build_zip, self.record, recipe, held, request.query.get("include_ok") == "yes")
+        self.control.audit.write(_who(request), "dataset download", recipe, None, m["counts"])
+        return web.Response(body=data, content_type="application/zip", headers={
+            "Content-Disposition": f"attachment; filename={recipe}-reviewed.zip",
+            "X-Counts": json.dumps(m["counts"])})
+
     async def rollback(self, request: Any) -> Any:
         from aiohttp import web
 

@@ -61,4 +61,5 @@ def add_routes(app: Any, view: Any, control: Any, sessions: Any) -> None:
                       web.post("/api/review", api.review), web.get("/api/recipes", api.recipes),
                       web.post("/api/preview", api.preview), web.post("/api/recipe-settings", api.settings),
                       web.post("/api/deploy", api.deploy), web.post("/api/rollback", api.rollback),
+                      web.get("/api/dataset", api.dataset),
                       web.get("/api/health", api.health), web.get("/api/audit", api.audit)])

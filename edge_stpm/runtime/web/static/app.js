@@ -101,7 +101,7 @@ const pages = {
   async health() {
     const h = await api("/api/health");
     $("#health-state").innerHTML = h.ok ? '<span class="good">healthy</span>' : '<span class="bad">not healthy</span>';
-    $("#problems").innerHTML = h.problems.map((p) => `<li class="bad">${esc(p)}</li>`).join("");
+    $("#problems").innerHTML = h.problems.map((p) => `<li class="bad">${esc(p)}</li>`).join("") + h.drift.filter((d) => d.alarm).map((d) => `<li class="bad">drift alarm on recipe ${esc(d.recipe)}: the good parts' scores moved ${d.shift.toFixed(1)} calibrated spreads — review recent parts (Review page), then feed them back (Recipes &amp; models → Feedback)</li>`).join("");
     const ev = Object.entries(h.evidence).map(([k, v]) => `${esc(k)} ${v.items} (${v.mb.toFixed(1)} MB)`).join(", ") || "none";
     $("#health-summary").innerHTML = `model ${esc(h.model.model)} (${esc(h.model.backend)} ${esc(h.model.precision)}) · recipe ${esc(h.recipe.name)} · up ${(h.uptime_s / 60).toFixed(0)} min · disk free ${h.disk.free_gb.toFixed(1)} of ${h.disk.total_gb.toFixed(1)} GB · evidence ${ev} · outbox ${h.outbox_depth ?? "—"}${h.error ? ` · <span class="bad">${esc(h.error)}</span>` : ""}`;
     $("#sources tbody").innerHTML = h.sources.map((s) => `<tr><td>${esc(s.spec)}</td><td>${s.fps.toFixed(1)}</td><td>${s.frames}</td><td>${s.ng}</td><td>${s.dropped}</td><td>${s.reconnects}</td></tr>`).join("");
@@ -126,7 +126,7 @@ const pages = {
 async function renderRecipes() {
     const rs = await api("/api/recipes");
     $("#recipes").innerHTML = rs.map((r) => `<div class="card"><h2>${esc(r.name)} <small>index ${r.index}${r.active ? " · active" : ""} · threshold ${r.threshold} · min area ${r.min_defect_area} px${r.review_band ? ` · review from ${r.review_band}` : ""}${r.ignore ? " · ignore mask" : ""}</small></h2><table><thead><tr><th>version</th><th>status</th><th>deployed</th><th>by</th><th>sha256</th><th></th></tr></thead><tbody>${r.versions.slice().reverse().map((v) => `<tr><td>v${v.version}</td><td>${esc(v.status)}</td><td>${esc(new Date(v.deployed_at * 1000).toISOString().slice(0, 19).replace("T", " "))}</td><td>${esc(v.by)}</td><td><code>${esc(v.sha256.slice(0, 12))}</code></td><td></td></tr>`).join("")}</tbody></table><p class="engineer-only"><button type="button" data-rollback="${esc(r.name)}">roll back to the previous version</button></p></div>`).join("");
-    for (const sel of [$("#recipe-select"), $("#deploy-recipe")]) sel.innerHTML = rs.map((r) => `<option>${esc(r.name)}</option>`).join("");
+    for (const sel of [$("#recipe-select"), $("#deploy-recipe"), $("#dataset-recipe")]) sel.innerHTML = rs.map((r) => `<option>${esc(r.name)}</option>`).join("");
     const f = $("#settings"); const cur = () => rs.find((r) => r.name === f.recipe.value);
     const fill = () => { f.threshold.value = cur().threshold; f.min_defect_area.value = cur().min_defect_area; f.review_band.value = cur().review_band ?? ""; $("#apply").disabled = true; };
     f.recipe.onchange = fill; fill();
@@ -137,6 +137,14 @@ async function renderRecipes() {
       $("#apply").disabled = false;
     };
     $("#apply").onclick = async () => { const r = await api("/api/recipe-settings", { json: body() }); toast(`applied to ${r.recipe}`); $("#apply").disabled = true; };
+    $("#dataset").onsubmit = async (e) => {
+      e.preventDefault(); const d = $("#dataset");
+      const q = `recipe=${encodeURIComponent(d.recipe.value)}&held_out=${+d.held_out.value}&include_ok=${d.include_ok.checked ? "yes" : "no"}`;
+      const res = await api(`/api/dataset?${q}`, { raw: true }); const counts = JSON.parse(res.headers.get("X-Counts") || "{}");
+      const a = document.createElement("a"); a.href = URL.createObjectURL(await res.blob()); a.download = `${d.recipe.value}-reviewed.zip`;
+      document.body.append(a); a.click(); a.remove();
+      $("#dataset-result").textContent = "downloaded: " + Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(", ");
+    };
     $("#deploy").onsubmit = async (e) => {
       e.preventDefault(); const files = [...$("#bundle").files]; if (!files.length) return;
       const zip = await zipFiles(files); const r = await api(`/api/deploy?recipe=${encodeURIComponent($("#deploy-recipe").value)}&source=web+upload`, { body: zip, headers: { "Content-Type": "application/zip" } });
