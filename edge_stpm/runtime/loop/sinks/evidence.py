@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import write_bytes
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
@@ -93,11 +94,13 @@ class EvidenceSink(Sink):
             write_bytes(frame, data)
             hm = heatmap_jpeg(r.inspection.model_map, r.inspection.pixel_threshold)
             write_bytes(heat, hm)
-        except OSError as exc:
+        except (OSError, UserError) as exc:  # write_bytes says a failed write as a UserError (a full disk, mostly)
+            frame.unlink(missing_ok=True)  # a frame without its heatmap is not kept either
             self.failed += 1
             if self.failed == 1:
-                self.log(f"evidence not saved ({exc.strerror or exc}): verdicts and the record go on; "
-                         "the oldest evidence is deleted to make room")
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                self.log(f"evidence not saved ({why}): verdicts and the record go on; the oldest evidence is "
+                         "deleted to make room")
             self.retain(force_free=True)
             return None
         return (r.result_id, r.wall_time, kind, str(frame), str(heat), len(data) + len(hm))
