@@ -462,6 +462,7 @@ def _run(p: dict[str, Any]) -> None:
             if trigger == "http":
                 opts.http.plc = line.plc  # POST /trigger drives the handshake
             opts.http.recipes, opts.http.recipe_plc = getattr(insp, "recipes", None), line.plc  # POST /recipe
+            opts.http.collect = next((s for s in opts.sinks if s.name == "collect-on-demand"), None)
         for spec in specs:
             srcs.append(open_source(spec, p["reconnect"], p["loop"]))
         looped = line.wrap(srcs)  # may refuse a source for trigger mode: the opened ones are closed below
@@ -499,9 +500,12 @@ def _evidence(p: dict[str, Any], history: Optional[Path]) -> list[Any]:
         return []
     from edge_stpm.runtime.loop.sinks.evidence import EvidencePolicy, EvidenceSink
 
+    from edge_stpm.runtime.feedback.collect import StationCollect
+
     e = st.evidence
     return [EvidenceSink(EvidencePolicy(e.folder or data_dir() / "evidence", e.budget_mb, e.ng_days, e.ok_days,
-                                        e.ok_every, e.min_free_mb), history)]
+                                        e.ok_every, e.min_free_mb), history),
+            StationCollect((e.folder or data_dir() / "evidence").parent / "collect")]
 
 
 def _service_hooks(p: dict[str, Any], insp: Any, opts: Any) -> Callable[[], None]:

@@ -236,15 +236,44 @@ def test_deploy_and_rollback_from_the_page(station) -> None:
 def test_viewer_and_operator_are_refused_every_engineer_action(station) -> None:
     actions = [("POST", "/api/preview", {"recipe": "tile", "threshold": 2.0}), ("POST", "/api/recipe-settings",
                {"recipe": "tile", "threshold": 2.0}), ("POST", "/api/deploy?recipe=tile", None),
-               ("POST", "/api/rollback?recipe=tile", None)]
+               ("POST", "/api/rollback?recipe=tile", None), ("POST", "/api/collect", {"count": 3}),
+               ("GET", "/api/collect.zip", None), ("GET", "/api/dataset?recipe=tile", None)]
     for role in ("viewer", "operator"):
         for method, path, body in actions:
             with pytest.raises(urllib.error.HTTPError) as e:
-                _api(station["base"], method, path, body, role, raw=b"" if body is None else None)
+                _api(station["base"], method, path, body, role, raw=b"" if body is None and method == "POST" else None)
             assert e.value.code == 403, (role, path)
     with pytest.raises(urllib.error.HTTPError) as e:
         _api(station["base"], "POST", "/api/review", {"result_id": "x", "mark": "good"}, "viewer")
     assert e.value.code == 403
     audit = _api(station["base"], "GET", "/api/audit?limit=500", role="engineer")
     refused = [a for a in audit if a["outcome"] == "refused" and a["who"].split("@")[0] in ("viewer", "operator")]
-    assert len(refused) >= 9, refused
+    assert len(refused) >= 15, refused
+
+
+def test_collect_good_parts_from_the_page(station, tmp_path: Path) -> None:
+    """The engineer collects the next 5 parts of the running station from the Recipes page and downloads them: raw
+    frames in MVTec layout with a contact sheet, the station inspecting all the while."""
+    import zipfile
+
+    pw, b = _browser()
+    try:
+        page, errors = _login(b, station["base"], "engineer")
+        page.goto(f"{station['base']}/app/recipes")
+        page.wait_for_selector("#collect button[type=submit]")
+        page.fill("#collect input[name=count]", "5")
+        page.click("#collect button[type=submit]")
+        page.wait_for_function("document.body.dataset.collect === 'done'", timeout=60000)
+        with page.expect_download() as dl:
+            page.click("#collect-download")
+        dl.value.save_as(str(tmp_path / "c.zip"))
+        assert not errors, errors
+    finally:
+        b.close()
+        pw.stop()
+    with zipfile.ZipFile(tmp_path / "c.zip") as z:
+        names = z.namelist()
+    assert len([n for n in names if "/train/good/" in n and n.endswith(".png")]) == 5, names
+    assert any(n.endswith("contact_sheet.jpg") for n in names)
+    st = _api(station["base"], "GET", "/api/collect")
+    assert st["state"] == "done" and st["kept"] == 5 and st["recipe"] in ("tile", "tile-b")

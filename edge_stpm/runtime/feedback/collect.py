@@ -209,3 +209,77 @@ def _view(cfg: CollectSettings, line: Any) -> Any:
     view.plc = line.plc if cfg.trigger == "http" else None
     view.start()
     return view
+
+
+class StationCollect(Sink):
+    """Collecting on a running station (the web app's Recipes page): idle until ``arm``; then the next frames, cut
+    to the active recipe's ROI, go through a ``CollectSink`` into ``root/<recipe>-<UTC time>/train/good`` until its
+    count is reached. Lossy while idle (it takes nothing), and a slow disk never holds up the line: a frame that
+    finds the queue full is not collected (``dropped`` in the health page)."""
+
+    name = "collect-on-demand"
+    queue_size = 64
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.lock = threading.Lock()
+        self.current: CollectSink | None = None
+        self.folder: Path | None = None
+        self.recipe: str | None = None
+
+    def arm(self, recipe: str, count: int, min_change: float) -> dict[str, Any]:
+        import time
+
+        if not 1 <= count <= 100_000 or not 0 <= min_change <= 255:
+            raise UserError("count must be 1..100000 and min_change 0..255")
+        with self.lock:
+            if self.current is not None and not self.current.done.is_set():
+                raise UserError(f"a collection is under way ({len(self.current.stats.kept)} of {self.current.count})")
+            folder = self.root / f"{recipe}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            sink = CollectSink(folder / "train" / "good", count, min_change, threading.Event())
+            sink.open()
+            self.current, self.folder, self.recipe = sink, folder, recipe
+        return self.status()
+
+    def wants(self, r: Result) -> bool:
+        c = self.current
+        return c is not None and not c.done.is_set()
+
+    def take(self, r: Result) -> None:
+        c = self.current
+        if c is None or c.done.is_set():
+            return
+        roi = r.inspection.roi
+        if roi is not None:  # the recipe's region, as its model sees it
+            x, y, w, h = roi
+            r = _cropped(r, r.image[y : y + h, x : x + w])
+        c.take(r)
+        if c.done.is_set() and self.folder is not None:
+            contact_sheet(c.stats.kept, self.folder / "contact_sheet.jpg")
+
+    def status(self) -> dict[str, Any]:
+        c = self.current
+        if c is None:
+            return {"state": "idle"}
+        return {"state": "done" if c.done.is_set() else "collecting", "recipe": self.recipe, "folder": str(self.folder),
+                "count": c.count, "kept": len(c.stats.kept), "seen": c.stats.seen, "duplicates": c.stats.duplicates}
+
+    def zip(self) -> bytes:
+        """The last collection (its train/good and contact sheet) as a zip, for a workstation."""
+        import io
+        import zipfile
+
+        if self.folder is None or not self.folder.is_dir():
+            raise UserError("nothing collected yet")
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+            for p in sorted(self.folder.rglob("*")):
+                if p.is_file():
+                    z.write(p, p.relative_to(self.folder.parent).as_posix())
+        return buf.getvalue()
+
+
+def _cropped(r: Result, image: np.ndarray) -> Result:
+    import dataclasses
+
+    return dataclasses.replace(r, image=image)

@@ -134,6 +134,7 @@ class LiveView:
         self.m_error = Gauge("edge_stpm_error", "1 while a required sink (a line output) is failing", registry=r)
         self.m_extra: dict[str, Any] = {}
         self.drift: Any = None  # runtime/feedback/drift.DriftTracker of a station run (the health page, /metrics)
+        self.collect: Any = None  # runtime/feedback/collect.StationCollect: good parts collected on demand
         Info("edge_stpm_model", "The model being run", registry=r).info({k: str(v) for k, v in model.items()})
         self._lock = threading.Lock()
         self._latest: dict[int, tuple[int, np.ndarray]] = {}

@@ -244,6 +244,37 @@ class Api:
             "Content-Disposition": f"attachment; filename={recipe}-reviewed.zip",
             "X-Counts": json.dumps(m["counts"])})
 
+    async def collect(self, request: Any) -> Any:
+        """GET: what the on-demand collection is doing; POST {"count", "min_change"} (engineer): collect the next
+        good parts of the active recipe (runtime/feedback/collect.py)."""
+        from aiohttp import web
+
+        if self.view.collect is None:
+            raise web.HTTPNotFound(text="this run collects nothing (a station with a record and [evidence] does)")
+        if request.method == "GET":
+            self.need(request, "viewer", "read collect")
+            return web.json_response(self.view.collect.status())
+        self.need(request, "engineer", "collect")
+        body = await request.json()
+        try:
+            count, change = int(body.get("count", 200)), float(body.get("min_change", 3.0))
+        except (TypeError, ValueError):
+            raise web.HTTPBadRequest(text="count and min_change are numbers") from None
+        recipe = self.control.recipes.active.cfg.name
+        st = await self.off_loop(self.view.collect.arm, recipe, count, change)
+        self.control.audit.write(_who(request), "collect", recipe, None, {"count": count, "folder": st["folder"]})
+        return web.json_response(st)
+
+    async def collect_zip(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self.need(request, "engineer", "collect download")
+        if self.view.collect is None:
+            raise web.HTTPNotFound(text="this run collects nothing")
+        data = await self.off_loop(self.view.collect.zip)
+        return web.Response(body=data, content_type="application/zip",
+                            headers={"Content-Disposition": "attachment; filename=collected.zip"})
+
     async def rollback(self, request: Any) -> Any:
         from aiohttp import web
 

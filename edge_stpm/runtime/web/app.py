@@ -62,4 +62,6 @@ def add_routes(app: Any, view: Any, control: Any, sessions: Any) -> None:
                       web.post("/api/preview", api.preview), web.post("/api/recipe-settings", api.settings),
                       web.post("/api/deploy", api.deploy), web.post("/api/rollback", api.rollback),
                       web.get("/api/dataset", api.dataset),
+                      web.get("/api/collect", api.collect), web.post("/api/collect", api.collect),
+                      web.get("/api/collect.zip", api.collect_zip),
                       web.get("/api/health", api.health), web.get("/api/audit", api.audit)])

@@ -137,6 +137,19 @@ async function renderRecipes() {
       $("#apply").disabled = false;
     };
     $("#apply").onclick = async () => { const r = await api("/api/recipe-settings", { json: body() }); toast(`applied to ${r.recipe}`); $("#apply").disabled = true; };
+    const collectStatus = async () => {
+      const c = await api("/api/collect").catch(() => ({ state: "unavailable" }));
+      $("#collect-status").textContent = c.state === "idle" ? "" : c.state === "unavailable" ? "this run collects nothing" : `${c.state}: ${c.kept} of ${c.count} kept (${c.duplicates} near-duplicates skipped) in ${c.folder}`;
+      $("#collect-download").disabled = !(c.kept > 0);
+      document.body.dataset.collect = c.state;
+      if (c.state === "collecting") setTimeout(collectStatus, 1000);
+    };
+    $("#collect").onsubmit = async (e) => { e.preventDefault(); const f = $("#collect"); await api("/api/collect", { json: { count: +f.count.value, min_change: +f.min_change.value } }); collectStatus(); };
+    $("#collect-download").onclick = async () => {
+      const res = await api("/api/collect.zip", { raw: true }); const a = document.createElement("a");
+      a.href = URL.createObjectURL(await res.blob()); a.download = "collected.zip"; document.body.append(a); a.click(); a.remove();
+    };
+    collectStatus();
     $("#dataset").onsubmit = async (e) => {
       e.preventDefault(); const d = $("#dataset");
       const q = `recipe=${encodeURIComponent(d.recipe.value)}&held_out=${+d.held_out.value}&include_ok=${d.include_ok.checked ? "yes" : "no"}`;
