@@ -385,9 +385,22 @@ def run(ctx: typer.Context,
         opcua: Optional[str] = typer.Option(None, help="Serve the handshake and the last result as an OPC UA server at HOST:PORT (OPC 40100-like address space: docs/line.md); anonymous on loopback only."),
         opcua_user: Optional[str] = typer.Option(None, help="USER:PASSWORD the OPC UA server requires (needed for a non-loopback --opcua)."),
         trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus or --opcua), each with its own trigger id; http: one frame per POST /trigger on the --http server, answered with its verdict."),
+        safe_mode: bool = typer.Option(False, "--safe-mode", help="With --config (the systemd unit uses it): a station file that does not check, or a start that fails, serves its errors on the file's [http] bind (/healthz 503) instead of exiting, until SIGHUP finds the file good (docs/station.md)."),
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
-    _run(_station_params(ctx, config, {k: v for k, v in locals().items() if k not in ("ctx", "config")}))
+    given = {k: v for k, v in locals().items() if k not in ("ctx", "config", "safe_mode")}
+    try:
+        _run(_station_params(ctx, config, given))
+    except UserError as exc:
+        if not (safe_mode and config is not None):
+            raise
+        from edge_stpm.runtime.station.config import load
+        from edge_stpm.runtime.station.safemode import run as safe
+
+        for line in str(exc).splitlines():
+            err.print(f"error: {escape(line)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(safe(config, str(exc).splitlines(), lambda: load(config),
+                              lambda text: err.print(escape(text), highlight=False, soft_wrap=True)))
 
 
 def _station_params(ctx: typer.Context, config: Optional[Path], given: dict[str, Any]) -> dict[str, Any]:

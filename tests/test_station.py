@@ -581,3 +581,85 @@ def test_run_with_a_drop_folder(exported: Path, exported_memory: Path, synth_dir
         if p.poll() is None:
             p.kill()
     assert "drop folder: v2.zip deployed to recipe a: v0 → v1 live" in out, out
+
+
+def test_safe_mode_serves_the_errors_until_sighup_finds_the_file_good(exported: Path, synth_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    """The unit's `run --config FILE --safe-mode` with a misspelled key: no crash loop — READY and a safe-mode
+    STATUS to systemd, the error line with its key path on the page and /healthz 503, watchdog pings; the file fixed
+    and SIGHUP: the same process becomes the station (/healthz 200 with the source delivering)."""
+    import signal
+    import socket
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from line_parts import free_port
+
+    port = free_port()
+    body = (f'[[sources]]\nspec = "{synth_dir / "video.avi"}"\n[run]\nheadless = true\nloop = true\n'
+            f'[http]\nbind = "127.0.0.1:{port}"\n[history]\ndb = "{tmp_path / "h.db"}"\n')
+    st = _station(tmp_path, exported, extra=body, b_extra="min_defect_aera = 5")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "n.sock"))
+    sock.settimeout(1)
+    msgs: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                msgs.append(sock.recv(300))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    threading.Thread(target=drain, daemon=True).start()
+    env = os.environ | {"NOTIFY_SOCKET": str(tmp_path / "n.sock"), "WATCHDOG_USEC": "3000000"}
+    p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--config", str(st), "--safe-mode",
+                          "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         env=env)
+
+    def healthz() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                code, text = healthz()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and p.poll() is None, "no safe-mode page"
+                time.sleep(0.2)
+        assert code == 503 and "recipes[1].min_defect_aera: unknown key" in text, text
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+        assert "Safe mode" in page and "recipes[1].min_defect_aera" in page
+        time.sleep(2.5)
+        assert msgs[0] == b"READY=1" and any(m.startswith(b"STATUS=safe mode: ") for m in msgs), msgs
+        assert msgs.count(b"WATCHDOG=1") >= 1 and p.poll() is None, "alive and pinging, not a crash loop"
+        st.write_text(st.read_text().replace("min_defect_aera = 5", "min_defect_area = 5"))
+        p.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                code, text = healthz()
+                if code == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and p.poll() is None, (code, text)
+            time.sleep(0.3)
+        assert json.loads(text) == {"ok": True, "problems": []}
+        p.terminate()
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        sock.close()
+    assert "the station file checks now — starting the station" in err, err[-2000:]
+    assert "error: " in err and "min_defect_aera" in err

@@ -30,7 +30,7 @@ def unit_text(config: Path, exe: str | None = None, user: str | None = None) -> 
         "[Service]",
         "Type=notify",
         "NotifyAccess=main",
-        f"ExecStart={shlex.quote(exe)} run --config {shlex.quote(str(config))} --headless",
+        f"ExecStart={shlex.quote(exe)} run --config {shlex.quote(str(config))} --headless --safe-mode",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
         "RestartSec=5",
