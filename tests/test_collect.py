@@ -113,3 +113,15 @@ def test_collect_bad_input_is_one_line(tmp_path: Path) -> None:
         r = runner.invoke(app, ["collect", "--out", str(tmp_path / "o"), *args])
         lines = [x for x in r.output.strip().splitlines() if x.strip()]
         assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], r.output
+
+
+def test_collect_with_a_station_file_takes_its_source_and_the_first_recipe_roi(exported: Path, synth_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    _conveyor(synth_dir, tmp_path / "line", 6, 1)
+    st = tmp_path / "st.toml"
+    st.write_text(f'[[recipes]]\nname = "a"\nindex = 0\nmodel = "{exported}"\nroi = [4, 6, 50, 40]\n'
+                  f'[[sources]]\nspec = "{tmp_path / "line"}"\n')
+    r = runner.invoke(app, ["collect", "--config", str(st), "--out", str(tmp_path / "d"), "--count", "4"])
+    assert r.exit_code == 0, r.output
+    kept = sorted((tmp_path / "d" / "train" / "good").glob("*.png"))
+    assert len(kept) == 4 and {cv2.imread(str(k)).shape for k in kept} == {(40, 50, 3)}
