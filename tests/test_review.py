@@ -127,6 +127,9 @@ def test_review_band_in_the_recipe_and_its_range(exported: Path, synth_dir: Path
     st = config.parse({"recipes": [{"name": "a", "index": 0, "model": str(exported), "review_band": band}]}, tmp_path)
     insp = StationInspector(load_recipes(st.recipes, st.recipes[0], "onnxruntime"))
     r = insp.inspect(frame)
+    good = insp.recipes.summary()[0]["good_scores"]  # where to start a band: the calibration's p50 / p95
+    md = insp.recipes.active.inspector.backend.metadata["thresholds"]
+    assert good["p50"] == pytest.approx(md["good_scores"]["p50"] / md["image"], rel=1e-3) and good["p50"] <= good["p95"]
     insp.close()
     assert r.verdict == "REVIEW" and not r.ng and r.review and any("review band" in n for n in r.notes)
     for bad in (0.0, 1.0, 1.5, -0.2):

@@ -186,13 +186,25 @@ class RecipeSet:
 
     def summary(self) -> list[dict[str, Any]]:
         return [r.info | {"version": r.version, "threshold": r.cfg.threshold, "roi": r.cfg.roi, "min_defect_area": r.cfg.min_defect_area,
-                          "review_band": r.cfg.review_band,
+                          "review_band": r.cfg.review_band, "good_scores": _good(r),
                           "ignore": bool(r.cfg.ignore_mask or r.cfg.ignore_polygons), "load_s": round(r.load_s, 3),
                           "active": r.cfg.index == self.active_index} for r in self.recipes.values()]
 
     def close(self) -> None:
         for r in self.recipes.values():
             r.inspector.close()
+
+
+def _good(rec: LoadedRecipe) -> dict[str, float] | None:
+    """The held-out good images' p50 / p95 in normalised score at this recipe's threshold (where to start a review
+    band: near the p95), from the model's calibration figures; None for a model calibrated before they were stored."""
+    from edge_stpm.runtime.feedback.drift import calibrated
+
+    base = calibrated(rec.inspector.backend.metadata)
+    if base is None:
+        return None
+    thr = rec.inspector.image_threshold
+    return {"p50": round(base[0] / thr, 4), "p95": round(base[1] / thr, 4), "p95_from": base[2]}
 
 
 class StationInspector:
