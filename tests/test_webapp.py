@@ -5,6 +5,7 @@ and a viewer and an operator refused (403, audited) at every engineer action. Sk
 Playwright is missing, as the window tests do."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -126,6 +127,19 @@ def _login(b, base: str, role: str, width: int = 1280, height: int = 800):
     return page, errors
 
 
+@contextlib.contextmanager
+def _page_as(base: str, role: str, path: str):
+    """A logged-in page of the web app at ``path`` in a fresh Chromium: (page, page errors)."""
+    pw, b = _browser()
+    try:
+        page, errors = _login(b, base, role)
+        page.goto(f"{base}{path}")
+        yield page, errors
+    finally:
+        b.close()
+        pw.stop()
+
+
 def test_every_page_as_every_role(station, tmp_path: Path) -> None:
     pw, b = _browser()
     try:
@@ -183,10 +197,7 @@ def test_threshold_preview_equals_what_the_threshold_then_gives(station) -> None
     probe = _api(station["base"], "POST", "/api/preview", {"recipe": "tile", "n": 40}, "engineer")
     # a threshold in the middle of the saved NG frames' scores: some verdicts change, some do not
     thr = round(statistics.median(i["now_score"] for i in probe["items"] if i["now"] == "NG"), 2)
-    pw, b = _browser()
-    try:
-        page, errors = _login(b, station["base"], "engineer")
-        page.goto(f"{station['base']}/app/recipes")
+    with _page_as(station["base"], "engineer", "/app/recipes") as (page, errors):
         page.wait_for_selector("#recipe-select option", state="attached")
         page.select_option("#recipe-select", "tile")
         page.fill("input[name=threshold]", str(thr))
@@ -198,9 +209,6 @@ def test_threshold_preview_equals_what_the_threshold_then_gives(station) -> None
         page.click("#apply")
         page.wait_for_function("document.querySelector('#apply').disabled")
         assert not errors, errors
-    finally:
-        b.close()
-        pw.stop()
     after = _api(station["base"], "POST", "/api/preview", {"recipe": "tile", "threshold": thr, "n": 40}, "engineer")
     assert 0 < before["changed"] < before["frames"] and abs(changed - before["changed"]) <= 2, (changed, before)
     assert after["changed"] == 0, "the applied threshold gives what the preview said"
@@ -210,10 +218,7 @@ def test_threshold_preview_equals_what_the_threshold_then_gives(station) -> None
 
 
 def test_deploy_and_rollback_from_the_page(station) -> None:
-    pw, b = _browser()
-    try:
-        page, errors = _login(b, station["base"], "engineer")
-        page.goto(f"{station['base']}/app/recipes")
+    with _page_as(station["base"], "engineer", "/app/recipes") as (page, errors):
         page.wait_for_selector("#deploy-recipe option", state="attached")
         page.select_option("#deploy-recipe", "tile-b")
         files = [str(p) for p in sorted(Path(station["bundle_b"]).iterdir()) if p.is_file()]
@@ -225,9 +230,6 @@ def test_deploy_and_rollback_from_the_page(station) -> None:
         page.click("button[data-rollback='tile-b']")
         page.wait_for_function("document.querySelector('#toast').textContent.includes('v1 → v0')", timeout=60000)
         assert not errors, errors
-    finally:
-        b.close()
-        pw.stop()
     versions = _api(station["base"], "GET", "/api/recipes", role="viewer")
     tb = next(r for r in versions if r["name"] == "tile-b")
     assert tb["version"] == 0 and [v["status"] for v in tb["versions"]] == ["live", "retired"]
@@ -256,10 +258,7 @@ def test_collect_good_parts_from_the_page(station, tmp_path: Path) -> None:
     frames in MVTec layout with a contact sheet, the station inspecting all the while."""
     import zipfile
 
-    pw, b = _browser()
-    try:
-        page, errors = _login(b, station["base"], "engineer")
-        page.goto(f"{station['base']}/app/recipes")
+    with _page_as(station["base"], "engineer", "/app/recipes") as (page, errors):
         page.wait_for_selector("#collect button[type=submit]")
         page.fill("#collect input[name=count]", "5")
         page.click("#collect button[type=submit]")
@@ -268,9 +267,6 @@ def test_collect_good_parts_from_the_page(station, tmp_path: Path) -> None:
             page.click("#collect-download")
         dl.value.save_as(str(tmp_path / "c.zip"))
         assert not errors, errors
-    finally:
-        b.close()
-        pw.stop()
     with zipfile.ZipFile(tmp_path / "c.zip") as z:
         names = z.namelist()
     assert len([n for n in names if "/train/good/" in n and n.endswith(".png")]) == 5, names

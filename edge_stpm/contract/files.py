@@ -107,6 +107,23 @@ def write_bytes(final: Path, data: bytes) -> Path:
     return Path(final)
 
 
+def zip_tree(folder: Path, top_level: bool = False) -> bytes:
+    """A folder's files as one zip in memory (stored: PNG frames and ONNX graphs do not compress). ``top_level``:
+    only the files directly in it, named by their own name (a bundle); otherwise every file under it, named under
+    the folder's own name (a dataset or a collection unpacks into one folder). Hidden files are left out."""
+    import io
+    import zipfile
+
+    folder = Path(folder)
+    files = sorted(folder.iterdir() if top_level else folder.rglob("*"))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for f in files:
+            if f.is_file() and not f.name.startswith("."):
+                z.write(f, f.name if top_level else f.relative_to(folder.parent).as_posix())
+    return buf.getvalue()
+
+
 def write_text(final: Path, text: str) -> Path:
     return write_bytes(final, text.encode("utf-8"))
 

@@ -9,6 +9,7 @@ When the target count is reached the loop stops; a contact sheet of what was kep
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from dataclasses import dataclass, field
@@ -252,7 +253,7 @@ class StationCollect(Sink):
         roi = r.inspection.roi
         if roi is not None:  # the recipe's region, as its model sees it
             x, y, w, h = roi
-            r = _cropped(r, r.image[y : y + h, x : x + w])
+            r = dataclasses.replace(r, image=r.image[y : y + h, x : x + w])
         c.take(r)
         if c.done.is_set() and self.folder is not None:
             contact_sheet(c.stats.kept, self.folder / "contact_sheet.jpg")
@@ -266,20 +267,9 @@ class StationCollect(Sink):
 
     def zip(self) -> bytes:
         """The last collection (its train/good and contact sheet) as a zip, for a workstation."""
-        import io
-        import zipfile
+        from edge_stpm.contract.files import zip_tree
 
         if self.folder is None or not self.folder.is_dir():
             raise UserError("nothing collected yet")
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-            for p in sorted(self.folder.rglob("*")):
-                if p.is_file():
-                    z.write(p, p.relative_to(self.folder.parent).as_posix())
-        return buf.getvalue()
+        return zip_tree(self.folder)
 
-
-def _cropped(r: Result, image: np.ndarray) -> Result:
-    import dataclasses
-
-    return dataclasses.replace(r, image=image)

@@ -82,16 +82,11 @@ def build(db: Path, recipe: str, out: Path, held_out: float = 0.2, include_ok: b
 
 def build_zip(db: Path, recipe: str, held_out: float = 0.2, include_ok: bool = False) -> tuple[bytes, dict[str, Any]]:
     """The same folder as ``build``, as one zip (the web app's download for a workstation): (bytes, manifest)."""
-    import io
     import tempfile
-    import zipfile
+
+    from edge_stpm.contract.files import zip_tree
 
     with tempfile.TemporaryDirectory(prefix="edge-stpm-dataset-") as tmp:
         folder = Path(tmp) / f"{SAFE.sub('_', recipe)}-reviewed"
         manifest = build(db, recipe, folder, held_out, include_ok)
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # PNG frames: compressed already
-            for p in sorted(folder.rglob("*")):
-                if p.is_file():
-                    z.write(p, p.relative_to(folder.parent).as_posix())
-        return buf.getvalue(), manifest
+        return zip_tree(folder), manifest

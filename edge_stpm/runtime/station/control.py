@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.files import zip_tree
 from edge_stpm.runtime.station.audit import Audit
 from edge_stpm.runtime.station.recipes import LoadedRecipe, RecipeSet
 from edge_stpm.runtime.station.store import ModelStore, self_test, verify
@@ -158,12 +159,7 @@ def zip_bundle(folder: Path) -> bytes:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"no bundle folder at {folder}")
-    buf = BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        for p in sorted(folder.iterdir()):
-            if p.is_file() and not p.name.startswith("."):
-                z.write(p, p.name)
-    return buf.getvalue()
+    return zip_tree(folder, top_level=True)
 
 
 LIVE_KEYS = ("threshold", "roi", "ignore_mask", "ignore_polygons", "min_defect_area", "review_band")

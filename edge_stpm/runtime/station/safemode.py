@@ -14,13 +14,12 @@ import os
 import signal
 import sys
 import threading
-import time
 import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_stpm.runtime.station.service import WATCHDOG_SEC, notify
+from edge_stpm.runtime.station.service import notify
 
 FALLBACK_BIND = "127.0.0.1:8080"
 
@@ -122,11 +121,9 @@ def run(config: Path, errors: list[str], check: Callable[[], None], log: Callabl
     log(f"safe mode: {config} does not check — nothing inspected; fix it, then reload (SIGHUP)")
     prev = {s: signal.signal(s, h) for s, h in ((signal.SIGHUP, lambda *_: sm.reload.set()),
                                                 (signal.SIGTERM, lambda *_: sm.stop.set()))}
-    period = max(1.0, int(os.environ.get("WATCHDOG_USEC", "0") or 0) / 3e6) if os.environ.get("WATCHDOG_USEC") \
-        else WATCHDOG_SEC / 3
     try:
-        while not sm.stop.is_set():
-            if sm.reload.wait(timeout=min(period, 1.0)):
+        while not sm.stop.is_set():  # a watchdog ping every second: well inside any WatchdogSec
+            if sm.reload.wait(timeout=1.0):
                 sm.reload.clear()
                 if sm.tried_again():
                     sm.close()
@@ -135,7 +132,6 @@ def run(config: Path, errors: list[str], check: Callable[[], None], log: Callabl
                         signal.signal(s, h)
                     os.execv(sys.executable, [sys.executable, "-m", "edge_stpm.cli", *sys.argv[1:]])
             notify("WATCHDOG=1")
-            time.sleep(0)
     except KeyboardInterrupt:
         pass
     finally:

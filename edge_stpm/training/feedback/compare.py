@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_text
+from edge_stpm.contract.files import write_json
 from edge_stpm.contract.images import labelled_test_images, read_image
 
 
@@ -50,7 +50,7 @@ def compare(old: Path, new: Path, data: Path, out_dir: Path) -> dict[str, Any]:
             raise UserError(f"no model at {p}")
     res = {"data": str(data), "images": [str(i.path) for i in items], **_figures({"old": old, "new": new}, items)}
     out_dir = Path(out_dir)
-    write_text(out_dir / "compare.json", __import__("json").dumps(res, indent=1) + "\n")
+    write_json(out_dir / "compare.json", res)
     res["figure"] = str(figure(res, [i.label for i in items], out_dir / "compare.png"))
     return res
 
