@@ -36,6 +36,28 @@ class TrunkLevels(torch.nn.Module):
 
 
 @torch.no_grad()
+def score_peer(model: torch.nn.Module, pre: Preprocess, data: Path, size: int, fit: str) -> tuple[dict, list[float]]:
+    """A peer model (in eval mode, answering anomalib's InferenceBatch) over the test split, one image at a time,
+    scored by our metric code; also the AUROC of the map's max as the image score. Returns (metrics, seconds per
+    image)."""
+    items = labelled_test_images(data)
+    test = torch.from_numpy(load_images([i.path for i in items], size, fit))
+    masks = np.stack([read_mask(i, size, fit) for i in items])
+    maps, scores, per_image = [], [], []
+    for i in range(len(test)):
+        t1 = time.perf_counter()
+        r = model(pre(test[i : i + 1]))
+        per_image.append(time.perf_counter() - t1)
+        maps.append(r.anomaly_map[:, 0].numpy())
+        scores.append(r.pred_score.reshape(-1).numpy())
+    maps, scores = np.concatenate(maps), np.concatenate(scores)
+    labels, defects = np.array([i.label for i in items]), np.array([i.defect for i in items])
+    res = compute_metrics(maps, scores, labels, masks, defects)
+    res["max_of_map_image_auroc"] = metrics.image_auroc(maps.reshape(len(maps), -1).max(1), labels)
+    return res, per_image
+
+
+@torch.no_grad()
 def main() -> int:
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
@@ -59,20 +81,7 @@ def main() -> int:
     model.subsample_embedding(ratio)
     fit_s = time.perf_counter() - t0
     model.eval()
-    items = labelled_test_images(data)
-    test = torch.from_numpy(load_images([i.path for i in items], size, fit))
-    masks = np.stack([read_mask(i, size, fit) for i in items])
-    maps, scores, per_image = [], [], []
-    for i in range(len(test)):
-        t1 = time.perf_counter()
-        r = model(pre(test[i : i + 1]))
-        per_image.append(time.perf_counter() - t1)
-        maps.append(r.anomaly_map[:, 0].numpy())
-        scores.append(r.pred_score.reshape(-1).numpy())
-    maps, scores = np.concatenate(maps), np.concatenate(scores)
-    labels, defects = np.array([i.label for i in items]), np.array([i.defect for i in items])
-    res = compute_metrics(maps, scores, labels, masks, defects)
-    res["max_of_map_image_auroc"] = metrics.image_auroc(maps.reshape(len(maps), -1).max(1), labels)
+    res, per_image = score_peer(model, pre, data, size, fit)
     report = {"peer": "anomalib 2.7.0 PatchcoreModel (torch), MobileNetV2 torchvision ImageNet levels 2+3",
               "checkpoint_split": str(ckpt), "train_images": len(train), "coreset_ratio": ratio,
               "memory_bank": list(model.memory_bank.shape), "fit_seconds": fit_s,

@@ -128,7 +128,8 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           head: TrainHeadName = typer.Option(DEFAULT_HEAD, help="stpm (the student, trained), memory (nearest neighbour over the teacher's good patches: nothing trained, seconds to minutes on a CPU), both (the two maps, each scaled by its spread on the held-out good images) or auto (fits both, keeps the head with the best no-defect check)."),
           coreset: float = typer.Option(DEFAULT_CORESET, **rng("coreset"), help="Memory head: the share of the training patches kept in the bank (greedy k-center)."),
           bank_max_mb: float = typer.Option(DEFAULT_BANK_MAX_MB, **rng("bank_max_mb"), help="Memory head: the bank's size cap in MB (float32), whatever --coreset asks."),
-          threshold_method: ThresholdMethod = typer.Option("logsigma", help="How thresholds are set from held-out good images: logsigma (exp(mean+3σ) of log scores), percentile (99.5th) or sigma (mean+3σ)."),
+          threshold_method: ThresholdMethod = typer.Option("logsigma", help="How thresholds are set from held-out good images: logsigma (exp(mean+kσ) of log scores), percentile (99.5th) or sigma (mean+kσ)."),
+          threshold_k: Optional[float] = typer.Option(None, **rng("threshold_k"), help="The image threshold's k for logsigma / sigma (default: 2 for the memory head, 3 for stpm and both; the pixel threshold keeps 3)."),
           seed: int = typer.Option(0, **rng("seed"), help="Random seed (split, initialisation, batch order, coreset start)."),
           device: DeviceName = typer.Option("auto", help="Where the PyTorch model runs (auto: cuda when there is a GPU)."),
           threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use)."),
@@ -146,7 +147,8 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
                               weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
                               image_size=size, fit=fit, sigma=smoothing, score_top_percent=score_top, map_combine=map_combine, seed=seed, device=device,
                               head=head, coreset=coreset, bank_max_mb=bank_max_mb,
-                              teacher_weights=teacher_weights, threshold_method=threshold_method, quiet=quiet,
+                              teacher_weights=teacher_weights, threshold_method=threshold_method,
+                              threshold_k=threshold_k, quiet=quiet,
                               threads=threads, low_memory=low_memory, teacher_cache=teacher_cache, init_from=init_from,
                               **({"loss": loss} if loss else {})))
     if s["epochs_run"]:
@@ -227,6 +229,7 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="The training 
 @one_line_errors
 def calibrate(checkpoint: Path = typer.Option(..., help="The training checkpoint (model.pt) to update in place (atomically)."),
               threshold_method: ThresholdMethod = typer.Option("logsigma", help="How thresholds are set from the held-out good images."),
+              threshold_k: Optional[float] = typer.Option(None, **rng("threshold_k"), help="The image threshold's k for logsigma / sigma (default: 2 for the memory head, 3 for stpm and both)."),
               smoothing: Optional[float] = typer.Option(None, **rng("smoothing"), help="Change the map smoothing (sigma in pixels; 0 = none) before calibrating."),
               score_top: Optional[float] = typer.Option(None, **rng("score_top"), help="Change the image score before calibrating: the mean of the top this % of the map (0 = its max)."),
               map_combine: Optional[MapCombine] = typer.Option(None, help="Change how the levels make the map: product, or weighted_sum (weights from the held-out good images)."),
@@ -244,7 +247,7 @@ def calibrate(checkpoint: Path = typer.Option(..., help="The training checkpoint
 
     set_threads(threads)
     thr = recalibrate(checkpoint, threshold_method, smoothing, data, quiet, top_percent=score_top, combine=map_combine,
-                      head=head, coreset=coreset, bank_max_mb=bank_max_mb)
+                      head=head, coreset=coreset, bank_max_mb=bank_max_mb, k=threshold_k)
     out.print(f"thresholds ({thr['method']}): image {thr['image']:.5g}, pixel {thr['pixel']:.5g}; written to {checkpoint}")
 
 

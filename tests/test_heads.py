@@ -136,3 +136,22 @@ def test_calibrate_changes_the_head(trained: Path, trained_memory: Path, synth_d
     shutil.copy(trained_memory / "model.pt", mem)
     with pytest.raises(UserError, match="needs a trained student"):
         recalibrate(mem, head="stpm", quiet=True)
+
+
+def test_threshold_k_defaults_per_head_and_the_option(trained: Path, trained_memory: Path, tmp_path: Path) -> None:
+    """The memory head's image threshold uses k 2 (RULE_R3.md addendum 1), the student's k 3; the pixel threshold
+    keeps k 3 for both; calibrate --threshold-k 3 on the memory checkpoint raises its image threshold (log-normal
+    held-out scores: exp(mean + 3σ) > exp(mean + 2σ) whenever σ > 0) and leaves the pixel threshold as it was."""
+    import shutil
+
+    from edge_stpm.training import checkpoint
+    from edge_stpm.training.calibrate import recalibrate
+
+    mem = checkpoint.read(trained_memory / "model.pt")["thresholds"]
+    stpm = checkpoint.read(trained / "model.pt")["thresholds"]
+    assert (mem["k"], mem["pixel_k"]) == (2.0, 3.0) and (stpm["k"], stpm["pixel_k"]) == (3.0, 3.0)
+    copy = tmp_path / "k3.pt"
+    shutil.copy(trained_memory / "model.pt", copy)
+    thr = recalibrate(copy, k=3.0, quiet=True)
+    assert thr["k"] == 3.0 and thr["image"] > mem["image"]
+    assert thr["pixel"] == pytest.approx(mem["pixel"], rel=1e-6)

@@ -20,11 +20,12 @@ from edge_stpm.training.model import HEADS, MAP_COMBINES, Preprocess, good_head_
 def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None, data: Path | None = None,
                 quiet: bool = False, top_percent: float | None = None, combine: str | None = None,
                 head: str | None = None, coreset: float = DEFAULT_CORESET,
-                bank_max_mb: float = DEFAULT_BANK_MAX_MB) -> dict[str, Any]:
+                bank_max_mb: float = DEFAULT_BANK_MAX_MB, k: float | None = None) -> dict[str, Any]:
     """Recompute thresholds of a checkpoint from its held-out good images (optionally with another smoothing
     sigma, image score, level combination or head), or, with ``data``, set the image threshold to the F1 optimum
     of that labelled split; rewrite it. A ``head`` of memory or both builds the memory bank from the checkpoint's
-    training images (nothing is trained); stpm and both need a trained student."""
+    training images (nothing is trained); stpm and both need a trained student. ``k``: the image threshold's k
+    (None: the head's default)."""
     ck = checkpoint.read(Path(ckpt))
     if method not in thresholds.METHODS:
         raise UserError(f"unknown threshold method {method!r}; choose one of {', '.join(thresholds.METHODS)}")
@@ -51,7 +52,7 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
     pipe = checkpoint.pipeline(ck, stpm)
     infer = torch_infer(pipe, torch.device("cpu"))
     maps, scores = score_set(infer, val_images, 16, quiet, "held-out good images")
-    thr = thresholds.calibrate(scores, maps, method)
+    thr = thresholds.calibrate(scores, maps, method, thresholds.default_k(ck.get("head", "stpm")) if k is None else k)
     if data is not None:
         items = labelled_test_images(Path(data))
         _, s = score_set(infer, load_images([i.path for i in items], size, fit), 16, quiet, "labelled split")

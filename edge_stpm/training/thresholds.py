@@ -6,11 +6,17 @@ from typing import Any
 import numpy as np
 
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.options import DEFAULT_THRESHOLD_K, PIXEL_THRESHOLD_K
 
 METHODS = ("logsigma", "percentile", "sigma")
 DEFAULT_IMAGE_Q = 99.5
 DEFAULT_PIXEL_Q = 99.9
 DEFAULT_K = 3.0
+
+
+def default_k(head: str) -> float:
+    """The image threshold's k for a head (``contract.options.DEFAULT_THRESHOLD_K``)."""
+    return DEFAULT_THRESHOLD_K.get(head, DEFAULT_K)
 
 
 def good_threshold(values: np.ndarray, method: str = "logsigma", q: float | None = None, k: float = DEFAULT_K,
@@ -37,8 +43,9 @@ def good_threshold(values: np.ndarray, method: str = "logsigma", q: float | None
 
 def calibrate(image_scores: np.ndarray, maps: np.ndarray, method: str = "logsigma", k: float = DEFAULT_K,
               image_q: float = DEFAULT_IMAGE_Q, pixel_q: float = DEFAULT_PIXEL_Q, max_pixels: int = 2_000_000,
-              seed: int = 0) -> dict[str, Any]:
-    """Image and pixel thresholds from held-out good images.
+              seed: int = 0, pixel_k: float = PIXEL_THRESHOLD_K) -> dict[str, Any]:
+    """Image and pixel thresholds from held-out good images (``k`` for the image threshold, ``pixel_k`` for the
+    pixel threshold, with logsigma / sigma).
 
     image_scores: ``(N,)`` image scores; maps: ``(N, H, W)`` anomaly maps. Pixels are subsampled to at
     most ``max_pixels`` (seeded). Returns the dict stored in checkpoints as ``thresholds``.
@@ -48,10 +55,11 @@ def calibrate(image_scores: np.ndarray, maps: np.ndarray, method: str = "logsigm
     if pixels.size > max_pixels:
         pixels = np.random.default_rng(seed).choice(pixels, max_pixels, replace=False)
     image_t = good_threshold(scores, method, image_q, k)
-    pixel_t = good_threshold(pixels, method, pixel_q, k, default_q=DEFAULT_PIXEL_Q)
+    pixel_t = good_threshold(pixels, method, pixel_q, pixel_k, default_q=DEFAULT_PIXEL_Q)
     return {
         "method": method,
         "k": k if method in ("sigma", "logsigma") else None,
+        "pixel_k": pixel_k if method in ("sigma", "logsigma") else None,
         "image_q": image_q if method == "percentile" else None,
         "pixel_q": pixel_q if method == "percentile" else None,
         "image": image_t,

@@ -61,7 +61,7 @@ class TrainConfig:
     device: str = "auto"
     teacher_weights: str | None = None
     threshold_method: str = "logsigma"
-    threshold_k: float = thresholds.DEFAULT_K
+    threshold_k: float | None = None  # None: the head's (contract.options.DEFAULT_THRESHOLD_K)
     low_memory: bool | None = None
     teacher_cache: bool | None = None
     threads: int | None = None
@@ -94,6 +94,8 @@ def _check(cfg: TrainConfig) -> None:
         raise UserError(f"unknown head {cfg.head!r}; choose one of {', '.join(HEADS)}, auto")
     if not 0 < cfg.coreset <= 1 or cfg.bank_max_mb <= 0:
         raise UserError("--coreset must be in (0, 1] and --bank-max-mb positive")
+    if cfg.threshold_k is not None and not 0 < cfg.threshold_k <= 10:
+        raise UserError("--threshold-k must be in (0, 10]")
     if cfg.threshold_method not in thresholds.METHODS:
         raise UserError(f"unknown threshold method {cfg.threshold_method!r}; choose one of {', '.join(thresholds.METHODS)}")
 
@@ -312,7 +314,8 @@ def _calibrated_head(stpm: STPM, cfg: TrainConfig, device: torch.device, val_ima
     for head in (("memory", "both", "stpm") if cfg.head == "auto" else (cfg.head,)):
         pipe, settings = _head(stpm, cfg, head, device, val_images, memory)
         val_maps, val_scores = score_images(pipe, val_images, 8 if memory is not None else cfg.batch_size)
-        thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, cfg.threshold_k)
+        k = thresholds.default_k(head) if cfg.threshold_k is None else cfg.threshold_k
+        thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, k)
         proxy = proxy_auroc(torch_infer(pipe, device), good, val_scores, seed=cfg.seed)
         tried[head] = (settings, thr, proxy)
     best = max(tried, key=lambda h: tried[h][2]["mean"])  # first of equals: the cheaper head

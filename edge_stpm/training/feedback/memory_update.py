@@ -101,7 +101,7 @@ def _same_method(thr: dict[str, Any]) -> dict[str, Any]:
     if method not in thresholds.METHODS:
         return {"method": "logsigma"}
     out: dict[str, Any] = {"method": method}
-    for key in ("k", "image_q", "pixel_q"):
+    for key in ("k", "pixel_k", "image_q", "pixel_q"):
         if thr.get(key) is not None:
             out[key] = thr[key]
     return out
