@@ -122,6 +122,8 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           val_fraction: float = typer.Option(0.2, **rng("val_fraction"), help="Share of good images held out for model selection and thresholds."),
           size: int = typer.Option(256, **rng("size"), help="Model input side (pixels)."),
           fit: Optional[Fit] = typer.Option(None, help="How images meet the square input: pad (keep aspect ratio, reflect-pad), stretch or crop (default: the one the head was chosen with: stretch for memory, pad for stpm and both)."),
+          tiles: Optional[str] = typer.Option(None, help="Tiled fit for large frames: ROWSxCOLS overlapping tiles (e.g. 2x2), each fitted to --size and inferred as one batch, the maps stitched back, the frame's score the largest tile's; travels with the model (default: the whole frame)."),
+          tile_overlap: float = typer.Option(0.125, **rng("tile_overlap"), help="With --tiles: the share of a tile's side shared with its neighbour."),
           smoothing: float = typer.Option(4.0, **rng("smoothing"), help="Gaussian smoothing of the map before the image score: sigma in pixels (0 = official STPM head)."),
           score_top: float = typer.Option(2.0, **rng("score_top"), help="Image score: the mean of the top this % of the map (default 2: higher AUROC on magnetic tile, 3 seeds); 0 = its max (the official STPM head)."),
           map_combine: MapCombine = typer.Option("weighted_sum", help="How the pyramid levels make the map: weighted_sum (default: each level divided by its spread on the held-out good images; higher AUROC on magnetic tile) or product (the official STPM head)."),
@@ -145,7 +147,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
 
     s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
                               weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
-                              image_size=size, fit=fit, sigma=smoothing, score_top_percent=score_top, map_combine=map_combine, seed=seed, device=device,
+                              image_size=size, fit=fit, tiles=tiles, tile_overlap=tile_overlap, sigma=smoothing, score_top_percent=score_top, map_combine=map_combine, seed=seed, device=device,
                               head=head, coreset=coreset, bank_max_mb=bank_max_mb,
                               teacher_weights=teacher_weights, threshold_method=threshold_method,
                               threshold_k=threshold_k, quiet=quiet,

@@ -121,6 +121,7 @@ def graph_metadata(ck_meta: dict[str, Any], precision: str, batch: int, ckpt_sha
         "head": ck_meta.get("head", "stpm"),
         "head_weights": ck_meta.get("head_weights"),
         "memory": ck_meta.get("memory"),
+        "tiles": ck_meta.get("tiles"),  # the tiled fit (contract/tiles.py), None for the whole frame
         # good_scores: the held-out good images' score figures (p50, p95…): the box's drift tracking compares with them
         "thresholds": {"image": thr["image"], "pixel": thr["pixel"], "method": thr["method"]}
                       | ({"good_scores": thr["good_scores"]} if thr.get("good_scores") else {}),

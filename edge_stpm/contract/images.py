@@ -8,7 +8,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -154,15 +154,19 @@ def read_mask(item: LabelledImage, size: int, mode: str = "stretch") -> np.ndarr
 
 
 def load_images(
-    paths: Sequence[Path], size: int, mode: str = "stretch", on_done: Callable[[int], None] | None = None
+    paths: Sequence[Path], size: int, mode: str = "stretch", on_done: Callable[[int], None] | None = None,
+    tiles: Any = None,
 ) -> np.ndarray:
-    """Decode and fit ``paths`` in parallel threads; returns uint8 BGR ``(N, size, size, 3)``."""
+    """Decode and fit ``paths`` in parallel threads; returns uint8 BGR ``(N, size, size, 3)``, or with a
+    ``contract.tiles.TileGrid`` every image's tiles in a row, ``(N·T, size, size, 3)``."""
     if not paths:
         raise UserError("no images to load")
-    out = np.empty((len(paths), size, size, 3), np.uint8)
+    n = tiles.count if tiles is not None else 1
+    out = np.empty((len(paths) * n, size, size, 3), np.uint8)
 
     def one(i: int) -> int:
-        out[i] = fit_image(read_image(paths[i]), size, mode)
+        img = read_image(paths[i])
+        out[i * n : (i + 1) * n] = fit_image(img, size, mode)[None] if tiles is None else tiles.split(img, size, mode)
         return i
 
     with ThreadPoolExecutor(max_workers=4) as pool:

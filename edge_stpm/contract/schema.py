@@ -37,6 +37,11 @@ _HEAD = {
                                             "properties": {k: {"type": "integer", "minimum": 1}
                                                            for k in ("entries", "dims", "bytes")}}]},
     "thresholds": THRESHOLDS,
+    "tiles": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["rows", "cols", "overlap"],
+                                           "properties": {"rows": {"type": "integer", "minimum": 1, "maximum": 8},
+                                                          "cols": {"type": "integer", "minimum": 1, "maximum": 8},
+                                                          "overlap": {"type": "number", "minimum": 0,
+                                                                      "maximum": 0.5}}}]},
     "mean": _RGB,
     "std": _RGB,
 }

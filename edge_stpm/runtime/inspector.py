@@ -17,7 +17,9 @@ import numpy as np
 from edge_stpm.runtime.overlay import (
     ALPHA, colour_bar, draw_contours, index_scale, inspection_overlay, region_mask, verdict_banner,
 )
+from edge_stpm.contract import tiles
 from edge_stpm.contract.images import fit_image, unfit_map
+from edge_stpm.contract.tiles import TileGrid
 from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
 from edge_stpm.runtime.backends.select import Choice, open_backend
@@ -54,11 +56,14 @@ class InspectionResult:
     # a recipe's review band (runtime/station/recipes.py): not NG, but scored inside the band below the threshold —
     # a human decides (the third verdict, REVIEW; never counted as OK)
     review: bool = False
+    # a tiled fit (contract/tiles.py): model_map is then the tiles' maps (T, S, S), stitched by region_map
+    tiles: TileGrid | None = None
 
     @functools.cached_property
     def region_map(self) -> np.ndarray:
         """The map at the inspected region's size (the whole frame without a ROI); ignored pixels are 0."""
-        m = unfit_map(self.model_map, self.frame_shape, self.fit)
+        m = (unfit_map(self.model_map, self.frame_shape, self.fit) if self.tiles is None
+             else self.tiles.stitch(self.model_map, self.frame_shape, self.fit))
         return m if self.keep is None else np.where(self.keep, m, 0).astype(m.dtype)
 
     @functools.cached_property
@@ -70,6 +75,11 @@ class InspectionResult:
         out = np.zeros(self.full_shape, np.float32)
         out[y : y + self.frame_shape[0], x : x + self.frame_shape[1]] = self.region_map
         return out
+
+    @property
+    def square_map(self) -> np.ndarray:
+        """One map of the inspected region for a thumbnail: the model's map, or for a tiled fit the stitched one."""
+        return self.model_map if self.tiles is None else self.region_map
 
     @property
     def verdict(self) -> str:
@@ -127,6 +137,7 @@ class Inspector:
         self.pixel_threshold = float(thr["pixel"]) * scale
         self.size = int(md["image_size"])
         self.fit = md.get("fit", "stretch")
+        self.tiles = tiles.from_meta(md)
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", threshold: float | None = None,
@@ -137,9 +148,11 @@ class Inspector:
                    threshold, frame_path)
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
-        """A uint8 BGR frame of any size → the model input ``(S, S, 3)``."""
+        """A uint8 BGR frame of any size → the model input ``(S, S, 3)``, or a tiled fit's tiles ``(T, S, S, 3)``."""
         if frame.ndim == 2:
             frame = np.repeat(frame[..., None], 3, axis=2)
+        if self.tiles is not None:
+            return self.tiles.split(frame, self.size, self.fit)
         return fit_image(frame, self.size, self.fit)
 
     def inspect(self, frame: np.ndarray) -> InspectionResult:
@@ -149,6 +162,8 @@ class Inspector:
         """The backend's device frame path for this frame's size (looked up once per size), if any and if wanted:
         ``auto`` only where the model runs on an accelerator, ``device`` wherever there is one, ``host`` never."""
         if self.frame_path == "host" or (self.frame_path == "auto" and not self.backend.accelerated):
+            return None
+        if self.tiles is not None:  # the frame graphs fit one square; tiles are cut and stitched on the host
             return None
         if frame.ndim != 3 or frame.shape[2] != 3:
             return None
@@ -170,7 +185,12 @@ class Inspector:
                 continue
             amap, score, coloured = r.run(f, index_scale(self.pixel_threshold))
             out[i] = self.result(f, amap, score, coloured)
-        if host:
+        if host and self.tiles is not None:  # every tile of every frame in one batch
+            n = self.tiles.count
+            maps, scores = self.backend.infer_any(np.concatenate([self.prepare(frames[i]) for i in host]))
+            for j, i in enumerate(host):
+                out[i] = self.result(frames[i], maps[j * n : (j + 1) * n], float(scores[j * n : (j + 1) * n].max()))
+        elif host:
             maps, scores = self.backend.infer_any(np.stack([self.prepare(frames[i]) for i in host]))
             for i, m, s in zip(host, maps, scores):
                 out[i] = self.result(frames[i], m, s)
@@ -180,13 +200,16 @@ class Inspector:
                coloured: np.ndarray | None = None) -> InspectionResult:
         norm = float(score) / self.image_threshold
         return InspectionResult(float(score), norm, norm >= 1.0, amap, frame.shape[:2], self.fit, self.pixel_threshold,
-                                self.image_threshold, coloured, "device" if coloured is not None else "host")
+                                self.image_threshold, coloured, "device" if coloured is not None else "host",
+                                tiles=self.tiles)
 
     @property
     def path_note(self) -> str:
         """Which frame path ran for each frame size seen so far."""
         if self.frame_path == "host":
             return "host path (--frame-path host)"
+        if self.tiles is not None:
+            return f"host path ({self.tiles.describe()}: cut and stitched on the host, the tiles inferred as one batch)"
         if self.frame_path == "auto" and not self.backend.accelerated:
             return "host path (the model runs on the CPU, where OpenCV's fit and colour are cheaper; --frame-path device)"
         if not self.runners:

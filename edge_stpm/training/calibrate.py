@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from edge_stpm.training import checkpoint, thresholds
+from edge_stpm.contract import tiles
 from edge_stpm.contract.images import labelled_test_images, load_images
 from edge_stpm.contract.errors import UserError
 from edge_stpm.training.evaluate import score_set, torch_infer
@@ -40,7 +41,8 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
     val = [Path(p) for p in ck["training"].get("val_images", []) if Path(p).is_file()]
     if not val:
         raise UserError("the checkpoint's held-out images are not on this machine: retrain here to calibrate")
-    val_images = load_images(val, size, fit)
+    grid = tiles.from_meta(ck)
+    val_images = load_images(val, size, fit, tiles=grid)
     if combine is not None:
         if combine not in MAP_COMBINES:
             raise UserError(f"unknown map combination {combine!r}; choose one of {', '.join(MAP_COMBINES)}")
@@ -52,16 +54,18 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
     pipe = checkpoint.pipeline(ck, stpm)
     infer = torch_infer(pipe, torch.device("cpu"))
     maps, scores = score_set(infer, val_images, 16, quiet, "held-out good images")
-    thr = thresholds.calibrate(scores, maps, method, thresholds.default_k(ck.get("head", "stpm")) if k is None else k)
+    thr = thresholds.calibrate(tiles.per_frame(grid, scores), maps, method, thresholds.default_k(ck.get("head", "stpm")) if k is None else k)
     if data is not None:
         items = labelled_test_images(Path(data))
-        _, s = score_set(infer, load_images([i.path for i in items], size, fit), 16, quiet, "labelled split")
-        f1 = thresholds.f1_optimal(s, np.array([i.label for i in items]))
+        _, s = score_set(infer, load_images([i.path for i in items], size, fit, tiles=grid), 16, quiet,
+                         "labelled split")
+        f1 = thresholds.f1_optimal(tiles.per_frame(grid, s), np.array([i.label for i in items]))
         thr |= {"method": "f1", "image": f1["threshold"], "f1_on": str(data), "f1": f1}
     checkpoint.save(Path(ckpt), stpm, image_size=size, fit=fit, thresholds=thr, teacher_source=ck["teacher_source"],
                     training=ck["training"], sigma=ck.get("smoothing_sigma", 0.0),
                     top_percent=ck.get("score_top_percent", 0.0), level_weights=ck.get("level_weights"),
-                    head=ck.get("head", "stpm"), memory=ck.get("memory_bank"), head_weights=ck.get("head_weights"))
+                    head=ck.get("head", "stpm"), memory=ck.get("memory_bank"), head_weights=ck.get("head_weights"),
+                    tiles=ck.get("tiles"))
     return thr
 
 
@@ -78,7 +82,7 @@ def _change_head(ck: dict[str, Any], stpm: Any, head: str, coreset: float, bank_
         train = [Path(p) for p in ck["training"].get("train_images", []) if Path(p).is_file()]
         if not train:
             raise UserError("the checkpoint's training images are not on this machine: retrain here with --head")
-        images = torch.from_numpy(load_images(train, ck["image_size"], ck["fit"]))
+        images = torch.from_numpy(load_images(train, ck["image_size"], ck["fit"], tiles=tiles.from_meta(ck)))
         spec = get_spec(ck["backbone"])
         bank, info = fit_memory(stpm.teacher, Preprocess(spec.mean, spec.std), images, 16, coreset, bank_max_mb,
                                 int(ck["training"].get("config", {}).get("seed", 0)), quiet)

@@ -30,7 +30,7 @@ def versions() -> dict[str, str]:
 def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[str, Any],
          teacher_source: str, training: dict[str, Any], sigma: float, top_percent: float = 0.0,
          level_weights: tuple[float, ...] | None = None, head: str = "stpm", memory: torch.Tensor | None = None,
-         head_weights: tuple[float, ...] | None = None) -> Path:
+         head_weights: tuple[float, ...] | None = None, tiles: dict[str, Any] | None = None) -> Path:
     """Write the checkpoint atomically (temp file + rename). A memory-only head stores no student weights."""
     payload = {
         "format": FORMAT,
@@ -38,6 +38,7 @@ def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[
         "backbone": stpm.backbone,
         "image_size": int(image_size),
         "fit": fit,
+        "tiles": tiles,
         "smoothing_sigma": float(sigma),
         "score_top_percent": float(top_percent),
         "level_weights": [float(w) for w in level_weights] if level_weights else None,

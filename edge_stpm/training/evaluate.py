@@ -5,13 +5,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 import torch
 
 from edge_stpm.training import checkpoint, figures, metrics, thresholds
 from edge_stpm.runtime.overlay import draw_contours, inspection_overlay
 from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import GOOD, load_images, read_mask, labelled_test_images
+from edge_stpm.contract import tiles
+from edge_stpm.contract.images import GOOD, fit_image, labelled_test_images, load_images, read_image, read_mask
 from edge_stpm.contract.files import ensure_dir, write_json, write_text
 from edge_stpm.contract.progress import bar
 from edge_stpm.training.devices import pick_device, set_threads
@@ -64,10 +66,6 @@ def evaluate(ckpt: Path, data: Path, out: Path, device: str = "auto", batch_size
     items = labelled_test_images(Path(data))
     size, fit = meta["image_size"], meta["fit"]
     t0 = time.perf_counter()
-    with bar(quiet) as progress:
-        task = progress.add_task("decode test images", total=len(items), info="")
-        images = load_images([it.path for it in items], size, fit, on_done=lambda n: progress.advance(task, n))
-    masks = np.stack([read_mask(it, size, fit) for it in items])
     labels = np.array([it.label for it in items])
     defects = np.array([it.defect for it in items])
     if infer is None:
@@ -75,7 +73,9 @@ def evaluate(ckpt: Path, data: Path, out: Path, device: str = "auto", batch_size
         if dev.type == "cpu":
             set_threads(threads)
         infer = torch_infer(pipe.to(dev), dev)
-    maps, scores = score_set(infer, images, batch_size, quiet)
+    test = test_inputs(items, meta, quiet)
+    maps, scores = frame_results(test, meta, *score_set(infer, test["inputs"], batch_size, quiet))
+    images, masks = test["images"], test["masks"]
     infer_s = time.perf_counter() - t0
     res = compute_metrics(maps, scores, labels, masks, defects)
     thr = meta["thresholds"]
@@ -87,12 +87,47 @@ def evaluate(ckpt: Path, data: Path, out: Path, device: str = "auto", batch_size
     except UserError as exc:
         res["f1_optimal_on_this_set"] = {"unavailable": str(exc)}
     report = {"checkpoint": str(ckpt), "data": str(data), "graph": label, "backbone": meta["backbone"],
-              "image_size": size, "fit": fit, "head": meta.get("head", "stpm"), "n_images": len(items),
+              "image_size": size, "fit": fit, "tiles": meta.get("tiles"), "head": meta.get("head", "stpm"),
+              "n_images": len(items), "metrics_at": list(maps.shape[1:]),
               "seconds": infer_s, "thresholds": thr, **res, "no_defect_check": no_defect_check(meta, infer, batch_size)}
     write_json(out / "report.json", report)
     write_text(out / "report.md", markdown(report))
     _figures(out, images, maps, scores, labels, masks, defects, items, thr)
     return report
+
+
+def test_inputs(items: list, meta: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    """The test split decoded once: ``inputs`` for the model (the fitted images, or a tiled fit's tiles, frame by
+    frame), ``images`` and ``masks`` at the resolution the metrics use — the model input for a whole-frame fit; for
+    a tiled fit (``contract/tiles.py``) every frame stretched to ``size × max(rows, cols)``, the resolution its
+    tiles see — and ``shapes``, the frames' sizes (tiled fit only)."""
+    size, fit = meta["image_size"], meta["fit"]
+    grid = tiles.from_meta(meta)
+    with bar(quiet) as progress:
+        task = progress.add_task("decode test images", total=len(items), info="")
+        inputs = load_images([it.path for it in items], size, fit, on_done=lambda n: progress.advance(task, n),
+                             tiles=grid)
+    if grid is None:
+        return {"inputs": inputs, "images": inputs, "masks": np.stack([read_mask(it, size, fit) for it in items]),
+                "shapes": None}
+    side = size * max(grid.rows, grid.cols)
+    frames = [read_image(it.path) for it in items]
+    return {"inputs": inputs, "images": np.stack([fit_image(f, side, "stretch") for f in frames]),
+            "masks": np.stack([read_mask(it, side, "stretch") for it in items]),
+            "shapes": [f.shape[:2] for f in frames]}
+
+
+def frame_results(test: dict[str, Any], meta: dict[str, Any], maps: np.ndarray,
+                  scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs' maps and scores → the frames' (``test_inputs``' resolution): unchanged for a whole-frame fit;
+    a tiled fit's maps stitched on each frame and stretched like its image, its score the largest tile's."""
+    grid = tiles.from_meta(meta)
+    if grid is None:
+        return maps, scores
+    side, n = test["images"].shape[1], grid.count
+    stitched = np.stack([cv2.resize(grid.stitch(maps[i * n : (i + 1) * n], shape, meta["fit"]), (side, side),
+                                    interpolation=cv2.INTER_LINEAR) for i, shape in enumerate(test["shapes"])])
+    return stitched, grid.frame_scores(scores)
 
 
 def no_defect_check(meta: dict[str, Any], infer: ScoreFn, batch_size: int) -> dict[str, Any] | None:
@@ -104,17 +139,25 @@ def no_defect_check(meta: dict[str, Any], infer: ScoreFn, batch_size: int) -> di
     if not val:
         return None
     seed = int(meta.get("training", {}).get("config", {}).get("seed", 0))
-    return proxy_auroc(infer, load_images(val, meta["image_size"], meta["fit"]), seed=seed, batch=batch_size)
+    return proxy_auroc(infer, load_images(val, meta["image_size"], meta["fit"], tiles=tiles.from_meta(meta)), seed=seed,
+                       batch=batch_size)
 
 
 def _f(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+def _tiles_text(r: dict[str, Any]) -> str:
+    t = r.get("tiles")
+    return (f", {tiles.from_meta(r).describe()}; pixel metrics at {r['metrics_at'][0]}² over the stretched frame"
+            if t else "")
+
+
 def markdown(r: dict[str, Any]) -> str:
     o = r["overall"]
     lines = [f"# edge-stpm evaluation: {Path(r['data']).name}", "",
-             f"Checkpoint `{r['checkpoint']}` ({r['backbone']}, {r['image_size']}², fit {r['fit']}), graph {r['graph']}, "
+             f"Checkpoint `{r['checkpoint']}` ({r['backbone']}, {r['image_size']}², fit {r['fit']}{_tiles_text(r)}), "
+             f"graph {r['graph']}, "
              f"{r['n_images']} test images.", "",
              "| subset | n | image AUROC | pixel AUROC | AUPRO@0.3 |", "|---|---|---|---|---|",
              f"| **all** | {o['n']} | {_f(o['image_auroc'])} | {_f(o['pixel_auroc'])} | {_f(o['aupro'])} |"]

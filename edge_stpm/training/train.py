@@ -27,6 +27,7 @@ from edge_stpm.training.model import (
     stpm_loss,
 )
 from edge_stpm.contract.options import DEFAULT_FIT
+from edge_stpm.contract.tiles import TileGrid, parse_tiles, per_frame
 from edge_stpm.training.heads.memory import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, fit_memory
 from edge_stpm.contract.progress import bar, console
 
@@ -51,6 +52,8 @@ class TrainConfig:
     val_fraction: float = 0.2
     image_size: int = 256
     fit: str | None = None  # None: the fit the head was chosen with (contract.options.DEFAULT_FIT)
+    tiles: str | None = None  # ROWSxCOLS: the tiled fit (contract/tiles.py); None / 1x1: the whole frame
+    tile_overlap: float = 0.125
     sigma: float = 4.0
     score_top_percent: float = DEFAULT_SCORE_TOP_PERCENT
     map_combine: str = DEFAULT_MAP_COMBINE
@@ -76,6 +79,7 @@ def _check(cfg: TrainConfig) -> None:
         cfg.fit = DEFAULT_FIT.get(cfg.head, "pad")
     if cfg.fit not in FIT_MODES:
         raise UserError(f"unknown fit mode {cfg.fit!r}; choose one of {', '.join(FIT_MODES)}")
+    parse_tiles(cfg.tiles, cfg.tile_overlap)
     if cfg.loss not in LOSS_REDUCTIONS:
         raise UserError(f"unknown loss reduction {cfg.loss!r}; choose one of {', '.join(LOSS_REDUCTIONS)}")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
@@ -252,13 +256,14 @@ def _init_checkpoint(cfg: TrainConfig) -> dict[str, Any] | None:
     return ck
 
 
-def _split(cfg: TrainConfig, paths: list[Path], device: torch.device,
-           rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Decode every image (on ``device``) and hold out ``val_fraction`` of them: (images, val indices, train
-    indices)."""
+def _split(cfg: TrainConfig, paths: list[Path], device: torch.device, rng: np.random.Generator,
+           grid: TileGrid | None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Decode every image (on ``device``; with a tile grid, every image's tiles in a row) and hold out
+    ``val_fraction`` of the images: (images, val image indices, train image indices)."""
     with bar(cfg.quiet) as progress:
         task = progress.add_task("decode images", total=len(paths), info="")
-        images_np = load_images(paths, cfg.image_size, cfg.fit, on_done=lambda n: progress.advance(task, n))
+        images_np = load_images(paths, cfg.image_size, cfg.fit, on_done=lambda n: progress.advance(task, n),
+                                tiles=grid)
     images = torch.from_numpy(images_np).to(device)
     perm = rng.permutation(len(paths))
     n_val = max(1, int(round(cfg.val_fraction * len(paths))))
@@ -302,7 +307,8 @@ def _head(stpm: STPM, cfg: TrainConfig, head: str, device: torch.device, val_ima
 
 
 def _calibrated_head(stpm: STPM, cfg: TrainConfig, device: torch.device, val_images: torch.Tensor,
-                     memory: torch.Tensor | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+                     memory: torch.Tensor | None,
+                     grid: TileGrid | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The head (``cfg.head``, or for ``auto`` the one of stpm / memory / both with the highest proxy AUROC on
     synthetic anomalies of the held-out good images), its thresholds and its no-defect check. Returns (head
     settings, thresholds, proxy report with ``choice`` for auto)."""
@@ -315,7 +321,7 @@ def _calibrated_head(stpm: STPM, cfg: TrainConfig, device: torch.device, val_ima
         pipe, settings = _head(stpm, cfg, head, device, val_images, memory)
         val_maps, val_scores = score_images(pipe, val_images, 8 if memory is not None else cfg.batch_size)
         k = thresholds.default_k(head) if cfg.threshold_k is None else cfg.threshold_k
-        thr = thresholds.calibrate(val_scores, val_maps, cfg.threshold_method, k)
+        thr = thresholds.calibrate(per_frame(grid, val_scores), val_maps, cfg.threshold_method, k)
         proxy = proxy_auroc(torch_infer(pipe, device), good, val_scores, seed=cfg.seed)
         tried[head] = (settings, thr, proxy)
     best = max(tried, key=lambda h: tried[h][2]["mean"])  # first of equals: the cheaper head
@@ -408,9 +414,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed)
 
     t0 = time.perf_counter()
-    images, val_idx, train_idx = _split(cfg, paths, device, rng)
+    grid = parse_tiles(cfg.tiles, cfg.tile_overlap)
+    images, val_idx, train_idx = _split(cfg, paths, device, rng, grid)
     decode_s = time.perf_counter() - t0
-    val_images = images[torch.from_numpy(val_idx).to(device)]
+    n = grid.count if grid else 1
+    rows = lambda idx: (np.asarray(idx)[:, None] * n + np.arange(n)).ravel()  # noqa: E731  image → its tiles' rows
+    val_images = images[torch.from_numpy(rows(val_idx)).to(device)]
     low_memory = low_memory_default(device) if cfg.low_memory is None else cfg.low_memory
     if low_memory and device.type == "cpu":
         return_freed_memory()
@@ -426,12 +435,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         fit = _no_student_fit()
     else:
         stpm = stpm.to(memory_format=torch.channels_last)
-        fit = _fit_student(stpm, pre, images, train_idx, val_idx, cfg, device, low_memory, rng)
+        fit = _fit_student(stpm, pre, images, rows(train_idx), rows(val_idx), cfg, device, low_memory, rng)
     stpm = stpm.float().to(memory_format=torch.contiguous_format).eval()
     memory, memory_info = (None, None) if cfg.head == "stpm" else fit_memory(
-        stpm.teacher, pre, images[torch.from_numpy(np.sort(train_idx)).to(device)], cfg.batch_size, cfg.coreset,
+        stpm.teacher, pre, images[torch.from_numpy(rows(np.sort(train_idx))).to(device)], cfg.batch_size, cfg.coreset,
         cfg.bank_max_mb, cfg.seed, cfg.quiet)
-    head_settings, thr, proxy = _calibrated_head(stpm, cfg, device, val_images, memory)
+    head_settings, thr, proxy = _calibrated_head(stpm, cfg, device, val_images, memory, grid)
     if head_settings["head"] == "memory":
         fit = _no_student_fit() | {"student_fitted_for_auto": fit}
     summary = {
@@ -447,7 +456,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     }
     ckpt_io.save(out / "model.pt", stpm.cpu(), image_size=cfg.image_size, fit=cfg.fit, thresholds=thr,
                  teacher_source=teacher_source, training=summary, sigma=cfg.sigma,
-                 top_percent=cfg.score_top_percent, **head_settings)
+                 top_percent=cfg.score_top_percent, tiles=grid.as_meta() if grid else None, **head_settings)
     write_json(out / "training.json", {k: v for k, v in summary.items() if k not in ("val_images", "train_images")}
                | {"thresholds": thr})
     if fit["history"]:

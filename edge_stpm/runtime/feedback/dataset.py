@@ -7,7 +7,6 @@ same file the same place)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 from pathlib import Path

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.loop.pixels import supported, to_bgr

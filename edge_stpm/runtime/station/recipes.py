@@ -95,8 +95,9 @@ class LoadedRecipe:
         for poly in self.cfg.ignore_polygons:
             pts = np.round(np.array(poly, np.float64) - (x0, y0)).astype(np.int32)
             cv2.fillPoly(ignore, [pts], 1)
-        size, fit = self.inspector.size, self.inspector.fit
-        model = fit_image(ignore * 255, size, fit, interpolation=cv2.INTER_NEAREST) < 128
+        size, fit, grid = self.inspector.size, self.inspector.fit, self.inspector.tiles
+        model = (fit_image(ignore * 255, size, fit, interpolation=cv2.INTER_NEAREST) if grid is None
+                 else grid.split(ignore * 255, size, fit)) < 128  # a tiled fit: the mask cut like the frame
         return ignore == 0, model
 
     def apply(self, r: InspectionResult, frame_shape: tuple[int, int], top_percent: float) -> InspectionResult:
@@ -106,7 +107,8 @@ class LoadedRecipe:
         changes: dict[str, Any] = {"recipe": self.info, "roi": self.cfg.roi, "full_shape": frame_shape}
         if keep is not None:
             model_map = np.where(keep[1], r.model_map, 0).astype(np.float32)
-            score = score_of(model_map, top_percent)
+            score = (score_of(model_map, top_percent) if r.tiles is None
+                     else max(score_of(m, top_percent) for m in model_map))
             norm = score / r.image_threshold
             changes |= {"model_map": model_map, "score": score, "normalised_score": norm, "ng": norm >= 1.0,
                         "keep": keep[0]}

@@ -61,7 +61,6 @@ def _frames(record: Path, recipe: str, n: int) -> list[tuple[str, str]]:
 
 def preview(control: Any, record: Path | None, body: dict[str, Any]) -> dict[str, Any]:
     """Verdicts of the recipe's last ``n`` saved frames now and with the proposed settings; how many change."""
-    from edge_stpm.runtime.station.recipes import StationInspector
 
     if record is None:
         raise UserError("this run keeps no record: nothing saved to preview on")

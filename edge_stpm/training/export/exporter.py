@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from edge_stpm.training import checkpoint
-from edge_stpm.contract.images import good_images, load_images, read_mask, labelled_test_images
+from edge_stpm.contract import tiles
+from edge_stpm.contract.images import good_images, load_images, labelled_test_images
 from edge_stpm.contract.errors import UserError
-from edge_stpm.training.evaluate import compute_metrics
+from edge_stpm.training.evaluate import compute_metrics, frame_results, test_inputs
 from edge_stpm.contract.files import ensure_dir, output_dir, write_json, write_text
 from edge_stpm.contract.progress import bar, console
 from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
@@ -171,7 +172,8 @@ def _int8_candidate(out: Path, path: Path, md: dict[str, Any], cal_paths: list[P
                          "float_stages": list(float_stages), "list": str(cal_dir / "images.txt"), "ranges": str(cache)}
     with bar(quiet) as progress:
         task = progress.add_task("decode calibration images", total=len(cal_paths), info="")
-        cal_imgs = load_images(cal_paths, size, fit, on_done=lambda n: progress.advance(task, n))
+        cal_imgs = load_images(cal_paths, size, fit, on_done=lambda n: progress.advance(task, n),
+                               tiles=tiles.from_meta(md))
         reuse = cache.is_file()
         task = progress.add_task(f"calibrate int8 ({calib_method})", total=0 if reuse else len(cal_paths),
                                  info="reusing saved ranges" if reuse else "")
@@ -183,17 +185,18 @@ def _int8_candidate(out: Path, path: Path, md: dict[str, Any], cal_paths: list[P
     return summary
 
 
-def _test_metrics(backend: Any, test: tuple[np.ndarray, ...], prec: str, quiet: bool) -> dict[str, Any]:
+def _test_metrics(backend: Any, test: dict[str, Any], meta: dict[str, Any], prec: str,
+                  quiet: bool) -> dict[str, Any]:
     """A candidate graph's figures on the labelled test split (overall and per defect)."""
-    imgs, masks, labels, defects = test
+    imgs = test["inputs"]
     with bar(quiet) as progress:
         task = progress.add_task(f"test split, {prec}", total=len(imgs), info="")
         res = []
         for i in range(0, len(imgs), 16):
             res.append(backend.infer_any(imgs[i : i + 16]))
             progress.advance(task, min(16, len(imgs) - i))
-    tm, ts = np.concatenate([r[0] for r in res]), np.concatenate([r[1] for r in res])
-    m = compute_metrics(tm, ts, labels, masks, defects)
+    tm, ts = frame_results(test, meta, np.concatenate([r[0] for r in res]), np.concatenate([r[1] for r in res]))
+    m = compute_metrics(tm, ts, test["labels"], test["masks"], test["defects"])
     return m["overall"] | {"per_defect": m["per_defect"]}
 
 
@@ -230,7 +233,11 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
         if calib is None:
             raise UserError("no images for the parity check on this machine: pass --calib DIR of good images")
         parity_paths = good_images(calib)[:parity_count]
-    parity_imgs = load_images(parity_paths, size, fit)
+    grid = tiles.from_meta(meta)
+    if grid is not None and frame_sizes:
+        raise UserError(f"--frame-size: the device frame path fits one square and this model has a tiled fit "
+                        f"({grid.describe()}); its tiles are cut and stitched on the host: export without --frame-size")
+    parity_imgs = load_images(parity_paths, size, fit, tiles=grid)
     with torch.no_grad():
         ref_maps, ref_scores = (t.numpy() for t in pipe(torch.from_numpy(parity_imgs)))
     ref_maps = ref_maps[:, 0]
@@ -238,8 +245,8 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
     test = None
     if data is not None:
         items = labelled_test_images(Path(data))
-        test = (load_images([i.path for i in items], size, fit), np.stack([read_mask(i, size, fit) for i in items]),
-                np.array([i.label for i in items]), np.array([i.defect for i in items]))
+        test = test_inputs(items, meta, quiet) | {"labels": np.array([i.label for i in items]),
+                                                  "defects": np.array([i.defect for i in items])}
 
     report: dict[str, Any] = {"checkpoint": str(ckpt), "checkpoint_sha256": sha, "batch": batch, "graphs": {}}
     order = ["fp32"] + [p for p in precisions if p != "fp32"]
@@ -268,7 +275,7 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
         entry: dict[str, Any] = {"path": str(final), "bytes": path.stat().st_size, "parity_vs_pytorch": parity,
                                  "seconds": time.perf_counter() - t0, **extra}
         if test is not None:
-            entry["test"] = _test_metrics(backend, test, prec, quiet)
+            entry["test"] = _test_metrics(backend, test, meta, prec, quiet)
         failures = gate_failures(prec, parity, entry.get("test"), report["graphs"].get("fp32", {}).get("test"))
         entry["gate"] = {"bounds": GATES.get(prec, {}), "max_auroc_drop": MAX_AUROC_DROP, "failures": failures,
                          "forced": bool(failures and force)}

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from edge_stpm.contract import tiles
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.images import list_images, load_images
 from edge_stpm.training import checkpoint, thresholds
@@ -57,7 +58,8 @@ def update_memory(ckpt: Path, data: Path, out: Path, quiet: bool = False) -> dic
     stpm = checkpoint.build_stpm(ck)
     spec = get_spec(ck["backbone"])
     pre = Preprocess(spec.mean, spec.std)
-    images = torch.from_numpy(load_images(new, size, fit))
+    grid = tiles.from_meta(ck)
+    images = torch.from_numpy(load_images(new, size, fit, tiles=grid))
     stpm.teacher.eval()
     patches = collect_patches(stpm.teacher, (pre(images[i : i + 16]) for i in range(0, len(images), 16))).cpu()
     t_feat = time.perf_counter()
@@ -73,9 +75,9 @@ def update_memory(ckpt: Path, data: Path, out: Path, quiet: bool = False) -> dic
     ck["memory_bank"] = bank
     val = old_val + held
     infer = torch_infer(checkpoint.pipeline(ck, stpm), torch.device("cpu"))
-    maps, scores = score_set(infer, load_images(val, size, fit), 16, quiet, "held-out good images")
+    maps, scores = score_set(infer, load_images(val, size, fit, tiles=grid), 16, quiet, "held-out good images")
     old_thr = ck["thresholds"]
-    thr = thresholds.calibrate(scores, maps, **_same_method(old_thr))
+    thr = thresholds.calibrate(tiles.per_frame(grid, scores), maps, **_same_method(old_thr))
     t_cal = time.perf_counter()
     step = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "from": str(ckpt), "data": str(data),
             "added_images": len(new), "held_out_added": len(held), "patches_added": int(patches.shape[0]),
@@ -90,7 +92,7 @@ def update_memory(ckpt: Path, data: Path, out: Path, quiet: bool = False) -> dic
     checkpoint.save(Path(out), stpm, image_size=size, fit=fit, thresholds=thr, teacher_source=ck["teacher_source"],
                     training=training, sigma=ck.get("smoothing_sigma", 0.0), top_percent=ck.get("score_top_percent", 0.0),
                     level_weights=ck.get("level_weights"), head=ck.get("head", "memory"), memory=bank,
-                    head_weights=ck.get("head_weights"))
+                    head_weights=ck.get("head_weights"), tiles=ck.get("tiles"))
     return step | {"seconds": time.perf_counter() - t0, "out": str(out)}
 
 

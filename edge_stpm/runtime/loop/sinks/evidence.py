@@ -92,7 +92,7 @@ class EvidenceSink(Sink):
         try:
             data = cv2.imencode(".png", r.image)[1].tobytes()
             write_bytes(frame, data)
-            hm = heatmap_jpeg(r.inspection.model_map, r.inspection.pixel_threshold)
+            hm = heatmap_jpeg(r.inspection.square_map, r.inspection.pixel_threshold)
             write_bytes(heat, hm)
         except (OSError, UserError) as exc:  # write_bytes says a failed write as a UserError (a full disk, mostly)
             frame.unlink(missing_ok=True)  # a frame without its heatmap is not kept either
