@@ -14,7 +14,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from edge_stpm.contract.artifacts import engine_path, head_line, onnx_path, read_onnx_metadata
+from edge_stpm.contract.artifacts import engine_path, head_line, onnx_path, read_onnx_metadata, tiles_lines
+from edge_stpm.contract import tiles
 from edge_stpm.contract.images import fit_image
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import write_json, write_text
@@ -170,13 +171,13 @@ def model_concurrent(b: Backend, batch: np.ndarray, workers: int, iters: int, wa
     import threading
 
     for _ in range(warmup):
-        b.infer(batch)
+        b.infer_any(batch)
     lat: list[float] = []
 
     def work(n: int) -> None:
         for _ in range(n):
             t = time.perf_counter()
-            b.infer(batch)
+            b.infer_any(batch)
             lat.append((time.perf_counter() - t) * 1e3)
 
     each = max(1, iters // workers)
@@ -208,7 +209,7 @@ def pipeline_figures(model: Path, workers: tuple[int, ...], threads: int | None,
         insp = Inspector.load(model, "onnxruntime", precision="fp32" if Path(model).is_dir() else None, threads=t,
                               frame_path="host")
         try:
-            m = model_concurrent(insp.backend, insp.prepare(frame)[None], w, max(2 * iters, 60), warmup)
+            m = model_concurrent(insp.backend, insp.inputs(frame), w, max(2 * iters, 60), warmup)
             s = run(insp, MemorySource([frame], max(2 * iters, 60)),
                     RunOptions(headless=True, workers=w, sinks=[_EveryPicture()]))  # type: ignore[list-item]
         finally:
@@ -335,7 +336,10 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
 
         set_threads(threads)
         cuda = torch.cuda.is_available()
-    test = _test_set(data, size, fit) if data else None
+    grid = tiles.from_meta(meta)
+    if grid is not None:
+        frame_sizes = ()  # a tiled fit runs on the host path: its tiles are cut and stitched there
+    test = _test_set(data, size, fit, grid) if data else None
     load_before, t_start = os.getloadavg(), time.perf_counter()
     plan: list[tuple[str, str, int]] = []
     for bsz in batches:
@@ -385,7 +389,7 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
             insp.close()
     pipe = pipeline_figures(Path(model), workers, threads, iters, warmup) if workers and mode == "artefacts" else []
     return {"machine": machine(), "model": str(model), "backbone": meta["backbone"], "image_size": size,
-            "head": meta.get("head", "stpm"), "memory": meta.get("memory"), "sources": src_rows, "pipeline": pipe,
+            "head": meta.get("head", "stpm"), "memory": meta.get("memory"), "tiles": meta.get("tiles"), "sources": src_rows, "pipeline": pipe,
             "baseline": "PyTorch eager FP32" if mode == "checkpoint" else "ONNX Runtime FP32",
             "frame_shape": list(FRAME_SHAPE), "frame_sizes": [list(x) for x in frame_sizes], "iters": iters, "warmup": warmup,
             "load": load_report(load_before, time.perf_counter() - t_start),
@@ -476,7 +480,7 @@ def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: P
 
 
 def _measure(row: Row, b: Backend, frames: list[np.ndarray], size: int, fit: str, iters: int, warmup: int,
-             test: tuple[np.ndarray, np.ndarray] | None, frame_sizes: Any) -> None:
+             test: tuple[np.ndarray, np.ndarray, Any] | None, frame_sizes: Any) -> None:
     from edge_stpm.runtime.inspector import Inspector
 
     row.device = b.device
@@ -495,15 +499,15 @@ def _measure(row: Row, b: Backend, frames: list[np.ndarray], size: int, fit: str
     if test is not None:
         from edge_stpm.training.metrics import image_auroc
 
-        images, labels = test
-        row.image_auroc = image_auroc(b.infer_any(images)[1], labels)
+        images, labels, grid = test
+        row.image_auroc = image_auroc(tiles.per_frame(grid, b.infer_any(images)[1]), labels)
 
 
-def _test_set(data: Path, size: int, fit: str) -> tuple[np.ndarray, np.ndarray]:
+def _test_set(data: Path, size: int, fit: str, grid: Any) -> tuple[np.ndarray, np.ndarray, Any]:
     from edge_stpm.contract.images import load_images, labelled_test_images
 
     items = labelled_test_images(Path(data))
-    return load_images([i.path for i in items], size, fit), np.array([i.label for i in items])
+    return load_images([i.path for i in items], size, fit, tiles=grid), np.array([i.label for i in items]), grid
 
 
 def _f(v: float | None, fmt: str = ".2f") -> str:
@@ -618,7 +622,7 @@ def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     v = ", ".join(f"{k} {x}" for k, x in m["versions"].items())
     head = [f"# edge-stpm bench: {result['backbone']} {result['image_size']}²", "",
-            head_line(result), "",
+            head_line(result), "", *tiles_lines(result),
             f"Machine: {m['cpu']} ({m['cores']} cores); GPU: {m['gpu'] or 'none'}"
             + (f" (driver {m['driver']})" if m["driver"] else "") + f"; {v}.", "",
             f"{result['iters']} timed runs after {result['warmup']} warm-up runs. model = inference only (CUDA events for "

@@ -846,6 +846,10 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
         out.print(f"  not run: {line}", highlight=False, markup=False)
     out.print(f"model = inference only (ms per batch); e2e = a {b.FRAME_SHAPE[1]}×{b.FRAME_SHAPE[0]} frame fitted, "
               f"inferred and overlaid (per frame); speed-up vs the {r['baseline']} baseline.", highlight=False)
+    if r.get("tiles"):
+        from edge_stpm.contract.artifacts import tiles_lines
+
+        out.print(tiles_lines(r)[0] + " model = one input; e2e = the whole frame.", highlight=False)
     if r["load"]["busy"]:
         busy = ", ".join(f"{p['name']} {p['cpu_percent']:.0f}%" for p in r["load"]["busy_processes"]) or "high load average"
         err.print(f"[yellow]warning:[/yellow] the machine was busy during the run ({escape(busy)}; load "

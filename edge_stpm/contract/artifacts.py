@@ -279,7 +279,7 @@ def bundle_readme(md: dict[str, Any], graphs: list[str]) -> str:
         "# edge-stpm bundle", "",
         f"Model: {md['backbone']} {md['image_size']}², fit `{md['fit']}`, thresholds image {md['thresholds']['image']:.6g} / "
         f"pixel {md['thresholds']['pixel']:.6g} ({md['thresholds']['method']}). Graphs: {', '.join(graphs)}.", "",
-        head_line(md), "",
+        head_line(md), "", *tiles_lines(md),
         "Copy this whole folder to the box. `manifest.json` holds the sha256 of every file; a bundle whose files do",
         "not match it is refused.", "",
         "On the box (runtime install, no torch needed): `pip install edge-stpm` (see the project README for Jetson).", "",
@@ -300,6 +300,17 @@ def head_line(md: dict[str, Any]) -> str:
     size = f"{mem['entries']} entries × {mem['dims']} dims, {mem['bytes'] / 2**20:.1f} MB float32 inside every graph"
     return ("Head: memory bank (nearest neighbour over the teacher's good patches; " + size + ")." if head == "memory"
             else "Head: STPM and memory bank, maps added (bank: " + size + ").")
+
+
+def tiles_lines(md: dict[str, Any]) -> list[str]:
+    """For a tiled fit: what a frame costs (its tiles, one batch) and that the host cuts and stitches them."""
+    t = md.get("tiles")
+    if not t:
+        return []
+    n = t["rows"] * t["cols"]
+    return [f"Tiled fit: every frame is cut into {t['rows']}x{t['cols']} tiles ({t['overlap'] * 100:g} % overlap), "
+            f"each fitted to {md['image_size']}²; a frame costs {n} model inputs, inferred as one batch; the maps are "
+            "stitched on the host (no device frame path).", ""]
 
 
 def write_bundle_readme(folder: Path, md: dict[str, Any], graphs: list[str]) -> Path:

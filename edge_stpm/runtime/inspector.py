@@ -155,6 +155,11 @@ class Inspector:
             return self.tiles.split(frame, self.size, self.fit)
         return fit_image(frame, self.size, self.fit)
 
+    def inputs(self, frame: np.ndarray) -> np.ndarray:
+        """The model inputs one frame makes, ``(n, S, S, 3)``: 1, or a tiled fit's tiles."""
+        x = self.prepare(frame)
+        return x if self.tiles is not None else x[None]
+
     def inspect(self, frame: np.ndarray) -> InspectionResult:
         return self.inspect_batch([frame])[0]
 
@@ -187,7 +192,7 @@ class Inspector:
             out[i] = self.result(f, amap, score, coloured)
         if host and self.tiles is not None:  # every tile of every frame in one batch
             n = self.tiles.count
-            maps, scores = self.backend.infer_any(np.concatenate([self.prepare(frames[i]) for i in host]))
+            maps, scores = self.backend.infer_any(np.concatenate([self.inputs(frames[i]) for i in host]))
             for j, i in enumerate(host):
                 out[i] = self.result(frames[i], maps[j * n : (j + 1) * n], float(scores[j * n : (j + 1) * n].max()))
         elif host:
