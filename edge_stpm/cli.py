@@ -115,7 +115,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           backbone: Backbone = typer.Option("resnet18", help="Teacher and student network."),
           epochs: int = typer.Option(30, **rng("epochs"), help="Training epochs (the epoch with the lowest held-out loss is kept)."),
           lr: float = typer.Option(0.4, **rng("lr"), help="SGD learning rate."),
-          loss: Optional[Loss] = typer.Option(None, help="Loss over the images of a batch: mean (default: higher AUROC on magnetic tile, 3 seeds); sum (the official STPM code's and anomalib's; a step batch-size times larger)."),
+          loss: Optional[Loss] = typer.Option(None, help="Loss over the images of a batch: mean (default: higher AUROC on magnetic tile, 3 seeds); sum (the official STPM code's and anomalib's; a step batch-size times larger); hard (EfficientAD's hard-feature loss: only the differences at or above their 0.999 quantile in the batch)."),
           momentum: float = typer.Option(0.9, **rng("momentum"), help="SGD momentum."),
           weight_decay: float = typer.Option(1e-4, **rng("weight_decay"), help="SGD weight decay."),
           batch_size: int = typer.Option(32, **rng("batch_size"), help="Images per training step."),

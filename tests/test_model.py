@@ -162,3 +162,21 @@ def test_teacher_cache_trains_the_same_model(synth_dir, mobilenet_weights, tmp_p
     assert all(abs(x - y) <= 1e-6 * abs(x) for x, y in zip(a, b)), (a, b)
     assert runs[False]["best_epoch"] == runs[True]["best_epoch"]
     assert json.loads((tmp_path / "True" / "training.json").read_text())["teacher_cache_seconds"] > 0
+
+
+def test_hard_feature_loss_averages_only_the_hardest_differences() -> None:
+    """EfficientAD's hard-feature loss (``--loss hard``): the mean of the element-wise ½(t̂ − ŝ)² at or above its
+    0.999 quantile, computed here by numpy; the gradient reaches only the positions holding those elements."""
+    from edge_stpm.training.model import hard_feature_loss, l2_normalise, stpm_loss
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(2, 8, 16, 16, generator=g)
+    s = torch.randn(2, 8, 16, 16, generator=g, requires_grad=True)
+    d = (0.5 * (l2_normalise(t) - l2_normalise(s)) ** 2).detach().numpy().ravel()
+    want = d[d >= np.quantile(d, 0.999)].mean()
+    got = hard_feature_loss(t, s)
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    assert float(stpm_loss([t], [s], "hard")) == pytest.approx(want, rel=1e-5)
+    got.backward()
+    touched = (s.grad.abs().sum(dim=1) > 0).sum().item()  # positions (over channels) that get a gradient
+    assert 1 <= touched <= int(np.ceil(0.001 * d.size)) + 1

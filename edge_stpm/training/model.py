@@ -27,7 +27,8 @@ def l2_normalise(f: torch.Tensor) -> torch.Tensor:
     return f / torch.clamp(torch.sqrt(torch.sum(f * f, dim=1, keepdim=True)), min=EPS)
 
 
-LOSS_REDUCTIONS = ("sum", "mean")
+LOSS_REDUCTIONS = ("sum", "mean", "hard")
+HARD_QUANTILE = 0.999  # EfficientAD's hard-feature loss: only the differences at or above this quantile count
 DEFAULT_LOSS_REDUCTION = "mean"  # won by the rule in benchmarks/results/accuracy/RULE.md over "sum" (TABLE.md)
 
 
@@ -36,12 +37,25 @@ def stpm_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], reductio
 
     ``"sum"`` (the official STPM code's ``cal_loss`` and anomalib's ``STFPMLoss``): summed over the images of the
     batch, so the gradient grows with the batch size; ``"mean"``: averaged over them (a step batch-size times
-    smaller at the same learning rate).
+    smaller at the same learning rate); ``"hard"``: ``hard_feature_loss`` per level.
     """
     if reduction not in LOSS_REDUCTIONS:
         raise ValueError(f"unknown loss reduction {reduction!r}")
+    if reduction == "hard":
+        return sum(hard_feature_loss(t.float(), s.float()) for t, s in zip(t_feats, s_feats))
     per_image = sum(level_distance(t.float(), s.float()).mean(dim=(1, 2, 3)) for t, s in zip(t_feats, s_feats))
     return per_image.sum() if reduction == "sum" else per_image.mean()
+
+
+def hard_feature_loss(ft: torch.Tensor, fs: torch.Tensor, q: float = HARD_QUANTILE) -> torch.Tensor:
+    """EfficientAD's hard-feature loss on one level: the element-wise ½(ft/‖ft‖ − fs/‖fs‖)² over the batch, channels
+    and positions, averaged over the elements at or above its ``q`` quantile (the quantile of at most 2²⁴ evenly
+    strided elements: ``torch.quantile``'s limit)."""
+    d = l2_normalise(ft) - l2_normalise(fs)
+    d = 0.5 * d * d
+    flat = d.detach().flatten()
+    thr = torch.quantile(flat[:: max(1, -(-flat.numel() // 2**24))], q)
+    return d[d >= thr].mean()
 
 
 MAP_COMBINES = ("product", "weighted_sum")
