@@ -187,7 +187,8 @@ def proxy_line(p: dict[str, Any]) -> str:
     choice = p.get("choice")
     chosen = (f"; --head auto chose {choice['chosen']} ("
               + ", ".join(f"{h} {m:.3f}" for h, m in choice["mean"].items()) + ")") if choice else ""
-    return (f"no-defect check (synthetic anomalies on {p['images']} held-out good images, no labels): proxy image AUROC "
+    what = "tiles of held-out good images" if p.get("tiles") else "held-out good images"
+    return (f"no-defect check (synthetic anomalies on {p['images']} {what}, no labels): proxy image AUROC "
             f"{p['mean']:.3f} ({kinds}){chosen}")
 
 

@@ -139,8 +139,9 @@ def no_defect_check(meta: dict[str, Any], infer: ScoreFn, batch_size: int) -> di
     if not val:
         return None
     seed = int(meta.get("training", {}).get("config", {}).get("seed", 0))
-    return proxy_auroc(infer, load_images(val, meta["image_size"], meta["fit"], tiles=tiles.from_meta(meta)), seed=seed,
-                       batch=batch_size)
+    grid = tiles.from_meta(meta)
+    return proxy_auroc(infer, load_images(val, meta["image_size"], meta["fit"], tiles=grid), seed=seed,
+                       batch=batch_size) | {"tiles": grid is not None}
 
 
 def _f(v: float | None) -> str:
@@ -173,7 +174,8 @@ def markdown(r: dict[str, Any]) -> str:
                      f"({f1['normalised_threshold']:.2f}× the stored one): F1 {f1['f1']:.3f}. It is not applied.")
     p = r.get("no_defect_check")
     if p:
-        lines += ["", f"No-defect check (synthetic anomalies on {p['images']} held-out good images, no labels): proxy "
+        lines += ["", f"No-defect check (synthetic anomalies on {p['images']} {'tiles of ' if p.get('tiles') else ''}"
+                  "held-out good images, no labels): proxy "
                   f"image AUROC {p['mean']:.3f} — " + ", ".join(f"{k} {v['image_auroc']:.3f}" for k, v in p["kinds"].items())
                   + ". It needs no defect samples; how well it ranks models is measured in docs/results.md."]
     lines += ["", "Figures: `roc_image.png`, `roc_pixel.png`, `examples.png` (heatmap overlays, ground truth in green).", ""]

@@ -322,7 +322,7 @@ def _calibrated_head(stpm: STPM, cfg: TrainConfig, device: torch.device, val_ima
         val_maps, val_scores = score_images(pipe, val_images, 8 if memory is not None else cfg.batch_size)
         k = thresholds.default_k(head) if cfg.threshold_k is None else cfg.threshold_k
         thr = thresholds.calibrate(per_frame(grid, val_scores), val_maps, cfg.threshold_method, k)
-        proxy = proxy_auroc(torch_infer(pipe, device), good, val_scores, seed=cfg.seed)
+        proxy = proxy_auroc(torch_infer(pipe, device), good, val_scores, seed=cfg.seed) | {"tiles": grid is not None}
         tried[head] = (settings, thr, proxy)
     best = max(tried, key=lambda h: tried[h][2]["mean"])  # first of equals: the cheaper head
     settings, thr, proxy = tried[best]
