@@ -328,7 +328,7 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
     the baseline; its graphs have one static batch.
     """
     mode, meta, folder = model_info(Path(model))
-    size, fit, thr = meta["image_size"], meta["fit"], meta["thresholds"]
+    size, fit = meta["image_size"], meta["fit"]
     cuda = False
     if mode == "checkpoint":
         from edge_stpm.training.devices import set_threads

@@ -16,7 +16,7 @@ from rich.table import Table
 from edge_stpm.contract.files import data_dir
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.options import (
-    DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
+    DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_DIMS, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
     EnginePrecision, Fit, FramePath, HeadName, TrainHeadName, HistoryFormat, HistoryVerdict, ListFormat, Loss, MapCombine, Precision,
     RANGES, Trigger, ThresholdMethod, rng,
 )
@@ -130,6 +130,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           head: TrainHeadName = typer.Option(DEFAULT_HEAD, help="stpm (the student, trained), memory (nearest neighbour over the teacher's good patches: nothing trained, seconds to minutes on a CPU), both (the two maps, each scaled by its spread on the held-out good images) or auto (fits both, keeps the head with the best no-defect check)."),
           coreset: float = typer.Option(DEFAULT_CORESET, **rng("coreset"), help="Memory head: the share of the training patches kept in the bank (greedy k-center)."),
           bank_max_mb: float = typer.Option(DEFAULT_BANK_MAX_MB, **rng("bank_max_mb"), help="Memory head: the bank's size cap in MB (float32), whatever --coreset asks."),
+          coreset_dims: int = typer.Option(DEFAULT_CORESET_DIMS, **rng("coreset_dims"), help="Memory head: the k-center selection runs on a random projection to this many dimensions (0 = on the features themselves: slower, PatchCore's and anomalib's choice is about as many as the features)."),
           threshold_method: ThresholdMethod = typer.Option("logsigma", help="How thresholds are set from held-out good images: logsigma (exp(mean+kσ) of log scores), percentile (99.5th) or sigma (mean+kσ)."),
           threshold_k: Optional[float] = typer.Option(None, **rng("threshold_k"), help="The image threshold's k for logsigma / sigma (default: 2 for the memory head, 3 for stpm and both; the pixel threshold keeps 3)."),
           seed: int = typer.Option(0, **rng("seed"), help="Random seed (split, initialisation, batch order, coreset start)."),
@@ -148,7 +149,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
     s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
                               weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
                               image_size=size, fit=fit, tiles=tiles, tile_overlap=tile_overlap, sigma=smoothing, score_top_percent=score_top, map_combine=map_combine, seed=seed, device=device,
-                              head=head, coreset=coreset, bank_max_mb=bank_max_mb,
+                              head=head, coreset=coreset, bank_max_mb=bank_max_mb, coreset_dims=coreset_dims,
                               teacher_weights=teacher_weights, threshold_method=threshold_method,
                               threshold_k=threshold_k, quiet=quiet,
                               threads=threads, low_memory=low_memory, teacher_cache=teacher_cache, init_from=init_from,

@@ -33,6 +33,7 @@ DEFAULT_HEAD = "memory"  # won round 3 (benchmarks/results/accuracy/RULE_R3.md, 
 DEFAULT_FIT = {"stpm": "pad", "both": "pad", "memory": "stretch", "auto": "pad"}
 DEFAULT_CORESET = 0.01  # memory head: the share of training patches kept (benchmarks/results/accuracy/RULE_R3.md)
 DEFAULT_BANK_MAX_MB = 32.0  # memory head: the bank's float32 bytes are capped here, for the edge
+DEFAULT_CORESET_DIMS = 32  # memory head: k-center runs on a random projection to this many dims (0 = the features)
 # the image threshold's k (logsigma / sigma) per head: 3 for the student (round 1); 2 for the memory bank, by
 # RULE_R3.md addendum 1 (the highest recall whose precision stays >= 0.90: benchmarks/results/r3/threshold_k/);
 # the pixel threshold keeps k 3 for every head
@@ -80,6 +81,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "score_top": (0.0, 10.0),
     "threshold_k": (1.0, 6.0),
     "tile_overlap": (0.0, 0.5),
+    "coreset_dims": (0, 4096),
     "coreset": (0.0001, 1.0),
     "held_out": (0.0, 0.95),
     "bank_max_mb": (0.1, 4096.0),

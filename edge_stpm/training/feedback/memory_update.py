@@ -22,7 +22,7 @@ from edge_stpm.contract.images import list_images, load_images
 from edge_stpm.training import checkpoint, thresholds
 from edge_stpm.training.backbones import get_spec
 from edge_stpm.training.evaluate import score_set, torch_infer
-from edge_stpm.training.heads.memory import bank_entries, collect_patches, k_center_greedy
+from edge_stpm.training.heads.memory import PROJECTION_DIMS, bank_entries, collect_patches, k_center_greedy
 from edge_stpm.training.model import Preprocess
 
 
@@ -70,7 +70,8 @@ def update_memory(ckpt: Path, data: Path, out: Path, quiet: bool = False) -> dic
     seen = int(info.get("patches", old.shape[0])) + int(patches.shape[0])
     k = max(old.shape[0], bank_entries(seen, coreset, old.shape[1], max_mb))
     pool = torch.cat([old, patches])
-    bank = pool[k_center_greedy(pool, k, int(ck["training"].get("config", {}).get("seed", 0)))].contiguous()
+    bank = pool[k_center_greedy(pool, k, int(ck["training"].get("config", {}).get("seed", 0)),
+                                dims=int(info.get("projection_dims", PROJECTION_DIMS)))].contiguous()
     t_core = time.perf_counter()
     ck["memory_bank"] = bank
     val = old_val + held

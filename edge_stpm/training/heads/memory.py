@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 LEVELS = (1, 2)  # indices into the trunk's three levels (strides 4, 8, 16): levels 2 and 3
-from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET  # noqa: E402,F401  (one place)
-PROJECTION_DIMS = 32  # the k-center selection runs on a random projection to this many dimensions
+from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_DIMS  # noqa: E402,F401
+PROJECTION_DIMS = DEFAULT_CORESET_DIMS  # the k-center selection runs on a random projection to this many dimensions
 
 
 def patch_features(levels: list[torch.Tensor]) -> torch.Tensor:
@@ -109,14 +109,16 @@ def collect_patches(teacher: nn.Module, batches: Iterable[torch.Tensor]) -> torc
 
 
 def build_bank(patches: torch.Tensor, fraction: float, max_mb: float, seed: int,
-               on_step: Callable[[int], None] | None = None) -> torch.Tensor:
-    """The memory: the coreset of ``patches`` ``(N, D)`` within the budget → ``(M, D)`` float32."""
+               on_step: Callable[[int], None] | None = None, dims: int = PROJECTION_DIMS) -> torch.Tensor:
+    """The memory: the coreset of ``patches`` ``(N, D)`` within the budget → ``(M, D)`` float32 (k-center on a
+    projection to ``dims``; 0 = on the features themselves)."""
     k = bank_entries(patches.shape[0], fraction, patches.shape[1], max_mb)
-    return patches[k_center_greedy(patches, k, seed, on_step=on_step)].contiguous()
+    return patches[k_center_greedy(patches, k, seed, dims=dims, on_step=on_step)].contiguous()
 
 
 def fit_memory(teacher: nn.Module, preprocess: nn.Module, images: torch.Tensor, batch_size: int, coreset: float,
-               max_mb: float, seed: int, quiet: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+               max_mb: float, seed: int, quiet: bool = False,
+               dims: int = PROJECTION_DIMS) -> tuple[torch.Tensor, dict[str, Any]]:
     """The memory bank of good images (uint8 NHWC ``images``): the teacher's patch features of all of them,
     reduced to the coreset budget, with progress; returns the bank ``(M, D)`` and what the summary reports."""
     from edge_stpm.contract.progress import bar
@@ -135,8 +137,8 @@ def fit_memory(teacher: nn.Module, preprocess: nn.Module, images: torch.Tensor, 
         features_s = time.perf_counter() - t0
         k = bank_entries(patches.shape[0], coreset, patches.shape[1], max_mb)
         task = progress.add_task("coreset (k-center)", total=k, info=f"{k} of {patches.shape[0]} patches")
-        bank = build_bank(patches, coreset, max_mb, seed, on_step=lambda n: progress.advance(task, n))
+        bank = build_bank(patches, coreset, max_mb, seed, on_step=lambda n: progress.advance(task, n), dims=dims)
     return bank, {"images": int(len(images)), "patches": int(patches.shape[0]), "entries": int(bank.shape[0]),
                   "dims": int(bank.shape[1]), "bytes": int(bank.numel() * 4), "coreset": coreset,
-                  "bank_max_mb": max_mb, "features_seconds": features_s,
+                  "bank_max_mb": max_mb, "projection_dims": dims, "features_seconds": features_s,
                   "coreset_seconds": time.perf_counter() - t0 - features_s}
