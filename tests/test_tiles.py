@@ -138,3 +138,30 @@ def test_from_meta_reads_what_training_wrote(tiled: Path) -> None:
 
     assert from_meta(checkpoint.meta(checkpoint.read(tiled / "model.pt"))) == TileGrid(2, 2, 0.125)
     assert from_meta({"tiles": None}) is None and from_meta({}) is None
+
+
+def test_station_ignore_mask_is_cut_like_the_frame(tiled: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """A recipe's ignore mask on a tiled model: the mask is cut into the same tiles, the map is 0 where ignored and
+    the score is taken again over the rest, tile by tile, the largest tile's."""
+    from edge_stpm.runtime.station import config
+    from edge_stpm.runtime.station.recipes import StationInspector, load_recipes, score_of
+    from edge_stpm.training.export.exporter import export
+
+    export(tiled / "model.pt", ["fp32"], tmp_path / "bundle", quiet=True)
+    defect = next(p for p in sorted((synth_dir / "test" / "crack").glob("*.png")))
+    frame = cv2.imread(str(defect))
+    mask = cv2.imread(str(synth_dir / "ground_truth" / "crack" / f"{defect.stem}_mask.png"), 0)
+    cv2.imwrite(str(tmp_path / "ignore.png"), cv2.dilate(mask, np.ones((41, 41), np.uint8)))
+    toml = tmp_path / "station.toml"
+    toml.write_text(f'version = 1\nrecipe = "a"\n[[recipes]]\nname = "a"\nindex = 1\nmodel = "{tmp_path / "bundle"}"\n'
+                    f'[[recipes]]\nname = "b"\nindex = 2\nmodel = "{tmp_path / "bundle"}"\nignore_mask = "ignore.png"\n')
+    st = config.load(toml)
+    plain, masked = (StationInspector(load_recipes([r], r)) for r in st.recipes)
+    base, ig = plain.inspect(frame), masked.inspect(frame)
+    ignore = cv2.imread(str(tmp_path / "ignore.png"), 0) > 0
+    assert base.ng and base.model_map.shape == ig.model_map.shape == (4, 64, 64)
+    assert ig.anomaly_map[ignore].max() == 0
+    assert ig.score == pytest.approx(max(score_of(m, 2.0) for m in ig.model_map))
+    assert ig.score < base.score
+    plain.close()
+    masked.close()
