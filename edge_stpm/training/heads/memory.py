@@ -3,7 +3,7 @@
 Features: pyramid levels 2 and 3 (strides 8 and 16), each averaged over its 3×3 neighbourhood, level 3
 bilinearly resized to level 2's grid, concatenated along channels → ``(B, D, h, w)`` at stride 8 (D = 128 for
 MobileNetV2). Memory: the patches of the training images, reduced by greedy k-center (coreset) selection on a
-random projection. Map: each patch's Euclidean distance to its nearest memory entry, computed in the graph as one
+random projection (or, by default, on the features themselves). Map: each patch's Euclidean distance to its nearest memory entry, computed in the graph as one
 MatMul (‖f‖² − 2 f·mᵀ + ‖m‖²) and a ReduceMin, so every backend computes the same score. Nothing is trained.
 """
 from __future__ import annotations
