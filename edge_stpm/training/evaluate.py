@@ -103,15 +103,15 @@ def test_inputs(items: list, meta: dict[str, Any], quiet: bool) -> dict[str, Any
     tiles see — and ``shapes``, the frames' sizes (tiled fit only)."""
     size, fit = meta["image_size"], meta["fit"]
     grid = tiles.from_meta(meta)
-    with bar(quiet) as progress:
-        task = progress.add_task("decode test images", total=len(items), info="")
-        inputs = load_images([it.path for it in items], size, fit, on_done=lambda n: progress.advance(task, n),
-                             tiles=grid)
     if grid is None:
+        with bar(quiet) as progress:
+            task = progress.add_task("decode test images", total=len(items), info="")
+            inputs = load_images([it.path for it in items], size, fit, on_done=lambda n: progress.advance(task, n))
         return {"inputs": inputs, "images": inputs, "masks": np.stack([read_mask(it, size, fit) for it in items]),
                 "shapes": None}
     side = size * max(grid.rows, grid.cols)
-    frames = [read_image(it.path) for it in items]
+    frames = [read_image(it.path) for it in items]  # decoded once: cut into tiles and stretched for the figures
+    inputs = np.concatenate([grid.split(f, size, fit) for f in frames])
     return {"inputs": inputs, "images": np.stack([fit_image(f, side, "stretch") for f in frames]),
             "masks": np.stack([read_mask(it, side, "stretch") for it in items]),
             "shapes": [f.shape[:2] for f in frames]}
