@@ -1,24 +1,24 @@
 """What changes a running station: deploy a bundle to a recipe (verify, self-test, load beside the running model,
-swap between two frames), roll back to the previous version the same way, select a recipe — each written to the
+swap between two frames), roll back to the model that ran before the same way, select a recipe — each written to the
 audit log with who, before and after, refused in one line with the running model kept when it cannot be done."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
-import zipfile
-from dataclasses import dataclass
-from io import BytesIO
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import zip_tree
+from edge_stpm.contract.safezip import ZipLimits, extract_flat
 from edge_stpm.runtime.station.audit import Audit
 from edge_stpm.runtime.station.recipes import LoadedRecipe, RecipeSet
-from edge_stpm.runtime.station.store import ModelStore, self_test, verify
+from edge_stpm.runtime.station.store import ModelStore, refuse_links, self_test, verify
 
-MAX_UPLOAD_BYTES = 2 * 2**30
+MAX_UPLOAD_BYTES = 2 * 2**30  # the zip itself (bytes); what it unpacks to is capped by ZipLimits
 
 
 @dataclass
@@ -31,6 +31,7 @@ class StationControl:
     frame_path: str = "auto"
     engineer_token: str | None = None
     station: Any = None  # the station file as the run started (or was last reloaded): what a reload is compared with
+    zip_limits: ZipLimits = field(default_factory=ZipLimits)  # what an uploaded or dropped zip may unpack to
 
     def adopt(self) -> None:
         """Every recipe's station-file model is version 0 in the store (its history starts there)."""
@@ -64,25 +65,28 @@ class StationControl:
         return new, test
 
     def deploy(self, recipe: str, bundle: Path, who: str, source: str) -> dict[str, Any]:
-        """A bundle folder to ``recipe``: verified (manifest, schemas, TensorRT's rules, same backbone and size as
-        the running model), copied into the store, loaded beside the running model, self-tested, then swapped in
-        between two frames. Any failure: one UserError, the running model stays, the attempt is audited."""
+        """A bundle folder to ``recipe``: verified (plain files only, manifest, schemas, TensorRT's rules, same
+        backbone and size as the running model), copied into the store, loaded beside the running model,
+        self-tested, then swapped in between two frames. Any failure: one UserError (a full disk too), the running
+        model stays, the attempt is audited."""
         rec = self._recipe(recipe, who, "deploy")
         before = {"version": rec.version, "sha256": rec.sha256}
-        entry = None
+        entry: dict[str, Any] | None = None
+        new: LoadedRecipe | None = None
         try:
-            md = verify(bundle, like=rec.inspector)
-            entry = self.store.add(recipe, bundle, who, source, md)
-            new, test = self._load(rec, entry)
-        except UserError as exc:
-            if entry is not None:
-                self.store.refuse(recipe, entry["version"], str(exc))
-            self.audit.write(who, "deploy", recipe, before, None, "refused", str(exc))
+            try:
+                refuse_links(bundle)
+                md = verify(bundle, like=rec.inspector)
+                entry = self.store.add(recipe, bundle, who, source, md)
+                new, test = self._load(rec, entry)
+                self.store.set_current(recipe, entry["version"])
+            except OSError as exc:
+                raise UserError(f"deploy to recipe {recipe} failed: {exc.strerror or exc} ({exc.filename or bundle}); "
+                                "the running model stays") from None
+        except Exception as exc:
+            self._refused(recipe, who, before, entry, new, exc)
             raise
-        t0 = time.perf_counter()
-        self.recipes.replace(new)
-        swap_ms = (time.perf_counter() - t0) * 1e3
-        self.store.set_current(recipe, entry["version"])
+        swap_ms = self._swap(new)
         after = {"version": entry["version"], "sha256": entry["sha256"]}
         self.audit.write(who, "deploy", recipe, before, after, "ok",
                          f"from {source}; self-test {test['precision']} max error {test['max_error_threshold_units']:.2g}"
@@ -90,22 +94,50 @@ class StationControl:
         return {"recipe": recipe, "before": before, "after": after, "self_test": test, "load_s": new.load_s,
                 "swap_ms": swap_ms}
 
+    def _refused(self, recipe: str, who: str, before: dict[str, Any], entry: dict[str, Any] | None,
+                 new: LoadedRecipe | None, exc: BaseException) -> None:
+        """A deploy that failed: the model it loaded closed, its store version marked refused, the attempt audited."""
+        why = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        if new is not None:
+            new.inspector.close()
+        if entry is not None:
+            with contextlib.suppress(UserError, OSError):
+                self.store.refuse(recipe, entry["version"], why)
+        self.audit.write(who, "deploy", recipe, before, None, "refused", why)
+
+    def _swap(self, new: LoadedRecipe) -> float:
+        """``new`` takes over between two frames; returns the swap's time (ms)."""
+        t0 = time.perf_counter()
+        self.recipes.replace(new)
+        return (time.perf_counter() - t0) * 1e3
+
     def rollback(self, recipe: str, who: str) -> dict[str, Any]:
-        """Back to the version live before the current one, loaded and self-tested the same way."""
+        """Back to the model that ran before the current one (the recipe's history in the store, not the next lower
+        version number), loaded and self-tested the same way; audited with both versions."""
         rec = self._recipe(recipe, who, "rollback")
         before = {"version": rec.version, "sha256": rec.sha256}
-        prev = self.store.previous(recipe)
+        new = None
         try:
+            prev = self.store.previous(recipe)
             if prev is None:
-                raise UserError(f"recipe {recipe} has no earlier version to roll back to")
-            new, test = self._load(rec, prev)
+                raise UserError(f"recipe {recipe} has no earlier model to roll back to: v{rec.version} is the first "
+                                "that ran (after the rollbacks so far)")
+            try:
+                new, test = self._load(rec, prev)
+                self.store.set_current(recipe, prev["version"], rollback=True)
+            except OSError as exc:
+                raise UserError(f"rollback of recipe {recipe} failed: {exc.strerror or exc}; the running model "
+                                "stays") from None
         except UserError as exc:
+            if new is not None:
+                new.inspector.close()
             self.audit.write(who, "rollback", recipe, before, None, "refused", str(exc))
             raise
-        self.recipes.replace(new)
-        self.store.set_current(recipe, prev["version"])
+        self._swap(new)
         after = {"version": prev["version"], "sha256": prev["sha256"]}
-        self.audit.write(who, "rollback", recipe, before, after, "ok", f"load {new.load_s:.2f} s")
+        self.audit.write(who, "rollback", recipe, before, after, "ok",
+                         f"back to v{prev['version']}, the model that ran before v{rec.version}; "
+                         f"load {new.load_s:.2f} s")
         return {"recipe": recipe, "before": before, "after": after, "self_test": test}
 
     def reload(self, new: Any, who: str = "SIGHUP") -> list[str]:
@@ -132,26 +164,44 @@ class StationControl:
         self.station = new
         return [c.name for c in changed]
 
-    def deploy_zip(self, recipe: str, data: bytes, who: str, source: str) -> dict[str, Any]:
-        """A bundle sent as a zip of its files (``edge-stpm deploy``, the web app's upload)."""
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise UserError(f"the upload is {len(data) / 2**20:.0f} MB, more than a bundle can be")
-        tmp = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.store.root))
+    def deploy_zip(self, recipe: str, data: bytes | Path, who: str, source: str) -> dict[str, Any]:
+        """A bundle sent as a zip of its files (``edge-stpm deploy``, the web app's upload, the drop folder): ``data``
+        the zip's bytes or the path of a zip file on disk. Unpacked under ``zip_limits`` (streamed to disk, members
+        checked first: encrypted, damaged, links, paths out of the folder, a zip bomb — refused in one UserError,
+        audited), then deployed as ``deploy`` does."""
+        rec = self._recipe(recipe, who, "deploy")
+        tmp = None
         try:
             try:
-                with zipfile.ZipFile(BytesIO(data)) as z:
-                    for info in z.infolist():
-                        name = Path(info.filename).name
-                        if info.is_dir() or not name or name != info.filename.split("/")[-1] or name.startswith("."):
-                            continue
-                        (tmp / name).write_bytes(z.read(info))
-            except zipfile.BadZipFile:
-                err = UserError("the upload is not a zip of a bundle's files")
-                self.audit.write(who, "deploy", recipe, None, None, "refused", str(err))
-                raise err from None
+                tmp = self._unpack(data, source)
+            except UserError as exc:
+                self.audit.write(who, "deploy", recipe, {"version": rec.version, "sha256": rec.sha256}, None,
+                                 "refused", str(exc))
+                raise
             return self.deploy(recipe, tmp, who, source)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _unpack(self, data: bytes | Path, source: str) -> Path:
+        """The zip (bytes or a file) unpacked into a new hidden folder of the store; UserError (nothing left) when it
+        is too large, unsafe or damaged, or cannot be written."""
+        tmp = None
+        try:
+            size = len(data) if isinstance(data, (bytes, bytearray)) else Path(data).stat().st_size
+            if size > MAX_UPLOAD_BYTES:
+                raise UserError(f"the zip from {source} is {size / 2**20:.0f} MB, more than a bundle can be "
+                                f"({MAX_UPLOAD_BYTES / 2**20:.0f} MB)")
+            self.store.root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".upload-", dir=self.store.root))
+            extract_flat(data, tmp, self.zip_limits, what=f"the zip from {source}")
+            return tmp
+        except BaseException as exc:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise UserError(f"cannot unpack the zip from {source}: {exc.strerror or exc}") from None
+            raise
 
 
 def zip_bundle(folder: Path) -> bytes:

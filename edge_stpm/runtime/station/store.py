@@ -4,12 +4,17 @@ its reference images must score as export measured, within the precision's toler
 
 Layout: ``ROOT/<recipe>/v<N>/`` (a bundle, copied in under a hidden name and renamed when complete) and
 ``ROOT/<recipe>/versions.json`` (written atomically): ``[{version, sha256, deployed_at, by, source, backbone,
-image_size, status}]`` with ``current`` naming the live one.
+image_size, status}]`` with ``current`` naming the live one and ``history`` the versions that were live, oldest
+first (the current one last): a rollback returns to the one before the current one, the model that ran before it —
+not the next lower version number. A version folder the index does not list is not a version (what a deploy stopped
+half-way — a full disk — left): the next deploy to that recipe removes it.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import threading
 import time
 from pathlib import Path
@@ -55,6 +60,23 @@ def self_test(inspector: Any, bundle: Path) -> dict[str, Any]:
             "tolerance": tol}
 
 
+def refuse_links(folder: Path) -> None:
+    """UserError when a bundle folder is or holds anything but plain files and folders — a symbolic link could point
+    anywhere on the box, a FIFO would block the reader — naming the first."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise UserError(f"{folder} is a symbolic link: give the bundle's own folder")
+    for parent, dirs, files in os.walk(folder):  # links to folders are listed in dirs, never followed
+        for name in sorted(dirs + files):
+            p = Path(parent) / name
+            mode = p.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise UserError(f"bundle {folder} holds a symbolic link, {p.relative_to(folder)}: a bundle is "
+                                "plain files (copy the files, not links to them)")
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise UserError(f"bundle {folder} holds {p.relative_to(folder)}, which is not a plain file")
+
+
 def verify(bundle: Path, like: Any | None = None) -> dict[str, Any]:
     """Manifest (every file's sha256), the graphs' metadata schema and TensorRT's parser rules; with ``like`` (the
     running recipe's inspector) the same backbone and input size. Returns the FP32 graph's metadata."""
@@ -92,30 +114,47 @@ class ModelStore:
     def versions(self, recipe: str) -> dict[str, Any]:
         p = self._index(recipe)
         if not p.is_file():
-            return {"recipe": recipe, "current": None, "versions": []}
+            return {"recipe": recipe, "current": None, "versions": [], "history": []}
         try:
-            return json.loads(p.read_text())
+            doc = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise UserError(f"{p}: damaged model store index; move it away to start the recipe's history anew") from None
+        except OSError as exc:
+            raise UserError(f"{p}: cannot read the model store index: {exc.strerror or exc}") from None
+        doc.setdefault("history", _old_history(doc))
+        return doc
 
     def add(self, recipe: str, bundle: Path, by: str, source: str, md: dict[str, Any]) -> dict[str, Any]:
-        """Copy a verified bundle in as the recipe's next version (not yet current); returns its entry."""
+        """Copy a verified bundle in as the recipe's next version (not yet current); returns its entry. A full disk
+        (any OSError) is one UserError and leaves no version folder behind."""
         with self.lock:
             doc = self.versions(recipe)
             n = 1 + max((v["version"] for v in doc["versions"]), default=0)
             dst = self.root / recipe / f"v{n}"
             tmp = dst.with_name(f".v{n}.partial")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(bundle, tmp)
-            tmp.rename(dst)
-            entry = {"version": n, "path": str(dst), "sha256": model_sha256(dst),
-                     "deployed_at": time.time(), "by": by, "source": source, "backbone": md.get("backbone"),
-                     "image_size": md.get("image_size"), "status": "verified"}
-            doc["versions"].append(entry)
-            write_json(self._index(recipe), doc)
+            try:
+                for stale in (tmp, dst):  # not in the index: left by a deploy that stopped half-way
+                    if stale.exists():
+                        shutil.rmtree(stale)
+                shutil.copytree(bundle, tmp)
+                tmp.rename(dst)
+                entry = {"version": n, "path": str(dst), "sha256": model_sha256(dst),
+                         "deployed_at": time.time(), "by": by, "source": source, "backbone": md.get("backbone"),
+                         "image_size": md.get("image_size"), "status": "verified"}
+                doc["versions"].append(entry)
+                write_json(self._index(recipe), doc)
+            except (OSError, UserError) as exc:
+                for p in (tmp, dst):
+                    shutil.rmtree(p, ignore_errors=True)
+                if isinstance(exc, UserError):
+                    raise
+                raise UserError(f"cannot copy the bundle into the model store ({self.root / recipe}): "
+                                f"{exc.strerror or exc}; the running model stays") from None
             return entry
 
-    def set_current(self, recipe: str, version: int, status: str = "live") -> None:
+    def set_current(self, recipe: str, version: int, status: str = "live", rollback: bool = False) -> None:
+        """``version`` is live now: after a deploy it joins the history; after a rollback (``rollback``, to the
+        version before the current one in the history) the current one leaves it."""
         with self.lock:
             doc = self.versions(recipe)
             for v in doc["versions"]:
@@ -123,6 +162,12 @@ class ModelStore:
                     v["status"] = status
                 elif v.get("status") == "live":
                     v["status"] = "retired"
+            hist = doc["history"]
+            if rollback and len(hist) >= 2 and hist[-2] == version:
+                hist.pop()
+            elif not hist or hist[-1] != version:
+                hist.append(version)
+            del hist[:-HISTORY_MAX]
             doc["current"] = version
             write_json(self._index(recipe), doc)
 
@@ -137,11 +182,14 @@ class ModelStore:
             write_json(self._index(recipe), doc)
 
     def previous(self, recipe: str) -> dict[str, Any] | None:
-        """The version live before the current one (for rollback), or None."""
+        """The version that was live before the current one (for rollback: the model that ran before this one, from
+        the recipe's history), or None."""
         doc = self.versions(recipe)
-        older = [v for v in doc["versions"] if doc["current"] is not None and v["version"] < doc["current"]
-                 and v.get("status") in ("retired", "live")]
-        return older[-1] if older else None
+        hist = doc["history"]
+        if len(hist) < 2 or hist[-1] != doc["current"]:
+            return None
+        entry = next((v for v in doc["versions"] if v["version"] == hist[-2]), None)
+        return entry if entry is not None and entry.get("status") in ("retired", "live") else None
 
     def adopt(self, recipe: str, model: Path) -> None:
         """Record the station file's own model as version 0 of a recipe the store does not know yet."""
@@ -152,6 +200,18 @@ class ModelStore:
             doc["versions"].append({"version": 0, "path": str(model), "sha256": model_sha256(Path(model)),
                                     "deployed_at": time.time(), "by": "station file", "source": str(model),
                                     "status": "live"})
-            doc["current"] = 0
+            doc["current"], doc["history"] = 0, [0]
             write_json(self._index(recipe), doc)
 
+
+HISTORY_MAX = 1000  # versions kept in a recipe's history of what was live
+
+
+def _old_history(doc: dict[str, Any]) -> list[int]:
+    """The history of an index written before the store kept one: the versions live or retired up to the current
+    one, in version order (what rollback followed then)."""
+    cur = doc.get("current")
+    if cur is None:
+        return []
+    return [v["version"] for v in doc.get("versions", []) if v["version"] < cur
+            and v.get("status") in ("retired", "live")] + [cur]
