@@ -1,10 +1,14 @@
-"""Atomic file writing: every artefact is written to a temporary name in the same folder, then renamed."""
+"""Atomic file writing: every artefact is written to a temporary name in the same folder, fsynced, renamed, and the
+folder fsynced (so the rename itself survives a power cut). The process umask is never touched (it is process-wide:
+changing it, even for a moment, races with other threads creating files)."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import re
+import secrets
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -43,16 +47,15 @@ def atomic_path(final: Path) -> Iterator[Path]:
     if final.is_dir():
         raise UserError(f"{final} is a folder: give a file name")
     ensure_dir(final.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + final.suffix, dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path, mode = _new_temporary(final)
     try:
         try:
             yield tmp_path
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
-            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.chmod(tmp_path, mode)  # a writer that replaced the temporary gets the mode a plain new file has
             os.replace(tmp_path, final)
+            fsync_dir(final.parent)
         except OSError as exc:  # a full disk, a vanished folder…: the file already there is kept as it was
             raise UserError(f"cannot write {final}: {exc.strerror or exc} (nothing written; an earlier "
                             f"{final.name} is unchanged)") from None
@@ -95,10 +98,38 @@ def output_dir(path: Path, also: tuple[re.Pattern, ...] = ()) -> Path:
     return folder
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_temporary(final: Path) -> tuple[Path, int]:
+    """A new empty file ``.NAME.<8 random>.tmp<suffix>`` beside ``final`` and its permission bits: created with mode
+    0o666, so the kernel applies the umask itself (0o644 under umask 022, as any new file) — no umask read or set."""
+    for _ in range(100):
+        tmp = final.parent / f".{final.name}.{secrets.token_hex(4)}.tmp{final.suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(f"cannot write {final}: {exc.strerror or exc}") from None
+        try:
+            return tmp, stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+    raise UserError(f"cannot write {final}: no free temporary name beside it")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename (or a new file) in ``folder`` durable: fsync the folder itself. Best effort: platforms or file
+    systems that cannot open or fsync a folder (Windows, some network mounts) are left as they are."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(folder, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_bytes(final: Path, data: bytes) -> Path:

@@ -101,7 +101,7 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
     if cfg.history_db is not None:
         from edge_stpm.runtime.loop.sinks.record import RecordSink
 
-        line.sinks.append(RecordSink(cfg.history_db, sha, cfg.history_keep_days, cfg.history_max_mb))
+        line.sinks.append(RecordSink(cfg.history_db, sha, cfg.history_keep_days, cfg.history_max_mb, log=log))
     if cfg.mqtt:
         from edge_stpm.runtime.loop.sinks.mqtt import MqttSink
 

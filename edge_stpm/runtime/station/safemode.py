@@ -6,50 +6,98 @@ systemd is told READY with ``STATUS=safe mode: …`` and gets its watchdog pings
 what is wrong; restarting would change nothing). SIGHUP — ``systemctl reload`` — checks the file again: when it
 passes, the process starts the station in its place (``exec``, the same PID and unit); when not, the page shows
 the new errors. SIGTERM stops it. Nothing is inspected in safe mode: the PLC sees no Trigger Ready.
+
+Safe by default, as the station's own server: when the TOML parses, the page takes the file's tokens (``[http]
+token``, ``viewer_token``, ``operator_token``, ``engineer_token``; any of them, as ``Authorization: Bearer`` —
+never in a URL) and a non-loopback bind needs one — without, the page stays on loopback; when the TOML does not parse,
+loopback only. ``/healthz`` answers 503 to anyone, its error lines only with a token. Every error line shown or
+logged is passed through ``contract.redact`` (a source's password never shows).
 """
 from __future__ import annotations
 
+import hmac
 import html
+import ipaddress
 import os
 import signal
 import sys
 import threading
-import tomllib
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.station.service import notify
 
 FALLBACK_BIND = "127.0.0.1:8080"
+TOKEN_KEYS = ("token", "viewer_token", "operator_token", "engineer_token")  # [http] keys; any one opens the page
 
 
-def bind_of(config: Path) -> tuple[str, int]:
-    """The file's ``[http] bind`` when it can be read, else ``FALLBACK_BIND``."""
-    text = FALLBACK_BIND
+@dataclass(frozen=True)
+class SafeBind:
+    """Where safe mode serves and which tokens it takes (empty: none asked); ``note``: why it stayed on loopback."""
+
+    host: str
+    port: int
+    tokens: tuple[str, ...] = ()
+    note: str = ""
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
     try:
-        raw = tomllib.loads(Path(config).read_text(encoding="utf-8"))
-        b = (raw.get("http") or {}).get("bind")
-        if isinstance(b, str) and ":" in b:
-            text = b
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
-        pass
-    host, _, port = text.rpartition(":")
-    try:
-        p = int(port)
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        p = 8080
+        return False
+
+
+def _split(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    p = int(port) if port.strip().isdigit() else 8080
     return host.strip("[]") or "127.0.0.1", p if 1 <= p <= 65535 else 8080
+
+
+def bind_of(config: Path) -> SafeBind:
+    """The file's ``[http] bind`` and tokens when its TOML parses (the same reader as the station's, with the
+    Python 3.10 fallback); a non-loopback bind without a token, or a file that does not parse, is loopback."""
+    from edge_stpm.contract.errors import UserError
+    from edge_stpm.runtime.station.config import read_toml
+
+    host, port = _split(FALLBACK_BIND)
+    try:
+        raw = read_toml(Path(config))
+    except (UserError, OSError):
+        return SafeBind(host, port, note="the station file does not parse: loopback only")
+    http = raw.get("http")
+    section: dict[str, Any] = http if isinstance(http, dict) else {}
+    b = section.get("bind")
+    if isinstance(b, str) and ":" in b:
+        host, port = _split(b)
+    tokens = tuple(t for t in (section.get(k) for k in TOKEN_KEYS) if isinstance(t, str) and t)
+    if not tokens and not _loopback(host):
+        return SafeBind("127.0.0.1", port, note=f"[http] bind {host}:{port} without a token: loopback only")
+    return SafeBind(host, port, tokens)
 
 
 class SafeMode:
     def __init__(self, config: Path, errors: list[str], check: Callable[[], None],
-                 log: Callable[[str], None]) -> None:
-        self.config, self.errors, self.check, self.log = Path(config), errors, check, log
+                 log: Callable[[str], None], tokens: tuple[str, ...] = ()) -> None:
+        self.config, self.check, self.log = Path(config), check, log
+        self.errors = [redact(e) for e in errors]
+        self.tokens = tokens
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.reload = threading.Event()
         self.server: ThreadingHTTPServer | None = None
+
+    def allowed(self, path: str, authorization: str) -> bool:
+        """Whether a request may see the errors: always when no token is asked, else with one of the tokens."""
+        if not self.tokens:
+            return True
+        given = authorization[len("Bearer "):].strip() if authorization.startswith("Bearer ") else ""
+        return bool(given) and any(hmac.compare_digest(given.encode(), t.encode()) for t in self.tokens)
 
     def page(self) -> str:
         with self.lock:
@@ -66,10 +114,14 @@ class SafeMode:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 — the stdlib's name
-                if self.path.split("?")[0] == "/healthz":
+                ok = sm.allowed(self.path, self.headers.get("Authorization", ""))
+                if self.path.split("?")[0] == "/healthz":  # 503 to a monitor; the lines only with a token
                     with sm.lock:
-                        body, ctype = ("safe mode\n" + "\n".join(sm.errors) + "\n"), "text/plain; charset=utf-8"
-                    code = 503
+                        lines = sm.errors if ok else []
+                    body = "safe mode\n" + "".join(f"{e}\n" for e in lines)
+                    ctype, code = "text/plain; charset=utf-8", 503
+                elif not ok:
+                    body, ctype, code = "token required\n", "text/plain; charset=utf-8", 401
                 else:
                     body, ctype, code = sm.page(), "text/html; charset=utf-8", 200
                 data = body.encode()
@@ -99,8 +151,8 @@ class SafeMode:
             self.check()
         except UserError as exc:
             with self.lock:
-                self.errors = str(exc).splitlines()
-            notify("STATUS=safe mode: " + self.errors[0][:200])
+                self.errors = [redact(e) for e in str(exc).splitlines()]
+            notify("STATUS=safe mode: " + (self.errors or ["the station file does not check"])[0][:200])
             self.log(f"safe mode: the station file still does not check: {'; '.join(self.errors)}")
             return False
         return True
@@ -114,10 +166,13 @@ class SafeMode:
 def run(config: Path, errors: list[str], check: Callable[[], None], log: Callable[[str], None]) -> int:
     """Serve safe mode until SIGTERM (returns 0) or until SIGHUP finds the file good (then ``exec`` the same command
     without this process: the station starts)."""
-    sm = SafeMode(config, errors, check, log)
-    sm.serve(*bind_of(config))
+    where = bind_of(config)
+    sm = SafeMode(config, errors, check, log, where.tokens)
+    if where.note:
+        log(f"safe mode: {where.note}")
+    sm.serve(where.host, where.port)
     notify("READY=1")
-    notify("STATUS=safe mode: " + errors[0][:200])
+    notify("STATUS=safe mode: " + (sm.errors or ["the station file does not check"])[0][:200])
     log(f"safe mode: {config} does not check — nothing inspected; fix it, then reload (SIGHUP)")
     prev = {s: signal.signal(s, h) for s, h in ((signal.SIGHUP, lambda *_: sm.reload.set()),
                                                 (signal.SIGTERM, lambda *_: sm.stop.set()))}

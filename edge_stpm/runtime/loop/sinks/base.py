@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.inspector import InspectionResult
 
 
@@ -60,7 +61,7 @@ class Result:
                               "normalised_score": r.normalised_score, "threshold": r.image_threshold,
                               "verdict": r.verdict}
         if several_sources:
-            ev = {"source": self.source, "source_spec": self.spec} | ev
+            ev = {"source": self.source, "source_spec": redact(self.spec)} | ev
         if self.trigger_id is not None:
             ev["trigger_id"] = self.trigger_id
         if self.camera:
@@ -194,7 +195,7 @@ class SinkRunner:
                 self.sink.take_batch(items)
                 self.stats.taken += len(items)
             except Exception as exc:  # noqa: BLE001 — a sink's failure is counted and reported, never fatal
-                self.stats.failed += len(items)
+                self.stats.failed += getattr(exc, "lost", len(items))  # a retrying sink says what it finally lost
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 if not self._reported:
                     self._reported = True

@@ -8,11 +8,15 @@ after every reconnect or restart. QoS 1 is at-least-once: a message whose PUBACK
 (at most one window per cut), so consumers deduplicate by ``result_id`` (the record's id).
 
 Bound: at most ``max_rows`` unsent messages; when full, the oldest unsent are dropped (counted, said once) —
-the inspection record still has every result. Message schema: ``edge-stpm/result/1`` (docs/line.md).
+the inspection record still has every result. A message that cannot enter the outbox (a full disk, an I/O error) is
+retried and kept in memory (``record.Retrying``): what is finally dropped is counted (``mqtt_outbox_lost``) and said.
+No message carries a secret: the source spec is redacted (``contract.redact``). Message schema:
+``edge-stpm/result/1`` (docs/line.md).
 """
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sqlite3
 import threading
@@ -23,8 +27,9 @@ from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
-from edge_stpm.runtime.loop.sinks.record import result_row
+from edge_stpm.runtime.loop.sinks.record import Retrying, WriteFailed, result_row, rolled_back_on_error
 
 SCHEMA = "edge-stpm/result/1"
 
@@ -109,7 +114,7 @@ class Outbox:
     def put_many(self, messages: list[tuple[str, str, str]]) -> int:
         """Commit messages (result_id, topic, payload) in one transaction; returns how many old ones were dropped
         to stay within the bound."""
-        with self.lock, self.con:
+        with self.lock, rolled_back_on_error(self.con):
             self.con.executemany("INSERT OR IGNORE INTO outbox (result_id, topic, payload) VALUES (?, ?, ?)", messages)
             if messages:
                 self.con.execute("INSERT INTO outbox_meta VALUES ('last_queued', ?) ON CONFLICT (key) DO UPDATE SET "
@@ -170,8 +175,9 @@ class MqttSink(Sink):
         self.window = window
         self.host = socket.gethostname()
         self.client_id = client_id or f"edge-stpm-{self.host}"
-        self.log = log or (lambda text: None)
+        self.log = log or logging.getLogger(__name__).warning
         self.outbox: Outbox | None = None
+        self.retry = Retrying(f"MQTT outbox {self.outbox_path}", self._put, self.log)
         self.final_gauges: dict[str, tuple[str, float]] = {}
         self.connected = threading.Event()
         self.wake = threading.Event()
@@ -239,7 +245,9 @@ class MqttSink(Sink):
     batch_linger_s = 0.02  # group commit into the outbox: at most ~20 ms of results wait for their fsync
 
     def message(self, row: dict[str, Any]) -> tuple[str, str, str]:
-        """(result id, topic, payload) of one result's row (``record.result_row``: a result's, or a record row's)."""
+        """(result id, topic, payload) of one result's row (``record.result_row``: a result's, or a record row's);
+        the source spec redacted (a record written before redaction may still hold a password)."""
+        row = row | {"source_spec": redact(str(row.get("source_spec") or ""))}
         return (row["result_id"], self.topic.format(host=self.host, source=row["source"]),
                 json.dumps({"schema": SCHEMA, "host": self.host} | row, separators=(",", ":")))
 
@@ -247,9 +255,13 @@ class MqttSink(Sink):
         self.take_batch([r])
 
     def take_batch(self, results: list[Result]) -> None:
-        """Into the outbox in one transaction (one fsync), then the publisher is woken."""
+        """Into the outbox in one transaction (one fsync), then the publisher is woken; a failed write is retried
+        and kept (``Retrying``: WriteFailed says what is kept and what is dropped)."""
+        self.retry.write([self.message(result_row(r, self.sha)) for r in results])
+
+    def _put(self, messages: list[tuple[str, str, str]]) -> None:
         assert self.outbox is not None
-        dropped = self.outbox.put_many([self.message(result_row(r, self.sha)) for r in results])
+        dropped = self.outbox.put_many(messages)
         if dropped and "full" not in self.warned:
             self.warned.add("full")
             self.log(f"MQTT outbox full ({self.max_rows} unsent): the oldest unsent results are dropped from it "
@@ -258,7 +270,13 @@ class MqttSink(Sink):
 
     def close(self) -> None:
         """Give the publisher up to ``drain_s`` to empty the outbox (reconnecting if need be), then stop; what is
-        left stays in the outbox for the next run."""
+        left stays in the outbox for the next run. Messages kept in memory after a failed outbox write get one more
+        try first; what still cannot enter is dropped, counted and said (WriteFailed, after the rest is closed)."""
+        failed: WriteFailed | None = None
+        try:
+            self.retry.flush()
+        except WriteFailed as exc:
+            failed = exc
         deadline = time.monotonic() + self.drain_s
         while self.outbox is not None and self.outbox.depth() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -274,6 +292,8 @@ class MqttSink(Sink):
             self.final_gauges = self.gauges()
             self.outbox.close()
             self.outbox = None
+        if failed is not None:
+            raise failed
 
     def gauges(self) -> dict[str, tuple[str, float]]:
         if self.outbox is None:
@@ -282,6 +302,10 @@ class MqttSink(Sink):
                                       self.outbox.depth()),
                 "mqtt_outbox_dropped": ("MQTT results dropped from a full outbox (still in the record)",
                                         self.outbox.dropped),
+                "mqtt_outbox_pending": ("MQTT results kept in memory after a failed outbox write, retried",
+                                        len(self.retry.pending)),
+                "mqtt_outbox_lost": ("MQTT results that could not enter the outbox and were dropped (still in the "
+                                     "record)", self.retry.lost),
                 "mqtt_connected": ("1 while connected to the MQTT broker", float(self.connected.is_set())),
                 "mqtt_sent": ("MQTT results acknowledged by the broker", self.sent)}
 

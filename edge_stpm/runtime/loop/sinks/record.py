@@ -8,17 +8,20 @@ land them idempotently (``INSERT … ON CONFLICT(result_id) DO NOTHING``).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import logging
 import re
 import sqlite3
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
 SCHEMA_VERSION = 3
@@ -71,11 +74,12 @@ def iso(t: float) -> str:
 
 def result_row(r: Result, model_sha256: str) -> dict[str, Any]:
     """The record's (and the MQTT message's) fields of one result; a station recipe's model sha256 wins over
-    ``model_sha256`` (the run's one model)."""
+    ``model_sha256`` (the run's one model). The source spec is redacted: a camera URL's password is never stored
+    or published."""
     ins = r.inspection
     rec = ins.recipe or {}
     return {"result_id": r.result_id, "time": r.wall_time, "time_iso": iso(r.wall_time),
-            "source": r.source, "source_spec": r.spec, "frame": r.frame_index, "trigger_id": r.trigger_id,
+            "source": r.source, "source_spec": redact(r.spec), "frame": r.frame_index, "trigger_id": r.trigger_id,
             "verdict": ins.verdict, "score": ins.score, "normalised_score": ins.normalised_score,
             "image_threshold": ins.image_threshold, "pixel_threshold": ins.pixel_threshold,
             "model_sha256": rec.get("model_sha256", model_sha256), "snapshot": r.snapshot,
@@ -144,10 +148,112 @@ def _identify(con: sqlite3.Connection, path: Path) -> int:
     return version
 
 
+class WriteFailed(RuntimeError):
+    """A sink's write failed after its retries; the message says how many results are kept to retry and how many
+    were dropped (``lost``: dropped by this failure)."""
+
+    def __init__(self, text: str, lost: int = 0) -> None:
+        super().__init__(text)
+        self.lost = lost
+
+
+TRANSIENT = (sqlite3.OperationalError, OSError)  # a full disk, an I/O error, a lock held too long: worth retrying
+
+
+@contextlib.contextmanager
+def rolled_back_on_error(con: sqlite3.Connection) -> Iterator[None]:
+    """``with con:`` (commit, or roll back on an error) that also rolls back when the commit itself fails, so a
+    retry starts a fresh transaction instead of adding its rows to the failed one's."""
+    try:
+        with con:
+            yield
+    except BaseException:
+        if con.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                con.rollback()
+        raise
+
+
+class Retrying:
+    """Writes that must not be lost silently (the record, the MQTT outbox): a failed write is tried ``tries`` times
+    (``backoff_s`` after the first failure, × 4 each time), then its rows are kept in memory — at most ``cap``, the
+    oldest dropped beyond — and written before the next rows. What is finally dropped is counted (``lost``) and said
+    through ``log`` (the first drop of a failure at once, then at most once a minute); every failed write raises
+    ``WriteFailed`` so the sink runner counts it and a required sink shows its error state. ``what`` names the
+    store in those lines."""
+
+    def __init__(self, what: str, write: Callable[[list[Any]], None], log: Callable[[str], None],
+                 cap: int = 20_000, tries: int = 3, backoff_s: float = 0.05) -> None:
+        self.what, self.write_rows, self.log = what, write, log
+        self.cap, self.tries, self.backoff_s = cap, tries, backoff_s
+        self.pending: list[Any] = []
+        self.lost = 0
+        self._said_at: float | None = None
+        self._said_lost = 0
+
+    def write(self, rows: list[Any]) -> None:
+        """``rows`` after those still pending, in one write; WriteFailed when that failed (the rows kept or, for an
+        error no retry can mend, dropped — counted and said)."""
+        todo = self.pending + rows
+        if not todo:
+            return
+        tries = 1 if self.pending else self.tries  # already failing: one try per batch, the sink is not held up
+        for k in range(tries):
+            try:
+                self.write_rows(todo)
+            except TRANSIENT as exc:
+                error: Exception = exc
+                if k + 1 < tries:
+                    time.sleep(self.backoff_s * 4 ** k)
+                continue
+            except Exception as exc:  # noqa: BLE001 — not mended by a retry: dropped, counted, said
+                self.pending = []
+                why = redact(f"{type(exc).__name__}: {exc}")
+                self._drop(len(todo), why, now=True)
+                raise WriteFailed(f"{self.what}: {why} — {len(todo)} results dropped", len(todo)) from exc
+            if self.pending:
+                self.log(f"{self.what}: written again — the {len(self.pending)} results kept in memory since the "
+                         f"write failed are in ({self.lost} dropped in all)")
+            self.pending, self._said_at = [], None
+            return
+        over = max(0, len(todo) - self.cap)
+        self.pending = todo[over:]
+        if over:
+            self._drop(over, f"more than {self.cap} results waiting in memory")
+        raise WriteFailed(f"{self.what}: {redact(str(error))} after {tries} tr{'y' if tries == 1 else 'ies'} — "
+                          f"{len(self.pending)} results kept in memory and retried with the next ones ({self.lost} "
+                          "dropped in all)", over)
+
+    def flush(self) -> None:
+        """At close: one more full try for what is pending; what still cannot be written is dropped, counted and
+        said (WriteFailed)."""
+        if not self.pending:
+            return
+        kept, self.pending = self.pending, []
+        try:
+            self.write(kept)
+        except WriteFailed:
+            left, self.pending = len(self.pending), []
+            if not left:  # an error no retry mends: already dropped and said
+                raise
+            self._drop(left, "closing while the write still fails", now=True)
+            raise WriteFailed(f"{self.what}: still failing at close — {left} results dropped ({self.lost} dropped "
+                              "in all)", left) from None
+
+    def _drop(self, n: int, why: str, now: bool = False) -> None:
+        self.lost += n
+        t = time.monotonic()
+        if now or self._said_at is None or t - self._said_at >= 60.0:  # said, at most once a minute while failing
+            self.log(f"{self.what}: {self.lost - self._said_lost} results dropped ({why}); {self.lost} dropped in all")
+            self._said_at, self._said_lost = t, self.lost
+
+
 class RecordSink(Sink):
     """Every result into the record, in order, as soon as inference ends (lossless; required: a record that
-    cannot be written is the loop's error state). Retention: rows older than ``keep_days`` and, past
-    ``max_mb``, the oldest rows are deleted (checked every ``check_every`` rows)."""
+    cannot be written is the loop's error state). A failed write is retried and its rows kept in memory
+    (``Retrying``): nothing is dropped silently. Retention: rows older than ``keep_days`` and, past ``max_mb``,
+    first the audit log's rows beyond its share (``AUDIT_SHARE`` of ``max_mb``), then the oldest inspections
+    (checked every ``check_every`` rows)."""
 
     name = "record"
     lossless = True
@@ -155,12 +261,16 @@ class RecordSink(Sink):
     queue_size = 4096
 
     def __init__(self, path: Path, model_sha256: str, keep_days: float = 90.0, max_mb: float = 2048.0,
-                 check_every: int = 500) -> None:
+                 check_every: int = 500, log: Callable[[str], None] | None = None,
+                 keep_in_memory: int = 20_000) -> None:
         self.path, self.sha = Path(path), model_sha256
         self.keep_days, self.max_mb, self.check_every = keep_days, max_mb, check_every
         self.con: sqlite3.Connection | None = None
         self.rows = 0
         self.deleted = 0
+        self.audit_deleted = 0
+        self.log = log or logging.getLogger(__name__).warning
+        self.retry = Retrying(f"inspection record {self.path}", self._insert, self.log, cap=keep_in_memory)
 
     def open(self) -> None:
         self.con = connect(self.path)
@@ -178,26 +288,33 @@ class RecordSink(Sink):
         self.take_batch([r])
 
     def take_batch(self, results: list[Result]) -> None:
-        """One transaction (one fsync) for the results that queued up meanwhile."""
-        assert self.con is not None
+        """One transaction (one fsync) for the results that queued up meanwhile (and any kept from a failed write)."""
         rows = []
         for r in results:
             row = result_row(r, self.sha)
             row["camera"] = json.dumps(row["camera"]) if row["camera"] else None
             rows.append([row[c] for c in COLUMNS])
-        with self.con:
+        self.retry.write(rows)
+
+    def _insert(self, rows: list[list[Any]]) -> None:
+        assert self.con is not None
+        with rolled_back_on_error(self.con):
             self.con.executemany(f"INSERT INTO inspections ({', '.join(COLUMNS)}) VALUES "
                                  f"({', '.join('?' * len(COLUMNS))})", rows)
         before = self.rows
         self.rows += len(rows)
         if self.rows // self.check_every != before // self.check_every:
-            self.retain()
+            try:
+                self.retain()
+            except (sqlite3.Error, OSError) as exc:  # the rows are in; retention is tried again at the next check
+                self.log(f"inspection record {self.path}: retention failed ({exc}); tried again later")
 
     def size_mb(self) -> float:
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists()) / 2**20
 
     def retain(self) -> None:
-        """Delete what is older than ``keep_days``, then the oldest tenth while over ``max_mb``."""
+        """Delete what is older than ``keep_days``; then, while over ``max_mb``, the audit rows beyond their share
+        first, else the oldest tenth of the inspections (an audit flood never evicts quality records)."""
         assert self.con is not None
         with self.con:
             cur = self.con.execute("DELETE FROM inspections WHERE time < ?", (time.time() - self.keep_days * 86400,))
@@ -206,20 +323,57 @@ class RecordSink(Sink):
             if self.size_mb() <= self.max_mb:
                 break
             with self.con:
-                n = self.con.execute("SELECT COUNT(*) FROM inspections").fetchone()[0]
-                if n == 0:
-                    break
-                cur = self.con.execute("DELETE FROM inspections WHERE id IN (SELECT id FROM inspections ORDER BY id "
-                                       "LIMIT ?)", (max(1, n // 10),))
-                self.deleted += cur.rowcount
+                trimmed = trim_audit(self.con, AUDIT_SHARE * self.max_mb * 2**20)
+                self.audit_deleted += trimmed
+                if not trimmed:
+                    n = self.con.execute("SELECT COUNT(*) FROM inspections").fetchone()[0]
+                    if n == 0:
+                        break
+                    cur = self.con.execute("DELETE FROM inspections WHERE id IN (SELECT id FROM inspections ORDER BY "
+                                           "id LIMIT ?)", (max(1, n // 10),))
+                    self.deleted += cur.rowcount
+            # the freed pages leave the file: executescript runs the pragma to its end (execute() frees one page
+            # only), then the checkpoint moves the shrunk database out of the WAL and empties it
+            self.con.executescript("PRAGMA incremental_vacuum;")
             self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self.con.execute("PRAGMA incremental_vacuum")
+
+    def gauges(self) -> dict[str, tuple[str, float]]:
+        return {"record_pending": ("results kept in memory after a failed record write, retried",
+                                   len(self.retry.pending)),
+                "record_lost": ("results that could not be written to the record and were dropped", self.retry.lost)}
 
     def close(self) -> None:
         if self.con is not None:
-            self.con.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            self.con.close()
-            self.con = None
+            try:
+                self.retry.flush()
+            finally:
+                self.con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self.con.close()
+                self.con = None
+
+
+AUDIT_SHARE = 0.10  # of the record's max_mb the audit log may keep when the record is over its size
+# the bytes an audit row takes, estimated from its values (SQLite has no per-table size without the dbstat table)
+_AUDIT_BYTES = ("SELECT COUNT(*), COALESCE(SUM(40 + length(time_iso) + length(who) + length(action) + "
+                "COALESCE(length(recipe), 0) + COALESCE(length(before), 0) + COALESCE(length(after), 0) + "
+                "length(outcome) + COALESCE(length(detail), 0)), 0) FROM audit")
+
+
+def trim_audit(con: sqlite3.Connection, max_bytes: float) -> int:
+    """Delete audit rows until the rest take at most ``max_bytes`` (estimated): refused requests first (a flood of
+    bad logins), oldest first, then the oldest of any kind — as ``Audit.trim`` does by row count. Returns how many
+    rows went (0 when the audit log is within it, or the record has none). Call inside a transaction."""
+    if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='audit'").fetchone():
+        return 0
+    n, nbytes = con.execute(_AUDIT_BYTES).fetchone()
+    if n == 0 or nbytes <= max_bytes:
+        return 0
+    over, gone = n - int(n * max_bytes / nbytes), 0  # rows of the average size beyond the budget
+    for where in ("WHERE outcome = 'refused'", ""):
+        if gone < over:
+            gone += con.execute(f"DELETE FROM audit WHERE id IN (SELECT id FROM audit {where} ORDER BY id LIMIT ?)",
+                                (over - gone,)).rowcount
+    return gone
 
 
 # --- reading: edge-stpm history ----------------------------------------------------------------------------------
