@@ -261,33 +261,57 @@ def source_rows(result: dict[str, Any]) -> list[list[str]]:
             for r in result.get("sources", [])]
 
 
-def frame_paths(b: Backend, sizes: Any, iters: int, warmup: int) -> dict[str, dict[str, Any]]:
+def frame_paths(b: Backend, sizes: Any, iters: int, warmup: int, why_not: str = "") -> dict[str, dict[str, Any]]:
     """Per frame size: end-to-end ms on the host path and on the device path (where the backend has one for that
-    size), and the device path's frame graph alone (host frame in, map/score/overlay back on the host)."""
-    from edge_stpm.runtime.inspector import Inspector
-    from edge_stpm.runtime.overlay import index_scale
-
+    size), and the device path's frame graph alone (host frame in, map/score/overlay back on the host). A device
+    path that cannot run (``why_not``: its frame graph could not be exported; or it fails here) costs only its own
+    columns: ``device_error`` says why, the host columns and the row stay."""
     out: dict[str, dict[str, Any]] = {}
     for w, h in sizes:
         frame = [camera_frame(w, h)]
         n = max(10, iters // 2)
-        host = Inspector(b, frame_path="host")
-        entry: dict[str, Any] = {"host_e2e_ms": statistics.median(time_host(end_to_end(host, frame), n, 3))}
-        dev = Inspector(b, frame_path="device")
-        runner = dev.runner(frame[0])
-        if runner is None:
-            entry["device"] = "no frame path for this size"
-        else:
-            scale = index_scale(dev.pixel_threshold)
-            entry["device_graph_ms"] = statistics.median(time_host(lambda: runner.run(frame[0], scale), n, 3))
-            entry["device_e2e_ms"] = statistics.median(time_host(end_to_end(dev, frame), n, 3))
-            entry["device"] = runner.name
-            runner.close()
+        entry: dict[str, Any] = {"host_e2e_ms": statistics.median(time_host(end_to_end(_inspector(b, "host"), frame),
+                                                                            n, 3))}
         entry["host_e2e_fps"] = 1e3 / entry["host_e2e_ms"]
-        if "device_e2e_ms" in entry:
-            entry["device_e2e_fps"] = 1e3 / entry["device_e2e_ms"]
+        if why_not:
+            entry["device"], entry["device_error"] = "not run", why_not
+        else:
+            try:
+                entry |= _device_path(b, frame, n)
+            except Exception as exc:  # noqa: BLE001 - the frame path's failure is reported in its own cells
+                entry["device"], entry["device_error"] = "failed", _why(exc)
         out[f"{w}x{h}"] = entry
     return out
+
+
+def _inspector(b: Backend, frame_path: str) -> Any:
+    from edge_stpm.runtime.inspector import Inspector
+
+    return Inspector(b, frame_path=frame_path)
+
+
+def _device_path(b: Backend, frame: list[np.ndarray], n: int) -> dict[str, Any]:
+    """The device frame path for ``frame``'s size: the frame graph alone and end to end (ms, frames/s), or where the
+    backend has none for this size (or refused it), why."""
+    from edge_stpm.runtime.overlay import index_scale
+
+    dev = _inspector(b, "device")
+    runner = dev.runner(frame[0])
+    if runner is None:
+        refused = dev.refused.get(frame[0].shape[:2])
+        return {"device": "refused", "device_error": refused} if refused else {"device": "no frame path for this size"}
+    try:
+        scale = index_scale(dev.pixel_threshold)
+        graph_ms = statistics.median(time_host(lambda: runner.run(frame[0], scale), n, 3))
+        e2e_ms = statistics.median(time_host(end_to_end(dev, frame), n, 3))
+    finally:
+        runner.close()
+    return {"device_graph_ms": graph_ms, "device_e2e_ms": e2e_ms, "device": runner.name, "device_e2e_fps": 1e3 / e2e_ms}
+
+
+def _why(exc: BaseException) -> str:
+    """One short line for a table: the exception's type and the first line of its message."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
 
 
 def model_info(model: Path) -> tuple[str, dict[str, Any], Path]:
@@ -358,18 +382,19 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
             frames = [camera_frame(FRAME_SHAPE[1], FRAME_SHAPE[0], seed) for seed in range(bsz)]
             try:
                 if mode == "checkpoint":
-                    b = _open(be, prec, bsz, Path(model), engine, work, cuda, threads, frame_sizes)
+                    b, frame_why = _open(be, prec, bsz, Path(model), engine, work, cuda, threads, frame_sizes)
                 else:
-                    b = _open_artefact(be, prec, bsz, Path(model), folder, meta, engine, threads)
+                    b, frame_why = _open_artefact(be, prec, bsz, Path(model), folder, meta, engine, threads), ""
             except _Unavailable as exc:
                 row.status, row.reason = "unavailable", str(exc)
             except Exception as exc:  # a row that fails is reported, the others still run
-                row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                row.status, row.reason = "failed", _why(exc)
             else:
                 try:
-                    _measure(row, b, frames, size, fit, iters, warmup, test, frame_sizes if bsz == 1 else ())
+                    _measure(row, b, frames, size, fit, iters, warmup, test, frame_sizes if bsz == 1 else (),
+                             frame_why)
                 except Exception as exc:  # noqa: BLE001 - reported in the table
-                    row.status, row.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                    row.status, row.reason = "failed", _why(exc)
                 finally:
                     b.close()
             rows.append(row)
@@ -434,14 +459,14 @@ def _open_artefact(be: str, prec: str, bsz: int, model: Path, folder: Path, meta
 
 
 def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: Path, cuda: bool,
-          threads: int | None, frame_sizes: Any = ()) -> Backend:
-    from edge_stpm.training import checkpoint
-
+          threads: int | None, frame_sizes: Any = ()) -> tuple[Backend, str]:
+    """A row's backend from a checkpoint, and why its device frame path cannot run ("" when it can or is not
+    asked for): a frame graph that cannot be exported costs the frame-path columns, never the row."""
     if be == "baseline":
         from edge_stpm.training.torch_backend import TorchBackend
 
         return TorchBackend(ckpt, device="cuda" if cuda else "cpu", precision="fp32", batch=bsz, cuda_graph=False,
-                            optimize=False, threads=threads)
+                            optimize=False, threads=threads), ""
     if be == "pytorch":
         from edge_stpm.training.torch_backend import TorchBackend
 
@@ -449,20 +474,12 @@ def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: P
             raise _Unavailable("the PyTorch backend has no INT8 path (use ONNX Runtime or TensorRT)")
         if prec == "fp16" and not cuda:
             raise _Unavailable("PyTorch FP16 needs CUDA (CPU half convolutions are slow and unsupported here)")
-        return TorchBackend(ckpt, device="cuda" if cuda else "cpu", precision=prec, batch=bsz, threads=threads)
+        return TorchBackend(ckpt, device="cuda" if cuda else "cpu", precision=prec, batch=bsz, threads=threads), ""
     if be == "onnxruntime":
-        from edge_stpm.training.export.exporter import export
         from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
 
-        from edge_stpm.contract.artifacts import frame_onnx_path
-
-        folder = Path(work) / f"{checkpoint.file_sha256(ckpt)[:12]}_b{bsz}"
-        path = onnx_path(folder, prec)
-        sizes = list(frame_sizes) if bsz == 1 and prec != "int8" else []
-        if not path.is_file() or not all(frame_onnx_path(folder, prec, w, h).is_file() for w, h in sizes):
-            export(ckpt, [prec], folder, batch=bsz, calib_root=Path(work) / "calibration", quiet=True,
-                   force=True, frame_sizes=sizes)  # speed rows: a graph that misses its accuracy gate is still timed
-        return OnnxBackend(path, threads=threads)
+        path, why = _exported(ckpt, prec, bsz, work, list(frame_sizes) if bsz == 1 and prec != "int8" else [])
+        return OnnxBackend(path, threads=threads), why
     if be == "tensorrt":
         from edge_stpm.runtime.backends.tensorrt_backend import TensorRTBackend, runnable
 
@@ -475,12 +492,38 @@ def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: P
         if b.precision != prec or b.batch != bsz:
             b.close()
             raise _Unavailable(f"--engine is {b.precision} batch {b.batch}")
-        return b
+        return b, ""
     raise UserError(f"unknown backend {be!r}; choose from onnxruntime, pytorch, tensorrt")
 
 
+def _exported(ckpt: Path, prec: str, bsz: int, work: Path, sizes: list[tuple[int, int]]) -> tuple[Path, str]:
+    """The checkpoint's ``prec`` graph exported into ``work`` (cached by the checkpoint's sha256) and, for ``sizes``,
+    its frame graphs; returns the model graph and why the frame graphs are missing ("" when they are not). The
+    model graph is exported first and on its own, so a frame graph that fails its checks cannot take it along."""
+    from edge_stpm.contract.artifacts import frame_onnx_path
+    from edge_stpm.training import checkpoint
+    from edge_stpm.training.export.exporter import export
+
+    folder = Path(work) / f"{checkpoint.file_sha256(ckpt)[:12]}_b{bsz}"
+    path = onnx_path(folder, prec)
+
+    def run(frame_sizes: list[tuple[int, int]]) -> None:  # speed rows: a graph missing its accuracy gate is timed too
+        export(ckpt, [prec], folder, batch=bsz, calib_root=Path(work) / "calibration", quiet=True, force=True,
+               frame_sizes=frame_sizes)
+
+    if not path.is_file():
+        run([])
+    if all(frame_onnx_path(folder, prec, w, h).is_file() for w, h in sizes):
+        return path, ""
+    try:
+        run(sizes)
+    except Exception as exc:  # noqa: BLE001 - costs the frame-path columns only
+        return path, "frame graph not exported: " + _why(exc)
+    return path, ""
+
+
 def _measure(row: Row, b: Backend, frames: list[np.ndarray], size: int, fit: str, iters: int, warmup: int,
-             test: tuple[np.ndarray, np.ndarray, Any] | None, frame_sizes: Any) -> None:
+             test: tuple[np.ndarray, np.ndarray, Any] | None, frame_sizes: Any, frame_why: str = "") -> None:
     from edge_stpm.runtime.inspector import Inspector
 
     row.device = b.device
@@ -493,7 +536,7 @@ def _measure(row: Row, b: Backend, frames: list[np.ndarray], size: int, fit: str
     e2e = time_host(end_to_end(Inspector(b, frame_path="host"), frames), max(10, iters // 2), 3)
     row.e2e_ms_per_frame = statistics.median(e2e) / row.batch
     row.e2e_fps = 1e3 / row.e2e_ms_per_frame
-    row.frames = frame_paths(b, frame_sizes, iters, warmup)
+    row.frames = frame_paths(b, frame_sizes, iters, warmup, frame_why)
     if row.batch == 1:
         row.loop = loop_figures(Inspector(b, frame_path="host"), frames[0], max(60, 2 * iters))
     if test is not None:
@@ -545,7 +588,8 @@ def frame_rows(result: dict[str, Any]) -> list[list[str]]:
             dev = e.get("device_e2e_ms")
             out.append([r["backend"] + (" (baseline)" if r["baseline"] else ""), r["precision"], size, _f(model),
                         _f(e["host_e2e_ms"]), _f(e["host_e2e_fps"], ".1f"), _f(e.get("device_graph_ms")),
-                        _f(dev) if dev else e.get("device", ""), _f(e.get("device_e2e_fps"), ".1f"),
+                        _f(dev) if dev else e.get("device", "") + (" (below)" if e.get("device_error") else ""),
+                        _f(e.get("device_e2e_fps"), ".1f"),
                         _f(model / dev) if dev and model else ""])
     return out
 
@@ -581,7 +625,15 @@ def not_run(result: dict[str, Any]) -> list[str]:
             precs.append(r["precision"]) if r["precision"] not in precs else None
             batches.append(r["batch"]) if r["batch"] not in batches else None
     return [f"{be} {'/'.join(p)} b{','.join(map(str, b))}: {status} — {reason}"
-            for (be, status, reason), (p, b) in groups.items()]
+            for (be, status, reason), (p, b) in groups.items()] + frame_path_notes(result)
+
+
+def frame_path_notes(result: dict[str, Any]) -> list[str]:
+    """One line per row and frame size whose device frame path did not run although the row did: why."""
+    return [f"{r['backend']} {r['precision']} b{r['batch']} device frame path {size} (the row ran; host path "
+            f"measured): {e['device']} — {e['device_error']}"
+            for r in result["rows"] if r["status"] == "ok"
+            for size, e in (r.get("frames") or {}).items() if e.get("device_error")]
 
 
 def load_report(before: tuple[float, float, float], seconds: float) -> dict[str, Any]:

@@ -20,9 +20,10 @@ from edge_stpm.runtime.overlay import (
 from edge_stpm.contract import tiles
 from edge_stpm.contract.images import fit_image, unfit_map
 from edge_stpm.contract.tiles import TileGrid
+from edge_stpm.contract.artifacts import SELFTEST
 from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
-from edge_stpm.runtime.backends.select import Choice, open_backend
+from edge_stpm.runtime.backends.select import Choice, frame_artefact, open_backend, unlisted_reason
 
 FRAME_PATHS = ("auto", "device", "host")
 
@@ -91,14 +92,15 @@ class InspectionResult:
         text = list(text) + list(self.notes)
         if self.coloured is None or alpha != ALPHA:
             out = inspection_overlay(frame, self.anomaly_map, self.pixel_threshold, self.ng, self.normalised_score,
-                                     self.image_threshold, text, alpha)
+                                     self.image_threshold, text, alpha, verdict=self.verdict)
             return self._outline_station(out)
         out = self.coloured.copy()
         if self.ng:
             draw_contours(out, region_mask(self.anomaly_map, self.pixel_threshold), (255, 255, 255),
                           max(1, round(out.shape[0] / 360)))
         colour_bar(out)
-        return self._outline_station(verdict_banner(out, self.ng, self.normalised_score, text, self.image_threshold))
+        return self._outline_station(verdict_banner(out, self.ng, self.normalised_score, text, self.image_threshold,
+                                                    self.verdict))
 
     def _outline_station(self, out: np.ndarray) -> np.ndarray:
         """A recipe's ROI (thin white box) and ignored regions (grey outline) drawn on the overlay."""
@@ -116,6 +118,54 @@ class InspectionResult:
         return out
 
 
+def frame_self_test(backend: Backend, runner: FrameRunner, bundle: Path, height: int, width: int) -> str | None:
+    """None when a frame graph / engine passes the bundle's self-test, else why not. The bundle's reference images
+    (``selftest.json``, model-size PNGs) are resized to the frame (INTER_AREA, as export's frame check) and run
+    through the frame path and through the host path (fit on the host, then ``backend``'s model graph); every score
+    pair must agree within the precision's self-test tolerance in units of the image threshold (FP16 / INT8:
+    twice it, as each path is within its gate of FP32)."""
+    import cv2
+
+    doc, why = _selftest_doc(bundle)
+    if doc is None:
+        return why
+    imgs = [cv2.imread(str(Path(bundle) / n), cv2.IMREAD_COLOR) for n in doc["images"]]
+    frames = [cv2.resize(i, (width, height), interpolation=cv2.INTER_AREA) for i in imgs if i is not None]
+    if len(frames) != len(imgs):
+        return f"{SELFTEST}: a reference image is missing or unreadable; re-export the bundle"
+    md = backend.metadata
+    fitted = np.stack([fit_image(f, int(md["image_size"]), md.get("fit", "stretch")) for f in frames])
+    host = np.asarray(backend.infer_any(fitted)[1], np.float64)
+    scale = index_scale(float(md["thresholds"]["pixel"]))
+    dev = np.array([runner.run(f, scale)[1] for f in frames], np.float64)
+    prec = backend.precision
+    tol = float(doc["tolerance_threshold_units"].get(prec, 0.01)) * (1.0 if prec == "fp32" else 2.0)
+    err = np.abs(dev - host) / float(md["thresholds"]["image"])
+    worst = int(np.argmax(err))
+    if not err[worst] <= tol:
+        return (f"fails the bundle's self-test: {doc['images'][worst]} at {width}x{height} scores {dev[worst]:.5g} "
+                f"on the frame path, {host[worst]:.5g} on the host path (off by {err[worst]:.3g} × the threshold, "
+                f"tolerance {tol:g})")
+    return None
+
+
+def _selftest_doc(bundle: Path) -> tuple[dict[str, Any] | None, str]:
+    """The bundle's ``selftest.json`` checked against its schema, or (None, why it cannot be used)."""
+    import json
+
+    from edge_stpm.contract.schema import SELFTEST as SELFTEST_SCHEMA, check
+
+    path = Path(bundle) / SELFTEST
+    if not path.is_file():
+        return None, f"the bundle has no self-test ({SELFTEST}) to check it with: re-export the bundle"
+    try:
+        return check(json.loads(path.read_text()), SELFTEST_SCHEMA, str(path), "re-export the bundle"), ""
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None, f"{path} is not readable JSON: re-export the bundle"
+    except UserError as exc:
+        return None, str(exc)
+
+
 class Inspector:
     """Frames in, verdicts out, over any backend. Thresholds come from the model's metadata; ``threshold`` scales
     them, normalised like every score shown (1.2 = 1.2 × the stored thresholds, image and pixel alike)."""
@@ -126,6 +176,7 @@ class Inspector:
         self.backend = backend
         self.frame_path = frame_path
         self.runners: dict[tuple[int, int], FrameRunner | None] = {}
+        self.refused: dict[tuple[int, int], str] = {}  # (height, width) → why its frame graph / engine is not used
         self._runners_lock = threading.Lock()  # inspect_batch may run on several loop workers at once
         md = backend.metadata
         thr = md["thresholds"]
@@ -175,8 +226,24 @@ class Inspector:
         key = (int(frame.shape[0]), int(frame.shape[1]))
         with self._runners_lock:
             if key not in self.runners:
-                self.runners[key] = self.backend.frame_runner(*key)
+                self.runners[key] = self._vetted_runner(*key)
             return self.runners[key]
+
+    def _vetted_runner(self, height: int, width: int) -> FrameRunner | None:
+        """The backend's frame runner for this size, used only when its file is listed in the bundle's manifest
+        (same size and sha256) and passes the bundle's self-test (``frame_self_test``); else None — the host path
+        runs — and ``refused`` (shown by ``path_note``) says why."""
+        artefact = frame_artefact(self.backend, height, width)
+        why = unlisted_reason(artefact) if artefact is not None else None
+        runner = None if why else self.backend.frame_runner(height, width)
+        if runner is not None and artefact is not None:
+            why = frame_self_test(self.backend, runner, artefact.parent, height, width)
+            if why:
+                runner.close()
+                runner = None
+        if why:
+            self.refused[(height, width)] = why
+        return runner
 
     def inspect_batch(self, frames: Sequence[np.ndarray]) -> list[InspectionResult]:
         """Frames with a device frame path run through it one by one; the others are fitted on the host and
@@ -219,8 +286,10 @@ class Inspector:
             return "host path (the model runs on the CPU, where OpenCV's fit and colour are cheaper; --frame-path device)"
         if not self.runners:
             return "no frame yet"
-        return "; ".join(f"{w}x{h}: " + (f"device frame path ({r.name})" if r else "host path (no frame graph for "
-                                         "this size)") for (h, w), r in self.runners.items())
+        return "; ".join(f"{w}x{h}: " + (f"device frame path ({r.name})" if r else
+                                         f"host path (frame path refused: {self.refused[(h, w)]})"
+                                         if (h, w) in self.refused else "host path (no frame graph for this size)")
+                         for (h, w), r in self.runners.items())
 
     def close(self) -> None:
         for r in self.runners.values():

@@ -5,8 +5,8 @@
   256-entry look-up tables indexed by the map normalised to the pixel threshold — the same tables a device-side
   overlay can gather from).
 - Defect contours only on NG frames; a small colour bar whose 1.0 mark is the threshold.
-- An OK/NG banner with the normalised score beside the raw threshold, and HUD lines, scaled with the frame so they
-  are legible from 256² to 1080p.
+- An OK/NG/REVIEW banner (the result's own verdict) with the normalised score beside the raw threshold, and HUD
+  lines, scaled with the frame so they are legible from 256² to 1080p.
 """
 from __future__ import annotations
 
@@ -140,13 +140,22 @@ def colour_bar(img: np.ndarray) -> np.ndarray:
     return img
 
 
+VERDICT_COLOURS = {"NG": (0, 0, 255), "REVIEW": (0, 190, 255), "OK": (0, 200, 0)}  # BGR: red, amber, green
+
+
+def banner_head(ng: bool, norm_score: float, verdict: str | None = None) -> tuple[str, tuple[int, int, int]]:
+    """The banner's first line and its BGR colour: the verdict (``verdict`` — OK / NG / REVIEW, the result's own —
+    or, without it, NG / OK from ``ng``) and the normalised score (1.0 = threshold)."""
+    v = verdict if verdict in VERDICT_COLOURS else ("NG" if ng else "OK")
+    return f"{v} {norm_score:.2f}", VERDICT_COLOURS[v]
+
+
 def verdict_banner(img: np.ndarray, ng: bool, norm_score: float, lines: list[str] | tuple[str, ...] = (),
-                   threshold: float | None = None) -> np.ndarray:
-    """OK/NG with the normalised score (1.0 = threshold) and the raw image threshold, then HUD lines, top-left,
-    scaled with the frame, in place."""
+                   threshold: float | None = None, verdict: str | None = None) -> np.ndarray:
+    """The verdict (``verdict`` OK / NG / REVIEW, else from ``ng``) with the normalised score (1.0 = threshold) and
+    the raw image threshold, then HUD lines, top-left, scaled with the frame, in place."""
     px = text_height(img)
-    colour = (0, 0, 255) if ng else (0, 200, 0)
-    head = f"{'NG' if ng else 'OK'} {norm_score:.2f}"
+    head, colour = banner_head(ng, norm_score, verdict)
     scale = cv2.getFontScaleFromHeight(FONT, px, 1)
     (tw, _), _ = cv2.getTextSize(head, FONT, scale, max(1, round(px / 12)))
     cv2.rectangle(img, (0, 0), (tw + 2 * round(0.4 * px), round(1.5 * px)), (0, 0, 0), -1)
@@ -164,9 +173,10 @@ def verdict_banner(img: np.ndarray, ng: bool, norm_score: float, lines: list[str
 
 def inspection_overlay(frame: np.ndarray, amap: np.ndarray, pixel_threshold: float, ng: bool, norm_score: float,
                        image_threshold: float | None = None, lines: list[str] | tuple[str, ...] = (),
-                       alpha: float = ALPHA) -> np.ndarray:
-    """Everything together: colour near/above threshold, contours on NG only, colour bar, banner and HUD (the
-    overlay has the frame's size; on a frame too small for the colour bar the bar is left out)."""
+                       alpha: float = ALPHA, verdict: str | None = None) -> np.ndarray:
+    """Everything together: colour near/above threshold, contours on NG only, colour bar, banner (``verdict`` as
+    ``verdict_banner``) and HUD (the overlay has the frame's size; on a frame too small for the colour bar the bar
+    is left out)."""
     out = heatmap_overlay(frame, amap, pixel_threshold, alpha, contours=ng)
     colour_bar(out)
-    return verdict_banner(out, ng, norm_score, lines, image_threshold)
+    return verdict_banner(out, ng, norm_score, lines, image_threshold, verdict)

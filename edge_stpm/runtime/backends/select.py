@@ -10,7 +10,10 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_stpm.contract.artifacts import PRECISIONS, engine_path, is_bundle, onnx_path, read_manifest, verify_bundle
+from edge_stpm.contract.artifacts import (
+    MANIFEST, PRECISIONS, engine_path, file_sha256, frame_engine_path, frame_onnx_path, is_bundle, onnx_path,
+    read_manifest, verify_bundle,
+)
 from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.backends.base import Backend
 
@@ -102,6 +105,36 @@ def _listed(folder: Path, names: list[Path]) -> list[Path]:
     """Artefacts that exist and, in a bundle, are listed in its manifest (unlisted files are never picked)."""
     listed = set(read_manifest(folder)["files"]) if is_bundle(folder) else None
     return [p for p in names if p.is_file() and (listed is None or p.name in listed)]
+
+
+def frame_artefact(backend: Backend, height: int, width: int) -> Path | None:
+    """The file a backend's device frame path for ``height`` × ``width`` frames would load — ONNX Runtime's
+    ``frame_<W>x<H>_<precision>.onnx`` or TensorRT's ``.engine`` beside its model — where it exists; None where
+    there is none or the backend builds its frame path itself (PyTorch, from the checkpoint)."""
+    maker = {"onnxruntime": frame_onnx_path, "tensorrt": frame_engine_path}.get(backend.name)
+    model = getattr(backend, "path", None)
+    if maker is None or model is None:
+        return None
+    path = maker(Path(model).parent, backend.precision, width, height)
+    return path if path.is_file() else None
+
+
+def unlisted_reason(path: Path) -> str | None:
+    """Why an artefact beside a model must not be loaded — its folder is not a bundle, the bundle's manifest does
+    not list it, or it no longer matches the manifest's size and sha256 — or None when it is listed and matches."""
+    folder = Path(path).parent
+    if not is_bundle(folder):
+        return f"{folder} has no {MANIFEST}: only files a bundle's manifest lists are loaded (re-export the bundle)"
+    try:
+        entry = read_manifest(folder)["files"].get(Path(path).name)
+    except UserError as exc:
+        return str(exc)
+    if entry is None:
+        return (f"{Path(path).name} is not listed in {MANIFEST} (a file copied in by hand? export --frame-size or "
+                "build-engine --frame-size lists it)")
+    if Path(path).stat().st_size != entry["bytes"] or file_sha256(Path(path)) != entry["sha256"]:
+        return f"{Path(path).name} does not match {MANIFEST} (changed or damaged): copy it again or re-export"
+    return None
 
 
 def _resolve_folder(folder: Path, backend: str, precision: str | None) -> Choice:

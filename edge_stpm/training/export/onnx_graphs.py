@@ -87,7 +87,8 @@ def _fold_once(model: onnx.ModelProto, max_elements: int) -> int:
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {}
-    for v in list(inferred.graph.value_info) + list(inferred.graph.input):
+    # graph outputs too: the frame graph resizes its map output back to the frame (a Shape of an output)
+    for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = v.type.tensor_type.shape.dim
         if v.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
             shapes[v.name] = [d.dim_value for d in dims]
