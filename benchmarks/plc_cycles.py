@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from line_parts import free_port, modbus_cycles, opcua_cycles  # noqa: E402
+from line_parts import OPCUA_USER, free_port, modbus_cycles, opcua_cycles  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +47,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--model", str(model), "--source", str(folder),
                               "--headless", "--trigger", "plc", f"--{protocol}", f"127.0.0.1:{port}", "--no-history",
-                              "--max-frames", str(n), "--summary-json", f"{tmp}/s.json"],
+                              "--max-frames", str(n), "--summary-json", f"{tmp}/s.json",
+                              *(["--opcua-user", ":".join(OPCUA_USER)] if protocol == "opcua" else [])],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         drive = modbus_cycles if protocol == "modbus" else opcua_cycles
         seen, cycles = drive(port, n, p, check_busy=False, poll_s=poll_ms / 1e3)

@@ -192,10 +192,14 @@ def modbus_cycles(port: int, n: int, proc=None, check_busy: bool = True,
     return seen, cycles
 
 
-def opcua_cycles(port: int, n: int, proc=None, check_busy: bool = True, poll_s: float = 0.001) -> tuple[list, list]:
-    """A PLC's side of the handshake over OPC UA with a real asyncua client: ``n`` × (call Trigger, wait State =
-    ResultReady, read LastResult, call AckResult). Returns (trigger id, verdict, result id, parts) per cycle and
-    the client-side cycle times (ms)."""
+OPCUA_USER = ("plc", "line-test-password")  # the box's --opcua-user plc:line-test-password (anonymous is read-only)
+
+
+def opcua_cycles(port: int, n: int, proc=None, check_busy: bool = True, poll_s: float = 0.001,
+                 user: tuple[str, str] = OPCUA_USER) -> tuple[list, list]:
+    """A PLC's side of the handshake over OPC UA with a real asyncua client, logged in as ``user``: ``n`` × (call
+    Trigger, wait State = ResultReady, read LastResult, call AckResult). Returns (trigger id, verdict, result id,
+    parts) per cycle and the client-side cycle times (ms)."""
     import asyncio
 
     from asyncua import Client, ua
@@ -206,6 +210,8 @@ def opcua_cycles(port: int, n: int, proc=None, check_busy: bool = True, poll_s: 
         while True:
             try:
                 client = Client(url, timeout=10)
+                client.set_user(user[0])
+                client.set_password(user[1])
                 await client.connect()
                 break
             except (OSError, asyncio.TimeoutError, ua.UaError):

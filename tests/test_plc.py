@@ -91,13 +91,13 @@ def test_modbus_port_in_use_and_bad_bind_are_one_line(tmp_path: Path) -> None:
 
 def test_opcua_client_reads_state_results_and_triggers(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("asyncua")
-    from line_parts import opcua_cycles
+    from line_parts import OPCUA_USER, opcua_cycles
 
     n = 50
     image_folder(synth_dir, tmp_path / "parts", n)
     port = free_port()
     db = tmp_path / "h.db"
-    seen, cycles = _drive(opcua_cycles, exported, tmp_path, "--opcua", port, n)
+    seen, cycles = _drive(opcua_cycles, exported, tmp_path, "--opcua", port, n, "--opcua-user", ":".join(OPCUA_USER))
     assert [s[0] for s in seen] == list(range(1, n + 1)) and [s[3] for s in seen] == list(range(1, n + 1))
     con = sqlite3.connect(str(db))
     rows = con.execute("SELECT result_id, trigger_id, verdict FROM inspections ORDER BY id").fetchall()
@@ -131,10 +131,13 @@ def test_opcua_node_ids_are_stable_strings_and_the_server_says_who_it_is() -> No
 
     port = free_port()
     st = plc.PlcState()
-    srv = OpcuaServer(st, "127.0.0.1", port).start()
+    srv = OpcuaServer(st, "127.0.0.1", port, ("plc", "pw-for-the-test")).start()
 
     async def main() -> None:
-        async with Client(f"opc.tcp://127.0.0.1:{port}/edge-stpm/", timeout=10) as c:
+        c = Client(f"opc.tcp://127.0.0.1:{port}/edge-stpm/", timeout=10)
+        c.set_user("plc")
+        c.set_password("pw-for-the-test")  # anonymous sessions are read-only (tests/test_opcua_security.py)
+        async with c:
             idx = await c.get_namespace_index(NAMESPACE)
             state = c.get_node(f"ns={idx};s=VisionSystem.State")
             assert await state.read_value() == "Operational"

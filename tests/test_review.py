@@ -77,7 +77,7 @@ def test_review_reaches_modbus_bit6_opcua_mqtt_record_and_history(exported: Path
                                                                    tmp_path: Path) -> None:
     pytest.importorskip("pymodbus")
     pytest.importorskip("asyncua")
-    from line_parts import Subscriber, broker, free_port, image_folder, modbus_cycles, opcua_cycles
+    from line_parts import OPCUA_USER, Subscriber, broker, free_port, image_folder, modbus_cycles, opcua_cycles
 
     images = image_folder(synth_dir, tmp_path / "parts", N)
     band, want = _expected(exported, images)
@@ -106,7 +106,7 @@ def test_review_reaches_modbus_bit6_opcua_mqtt_record_and_history(exported: Path
 
     # OPC UA: the same parts again (a second run on the same record), the verdict read by a real asyncua client
     port = free_port()
-    assert _cycles(_station(tmp_path, exported, band, f'[opcua]\nbind = "127.0.0.1:{port}"\n'), opcua_cycles,
+    assert _cycles(_station(tmp_path, exported, band, f'[opcua]\nbind = "127.0.0.1:{port}"\nuser = "{":".join(OPCUA_USER)}"\n'), opcua_cycles,
                    port) == want
 
 

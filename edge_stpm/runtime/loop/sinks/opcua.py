@@ -20,32 +20,54 @@ Node ids are strings in the product's namespace, the node's browse path (``ns=<u
 ``…;s=VisionSystem.ResultManagement.LastResult.Verdict``): adding a node never renumbers the others, so a PLC
 program may configure them statically. The server names itself edge-stpm (product name and URI, version,
 manufacturer) with an application URI unique to the box (``urn:edge-stpm:<hostname>``).
-Security: anonymous only on a loopback address; any other address needs --opcua-user USER:PASSWORD (asyncua's
-user manager; without a certificate the password travels in clear — use it on the machine network only).
+Security: anonymous sessions only on a loopback address, and read-only (they browse, read and subscribe; a Write or
+a method call — Trigger, AckResult, SelectRecipe — is BadUserAccessDenied); any other address needs --opcua-user
+USER:PASSWORD, the one user who may write (compared in constant time). ``security = "sign_encrypt"`` (Basic256Sha256,
+Sign & Encrypt, a certificate and RSA key given or made self-signed on first start) is the only endpoint then: the
+password and every value cross the network encrypted, and a client that opens a channel without security anyway may
+only discover the endpoints over it (the server refuses every other service, not only the client's endpoint choice).
+With security none a non-loopback bind is one warning line.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.loop.sinks.base import Result
 from edge_stpm.runtime.loop.sinks.plc import ERR_BUSY, ERR_NOT_ACKED, ERROR_TEXT, PlcState
 
 NAMESPACE = "urn:edge-stpm"
+SECURITY_NAMES = ("none", "sign_encrypt")  # the choices of [opcua] security and run --opcua-security
+CERT_DAYS = 3650  # a self-signed certificate's validity (days); delete the pair to make a new one
+
+
+@dataclass(frozen=True)
+class Security:
+    """The server's channel security: ``mode`` none (no encryption, SecurityPolicy None) or sign_encrypt
+    (Basic256Sha256, SignAndEncrypt: ``cert`` and ``key``, PEM or DER, the key RSA)."""
+
+    mode: str = "none"
+    cert: Path | None = None
+    key: Path | None = None
 
 
 class OpcuaServer:
     """asyncua's server on its own thread and event loop; ``publish`` schedules the writes of one result."""
 
     def __init__(self, state: PlcState, host: str, port: int, user: tuple[str, str] | None = None,
-                 loopback: bool = True) -> None:
+                 loopback: bool = True, security: Security | None = None) -> None:
         if not loopback and user is None:
             raise UserError(f"--opcua {host}:{port} is not a loopback address: give --opcua-user USER:PASSWORD "
                             "(anonymous access is allowed on loopback only)")
         self.state, self.host, self.port, self.user = state, host, port, user
+        self.loopback, self.security = loopback, security or Security()
         self.endpoint = f"opc.tcp://{host}:{port}/edge-stpm/"
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
@@ -54,15 +76,13 @@ class OpcuaServer:
         self._stop: asyncio.Event | None = None
 
     async def _build(self) -> None:
-        from asyncua import Server, ua
+        from asyncua import ua
 
-        s = Server(user_manager=_Users(self.user) if self.user else None)
+        s = _server_class()(user_manager=_Users(self.user, anonymous=self.loopback))
         await s.init()
         s.set_endpoint(self.endpoint)
         await _identify(s)
-        s.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        if self.user:
-            s.set_security_IDs(["Username"])
+        await _secure(s, self.security, anonymous=self.loopback, user=self.user is not None)
         idx = await s.register_namespace(NAMESPACE)
         node = lambda *path: ua.NodeId(".".join(path), idx)  # noqa: E731 — the stable string id of a browse path
         vs = await s.nodes.objects.add_object(node("VisionSystem"), f"{idx}:VisionSystem")
@@ -225,18 +245,212 @@ async def _identify(s: Any) -> None:
 
 
 class _Users:
-    """asyncua user manager: one USER:PASSWORD."""
+    """asyncua user manager: the one USER:PASSWORD (role User: may write and call methods), compared in constant
+    time; an anonymous session (role Anonymous: read-only, see ``_Rules``) only where ``anonymous``."""
 
-    def __init__(self, user: tuple[str, str]) -> None:
-        self.name, self.password = user
+    def __init__(self, user: tuple[str, str] | None, anonymous: bool) -> None:
+        self.user, self.anonymous = user, anonymous
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> Any:
         from asyncua.crypto.permission_rules import User, UserRole
 
-        if username == self.name and password == self.password:
-            return User(role=UserRole.User)
-        return None
+        if username is None and password is None:  # an anonymous token (certificate: the channel's client's, if any;
+            return User(role=UserRole.Anonymous) if self.anonymous else None  # X509 user tokens are never offered)
+        if self.user is None or username is None or password is None:
+            return None
+        name_ok = hmac.compare_digest(str(username).encode(), self.user[0].encode())
+        password_ok = hmac.compare_digest(_bytes(password), self.user[1].encode())
+        return User(role=UserRole.User, name=self.user[0]) if name_ok & password_ok else None
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+class _Rules:
+    """asyncua permission ruleset: the User role may send every session service asyncua allows a user (reads,
+    writes, method calls, subscriptions); Anonymous the same less Write and Call (read-only); nobody the address-space
+    changes asyncua keeps for Admin (this server never hands out Admin)."""
+
+    def __init__(self) -> None:
+        from asyncua import ua
+        from asyncua.crypto.permission_rules import USER_TYPES, UserRole
+
+        ids = lambda *types: {ua.NodeId(t) for t in types}  # type: ignore[arg-type]  # noqa: E731 — numeric ids
+        user = ids(*USER_TYPES)
+        writes = ids(ua.ObjectIds.WriteRequest_Encoding_DefaultBinary, ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
+        self.allowed = {UserRole.User: user, UserRole.Anonymous: user - writes}
+
+    def check_validity(self, user: Any, action_type_id: Any, body: Any) -> bool:
+        return user is not None and action_type_id in self.allowed.get(user.role, set())
+
+
+class _DiscoveryOnly:
+    """The permission ruleset of a SecurityPolicy None channel on a server that offers no None endpoint: nothing.
+    Clients find the endpoints over such a channel (GetEndpoints, FindServers, and CreateSession / ActivateSession,
+    which asyncua never checks) — every other service, reads included, is BadUserAccessDenied. Without it asyncua's
+    server let a client that skips the endpoint check keep a None channel (its connection starts as None and stays so
+    when no policy matches) with no permission checks at all."""
+
+    def check_validity(self, user: Any, action_type_id: Any, body: Any) -> bool:
+        return False
+
+
+def _server_class() -> Any:
+    """asyncua's Server, whose SecurityPolicy None channels serve discovery only when no None endpoint is offered."""
+    from asyncua import Server, ua
+    from asyncua.crypto.security_policies import SecurityPolicyFactory, SecurityPolicyNone
+
+    class _Server(Server):  # type: ignore[misc, valid-type]
+        async def _setup_server_nodes(self) -> None:
+            await super()._setup_server_nodes()
+            if ua.SecurityPolicyType.NoSecurity not in self._security_policy:
+                self._policies.append(SecurityPolicyFactory(SecurityPolicyNone, ua.MessageSecurityMode.None_,
+                                                            permission_ruleset=_DiscoveryOnly()))
+
+    return _Server
+
+
+async def _secure(s: Any, sec: Security, anonymous: bool, user: bool) -> None:
+    """Endpoints, identity tokens and permissions: one endpoint (None, or Basic256Sha256 SignAndEncrypt with the
+    certificate), anonymous (read-only) and/or user-name tokens, the ``_Rules`` ruleset on every channel."""
+    from asyncua import ua
+
+    if sec.mode == "sign_encrypt":
+        cert, key = read_pair(sec)
+        await s.load_certificate(cert[0], cert[1])
+        await s.load_private_key(key[0], None, key[1])
+        policy = ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt
+    else:
+        policy = ua.SecurityPolicyType.NoSecurity
+    s.set_security_policy([policy], permission_ruleset=_Rules())
+    s.set_identity_tokens(([ua.AnonymousIdentityToken] if anonymous else []) +
+                          ([ua.UserNameIdentityToken] if user else []))
+
+
+def _format(data: bytes) -> str:
+    return "pem" if data.lstrip().startswith(b"-----BEGIN") else "der"
+
+
+def read_pair(sec: Security) -> tuple[tuple[bytes, str], tuple[bytes, str]]:
+    """The certificate and key files as (bytes, "pem" | "der"), checked: readable, a certificate, an RSA key
+    without a password, the key of that certificate. One UserError line otherwise."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    out = []
+    for what, path in (("certificate", sec.cert), ("key", sec.key)):
+        try:
+            data = Path(str(path)).read_bytes()
+        except OSError as exc:
+            raise UserError(f"--opcua-{'cert' if what == 'certificate' else 'key'} {path}: cannot read the OPC UA "
+                            f"{what} ({exc.strerror or exc})") from None
+        out.append((data, _format(data)))
+    (cdata, cfmt), (kdata, kfmt) = out
+    try:
+        cert = (x509.load_pem_x509_certificate if cfmt == "pem" else x509.load_der_x509_certificate)(cdata)
+    except ValueError:
+        raise UserError(f"--opcua-cert {sec.cert}: not an X.509 certificate (PEM or DER)") from None
+    try:
+        load = serialization.load_pem_private_key if kfmt == "pem" else serialization.load_der_private_key
+        key = load(kdata, password=None)
+    except (ValueError, TypeError):
+        raise UserError(f"--opcua-key {sec.key}: not a private key without a password (PEM or DER)") from None
+    if not isinstance(key, rsa.RSAPrivateKey) or not 2048 <= key.key_size <= 4096:
+        raise UserError(f"--opcua-key {sec.key}: Basic256Sha256 needs an RSA key of 2048 to 4096 bits")
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        raise UserError(f"--opcua-key {sec.key} is not the key of --opcua-cert {sec.cert}")
+    return out[0], out[1]
+
+
+def make_self_signed(cert: Path, key: Path, uri: str, host: str) -> None:
+    """An RSA 2048 key and a self-signed OPC UA application certificate (application URI ``uri`` and DNS name
+    ``host`` as subject alternative names, server and client authentication, ``CERT_DAYS`` days), PEM, each written
+    under a temporary name and renamed; the key created readable by its owner only (0600)."""
+    from asyncua.crypto import cert_gen
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from edge_stpm.contract.files import ensure_dir, write_bytes
+
+    k = cert_gen.generate_private_key()
+    c = cert_gen.generate_self_signed_app_certificate(
+        k, f"edge-stpm vision system ({host})", {"organizationName": "edge-stpm"},
+        [x509.UniformResourceIdentifier(uri), x509.DNSName(host)],
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], days=CERT_DAYS)
+    ensure_dir(key.parent)
+    _write_private(key, cert_gen.dump_private_key_as_pem(k))
+    write_bytes(cert, c.public_bytes(serialization.Encoding.PEM))
+
+
+def _write_private(final: Path, data: bytes) -> None:
+    """``data`` into ``final`` through a temporary created 0600 beside it (never readable by others), renamed."""
+    import os
+    import secrets
+
+    from edge_stpm.contract.files import fsync_dir
+
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {final}: {exc.strerror or exc}") from None
+    fsync_dir(final.parent)
+
+
+def resolve_security(mode: str | None, cert: Path | None, key: Path | None, self_signed: bool,
+                     folder: Path) -> Security:
+    """The security of ``run``'s options: ``mode`` None means sign_encrypt when a certificate, key or self_signed is
+    given, else none. ``self_signed``: the pair at ``cert``/``key`` (default ``folder``/server-cert.pem and
+    server-key.pem) is made when neither file exists, and reused after. Every inconsistency is one UserError."""
+    import socket
+
+    given = cert is not None or key is not None or self_signed
+    mode = mode or ("sign_encrypt" if given else "none")
+    if mode not in SECURITY_NAMES:
+        raise UserError(f"--opcua-security takes {' or '.join(SECURITY_NAMES)}, not {mode!r}")
+    if mode == "none":
+        if given:
+            raise UserError("--opcua-cert / --opcua-key / --opcua-self-signed go with --opcua-security sign_encrypt "
+                            "(security none encrypts nothing)")
+        return Security()
+    if self_signed:
+        cert, key = Path(cert or folder / "server-cert.pem"), Path(key or folder / "server-key.pem")
+        if not cert.exists() and not key.exists():
+            with contextlib.suppress(OSError):
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            host = socket.gethostname() or "box"
+            make_self_signed(cert, key, f"urn:edge-stpm:{host}", host)
+        elif not (cert.exists() and key.exists()):
+            raise UserError(f"--opcua-self-signed: {cert if cert.exists() else key} exists without its pair "
+                            f"({key if cert.exists() else cert}); delete it to make a new pair")
+    if cert is None or key is None:
+        raise UserError("--opcua-security sign_encrypt needs --opcua-cert and --opcua-key (PEM or DER), or "
+                        "--opcua-self-signed")
+    sec = Security("sign_encrypt", Path(cert), Path(key))
+    read_pair(sec)
+    return sec
+
+
+def secure(servers: list[Any], mode: str | None, cert: Path | None, key: Path | None, self_signed: bool,
+           folder: Path, log: Callable[[str], None]) -> None:
+    """Give ``run``'s OPC UA server (among ``servers``; none: nothing) its security, before it starts; a non-loopback
+    bind without encryption is one warning line through ``log``."""
+    for srv in servers:
+        if isinstance(srv, OpcuaServer):
+            srv.security = resolve_security(mode, cert, key, self_signed, folder)
+            if srv.security.mode == "none" and not srv.loopback:
+                log(f"OPC UA on {srv.host}:{srv.port} without encryption (--opcua-security none): the password and "
+                    "every value cross the network readable — use --opcua-security sign_encrypt "
+                    "(--opcua-self-signed makes a certificate)")
 
 
 def parse_user(text: str | None) -> tuple[str, str] | None:
