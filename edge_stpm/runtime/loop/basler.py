@@ -55,6 +55,11 @@ CAMERA_SETTINGS: dict[str, tuple[type, tuple[str, ...]]] = {
 BUFFERS_RANGE = (2, 256)
 
 
+class CameraUnavailable(UserError):
+    """The camera is not there now (not found, or it would not open), as opposed to a setting it refuses: a run
+    with reconnecting on waits for it (sources.open_sources) instead of stopping."""
+
+
 def _pylon() -> Any:
     try:
         from pypylon import genicam, pylon
@@ -204,7 +209,7 @@ class BaslerSource(Source):
         getter = {"serial": "GetSerialNumber", "model": "GetModelName", "name": "GetUserDefinedName"}
         match = [d for d in devices if key is None or getattr(d, getter[key])() == value]
         if not match:
-            raise UserError(f"{self.spec.text}: no such camera; connected: {_present()}")
+            raise CameraUnavailable(f"{self.spec.text}: no such camera; connected: {_present()}")
         return tl.CreateDevice(match[0])
 
     def _open(self) -> Any:
@@ -212,7 +217,7 @@ class BaslerSource(Source):
         try:
             cam.Open()
         except self.genicam.GenericException as exc:
-            raise UserError(f"{self.spec.text}: cannot open the camera: {_one_line(exc)}") from None
+            raise CameraUnavailable(f"{self.spec.text}: cannot open the camera: {_one_line(exc)}") from None
         try:
             self._configure(cam)
             self._start(cam)

@@ -27,6 +27,7 @@ import numpy as np
 from edge_stpm.contract.images import crop_roi
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import ensure_dir, write_bytes
+from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.inspector import Inspector
 from edge_stpm.runtime.overlay import ALPHA
 from edge_stpm.runtime.loop.picture import PictureStage
@@ -202,14 +203,28 @@ def camera_stats(source: Source) -> dict[str, Any]:
 
 
 def source_gauges(i: int, source: Source) -> dict[str, tuple[str, float]]:
-    """An industrial camera's own counts (``stats()``) as gauges ``camera<i>_*`` for /metrics."""
+    """An industrial camera's own counts (``stats()``) as gauges ``camera<i>_*`` for /metrics; for a source that was
+    down at start (sources.PendingSource) ``source<i>_waiting`` and ``source<i>_open_attempts``."""
+    out = pending_gauges(i, source)
     st = camera_stats(source)
     if not st:
+        return out
+    return out | {
+        f"camera{i}_missed_frames": ("Frames lost in trigger mode (reported skipped by the camera's grab engine)",
+                                     float(st["missed"])),
+        f"camera{i}_failed_buffers": ("Buffers the camera delivered incomplete", float(st["failed_buffers"])),
+        f"camera{i}_lost": ("1 while the camera is lost and being reconnected", float(st["lost"]))}
+
+
+def pending_gauges(i: int, source: Source) -> dict[str, tuple[str, float]]:
+    """A source that could not be opened at start and is tried again in the background: whether it still waits
+    (1/0) and its failed tries so far; {} for any other source."""
+    attempts = getattr(source, "open_attempts", None)
+    if attempts is None:
         return {}
-    return {f"camera{i}_missed_frames": ("Frames lost in trigger mode (reported skipped by the camera's grab engine)",
-                                         float(st["missed"])),
-            f"camera{i}_failed_buffers": ("Buffers the camera delivered incomplete", float(st["failed_buffers"])),
-            f"camera{i}_lost": ("1 while the camera is lost and being reconnected", float(st["lost"]))}
+    return {f"source{i}_waiting": ("1 while a source that was down at start is not open yet (it is tried again)",
+                                   float(bool(getattr(source, "waiting", False)))),
+            f"source{i}_open_attempts": ("Failed tries to open a source that was down at start", float(attempts))}
 
 
 class Pipeline:
@@ -220,7 +235,7 @@ class Pipeline:
         self.insp, self.opts, self.on_frame = inspector, opts, on_frame
         n = len(sources)
         self.n = n
-        self.chans = [Channel(i, s, specs[i], _suffixed(opts.record, i, n),
+        self.chans = [Channel(i, s, redact(specs[i]), _suffixed(opts.record, i, n),
                               (opts.save_anomalies / f"src{i}" if n > 1 else opts.save_anomalies)
                               if opts.save_anomalies else None) for i, s in enumerate(sources)]
         self.stop = opts.stop if opts.stop is not None else threading.Event()
@@ -505,11 +520,21 @@ class Pipeline:
         s.error = self.error()
         s.sources = [{"source": c.index, "spec": c.spec, "frames": c.frames, "ng_frames": c.ng_frames,
                       "dropped": c.source.dropped, "reconnects": getattr(c.source, "reconnects", 0),
+                      **_pending_row(c.source),
                       "end_reason": c.end_reason or s.end_reason,
                       **({"camera": st} if (st := camera_stats(c.source)) else {}),
                       "record": str(c.record) if c.record and Path(c.record).is_file() else None,
                       "record_segments": c.segments} for c in chans]
         return s
+
+
+def _pending_row(source: Source) -> dict[str, Any]:
+    """A summary row's extra keys for a source that was down at start: its failed tries to open, and whether it
+    never opened during the run."""
+    attempts = getattr(source, "open_attempts", None)
+    if attempts is None:
+        return {}
+    return {"open_attempts": attempts, "never_opened": bool(getattr(source, "waiting", False))}
 
 
 def run(inspector: Inspector, sources: Source | list[Source], opts: RunOptions, on_frame: Any = None,
@@ -518,7 +543,10 @@ def run(inspector: Inspector, sources: Source | list[Source], opts: RunOptions, 
     finalised. Several sources: one frame from each per step, inferred together as one batch; each source keeps its
     own recording (``out.src<i>.mp4``), NG snapshots (``DIR/src<i>/``), window and HTTP stream, and event lines are
     tagged with the source. A source that ends or is lost does not stop the others (live sources reconnect on their
-    own thread)."""
+    own thread), nor does one that was down at start (``sources.open_sources`` puts a ``PendingSource`` in its
+    place: polled like a quiet camera until it opens, so a run with one never ends by itself while it waits —
+    ``max_frames`` counts per source). Specs are shown with their passwords masked (``redact``): window titles,
+    results (events, record, MQTT), the summary."""
     srcs = sources if isinstance(sources, list) else [sources]
     pipe = Pipeline(inspector, srcs, opts, specs or [f"source {i}" for i in range(len(srcs))], on_frame)
     try:

@@ -3,6 +3,10 @@ or GStreamer pipeline.
 
 Live sources are read on their own thread that keeps only the newest frame, so the loop never falls
 behind a camera; files and folders are read in order without drops (a bounded queue, also threaded).
+
+A live source that is down when the run starts (``SourceUnavailable``: a camera still powering up after a plant
+reboot, a stream not served yet) need not stop the others: ``open_sources`` puts a ``PendingSource`` in its place,
+retried on its own thread until it opens (see there). Every line that names a spec goes through ``redact``.
 """
 from __future__ import annotations
 
@@ -11,16 +15,32 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
 
 from edge_stpm.contract.images import IMAGE_EXTS, list_images, read_image
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.loop.frames import Frame, Source
 
-__all__ = ["Frame", "Source", "open_source", "describe", "list_v4l2", "gstreamer_available"]
+__all__ = ["Frame", "Source", "SourceUnavailable", "PendingSource", "open_source", "open_sources", "describe",
+           "list_v4l2", "gstreamer_available"]
+
+RETRY_MAX_S = 10.0  # a live source down at start is tried again at least this often (s), whatever --reconnect says
+
+
+class SourceUnavailable(UserError):
+    """A live source that is not there now (no such device, a stream that does not answer), as opposed to a spec
+    or a setting that is wrong: with reconnecting on, ``open_sources`` retries it instead of stopping the run."""
+
+
+def _note(text: str) -> None:
+    """One ``note:`` line on the console, its URL passwords masked."""
+    from edge_stpm.contract.progress import console
+
+    console.print(f"note: {redact(text)}", highlight=False, markup=False, soft_wrap=True)
 
 
 def list_v4l2() -> list[dict[str, str]]:
@@ -60,7 +80,7 @@ def describe(spec: str) -> tuple[str, str]:
         return "folder", spec
     if p.is_file():
         return ("image", spec) if p.suffix.lower() in IMAGE_EXTS else ("video", spec)
-    raise UserError(f"source not found: {spec} (give a camera index, basler://SERIAL, a video file, an image folder, a URL "
+    raise UserError(f"source not found: {redact(spec)} (give a camera index, basler://SERIAL, a video file, an image folder, a URL "
                     "or a GStreamer pipeline)")
 
 
@@ -141,7 +161,7 @@ class CaptureSource(Source):
         self.cap = self._open()
         if self.cap is None:
             what = f"camera {spec}" if kind == "camera" else spec
-            raise UserError(f"cannot open {what}: no such device or stream")
+            raise SourceUnavailable(f"cannot open {redact(what)}: no such device or stream")
         fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0.5 <= fps <= 1000 else None
         self.stop = threading.Event()
@@ -171,11 +191,8 @@ class CaptureSource(Source):
         return cap
 
     def _reconnect(self) -> bool:
-        from edge_stpm.contract.progress import console
-
         what = f"camera {self.spec}" if self.kind == "camera" else self.spec
-        console.print(f"note: {what}: stream lost, reconnecting for up to {self.reconnect_s:g} s", highlight=False,
-                      markup=False, soft_wrap=True)
+        _note(f"{what}: stream lost, reconnecting for up to {self.reconnect_s:g} s")
         t0 = time.monotonic()
         deadline = t0 + self.reconnect_s
         delay = 0.2
@@ -187,8 +204,7 @@ class CaptureSource(Source):
             self.cap = self._open()
             if self.cap is not None:
                 self.reconnects += 1
-                console.print(f"note: {what}: reconnected after {time.monotonic() - t0:.1f} s", highlight=False,
-                              markup=False, soft_wrap=True)
+                _note(f"{what}: reconnected after {time.monotonic() - t0:.1f} s")
                 return True
         return False
 
@@ -280,14 +296,200 @@ class MemorySource(Source):
 
 
 def open_source(spec: str, reconnect_s: float = 10.0, loop: bool = False) -> Source:
-    """The source ``spec`` names; ``loop``: a video file or image folder plays again from its start when it ends."""
+    """The source ``spec`` names; ``loop``: a video file or image folder plays again from its start when it ends.
+    A live source that is not there now raises ``SourceUnavailable`` (a UserError), any other problem a UserError."""
     kind, spec = describe(spec)
     if kind == "folder":
         return FolderSource(list_images(Path(spec)), loop)
     if kind == "image":
         return FolderSource([Path(spec)], loop)
     if kind == "basler":
-        from edge_stpm.runtime.loop.basler import open_basler
+        from edge_stpm.runtime.loop.basler import CameraUnavailable, open_basler
 
-        return open_basler(spec, reconnect_s)
+        try:
+            return open_basler(spec, reconnect_s)
+        except CameraUnavailable as exc:
+            raise SourceUnavailable(str(exc)) from None
     return CaptureSource(kind, spec, reconnect_s, loop)
+
+
+def open_sources(specs: list[str], reconnect_s: float = 10.0, loop: bool = False, wait_all: bool = False
+                 ) -> list[Source]:
+    """Every source of a run, in order. A live source that cannot be opened now (``SourceUnavailable``):
+
+    - ``reconnect_s`` = 0: fail fast, as ever: its error (password masked) is the one UserError, the sources
+      opened so far closed again;
+    - ``reconnect_s`` > 0 and at least one other source opened: a ``PendingSource`` stands in for it: the run
+      starts with the others, and it is tried again on its own thread every min(``reconnect_s``, ``RETRY_MAX_S``)
+      seconds (one note a try) until it opens and joins the run;
+    - ``reconnect_s`` > 0 and no source opened: with ``wait_all`` (a station, run by systemd: exiting would only
+      restart it into the same wait, or park it in safe mode until someone reloads it, while a camera that is
+      powering up just needs time) every one waits the same way, and each try says so in the log; without it
+      (someone at a terminal with a wrong camera index wants to hear it now) the first error, as with 0.
+
+    Any other error (a missing file, a refused setting, no GStreamer) fails at once whatever ``reconnect_s``."""
+    opened: list[Source | None] = []
+    down: list[SourceUnavailable | None] = []
+    try:
+        for spec in specs:
+            try:
+                opened.append(open_source(spec, reconnect_s, loop))
+                down.append(None)
+            except SourceUnavailable as exc:
+                if reconnect_s <= 0:
+                    raise
+                opened.append(None)
+                down.append(exc)
+        first = next((exc for exc in down if exc is not None), None)
+        if first is not None and all(s is None for s in opened) and not wait_all:
+            raise first
+    except BaseException:
+        for src in opened:
+            if src is not None:
+                src.close()
+        raise
+    if first is not None and all(s is None for s in opened):
+        _note(f"no source could be opened: waiting for them, each tried again every {min(reconnect_s, RETRY_MAX_S):g} s"
+              " (reconnect 0 stops at start instead)")
+    return [src if src is not None else PendingSource(spec, reconnect_s, loop, str(exc))
+            for spec, src, exc in zip(specs, opened, down)]
+
+
+class PendingSource(Source):
+    """A live source that was down at start (``open_sources``): tried again every min(``reconnect_s``,
+    ``RETRY_MAX_S``) seconds on its own thread, never holding up the loop or the other sources, one note a try;
+    once open it is the opened source (frames, counts, end), and a loss after that is reconnected as usual.
+
+    Until then ``read`` gives None after ``timeout`` seconds without ending (the loop polls it like a quiet
+    camera; the live view's health says the source delivers no frames after its start grace), ``waiting`` is
+    True and ``open_attempts`` counts the failed tries (the one at start included). ``reconnects`` counts its
+    late opening as one. A UserError other than "not there" once the device answers (a refused setting) ends it
+    with that error as ``end_reason``."""
+
+    live = True
+
+    def __init__(self, spec: str, reconnect_s: float, loop: bool, error: str) -> None:
+        self.spec, self.shown, self.reconnect_s, self.loop = spec, redact(spec), reconnect_s, loop
+        self.every_s = min(reconnect_s, RETRY_MAX_S)
+        self.open_attempts = 1
+        self.t_down = time.monotonic()
+        self.inner: Source | None = None
+        self.failed: str | None = None
+        self.mode = _trigger_mode(spec)  # a Basler camera's trigger mode, for the PLC trigger wrapper (else None)
+        self._external = False
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.changed = threading.Event()  # set when it opened or failed for good
+        _note(f"{error}; trying again every {self.every_s:g} s in the background")
+        self.thread = threading.Thread(target=self._retry, daemon=True, name="pending-source")
+        self.thread.start()
+
+    def _retry(self) -> None:
+        while not self.stop.wait(self.every_s):
+            try:
+                src = open_source(self.spec, self.reconnect_s, self.loop)
+            except SourceUnavailable as exc:
+                self._missed(str(exc))
+                continue
+            except UserError as exc:
+                self.failed = redact(str(exc))
+                _note(f"{self.shown}: {self.failed}; not tried again")
+                self.changed.set()
+                return
+            except Exception as exc:  # noqa: BLE001 -- an unexpected failure is one more try, not a dead thread
+                self._missed(f"{self.shown}: {type(exc).__name__}: {exc}")
+                continue
+            self._join(src)
+            return
+
+    def _missed(self, error: str) -> None:
+        self.open_attempts += 1
+        _note(f"{error}; still down after {time.monotonic() - self.t_down:.1f} s ({self.open_attempts} tries), "
+              f"next try in {self.every_s:g} s")
+
+    def _join(self, src: Source) -> None:
+        with self.lock:
+            if self.stop.is_set():  # closed while this try was opening
+                src.close()
+                return
+            if self._external:
+                src.externally_triggered = True  # type: ignore[attr-defined]
+            self.inner = src
+        _note(f"{self.shown}: opened after {time.monotonic() - self.t_down:.1f} s ({self.open_attempts} failed "
+              "tries); inspecting it from now on")
+        self.changed.set()
+
+    @property
+    def waiting(self) -> bool:
+        """True while it has not opened (and not failed for good)."""
+        return self.inner is None and self.failed is None
+
+    @property
+    def externally_triggered(self) -> bool:
+        return self._external
+
+    @externally_triggered.setter
+    def externally_triggered(self, value: bool) -> None:
+        with self.lock:
+            self._external = value
+            if self.inner is not None:
+                self.inner.externally_triggered = value  # type: ignore[attr-defined]
+
+    @property
+    def dropped(self) -> int:  # type: ignore[override]
+        return self.inner.dropped if self.inner is not None else 0
+
+    @property
+    def reconnects(self) -> int:  # type: ignore[override]
+        return self.inner.reconnects + 1 if self.inner is not None else 0
+
+    @property
+    def fps(self) -> float | None:  # type: ignore[override]
+        return self.inner.fps if self.inner is not None else None
+
+    @property
+    def end_reason(self) -> str:  # type: ignore[override]
+        if self.inner is not None:
+            return self.inner.end_reason
+        return self.failed or f"not opened yet ({self.open_attempts} tries)"
+
+    def read(self, timeout: float = 5.0) -> Frame | None:
+        """The opened source's next frame; before it opened None after ``timeout`` seconds (not ended)."""
+        deadline = time.monotonic() + timeout
+        if self.inner is None:
+            self.changed.wait(timeout)
+        inner = self.inner
+        if inner is None:
+            self.ended = self.failed is not None
+            return None
+        frame = inner.read(max(0.0, deadline - time.monotonic()))
+        self.ended = inner.ended
+        return frame
+
+    def software_trigger(self, timeout_s: float = 2.0) -> bool:
+        """A Basler camera's software trigger once it is open; False (not ready) before."""
+        fire = getattr(self.inner, "software_trigger", None)
+        return bool(fire(timeout_s)) if fire is not None else False
+
+    def stats(self) -> dict[str, Any]:
+        """The opened camera's own counts (``BaslerSource.stats``); {} before it opened or for other sources."""
+        stats = getattr(self.inner, "stats", None)
+        return stats() if stats is not None else {}
+
+    def close(self) -> None:
+        self.stop.set()
+        self.changed.set()
+        self.thread.join(timeout=2.0)  # a try blocked in OpenCV's open ends on its own; _join then closes what it got
+        with self.lock:
+            inner = self.inner  # kept: the run's summary reads its counts after the close
+        if inner is not None:
+            inner.close()
+
+
+def _trigger_mode(spec: str) -> str | None:
+    """A Basler spec's trigger mode (``off``, ``software``, ``Line1``…); None for any other source."""
+    if not spec.startswith("basler://"):
+        return None
+    from edge_stpm.runtime.loop.basler import parse_spec
+
+    return parse_spec(spec).trigger
