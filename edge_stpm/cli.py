@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import typer
 import typer.core
@@ -372,13 +372,17 @@ def run(ctx: typer.Context,
         anomaly_interval: float = typer.Option(1.0, **rng("anomaly_interval"), help="At most one saved NG event per this many seconds."),
         events: Optional[Path] = typer.Option(None, help="Append one JSON line per NG frame to this file."),
         max_frames: Optional[int] = typer.Option(None, **rng("max_frames"), help="Stop after this many frames."),
-        reconnect: float = typer.Option(10.0, **rng("reconnect"), help="Seconds to keep retrying a lost live stream."),
+        reconnect: float = typer.Option(10.0, **rng("reconnect"), help="Seconds to keep retrying a lost live stream; a camera down at start is retried the same way while the other sources run (with a station file even when all are down); 0: fail at once."),
         loop: bool = typer.Option(False, "--loop", help="Play a video file or image folder source again from its start when it ends (demos, soak tests); stop with --max-frames, q or Ctrl-C."),
         alpha: float = typer.Option(0.6, **rng("alpha"), help="Opacity of the colour at and above the threshold."),
         summary_json: Optional[Path] = typer.Option(None, help="Write the run summary here."),
         http: Optional[str] = typer.Option(None, help="Serve a live view, status.json and Prometheus /metrics at HOST:PORT (e.g. 127.0.0.1:8080)."),
-        http_token: Optional[str] = typer.Option(None, help="Token every HTTP endpoint requires (?token= or Authorization: Bearer); needed for a non-loopback --http."),
+        http_token: Optional[str] = typer.Option(None, envvar="EDGE_STPM_HTTP_TOKEN", help="The token the HTTP server requires (Authorization: Bearer, or typed once on the live page; never in a URL); needed for a non-loopback --http. Or set EDGE_STPM_HTTP_TOKEN (kept out of the process list)."),
         http_fps: float = typer.Option(15.0, **rng("http_fps"), help="Most frames per second encoded for HTTP viewers (only while someone watches)."),
+        http_cert: Optional[Path] = typer.Option(None, help="Serve HTTPS with this certificate (PEM; with --http-key)."),
+        http_key: Optional[Path] = typer.Option(None, help="The private key of --http-cert (PEM)."),
+        http_self_signed: bool = typer.Option(False, "--http-self-signed", help="Serve HTTPS with a self-signed certificate made on first start (in the data folder's tls/)."),
+        http_insecure: bool = typer.Option(False, "--http-insecure", help="Allow a non-loopback --http without TLS (tokens then cross the network readable)."),
         history_db: Path = typer.Option(data_dir() / "history.db", help="The inspection record (SQLite): one row per inspected frame; read it with edge-stpm history."),
         no_history: bool = typer.Option(False, "--no-history", help="Keep no inspection record for this run."),
         history_keep_days: float = typer.Option(90.0, **rng("record_keep_days"), help="Delete record rows older than this many days."),
@@ -389,8 +393,12 @@ def run(ctx: typer.Context,
         mqtt_outbox: Path = typer.Option(data_dir() / "mqtt-outbox.db", help="The MQTT outbox (SQLite): results wait here until the broker acknowledges them."),
         outbox_max: int = typer.Option(100_000, **rng("outbox_max"), help="Most unsent MQTT results kept; when full the oldest unsent are dropped (the record keeps them)."),
         modbus: Optional[str] = typer.Option(None, help="Serve the PLC handshake as a Modbus TCP server at HOST:PORT (register map: docs/line.md); loopback unless you give another address (Modbus has no authentication)."),
-        opcua: Optional[str] = typer.Option(None, help="Serve the handshake and the last result as an OPC UA server at HOST:PORT (OPC 40100-like address space: docs/line.md); anonymous on loopback only."),
-        opcua_user: Optional[str] = typer.Option(None, help="USER:PASSWORD the OPC UA server requires (needed for a non-loopback --opcua)."),
+        opcua: Optional[str] = typer.Option(None, help="Serve the handshake and the last result as an OPC UA server at HOST:PORT (OPC 40100-like address space: docs/line.md); anonymous sessions on loopback only, and read-only."),
+        opcua_user: Optional[str] = typer.Option(None, help="USER:PASSWORD of the one OPC UA user who may call Trigger / AckResult / SelectRecipe (needed for a non-loopback --opcua)."),
+        opcua_security: Optional[Literal["none", "sign_encrypt"]] = typer.Option(None, help="OPC UA channel security: sign_encrypt = Basic256Sha256 Sign & Encrypt only (the password and every value encrypted; needs --opcua-cert/--opcua-key or --opcua-self-signed); none = nothing encrypted. Default: sign_encrypt when a certificate is given, else none."),
+        opcua_cert: Optional[Path] = typer.Option(None, help="The OPC UA server's certificate (PEM or DER); give it to the PLC."),
+        opcua_key: Optional[Path] = typer.Option(None, help="The OPC UA certificate's RSA private key (PEM or DER, no password)."),
+        opcua_self_signed: bool = typer.Option(False, "--opcua-self-signed", help="Make a self-signed OPC UA certificate and key on first start (in the data folder's opcua/, or at --opcua-cert/--opcua-key) and reuse them after."),
         trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus or --opcua), each with its own trigger id; http: one frame per POST /trigger on the --http server, answered with its verdict."),
         safe_mode: bool = typer.Option(False, "--safe-mode", help="With --config (the systemd unit uses it): a station file that does not check, or a start that fails, serves its errors on the file's [http] bind (/healthz 503) instead of exiting, until SIGHUP finds the file good (docs/station.md)."),
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
@@ -404,8 +412,10 @@ def run(ctx: typer.Context,
         from edge_stpm.runtime.station.config import load
         from edge_stpm.runtime.station.safemode import run as safe
 
+        from edge_stpm.contract.redact import redact
+
         for line in str(exc).splitlines():
-            err.print(f"error: {escape(line)}", highlight=False, soft_wrap=True)
+            err.print(f"error: {escape(redact(line))}", highlight=False, soft_wrap=True)
         raise typer.Exit(safe(config, str(exc).splitlines(), lambda: load(config),
                               lambda text: err.print(escape(text), highlight=False, soft_wrap=True)))
 
@@ -440,7 +450,7 @@ def _run(p: dict[str, Any]) -> None:
     from edge_stpm.runtime.loop.live_view import parse_bind
     from edge_stpm.runtime.loop.line import LineSettings, check_sources, setup as setup_line
     from edge_stpm.runtime.loop.pipeline import RunOptions, check_outputs, run as run_loop
-    from edge_stpm.runtime.loop.sources import open_source
+    from edge_stpm.runtime.loop.sources import open_sources
 
     specs = [str(c) for c in p["camera"] or []] + [str(x) for x in p["source"] or []]
     if not specs:
@@ -460,6 +470,11 @@ def _run(p: dict[str, Any]) -> None:
     line = setup_line(LineSettings(p["model"], history, p["history_keep_days"], p["history_max_mb"], p["mqtt"],
                                    p["mqtt_topic"], p["mqtt_ca"], p["mqtt_outbox"], p["outbox_max"], p["modbus"],
                                    p["opcua"], p["opcua_user"], trigger), len(specs), warn)
+    if p["opcua"]:
+        from edge_stpm.runtime.loop.sinks.opcua import secure as secure_opcua
+
+        secure_opcua(line.servers, p["opcua_security"], p["opcua_cert"], p["opcua_key"], bool(p["opcua_self_signed"]),
+                     data_dir() / "opcua", warn)
     opts.sinks += line.sinks + _evidence(p, history)
     opts.on_error = line.on_error
     opts.on_inspection_error = line.on_inspection_error
@@ -476,15 +491,14 @@ def _run(p: dict[str, Any]) -> None:
     try:
         watcher = dropfolder.start(p["station"], insp, lambda text: out.print(text, highlight=False, soft_wrap=True))
         if bind is not None:
-            opts.http = _live_view(bind, p["http_token"], p["http_fps"], insp, p["model"], specs, history,
-                                   getattr(insp, "control", None))
+            opts.http = _live_view(bind, p, insp, specs, history, getattr(insp, "control", None))
             drift.show(tracker, opts.http)
             if trigger == "http":
                 opts.http.plc = line.plc  # POST /trigger drives the handshake
             opts.http.recipes, opts.http.recipe_plc = getattr(insp, "recipes", None), line.plc  # POST /recipe
             opts.http.collect = next((s for s in opts.sinks if s.name == "collect-on-demand"), None)
-        for spec in specs:
-            srcs.append(open_source(spec, p["reconnect"], p["loop"]))
+        # a camera down at start is retried like one lost later (reconnect > 0); the others start now
+        srcs += open_sources(specs, p["reconnect"], p["loop"], wait_all=p["station"] is not None)
         looped = line.wrap(srcs)  # may refuse a source for trigger mode: the opened ones are closed below
         line.start()
     except BaseException:
@@ -562,25 +576,30 @@ def _service_hooks(p: dict[str, Any], insp: Any, opts: Any) -> Callable[[], None
     return undo
 
 
-def _live_view(bind: Any, token: Optional[str], fps: float, insp: Any, model: Path, specs: list[str],
-               history: Optional[Path], control: Any = None) -> Any:
-    """The started HTTP view of a run (its URL printed); with a station its API (deploy, rollback, audit)."""
+def _live_view(bind: Any, p: dict[str, Any], insp: Any, specs: list[str], history: Optional[Path],
+               control: Any = None) -> Any:
+    """The started HTTP view of a run (its URL printed, never its token); with a station its API and web app."""
     from edge_stpm.runtime.loop.live_view import LiveView
+    from edge_stpm.runtime.web.auth import Sessions
+    from edge_stpm.runtime.web.server import ServerSettings
 
-    b = insp.backend
-    view = LiveView(bind, token, {"model": Path(model).name, "backend": b.name, "precision": b.precision,
-                                  "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
-                    stream_fps=fps, sources=specs, history=history)
-    view.control = control
+    b, token = insp.backend, p["http_token"]
+    settings = ServerSettings(p.get("http_cert"), p.get("http_key"), bool(p.get("http_self_signed")),
+                              data_dir() / "tls", bool(p.get("http_insecure")))
+    sessions = None
     if control is not None:
-        from edge_stpm.runtime.web.auth import Sessions
-
         h = control.station.http
+        settings.trusted_proxies, settings.never_lock = tuple(h.trusted_proxies), tuple(h.never_lock)
+        settings.max_upload_mb, settings.max_viewers = h.max_upload_mb, h.max_viewers
         tokens = {"viewer": h.viewer_token or token, "operator": h.operator_token, "engineer": h.engineer_token}
-        view.sessions = Sessions({k: v for k, v in tokens.items() if v}, h.idle_lock_minutes * 60,
-                                 open_viewer=bind.loopback and not token and not h.viewer_token)
+        sessions = Sessions({k: v for k, v in tokens.items() if v}, h.idle_lock_minutes * 60,
+                            open_viewer=bind.loopback and not token and not h.viewer_token)
+    view = LiveView(bind, token, {"model": Path(p["model"]).name, "backend": b.name, "precision": b.precision,
+                                  "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
+                    stream_fps=p["http_fps"], sources=specs, history=history, server=settings, sessions=sessions)
+    view.control = control
     view.start()
-    out.print(f"live view: http://{bind.host}:{view.port}/" + (f"?token={token}" if token else ""), highlight=False)
+    out.print(f"live view: {view.url}" + (" (log in with the token)" if token else ""), highlight=False)
     return view
 
 
@@ -889,15 +908,16 @@ def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Folder fo
 
 _STATION = typer.Option(..., "--station", help="The running station's URL (run --config with [http] bind), e.g. http://10.0.0.5:8080.")
 _TOKEN = typer.Option(None, "--token", envvar="EDGE_STPM_ENGINEER_TOKEN", help="The engineer token (the station file's http.engineer_token); or set EDGE_STPM_ENGINEER_TOKEN.")
+_CA = typer.Option(None, "--ca", envvar="EDGE_STPM_CA", help="The CA (or the station's self-signed certificate, tls/http-cert.pem) an https:// station is checked against; default: the system's.")
 
 
 @app.command()
 @one_line_errors
 def service(config: Path = typer.Option(..., "--config", help="The station file the service runs."),
-            user: Optional[str] = typer.Option(None, help="Run the service as this user (User= in the unit)."),
+            user: Optional[str] = typer.Option(None, help="Run the service as this user (User= in the unit; default: a dedicated user edge-stpm, created as the unit's comment says)."),
             exe: Optional[str] = typer.Option(None, help="The edge-stpm executable (default: the one on PATH).")) -> None:
-    """Print a systemd unit for this station (restart on failure, watchdog, journal, reload = SIGHUP); docs/service.md
-    says how to install it."""
+    """Print a systemd unit for this station (restart on failure, watchdog, journal, reload = SIGHUP, a sandbox, a
+    dedicated user); docs/station.md ("Run as a service") says how to install it."""
     from edge_stpm.runtime.station.config import load
     from edge_stpm.runtime.station.service import unit_text
 
@@ -909,13 +929,13 @@ def service(config: Path = typer.Option(..., "--config", help="The station file 
 @one_line_errors
 def deploy(bundle: Path = typer.Argument(..., help="The bundle folder (from edge-stpm export)."),
            station: str = _STATION, recipe: str = typer.Option(..., help="The recipe (its name) to give the bundle."),
-           token: Optional[str] = _TOKEN) -> None:
+           token: Optional[str] = _TOKEN, ca: Optional[Path] = _CA) -> None:
     """Send a bundle to a running station: it is verified (manifest, schemas, TensorRT's rules, self-test) on the
     box, loaded beside the running model and swapped in between two frames; refused in one line otherwise."""
     from edge_stpm.runtime.station.client import call
     from edge_stpm.runtime.station.control import zip_bundle
 
-    r = call(station, "deploy", {"recipe": recipe, "source": str(bundle)}, token, zip_bundle(bundle))
+    r = call(station, "deploy", {"recipe": recipe, "source": str(bundle)}, token, zip_bundle(bundle), ca=ca)
     out.print(f"recipe {recipe}: version {r['before']['version']} → {r['after']['version']} live "
               f"(self-test {r['self_test']['precision']} on {r['self_test']['backend']}: max error "
               f"{r['self_test']['max_error_threshold_units']:.2g} × threshold; loaded in {r['load_s']:.2f} s, "
@@ -925,11 +945,11 @@ def deploy(bundle: Path = typer.Argument(..., help="The bundle folder (from edge
 @app.command()
 @one_line_errors
 def rollback(station: str = _STATION, recipe: str = typer.Option(..., help="The recipe (its name) to roll back."),
-             token: Optional[str] = _TOKEN) -> None:
+             token: Optional[str] = _TOKEN, ca: Optional[Path] = _CA) -> None:
     """Return a recipe on a running station to its previous version, loaded and swapped in the same way."""
     from edge_stpm.runtime.station.client import call
 
-    r = call(station, "rollback", {"recipe": recipe}, token, b"")
+    r = call(station, "rollback", {"recipe": recipe}, token, b"", ca=ca)
     out.print(f"recipe {recipe}: version {r['before']['version']} → {r['after']['version']} live", highlight=False)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from edge_stpm.runtime.loop.live_view import Bind, LiveView, parse_bind
+from edge_stpm.runtime.web.server import ServerSettings
 from edge_stpm.contract.errors import UserError
 
 MODEL = {"model": "test", "backend": "onnxruntime", "precision": "fp32", "backbone": "mobilenet_v2", "size": 128}
@@ -105,7 +106,8 @@ def test_stream_status_and_metrics() -> None:
         info = next(s for f in fams.values() for s in f.samples if s.name == "edge_stpm_model_info")
         assert info.labels["backend"] == "onnxruntime" and info.labels["precision"] == "fp32"
         page = urllib.request.urlopen(url(view, "/")).read().decode()
-        assert 'src="stream.mjpg"' in page and "status.json" in page
+        assert '<script src="/static/view.js">' in page and "<script>" not in page  # no inline script (CSP)
+        assert "status.json" in urllib.request.urlopen(url(view, "/static/view.js")).read().decode()
         assert status["sources"][0]["frames"] == pub.n
     finally:
         pub.stop.set()
@@ -113,34 +115,51 @@ def test_stream_status_and_metrics() -> None:
 
 
 def test_token_required_on_every_endpoint() -> None:
-    view = LiveView(Bind("0.0.0.0", 0), "s3cret", MODEL).start()
+    """A non-loopback bind with a token: every data endpoint answers 401 without it, and the token works only from
+    the Authorization header — never from a URL (``?token=`` was accepted before this round); the stream URLs in
+    status.json are short-lived signed ones."""
+    view = LiveView(Bind("0.0.0.0", 0), "s3cret", MODEL, server=ServerSettings(insecure=True)).start()
     pub = Publisher(view)
     pub.start()
     try:
-        for path in ("/", "/status.json", "/metrics", "/stream.mjpg"):
+        for path in ("/status.json", "/metrics", "/stream.mjpg", "/status.json?token=s3cret",
+                     "/stream.mjpg?token=s3cret"):
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(url(view, path), timeout=5)
-            assert e.value.code == 401
-        assert urllib.request.urlopen(url(view, "/status.json?token=s3cret"), timeout=5).status == 200
+            assert e.value.code == 401, path
+        assert urllib.request.urlopen(url(view, "/"), timeout=5).status == 200  # the page is a shell: no data
+        req = urllib.request.Request(url(view, "/status.json"), headers={"Authorization": "Bearer s3cret"})
+        status = json.loads(urllib.request.urlopen(req, timeout=5).read())
         req = urllib.request.Request(url(view, "/metrics"), headers={"Authorization": "Bearer s3cret"})
         assert urllib.request.urlopen(req, timeout=5).status == 200
-        assert read_mjpeg(view, 2, "/stream.mjpg?token=s3cret")
+        signed = "/" + status["sources"][0]["stream"]
+        assert "sig=" in signed and "s3cret" not in signed
+        assert read_mjpeg(view, 2, signed)
+        with pytest.raises(urllib.error.HTTPError) as e:  # a signature is good for its own path only
+            urllib.request.urlopen(url(view, "/stream/1.mjpg?" + signed.split("?")[1]), timeout=5)
+        assert e.value.code == 401
     finally:
         pub.stop.set()
         view.close()
 
 
+def test_non_loopback_without_tls_refused() -> None:
+    """A non-loopback bind without TLS does not start unless told ``insecure`` (one error line that says how)."""
+    with pytest.raises(UserError, match="no TLS"):
+        LiveView(Bind("0.0.0.0", 0), "s3cret", MODEL)
+
+
 def test_viewers_never_block_the_loop() -> None:
     """20 reading viewers, one that never reads and one that vanishes: publish() stays a millisecond-scale call and
     the readers keep getting new frames. (Speed under load is measured in benchmarks/http_load.py.)"""
-    view = LiveView(Bind("127.0.0.1", 0), None, MODEL, send_timeout_s=1.0).start()
+    view = LiveView(Bind("127.0.0.1", 0), None, MODEL, send_timeout_s=1.0, server=ServerSettings(max_viewers=32)).start()
     pub = Publisher(view, rate=200)
     pub.start()
     stalled = socket.create_connection(("127.0.0.1", view.port))
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+    stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and never reads
     gone = socket.create_connection(("127.0.0.1", view.port))
-    gone.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    gone.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     gone.close()
     results: list[int] = []
     readers = [threading.Thread(target=lambda: results.append(len(read_mjpeg(view, 10))), daemon=True) for _ in range(20)]
@@ -197,10 +216,21 @@ def test_page_renders_live_frame_in_chromium(exported: Path, synth_dir: Path, tm
         m = re.search(r"live view: (http://127\.0\.0\.1:\d+/)", line)
         assert m, line + run.stderr.read() if run.poll() is not None else line
         shot = tmp_path / "page.png"
-        subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,700", "--timeout=6000",
-                        f"--screenshot={shot}", m.group(1)], capture_output=True, timeout=120)
+        from playwright.sync_api import sync_playwright  # the page draws its picture from script: wait for it
+
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-gpu",
+                                   "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = b.new_page(viewport={"width": 900, "height": 700})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(m.group(1))
+            page.wait_for_function("[...document.querySelectorAll('img.live')].some(i => i.naturalWidth > 0)",
+                                   timeout=60_000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(shot))
+            b.close()
+        assert not errors, errors
         img = cv2.imread(str(shot))
         assert img is not None, "no screenshot"
         out = os.environ.get("EDGE_STPM_HTTP_SHOT")

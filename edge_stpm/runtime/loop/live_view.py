@@ -9,14 +9,14 @@ Viewers never slow the loop: ``publish`` only swaps a reference to the newest ov
 the server thread, once per new frame for all viewers, at most ``stream_fps`` times a second, and only while
 someone watches. Each viewer gets the newest frame and may miss frames; a client that stops reading is dropped
 after ``send_timeout_s``, a vanished one at its next write. Safe by default: loopback unless told otherwise, and a
-non-loopback bind needs a token, which every endpoint then requires (``?token=`` or ``Authorization: Bearer``).
+non-loopback bind needs a token and TLS (or ``insecure``). Who may call what is the one route table of
+``runtime/web/server.py`` (credentials in headers only: ``X-Session`` or ``Authorization: Bearer``).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
-import html
 import ipaddress
 import json
 import socket
@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.loop.sinks.record import VERDICTS, query
 
 # read/infer: per-stage cost; verdict/picture: capture → verdict handed on, capture → overlay drawn
@@ -65,33 +66,17 @@ def parse_bind(text: str, what: str = "--http") -> Bind:
     return Bind(host, int(port))
 
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>edge-stpm {model}</title>
-<style>body{{font-family:sans-serif;background:#111;color:#eee;margin:1em}} .v{{font-size:2em;font-weight:bold}}
-.NG{{color:#f33}} .OK{{color:#3c3}} td{{padding:2px 10px 2px 0}} img.live{{width:{width}px;max-width:100%;image-rendering:pixelated;border:1px solid #444}}
-.thumbs img{{height:90px;margin:2px;border:1px solid #f33}}</style></head><body>
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>edge-stpm live view</title>
+<link rel="stylesheet" href="/static/view.css"></head><body>
+<form id="login" hidden><label>token <input id="token" type="password" autocomplete="current-password"></label>
+<button>show</button> <span id="login-error"></span></form>
 <div><span id="verdict" class="v">…</span> <span id="score"></span></div>
-{streams}
+<div id="streams"></div>
 <table><tr><td>FPS</td><td id="fps"></td><td>latency</td><td id="lat"></td></tr>
 <tr><td>frames</td><td id="frames"></td><td>NG</td><td id="ng"></td><td>dropped</td><td id="dropped"></td></tr>
-<tr><td>model</td><td colspan="5">{model}</td></tr></table>
+<tr><td>model</td><td colspan="5" id="model"></td></tr></table>
 <div>recent NG</div><div class="thumbs" id="thumbs"></div>
-<script>
-const q = "{q}";
-async function tick() {{
-  try {{
-    const s = await (await fetch("status.json" + q)).json();
-    const v = document.getElementById("verdict"); v.textContent = s.verdict || "…"; v.className = "v " + (s.verdict || "");
-    document.getElementById("score").textContent = s.normalised_score == null ? "" :
-      s.normalised_score.toFixed(2) + " (1.00 = score " + s.threshold.toPrecision(4) + ")";
-    document.getElementById("fps").textContent = s.fps.toFixed(1);
-    document.getElementById("lat").textContent = s.latency_ms.verdict.toFixed(1) + " ms to verdict, " + s.latency_ms.picture.toFixed(1) + " ms to picture";
-    for (const k of ["frames", "ng", "dropped"]) document.getElementById(k).textContent = s[k];
-    document.getElementById("thumbs").innerHTML = s.recent_ng.map(n =>
-      `<a href="${{n.url}}${{q}}"><img src="${{n.url}}${{q}}" title="frame ${{n.frame}}: ${{n.normalised_score.toFixed(2)}}"></a>`).join("");
-  }} catch (e) {{}}
-}}
-setInterval(tick, 1000); tick();
-</script></body></html>"""
+<script src="/static/view.js"></script></body></html>"""
 
 
 class LiveView:
@@ -99,18 +84,26 @@ class LiveView:
 
     def __init__(self, bind: Bind, token: str | None, model: dict[str, Any], stream_fps: float = 15.0,
                  keep_ng: int = 8, send_timeout_s: float = 5.0, sources: list[str] | None = None,
-                 history: Any = None) -> None:
+                 history: Any = None, server: Any = None, sessions: Any = None) -> None:
+        from edge_stpm.runtime.web.auth import Sessions
+        from edge_stpm.runtime.web.server import ServerSettings, check_listen
+
         self.plc: Any = None  # run --trigger http: the handshake state POST /trigger drives
         self.recipes: Any = None  # run --config with recipes: POST /recipe selects one (runtime/station/recipes.py)
         self.recipe_plc: Any = None  # ... through the PLC handshake's state when there is one (error 6 shared)
-        self.control: Any = None  # a station: deploy, rollback, models, audit (runtime/station/http_api.py)
-        self.sessions: Any = None  # a station's web app: roles and sessions (runtime/web/auth.py)
+        self.control: Any = None  # a station: deploy, rollback, models, audit (runtime/station/control.py)
+        # roles and sessions (runtime/web/auth.py); a plain run's one token is the operator's (it may trigger)
+        self.sessions: Any = sessions or Sessions({"operator": token} if token else {},
+                                                  open_viewer=bind.loopback and not token, open_as="operator")
+        self.server = server or ServerSettings()
+        self.guard: Any = None  # runtime/web/server.Guard, made at start
         self.triggered = False  # trigger mode: a source delivers only when triggered (healthz does not wait for it)
         self.t_start = time.monotonic()
         self._last_frame: dict[int, float] = {}
-        if not bind.loopback and not token:
+        if not bind.loopback and not token and not (sessions is not None and sessions.tokens):
             raise UserError(f"--http {bind.host}:{bind.port} is not a loopback address: give --http-token TOKEN "
                             "(every endpoint then requires it), or bind to 127.0.0.1")
+        check_listen(bind.host, bind.loopback, self.server)
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
         self.bind, self.token, self.model = bind, token, model
@@ -118,7 +111,7 @@ class LiveView:
         self.stream_fps, self.send_timeout_s = stream_fps, send_timeout_s
         self.registry = CollectorRegistry()
         r = self.registry
-        self.sources = sources or ["source 0"]
+        self.sources = [redact(x) for x in sources or ["source 0"]]  # shown on pages and /healthz: no passwords
         self.m_frames = Counter("edge_stpm_frames", "Frames inspected", ["source"], registry=r)
         self.m_ng = Counter("edge_stpm_ng_frames", "Frames judged NG", ["source"], registry=r)
         self.m_dropped = Counter("edge_stpm_dropped_frames", "Frames a live source dropped (newest-frame policy)",
@@ -154,6 +147,7 @@ class LiveView:
         self._seen = {(k, i): 0 for k in ("dropped", "reconnects") for i in range(len(self.sources))}
         self.viewers = 0
         self.encoded = 0
+        self._jpg_cache: dict[int, tuple[int, bytes]] = {}  # source → (frame, JPEG) for every page at once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: Any = None
@@ -230,14 +224,35 @@ class LiveView:
                          "normalised_score": float(normalised_score)} | (meta or {})
                 self._status["recent_ng"] = [entry if k == key else old[k] for k in reversed(self._ng) if k in old or k == key]
 
+    def latest_meta(self, source: int) -> dict[str, Any] | None:
+        """The verdict of the source's newest picture."""
+        with self._lock:
+            meta = self._latest_meta.get(source)
+        return dict(meta) if meta is not None else None
+
     def latest_picture(self, source: int) -> tuple[dict[str, Any] | None, bytes | None]:
-        """The newest picture of a source as JPEG and the verdict of that same frame (the live page's pair)."""
+        """The newest picture of a source as JPEG and the verdict of that same frame (the live page's pair). Each
+        frame is encoded once, whatever the number of pages polling."""
         self._page_seen = time.monotonic()
         with self._lock:
             got, meta = self._latest.get(source), self._latest_meta.get(source)
+            cached = self._jpg_cache.get(source)
         if got is None:
             return None, None
-        return meta, cv2.imencode(".jpg", got[1], [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+        if cached is not None and cached[0] == got[0]:
+            return meta, cached[1]
+        jpg = cv2.imencode(".jpg", got[1], [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+        with self._lock:
+            self._jpg_cache[source] = (got[0], jpg)
+        return meta, jpg
+
+    async def latest_picture_async(self, source: int) -> tuple[dict[str, Any] | None, bytes | None]:
+        """``latest_picture`` off the event loop (the encoding never holds the server's thread)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.latest_picture, source)
+
+    def signed_ng(self, recent: list[dict[str, Any]], role: str) -> list[dict[str, Any]]:
+        """The recent NG thumbnails with short-lived signed URLs (an <img> cannot send a header)."""
+        return [n | {"url": self.guard.signer.sign("/" + n["url"], role).lstrip("/")} for n in recent]
 
     def sinks(self, stats: list[dict[str, Any]], error: str | None) -> None:
         """The loop's per-sink counts (called about once a second) and its error state."""
@@ -287,7 +302,10 @@ class LiveView:
     # --- server side ------------------------------------------------------------------------------------------
 
     def start(self) -> "LiveView":
-        """Bind and serve on a background thread; a bad bind (port in use…) is one UserError here."""
+        """Bind and serve on a background thread; a bad bind (port in use…) or TLS pair is one UserError here."""
+        from edge_stpm.runtime.web.server import ssl_context
+
+        self._ssl = ssl_context(self.server)
         ready: dict[str, Any] = {}
         started = threading.Event()
 
@@ -318,41 +336,16 @@ class LiveView:
     async def _start_site(self) -> None:
         from aiohttp import web
 
-        @web.middleware
-        async def auth(request: Any, handler: Any) -> Any:
-            given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if self.sessions is not None:  # a station's web app: roles (runtime/web/auth.py)
-                session = request.headers.get("X-Session") or request.query.get("session")
-                request["role"] = self.sessions.resolve(session, given)
-                public = request.path.startswith(("/app", "/static/")) or request.path in ("/api/login", "/healthz")
-                if request["role"] is None and not public:
-                    return web.Response(status=401, text="log in (POST /api/login) or send a token")
-                return await handler(request)
-            engineer = self.control is not None and self.control.engineer_token
-            request["role"] = "engineer" if engineer and given == engineer else "viewer"
-            if self.token and given != self.token and request["role"] != "engineer":
-                return web.Response(status=401, text="token required")
-            return await handler(request)
+        from edge_stpm.runtime.web.server import Guard, build_app, route_table
 
-        app = web.Application(middlewares=[auth], client_max_size=2 * 2**30)
-        app.add_routes([web.get("/", self._page), web.get("/stream.mjpg", self._stream),
-                        web.get("/stream/{source}.mjpg", self._stream),
-                        web.get("/status.json", self._status_json), web.get("/metrics", self._metrics),
-                        web.get("/ng/{index}.jpg", self._ng_jpg), web.get("/history.json", self._history_json),
-                        web.post("/trigger", self._trigger), web.get("/recipe", self._recipe),
-                        web.get("/healthz", self._healthz),
-                        web.post("/recipe", self._recipe)])
-        if self.control is not None:
-            from edge_stpm.runtime.station.http_api import add_routes
-
-            add_routes(app, self.control)
-        if self.control is not None and self.sessions is not None:
-            from edge_stpm.runtime.web.app import add_routes as add_web
-
-            add_web(app, self, self.control, self.sessions)
+        audit = self.control.audit.write if self.control is not None else None
+        if self.control is not None and self.control.engineer_token:  # the station's engineer token, as before
+            self.sessions.tokens.setdefault("engineer", self.control.engineer_token)
+        self.guard = Guard(self.sessions, self.server, self.bind.loopback, audit)
+        app = build_app(route_table(self, self.control), self.guard)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.bind.host, self.bind.port)
+        site = web.TCPSite(self._runner, self.bind.host, self.bind.port, ssl_context=self._ssl)
         await site.start()
         self.port = self._runner.addresses[0][1]
         self._frame_cond = asyncio.Condition()
@@ -360,20 +353,19 @@ class LiveView:
         self._watching: dict[int, int] = collections.defaultdict(int)
         self._encoder = asyncio.ensure_future(self._encode_loop())
 
-    def _q(self) -> str:
-        return f"?token={self.token}" if self.token else ""
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.server.tls else "http"
+        host = f"[{self.bind.host}]" if ":" in self.bind.host else self.bind.host
+        return f"{scheme}://{host}:{self.port}/"
 
-    async def _page(self, request: Any) -> Any:
+    async def page(self, request: Any) -> Any:
+        """The run's own live page: a shell (no data, no token); its script logs in and fetches the figures."""
         from aiohttp import web
 
-        model = html.escape(" ".join(f"{k} {v}" for k, v in self.model.items()))
-        q = html.escape(self._q())
-        streams = "".join(f'<img class="live" src="{"stream.mjpg" if i == 0 else f"stream/{i}.mjpg"}{q}" '
-                          f'alt="live overlay {html.escape(sp)}" title="{html.escape(sp)}">' for i, sp in enumerate(self.sources))
-        width = 640 if len(self.sources) == 1 else 420
-        return web.Response(text=PAGE.format(model=model, q=q, streams=streams, width=width), content_type="text/html")
+        return web.Response(text=PAGE, content_type="text/html")
 
-    async def _history_json(self, request: Any) -> Any:
+    async def history_json(self, request: Any) -> Any:
         """The newest results from the inspection record (``?limit=N``, at most 1000; ``&verdict=NG``)."""
         from aiohttp import web
 
@@ -392,20 +384,22 @@ class LiveView:
             raise web.HTTPServiceUnavailable(text=str(exc)) from None
         return web.json_response(rows)
 
-    async def _healthz(self, request: Any) -> Any:
+    async def healthz(self, request: Any) -> Any:
         """200 while sources deliver, every required output works and the model is loaded; else 503 with why
         (systemd's watchdog and a plant's monitoring poll it)."""
         from aiohttp import web
 
         ok, problems = self.health()
-        return web.json_response({"ok": ok, "problems": problems}, status=200 if ok else 503)
+        return web.json_response({"ok": ok, "problems": [redact(x) for x in problems]}, status=200 if ok else 503)
 
-    async def _recipe(self, request: Any) -> Any:
-        """The station's recipes (GET) or a change of the active one (POST ``?index=N`` or ``?name=NAME``): 200 with
-        the recipes; 404 for an unknown recipe (the active one stays; with the PLC handshake, error 6 as from the
-        PLC's register)."""
+    async def recipe(self, request: Any) -> Any:
+        """The station's recipes (GET) or a change of the active one (POST ``?index=N`` or ``?name=NAME``, engineer
+        only, audited as the person): 200 with the recipes; 404 for an unknown recipe (refused before it reaches the
+        PLC handshake: the active one stays and no error 6 is set from HTTP — only the PLC's own register sets it)."""
         from aiohttp import web
 
+        if self.recipes is None and self.control is not None:
+            self.recipes = self.control.recipes
         if self.recipes is None:
             raise web.HTTPNotFound(text="this run has no recipes (run --config station.toml)")
         if request.method == "POST":
@@ -418,14 +412,20 @@ class LiveView:
                     index = int(q.get("index", ""))
                 except ValueError:
                     raise web.HTTPBadRequest(text="give ?index=N or ?name=NAME") from None
-            ok = index is not None and (self.recipe_plc.write_recipe(index) if self.recipe_plc is not None
-                                        else self.recipes.select(index))
+            known = index is not None and any(r.cfg.index == index for r in self.recipes.recipes.values())
+            before = self.recipes.active.cfg.name
+            ok = known and (self.recipe_plc.write_recipe(index) if self.recipe_plc is not None
+                            else self.recipes.select(index))
+            if self.control is not None:
+                self.control.audit.write(request.get("who", "?"), "select recipe", self.recipes.active.cfg.name,
+                                         {"name": before}, {"index": index}, "ok" if ok else "refused",
+                                         "" if ok else "unknown recipe")
             if not ok:
                 return web.json_response({"error": f"unknown recipe {q.get('name', q.get('index'))}",
                                           "recipes": self.recipes.summary()}, status=404)
         return web.json_response({"recipes": self.recipes.summary()})
 
-    async def _trigger(self, request: Any) -> Any:
+    async def trigger(self, request: Any) -> Any:
         """``run --trigger http``: one frame for this request, answered with its result (then acknowledged, so the
         next POST can trigger). 409 while the box is busy with another trigger; 504 if no result within
         ``?timeout=`` seconds (default 10, at most 60); 503 when the inspection or the source failed."""
@@ -456,18 +456,23 @@ class LiveView:
             await asyncio.sleep(0.001)
         return web.json_response({"trigger_id": tid, "error": f"no result within {timeout:g} s"}, status=504)
 
-    async def _status_json(self, request: Any) -> Any:
+    async def status_json(self, request: Any) -> Any:
+        """The run's figures; picture URLs signed for the caller's role (short-lived: an <img> sends no header)."""
         from aiohttp import web
 
-        return web.json_response(self.status() | {"viewers": self.viewers})
+        st, role = self.status(), request.get("role") or "viewer"
+        st["recent_ng"] = self.signed_ng(st["recent_ng"], role)
+        for one in st["sources"]:
+            one["stream"] = self.guard.signer.sign("/" + one["stream"], role).lstrip("/")
+        return web.json_response(st | {"viewers": self.viewers})
 
-    async def _metrics(self, request: Any) -> Any:
+    async def metrics(self, request: Any) -> Any:
         from aiohttp import web
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def _ng_jpg(self, request: Any) -> Any:
+    async def ng_jpg(self, request: Any) -> Any:
         from aiohttp import web
 
         with self._lock:
@@ -497,9 +502,13 @@ class LiveView:
                 self._jpeg.update(encoded)
                 self._frame_cond.notify_all()
 
-    async def _stream(self, request: Any) -> Any:
+    async def stream(self, request: Any) -> Any:
+        """Multipart MJPEG of one source, at most ``server.max_viewers`` at once (503 beyond)."""
         from aiohttp import web
 
+        if self.viewers >= self.server.max_viewers:
+            raise web.HTTPServiceUnavailable(text=f"{self.viewers} viewers already watch: the limit is "
+                                                  f"{self.server.max_viewers}")
         resp = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame",
                                            "Cache-Control": "no-cache, private", "Pragma": "no-cache"})
         sock = request.transport.get_extra_info("socket") if request.transport else None

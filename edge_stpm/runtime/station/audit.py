@@ -3,6 +3,10 @@ changes, config reloads, refused requests — one row each in the inspection rec
 what, the recipe, before and after, the outcome), committed before the change is answered; optionally forwarded to
 syslog as RFC 5424 messages (Python's SysLogHandler over UDP, with the RFC 5424 header written here: the handler
 itself writes only the ``<PRI>`` part).
+
+The audit table has its own retention (``max_rows``, the oldest refused rows going first, then the oldest of any
+kind), trimmed every ``TRIM_EVERY`` writes: a flood of refused requests can never grow the record at the
+inspections' expense (the record's own retention measures inspections).
 """
 from __future__ import annotations
 
@@ -50,7 +54,11 @@ def parse_syslog(text: str) -> tuple[str, int]:
 class Audit:
     """Writes audit rows into the record at ``db`` (None: no record, rows are only forwarded/logged) and to syslog."""
 
-    def __init__(self, db: Path | None, syslog: str | None = None) -> None:
+    MAX_ROWS = 100_000  # the audit table's own retention
+    TRIM_EVERY = 500
+
+    def __init__(self, db: Path | None, syslog: str | None = None, max_rows: int = MAX_ROWS) -> None:
+        self.max_rows, self._writes = max_rows, 0
         from edge_stpm.runtime.loop.sinks.record import connect
 
         self.lock = threading.Lock()
@@ -83,12 +91,29 @@ class Audit:
                     cur = self.con.execute(f"INSERT INTO audit ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                                            list(row.values()))
                 row["id"] = cur.lastrowid
+                self._writes += 1
+                if self._writes % self.TRIM_EVERY == 0:
+                    self.trim()
         if self.logger is not None:
             sd = (f'[audit@32473 who="{_sd_value(who)}" action="{_sd_value(action)}" '
                   f'recipe="{_sd_value(recipe or "")}" outcome="{_sd_value(outcome)}"]')
             text = f"{action} {recipe or ''} by {who}: {outcome}" + (f" — {detail}" if detail else "")
             self.logger.log(logging.INFO if outcome == "ok" else logging.WARNING, text, extra={"sd": sd})
         return row
+
+    def trim(self) -> int:
+        """Delete rows beyond ``max_rows``: refused ones first (oldest first), then the oldest. Caller holds the lock."""
+        if self.con is None:
+            return 0
+        n = self.con.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+        over, gone = n - self.max_rows, 0
+        with self.con:
+            for where in ("WHERE outcome = 'refused'", ""):
+                if over - gone <= 0:
+                    break
+                gone += self.con.execute(f"DELETE FROM audit WHERE id IN (SELECT id FROM audit {where} ORDER BY id "
+                                         "LIMIT ?)", (over - gone,)).rowcount
+        return gone
 
     def close(self) -> None:
         with self.lock:

@@ -3,17 +3,20 @@ the engineer token in the Authorization header). Every failure is one UserError 
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from edge_stpm.contract.errors import UserError
 
 
 def call(station: str, path: str, query: dict[str, str], token: str | None, data: bytes | None = None,
-         timeout: float = 300.0) -> Any:
-    """POST (with ``data``, or empty) or GET ``station``/``path`` → the JSON answer."""
+         timeout: float = 300.0, ca: Path | None = None) -> Any:
+    """POST (with ``data``, or empty) or GET ``station``/``path`` → the JSON answer; an https:// station checked
+    against ``ca`` (a file) or the system's CAs."""
     base = station.rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise UserError(f"--station {station!r}: give the station's URL, e.g. http://10.0.0.5:8080")
@@ -26,7 +29,11 @@ def call(station: str, path: str, query: dict[str, str], token: str | None, data
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
+    except (OSError, ssl.SSLError) as exc:
+        raise UserError(f"--ca {ca}: not a CA file ({exc})") from None
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return json.loads(resp.read().decode())
     except urllib.error.HTTPError as exc:
         text = exc.read().decode(errors="replace").strip().splitlines()

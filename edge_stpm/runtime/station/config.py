@@ -7,8 +7,11 @@ overrides the same key of the file. Relative paths are relative to the station f
 """
 from __future__ import annotations
 
+import ipaddress
+
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -138,18 +141,53 @@ class BindSection(_Section):
 
 
 class OpcuaSection(BindSection):
-    user: Optional[str] = Field(None, description="USER:PASSWORD the server requires.")
+    user: Optional[str] = Field(None, description="USER:PASSWORD of the one user who may call Trigger / AckResult / "
+                                                 "SelectRecipe (anonymous sessions: loopback only, read-only).")
+    security: Optional[Literal["none", "sign_encrypt"]] = Field(None, description="sign_encrypt: Basic256Sha256 Sign & "
+                                                                "Encrypt only (needs cert and key, or self_signed); "
+                                                                "none: nothing encrypted. Default: sign_encrypt when "
+                                                                "a certificate is given, else none.")
+    cert: Optional[Path] = Field(None, description="The server's certificate (PEM or DER); give it to the PLC.")
+    key: Optional[Path] = Field(None, description="The certificate's RSA private key (PEM or DER, no password).")
+    self_signed: Optional[bool] = Field(None, description="Make a self-signed certificate and key on first start (in "
+                                                          "the data folder's opcua/, or at cert/key), reused after.")
 
 
 class HttpSection(BindSection):
-    token: Optional[str] = Field(None, description="Token every HTTP request must carry (?token= or Authorization: "
-                                                  "Bearer); needed for a non-loopback bind.")
+    token: Optional[str] = Field(None, description="The viewer's token (sent as Authorization: Bearer, or typed once "
+                                                  "at the login page; never in a URL); needed for a non-loopback "
+                                                  "bind.")
     fps: Optional[float] = Field(None, **_r("http_fps"))
     engineer_token: Optional[str] = Field(None, min_length=12, description="Token of the engineer role: thresholds, "
                                           "recipes, deploy, rollback (without it those are refused, 403).")
     operator_token: Optional[str] = Field(None, min_length=12, description="Token of the operator role: reviews.")
     viewer_token: Optional[str] = Field(None, min_length=12, description="Token of the viewer role (default: token).")
     idle_lock_minutes: float = Field(15.0, ge=1, le=1440, description="A web session unused this long is locked.")
+    tls_cert: Optional[Path] = Field(None, description="The server's TLS certificate (PEM); with tls_key: HTTPS.")
+    tls_key: Optional[Path] = Field(None, description="The TLS certificate's private key (PEM).")
+    tls_self_signed: bool = Field(False, description="Serve HTTPS with a self-signed certificate made on first start "
+                                                     "(kept in the data folder's tls/).")
+    insecure: bool = Field(False, description="Allow a non-loopback bind without TLS (tokens and sessions then cross "
+                                              "the network readable); without it such a bind refuses to start.")
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=16, description="Addresses of reverse "
+                                       "proxies whose X-Forwarded-For is believed (the client's address for audit "
+                                       "and lockout); any other peer's header is ignored.")
+    never_lock: list[str] = Field(default_factory=list, max_length=64, description="Addresses never locked out after "
+                                  "bad credentials (the PLC's, the MES's); loopback never is.")
+    max_upload_mb: float = Field(2048.0, ge=1, le=65536, description="The largest bundle upload (deploy), streamed to "
+                                                                      "disk.")
+    max_viewers: int = Field(16, ge=1, le=1024, description="Open MJPEG streams at once (503 beyond).")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "HttpSection":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        for addr in (*self.trusted_proxies, *self.never_lock):
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                raise ValueError(f"{addr!r} is not an IP address") from None
+        return self
 
 
 class AuditSection(_Section):
@@ -234,9 +272,13 @@ RUN_KEYS = {
     "history.db": "history_db", "history.keep_days": "history_keep_days", "history.max_mb": "history_max_mb",
     "mqtt.url": "mqtt", "mqtt.topic": "mqtt_topic", "mqtt.ca": "mqtt_ca", "mqtt.outbox": "mqtt_outbox",
     "mqtt.outbox_max": "outbox_max", "modbus.bind": "modbus", "opcua.bind": "opcua", "opcua.user": "opcua_user",
-    "http.bind": "http", "http.token": "http_token", "http.fps": "http_fps",
+    "opcua.security": "opcua_security", "opcua.cert": "opcua_cert", "opcua.key": "opcua_key",
+    "opcua.self_signed": "opcua_self_signed",
+    "http.bind": "http", "http.token": "http_token", "http.fps": "http_fps", "http.tls_cert": "http_cert",
+    "http.tls_key": "http_key", "http.tls_self_signed": "http_self_signed", "http.insecure": "http_insecure",
 }
-PATH_KEYS = {"run.summary_json", "outputs.record", "outputs.save_anomalies", "outputs.events", "history.db",
+PATH_KEYS = {"http.tls_cert", "http.tls_key", "opcua.cert", "opcua.key",
+             "run.summary_json", "outputs.record", "outputs.save_anomalies", "outputs.events", "history.db",
              "mqtt.ca", "mqtt.outbox", "store.root", "store.drop", "evidence.folder"}
 
 
@@ -273,10 +315,10 @@ def errors_of(exc: ValidationError) -> list[str]:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # Python 3.10
+        import tomli as tomllib
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no station file at {path}")

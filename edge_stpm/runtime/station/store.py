@@ -88,7 +88,7 @@ def verify(bundle: Path, like: Any | None = None) -> dict[str, Any]:
         raise UserError(f"no bundle folder at {bundle}")
     verify_bundle(bundle)
     md = read_onnx_metadata(onnx_path(bundle, "fp32"))
-    for g in sorted(bundle.glob("model_*.onnx")):
+    for g in sorted([*bundle.glob("model_*.onnx"), *bundle.glob("frame_*.onnx")]):  # frame graphs too
         problems = check_file(g)
         if problems:
             raise UserError(f"bundle {bundle}: {g.name} breaks TensorRT's parser rules: {problems[0]}")

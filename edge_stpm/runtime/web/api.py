@@ -13,37 +13,32 @@ from pathlib import Path
 from typing import Any
 
 from edge_stpm.contract.errors import UserError
-from edge_stpm.runtime.web.auth import allows
 
 MARKS = ("good", "defect")
 DEFECT_TYPE_MAX = 64
 
 
 def _who(request: Any) -> str:
-    return f"{request.get('role') or 'anonymous'}@{request.remote or '?'}"
+    return str(request.get("who") or f"anonymous@{request.remote or '?'}")
 
 
 class Api:
     """Handlers over the view (``LiveView``: status, record path) and the station (``StationControl``)."""
 
+    SHIFT_TTL_S = 5.0  # the shift's counts are read from the record at most this often, for every page at once
+
     def __init__(self, view: Any, control: Any, sessions: Any) -> None:
         self.view, self.control, self.sessions = view, control, sessions
         self.t0 = time.time()
+        self._shift: tuple[float, dict[str, Any]] | None = None
+        self._shift_lock = asyncio.Lock()
+        self._upload = asyncio.Lock()
 
     @property
     def record(self) -> Path | None:
         return self.view.history
 
     # --- plumbing -------------------------------------------------------------------------------------------
-
-    def need(self, request: Any, role: str, action: str) -> None:
-        from aiohttp import web
-
-        if not allows(request.get("role"), role):
-            if request.get("role") is None:
-                raise web.HTTPUnauthorized(text="log in (POST /api/login) or send a token")
-            self.control.audit.write(_who(request), action, None, None, None, "refused", f"needs the {role} role")
-            raise web.HTTPForbidden(text=f"{action} needs the {role} role")
 
     async def off_loop(self, fn: Any, *args: Any) -> Any:
         from aiohttp import web
@@ -67,13 +62,32 @@ class Api:
     async def login(self, request: Any) -> Any:
         from aiohttp import web
 
-        body = await request.json() if request.can_read_body else {}
-        got = self.sessions.login(str(body.get("token", "")))
+        try:
+            body = await request.json() if request.can_read_body else {}
+            token = str(body.get("token", "")) if isinstance(body, dict) else ""
+        except ValueError:
+            raise web.HTTPBadRequest(text='send JSON: {"token": "…"}') from None
+        guard, client = self.view.guard, request.get("client") or request.remote or "?"
+        got = self.sessions.login(token) if token else None
         if got is None:
-            self.control.audit.write(f"anonymous@{request.remote}", "login", None, None, None, "refused", "bad token")
-            raise web.HTTPUnauthorized(text="unknown token")
-        self.control.audit.write(f"{got[1]}@{request.remote}", "login", None, None, {"role": got[1]})
+            refusal = guard.refuse_bad(client, "login")
+            await guard.flush()
+            return refusal
+        self._audit(f"{got[1]}@{client}", "login", None, None, {"role": got[1]})
         return web.json_response({"session": got[0], "role": got[1], "idle_s": self.sessions.idle_s})
+
+    async def logout(self, request: Any) -> Any:
+        from aiohttp import web
+
+        sid = request.headers.get("X-Session")
+        if sid and self.sessions.role_of_session(sid):
+            self.sessions.logout(sid)
+            self._audit(f"session@{request.get('client') or request.remote}", "logout")
+        return web.json_response({"ok": True})
+
+    def _audit(self, who: str, action: str, recipe: str | None = None, before: Any = None, after: Any = None) -> None:
+        if self.control is not None:
+            self.control.audit.write(who, action, recipe, before, after)
 
     async def me(self, request: Any) -> Any:
         from aiohttp import web
@@ -121,7 +135,6 @@ class Api:
     async def results_handler(self, request: Any) -> Any:
         from aiohttp import web
 
-        self.need(request, "viewer", "read results")
         try:
             limit = max(1, min(100_000, int(request.query.get("limit", "100"))))
             rows = await self.off_loop(self.results, dict(request.query), limit)
@@ -138,12 +151,15 @@ class Api:
                                 "review_who": (r["review"] or {}).get("who", "")})
             return web.Response(text=buf.getvalue(), content_type="text/csv",
                                 headers={"Content-Disposition": "attachment; filename=results.csv"})
+        signer, role = self.view.guard.signer, request.get("role") or "viewer"
+        for r in rows:
+            if r["evidence"]:
+                r["evidence"] = {k: signer.sign(u, role) for k, u in r["evidence"].items()}
         return web.json_response(rows)
 
     async def evidence(self, request: Any) -> Any:
         from aiohttp import web
 
-        self.need(request, "viewer", "read evidence")
         rid, what = request.match_info["rid"], request.match_info["what"]
         con = self.con()
         try:
@@ -178,7 +194,6 @@ class Api:
     async def review(self, request: Any) -> Any:
         from aiohttp import web
 
-        self.need(request, "operator", "review")
         body = await request.json()
         r = await self.off_loop(self.mark, str(body.get("result_id", "")), str(body.get("mark", "")),
                                 body.get("defect_type"), _who(request))
@@ -192,7 +207,6 @@ class Api:
     async def recipes(self, request: Any) -> Any:
         from aiohttp import web
 
-        self.need(request, "viewer", "read recipes")
         out = []
         for r in self.control.recipes.summary():
             out.append(r | {"versions": self.control.store.versions(r["name"])["versions"]})
@@ -203,7 +217,6 @@ class Api:
 
         from edge_stpm.runtime.web.preview import preview
 
-        self.need(request, "engineer", "preview")
         body = await request.json()
         return web.json_response(await self.off_loop(preview, self.control, self.record, body))
 
@@ -212,25 +225,40 @@ class Api:
 
         from edge_stpm.runtime.web.preview import apply_settings
 
-        self.need(request, "engineer", "recipe settings")
         body = await request.json()
         return web.json_response(await self.off_loop(apply_settings, self.control, body, _who(request)))
 
     async def deploy(self, request: Any) -> Any:
+        """The body (a zip of a bundle's files) streamed to disk under the upload cap, one upload at a time, then
+        verified, self-tested and swapped in (runtime/station/control.py)."""
         from aiohttp import web
 
-        self.need(request, "engineer", "deploy")
-        data = await request.read()
-        return web.json_response(await self.off_loop(self.control.deploy_zip, request.query.get("recipe", ""), data,
-                                                     _who(request), request.query.get("source", "upload")))
+        from edge_stpm.runtime.web.bodies import body_to_file
+
+        if self._upload.locked():
+            raise web.HTTPTooManyRequests(text="another upload is in progress: try again when it is done")
+        async with self._upload:
+            path = await body_to_file(request, self.control.store.root / ".uploads",
+                                      int(self.view.server.max_upload_mb * 2**20))
+            try:
+                return web.json_response(await self.off_loop(self.control.deploy_zip, request.query.get("recipe", ""),
+                                                             path, _who(request), request.query.get("source", "upload")))
+            finally:
+                path.unlink(missing_ok=True)
+
+    async def models(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response({r.cfg.name: self.control.store.versions(r.cfg.name) | {"loaded": r.version}
+                                  for r in self.control.recipes.recipes.values()})
 
     async def dataset(self, request: Any) -> Any:
         """The recipe's reviewed results as an MVTec-layout dataset, zipped (runtime/feedback/dataset.py)."""
         from aiohttp import web
 
+        from edge_stpm.contract.files import Busy
         from edge_stpm.runtime.feedback.dataset import build_zip
 
-        self.need(request, "engineer", "dataset download")
         if self.record is None:
             raise web.HTTPNotFound(text="this run keeps no record: no reviews to build a dataset from")
         recipe = request.query.get("recipe", "")
@@ -238,11 +266,14 @@ class Api:
             held = float(request.query.get("held_out", "0.2"))
         except ValueError:
             raise web.HTTPBadRequest(text="held_out is a number in 0..0.95") from None
-        data, m = await self.off_loop(build_zip, self.record, recipe, held, request.query.get("include_ok") == "yes")
+        try:  # built on disk beside the record, sent in chunks, gone once sent (or the client left)
+            z, m = await self.off_loop(build_zip, self.record, recipe, held, request.query.get("include_ok") == "yes")
+        except Busy as exc:
+            raise web.HTTPTooManyRequests(text=str(exc)) from None
         self.control.audit.write(_who(request), "dataset download", recipe, None, m["counts"])
-        return web.Response(body=data, content_type="application/zip", headers={
-            "Content-Disposition": f"attachment; filename={recipe}-reviewed.zip",
-            "X-Counts": json.dumps(m["counts"])})
+        return await z.send(request, web.StreamResponse(headers={
+            "Content-Type": "application/zip", "Content-Disposition": f"attachment; filename={recipe}-reviewed.zip",
+            "X-Counts": json.dumps(m["counts"])}))
 
     async def collect(self, request: Any) -> Any:
         """GET: what the on-demand collection is doing; POST {"count", "min_change"} (engineer): collect the next
@@ -252,9 +283,7 @@ class Api:
         if self.view.collect is None:
             raise web.HTTPNotFound(text="this run collects nothing (a station with a record and [evidence] does)")
         if request.method == "GET":
-            self.need(request, "viewer", "read collect")
             return web.json_response(self.view.collect.status())
-        self.need(request, "engineer", "collect")
         body = await request.json()
         try:
             count, change = int(body.get("count", 200)), float(body.get("min_change", 3.0))
@@ -268,17 +297,20 @@ class Api:
     async def collect_zip(self, request: Any) -> Any:
         from aiohttp import web
 
-        self.need(request, "engineer", "collect download")
+        from edge_stpm.contract.files import Busy
+
         if self.view.collect is None:
             raise web.HTTPNotFound(text="this run collects nothing")
-        data = await self.off_loop(self.view.collect.zip)
-        return web.Response(body=data, content_type="application/zip",
-                            headers={"Content-Disposition": "attachment; filename=collected.zip"})
+        try:  # built on disk beside the collections, sent in chunks, gone once sent (or the client left)
+            z = await self.off_loop(self.view.collect.zip)
+        except Busy as exc:
+            raise web.HTTPTooManyRequests(text=str(exc)) from None
+        return await z.send(request, web.StreamResponse(headers={
+            "Content-Type": "application/zip", "Content-Disposition": "attachment; filename=collected.zip"}))
 
     async def rollback(self, request: Any) -> Any:
         from aiohttp import web
 
-        self.need(request, "engineer", "rollback")
         return web.json_response(await self.off_loop(self.control.rollback, request.query.get("recipe", ""),
                                                      _who(request)))
 
@@ -301,12 +333,42 @@ class Api:
             con.close()
         return {"since": t0, "since_iso": time.strftime("%H:%M", time.localtime(t0)), "counts": dict(rows)}
 
+    async def shift(self) -> dict[str, Any]:
+        """The shift's counts, read from the record at most every ``SHIFT_TTL_S`` for all pages together."""
+        async with self._shift_lock:
+            now = time.monotonic()
+            if self._shift is None or now - self._shift[0] > self.SHIFT_TTL_S:
+                self._shift = (now, await self.off_loop(self.shift_counts))
+            return self._shift[1]
+
+    async def live(self, request: Any) -> Any:
+        """The live page's figures: each source's newest verdict, the run's counts, the shift, the recipe."""
+        from aiohttp import web
+
+        out = [self.view.latest_meta(i) for i in range(len(self.view.sources))]
+        st = self.view.status()
+        signed = self.view.signed_ng(st["recent_ng"], request.get("role") or "viewer")
+        return web.json_response({"sources": out, "status": {"frames": st["frames"], "ng": st["ng"], "fps": st["fps"],
+                                                             "recent_ng": signed},
+                                  "shift": await self.shift(), "recipe": self.control.recipes.active.info})
+
+    async def live_jpg(self, request: Any) -> Any:
+        """A source's newest picture with that same frame's verdict (encoded once per frame for every page)."""
+        from aiohttp import web
+
+        meta, jpg = await self.view.latest_picture_async(int(request.match_info["source"]))
+        if jpg is None or meta is None:
+            raise web.HTTPNotFound(text="no picture yet")
+        return web.Response(body=jpg, content_type="image/jpeg",
+                            headers={"X-Frame": str(meta["frame"]), "X-Verdict": meta["verdict"],
+                                     "X-Score": f"{meta['normalised_score']:.4f}", "X-Recipe": meta.get("recipe") or "",
+                                     "X-Result-Id": meta.get("result_id") or "", "Cache-Control": "no-store"})
+
     # --- health, audit --------------------------------------------------------------------------------------
 
     async def health(self, request: Any) -> Any:
         from aiohttp import web
 
-        self.need(request, "viewer", "read health")
         ok, problems = self.view.health()
         st = self.view.status()
         disk = shutil.disk_usage(self.record.parent if self.record else Path.cwd())
@@ -328,7 +390,6 @@ class Api:
 
         from edge_stpm.runtime.station.audit import query
 
-        self.need(request, "viewer", "read audit")
         try:
             limit = max(1, min(10_000, int(request.query.get("limit", "200"))))
         except ValueError:

@@ -15,7 +15,10 @@ async function api(path, opts = {}) {
   return opts.raw ? res : res.headers.get("content-type")?.includes("json") ? res.json() : res.text();
 }
 function toast(text) { const t = $("#toast"); t.textContent = text; t.style.display = "block"; clearTimeout(t._h); t._h = setTimeout(() => (t.style.display = "none"), 4000); }
-const img = (url) => url ? `<img loading="lazy" alt="" src="${esc(url)}?session=${encodeURIComponent(session())}">` : "";
+// picture URLs come signed and short-lived from the API (an <img> cannot send the X-Session header)
+const img = (url) => url ? `<img loading="lazy" alt="" src="${esc(url)}">` : "";
+// only a path on this station: never another origin, never a javascript: URL
+const sameOrigin = (next) => (typeof next === "string" && /^\/(?![\/\\])/.test(next) ? next : "/app/live");
 const time = (iso) => esc(String(iso || "").replace("T", " ").slice(0, 19));
 
 async function whoami() {
@@ -23,16 +26,19 @@ async function whoami() {
   const me = await api("/api/me");
   $("#role").textContent = me.role; document.body.dataset.role = me.role;
 }
-$("#logout")?.addEventListener("click", () => { sessionStorage.removeItem("edge-stpm-session"); location.href = "/app/login"; });
+$("#logout")?.addEventListener("click", async () => {
+  await fetch("/api/logout", { method: "POST", headers: { "X-Session": session() } }).catch(() => {});
+  sessionStorage.removeItem("edge-stpm-session"); location.href = "/app/login";
+});
 
 const pages = {
   login() {
     $("#login-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       const res = await fetch("/api/login", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token: $("#token").value }) });
-      if (!res.ok) { $("#login-error").textContent = "unknown token"; return; }
+      if (!res.ok) { $("#login-error").textContent = res.status === 429 ? "too many tries: wait a minute" : "unknown token"; return; }
       const s = await res.json(); sessionStorage.setItem("edge-stpm-session", s.session);
-      location.href = new URLSearchParams(location.search).get("next") || "/app/live";
+      location.href = sameOrigin(new URLSearchParams(location.search).get("next"));
     });
   },
   async live() {
@@ -65,11 +71,18 @@ const pages = {
     const form = $("#filters");
     async function load() {
       const q = new URLSearchParams([...new FormData(form)].filter(([, v]) => v)); q.set("limit", "300");
-      $("#csv").href = `/api/results?${q}&format=csv&session=${encodeURIComponent(session())}`;
+      $("#csv").dataset.query = `/api/results?${q}&format=csv`;
       const rows = await api(`/api/results?${q}`);
       $("#results tbody").innerHTML = rows.map((r) => `<tr><td>${time(r.time_iso)}</td><td>${r.source}</td><td>${esc(r.recipe_name || "")}</td><td><span class="verdict ${esc(r.verdict)}" style="font-size:.85rem">${esc(r.verdict)}</span></td><td>${r.normalised_score.toFixed(2)}</td><td>${r.evidence ? img(r.evidence.frame) : ""}</td><td>${r.evidence ? img(r.evidence.heatmap) : ""}</td><td>${r.review ? esc(r.review.mark + (r.review.defect_type ? " · " + r.review.defect_type : "") + " · " + r.review.who) : ""}</td></tr>`).join("");
     }
-    form.addEventListener("submit", (e) => { e.preventDefault(); load(); }); await load();
+    form.addEventListener("submit", (e) => { e.preventDefault(); load(); });
+    $("#csv").addEventListener("click", async (e) => { // fetched with the session header, saved from a blob
+      e.preventDefault();
+      const blob = await (await api($("#csv").dataset.query, { raw: true })).blob();
+      const a = document.createElement("a"); a.href = URL.createObjectURL(blob); a.download = "results.csv";
+      document.body.append(a); a.click(); a.remove(); setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+    });
+    await load();
   },
   async review() {
     let queue = [], at = 0;
