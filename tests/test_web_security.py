@@ -2,6 +2,7 @@
 server's own route table; bodies refused before they are read; bad credentials throttled per address with a
 bounded audit; Host and Origin checks; security headers; signed picture URLs; sessions ended on the server; the
 recipe changed only by an engineer and audited as that person; the login page's ``next=`` kept on this origin."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import pytest
 
 from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
 from edge_stpm.runtime.web.auth import RANK, Sessions
-from edge_stpm.runtime.web.server import PUBLIC, HEADERS, Route, ServerSettings, Signer, Throttle, route_table
+from edge_stpm.runtime.web.server import HEADERS, PUBLIC, Route, ServerSettings, Signer, Throttle, route_table
 
 TOKENS = {"viewer": "viewer-token-123", "operator": "operator-token-123", "engineer": "engineer-token-123"}
 SAMPLE = {"source": "0", "index": "0", "rid": "nope", "what": "frame.png", "name": "app.js"}
@@ -34,11 +35,18 @@ def _path(route: Route) -> str:
     return out + rest
 
 
-def _call(base: str, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None,
-          timeout: float = 10.0) -> tuple[int, Any]:
+def _call(
+    base: str,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, Any]:
     data = body if body is not None else (b"{}" if method == "POST" else None)
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} | (headers or {}))
+    req = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"} | (headers or {})
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.headers
@@ -53,8 +61,14 @@ def station(exported: Path, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("websec")
     insp, control = _control(tmp, exported)
     sessions = Sessions(dict(TOKENS), open_viewer=False)
-    view = LiveView(parse_bind("127.0.0.1:0"), None, {"model": "a"}, history=tmp / "h.db", sessions=sessions,
-                    server=ServerSettings(trusted_proxies=("127.0.0.1",)))
+    view = LiveView(
+        parse_bind("127.0.0.1:0"),
+        None,
+        {"model": "a"},
+        history=tmp / "h.db",
+        sessions=sessions,
+        server=ServerSettings(trusted_proxies=("127.0.0.1",)),
+    )
     view.control = control
     view.start()
     try:
@@ -114,7 +128,11 @@ def test_viewer_cannot_change_the_recipe_and_an_engineer_is_audited_by_name(stat
     assert _call(base, "POST", "/api/recipe/active?index=99", _bearer("engineer"))[0] == 404
     rows = [a for a in query(station["db"]) if a["action"] in ("select recipe", "POST /recipe")]
     assert [(a["who"].split("@")[0], a["outcome"]) for a in rows[-4:]] == [
-        ("viewer", "refused"), ("operator", "refused"), ("engineer", "ok"), ("engineer", "refused")]
+        ("viewer", "refused"),
+        ("operator", "refused"),
+        ("engineer", "ok"),
+        ("engineer", "refused"),
+    ]
 
 
 def _raw(port: int, request: bytes, wait_s: float = 5.0) -> bytes:
@@ -132,16 +150,28 @@ def test_bodies_refused_before_they_are_read(station) -> None:
     """A 2 GiB login or deploy is answered at once from its headers (413, or 401/403 before the body for a route the
     caller may not use); a chunked body over 64 KiB to login is cut at the cap (413)."""
     port = station["view"].port
-    for path, auth, want in (("/api/login", "", b" 413 "), ("/api/deploy?recipe=a", "", b" 401 "),
-                             ("/api/deploy?recipe=a", f"Authorization: Bearer {TOKENS['viewer']}\r\n", b" 403 ")):
+    for path, auth, want in (
+        ("/api/login", "", b" 413 "),
+        ("/api/deploy?recipe=a", "", b" 401 "),
+        ("/api/deploy?recipe=a", f"Authorization: Bearer {TOKENS['viewer']}\r\n", b" 403 "),
+    ):
         t = time.monotonic()
-        got = _raw(port, (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n"
-                          f"Content-Length: {2 * 2**30}\r\n\r\n").encode() + b"x" * 1000)
+        got = _raw(
+            port,
+            (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n"
+                f"Content-Length: {2 * 2**30}\r\n\r\n"
+            ).encode()
+            + b"x" * 1000,
+        )
         assert got.split(b"\r\n")[0].endswith(want.strip()) or want in got.split(b"\r\n")[0], (path, got[:80])
         assert time.monotonic() - t < 3.0
     chunk = b"%x\r\n%s\r\n" % (32 * 1024, b"a" * 32 * 1024)
-    got = _raw(port, b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 4 + b"0\r\n\r\n")
+    got = _raw(
+        port,
+        b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 4 + b"0\r\n\r\n",
+    )
     assert b" 413 " in got.split(b"\r\n")[0], got[:80]
 
 
@@ -205,13 +235,19 @@ def test_bad_logins_are_throttled_and_bounded_in_the_audit(station) -> None:
 
     base = station["base"]
     before = len(query(station["db"]))
-    codes = [_call(base, "POST", "/api/login", {"X-Forwarded-For": "10.7.7.7"},
-                   json.dumps({"token": f"guess-{i}"}).encode())[0] for i in range(1000)]
+    codes = [
+        _call(
+            base, "POST", "/api/login", {"X-Forwarded-For": "10.7.7.7"}, json.dumps({"token": f"guess-{i}"}).encode()
+        )[0]
+        for i in range(1000)
+    ]
     assert codes[:10] == [401] * 10 and set(codes[10:]) == {429}, codes[:20]
     rows = query(station["db"])[before:]
     mine = [a for a in rows if a["who"].endswith("@10.7.7.7")]
     assert 1 <= len(mine) <= 5, len(mine)  # 3 refusals + 1 lockout
-    ok = _call(base, "POST", "/api/login", {"X-Forwarded-For": "10.7.7.8"}, json.dumps({"token": TOKENS["viewer"]}).encode())
+    ok = _call(
+        base, "POST", "/api/login", {"X-Forwarded-For": "10.7.7.8"}, json.dumps({"token": TOKENS["viewer"]}).encode()
+    )
     assert ok[0] == 200
     assert _call(base, "POST", "/api/login", {}, json.dumps({"token": TOKENS["viewer"]}).encode())[0] == 200
     con = sqlite3.connect(station["db"])
@@ -244,11 +280,14 @@ def test_login_next_stays_on_this_origin(station) -> None:
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-gpu"])
         try:
-            for nxt in ("javascript:window.pwned=sessionStorage.getItem('edge-stpm-session')", "//evil.example/x",
-                        "/\\evil.example"):
+            for nxt in (
+                "javascript:window.pwned=sessionStorage.getItem('edge-stpm-session')",
+                "//evil.example/x",
+                "/\\evil.example",
+            ):
                 page = b.new_page()
                 dialogs: list[str] = []
-                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+                page.on("dialog", lambda d, seen=dialogs: (seen.append(d.message), d.dismiss()))
                 page.goto(f"{base}/app/login?next={urllib.request.quote(nxt)}")
                 page.fill("#token", TOKENS["viewer"])
                 page.click("button[type=submit]")
@@ -286,5 +325,67 @@ def test_tls_self_signed_and_from_files(tmp_path: Path) -> None:
     view.close()
     (tmp_path / "bad.pem").write_text("not a key")
     with pytest.raises(UserError, match="cannot load"):
-        LiveView(parse_bind("127.0.0.1:0"), None, {"model": "a"},
-                 server=ServerSettings(tls_cert=cert, tls_key=tmp_path / "bad.pem")).start()
+        LiveView(
+            parse_bind("127.0.0.1:0"),
+            None,
+            {"model": "a"},
+            server=ServerSettings(tls_cert=cert, tls_key=tmp_path / "bad.pem"),
+        ).start()
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
+                    reason="nginx not installed (.ci/run installs Debian's nginx)")
+def test_reverse_proxy_recipe_from_the_docs(station, tmp_path: Path) -> None:
+    """docs/api.md's nginx recipe, as written there (TLS on the proxy, the station on loopback, X-Forwarded-For and
+    X-Forwarded-Host set), in front of the station: a login and a review POST through it pass the Host and Origin
+    checks; the audit names the client address nginx saw; the station's own Host check still refuses a direct
+    request with a foreign Host."""
+    import ssl
+    import subprocess
+
+    from line_parts import free_port
+
+    from edge_stpm.runtime.web.server import make_self_signed
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    block = doc.split("```nginx\n", 1)[1].split("```", 1)[0]
+    make_self_signed(tmp_path / "cert.pem", tmp_path / "key.pem")
+    port, upstream = free_port(), station["base"].removeprefix("http://")
+    server = (block.replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
+              .replace("/etc/ssl/station.pem", str(tmp_path / "cert.pem"))
+              .replace("/etc/ssl/station.key", str(tmp_path / "key.pem"))
+              .replace("127.0.0.1:8080", upstream))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log; worker_processes 1;\n"
+                    f"events {{}}\nhttp {{ access_log off; client_body_temp_path {tmp_path}/body; "
+                    f"proxy_temp_path {tmp_path}/proxy;\n{server}\n}}\n")
+    nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf), "-e", str(tmp_path / "e.log")],
+                             stderr=subprocess.PIPE)
+    try:
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        base = f"https://localhost:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(base + "/healthz", context=ctx, timeout=5)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                assert time.monotonic() < deadline and nginx.poll() is None, "nginx did not start"
+                time.sleep(0.3)
+        req = urllib.request.Request(base + "/api/login", data=json.dumps({"token": TOKENS["operator"]}).encode(),
+                                     method="POST", headers={"Content-Type": "application/json", "Origin": base})
+        sid = json.loads(urllib.request.urlopen(req, context=ctx, timeout=10).read())["session"]
+        req = urllib.request.Request(base + "/api/review", data=json.dumps({"result_id": "nope", "mark": "good"}).encode(),
+                                     method="POST", headers={"Content-Type": "application/json", "Origin": base,
+                                                             "X-Session": sid})
+        with pytest.raises(urllib.error.HTTPError) as e:  # understood (same origin, operator) and refused: no result
+            urllib.request.urlopen(req, context=ctx, timeout=10)
+        assert e.value.code == 422
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+    from edge_stpm.runtime.station.audit import query
+
+    assert any(a["action"] == "login" and a["who"] == "operator@127.0.0.1" for a in query(station["db"]))

@@ -1,4 +1,5 @@
 """Request bodies that may be large (a bundle upload): streamed to disk under a cap, never held in memory."""
+
 from __future__ import annotations
 
 import tempfile

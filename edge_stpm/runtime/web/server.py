@@ -17,6 +17,7 @@ Every route is a ``Route`` in the table ``route_table`` builds, and declares its
 Every response carries the security headers (CSP without inline script, ``frame-ancestors 'none'``, nosniff,
 ``Referrer-Policy: no-referrer``). TLS comes from ``[http] tls_cert``/``tls_key`` (or a self-signed pair made on
 first start); a non-loopback bind without TLS refuses to start unless ``[http] insecure = true``."""
+
 from __future__ import annotations
 
 import asyncio
@@ -43,11 +44,18 @@ ROLE_NAMES = (PUBLIC, *RANK)
 SMALL_BODY = 64 * 1024  # bytes: every route's body limit unless it declares another
 LOGIN_BODY = 4 * 1024
 SIGNED_TTL_S = 300.0  # how long a signed image/stream/download URL stays good
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'")
-HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-           "X-Frame-Options": "DENY", "Cross-Origin-Opener-Policy": "same-origin",
-           "Cross-Origin-Resource-Policy": "same-origin"}
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 Handler = Callable[[Any], Awaitable[Any]]
@@ -95,8 +103,8 @@ class ServerSettings:
 
 
 class Signer:
-    """Short-lived signed URLs (``?exp=…&role=…&sig=…``): an ``<img>`` or a download link cannot send a header, and no
-    session or token may travel in a URL. A signature is good for one path, one role and ``SIGNED_TTL_S``."""
+    """Short-lived signed URLs (``?exp=…&role=…&sig=…``): an ``<img>`` or a download link cannot send a header, and
+    no session or token may travel in a URL. A signature is good for one path, one role and ``SIGNED_TTL_S``."""
 
     def __init__(self) -> None:
         self.key = secrets.token_bytes(32)
@@ -127,9 +135,16 @@ class Throttle:
     never locked (the box itself, the PLC). Says which failures to audit: the first ``audit_per_window`` of a window
     and each lockout — a flood of bad logins writes a bounded number of rows."""
 
-    def __init__(self, never_lock: tuple[str, ...] = (), max_failures: int = 10, window_s: float = 60.0,
-                 lock_s: float = 60.0, max_lock_s: float = 900.0, audit_per_window: int = 3,
-                 max_clients: int = 10_000) -> None:
+    def __init__(
+        self,
+        never_lock: tuple[str, ...] = (),
+        max_failures: int = 10,
+        window_s: float = 60.0,
+        lock_s: float = 60.0,
+        max_lock_s: float = 900.0,
+        audit_per_window: int = 3,
+        max_clients: int = 10_000,
+    ) -> None:
         self.never = set(never_lock)
         self.max_failures, self.window_s, self.lock_s, self.max_lock_s = max_failures, window_s, lock_s, max_lock_s
         self.audit_per_window, self.max_clients = audit_per_window, max_clients
@@ -237,8 +252,9 @@ class Guard:
             if len(self._anonymous_audited) > 10_000:
                 self._anonymous_audited.clear()
             self._anonymous_audited[client] = now
-            self.write_audit(f"anonymous@{client}", route.action or f"{route.method} {route.path}",
-                             "no credentials (401)")
+            self.write_audit(
+                f"anonymous@{client}", route.action or f"{route.method} {route.path}", "no credentials (401)"
+            )
 
     async def flush(self) -> None:
         """Write the refusals' audit rows (off the event loop: each commits with fsync)."""
@@ -253,8 +269,11 @@ class Guard:
 
         audit, lock = self.throttle.fail(client)
         if lock:
-            self.write_audit(f"anonymous@{client}", "lockout", f"{self.throttle.max_failures} bad credentials: "
-                                                                 f"locked out for {lock:.0f} s")
+            self.write_audit(
+                f"anonymous@{client}",
+                "lockout",
+                f"{self.throttle.max_failures} bad credentials: locked out for {lock:.0f} s",
+            )
         elif audit:
             self.write_audit(f"anonymous@{client}", action, "bad credentials (401)")
         return web.Response(status=401, text="unknown session or token: log in again (POST /api/login)")
@@ -274,8 +293,11 @@ class Guard:
         left = self.throttle.locked_for(client)
         if left > 0 and not self.throttle.exempt(client):
             self.throttle.refused += 1
-            return web.Response(status=429, text=f"too many bad credentials: try again in {left:.0f} s",
-                                headers={"Retry-After": str(int(left) + 1)})
+            return web.Response(
+                status=429,
+                text=f"too many bad credentials: try again in {left:.0f} s",
+                headers={"Retry-After": str(int(left) + 1)},
+            )
         role, bad = self.credentials(request, route) if route.role != PUBLIC else (None, False)
         if route.role != PUBLIC:
             if bad:
@@ -284,8 +306,9 @@ class Guard:
                 self.anonymous(client, route)
                 return web.Response(status=401, text="log in (POST /api/login) or send Authorization: Bearer TOKEN")
             if RANK[role] < RANK[route.role]:
-                self.write_audit(f"{role}@{client}", route.action or f"{route.method} {route.path}",
-                                 f"needs the {route.role} role")
+                self.write_audit(
+                    f"{role}@{client}", route.action or f"{route.method} {route.path}", f"needs the {route.role} role"
+                )
                 return web.Response(status=403, text=f"{route.method} {route.path} needs the {route.role} role")
         request["role"], request["who"], request["client"] = role, f"{role or 'anonymous'}@{client}", client
         return None
@@ -336,8 +359,10 @@ def make_self_signed(cert: Path, key: Path, name: str = "edge-stpm") -> None:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
     except ImportError:
-        raise UserError("[http] tls_self_signed needs the cryptography package (pip install 'edge-stpm[line]'), "
-                        "or give tls_cert and tls_key") from None
+        raise UserError(
+            "[http] tls_self_signed needs the cryptography package (pip install 'edge-stpm[line]'), "
+            "or give tls_cert and tls_key"
+        ) from None
     import socket
 
     from edge_stpm.contract.files import atomic_path
@@ -345,17 +370,30 @@ def make_self_signed(cert: Path, key: Path, name: str = "edge-stpm") -> None:
     k = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.timezone.utc)
-    alt = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.DNSName(socket.gethostname()),
-                                       x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    c = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(k.public_key())
-         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-         .not_valid_after(now + datetime.timedelta(days=3650)).add_extension(alt, critical=False)
-         .sign(k, hashes.SHA256()))
+    alt = x509.SubjectAlternativeName(
+        [
+            x509.DNSName("localhost"),
+            x509.DNSName(socket.gethostname()),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
+    )
+    c = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(k.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(alt, critical=False)
+        .sign(k, hashes.SHA256())
+    )
     cert.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_key = tempfile.mkstemp(prefix=".http-key.", dir=key.parent)  # 0600 from the start: never readable by others
     with os.fdopen(fd, "wb") as f:
-        f.write(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()))
+        f.write(
+            k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp_key, key)
@@ -366,10 +404,12 @@ def make_self_signed(cert: Path, key: Path, name: str = "edge-stpm") -> None:
 def check_listen(host: str, loopback: bool, settings: ServerSettings) -> None:
     """A non-loopback bind without TLS is refused unless the station file says ``insecure = true``."""
     if not loopback and not settings.tls and not settings.insecure:
-        raise UserError(f"HTTP bind {host} is not a loopback address and has no TLS: give [http] tls_cert and tls_key "
-                        "(or tls_self_signed = true; run --http-cert/--http-key/--http-self-signed), put a TLS proxy "
-                        "in front and bind to 127.0.0.1 (docs/webapp.md), or set [http] insecure = true "
-                        "(run --http-insecure) to serve tokens and sessions readable on the network")
+        raise UserError(
+            f"HTTP bind {host} is not a loopback address and has no TLS: give [http] tls_cert and tls_key "
+            "(or tls_self_signed = true; run --http-cert/--http-key/--http-self-signed), put a TLS proxy "
+            "in front and bind to 127.0.0.1 (docs/webapp.md), or set [http] insecure = true "
+            "(run --http-insecure) to serve tokens and sessions readable on the network"
+        )
 
 
 # --- the application --------------------------------------------------------------------------------------------
@@ -410,8 +450,9 @@ async def static_file(request: Any) -> Any:
     path = STATIC / name
     if "/" in name or name.startswith(".") or path.suffix not in STATIC_TYPES or not path.is_file():
         raise web.HTTPNotFound(text="no such file")
-    return web.Response(body=path.read_bytes(), content_type=STATIC_TYPES[path.suffix],
-                        headers={"Cache-Control": "max-age=300"})
+    return web.Response(
+        body=path.read_bytes(), content_type=STATIC_TYPES[path.suffix], headers={"Cache-Control": "max-age=300"}
+    )
 
 
 def route_table(view: Any, control: Any = None) -> list[Route]:
@@ -434,10 +475,24 @@ def route_table(view: Any, control: Any = None) -> list[Route]:
         Route("GET", "/stream/{source}.mjpg", v.stream, "viewer", signed=True, note="MJPEG of a source"),
         Route("GET", "/ng/{index}.jpg", v.ng_jpg, "viewer", signed=True, note="a recent NG thumbnail"),
         Route("GET", "/history.json", v.history_json, "viewer", note="the newest results of the record"),
-        Route("POST", "/api/trigger", v.trigger, "operator", note="run --trigger http: one frame, its verdict", action="trigger"),
+        Route(
+            "POST",
+            "/api/trigger",
+            v.trigger,
+            "operator",
+            note="run --trigger http: one frame, its verdict",
+            action="trigger",
+        ),
         Route("POST", "/trigger", v.trigger, "operator", note="alias of POST /api/trigger", action="trigger"),
         Route("GET", "/recipe", v.recipe, "viewer", note="the station's recipes"),
-        Route("POST", "/api/recipe/active", v.recipe, "engineer", note="select the active recipe (?index= or ?name=)", action="select recipe"),
+        Route(
+            "POST",
+            "/api/recipe/active",
+            v.recipe,
+            "engineer",
+            note="select the active recipe (?index= or ?name=)",
+            action="select recipe",
+        ),
         Route("POST", "/recipe", v.recipe, "engineer", note="alias of POST /api/recipe/active", action="select recipe"),
     ]
     if control is None:
@@ -445,9 +500,26 @@ def route_table(view: Any, control: Any = None) -> list[Route]:
     upload = int(view.server.max_upload_mb * 2**20)
     table += [
         Route("GET", "/models.json", api.models, "viewer", note="versions per recipe"),
-        Route("POST", "/api/deploy", api.deploy, "engineer", body=upload, note="a bundle zip → a new version", action="deploy"),
-        Route("POST", "/deploy", api.deploy, "engineer", body=upload, note="alias of POST /api/deploy", action="deploy"),
-        Route("POST", "/api/rollback", api.rollback, "engineer", note="back to the model that ran before", action="rollback"),
+        Route(
+            "POST",
+            "/api/deploy",
+            api.deploy,
+            "engineer",
+            body=upload,
+            note="a bundle zip → a new version",
+            action="deploy",
+        ),
+        Route(
+            "POST", "/deploy", api.deploy, "engineer", body=upload, note="alias of POST /api/deploy", action="deploy"
+        ),
+        Route(
+            "POST",
+            "/api/rollback",
+            api.rollback,
+            "engineer",
+            note="back to the model that ran before",
+            action="rollback",
+        ),
         Route("POST", "/rollback", api.rollback, "engineer", note="alias of POST /api/rollback", action="rollback"),
         Route("GET", "/api/audit", api.audit, "viewer", note="the audit log"),
         Route("GET", "/audit.json", api.audit, "viewer", note="alias of GET /api/audit"),
@@ -455,25 +527,58 @@ def route_table(view: Any, control: Any = None) -> list[Route]:
     from edge_stpm.runtime.web.app import PAGES, page_shell
 
     idle_s = view.sessions.idle_s
-    table += [Route("GET", "/app", page_shell(None, idle_s), PUBLIC, note="→ /app/live"),
-              Route("GET", "/app/", page_shell(None, idle_s), PUBLIC, note="→ /app/live"),
-              Route("GET", "/app/login", page_shell(("login", "log in"), idle_s), PUBLIC, note="the login page")]
-    table += [Route("GET", f"/app/{p}", page_shell((p, label), idle_s), PUBLIC, note=f"the {label} page (a shell)")
-              for p, label in PAGES]
+    table += [
+        Route("GET", "/app", page_shell(None, idle_s), PUBLIC, note="→ /app/live"),
+        Route("GET", "/app/", page_shell(None, idle_s), PUBLIC, note="→ /app/live"),
+        Route("GET", "/app/login", page_shell(("login", "log in"), idle_s), PUBLIC, note="the login page"),
+    ]
+    table += [
+        Route("GET", f"/app/{p}", page_shell((p, label), idle_s), PUBLIC, note=f"the {label} page (a shell)")
+        for p, label in PAGES
+    ]
     table += [
         Route("GET", "/api/live", api.live, "viewer", note="the live page's figures (computed once for all pages)"),
         Route("GET", r"/api/live/{source:\d+}.jpg", api.live_jpg, "viewer", note="a source's picture and verdict"),
         Route("GET", "/api/results", api.results_handler, "viewer", signed=True, note="results (JSON or CSV)"),
-        Route("GET", "/api/evidence/{rid}/{what:frame.png|heat.jpg}", api.evidence, "viewer", signed=True,
-              note="a result's saved frame or heatmap"),
+        Route(
+            "GET",
+            "/api/evidence/{rid}/{what:frame.png|heat.jpg}",
+            api.evidence,
+            "viewer",
+            signed=True,
+            note="a result's saved frame or heatmap",
+        ),
         Route("POST", "/api/review", api.review, "operator", note="mark a result good or defect", action="review"),
         Route("GET", "/api/recipes", api.recipes, "viewer", note="recipes with their versions"),
         Route("POST", "/api/preview", api.preview, "engineer", note="what a threshold would change", action="preview"),
-        Route("POST", "/api/recipe-settings", api.settings, "engineer", note="threshold, review band, min area", action="recipe settings"),
-        Route("GET", "/api/dataset", api.dataset, "engineer", signed=True, note="reviewed results as a dataset zip", action="dataset download"),
+        Route(
+            "POST",
+            "/api/recipe-settings",
+            api.settings,
+            "engineer",
+            note="threshold, review band, min area",
+            action="recipe settings",
+        ),
+        Route(
+            "GET",
+            "/api/dataset",
+            api.dataset,
+            "engineer",
+            signed=True,
+            note="reviewed results as a dataset zip",
+            action="dataset download",
+        ),
         Route("GET", "/api/collect", api.collect, "viewer", note="the on-demand collection's state"),
         Route("POST", "/api/collect", api.collect, "engineer", note="collect the next N good parts", action="collect"),
-        Route("GET", "/api/collect.zip", api.collect_zip, "engineer", signed=True, note="the collected parts, zipped", action="collect download"),
+        Route(
+            "GET",
+            "/api/collect.zip",
+            api.collect_zip,
+            "engineer",
+            signed=True,
+            note="the collected parts, zipped",
+            action="collect download",
+        ),
         Route("GET", "/api/health", api.health, "viewer", note="the Health page's figures"),
     ]
     return table
