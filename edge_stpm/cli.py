@@ -539,7 +539,7 @@ def _evidence(p: dict[str, Any], history: Optional[Path]) -> list[Any]:
     e = st.evidence
     return [EvidenceSink(EvidencePolicy(e.folder or data_dir() / "evidence", e.budget_mb, e.ng_days, e.ok_days,
                                         e.ok_every, e.min_free_mb), history),
-            StationCollect((e.folder or data_dir() / "evidence").parent / "collect")]
+            StationCollect((e.folder or data_dir() / "evidence").parent / "collect", min_free_mb=e.min_free_mb)]
 
 
 def _service_hooks(p: dict[str, Any], insp: Any, opts: Any) -> Callable[[], None]:
@@ -652,7 +652,7 @@ def _station_inspector(p: dict[str, Any], backend: str, threads: Optional[int], 
     control = StationControl(recipes, ModelStore(st.store.root or data_dir() / "models"), audit, backend, threads,
                              p["frame_path"], st.http.engineer_token)
     control.station = st
-    control.adopt()
+    control.adopt(log=say)
     audit.write("station", "start", st.initial().name, None, recipes.summary())
     return StationInspector(recipes, control)
 

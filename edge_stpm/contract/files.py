@@ -11,8 +11,9 @@ import secrets
 import stat
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO
 
 from edge_stpm.contract.errors import UserError
 
@@ -138,21 +139,150 @@ def write_bytes(final: Path, data: bytes) -> Path:
     return Path(final)
 
 
-def zip_tree(folder: Path, top_level: bool = False) -> bytes:
-    """A folder's files as one zip in memory (stored: PNG frames and ONNX graphs do not compress). ``top_level``:
-    only the files directly in it, named by their own name (a bundle); otherwise every file under it, named under
-    the folder's own name (a dataset or a collection unpacks into one folder). Hidden files are left out."""
-    import io
-    import zipfile
-
+def tree_members(folder: Path, top_level: bool = False) -> list[tuple[str, Path]]:
+    """A folder's files as (name in a zip, file): ``top_level``: only the files directly in it, named by their own
+    name (a bundle); otherwise every file under it, named under the folder's own name (a dataset or a collection
+    unpacks into one folder). Hidden files are left out."""
     folder = Path(folder)
     files = sorted(folder.iterdir() if top_level else folder.rglob("*"))
+    return [(f.name if top_level else f.relative_to(folder.parent).as_posix(), f) for f in files
+            if f.is_file() and not f.name.startswith(".")]
+
+
+def zip_members(out: BinaryIO, members: Iterable[tuple[str, Path | bytes]]) -> None:
+    """``members`` (name in the zip, a file to copy or the bytes themselves) as a stored zip written to ``out`` as it
+    goes (PNG frames and ONNX graphs do not compress): zipfile copies a file in 8 KiB pieces, so the memory used is a
+    piece, whatever the zip's size."""
+    import zipfile
+
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, src in members:
+            if isinstance(src, bytes):
+                z.writestr(name, src)
+            else:
+                z.write(src, name)
+
+
+def zip_tree(folder: Path, top_level: bool = False) -> bytes:
+    """A folder's files (``tree_members``) as one zip in memory — for a bundle (a few graphs). A download that may
+    be large (a dataset, a collection) is built on disk instead: ``ZipBuilds``."""
+    import io
+
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        for f in files:
-            if f.is_file() and not f.name.startswith("."):
-                z.write(f, f.name if top_level else f.relative_to(folder.parent).as_posix())
+    zip_members(buf, tree_members(folder, top_level))
     return buf.getvalue()
+
+
+ZIP_CHUNK = 1 << 18  # bytes read from disk and sent to the client at a time
+ZIP_STALE_S = 60.0  # a work file unchanged this long is a leftover of a process killed while building (removed)
+ZIP_KEEP_FREE_MB = 512.0  # a zip is not built if it would leave less than this free (the [evidence] floor's default)
+
+
+class Busy(Exception):
+    """A zip of this kind is being built for another download (the web app answers 429). Not a UserError: the
+    request was right, only too early."""
+
+
+class OnceFile:
+    """A built zip, open for reading and at once unlinked where the platform allows (POSIX): its name is gone from
+    the folder, and its disk space comes back when it is closed — after the response, when the client went away,
+    or when the process ends, whatever happens; elsewhere it is removed at ``close``. ``size`` in bytes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.fh = open(self.path, "rb")  # noqa: SIM115 - held open until the response is sent
+        self.size = os.fstat(self.fh.fileno()).st_size
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    def read(self, n: int = ZIP_CHUNK) -> bytes:
+        return self.fh.read(n)
+
+    def close(self) -> None:
+        self.fh.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+    async def send(self, request: Any, resp: Any) -> Any:
+        """Stream the file into ``resp`` (an aiohttp ``StreamResponse``, headers set) in ``ZIP_CHUNK`` pieces read
+        off the event loop; closed in every case (a client that disconnects ends the write with an error)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        try:
+            resp.content_length = self.size
+            await resp.prepare(request)
+            while chunk := await loop.run_in_executor(None, self.read, ZIP_CHUNK):
+                await resp.write(chunk)
+            await resp.write_eof()
+        finally:
+            self.close()
+        return resp
+
+
+class ZipBuilds:
+    """Download zips of one kind (``kind``: "dataset", "collection"), one build at a time (another request meanwhile:
+    ``Busy``), each written into ``work`` — a hidden folder beside the data, on the disk that holds it, never the
+    system's /tmp (often a RAM-backed tmpfs, which would put the zip back in memory, or a small partition) — and
+    handed over as a ``OnceFile``. A build refuses, in one line, a zip that would leave less than ``keep_free_mb``
+    free on that disk."""
+
+    def __init__(self, kind: str, keep_free_mb: float = ZIP_KEEP_FREE_MB) -> None:
+        import threading
+
+        self.kind, self.keep_free_mb = kind, keep_free_mb
+        self.lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        """Hold the kind's single build slot, or raise ``Busy`` at once."""
+        if not self.lock.acquire(blocking=False):
+            raise Busy(f"a {self.kind} zip is being built for another download: try again when it is done")
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def build(self, work: Path, members: Sequence[tuple[str, Path | bytes]]) -> OnceFile:
+        """``members`` as a zip in ``work``, open and unlinked (``OnceFile``). Takes the build slot itself."""
+        with self.one():
+            return self.write(work, members)
+
+    def write(self, work: Path, members: Sequence[tuple[str, Path | bytes]]) -> OnceFile:
+        """``build`` for a caller that already holds ``one()``."""
+        work = ensure_dir(work)
+        self._clean(work)
+        path = work / f"{self.kind}-{secrets.token_hex(4)}.zip"
+        try:
+            self._room(work, members)
+            with open(path, "wb") as fh:
+                zip_members(fh, members)
+            return OnceFile(path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+            if isinstance(exc, OSError):  # a full disk, a frame removed by retention meanwhile…
+                raise UserError(f"cannot build the {self.kind} zip in {work}: {exc.strerror or exc}"
+                                f"{f' ({exc.filename})' if exc.filename else ''}; nothing kept") from None
+            raise
+
+    def _room(self, work: Path, members: Sequence[tuple[str, Path | bytes]]) -> None:
+        """Refuse a zip that would leave less than ``keep_free_mb`` free on ``work``'s disk."""
+        import shutil
+
+        need = sum(len(m) if isinstance(m, bytes) else m.stat().st_size for _, m in members)
+        free = shutil.disk_usage(work).free
+        if free - need < self.keep_free_mb * 2**20:
+            raise UserError(f"the {self.kind} zip needs {need / 2**20:.0f} MB and {work}'s disk has "
+                            f"{free / 2**20:.0f} MB free, of which {self.keep_free_mb:.0f} MB must stay free for "
+                            "the record and evidence")
+
+    def _clean(self, work: Path) -> None:
+        """What a process killed while building left (this kind's files, unchanged for ``ZIP_STALE_S``)."""
+        for p in work.glob(f"{self.kind}-*.zip"):
+            with contextlib.suppress(OSError):
+                if time.time() - p.stat().st_mtime >= ZIP_STALE_S:
+                    p.unlink()
 
 
 def write_text(final: Path, text: str) -> Path:

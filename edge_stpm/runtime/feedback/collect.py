@@ -9,9 +9,13 @@ When the target count is reached the loop stops; a contact sheet of what was kep
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
+import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,7 +24,7 @@ import cv2
 import numpy as np
 
 from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_bytes
+from edge_stpm.contract.files import OnceFile, ZipBuilds, tree_members, write_bytes
 from edge_stpm.runtime.inspector import InspectionResult
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
@@ -70,6 +74,66 @@ class CollectStats:
     kept: list[Path] = field(default_factory=list)
     seen: int = 0
     duplicates: int = 0
+    bytes: int = 0  # of the frames kept (PNG files written)
+
+
+MB = 2**20
+
+
+def tree_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 if there is none)."""
+    total, stack = 0, [Path(folder)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for e in entries:
+            with contextlib.suppress(OSError):
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+                elif e.is_file(follow_symlinks=False):
+                    total += e.stat(follow_symlinks=False).st_size
+    return total
+
+
+@dataclass
+class DiskBudget:
+    """How much collecting may take: at most ``budget_mb`` under ``root`` (every collection there together) and at
+    least ``min_free_mb`` left free on its disk for the record and evidence. What ``root`` holds is measured once
+    (``start``) and then counted frame by frame; the disk's free space is read at most every ``check_s`` seconds
+    (not per frame), and counted down by the frames kept in between."""
+
+    root: Path
+    budget_mb: float = 2048.0
+    min_free_mb: float = 512.0
+    check_s: float = 5.0
+    used: int = 0  # bytes under root
+    free: int | None = None  # bytes free on root's disk at the last reading, less what was kept since
+    checked: float = -math.inf  # time.monotonic() of that reading
+
+    def start(self) -> None:
+        self.used, self.free, self.checked = tree_bytes(self.root), None, -math.inf
+
+    def refuse(self, nbytes: int) -> str | None:
+        """Why ``nbytes`` more may not be written (one line: "the disk budget (…)", "the free-space floor (…)"), or
+        None."""
+        if self.used + nbytes > self.budget_mb * MB:
+            return (f"the disk budget ({self.used / MB:.1f} of {self.budget_mb:g} MB for collections in {self.root} "
+                    "used: download and delete older collections)")
+        now = time.monotonic()
+        if self.free is None or now - self.checked >= self.check_s:
+            probe = next(p for p in (self.root, *self.root.parents) if p.exists())  # the disk it will be on
+            self.free, self.checked = shutil.disk_usage(probe).free, now
+        if self.free - nbytes < self.min_free_mb * MB:
+            return (f"the free-space floor ({self.free / MB:.0f} MB free on the disk of {self.root}, at least "
+                    f"{self.min_free_mb:g} MB must stay free for the record and evidence)")
+        return None
+
+    def kept(self, nbytes: int) -> None:
+        self.used += nbytes
+        if self.free is not None:
+            self.free -= nbytes
 
 
 class CollectSink(Sink):
@@ -83,9 +147,10 @@ class CollectSink(Sink):
     queue_size = 256
 
     def __init__(self, folder: Path, count: int, min_change: float, done: threading.Event,
-                 on_kept: Callable[[CollectStats], None] | None = None) -> None:
+                 on_kept: Callable[[CollectStats], None] | None = None, budget: DiskBudget | None = None) -> None:
         self.folder, self.count, self.min_change, self.done = Path(folder), count, min_change, done
-        self.on_kept = on_kept
+        self.on_kept, self.budget = on_kept, budget
+        self.stopped: str | None = None  # why it stopped before the count ("stopped: the disk budget (…)")
         self.stats = CollectStats()
         self.last: np.ndarray | None = None
         self.next_index = 0
@@ -110,15 +175,27 @@ class CollectSink(Sink):
         ok, png = cv2.imencode(".png", r.image)
         if not ok:
             raise RuntimeError("PNG encoding failed")
+        why = self.budget.refuse(png.nbytes) if self.budget is not None else None
+        if why is not None:  # not written, not counted: the collection ends here
+            self.stop(why)
+            return
         path = self.folder / f"{self.next_index:05d}.png"
         write_bytes(path, png.tobytes())
         self.next_index += 1
         self.last = t
         self.stats.kept.append(path)
+        self.stats.bytes += png.nbytes
+        if self.budget is not None:
+            self.budget.kept(png.nbytes)
         if self.on_kept is not None:
             self.on_kept(self.stats)
         if len(self.stats.kept) >= self.count:
             self.done.set()
+
+    def stop(self, why: str) -> None:
+        """End the collection before its count; ``why`` is kept for the status."""
+        self.stopped = f"stopped: {why}"
+        self.done.set()
 
 
 def contact_sheet(paths: Sequence[Path], out: Path, cell: int = 128, cols: int = 10) -> Path | None:
@@ -215,29 +292,36 @@ def _view(cfg: CollectSettings, line: Any) -> Any:
 class StationCollect(Sink):
     """Collecting on a running station (the web app's Recipes page): idle until ``arm``; then the next frames, cut
     to the active recipe's ROI, go through a ``CollectSink`` into ``root/<recipe>-<UTC time>/train/good`` until its
-    count is reached. Lossy while idle (it takes nothing), and a slow disk never holds up the line: a frame that
-    finds the queue full is not collected (``dropped`` in the health page)."""
+    count is reached — or until the disk budget says no (``DiskBudget``: at most ``budget_mb`` MB under ``root``, all
+    collections together, and ``min_free_mb`` MB left free on its disk; the state then says why). Lossy while idle
+    (it takes nothing), and a slow disk never holds up the line: a frame that finds the queue full is not collected
+    (``dropped`` in the health page). ``zip`` builds the download on disk, in ``root/.downloads``."""
 
     name = "collect-on-demand"
     queue_size = 64
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, budget_mb: float = 2048.0, min_free_mb: float = 512.0,
+                 check_s: float = 5.0) -> None:
         self.root = Path(root)
         self.lock = threading.Lock()
         self.current: CollectSink | None = None
         self.folder: Path | None = None
         self.recipe: str | None = None
+        self.budget = DiskBudget(self.root, budget_mb, min_free_mb, check_s)
+        self.downloads = ZipBuilds("collection", keep_free_mb=min_free_mb)
 
     def arm(self, recipe: str, count: int, min_change: float) -> dict[str, Any]:
-        import time
-
         if not 1 <= count <= 100_000 or not 0 <= min_change <= 255:
             raise UserError("count must be 1..100000 and min_change 0..255")
         with self.lock:
             if self.current is not None and not self.current.done.is_set():
                 raise UserError(f"a collection is under way ({len(self.current.stats.kept)} of {self.current.count})")
+            self.budget.start()
+            why = self.budget.refuse(0)
+            if why is not None:
+                raise UserError(f"not collecting: {why}")
             folder = self.root / f"{recipe}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-            sink = CollectSink(folder / "train" / "good", count, min_change, threading.Event())
+            sink = CollectSink(folder / "train" / "good", count, min_change, threading.Event(), budget=self.budget)
             sink.open()
             self.current, self.folder, self.recipe = sink, folder, recipe
         return self.status()
@@ -254,22 +338,30 @@ class StationCollect(Sink):
         if roi is not None:  # the recipe's region, as its model sees it
             x, y, w, h = roi
             r = dataclasses.replace(r, image=r.image[y : y + h, x : x + w])
-        c.take(r)
+        try:
+            c.take(r)
+        except UserError as exc:  # the disk filled faster than the budget could see (another writer): stop, say why
+            c.stop(str(exc))
         if c.done.is_set() and self.folder is not None:
-            contact_sheet(c.stats.kept, self.folder / "contact_sheet.jpg")
+            with contextlib.suppress(UserError):
+                contact_sheet(c.stats.kept, self.folder / "contact_sheet.jpg")
 
     def status(self) -> dict[str, Any]:
+        """``state``: idle, collecting, done, or "stopped: <why>" (the budget, the free-space floor, a write that
+        failed); ``kept``: the frames written (each one a file in the folder)."""
         c = self.current
         if c is None:
             return {"state": "idle"}
-        return {"state": "done" if c.done.is_set() else "collecting", "recipe": self.recipe, "folder": str(self.folder),
-                "count": c.count, "kept": len(c.stats.kept), "seen": c.stats.seen, "duplicates": c.stats.duplicates}
+        state = c.stopped or ("done" if c.done.is_set() else "collecting")
+        return {"state": state, "recipe": self.recipe, "folder": str(self.folder), "count": c.count,
+                "kept": len(c.stats.kept), "seen": c.stats.seen, "duplicates": c.stats.duplicates,
+                "kept_mb": round(c.stats.bytes / MB, 3)}
 
-    def zip(self) -> bytes:
-        """The last collection (its train/good and contact sheet) as a zip, for a workstation."""
-        from edge_stpm.contract.files import zip_tree
-
-        if self.folder is None or not self.folder.is_dir():
-            raise UserError("nothing collected yet")
-        return zip_tree(self.folder)
-
+    def zip(self) -> OnceFile:
+        """The last collection (its train/good and contact sheet) as a zip for a workstation, built on disk in
+        ``root/.downloads`` (the collections' own disk, not /tmp) and returned open and already unlinked (send it,
+        then close it). ``Busy`` while another collection zip is being built."""
+        with self.downloads.one():
+            if self.folder is None or not self.folder.is_dir():
+                raise UserError("nothing collected yet")
+            return self.downloads.write(self.root / ".downloads", tree_members(self.folder))

@@ -7,13 +7,14 @@ same file the same place)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import output_dir, write_json
+from edge_stpm.contract.files import OnceFile, ZipBuilds, output_dir, write_json
 
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -44,9 +45,9 @@ def _rows(db: Path, recipe: str, include_ok: bool) -> list[dict[str, Any]]:
         con.close()
 
 
-def build(db: Path, recipe: str, out: Path, held_out: float = 0.2, include_ok: bool = False) -> dict[str, Any]:
-    """Write the folder; returns the manifest. One UserError for no reviewed rows, missing frames, an unknown
-    recipe."""
+def _plan(db: Path, recipe: str, held_out: float, include_ok: bool) -> tuple[list[tuple[str, Path]], dict[str, Any]]:
+    """Where each saved frame goes (path in the dataset, frame in the evidence folder) and the manifest. One
+    UserError for no reviewed rows, missing frames, an unknown recipe."""
     if not 0 <= held_out < 1:
         raise UserError("--held-out must be in 0..0.95")
     rows = _rows(db, recipe, include_ok)
@@ -57,17 +58,15 @@ def build(db: Path, recipe: str, out: Path, held_out: float = 0.2, include_ok: b
     if missing:
         raise UserError(f"{len(missing)} saved frames are missing from the evidence folder (retention, or moved), "
                         f"first {missing[0]}: nothing written")
-    out = output_dir(Path(out))
-    files = []
+    pairs, files = [], []
     for r in rows:
         if r["mark"] == "defect":
             sub = "test/" + (SAFE.sub("_", r["defect_type"]).strip("_.") or "defect" if r["defect_type"] else "defect")
         else:
             sub = "test/good" if _held_out(r["result_id"], held_out) else "train/good"
-        dst = out / sub / f"{r['result_id']}.png"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(r["frame"], dst)
-        files.append({"file": str(dst.relative_to(out)), **{k: r[k] for k in r if k != "frame"},
+        rel = f"{sub}/{r['result_id']}.png"
+        pairs.append((rel, Path(r["frame"])))
+        files.append({"file": rel, **{k: r[k] for k in r if k != "frame"},
                       "source": "review" if r["mark"] else "sampled OK"})
     counts: dict[str, int] = {}
     for f in files:
@@ -75,17 +74,40 @@ def build(db: Path, recipe: str, out: Path, held_out: float = 0.2, include_ok: b
     manifest = {"format": "edge-stpm-dataset", "record": str(db), "recipe": recipe, "held_out": held_out,
                 "include_ok": include_ok, "counts": counts, "files": files,
                 "note": "no defect masks: pixel-level figures need ground_truth/<type>/<name>_mask.png"}
+    return pairs, manifest
+
+
+def build(db: Path, recipe: str, out: Path, held_out: float = 0.2, include_ok: bool = False) -> dict[str, Any]:
+    """Write the folder; returns the manifest. One UserError for no reviewed rows, missing frames, an unknown
+    recipe."""
+    pairs, manifest = _plan(db, recipe, held_out, include_ok)
+    out = output_dir(Path(out))
+    for rel, frame in pairs:
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(frame, dst)
     write_json(out / "manifest.json", manifest)
     return manifest
 
 
-def build_zip(db: Path, recipe: str, held_out: float = 0.2, include_ok: bool = False) -> tuple[bytes, dict[str, Any]]:
-    """The same folder as ``build``, as one zip (the web app's download for a workstation): (bytes, manifest)."""
-    import tempfile
+# the web app's dataset downloads: one build at a time, into a hidden folder beside the record (the station's data
+# folder, on the disk that holds the record and, by default, the evidence) — not /tmp, often a RAM-backed tmpfs
+DOWNLOADS = ZipBuilds("dataset")
 
-    from edge_stpm.contract.files import zip_tree
 
-    with tempfile.TemporaryDirectory(prefix="edge-stpm-dataset-") as tmp:
-        folder = Path(tmp) / f"{SAFE.sub('_', recipe)}-reviewed"
-        manifest = build(db, recipe, folder, held_out, include_ok)
-        return zip_tree(folder), manifest
+def work_dir(db: Path) -> Path:
+    """Where dataset zips are built: ``<record's folder>/.downloads``."""
+    return Path(db).resolve().parent / ".downloads"
+
+
+def build_zip(db: Path, recipe: str, held_out: float = 0.2, include_ok: bool = False) -> tuple[OnceFile, dict[str, Any]]:
+    """The same folder as ``build``, as one zip for a workstation (the web app's download): built on disk, the
+    frames copied straight from the evidence folder, never the whole zip in memory. Returns the zip open and
+    already unlinked (``OnceFile``: send it, then close it) and the manifest. ``Busy`` while another dataset zip is
+    being built."""
+    with DOWNLOADS.one():
+        pairs, manifest = _plan(db, recipe, held_out, include_ok)
+        top = f"{SAFE.sub('_', recipe)}-reviewed"
+        members: list[tuple[str, Path | bytes]] = [(f"{top}/{rel}", frame) for rel, frame in pairs]
+        members.append((f"{top}/manifest.json", (json.dumps(manifest, indent=2) + "\n").encode()))
+        return DOWNLOADS.write(work_dir(db), members), manifest
