@@ -225,8 +225,10 @@ def test_page_renders_live_frame_in_chromium(exported: Path, synth_dir: Path, tm
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(m.group(1))
-            page.wait_for_function("[...document.querySelectorAll('img.live')].some(i => i.naturalWidth > 0)",
-                                   timeout=60_000)
+            deadline = time.monotonic() + 60  # polled with evaluate: the page's CSP forbids wait_for_function's eval
+            while not page.evaluate("[...document.querySelectorAll('img.live')].some(i => i.naturalWidth > 0)"):
+                assert time.monotonic() < deadline, "no live picture on the page within 60 s"
+                page.wait_for_timeout(200)
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shot))
             b.close()

@@ -229,3 +229,28 @@ def test_an_index_from_before_the_history_rolls_back_as_it_did(tmp_path: Path) -
     assert store.previous("a")["version"] == 1
     store.set_current("a", 1, rollback=True)
     assert store.previous("a")["version"] == 0 and store.versions("a")["history"] == [0, 1]
+
+
+def test_a_restart_runs_the_version_that_was_live(exported: Path, exported_memory: Path, tmp_path: Path) -> None:
+    """Deploy B, stop, start again with the same station file: B runs (and is reported) — before this, the box ran
+    the station file's model A while its store said v1; a version that no longer loads falls back to A, said."""
+    import shutil as sh
+
+    from edge_stpm.contract.artifacts import model_sha256
+
+    insp, control = _control(tmp_path, exported)
+    control.deploy("a", exported_memory, "test", "B")
+    insp.close()
+    said: list[str] = []
+    insp, control = _control(tmp_path, exported)  # _control adopts without a log: adopt again to see the line
+    control.adopt(log=said.append)
+    assert control.recipes.active.sha256 == model_sha256(exported_memory) and control.recipes.active.version == 1
+    insp.close()
+    v1 = Path(control.store.versions("a")["versions"][1]["path"])
+    sh.rmtree(v1)
+    said.clear()
+    insp, control = _control(tmp_path, exported)
+    control.adopt(log=said.append)
+    assert control.recipes.active.sha256 == model_sha256(exported) and control.recipes.active.version == 0
+    assert any("does not load" in s for s in said), said
+    insp.close()

@@ -33,11 +33,28 @@ class StationControl:
     station: Any = None  # the station file as the run started (or was last reloaded): what a reload is compared with
     zip_limits: ZipLimits = field(default_factory=ZipLimits)  # what an uploaded or dropped zip may unpack to
 
-    def adopt(self) -> None:
-        """Every recipe's station-file model is version 0 in the store (its history starts there)."""
-        for r in self.recipes.recipes.values():
+    def adopt(self, log: Any = None) -> None:
+        """Every recipe's station-file model is version 0 in the store (its history starts there); a recipe whose
+        store says another version was live when the box stopped (a deploy or a rollback) gets that version back,
+        loaded and self-tested — if it no longer loads, the station file's model runs and the line says why."""
+        for r in list(self.recipes.recipes.values()):
             self.store.adopt(r.cfg.name, Path(r.cfg.model))
-            r.version = self.store.versions(r.cfg.name)["current"]
+            doc = self.store.versions(r.cfg.name)
+            r.version = doc["current"]
+            entry = next((v for v in doc["versions"] if v["version"] == doc["current"]), None)
+            if entry is None or entry["version"] == 0 or entry["sha256"] == r.sha256:
+                continue
+            try:
+                new, _ = self._load(r, entry)
+            except (UserError, OSError) as exc:
+                r.version = 0
+                if log is not None:
+                    log(f"recipe {r.cfg.name}: v{entry['version']} was live but does not load ({exc}); the station "
+                        "file's model (v0) runs")
+                continue
+            self._swap(new)  # the station file's model is closed by the swap
+            if log is not None:
+                log(f"recipe {r.cfg.name}: v{entry['version']} restored (live when the station stopped)")
 
     def _recipe(self, name: str, who: str, action: str) -> LoadedRecipe:
         rec = self.recipes.by_name(name)
