@@ -224,6 +224,10 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="The training 
     out.print(t)
     a = r["at_stored_threshold"]
     out.print(f"at stored threshold: precision {a['precision']:.3f} recall {a['recall']:.3f} F1 {a['f1']:.3f}")
+    from edge_stpm.training.evaluate import summary_lines
+
+    for line in summary_lines(r):  # where the defect is: SegF1, AU-PRO@0.05, region / true area, IoU, coloured share
+        out.print(line, highlight=False)
     if r.get("no_defect_check"):
         out.print(proxy_line(r["no_defect_check"]), highlight=False)
     out.print(f"report: {Path(out_dir) / 'report.md'}")
@@ -400,7 +404,7 @@ def run(ctx: typer.Context,
         opcua_key: Optional[Path] = typer.Option(None, help="The OPC UA certificate's RSA private key (PEM or DER, no password)."),
         opcua_self_signed: bool = typer.Option(False, "--opcua-self-signed", help="Make a self-signed OPC UA certificate and key on first start (in the data folder's opcua/, or at --opcua-cert/--opcua-key) and reuse them after."),
         trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus or --opcua), each with its own trigger id; http: one frame per POST /trigger on the --http server, answered with its verdict."),
-        safe_mode: bool = typer.Option(False, "--safe-mode", help="With --config (the systemd unit uses it): a station file that does not check, or a start that fails, serves its errors on the file's [http] bind (/healthz 503) instead of exiting, until SIGHUP finds the file good (docs/station.md)."),
+        safe_mode: bool = typer.Option(False, "--safe-mode", help="With --config (the systemd unit uses it): a station file that does not check, or a start that fails, serves its errors on the file's \\[http] bind (/healthz 503) instead of exiting, until SIGHUP finds the file good (docs/station.md)."),
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
     """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
     given = {k: v for k, v in locals().items() if k not in ("ctx", "config", "safe_mode")}
@@ -906,7 +910,7 @@ def demo(out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Folder fo
     run_demo(out_dir, epochs, teacher_weights)
 
 
-_STATION = typer.Option(..., "--station", help="The running station's URL (run --config with [http] bind), e.g. http://10.0.0.5:8080.")
+_STATION = typer.Option(..., "--station", help="The running station's URL (run --config with \\[http] bind), e.g. http://10.0.0.5:8080.")
 _TOKEN = typer.Option(None, "--token", envvar="EDGE_STPM_ENGINEER_TOKEN", help="The engineer token (the station file's http.engineer_token); or set EDGE_STPM_ENGINEER_TOKEN.")
 _CA = typer.Option(None, "--ca", envvar="EDGE_STPM_CA", help="The CA (or the station's self-signed certificate, tls/http-cert.pem) an https:// station is checked against; default: the system's.")
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import torch
 
-from edge_stpm.training import checkpoint, figures, metrics, thresholds
-from edge_stpm.runtime.overlay import draw_contours, inspection_overlay
+from edge_stpm.training import checkpoint, figures, metrics, segmetrics, thresholds
+from edge_stpm.runtime.overlay import NEAR, draw_contours, inspection_overlay
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract import tiles
 from edge_stpm.contract.images import GOOD, fit_image, labelled_test_images, load_images, read_image, read_mask
@@ -44,18 +44,51 @@ def torch_infer(pipe: torch.nn.Module, device: torch.device) -> ScoreFn:
     return infer
 
 
+AUPRO_LIMITS = {"aupro": 0.3, "aupro_005": 0.05}  # report key → FPR limit (0.05: MVTec AD 2's AU-PRO)
+WIDEN_PX = segmetrics.PATCH_STRIDE_PX  # thin defects are also scored against the mask widened by one patch stride
+
+
+def aupro_at(maps: np.ndarray, masks: np.ndarray, limits: dict[str, float] = AUPRO_LIMITS) -> dict[str, float | None]:
+    """``metrics.aupro`` at each FPR limit (report key → limit), all from one PRO curve (one sort of the pixels);
+    maps ``(N, H, W)`` float, masks ``(N, H, W)`` bool; None for every key when there is no defect region."""
+    if not np.asarray(masks, bool).any():
+        return {k: None for k in limits}
+    fpr, pro = metrics.pro_curve(maps, masks)
+    return {k: metrics.integrate_to(fpr, pro, lim) / lim for k, lim in limits.items()}
+
+
 def compute_metrics(maps: np.ndarray, scores: np.ndarray, labels: np.ndarray, masks: np.ndarray,
-                    defects: np.ndarray) -> dict[str, Any]:
-    """Overall and per-defect image AUROC, pixel AUROC and AUPRO@0.3."""
+                    defects: np.ndarray, pixel_threshold: float | None = None) -> dict[str, Any]:
+    """Overall and per-defect image AUROC, pixel AUROC, AUPRO@0.3 (``aupro``) and @0.05 (``aupro_005``); with a
+    ``pixel_threshold`` (map units) also SegF1 there (``segf1``, ``segmetrics.seg_f1``)."""
     def block(sel: np.ndarray) -> dict[str, Any]:
-        return {"n": int(sel.sum()), "image_auroc": metrics.image_auroc(scores[sel], labels[sel]),
-                "pixel_auroc": metrics.pixel_auroc(maps[sel], masks[sel]), "aupro": metrics.aupro(maps[sel], masks[sel])}
+        b: dict[str, Any] = {"n": int(sel.sum()), "image_auroc": metrics.image_auroc(scores[sel], labels[sel]),
+                             "pixel_auroc": metrics.pixel_auroc(maps[sel], masks[sel]),
+                             **aupro_at(maps[sel], masks[sel])}
+        if pixel_threshold is not None:
+            b["segf1"] = segmetrics.seg_f1(maps[sel], masks[sel], pixel_threshold)
+        return b
 
     out = {"overall": block(np.ones(len(scores), bool)), "per_defect": {}}
     good = defects == GOOD
     for d in sorted(set(defects.tolist()) - {GOOD}):
         out["per_defect"][d] = block(good | (defects == d))
     return out
+
+
+def where_metrics(maps: np.ndarray, masks: np.ndarray, defects: np.ndarray, pixel_threshold: float) -> dict[str, Any]:
+    """Where the defect is, at the stored pixel threshold (map units): per defect type the median predicted region
+    / true area and IoU (``segmetrics.region_medians``: components touching the defect; the same widened by
+    ``WIDEN_PX`` for thin defects; and every predicted pixel), and on the good images the share of pixels the
+    overlay colours at 0.5 / 0.8 / 1.0 × the threshold (median, p90)."""
+    bad = defects != GOOD
+    m, k, d = maps[bad], masks[bad], defects[bad]
+    variants = {"touching": ("touching", 0), f"touching_widened_{WIDEN_PX}px": ("touching", WIDEN_PX),
+                "all_pixels": ("all", 0)}
+    return {"pixel_threshold": float(pixel_threshold), "widen_px": WIDEN_PX,
+            "regions": {name: segmetrics.region_medians(m, k, d, pixel_threshold, rule, w)
+                        for name, (rule, w) in variants.items()},
+            "good_coloured": segmetrics.coloured_summary(maps[~bad], pixel_threshold)}
 
 
 def evaluate(ckpt: Path, data: Path, out: Path, device: str = "auto", batch_size: int = 16, quiet: bool = False,
@@ -77,8 +110,9 @@ def evaluate(ckpt: Path, data: Path, out: Path, device: str = "auto", batch_size
     maps, scores = frame_results(test, meta, *score_set(infer, test["inputs"], batch_size, quiet))
     images, masks = test["images"], test["masks"]
     infer_s = time.perf_counter() - t0
-    res = compute_metrics(maps, scores, labels, masks, defects)
     thr = meta["thresholds"]
+    res = compute_metrics(maps, scores, labels, masks, defects, thr["pixel"])
+    res["segmentation"] = where_metrics(maps, masks, defects, thr["pixel"])
     res["at_stored_threshold"] = thresholds.precision_recall_f1(scores, labels, thr["image"])
     res["at_stored_threshold"]["normalised_threshold"] = 1.0
     try:
@@ -154,16 +188,73 @@ def _tiles_text(r: dict[str, Any]) -> str:
             if t else "")
 
 
+def _segf1_text(b: dict[str, Any]) -> str:
+    """SegF1 of a report block as ``F1 (P / R)``; n/a without a pixel threshold."""
+    g = b.get("segf1")
+    return "n/a" if g is None else f"{_f(g['f1'])} ({_f(g['precision'])} / {_f(g['recall'])})"
+
+
+def _row(name: str, b: dict[str, Any]) -> str:
+    return (f"| {name} | {b['n']} | {_f(b['image_auroc'])} | {_f(b['pixel_auroc'])} | {_f(b['aupro'])} | "
+            f"{_f(b.get('aupro_005'))} | {_segf1_text(b)} |")
+
+
+def _x(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}×"
+
+
+def where_lines(seg: dict[str, Any] | None) -> list[str]:
+    """Markdown lines for ``where_metrics``' figures: per defect type the median region / true area and IoU
+    (touching, widened, all pixels), then the good images' coloured share; [] when absent."""
+    if not seg:
+        return []
+    reg, w = seg["regions"], seg["widen_px"]
+    touch, wide, every = reg["touching"], reg[f"touching_widened_{w}px"], reg["all_pixels"]
+    lines = ["", f"Where the defect is, at the stored pixel threshold {seg['pixel_threshold']:.4g} (medians over the "
+             "defective images of each type; a missed defect counts 0; region = predicted components touching the "
+             f"defect; widened = the true mask dilated by {w} px, one patch stride; all = every predicted pixel):", "",
+             "| defect | n | missed | region / true area | IoU | widened: area | widened: IoU | all: area | all: IoU |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for d, t in touch.items():
+        lines.append(f"| {d} | {t['n']} | {t['missed']} | {_x(t['area_ratio_median'])} | {_f(t['iou_median'])} | "
+                     f"{_x(wide[d]['area_ratio_median'])} | {_f(wide[d]['iou_median'])} | "
+                     f"{_x(every[d]['area_ratio_median'])} | {_f(every[d]['iou_median'])} |")
+    good = seg["good_coloured"]
+    n = next(iter(good.values()))["n"] if good else 0
+    lines += ["", f"Good test images ({n}), share of pixels the overlay colours (map ≥ fraction × pixel threshold; "
+              f"the overlay's rule is {NEAR:g}×): "
+              + "; ".join(f"≥ {k}×: median {_pct(v['median'])}, p90 {_pct(v['p90'])}"
+                          for k, v in good.items()) + "."]
+    return lines
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %"
+
+
+def summary_lines(r: dict[str, Any]) -> list[str]:
+    """Plain lines for a terminal: SegF1 and AU-PRO@0.05 overall, region / true area and IoU per defect type, the
+    good images' coloured share at 0.5 × the pixel threshold (for ``edge-stpm evaluate``'s printout)."""
+    o, seg = r["overall"], r.get("segmentation")
+    lines = [f"AU-PRO@0.05 {_f(o.get('aupro_005'))}; SegF1 at the stored pixel threshold {_segf1_text(o)}"]
+    if seg:
+        lines += [f"  {d}: region / true area {_x(t['area_ratio_median'])}, IoU {_f(t['iou_median'])}, "
+                  f"missed {t['missed']}/{t['n']}" for d, t in seg["regions"]["touching"].items()]
+        g = seg["good_coloured"][f"{NEAR:g}"]
+        lines.append(f"good images coloured (≥ {NEAR:g}× pixel threshold): median {_pct(g['median'])}, "
+                     f"p90 {_pct(g['p90'])}")
+    return lines
+
+
 def markdown(r: dict[str, Any]) -> str:
     o = r["overall"]
     lines = [f"# edge-stpm evaluation: {Path(r['data']).name}", "",
              f"Checkpoint `{r['checkpoint']}` ({r['backbone']}, {r['image_size']}², fit {r['fit']}{_tiles_text(r)}), "
              f"graph {r['graph']}, "
              f"{r['n_images']} test images.", "",
-             "| subset | n | image AUROC | pixel AUROC | AUPRO@0.3 |", "|---|---|---|---|---|",
-             f"| **all** | {o['n']} | {_f(o['image_auroc'])} | {_f(o['pixel_auroc'])} | {_f(o['aupro'])} |"]
-    for d, b in r["per_defect"].items():
-        lines.append(f"| good + {d} | {b['n']} | {_f(b['image_auroc'])} | {_f(b['pixel_auroc'])} | {_f(b['aupro'])} |")
+             "| subset | n | image AUROC | pixel AUROC | AUPRO@0.3 | AU-PRO@0.05 | SegF1 (P / R) |",
+             "|---|---|---|---|---|---|---|", _row("**all**", o)]
+    lines += [_row(f"good + {d}", b) for d, b in r["per_defect"].items()]
     a = r["at_stored_threshold"]
     lines += ["", f"At the stored image threshold {a['threshold']:.4g} ({r['thresholds']['method']}, from good images "
               f"only): precision {a['precision']:.3f}, recall {a['recall']:.3f}, F1 {a['f1']:.3f} "
@@ -178,6 +269,7 @@ def markdown(r: dict[str, Any]) -> str:
                   "held-out good images, no labels): proxy "
                   f"image AUROC {p['mean']:.3f} — " + ", ".join(f"{k} {v['image_auroc']:.3f}" for k, v in p["kinds"].items())
                   + ". It needs no defect samples; how well it ranks models is measured in docs/results.md."]
+    lines += where_lines(r.get("segmentation"))
     lines += ["", "Figures: `roc_image.png`, `roc_pixel.png`, `examples.png` (heatmap overlays, ground truth in green).", ""]
     return "\n".join(lines)
 
