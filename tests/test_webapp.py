@@ -193,6 +193,40 @@ def test_twenty_reviews_with_the_keyboard(station) -> None:
     assert all(rows[rid][1].startswith("operator@") for rid, _ in marked)
 
 
+def test_review_shows_the_line_s_overlay_and_the_part_without_it(station, tmp_path: Path) -> None:
+    """The Review page's picture is the overlay the live view drew for that part (the frame's shape, the overlay's
+    colours and banner — not a square heatmap in another colour map), and O shows the part as captured."""
+    import cv2
+    import numpy as np
+
+    pw, b = _browser()
+    try:
+        page, errors = _login(b, station["base"], "operator")
+        page.goto(f"{station['base']}/app/review")
+        page.wait_for_function("document.querySelector('.review-pic img') !== null")
+        src = page.get_attribute(".review-pic img", "src")
+        assert "/heat.jpg?" in src and "sig=" in src and "session" not in src, src
+        page.keyboard.press("o")
+        page.wait_for_function("document.querySelector('.review-pic').dataset.shows === 'part'")
+        assert "/frame.png?" in page.get_attribute(".review-pic img", "src")
+        page.keyboard.press("o")
+        page.wait_for_function("document.querySelector('.review-pic').dataset.shows === 'overlay'")
+        page.screenshot(path=str(tmp_path / "review.png"))
+        assert not errors, errors
+    finally:
+        b.close()
+        pw.stop()
+    with urllib.request.urlopen(station["base"] + src, timeout=10) as r:  # the signed URL alone suffices
+        over = cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_COLOR)
+    frame_src = src.replace("/heat.jpg?", "/frame.png?").split("?")[0]
+    row = _api(station["base"], "GET", "/api/results?verdict=NG&evidence=yes&limit=1", role="viewer")[0]
+    with urllib.request.urlopen(station["base"] + row["evidence"]["frame"], timeout=10) as r:
+        frame = cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_COLOR)
+    assert frame_src.endswith("frame.png")
+    assert abs(over.shape[1] / over.shape[0] - frame.shape[1] / frame.shape[0]) < 0.02, (over.shape, frame.shape)
+    assert np.abs(over.astype(int) - cv2.resize(frame, over.shape[1::-1]).astype(int)).mean() > 1.0  # drawn on
+
+
 def test_threshold_preview_equals_what_the_threshold_then_gives(station) -> None:
     import statistics
 

@@ -1,6 +1,6 @@
 """Saved evidence: for every NG result (and a sample of OK ones) the full frame as captured (PNG, lossless: it can be
-reviewed and reused for training) and its heatmap (a small JPEG), named in the record's ``evidence`` table, kept
-under a disk budget with a retention policy (NG frames ``ng_days``, sampled OK frames ``ok_days``; when the budget is
+reviewed and reused for training) and the overlay the live view drew for it (a JPEG: colours, outline, banner),
+named in the record's ``evidence`` table, kept under a disk budget with a retention policy (NG frames ``ng_days``, sampled OK frames ``ok_days``; when the budget is
 hit the oldest evidence goes first). Not required: a full disk costs evidence (counted, said once), never a verdict
 or a record row.
 """
@@ -31,11 +31,18 @@ class EvidencePolicy:
     min_free_mb: float = 512.0  # the disk keeps at least this much free: older evidence is deleted first
 
 
-def heatmap_jpeg(model_map: np.ndarray, pixel_threshold: float, side: int = 160) -> bytes:
-    """The map at model resolution, 0 → 2× the pixel threshold in the overlay's colours, as a small JPEG."""
-    norm = np.clip(model_map / (2.0 * max(pixel_threshold, 1e-12)), 0, 1)
-    img = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
-    img = cv2.resize(img, (side, side), interpolation=cv2.INTER_NEAREST)
+OVERLAY_SIDE = 800  # the saved overlay's longer side, pixels (a review screen's picture; the frame PNG keeps all)
+
+
+def overlay_jpeg(r: Result, side: int = OVERLAY_SIDE) -> bytes:
+    """What the live view drew for this result — the frame with the overlay's colours, the defect outline, the colour
+    bar and the verdict banner (``InspectionResult.overlay``) — as a JPEG at most ``side`` pixels on its longer side:
+    the Review page shows the operator where the model looked, in the colours of the line's screen."""
+    img = r.inspection.overlay(r.image)
+    h, w = img.shape[:2]
+    if max(h, w) > side:
+        f = side / max(h, w)
+        img = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
 
 
@@ -92,7 +99,7 @@ class EvidenceSink(Sink):
         try:
             data = cv2.imencode(".png", r.image)[1].tobytes()
             write_bytes(frame, data)
-            hm = heatmap_jpeg(r.inspection.square_map, r.inspection.pixel_threshold)
+            hm = overlay_jpeg(r)
             write_bytes(heat, hm)
         except (OSError, UserError) as exc:  # write_bytes says a failed write as a UserError (a full disk, mostly)
             frame.unlink(missing_ok=True)  # a frame without its heatmap is not kept either

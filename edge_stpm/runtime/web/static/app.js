@@ -85,12 +85,15 @@ const pages = {
     await load();
   },
   async review() {
-    let queue = [], at = 0;
+    let queue = [], at = 0, plain = false;
     async function load() { queue = await api("/api/results?verdict=NG&reviewed=no&evidence=yes&limit=200"); const rv = await api("/api/results?verdict=REVIEW&reviewed=no&evidence=yes&limit=200").catch(() => []); queue = rv.concat(queue); at = 0; show(); }
     function show() {
       $("#queue-count").textContent = `${queue.length ? at + 1 : 0} of ${queue.length} to review`;
       const r = queue[at];
-      $("#review-item").innerHTML = r ? `<div>${img(r.evidence.frame)}</div><div>${img(r.evidence.heatmap)}<p><span class="verdict ${esc(r.verdict)}">${esc(r.verdict)}</span> score ${r.normalised_score.toFixed(2)}</p><p class="hint">${time(r.time_iso)} · camera ${r.source} · recipe ${esc(r.recipe_name || "—")}<br>${esc(r.result_id)}</p></div>` : "<p>Nothing left to review.</p>";
+      // the overlay the live view drew for this part (its colours and outline); O shows the part without it
+      const pic = r ? (plain ? r.evidence.frame : r.evidence.heatmap) : null;
+      $("#review-item").innerHTML = r ? `<div class="review-pic" data-shows="${plain ? "part" : "overlay"}">${img(pic)}<p class="hint">${plain ? "the part as captured" : "as the line saw it: colour from half the pixel threshold, outline around NG"} · <button type="button" id="toggle-overlay">${plain ? "show the overlay" : "show the part without it"} (O)</button></p></div><div><p><span class="verdict ${esc(r.verdict)}">${esc(r.verdict)}</span> score ${r.normalised_score.toFixed(2)}</p><p class="hint">${time(r.time_iso)} · camera ${r.source} · recipe ${esc(r.recipe_name || "—")}<br>${esc(r.result_id)}</p></div>` : "<p>Nothing left to review.</p>";
+      $("#toggle-overlay")?.addEventListener("click", () => { plain = !plain; show(); });
       document.body.dataset.current = r ? r.result_id : "";
     }
     async function mark(m) {
@@ -103,6 +106,7 @@ const pages = {
       if (e.target === $("#defect-type") && e.key !== "Enter") return;
       const k = e.key.toLowerCase();
       if (k === "g") mark("good"); else if (k === "d" || (k === "enter" && e.target === $("#defect-type"))) mark("defect");
+      else if (k === "o") { plain = !plain; show(); }
       else if (k === "n") { at = Math.min(at + 1, queue.length - 1); show(); } else if (k === "p") { at = Math.max(at - 1, 0); show(); }
     });
     await load();
