@@ -147,7 +147,8 @@ class LiveView:
         self._seen = {(k, i): 0 for k in ("dropped", "reconnects") for i in range(len(self.sources))}
         self.viewers = 0
         self.encoded = 0
-        self._jpg_cache: dict[int, tuple[int, bytes]] = {}  # source → (frame, JPEG) for every page at once
+        # source → (frame, when, its verdict, JPEG): one encoding for every page at once
+        self._jpg_cache: dict[int, tuple[int, float, dict[str, Any] | None, bytes]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: Any = None
@@ -230,24 +231,41 @@ class LiveView:
             meta = self._latest_meta.get(source)
         return dict(meta) if meta is not None else None
 
+    PICTURE_TTL_S = 0.2  # pages share one encoded picture this long (a page shows a few pictures a second at most)
+
     def latest_picture(self, source: int) -> tuple[dict[str, Any] | None, bytes | None]:
-        """The newest picture of a source as JPEG and the verdict of that same frame (the live page's pair). Each
-        frame is encoded once, whatever the number of pages polling."""
-        self._page_seen = time.monotonic()
+        """The newest picture of a source as JPEG and the verdict of that same frame (the live page's pair). One
+        encoding serves every page polling within ``PICTURE_TTL_S``: pages cost the loop the same whether one or
+        ten are open."""
+        self._page_seen = now = time.monotonic()
         with self._lock:
             got, meta = self._latest.get(source), self._latest_meta.get(source)
             cached = self._jpg_cache.get(source)
         if got is None:
             return None, None
-        if cached is not None and cached[0] == got[0]:
-            return meta, cached[1]
+        if cached is not None and (cached[0] == got[0] or now - cached[1] < self.PICTURE_TTL_S):
+            return cached[2], cached[3]
         jpg = cv2.imencode(".jpg", got[1], [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
         with self._lock:
-            self._jpg_cache[source] = (got[0], jpg)
+            self._jpg_cache[source] = (got[0], now, meta, jpg)
         return meta, jpg
+
+    def cached_picture(self, source: int) -> tuple[dict[str, Any] | None, bytes | None] | None:
+        """The shared picture when it is still good (no thread hop needed), else None."""
+        with self._lock:
+            got, cached = self._latest.get(source), self._jpg_cache.get(source)
+        if got is None or cached is None:
+            return None
+        if cached[0] == got[0] or time.monotonic() - cached[1] < self.PICTURE_TTL_S:
+            self._page_seen = time.monotonic()
+            return cached[2], cached[3]
+        return None
 
     async def latest_picture_async(self, source: int) -> tuple[dict[str, Any] | None, bytes | None]:
         """``latest_picture`` off the event loop (the encoding never holds the server's thread)."""
+        shared = self.cached_picture(source)
+        if shared is not None:
+            return shared
         return await asyncio.get_running_loop().run_in_executor(None, self.latest_picture, source)
 
     def signed_ng(self, recent: list[dict[str, Any]], role: str) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ class Api:
         self._shift: tuple[float, dict[str, Any]] | None = None
         self._shift_lock = asyncio.Lock()
         self._upload = asyncio.Lock()
+        self._live: dict[str, tuple[float, bytes]] = {}  # role → (when, the live page's JSON)
 
     @property
     def record(self) -> Path | None:
@@ -341,16 +342,24 @@ class Api:
                 self._shift = (now, await self.off_loop(self.shift_counts))
             return self._shift[1]
 
+    LIVE_TTL_S = 0.25  # the live page's figures are computed at most this often, for every page at once
+
     async def live(self, request: Any) -> Any:
-        """The live page's figures: each source's newest verdict, the run's counts, the shift, the recipe."""
+        """The live page's figures: each source's newest verdict, the run's counts, the shift, the recipe — one JSON
+        body per role shared by every page polling within ``LIVE_TTL_S`` (pages never multiply the loop's cost)."""
         from aiohttp import web
 
-        out = [self.view.latest_meta(i) for i in range(len(self.view.sources))]
-        st = self.view.status()
-        signed = self.view.signed_ng(st["recent_ng"], request.get("role") or "viewer")
-        return web.json_response({"sources": out, "status": {"frames": st["frames"], "ng": st["ng"], "fps": st["fps"],
-                                                             "recent_ng": signed},
-                                  "shift": await self.shift(), "recipe": self.control.recipes.active.info})
+        role, now = request.get("role") or "viewer", time.monotonic()
+        got = self._live.get(role)
+        if got is None or now - got[0] > self.LIVE_TTL_S:
+            out = [self.view.latest_meta(i) for i in range(len(self.view.sources))]
+            st = self.view.status()
+            signed = self.view.signed_ng(st["recent_ng"], role)
+            body = json.dumps({"sources": out, "status": {"frames": st["frames"], "ng": st["ng"], "fps": st["fps"],
+                                                          "recent_ng": signed},
+                               "shift": await self.shift(), "recipe": self.control.recipes.active.info})
+            got = self._live[role] = (now, body.encode())
+        return web.Response(body=got[1], content_type="application/json")
 
     async def live_jpg(self, request: Any) -> Any:
         """A source's newest picture with that same frame's verdict (encoded once per frame for every page)."""

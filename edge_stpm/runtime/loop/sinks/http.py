@@ -30,10 +30,21 @@ class HttpPictureSink(Sink):
 
     def __init__(self, view: Any) -> None:
         self.view = view
+        self._last: dict[int, float] = {}  # per source: when the last picture was asked for
 
     def wants(self, r: Result) -> bool:
-        # someone watches (a stream, or the web app's live page within 2 s), or an NG thumbnail for the page
-        return self.view.viewers > 0 or r.ng or time.monotonic() - self.view._page_seen < 2.0
+        """An NG thumbnail for the page; otherwise a picture only while someone watches (a stream, or the web app's
+        live page within 2 s) and at most ``stream_fps`` a second per source — viewers see no more than that, so
+        drawing every frame would only cost the loop (the pictures' cost does not grow with the pages open)."""
+        if r.ng:
+            return True
+        now = time.monotonic()
+        if not (self.view.viewers > 0 or now - self.view._page_seen < 2.0):
+            return False
+        if now - self._last.get(r.source, 0.0) < 1.0 / max(self.view.stream_fps, 0.1):
+            return False
+        self._last[r.source] = now
+        return True
 
     def take(self, r: Result) -> None:
         latency = None if r.t_picture is None else (r.t_picture - r.t_capture) * 1e3
