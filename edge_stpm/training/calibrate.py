@@ -11,7 +11,7 @@ from edge_stpm.training import checkpoint, thresholds
 from edge_stpm.contract import tiles
 from edge_stpm.contract.images import labelled_test_images, load_images
 from edge_stpm.contract.errors import UserError
-from edge_stpm.training.evaluate import score_set, torch_infer
+from edge_stpm.training.evaluate import ScoreFn, score_set, torch_infer
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET
 from edge_stpm.training.backbones import get_spec
 from edge_stpm.training.heads.memory import fit_memory
@@ -21,15 +21,26 @@ from edge_stpm.training.model import HEADS, MAP_COMBINES, Preprocess, good_head_
 def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None, data: Path | None = None,
                 quiet: bool = False, top_percent: float | None = None, combine: str | None = None,
                 head: str | None = None, coreset: float = DEFAULT_CORESET,
-                bank_max_mb: float = DEFAULT_BANK_MAX_MB, k: float | None = None) -> dict[str, Any]:
+                bank_max_mb: float = DEFAULT_BANK_MAX_MB, k: float | None = None, pixel_method: str | None = None,
+                infer: ScoreFn | None = None) -> dict[str, Any]:
     """Recompute thresholds of a checkpoint from its held-out good images (optionally with another smoothing
     sigma, image score, level combination or head), or, with ``data``, set the image threshold to the F1 optimum
     of that labelled split; rewrite it. A ``head`` of memory or both builds the memory bank from the checkpoint's
     training images (nothing is trained); stpm and both need a trained student. ``k``: the image threshold's k
-    (None: the head's default)."""
+    (None: the head's default). ``pixel_method`` (None: as today, logsigma with the pixel k 3): a pixel-only
+    method of ``thresholds.PIXEL_METHODS`` — ``segf1`` scores the no-defect check's synthetic anomalies of the
+    held-out images (its kinds, sizes and seed) and takes the SegF1 optimum, ``p999`` the held-out pixels' 99.9th
+    percentile; the image threshold and the bank are unchanged. ``infer``: score with this function instead of the
+    checkpoint's own pipeline (it must be that pipeline, e.g. a cached one; not with a sigma / score / combine /
+    head change)."""
     ck = checkpoint.read(Path(ckpt))
     if method not in thresholds.METHODS:
         raise UserError(f"unknown threshold method {method!r}; choose one of {', '.join(thresholds.METHODS)}")
+    if pixel_method is not None and pixel_method not in thresholds.PIXEL_METHODS:
+        raise UserError(f"unknown pixel threshold method {pixel_method!r}; choose one of "
+                        f"{', '.join(thresholds.PIXEL_METHODS)}")
+    if infer is not None and (sigma, top_percent, combine, head) != (None, None, None, None):
+        raise UserError("a given scoring function cannot be used with a smoothing, score, combine or head change")
     if sigma is not None:
         if sigma < 0:
             raise UserError("--smoothing must be 0 (no smoothing) or positive")
@@ -51,10 +62,13 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
                                if combine == "weighted_sum" else None)
     if head is not None:
         _change_head(ck, stpm, head, coreset, bank_max_mb, torch.from_numpy(val_images), quiet)
-    pipe = checkpoint.pipeline(ck, stpm)
-    infer = torch_infer(pipe, torch.device("cpu"))
+    if infer is None:
+        infer = torch_infer(checkpoint.pipeline(ck, stpm), torch.device("cpu"))
     maps, scores = score_set(infer, val_images, 16, quiet, "held-out good images")
-    thr = thresholds.calibrate(tiles.per_frame(grid, scores), maps, method, thresholds.default_k(ck.get("head", "stpm")) if k is None else k)
+    synthetic = (synthetic_maps(infer, val_images, int(ck["training"].get("config", {}).get("seed", 0)), quiet)
+                 if pixel_method == "segf1" else None)
+    thr = thresholds.calibrate(tiles.per_frame(grid, scores), maps, method, thresholds.default_k(ck.get("head", "stpm")) if k is None else k,
+                               pixel_method=pixel_method, synthetic=synthetic)
     if data is not None:
         items = labelled_test_images(Path(data))
         _, s = score_set(infer, load_images([i.path for i in items], size, fit, tiles=grid), 16, quiet,
@@ -67,6 +81,20 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
                     head=ck.get("head", "stpm"), memory=ck.get("memory_bank"), head_weights=ck.get("head_weights"),
                     tiles=ck.get("tiles"))
     return thr
+
+
+def synthetic_maps(infer: ScoreFn, good: np.ndarray, seed: int, quiet: bool = True,
+                   batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Maps ``(K·N, H, W)`` float32 (map units) of the no-defect check's synthetic anomalies of the uint8 held-out
+    images ``good`` ``(N, H, W, 3)`` (``synthetic_defects.anomalies``, every kind, this ``seed``) and their masks
+    ``(K·N, H, W)`` bool, scored by ``infer`` in batches of ``batch_size`` (as ``evaluate.no_defect_check``)."""
+    from edge_stpm.training.synthetic_defects import anomalies
+
+    maps, masks = [], []
+    for kind, images, m in anomalies(good, seed):
+        maps.append(score_set(infer, images, batch_size, quiet, f"synthetic {kind}")[0])
+        masks.append(m)
+    return np.concatenate(maps), np.concatenate(masks)
 
 
 def _change_head(ck: dict[str, Any], stpm: Any, head: str, coreset: float, bank_max_mb: float,

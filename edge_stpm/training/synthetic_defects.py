@@ -12,7 +12,7 @@ library: the augmentation libraries that have such transforms (albumentations, i
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -114,6 +114,15 @@ def make(images: np.ndarray, kind: str, seed: int = 0) -> tuple[np.ndarray, np.n
         out.append(a)
         masks.append(m)
     return np.stack(out), np.stack(masks)
+
+
+def anomalies(good: np.ndarray, seed: int = 0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """The no-defect check's synthetic anomalies WITH their masks, kind by kind in ``KINDS`` order: (kind, images
+    ``(N, H, W, 3)`` uint8, masks ``(N, H, W)`` bool) — exactly the images ``proxy_auroc`` scores for the same
+    uint8 ``good`` images ``(N, H, W, 3)`` and ``seed`` (``make``); one kind at a time to bound memory."""
+    for kind in KINDS:
+        images, masks = make(good, kind, seed)
+        yield kind, images, masks
 
 
 def proxy_auroc(infer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], good: np.ndarray,
