@@ -389,3 +389,48 @@ def test_reverse_proxy_recipe_from_the_docs(station, tmp_path: Path) -> None:
     from edge_stpm.runtime.station.audit import query
 
     assert any(a["action"] == "login" and a["who"] == "operator@127.0.0.1" for a in query(station["db"]))
+
+
+def test_no_password_on_healthz_and_status_and_viewers_capped() -> None:
+    """A source spec with a password (a stalled RTSP camera) shows on /healthz (no login) and status.json with the
+    password masked; MJPEG streams beyond ``max_viewers`` are refused (503), the others keep streaming."""
+    import numpy as np
+
+    view = LiveView(parse_bind("127.0.0.1:0"), None, {"model": "a"}, sources=["rtsp://admin:hunter2@10.0.0.5/s"],
+                    server=ServerSettings(max_viewers=2))
+    view.START_GRACE_S = 0.0
+    view.start()
+    base = f"http://127.0.0.1:{view.port}"
+    try:
+        time.sleep(0.2)
+        code, _ = _call(base, "GET", "/healthz")
+        with urllib.request.urlopen(base + "/status.json", timeout=5) as r:
+            status = r.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + "/healthz", timeout=5)
+        body = e.value.read().decode()
+        assert code == 503 and "rtsp://admin:***@10.0.0.5/s" in body and "hunter2" not in body
+        assert "hunter2" not in status and "admin:***@" in status
+        view.publish(0, np.zeros((32, 32, 3), np.uint8), False, 0.1, 1.0, 10.0, {}, 0, 0)
+        streams = [urllib.request.urlopen(base + "/stream.mjpg", timeout=5) for _ in range(2)]
+        assert _call(base, "GET", "/stream.mjpg", timeout=5)[0] == 503
+        for s in streams:
+            s.close()
+    finally:
+        view.close()
+
+
+def test_live_figures_are_computed_once_for_every_page(station, monkeypatch) -> None:
+    """Ten pages polling /api/live at once cost one read of the record's shift counts, not ten."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge_stpm.runtime.web.api import Api
+
+    calls = []
+    original = Api.shift_counts
+    monkeypatch.setattr(Api, "shift_counts", lambda self: calls.append(1) or original(self))
+    monkeypatch.setattr(Api, "SHIFT_TTL_S", 60.0)
+    base = station["base"]
+    with ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda _: _call(base, "GET", "/api/live", _bearer("viewer"))[0], range(30)))
+    assert codes == [200] * 30 and len(calls) <= 1, (codes, len(calls))
