@@ -334,6 +334,8 @@ def ssl_context(settings: ServerSettings) -> ssl.SSLContext | None:
     if not settings.tls:
         return None
     cert, key = settings.tls_cert, settings.tls_key
+    if (cert is None) != (key is None):
+        raise UserError("--http-cert and --http-key go together (or [http] tls_cert and tls_key)")
     if cert is None or key is None:
         folder = settings.tls_dir or Path(".")
         cert, key = folder / "http-cert.pem", folder / "http-key.pem"
@@ -407,7 +409,7 @@ def check_listen(host: str, loopback: bool, settings: ServerSettings) -> None:
         raise UserError(
             f"HTTP bind {host} is not a loopback address and has no TLS: give [http] tls_cert and tls_key "
             "(or tls_self_signed = true; run --http-cert/--http-key/--http-self-signed), put a TLS proxy "
-            "in front and bind to 127.0.0.1 (docs/webapp.md), or set [http] insecure = true "
+            "in front and bind to 127.0.0.1 (docs/api.md, "TLS"), or set [http] insecure = true "
             "(run --http-insecure) to serve tokens and sessions readable on the network"
         )
 
