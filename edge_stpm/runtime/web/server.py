@@ -409,7 +409,7 @@ def check_listen(host: str, loopback: bool, settings: ServerSettings) -> None:
         raise UserError(
             f"HTTP bind {host} is not a loopback address and has no TLS: give [http] tls_cert and tls_key "
             "(or tls_self_signed = true; run --http-cert/--http-key/--http-self-signed), put a TLS proxy "
-            "in front and bind to 127.0.0.1 (docs/api.md, "TLS"), or set [http] insecure = true "
+            "in front and bind to 127.0.0.1 (docs/api.md, TLS), or set [http] insecure = true "
             "(run --http-insecure) to serve tokens and sessions readable on the network"
         )
 
