@@ -434,3 +434,14 @@ def test_live_figures_are_computed_once_for_every_page(station, monkeypatch) -> 
     with ThreadPoolExecutor(10) as pool:
         codes = list(pool.map(lambda _: _call(base, "GET", "/api/live", _bearer("viewer"))[0], range(30)))
     assert codes == [200] * 30 and len(calls) <= 1, (codes, len(calls))
+
+
+def test_docs_list_every_route_with_its_role(station) -> None:
+    """docs/api.md's route table is the served table (``routes_markdown``): a new route or a changed role shows
+    up there or this fails."""
+    from edge_stpm.runtime.web.server import routes_markdown
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    table = routes_markdown(route_table(station["view"], station["control"]))
+    missing = [row for row in table.splitlines() if row not in doc]
+    assert not missing, "docs/api.md lacks (regenerate with routes_markdown):\n" + "\n".join(missing)
