@@ -18,6 +18,19 @@ MARKS = ("good", "defect")
 DEFECT_TYPE_MAX = 64
 
 
+async def json_body(request: Any) -> dict[str, Any]:
+    """The request's JSON object; anything else (not JSON, not an object, empty) is 400 with one line."""
+    from aiohttp import web
+
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        raise web.HTTPBadRequest(text="the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="the body must be a JSON object")
+    return body
+
+
 def _who(request: Any) -> str:
     return str(request.get("who") or f"anonymous@{request.remote or '?'}")
 
@@ -195,7 +208,7 @@ class Api:
     async def review(self, request: Any) -> Any:
         from aiohttp import web
 
-        body = await request.json()
+        body = await json_body(request)
         r = await self.off_loop(self.mark, str(body.get("result_id", "")), str(body.get("mark", "")),
                                 body.get("defect_type"), _who(request))
         self.control.audit.write(_who(request), "review", None, r["before"], {"result_id": r["result_id"],
@@ -218,7 +231,7 @@ class Api:
 
         from edge_stpm.runtime.web.preview import preview
 
-        body = await request.json()
+        body = await json_body(request)
         return web.json_response(await self.off_loop(preview, self.control, self.record, body))
 
     async def settings(self, request: Any) -> Any:
@@ -226,7 +239,7 @@ class Api:
 
         from edge_stpm.runtime.web.preview import apply_settings
 
-        body = await request.json()
+        body = await json_body(request)
         return web.json_response(await self.off_loop(apply_settings, self.control, body, _who(request)))
 
     async def deploy(self, request: Any) -> Any:
@@ -285,7 +298,7 @@ class Api:
             raise web.HTTPNotFound(text="this run collects nothing (a station with a record and [evidence] does)")
         if request.method == "GET":
             return web.json_response(self.view.collect.status())
-        body = await request.json()
+        body = await json_body(request)
         try:
             count, change = int(body.get("count", 200)), float(body.get("min_change", 3.0))
         except (TypeError, ValueError):
