@@ -173,7 +173,7 @@ def decide(m: dict[str, dict[str, Any]], seeds_needed: int = SEEDS) -> dict[str,
             continue
         gain, drop = c["segf1"] - base["segf1"], base["image_auroc"] - c["image_auroc"]
         ok = gain >= SEGF1_GAIN and drop <= AUROC_DROP
-        notes.append(f"{name}: SegF1 {gain:+.3f} over P0 (needs ≥ +{SEGF1_GAIN}), image AUROC {-drop:+.4f} "
+        notes.append(f"{name}: SegF1 {gain:+.3f} over P0 (needs ≥ +{SEGF1_GAIN}), image AUROC {0.0 - drop:+.4f} "
                      f"(may drop ≤ {AUROC_DROP}) → {'passes' if ok else 'does not pass'}")
         if ok:
             passing.append(name)
@@ -196,8 +196,12 @@ def table_md(records: list[dict[str, Any]]) -> str:
     lines += ["## Means over seeds", "", "| candidate | seeds | mean SegF1 | mean image AUROC |", "|---|---|---|---|"]
     lines += [f"| {n} | {','.join(map(str, v['seeds']))} | {_f(v['segf1'])} | {_f(v['image_auroc'], '.4f')} |"
               for n, v in m.items()]
+    p1 = {r["seed"]: r["candidates"]["P1"]["thresholds"] for r in records if "P1" in r["candidates"]}
+    top = [seed for seed, t in p1.items() if t["pixel"] == t["pixel_segf1"]["range"][1]]
     lines += ["", "The image threshold, the bank and the scoring are the same for P0–P2 (only the pixel threshold is "
-              "recalibrated), so image AUROC and the image recall / precision are identical across them.", "",
+              "recalibrated), so image AUROC and the image recall / precision are identical across them.",
+              f"P1's SegF1 optimum on the synthetic anomalies is the top candidate (the held-out pixels' max) on "
+              f"seed(s) {', '.join(map(str, top)) or 'none'} of {len(records)}.", "",
               f"**Rule:** {d['why']}.", *[f"- {n}" for n in d.get("notes", [])], ""]
     return "\n".join(lines)
 
