@@ -284,6 +284,8 @@ def test_login_next_stays_on_this_origin(station) -> None:
                 "javascript:window.pwned=sessionStorage.getItem('edge-stpm-session')",
                 "//evil.example/x",
                 "/\\evil.example",
+                "/\t/evil.example",
+                "https://evil.example/app/live",
             ):
                 page = b.new_page()
                 dialogs: list[str] = []
@@ -453,10 +455,62 @@ def test_bad_bodies_are_one_line_never_a_server_error(station) -> None:
     base = station["base"]
     bodies = (b"not json", b"[1, 2]", b'"x"', b'{"recipe": 5, "threshold": "x", "min_defect_area": [], '
               b'"review_band": {}, "mark": 3, "result_id": [], "count": "x", "min_change": null, "defect_type": 7, '
-              b'"n": -1, "token": 5}')
+              b'"n": -1, "token": 5}', b'{"count": Infinity, "threshold": NaN}', b'{"count": 1e999, "n": 1e999}',
+              b'{"recipe": "a", "threshold": "x", "n": "x", "mark": "good", "result_id": "x", "defect_type": [1]}',
+              b'{"recipe": "a", "min_defect_area": 1e308, "review_band": "x"}')
     for r in route_table(station["view"], station["control"]):
         if r.method != "POST" or r.path in ("/api/deploy", "/deploy", "/api/rollback", "/rollback", "/api/logout"):
             continue
         for body in bodies:
             code, _ = _call(base, "POST", _path(r) + "?recipe=a&index=x&timeout=x", _bearer("engineer"), body)
             assert code < 500, (r.path, body[:20], code)
+
+
+def test_crafted_numbers_in_paths_are_404_not_500(station) -> None:
+    """'²' passes str.isdigit but not int(); 5,000 digits pass isdigit but not int() either (found in review)."""
+    base = station["base"]
+    for path in ("/ng/%C2%B2.jpg", "/stream/%C2%B2.mjpg", "/ng/" + "1" * 5000 + ".jpg",
+                 "/api/live/" + "1" * 5000 + ".jpg", "/api/live/99.jpg"):
+        code, _ = _call(base, "GET", path, _bearer("viewer"), timeout=5)
+        assert code in (404, 400), (path[:30], code)
+
+
+def test_an_old_page_never_locks_its_own_user_out(station) -> None:
+    """Expired signatures (a History page left open) are 401 but do not count toward the lockout; a forged one
+    does."""
+    base, signer = station["base"], station["view"].guard.signer
+    url = signer.sign("/api/evidence/r1/frame.png", "viewer", ttl_s=-3600)
+    codes = [_call(base, "GET", url, {"X-Forwarded-For": "10.8.8.8"})[0] for _ in range(15)]
+    assert codes == [401] * 15, codes
+    forged = url.replace("role=viewer", "role=engineer")
+    codes = [_call(base, "GET", forged, {"X-Forwarded-For": "10.8.8.9"})[0] for _ in range(12)]
+    assert codes[:10] == [401] * 10 and codes[10:] == [429, 429], codes
+
+
+def test_no_open_view_through_a_proxy() -> None:
+    """A loopback bind without tokens is open to the box itself, never to clients behind a reverse proxy."""
+    view = LiveView(parse_bind("127.0.0.1:0"), None, {"model": "a"},
+                    server=ServerSettings(trusted_proxies=("127.0.0.1",))).start()
+    try:
+        base = f"http://127.0.0.1:{view.port}"
+        assert _call(base, "GET", "/status.json", {"X-Forwarded-For": "192.0.2.7"})[0] == 401
+    finally:
+        view.close()
+    view = LiveView(parse_bind("127.0.0.1:0"), None, {"model": "a"}).start()
+    try:
+        assert _call(f"http://127.0.0.1:{view.port}", "GET", "/status.json")[0] == 200
+    finally:
+        view.close()
+
+
+def test_redaction_of_awkward_secrets() -> None:
+    from edge_stpm.contract.redact import redact
+
+    cases = {"rtsp://admin:p@ss@10.0.0.5:554/s": "rtsp://admin:***@10.0.0.5:554/s",
+             "rtsp://admin:p/ss@h/x": "rtsp://admin:***@h/x",
+             "error: cannot open rtsp://u:pw@h/x?token=abc&y=1": "error: cannot open rtsp://u:***@h/x?token=***&y=1",
+             "http://h/x?access_token=q&api_key=z&b=2": "http://h/x?access_token=***&api_key=***&b=2",
+             "rtspsrc location=rtsp://u:s3c@h/x ! decodebin": "rtspsrc location=rtsp://u:***@h/x ! decodebin",
+             "rtsp://user@h/x": "rtsp://user@h/x", "/data/video.mp4": "/data/video.mp4"}
+    for raw, want in cases.items():
+        assert redact(raw) == want, (raw, redact(raw))

@@ -52,6 +52,11 @@ class Bind:
             return False
 
 
+def small_int(text: str, default: int = -1) -> int:
+    """A path parameter as a number: plain ASCII digits, at most 18 of them; anything else ``default``."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else default
+
+
 def parse_bind(text: str, what: str = "--http") -> Bind:
     """``HOST:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1); ``[::1]:PORT`` for IPv6."""
     t = text.strip()
@@ -494,7 +499,7 @@ class LiveView:
         from aiohttp import web
 
         with self._lock:
-            jpg = self._ng.get(int(request.match_info["index"])) if request.match_info["index"].isdigit() else None
+            jpg = self._ng.get(small_int(request.match_info["index"]))
         if jpg is None:
             raise web.HTTPNotFound(text="no such NG snapshot (only the most recent are kept)")
         return web.Response(body=jpg, content_type="image/jpeg")
@@ -532,7 +537,7 @@ class LiveView:
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is not None:  # a small kernel send buffer: a viewer that stops reading is noticed within seconds
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
-        src = int(request.match_info.get("source", "0")) if request.match_info.get("source", "0").isdigit() else -1
+        src = small_int(request.match_info.get("source", "0"))
         if not 0 <= src < len(self.sources):
             raise web.HTTPNotFound(text=f"no source {request.match_info.get('source')}")
         await resp.prepare(request)

@@ -18,14 +18,28 @@ MARKS = ("good", "defect")
 DEFECT_TYPE_MAX = 64
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number here")
+
+
+def _strict_loads(text: str) -> Any:
+    """JSON without Infinity / NaN, and no number too large for a float."""
+    import math
+
+    out = json.loads(text, parse_constant=_refuse_constant)
+    if isinstance(out, dict) and any(isinstance(v, float) and not math.isfinite(v) for v in out.values()):
+        raise ValueError("a number is too large")
+    return out
+
+
 async def json_body(request: Any) -> dict[str, Any]:
     """The request's JSON object; anything else (not JSON, not an object, empty) is 400 with one line."""
     from aiohttp import web
 
     try:
-        body = await request.json() if request.can_read_body else {}
+        body = await request.json(loads=_strict_loads) if request.can_read_body else {}
     except ValueError:
-        raise web.HTTPBadRequest(text="the body is not JSON") from None
+        raise web.HTTPBadRequest(text="the body is not JSON (numbers must be finite)") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="the body must be a JSON object")
     return body
@@ -61,6 +75,8 @@ class Api:
             return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
         except UserError as exc:
             raise web.HTTPUnprocessableEntity(text=str(exc)) from None
+        except (TypeError, ValueError, OverflowError, AttributeError) as exc:  # a value of the wrong kind in a body
+            raise web.HTTPUnprocessableEntity(text=f"a value of the wrong kind: {exc}") from None
 
     def con(self) -> Any:
         from aiohttp import web
@@ -180,7 +196,8 @@ class Api:
             row = con.execute("SELECT frame, heatmap FROM evidence WHERE result_id = ?", (rid,)).fetchone()
         finally:
             con.close()
-        path = None if row is None else Path(row[0] if what == "frame.png" else row[1])
+        name = None if row is None else (row[0] if what == "frame.png" else row[1])
+        path = Path(name) if name else None
         if path is None or not path.is_file():
             raise web.HTTPNotFound(text="no evidence for this result (never saved, or deleted by retention)")
         return web.FileResponse(path, headers={"Cache-Control": "max-age=3600"})
@@ -190,8 +207,9 @@ class Api:
 
         if mark not in MARKS:
             raise UserError(f"mark must be one of {', '.join(MARKS)}")
-        if defect_type is not None and (len(defect_type) > DEFECT_TYPE_MAX or not defect_type.isprintable()):
-            raise UserError(f"defect type: at most {DEFECT_TYPE_MAX} printable characters")
+        if defect_type is not None and (not isinstance(defect_type, str) or len(defect_type) > DEFECT_TYPE_MAX
+                                        or not defect_type.isprintable()):
+            raise UserError(f"defect type: text of at most {DEFECT_TYPE_MAX} printable characters")
         con = connect(self.record)  # type: ignore[arg-type]
         try:
             if con.execute("SELECT 1 FROM inspections WHERE result_id = ?", (rid,)).fetchone() is None:
@@ -301,7 +319,7 @@ class Api:
         body = await json_body(request)
         try:
             count, change = int(body.get("count", 200)), float(body.get("min_change", 3.0))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise web.HTTPBadRequest(text="count and min_change are numbers") from None
         recipe = self.control.recipes.active.cfg.name
         st = await self.off_loop(self.view.collect.arm, recipe, count, change)
@@ -378,7 +396,12 @@ class Api:
         """A source's newest picture with that same frame's verdict (encoded once per frame for every page)."""
         from aiohttp import web
 
-        meta, jpg = await self.view.latest_picture_async(int(request.match_info["source"]))
+        from edge_stpm.runtime.loop.live_view import small_int
+
+        source = small_int(request.match_info["source"])
+        if not 0 <= source < len(self.view.sources):
+            raise web.HTTPNotFound(text="no such source")
+        meta, jpg = await self.view.latest_picture_async(source)
         if jpg is None or meta is None:
             raise web.HTTPNotFound(text="no picture yet")
         return web.Response(body=jpg, content_type="image/jpeg",

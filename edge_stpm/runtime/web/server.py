@@ -120,13 +120,19 @@ class Signer:
         return f"{base}?{query + '&' if query else ''}{extra}"
 
     def role_of(self, path: str, query: Any) -> str | None:
+        """The signed role, or None; ``expired`` tells an old page's honest link from a forgery (see ``check``)."""
+        return self.check(path, query)[0]
+
+    def check(self, path: str, query: Any) -> tuple[str | None, bool]:
+        """(the signed role or None, whether the signature is forged: a wrong MAC, not merely expired — an old page
+        left open must not lock its own user out)."""
         try:
             exp, role, sig = int(query.get("exp", "0")), str(query.get("role", "")), str(query.get("sig", ""))
         except ValueError:
-            return None
-        if role not in RANK or exp < time.time() or not hmac.compare_digest(sig, self._mac(path, role, exp)):
-            return None
-        return role
+            return None, True
+        if role not in RANK or not hmac.compare_digest(sig, self._mac(path, role, exp)):
+            return None, True
+        return (role, False) if exp >= time.time() else (None, False)
 
 
 class Throttle:
@@ -232,12 +238,19 @@ class Guard:
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         role = self.sessions.role_of_session(session) or self.sessions.role_of_token(bearer)
         if role is None and route.signed and "sig" in request.query:
-            role = self.signer.role_of(request.path, request.query)
+            role, forged = self.signer.check(request.path, request.query)
             if role is None:
-                return None, True
+                return None, forged
         if role is None and (session or bearer):
             return None, True
-        return role or self.sessions.open_role, False
+        return role or self.open_role(request), False
+
+    def open_role(self, request: Any) -> str | None:
+        """The role of a request without credentials on an open loopback view — never for one that came through a
+        reverse proxy (the proxy's clients are not the box)."""
+        if "X-Forwarded-For" in request.headers or (request.remote or "?") in self.settings.trusted_proxies:
+            return None
+        return self.sessions.open_role
 
     def write_audit(self, who: str, action: str, detail: str) -> None:
         """A refusal's audit row, written off the event loop before the refusal is answered (``guarded`` awaits
@@ -541,14 +554,14 @@ def route_table(view: Any, control: Any = None) -> list[Route]:
     table += [
         Route("GET", "/api/live", api.live, "viewer", note="the live page's figures (computed once for all pages)"),
         Route("GET", r"/api/live/{source:\d+}.jpg", api.live_jpg, "viewer", note="a source's picture and verdict"),
-        Route("GET", "/api/results", api.results_handler, "viewer", signed=True, note="results (JSON or CSV)"),
+        Route("GET", "/api/results", api.results_handler, "viewer", note="results (JSON or CSV)"),
         Route(
             "GET",
             "/api/evidence/{rid}/{what:frame.png|heat.jpg}",
             api.evidence,
             "viewer",
             signed=True,
-            note="a result's saved frame or heatmap",
+            note="a result's saved frame or the overlay drawn for it",
         ),
         Route("POST", "/api/review", api.review, "operator", note="mark a result good or defect", action="review"),
         Route("GET", "/api/recipes", api.recipes, "viewer", note="recipes with their versions"),
@@ -566,7 +579,6 @@ def route_table(view: Any, control: Any = None) -> list[Route]:
             "/api/dataset",
             api.dataset,
             "engineer",
-            signed=True,
             note="reviewed results as a dataset zip",
             action="dataset download",
         ),
@@ -577,7 +589,6 @@ def route_table(view: Any, control: Any = None) -> list[Route]:
             "/api/collect.zip",
             api.collect_zip,
             "engineer",
-            signed=True,
             note="the collected parts, zipped",
             action="collect download",
         ),

@@ -18,7 +18,12 @@ function toast(text) { const t = $("#toast"); t.textContent = text; t.style.disp
 // picture URLs come signed and short-lived from the API (an <img> cannot send the X-Session header)
 const img = (url) => url ? `<img loading="lazy" alt="" src="${esc(url)}">` : "";
 // only a path on this station: never another origin, never a javascript: URL
-const sameOrigin = (next) => (typeof next === "string" && /^\/(?![\/\\])/.test(next) ? next : "/app/live");
+const sameOrigin = (next) => {
+  try {
+    const u = new URL(String(next ?? ""), location.origin); // the browser's own parsing (tabs, backslashes, //host)
+    return u.origin === location.origin && u.pathname.startsWith("/app/") ? u.pathname + u.search : "/app/live";
+  } catch { return "/app/live"; }
+};
 const time = (iso) => esc(String(iso || "").replace("T", " ").slice(0, 19));
 
 async function whoami() {

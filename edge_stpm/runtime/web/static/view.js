@@ -5,11 +5,13 @@
 const $ = (id) => document.getElementById(id);
 const KEY = "edge-stpm-session";
 const esc = (t) => String(t ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-let shown = false, lastThumbs = "";
+let shown = false, lastThumbs = "", paused = false;
 
 async function get(path) {
   const res = await fetch(path, { headers: { "X-Session": sessionStorage.getItem(KEY) || "" } });
-  if (res.status === 401) { $("login").hidden = false; throw new Error("login"); }
+  if (res.status === 401) { // a session the station no longer knows (a restart): forget it, ask once, stop polling
+    sessionStorage.removeItem(KEY); $("login").hidden = false; paused = true; throw new Error("login");
+  }
   if (!res.ok) throw new Error(String(res.status));
   return res.json();
 }
@@ -20,7 +22,7 @@ $("login").addEventListener("submit", async (e) => {
     body: JSON.stringify({ token: $("token").value }) });
   if (!res.ok) { $("login-error").textContent = res.status === 429 ? "too many tries: wait a minute" : "unknown token"; return; }
   sessionStorage.setItem(KEY, (await res.json()).session);
-  $("login").hidden = true; $("token").value = ""; shown = false; tick().catch(() => {});
+  $("login").hidden = true; $("token").value = ""; shown = false; paused = false; tick().catch(() => {});
 });
 
 function streams(s) {
@@ -42,5 +44,5 @@ async function tick() {
   const thumbs = s.recent_ng.map((n) => `<a href="/${esc(n.url)}"><img src="/${esc(n.url)}" title="frame ${n.frame}: ${n.normalised_score.toFixed(2)}"></a>`).join("");
   if (thumbs !== lastThumbs) { $("thumbs").innerHTML = thumbs; lastThumbs = thumbs; }
 }
-setInterval(() => tick().catch(() => {}), 1000);
+setInterval(() => { if (!paused) tick().catch(() => {}); }, 1000);
 tick().catch(() => {});
