@@ -146,3 +146,9 @@ FREE_TEXT: dict[str, str] = {
     "--user": "service: a user name for systemd's User= (any text)",
     "--exe": "service: the edge-stpm executable's path (any text)",
 }
+
+
+def small_int(text: str, default: int = -1) -> int:
+    """A number from a URL path (a source, a thumbnail): plain ASCII digits, at most 18 of them; anything else
+    ``default`` ('²' passes ``str.isdigit`` but not ``int``; 5,000 digits pass both checks' first half)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else default

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.options import small_int
 from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.loop.sinks.record import VERDICTS, query
 
@@ -50,11 +51,6 @@ class Bind:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
-
-
-def small_int(text: str, default: int = -1) -> int:
-    """A path parameter as a number: plain ASCII digits, at most 18 of them; anything else ``default``."""
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else default
 
 
 def parse_bind(text: str, what: str = "--http") -> Bind:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.options import small_int
 
 MARKS = ("good", "defect")
 DEFECT_TYPE_MAX = 64
@@ -395,8 +396,6 @@ class Api:
     async def live_jpg(self, request: Any) -> Any:
         """A source's newest picture with that same frame's verdict (encoded once per frame for every page)."""
         from aiohttp import web
-
-        from edge_stpm.runtime.loop.live_view import small_int
 
         source = small_int(request.match_info["source"])
         if not 0 <= source < len(self.view.sources):
