@@ -476,8 +476,14 @@ def route_table(view: Any, control: Any = None) -> list[Route]:
     from edge_stpm.runtime.web.api import Api
 
     api = Api(view, control, view.sessions)
-    v = view
-    table = [
+    if control is None:
+        return _live_routes(view, api)
+    return _live_routes(view, api) + _station_routes(view, api) + _app_routes(view, api)
+
+
+def _live_routes(v: Any, api: Any) -> list[Route]:
+    """The run's own routes: health, its page, login, figures, streams, triggers, recipes."""
+    return [
         Route("GET", "/healthz", v.healthz, PUBLIC, note="200 or 503 with what is wrong (secrets redacted)"),
         Route("GET", "/", v.page, PUBLIC, note="the run's live page (a shell: its data needs a login)"),
         Route("GET", "/static/{name}", static_file, PUBLIC, note="the pages' scripts and styles"),
@@ -510,10 +516,12 @@ def route_table(view: Any, control: Any = None) -> list[Route]:
         ),
         Route("POST", "/recipe", v.recipe, "engineer", note="alias of POST /api/recipe/active", action="select recipe"),
     ]
-    if control is None:
-        return table
+
+
+def _station_routes(view: Any, api: Any) -> list[Route]:
+    """A station's model versions and audit (the older names are aliases)."""
     upload = int(view.server.max_upload_mb * 2**20)
-    table += [
+    return [
         Route("GET", "/models.json", api.models, "viewer", note="versions per recipe"),
         Route(
             "POST",
@@ -539,10 +547,14 @@ def route_table(view: Any, control: Any = None) -> list[Route]:
         Route("GET", "/api/audit", api.audit, "viewer", note="the audit log"),
         Route("GET", "/audit.json", api.audit, "viewer", note="alias of GET /api/audit"),
     ]
+
+
+def _app_routes(view: Any, api: Any) -> list[Route]:
+    """The web app: page shells (public) and the JSON API under them."""
     from edge_stpm.runtime.web.app import PAGES, page_shell
 
     idle_s = view.sessions.idle_s
-    table += [
+    table = [
         Route("GET", "/app", page_shell(None, idle_s), PUBLIC, note="→ /app/live"),
         Route("GET", "/app/", page_shell(None, idle_s), PUBLIC, note="→ /app/live"),
         Route("GET", "/app/login", page_shell(("login", "log in"), idle_s), PUBLIC, note="the login page"),
