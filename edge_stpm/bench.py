@@ -301,7 +301,7 @@ def _device_path(b: Backend, frame: list[np.ndarray], n: int) -> dict[str, Any]:
         refused = dev.refused.get(frame[0].shape[:2])
         return {"device": "refused", "device_error": refused} if refused else {"device": "no frame path for this size"}
     try:
-        scale = index_scale(dev.pixel_threshold)
+        scale = index_scale(dev.pixel_threshold, dev.scale.pixel_zero)
         graph_ms = statistics.median(time_host(lambda: runner.run(frame[0], scale), n, 3))
         e2e_ms = statistics.median(time_host(end_to_end(dev, frame), n, 3))
     finally:

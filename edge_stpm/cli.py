@@ -367,7 +367,7 @@ def run(ctx: typer.Context,
         precision: Optional[Precision] = typer.Option(None, help="Pick the graph/engine of this precision in an export folder."),
         threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime / PyTorch CPU (default: the cores, divided among --workers)."),
         workers: Optional[int] = typer.Option(None, **rng("workers"), help="Frames inferred at once on worker threads, results still in order (ONNX Runtime). 1: lowest verdict latency; the cores with --threads 1: most frames/s on a CPU. Default: 1, or one per core (at most one per source) for several free-running sources on ONNX Runtime CPU without --threads (docs/pipeline.md)."),
-        threshold: Optional[float] = typer.Option(None, **rng("threshold"), help="Threshold, normalised like the scores: 1.2 = 1.2 × the stored thresholds (default 1.0)."),
+        threshold: Optional[float] = typer.Option(None, **rng("threshold"), help="Threshold on the score scale (0 = a typical good part, 1.0 = the stored threshold; 1.2 = 20 % of that distance beyond it). Default 1.0."),
         roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
         headless: bool = typer.Option(False, help="No window."),
         record: Optional[Path] = typer.Option(None, help="Record the overlay video (.mp4, .avi, .mkv…); in segments (out.mp4, out.001.mp4…) so a power cut loses at most the last one — none with .mkv/.avi, whose unfinished part is recovered on the next start."),
@@ -691,7 +691,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of im
           backend: BackendName = typer.Option("auto", help="Inference runtime (auto: TensorRT where it can run, else ONNX Runtime)."),
           precision: Optional[Precision] = typer.Option(None, help="Pick the graph/engine of this precision in a bundle."),
           threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime / PyTorch CPU."),
-          threshold: Optional[float] = typer.Option(None, **rng("threshold"), help="Threshold, normalised like the scores: 1.2 = 1.2 × the stored thresholds (default 1.0)."),
+          threshold: Optional[float] = typer.Option(None, **rng("threshold"), help="Threshold on the score scale (0 = a typical good part, 1.0 = the stored threshold; 1.2 = 20 % of that distance beyond it). Default 1.0."),
           roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
           overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write an overlay PNG per image (--no-overlays: only the summary).")) -> None:
     """Score images: per-image score and verdict, overlay PNGs, summary.csv and summary.json."""

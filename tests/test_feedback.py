@@ -27,7 +27,7 @@ def _record(tmp: Path, reviews: dict[int, tuple[str, str | None]], n: int = 10) 
         f.parent.mkdir(exist_ok=True)
         cv2.imwrite(str(f), np.full((16, 16, 3), i, np.uint8))
         rows.append((rid, 1000.0 + i, iso(1000.0 + i), 0, "cam", i, None, "NG" if i % 2 else "OK", 1.0, 1.5, 1.0, 1.0,
-                     f"sha{i % 2}", None, 3.0, None, 0, "tile", None))
+                     f"sha{i % 2}", None, 3.0, None, 0, "tile", None, "good"))
         ev.append((rid, 1000.0 + i, "ng" if i % 2 else "ok", str(f), None, 100))
     with con:
         con.executemany(f"INSERT INTO inspections ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)

@@ -16,6 +16,7 @@ import pytest
 from edge_stpm.contract.artifacts import frame_onnx_path
 from edge_stpm.contract.images import list_images, read_image
 from edge_stpm.runtime.inspector import Inspector
+from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.runtime.overlay import index_scale
 
 SIZES = [(200, 150), (96, 160)]  # (width, height): landscape (pad fits) and portrait
@@ -79,7 +80,9 @@ def test_pytorch_cpu_runs_the_same_frame_path(trained: Path, frame_bundle: Path,
     backend = TorchBackend(trained / "model.pt", device="cpu")
     runner = backend.frame_runner(h, w)
     graph = OnnxFrameRunner(frame_onnx_path(frame_bundle, "fp32", w, h), allow_gpu=False)
-    scale = index_scale(float(backend.metadata["thresholds"]["pixel"]))
+    sc = ScoreScale.of(backend.metadata["thresholds"])
+    assert sc.kind == "good" and sc.pixel_zero > 0  # the graph subtracts a real zero: its parity is tested here
+    scale = index_scale(sc.pixel_one, sc.pixel_zero)
     for frame in _frames(synth_dir, w, h)[:3]:
         mt, st, ot = runner.run(frame, scale)
         mo, so, oo = graph.run(frame, scale)

@@ -207,7 +207,8 @@ def test_results_in_the_record_but_not_in_the_outbox_are_queued_on_restart(tmp_p
             row = dict.fromkeys(COLUMNS) | {"result_id": f"{run_id}-{seq:09d}", "time": 1.0, "time_iso": "t",
                                             "source": seq % 2, "source_spec": "s", "frame": seq, "verdict": "OK",
                                             "score": 0.5, "normalised_score": 0.5, "image_threshold": 1.0,
-                                            "pixel_threshold": 1.0, "model_sha256": "sha", "camera": '{"frame_id": 7}'}
+                                            "pixel_threshold": 1.0, "model_sha256": "sha", "camera": '{"frame_id": 7}',
+                                            "score_scale": "good"}
             rows.append([row[c] for c in COLUMNS])
     with rec:
         rec.executemany(f"INSERT INTO inspections ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)

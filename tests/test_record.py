@@ -146,9 +146,10 @@ def test_a_schema_1_record_is_migrated_and_still_read(tmp_path: Path) -> None:
     con.close()
     rows = query(old)  # read as it is, before any migration
     assert rows[0]["result_id"] == "r-1" and rows[0]["recipe_name"] is None
+    assert rows[0]["score_scale"] == "threshold"  # every row before schema 4 was on the old scale
     connect(old).close()  # opened for writing: migrated
     con = sqlite3.connect(old)
     assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert con.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
     con.close()
-    assert query(old)[0]["verdict"] == "NG"
+    assert query(old)[0]["verdict"] == "NG" and query(old)[0]["score_scale"] == "threshold"

@@ -20,6 +20,7 @@ from typing import Any
 
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import write_bytes, write_json, write_text
+from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.contract.schema import GRAPH, MANIFEST as MANIFEST_SCHEMA, check
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -81,7 +82,9 @@ def frame_metadata(md: dict[str, Any], width: int, height: int) -> dict[str, Any
         "kind": "frame", "batch": 1, "frame": {"width": int(width), "height": int(height)},
         "input": {"name": FRAME_INPUTS[0], "dtype": "uint8", "layout": "NHWC", "colour": "BGR",
                   "shape": [1, int(height), int(width), 3]},
-        "inputs": {FRAME_INPUTS[1]: "float32 (1,): 255 / (2 · pixel threshold), see overlay.index_scale"},
+        "inputs": {FRAME_INPUTS[1]: "float32 (1,): 255 / (2 · (pixel threshold − pixel zero)), see "
+                                    "overlay.index_scale; the pixel zero of the score scale is inside the graph"},
+        "pixel_zero": ScoreScale.of(md["thresholds"]).pixel_zero,
         "outputs": {"anomaly_map": "float32 (1,1,S,S) at model resolution", "score": "float32 (1,)",
                     "overlay": "uint8 BGR (1,H,W,3): colour near/above the pixel threshold, blended"},
     }
@@ -124,7 +127,8 @@ def graph_metadata(ck_meta: dict[str, Any], precision: str, batch: int, ckpt_sha
         "tiles": ck_meta.get("tiles"),  # the tiled fit (contract/tiles.py), None for the whole frame
         # good_scores: the held-out good images' score figures (p50, p95…): the box's drift tracking compares with them
         "thresholds": {"image": thr["image"], "pixel": thr["pixel"], "method": thr["method"]}
-                      | ({"good_scores": thr["good_scores"]} if thr.get("good_scores") else {}),
+                      | ({"good_scores": thr["good_scores"]} if thr.get("good_scores") else {})
+                      | ({"score_scale": thr["score_scale"]} if thr.get("score_scale") else {}),
         "checkpoint_sha256": ckpt_sha256,
         "versions": library_versions(),
     }

@@ -21,7 +21,11 @@ _FILE_NAME = r"^(?!\.\.?$)[^/\\\x00]+$"  # one name inside the bundle folder: no
 
 THRESHOLDS = {"type": "object", "required": ["image", "pixel"],
               "properties": {"image": _POS, "pixel": _POS, "method": {"type": "string"},
-                             "good_scores": {"type": "object", "additionalProperties": {"type": "number"}}}}
+                             "good_scores": {"type": "object", "additionalProperties": {"type": "number"}},
+                             # the one score scale (contract/scale.py); absent = the old scale (0 = a zero score)
+                             "score_scale": {"type": "object", "required": ["kind", "image_zero", "pixel_zero"],
+                                             "properties": {"kind": {"enum": ["good"]}, "image_zero": _NUM,
+                                                            "pixel_zero": _NUM}}}}
 
 # the head and input settings shared by a checkpoint and the graphs exported from it
 _HEAD = {

@@ -2,7 +2,7 @@
 
 >>> insp = Inspector.load("engines/mytile")        # a checkpoint, .onnx, .engine or export folder
 >>> r = insp.inspect(cv2.imread("part.png"))       # uint8 BGR, any size
->>> r.ng, r.normalised_score, r.anomaly_map.shape  # verdict, score / threshold, (H, W) float32
+>>> r.ng, r.normalised_score, r.anomaly_map.shape  # verdict, score on the scale (0 good, 1 threshold), (H, W) map
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from edge_stpm.contract.images import fit_image, unfit_map
 from edge_stpm.contract.tiles import TileGrid
 from edge_stpm.contract.artifacts import SELFTEST
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
 from edge_stpm.runtime.backends.select import Choice, frame_artefact, open_backend, unlisted_reason
 
@@ -31,9 +32,9 @@ FRAME_PATHS = ("auto", "device", "host")
 @dataclass
 class InspectionResult:
     """One frame's result. ``anomaly_map`` is float32 ``(H, W)`` at the frame's size (computed on first use from
-    ``model_map``, the map at model resolution); ``score`` is the raw image score, ``normalised_score`` = score /
-    image threshold (1.0 = threshold), ``ng`` = normalised ≥ 1; ``image_threshold`` and ``pixel_threshold`` are the
-    raw thresholds in force. ``coloured`` is the frame already coloured by the device frame path (None on the host
+    ``model_map``, the map at model resolution); ``score`` is the raw image score, ``normalised_score`` the score on
+    the model's score scale (``scale``, ``contract/scale.py``: 0 = a typical good part, 1.0 = the threshold), ``ng``
+    = normalised ≥ 1; ``image_threshold`` and ``pixel_threshold`` are the raw thresholds in force. ``coloured`` is the frame already coloured by the device frame path (None on the host
     path); ``path`` says which ran."""
 
     score: float
@@ -59,6 +60,22 @@ class InspectionResult:
     review: bool = False
     # a tiled fit (contract/tiles.py): model_map is then the tiles' maps (T, S, S), stitched by region_map
     tiles: TileGrid | None = None
+    # the score scale the normalised score and the overlay are on (None: the old scale, zero = 0)
+    scale: ScoreScale | None = None
+
+    @property
+    def pixel_zero(self) -> float:
+        """The raw map value of a typical good part (the scale's 0; 0.0 on the old scale)."""
+        return 0.0 if self.scale is None else self.scale.pixel_zero
+
+    def on_scale(self, raw: float) -> float:
+        """A raw image score of this model on this result's scale."""
+        return float(raw) / self.image_threshold if self.scale is None else self.scale.image(raw)
+
+    @property
+    def score_scale(self) -> str:
+        """Which scale ``normalised_score`` is on: ``good`` (0 = typical good part) or the old ``threshold``."""
+        return "threshold" if self.scale is None else self.scale.kind
 
     @functools.cached_property
     def region_map(self) -> np.ndarray:
@@ -92,7 +109,7 @@ class InspectionResult:
         text = list(text) + list(self.notes)
         if self.coloured is None or alpha != ALPHA:
             out = inspection_overlay(frame, self.anomaly_map, self.pixel_threshold, self.ng, self.normalised_score,
-                                     self.image_threshold, text, alpha, verdict=self.verdict)
+                                     self.image_threshold, text, alpha, verdict=self.verdict, zero=self.pixel_zero)
             return self._outline_station(out)
         out = self.coloured.copy()
         if self.ng:
@@ -136,7 +153,7 @@ def frame_self_test(backend: Backend, runner: FrameRunner, bundle: Path, height:
     md = backend.metadata
     fitted = np.stack([fit_image(f, int(md["image_size"]), md.get("fit", "stretch")) for f in frames])
     host = np.asarray(backend.infer_any(fitted)[1], np.float64)
-    scale = index_scale(float(md["thresholds"]["pixel"]))
+    scale = index_scale(float(md["thresholds"]["pixel"]), ScoreScale.of(md["thresholds"]).pixel_zero)
     dev = np.array([runner.run(f, scale)[1] for f in frames], np.float64)
     prec = backend.precision
     tol = float(doc["tolerance_threshold_units"].get(prec, 0.01)) * (1.0 if prec == "fp32" else 2.0)
@@ -167,10 +184,14 @@ def _selftest_doc(bundle: Path) -> tuple[dict[str, Any] | None, str]:
 
 
 class Inspector:
-    """Frames in, verdicts out, over any backend. Thresholds come from the model's metadata; ``threshold`` scales
-    them, normalised like every score shown (1.2 = 1.2 × the stored thresholds, image and pixel alike)."""
+    """Frames in, verdicts out, over any backend. Thresholds come from the model's metadata; ``threshold`` moves
+    them on the score scale like every score shown (``contract/scale.py``: 0 = a typical good part, 1.0 = the
+    stored threshold; 1.2 = 20 % of the way from typical good to the threshold beyond it, image and pixel alike)."""
 
-    def __init__(self, backend: Backend, threshold: float | None = None, frame_path: str = "auto") -> None:
+    def __init__(self, backend: Backend, threshold: float | None = None, frame_path: str = "auto",
+                 threshold_multiple: bool = False) -> None:
+        """``threshold_multiple``: ``threshold`` multiplies the stored raw image threshold (a version 1 station
+        file's meaning) and is converted to the score scale so that the raw image threshold is the same."""
         if frame_path not in FRAME_PATHS:
             raise UserError(f"unknown frame path {frame_path!r}; choose one of {', '.join(FRAME_PATHS)}")
         self.backend = backend
@@ -183,9 +204,15 @@ class Inspector:
         scale = 1.0 if threshold is None else float(threshold)
         if not scale > 0:
             raise UserError(f"--threshold must be positive (1.0 = the stored threshold), not {threshold}")
+        if threshold_multiple:
+            scale = ScoreScale.of(thr).image(float(thr["image"]) * scale)
+            if not scale > 0:
+                raise UserError(f"threshold {threshold} × the stored image threshold lies at or below a typical good "
+                                "part's score of this model: raise it, or write the station file as version 2")
         self.threshold_scale = scale
-        self.image_threshold = float(thr["image"]) * scale
-        self.pixel_threshold = float(thr["pixel"]) * scale
+        self.scale = ScoreScale.of(thr, scale)
+        self.image_threshold = self.scale.image_one
+        self.pixel_threshold = self.scale.pixel_one
         self.size = int(md["image_size"])
         self.fit = md.get("fit", "stretch")
         self.tiles = tiles.from_meta(md)
@@ -193,10 +220,11 @@ class Inspector:
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", threshold: float | None = None,
              precision: str | None = None, threads: int | None = None, verbose: bool = False,
-             frame_path: str = "auto", choice: Choice | None = None) -> "Inspector":
+             frame_path: str = "auto", choice: Choice | None = None,
+             threshold_multiple: bool = False) -> "Inspector":
         """``choice``: what ``backends.select.resolve`` already picked for ``path`` (verified once, not twice)."""
         return cls(open_backend(Path(path), backend, precision, threads=threads, verbose=verbose, choice=choice),
-                   threshold, frame_path)
+                   threshold, frame_path, threshold_multiple)
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
         """A uint8 BGR frame of any size → the model input ``(S, S, 3)``, or a tiled fit's tiles ``(T, S, S, 3)``."""
@@ -255,7 +283,7 @@ class Inspector:
             if r is None:
                 host.append(i)
                 continue
-            amap, score, coloured = r.run(f, index_scale(self.pixel_threshold))
+            amap, score, coloured = r.run(f, index_scale(self.pixel_threshold, self.scale.pixel_zero))
             out[i] = self.result(f, amap, score, coloured)
         if host and self.tiles is not None:  # every tile of every frame in one batch
             n = self.tiles.count
@@ -270,10 +298,10 @@ class Inspector:
 
     def result(self, frame: np.ndarray, amap: np.ndarray, score: float,
                coloured: np.ndarray | None = None) -> InspectionResult:
-        norm = float(score) / self.image_threshold
+        norm = self.scale.image(score)
         return InspectionResult(float(score), norm, norm >= 1.0, amap, frame.shape[:2], self.fit, self.pixel_threshold,
                                 self.image_threshold, coloured, "device" if coloured is not None else "host",
-                                tiles=self.tiles)
+                                tiles=self.tiles, scale=self.scale)
 
     @property
     def path_note(self) -> str:

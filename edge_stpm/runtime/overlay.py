@@ -1,9 +1,10 @@
 """What an inspector sees on a frame (uint8 BGR in and out), torch-free.
 
-- The part is shown as it is; colour appears only where the map is near or above the pixel threshold: from half
-  the threshold (transparent) through amber at the threshold to red at twice it (``colour_lut``/``alpha_lut``,
-  256-entry look-up tables indexed by the map normalised to the pixel threshold — the same tables a device-side
-  overlay can gather from).
+- The part is shown as it is; colour appears only where the map is near or above the pixel threshold, on the one
+  score scale (``contract/scale.py``: 0 = a typical good part's map, 1 = the pixel threshold): from 0.5 — halfway
+  from typical good to the threshold — (transparent) through amber at the threshold to red at 2 (``colour_lut``/
+  ``alpha_lut``, 256-entry look-up tables indexed by the map on that scale — the same tables a device-side overlay
+  can gather from). ``zero`` below is the scale's raw pixel zero (0 on the old scale of earlier models).
 - Defect contours only on NG frames; a small colour bar whose 1.0 mark is the threshold.
 - An OK/NG/REVIEW banner (the result's own verdict) with the normalised score beside the raw threshold, and HUD
   lines, scaled with the frame so they are legible from 256² to 1080p.
@@ -13,8 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-NEAR = 0.5     # colour starts at this fraction of the pixel threshold
-TOP = 2.0      # full colour at this multiple of the pixel threshold
+NEAR = 0.5     # colour starts here on the score scale (0 = typical good, 1 = the pixel threshold)
+TOP = 2.0      # full colour here on the score scale
 ALPHA = 0.6    # opacity of the colour at and above the threshold
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 _STOPS = ((NEAR, (0, 230, 255)), (1.0, (0, 140, 255)), (TOP, (0, 0, 230)))  # BGR: yellow → amber → red
@@ -49,14 +50,19 @@ def _alpha_u8(alpha: float) -> np.ndarray:
     return _ALPHA_U8[alpha]
 
 
-def index_scale(pixel_threshold: float) -> float:
-    """Factor from map value to table bin: 255 / (TOP · pixel threshold)."""
-    return 255.0 / (TOP * float(pixel_threshold))
+def index_scale(pixel_threshold: float, zero: float = 0.0) -> float:
+    """Factor from map value above the scale's zero to table bin: 255 / (TOP · (pixel threshold − zero))."""
+    return 255.0 / (TOP * (float(pixel_threshold) - float(zero)))
 
 
-def map_index(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
-    """uint8 bin index of a float map ``(H, W)``: round(map · ``index_scale``), saturated."""
-    return cv2.convertScaleAbs(np.asarray(amap, np.float32), alpha=index_scale(pixel_threshold))
+def map_index(amap: np.ndarray, pixel_threshold: float, zero: float = 0.0) -> np.ndarray:
+    """uint8 bin index of a float map ``(H, W)``: round((map − zero) · ``index_scale``), saturated to [0, 255]."""
+    a = np.asarray(amap, np.float32)
+    s = index_scale(pixel_threshold, zero)
+    if zero == 0.0:  # maps are ≥ 0: one OpenCV pass
+        return cv2.convertScaleAbs(a, alpha=s)
+    v = a - np.float32(zero)
+    return cv2.convertScaleAbs(np.maximum(v, 0.0, out=v), alpha=s)
 
 
 def region_mask(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
@@ -65,13 +71,14 @@ def region_mask(amap: np.ndarray, pixel_threshold: float) -> np.ndarray:
 
 
 def heatmap_overlay(frame: np.ndarray, amap: np.ndarray, pixel_threshold: float, alpha: float = ALPHA,
-                    contours: bool = False) -> np.ndarray:
-    """The frame with colour only where the map (resized to the frame) is near or above the pixel threshold;
-    ``contours`` outlines the above-threshold regions (pass the NG verdict)."""
+                    contours: bool = False, zero: float = 0.0) -> np.ndarray:
+    """The frame with colour only where the map (resized to the frame) is near or above the pixel threshold (from
+    ``NEAR`` on the scale whose raw zero is ``zero``); ``contours`` outlines the above-threshold regions (pass the
+    NG verdict)."""
     h, w = frame.shape[:2]
     if amap.shape != (h, w):
         amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
-    idx = map_index(amap, pixel_threshold)
+    idx = map_index(amap, pixel_threshold, zero)
     a8 = cv2.LUT(idx, _alpha_u8(alpha))
     if not a8.any():  # nothing near the threshold (most good parts): the frame as it is
         out = frame.copy()
@@ -173,10 +180,10 @@ def verdict_banner(img: np.ndarray, ng: bool, norm_score: float, lines: list[str
 
 def inspection_overlay(frame: np.ndarray, amap: np.ndarray, pixel_threshold: float, ng: bool, norm_score: float,
                        image_threshold: float | None = None, lines: list[str] | tuple[str, ...] = (),
-                       alpha: float = ALPHA, verdict: str | None = None) -> np.ndarray:
+                       alpha: float = ALPHA, verdict: str | None = None, zero: float = 0.0) -> np.ndarray:
     """Everything together: colour near/above threshold, contours on NG only, colour bar, banner (``verdict`` as
     ``verdict_banner``) and HUD (the overlay has the frame's size; on a frame too small for the colour bar the bar
     is left out)."""
-    out = heatmap_overlay(frame, amap, pixel_threshold, alpha, contours=ng)
+    out = heatmap_overlay(frame, amap, pixel_threshold, alpha, contours=ng, zero=zero)
     colour_bar(out)
     return verdict_banner(out, ng, norm_score, lines, image_threshold, verdict)

@@ -12,6 +12,7 @@ import torch
 from edge_stpm.training import checkpoint, figures, metrics, segmetrics, thresholds
 from edge_stpm.runtime.overlay import NEAR, draw_contours, inspection_overlay
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.contract import tiles
 from edge_stpm.contract.images import GOOD, fit_image, labelled_test_images, load_images, read_image, read_mask
 from edge_stpm.contract.files import ensure_dir, write_json, write_text
@@ -76,19 +77,22 @@ def compute_metrics(maps: np.ndarray, scores: np.ndarray, labels: np.ndarray, ma
     return out
 
 
-def where_metrics(maps: np.ndarray, masks: np.ndarray, defects: np.ndarray, pixel_threshold: float) -> dict[str, Any]:
+def where_metrics(maps: np.ndarray, masks: np.ndarray, defects: np.ndarray, pixel_threshold: float,
+                  scale: ScoreScale | None = None) -> dict[str, Any]:
     """Where the defect is, at the stored pixel threshold (map units): per defect type the median predicted region
     / true area and IoU (``segmetrics.region_medians``: components touching the defect; the same widened by
     ``WIDEN_PX`` for thin defects; and every predicted pixel), and on the good images the share of pixels the
-    overlay colours at 0.5 / 0.8 / 1.0 × the threshold (median, p90)."""
+    overlay colours at 0.5 / 0.8 / 1.0 on the model's score scale (``scale``; None: the old one) (median, p90)."""
+    zero = 0.0 if scale is None else scale.pixel_zero
     bad = defects != GOOD
     m, k, d = maps[bad], masks[bad], defects[bad]
     variants = {"touching": ("touching", 0), f"touching_widened_{WIDEN_PX}px": ("touching", WIDEN_PX),
                 "all_pixels": ("all", 0)}
-    return {"pixel_threshold": float(pixel_threshold), "widen_px": WIDEN_PX,
+    return {"pixel_threshold": float(pixel_threshold), "widen_px": WIDEN_PX, "pixel_zero": zero,
+            "score_scale": "threshold" if scale is None else scale.kind,
             "regions": {name: segmetrics.region_medians(m, k, d, pixel_threshold, rule, w)
                         for name, (rule, w) in variants.items()},
-            "good_coloured": segmetrics.coloured_summary(maps[~bad], pixel_threshold)}
+            "good_coloured": segmetrics.coloured_summary(maps[~bad], pixel_threshold, zero=zero)}
 
 
 def evaluate(ckpt: Path, data: Path, out: Path, device: str = "auto", batch_size: int = 16, quiet: bool = False,
@@ -111,13 +115,16 @@ def evaluate(ckpt: Path, data: Path, out: Path, device: str = "auto", batch_size
     images, masks = test["images"], test["masks"]
     infer_s = time.perf_counter() - t0
     thr = meta["thresholds"]
+    sc = ScoreScale.of(thr)
     res = compute_metrics(maps, scores, labels, masks, defects, thr["pixel"])
-    res["segmentation"] = where_metrics(maps, masks, defects, thr["pixel"])
+    res["segmentation"] = where_metrics(maps, masks, defects, thr["pixel"], sc)
+    res["score_scale"] = sc.describe()
+    res["good_test_scores"] = _good_on_scale(scores[labels == 0], sc)
     res["at_stored_threshold"] = thresholds.precision_recall_f1(scores, labels, thr["image"])
     res["at_stored_threshold"]["normalised_threshold"] = 1.0
     try:
         res["f1_optimal_on_this_set"] = thresholds.f1_optimal(scores, labels)
-        res["f1_optimal_on_this_set"]["normalised_threshold"] = res["f1_optimal_on_this_set"]["threshold"] / thr["image"]
+        res["f1_optimal_on_this_set"]["normalised_threshold"] = sc.image(res["f1_optimal_on_this_set"]["threshold"])
     except UserError as exc:
         res["f1_optimal_on_this_set"] = {"unavailable": str(exc)}
     report = {"checkpoint": str(ckpt), "data": str(data), "graph": label, "backbone": meta["backbone"],
@@ -203,6 +210,16 @@ def _x(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}×"
 
 
+def _good_on_scale(good: np.ndarray, sc: ScoreScale) -> dict[str, Any]:
+    """The good test images' scores on the score scale: median, p90 and the share at or above 0.5 (what a review
+    band of 0.5 would send to REVIEW or NG) and at or above 1 (false calls)."""
+    u = np.array([sc.image(s) for s in np.asarray(good, np.float64)])
+    if not len(u):
+        return {"n": 0}
+    return {"n": int(len(u)), "median": float(np.median(u)), "p90": float(np.percentile(u, 90)),
+            "share_at_or_above_0.5": float(np.mean(u >= 0.5)), "share_at_or_above_1": float(np.mean(u >= 1.0))}
+
+
 def where_lines(seg: dict[str, Any] | None) -> list[str]:
     """Markdown lines for ``where_metrics``' figures: per defect type the median region / true area and IoU
     (touching, widened, all pixels), then the good images' coloured share; [] when absent."""
@@ -221,9 +238,10 @@ def where_lines(seg: dict[str, Any] | None) -> list[str]:
                      f"{_x(every[d]['area_ratio_median'])} | {_f(every[d]['iou_median'])} |")
     good = seg["good_coloured"]
     n = next(iter(good.values()))["n"] if good else 0
-    lines += ["", f"Good test images ({n}), share of pixels the overlay colours (map ≥ fraction × pixel threshold; "
-              f"the overlay's rule is {NEAR:g}×): "
-              + "; ".join(f"≥ {k}×: median {_pct(v['median'])}, p90 {_pct(v['p90'])}"
+    lines += ["", f"Good test images ({n}), share of pixels the overlay colours (map ≥ u on the "
+              f"{seg.get('score_scale', 'threshold')} score scale, 0 = typical good, 1 = pixel threshold; the overlay's "
+              f"rule is u ≥ {NEAR:g}): "
+              + "; ".join(f"u ≥ {k}: median {_pct(v['median'])}, p90 {_pct(v['p90'])}"
                           for k, v in good.items()) + "."]
     return lines
 
@@ -241,8 +259,13 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         lines += [f"  {d}: region / true area {_x(t['area_ratio_median'])}, IoU {_f(t['iou_median'])}, "
                   f"missed {t['missed']}/{t['n']}" for d, t in seg["regions"]["touching"].items()]
         g = seg["good_coloured"][f"{NEAR:g}"]
-        lines.append(f"good images coloured (≥ {NEAR:g}× pixel threshold): median {_pct(g['median'])}, "
-                     f"p90 {_pct(g['p90'])}")
+        lines.append(f"good images coloured (u ≥ {NEAR:g} on the {seg.get('score_scale', 'threshold')} score "
+                     f"scale): median {_pct(g['median'])}, p90 {_pct(g['p90'])}")
+    gs = r.get("good_test_scores") or {}
+    if gs.get("n"):
+        lines.append(f"good test images' scores on that scale: median {gs['median']:.2f}, p90 {gs['p90']:.2f}; "
+                     f"≥ 0.5 (a review band of 0.5) {_pct(gs['share_at_or_above_0.5'])}, "
+                     f"≥ 1 (false calls) {_pct(gs['share_at_or_above_1'])}")
     return lines
 
 
@@ -277,6 +300,7 @@ def markdown(r: dict[str, Any]) -> str:
 def _figures(out: Path, images: np.ndarray, maps: np.ndarray, scores: np.ndarray, labels: np.ndarray,
              masks: np.ndarray, defects: np.ndarray, items: list, thr: dict[str, Any]) -> None:
     good = defects == GOOD
+    sc = ScoreScale.of(thr)
     img_curves, pix_curves, marks = {}, {}, {}
     for d in sorted(set(defects.tolist()) - {GOOD}):
         sel = good | (defects == d)
@@ -299,9 +323,9 @@ def _figures(out: Path, images: np.ndarray, maps: np.ndarray, scores: np.ndarray
         idx = np.flatnonzero(defects == d)
         for i in rng.choice(idx, min(3, len(idx)), replace=False):
             tile = inspection_overlay(images[i], maps[i], thr["pixel"], bool(scores[i] >= thr["image"]),
-                                      float(scores[i] / thr["image"]), thr["image"])
+                                      sc.image(scores[i]), thr["image"], zero=sc.pixel_zero)
             draw_contours(tile, masks[i], (0, 255, 0))
             caps.append(f"{d} {items[i].path.name}\n{'NG' if scores[i] >= thr['image'] else 'OK'} "
-                        f"{scores[i] / thr['image']:.2f}")
+                        f"{sc.image(scores[i]):.2f}")
             tiles.append(tile)
     figures.image_grid(tiles, caps, out / "examples.png")

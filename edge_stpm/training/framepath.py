@@ -87,11 +87,14 @@ def overlay_tables(alpha: float = ov.ALPHA) -> tuple[torch.Tensor, torch.Tensor]
 
 
 class FramePipeline(nn.Module):
-    """uint8 BGR frame ``(1, H, W, 3)`` + index scale ``(1,)`` (= ``overlay.index_scale(pixel threshold)``) →
-    (map ``(1, 1, S, S)`` f32, score ``(1,)`` f32, overlay ``(1, H, W, 3)`` uint8)."""
+    """uint8 BGR frame ``(1, H, W, 3)`` + index scale ``(1,)`` (= ``overlay.index_scale(pixel threshold, zero)``) →
+    (map ``(1, 1, S, S)`` f32, score ``(1,)`` f32, overlay ``(1, H, W, 3)`` uint8). ``pixel_zero``: the score scale's
+    raw pixel zero (``contract/scale.py``), a constant of the graph (0: the old scale, no subtraction)."""
 
-    def __init__(self, pipe: InspectionPipeline | nn.Module, frame_hw: tuple[int, int], fit: str, alpha: float = ov.ALPHA) -> None:
+    def __init__(self, pipe: InspectionPipeline | nn.Module, frame_hw: tuple[int, int], fit: str, alpha: float = ov.ALPHA,
+                 pixel_zero: float = 0.0) -> None:
         super().__init__()
+        self.pixel_zero = float(pixel_zero)
         if fit not in FIT_MODES:
             raise ValueError(f"unknown fit mode {fit!r}")
         self.pipe = pipe
@@ -140,7 +143,10 @@ class FramePipeline(nn.Module):
         f = frame.float()  # the uint8 input's only consumer: TensorRT allows uint8 at the I/O only
         x = self.fitted(f).permute(0, 3, 1, 2)
         amap, score = self.pipe.from_normalised(self.pipe.preprocess.normalise(x))
-        u = self.unfitted(amap).reshape(-1) * index_scale  # (H·W,): bins of the normalised map
+        up = self.unfitted(amap).reshape(-1)
+        if self.pixel_zero != 0.0:  # the map on the score scale: its typical good value at bin 0
+            up = up - self.pixel_zero
+        u = up * index_scale  # (H·W,): bins of the map on the score scale (negative ones clamp to 0)
         idx = torch.clamp(torch.floor(u + 0.5), 0.0, 255.0).to(torch.int32)
         colour = torch.index_select(self.colour, 0, idx).reshape(1, self.h, self.w, 3)
         opacity = torch.index_select(self.opacity, 0, idx).reshape(1, self.h, self.w, 3)

@@ -113,25 +113,27 @@ def _median(values: list[float]) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def coloured_shares(maps: np.ndarray, pixel_threshold: float, fraction: float = NEAR) -> np.ndarray:
-    """Per image, the share (0–1) of its pixels where map ≥ ``fraction`` × ``pixel_threshold``: float64 ``(N,)``.
+def coloured_shares(maps: np.ndarray, pixel_threshold: float, fraction: float = NEAR,
+                    zero: float = 0.0) -> np.ndarray:
+    """Per image, the share (0–1) of its pixels at or above ``fraction`` on the score scale (raw map ≥ zero +
+    fraction · (``pixel_threshold`` − ``zero``); ``zero`` the scale's pixel zero, 0 on the old scale): float64 ``(N,)``.
 
-    With ``fraction`` = ``overlay.NEAR`` (0.5) this is what the live overlay colours: its opacity is 0 below half
-    the pixel threshold and positive above (``overlay.alpha_lut``); its 256-bin table starts colour at bin 64, i.e.
-    from 0.498 × the threshold, so the two differ only for values within 0.4 % below 0.5 × the threshold."""
+    With ``fraction`` = ``overlay.NEAR`` (0.5) this is what the live overlay colours: its opacity is 0 below 0.5 and
+    positive above (``overlay.alpha_lut``); its 256-bin table starts colour at bin 64, i.e. from 0.498 on the scale,
+    so the two differ only for values within 0.4 % below 0.5."""
     maps = np.asarray(maps, np.float32)
     maps = maps.reshape(-1, *maps.shape[-2:])
-    on = maps >= np.float32(fraction * float(pixel_threshold))
+    on = maps >= np.float32(float(zero) + fraction * (float(pixel_threshold) - float(zero)))
     return on.reshape(len(maps), -1).mean(axis=1, dtype=np.float64)
 
 
-def coloured_summary(maps: np.ndarray, pixel_threshold: float,
-                     fractions: tuple[float, ...] = (NEAR, 0.8, 1.0)) -> dict[str, dict[str, Any]]:
+def coloured_summary(maps: np.ndarray, pixel_threshold: float, fractions: tuple[float, ...] = (NEAR, 0.8, 1.0),
+                     zero: float = 0.0) -> dict[str, dict[str, Any]]:
     """On good images ``(N, H, W)``: for each fraction of the pixel threshold (key ``f"{fraction:g}"``) the
     median and 90th percentile (linear interpolation) over the images of ``coloured_shares``, and ``n``."""
     out: dict[str, dict[str, Any]] = {}
     for f in fractions:
-        s = coloured_shares(maps, pixel_threshold, f)
+        s = coloured_shares(maps, pixel_threshold, f, zero)
         out[f"{f:g}"] = {"n": int(len(s)), "median": float(np.median(s)) if len(s) else None,
                          "p90": float(np.percentile(s, 90)) if len(s) else None}
     return out

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.scale import good_scale
 from edge_stpm.contract.options import DEFAULT_THRESHOLD_K, PIXEL_THRESHOLD_K
 
 METHODS = ("logsigma", "percentile", "sigma")
@@ -79,6 +80,8 @@ def calibrate(image_scores: np.ndarray, maps: np.ndarray, method: str = "logsigm
             "p50": float(np.percentile(scores, 50)), "p95": float(np.percentile(scores, 95)),
             "p99": float(np.percentile(scores, 99)), "max": float(scores.max()),
         },
+        # the one score scale (contract/scale.py): 0 = these good images' median score / pixel, 1 = the threshold
+        "score_scale": good_scale(scores, pixels),
     }
     if chosen is not None:  # the pixel threshold's own method: pixel_k / pixel_q no longer describe it
         out |= {"pixel_k": None, "pixel_q": None, "pixel_method": pixel_method}

@@ -12,6 +12,7 @@ from torch import nn
 from edge_stpm.training import checkpoint
 from edge_stpm.training.devices import set_threads
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.training.model import InspectionPipeline
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
 
@@ -133,7 +134,8 @@ class TorchFrameRunner(FrameRunner):
 
         self.height, self.width = int(height), int(width)
         self.dev = backend.dev
-        self.module = FramePipeline(backend.pipe, (self.height, self.width), backend.metadata.get("fit", "stretch"))
+        self.module = FramePipeline(backend.pipe, (self.height, self.width), backend.metadata.get("fit", "stretch"),
+                                    pixel_zero=ScoreScale.of(backend.metadata["thresholds"]).pixel_zero)
         self.module = self.module.to(self.dev).eval()
         self.graph: torch.cuda.CUDAGraph | None = None
         if self.dev.type == "cuda" and backend.graph is not None:

@@ -17,8 +17,9 @@ fewer than half the parts are defective; the p95 would not (5 % defects are the 
 parts not judged NG. Defaults from the stable line's noise (window 100: the median's sampling error ≈ 0.06 spreads,
 the calibration's own ≈ 0.1): margin 0.5.
 
-Scores are normalised by the image threshold in force (1.0 = threshold), so a recipe's threshold scale changes the
-calibrated figures the same way. Models calibrated before p95 was stored compare with their p99 (a higher
+Scores are on the model's score scale at the threshold in force (``contract/scale.py``: 0 = the calibration's good
+median, 1.0 = threshold), and the calibrated figures are put on the same scale, so a recipe's threshold changes both
+the same way; shifts in spreads are the same on any affine scale (a model on the old scale alarms as before). Models calibrated before p95 was stored compare with their p99 (a higher
 baseline: the alarm comes later, never falsely earlier).
 """
 from __future__ import annotations
@@ -121,9 +122,9 @@ class DriftSink(Sink):
         if base is None:
             return
         ins = r.inspection
-        thr = float(ins.image_threshold)
         name = (ins.recipe or {}).get("name") or "model"
-        self.tracker.add(name, float(ins.normalised_score), base[0] / thr, base[1] / thr, base[2], ins.ng)
+        self.tracker.add(name, float(ins.normalised_score), ins.on_scale(base[0]), ins.on_scale(base[1]), base[2],
+                         ins.ng)
 
 
 def metadata_lookup(inspector: Any) -> Callable[[Result], dict[str, Any]]:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from edge_stpm.contract.errors import UserError, UserErrors
 from edge_stpm.contract.options import (
@@ -44,8 +44,10 @@ class Recipe(_Section):
                                                               "11, OPC UA, HTTP).")
     model: str = Field(min_length=1, description="The bundle folder (or .onnx graph / engine) of this recipe, or a model "
                                                  "on a Triton server: grpc://HOST:PORT/MODEL.")
-    threshold: float = Field(1.0, **_r("threshold"), description="Normalised threshold: 1.2 = 1.2 × the model's stored "
-                                                                 "image and pixel thresholds.")
+    threshold: float = Field(1.0, **_r("threshold"), description="Threshold on the score scale (0 = a typical good "
+                                                                 "part, 1.0 = the model's stored threshold; 1.2 = 20 % "
+                                                                 "of that distance beyond it), image and pixel. In a "
+                                                                 "version 1 file: × the stored thresholds (converted).")
     precision: Optional[Literal[PRECISION_NAMES]] = Field(None, description="Which graph of the bundle to run.")  # type: ignore[valid-type]
     roi: Optional[tuple[int, int, int, int]] = Field(None, description="x, y, w, h in frame pixels: only this part "
                                                                        "of the frame is inspected.")
@@ -57,10 +59,20 @@ class Recipe(_Section):
     min_defect_area: int = Field(0, ge=0, le=100_000_000, description="A part is NG only if one connected region "
                                                                       "above the pixel threshold covers at least this "
                                                                       "many frame pixels (0: the image score alone).")
-    review_band: Optional[float] = Field(None, gt=0.0, lt=1.0, description="The lower edge of a review band, in "
-                                         "normalised score (1.0 = this recipe's threshold): a part that is not NG but "
+    review_band: Optional[float] = Field(None, gt=0.0, lt=1.0, description="The lower edge of a review band, on "
+                                         "the score scale (0 = a typical good part, 1.0 = this recipe's threshold; 0.5 "
+                                         "= halfway): a part that is not NG but "
                                          "scores at least this much is REVIEW — Modbus status bit 6, OPC UA IsReview, "
                                          "never counted as OK. Off when not set.")
+
+    # a version 1 station file: ``threshold`` multiplies the stored raw thresholds (the old scale's meaning); set by
+    # Station, read through ``threshold_multiple``
+    _threshold_multiple: bool = PrivateAttr(False)
+
+    @property
+    def threshold_multiple(self) -> bool:
+        """Whether ``threshold`` is × the stored raw thresholds (a version 1 file) rather than on the score scale."""
+        return self._threshold_multiple
 
     @field_validator("name")
     @classmethod
@@ -228,7 +240,11 @@ class StoreSection(_Section):
 class Station(_Section):
     """An edge-stpm station: its recipes, its sources and every output of ``edge-stpm run``."""
 
-    version: Literal[1] = Field(1, description="The station file's format version.")
+    version: Literal[1, 2] = Field(1, description="The station file's format version. 2: recipes' thresholds on the "
+                                                "score scale (0 = a typical good part, 1 = the stored threshold). 1 "
+                                                "(also when absent, as every file written before 2026-12): a recipe's "
+                                                "threshold multiplies the stored raw thresholds, as it always did (1.0 "
+                                                "is the same in both). Review bands are on the score scale in both.")
     recipe: Optional[str] = Field(None, description="The recipe selected at start (its name; default the first).")
     recipes: list[Recipe] = Field(min_length=1, max_length=256)
     sources: list[Source] = Field(default_factory=list, max_length=64)
@@ -255,6 +271,8 @@ class Station(_Section):
                 seen[v] = i
         if self.recipe is not None and self.recipe not in {r.name for r in self.recipes}:
             raise ValueError(f"recipe: no recipe named {self.recipe!r}")
+        for r in self.recipes:
+            r._threshold_multiple = self.version == 1
         return self
 
     def initial(self) -> Recipe:

@@ -71,7 +71,8 @@ class StationControl:
 
         t0 = time.perf_counter()
         insp = Inspector.load(Path(entry["path"]), self.backend, rec.cfg.threshold, rec.cfg.precision,
-                              threads=self.threads, frame_path=self.frame_path)
+                              threads=self.threads, frame_path=self.frame_path,
+                              threshold_multiple=rec.cfg.threshold_multiple)
         try:
             test = self_test(insp, Path(entry["path"]))
         except BaseException:
@@ -171,7 +172,7 @@ class StationControl:
             raise
         for cfg in changed:
             rec = self.recipes.recipes[cfg.index]
-            insp = Inspector(rec.inspector.backend, cfg.threshold, self.frame_path)
+            insp = Inspector(rec.inspector.backend, cfg.threshold, self.frame_path, cfg.threshold_multiple)
             new_rec = LoadedRecipe(cfg.model_copy(update={"model": rec.cfg.model}), insp, rec.sha256, 0.0,
                                    version=rec.version)
             self.recipes.replace(new_rec, close_old=False)

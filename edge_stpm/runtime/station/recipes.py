@@ -109,7 +109,7 @@ class LoadedRecipe:
             model_map = np.where(keep[1], r.model_map, 0).astype(np.float32)
             score = (score_of(model_map, top_percent) if r.tiles is None
                      else max(score_of(m, top_percent) for m in model_map))
-            norm = score / r.image_threshold
+            norm = r.on_scale(score)
             changes |= {"model_map": model_map, "score": score, "normalised_score": norm, "ng": norm >= 1.0,
                         "keep": keep[0]}
             notes.append("ignore mask on")
@@ -198,15 +198,16 @@ class RecipeSet:
 
 
 def _good(rec: LoadedRecipe) -> dict[str, float] | None:
-    """The held-out good images' p50 / p95 in normalised score at this recipe's threshold (where to start a review
+    """The held-out good images' p50 / p95 on the score scale at this recipe's threshold (where to start a review
     band: near the p95), from the model's calibration figures; None for a model calibrated before they were stored."""
     from edge_stpm.runtime.feedback.drift import calibrated
 
     base = calibrated(rec.inspector.backend.metadata)
     if base is None:
         return None
-    thr = rec.inspector.image_threshold
-    return {"p50": round(base[0] / thr, 4), "p95": round(base[1] / thr, 4), "p95_from": base[2]}
+    sc = rec.inspector.scale
+    return {"p50": round(sc.image(base[0]), 4), "p95": round(sc.image(base[1]), 4), "p95_from": base[2],
+            "scale": sc.kind}
 
 
 class StationInspector:
@@ -250,7 +251,7 @@ def load_recipes(recipes: list[Recipe], initial: Recipe, backend: str = "auto", 
         for r in recipes:
             t0 = time.perf_counter()
             insp = Inspector.load(Path(r.model), backend, r.threshold, r.precision, threads=threads,
-                                  frame_path=frame_path)
+                                  frame_path=frame_path, threshold_multiple=r.threshold_multiple)
             loaded.append(LoadedRecipe(r, insp, model_sha256(Path(r.model)), time.perf_counter() - t0))
             if log is not None:
                 log(f"recipe {r.index} {r.name}: {Path(r.model).name} loaded in {loaded[-1].load_s:.2f} s")

@@ -24,7 +24,7 @@ def _proposed(control: Any, body: dict[str, Any]) -> tuple[Any, Any]:
         t = float(body["threshold"])
         lo, hi = RANGES["threshold"]
         if not lo <= t <= hi:
-            raise UserError(f"threshold must be in {lo:g}..{hi:g} (normalised)")
+            raise UserError(f"threshold must be in {lo:g}..{hi:g} (on the score scale)")
         upd["threshold"] = t
     if body.get("min_defect_area") is not None:
         a = int(body["min_defect_area"])
@@ -34,7 +34,8 @@ def _proposed(control: Any, body: dict[str, Any]) -> tuple[Any, Any]:
     if "review_band" in body:  # null turns the band off
         b = body["review_band"]
         if b is not None and not 0 < float(b) < 1:
-            raise UserError("review_band must be above 0 and below 1 (normalised score), or null for none")
+            raise UserError("review_band must be above 0 and below 1 (on the score scale: 0 = a typical good part, 1 = "
+                            "the threshold), or null for none")
         upd["review_band"] = None if b is None else float(b)
     return rec, rec.cfg.model_copy(update=upd)
 
@@ -44,7 +45,7 @@ def _variant(rec: Any, cfg: Any) -> Any:
     from edge_stpm.runtime.inspector import Inspector
     from edge_stpm.runtime.station.recipes import LoadedRecipe
 
-    insp = Inspector(rec.inspector.backend, cfg.threshold, rec.inspector.frame_path)
+    insp = Inspector(rec.inspector.backend, cfg.threshold, rec.inspector.frame_path, cfg.threshold_multiple)
     return LoadedRecipe(cfg.model_copy(update={"model": rec.cfg.model}), insp, rec.sha256, 0.0, version=rec.version)
 
 

@@ -41,9 +41,11 @@ def export_onnx(pipe: InspectionPipeline, precision: str, batch: int, path: Path
 def export_frame_onnx(pipe: InspectionPipeline, precision: str, frame_hw: tuple[int, int], fit: str, path: Path,
                       metadata: dict[str, Any]) -> Path:
     """The device frame path (``framepath.FramePipeline``) for one camera frame size as an ONNX graph."""
+    from edge_stpm.contract.scale import ScoreScale
     from edge_stpm.training.framepath import FramePipeline
 
-    module = FramePipeline(pipeline_for(pipe, precision), frame_hw, fit).eval()
+    zero = ScoreScale.of(metadata["thresholds"]).pixel_zero
+    module = FramePipeline(pipeline_for(pipe, precision), frame_hw, fit, pixel_zero=zero).eval()
     dummies = (torch.zeros((1, *frame_hw, 3), dtype=torch.uint8), torch.ones(1))
     return _trace(module, dummies, list(FRAME_INPUTS), list(FRAME_OUTPUTS), path, metadata,
                   f"the {precision.upper()} frame graph {Path(path).name}")

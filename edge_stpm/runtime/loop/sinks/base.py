@@ -58,8 +58,8 @@ class Result:
         """The JSON form every verdict sink shares (events file, record, MQTT)."""
         r = self.inspection
         ev: dict[str, Any] = {"result_id": self.result_id, "frame": self.frame_index, "time": self.wall_time, "score": r.score,
-                              "normalised_score": r.normalised_score, "threshold": r.image_threshold,
-                              "verdict": r.verdict}
+                              "normalised_score": r.normalised_score, "score_scale": r.score_scale,
+                              "threshold": r.image_threshold, "verdict": r.verdict}
         if several_sources:
             ev = {"source": self.source, "source_spec": redact(self.spec)} | ev
         if self.trigger_id is not None:

@@ -6,8 +6,9 @@ Address space (namespace ``urn:edge-stpm``), under Objects/VisionSystem:
                                       trigger only sets ErrorCode)
   ErrorCode, ErrorText       UInt16, String (the codes of the Modbus map)
   ResultManagement/LastResult/
-      ResultId String, TriggerId UInt32, IsPartGood Boolean, Verdict String, NormalisedScore Double,
-      RawThreshold Double, CreationTime DateTime, ProcessingTimeMs Double (trigger seen → result ready),
+      ResultId String, TriggerId UInt32, IsPartGood Boolean, Verdict String, NormalisedScore Double (on the score
+      scale: 0 = a typical good part, 1 = the threshold), ScoreScale String (good, or threshold for a model
+      calibrated before that scale: 0 = a zero score), RawThreshold Double, CreationTime DateTime, ProcessingTimeMs Double (trigger seen → result ready),
       CameraFrameId UInt64, CameraTimestamp UInt64 (what an industrial camera reported; 0 for other sources)
       RecipeIndex UInt16, RecipeName String (the recipe that judged the result)
   Counters/ Parts UInt64, NgParts UInt64
@@ -96,6 +97,7 @@ class OpcuaServer:
                                 ("IsPartGood", False, ua.VariantType.Boolean), ("Verdict", "", ua.VariantType.String),
                                 ("IsReview", False, ua.VariantType.Boolean),
                                 ("NormalisedScore", 0.0, ua.VariantType.Double),
+                                ("ScoreScale", "", ua.VariantType.String),
                                 ("RawThreshold", 0.0, ua.VariantType.Double),
                                 ("CreationTime", datetime.now(timezone.utc), ua.VariantType.DateTime),
                                 ("ProcessingTimeMs", 0.0, ua.VariantType.Double),
@@ -170,6 +172,7 @@ class OpcuaServer:
                   "IsPartGood": (ins.verdict == "OK", ua.VariantType.Boolean), "Verdict": (ins.verdict, ua.VariantType.String),
                   "IsReview": (ins.verdict == "REVIEW", ua.VariantType.Boolean),
                   "NormalisedScore": (float(ins.normalised_score), ua.VariantType.Double),
+                  "ScoreScale": (ins.score_scale, ua.VariantType.String),
                   "RawThreshold": (float(ins.image_threshold), ua.VariantType.Double),
                   "CreationTime": (datetime.fromtimestamp(r.wall_time, timezone.utc), ua.VariantType.DateTime),
                   "ProcessingTimeMs": (float(self.state.cycle_ms), ua.VariantType.Double),

@@ -41,7 +41,8 @@ REGISTERS = {
     ERROR_CODE: "error code (0 none, 1 busy, 2 result not acknowledged, 3 inspection failed, 4 output failing, "
                 "5 source ended, 6 unknown recipe)",
     TRIGGER_ID: "trigger id of the result (the box counts accepted triggers from 1; uint16, wraps)",
-    SCORE: "normalised score × 1000 (1000 = threshold; uint16, saturates at 65535)",
+    SCORE: "normalised score × 1000 on the score scale (0 = a typical good part or better, 1000 = threshold; "
+           "uint16, clamped at 0, saturates at 65535)",
     HEARTBEAT: "heartbeat: +1 every second (uint16, wraps)",
     CYCLE: "cycle time of the result, trigger seen → results ready, in 0.1 ms (uint16, saturates)",
     COUNT_HI: "part counter, high word (results since start)",

@@ -24,12 +24,15 @@ from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 VERDICTS = ("OK", "NG", "REVIEW")  # REVIEW: inside a recipe's review band (a person decides)
 APPLICATION_ID = 0x45535452  # "ESTR": SQLite's application_id of an edge-stpm inspection record
-COLUMNS = ("result_id", "time", "time_iso", "source", "source_spec", "frame", "trigger_id", "verdict", "score",
-           "normalised_score", "image_threshold", "pixel_threshold", "model_sha256", "snapshot", "verdict_ms",
-           "camera", "recipe_index", "recipe_name", "defect_area")
+COLUMNS_V3 = ("result_id", "time", "time_iso", "source", "source_spec", "frame", "trigger_id", "verdict", "score",
+              "normalised_score", "image_threshold", "pixel_threshold", "model_sha256", "snapshot", "verdict_ms",
+              "camera", "recipe_index", "recipe_name", "defect_area")
+# score_scale: which scale normalised_score is on (contract/scale.py): "good" (0 = typical good part, 1 = threshold)
+# or "threshold" (the old scale, 0 = a zero score; every row written before schema 4)
+COLUMNS = COLUMNS_V3 + ("score_scale",)
 # the audit log (runtime/station/audit.py): every change that reached the box — who, when, what, before / after
 AUDIT_SCHEMA = ("CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, "
                 "time_iso TEXT NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, recipe TEXT, before TEXT, "
@@ -50,8 +53,10 @@ INSPECTIONS = """CREATE TABLE IF NOT EXISTS {name} (
   verdict TEXT NOT NULL CHECK (verdict IN ('OK', 'NG', 'REVIEW')),
   score REAL NOT NULL, normalised_score REAL NOT NULL, image_threshold REAL NOT NULL, pixel_threshold REAL NOT NULL,
   model_sha256 TEXT NOT NULL, snapshot TEXT, verdict_ms REAL, camera TEXT,
-  recipe_index INTEGER, recipe_name TEXT, defect_area INTEGER
+  recipe_index INTEGER, recipe_name TEXT, defect_area INTEGER,
+  score_scale TEXT NOT NULL DEFAULT 'threshold'
 );"""
+ADD_SCALE = "ALTER TABLE inspections ADD COLUMN score_scale TEXT NOT NULL DEFAULT 'threshold'"
 # schema 1 → 2: the recipe that judged a result and its largest defect region (older rows read them as null), and
 # the audit log
 MIGRATIONS = {1: ("ALTER TABLE inspections ADD COLUMN recipe_index INTEGER",
@@ -59,9 +64,13 @@ MIGRATIONS = {1: ("ALTER TABLE inspections ADD COLUMN recipe_index INTEGER",
                   "ALTER TABLE inspections ADD COLUMN defect_area INTEGER") + AUDIT_SCHEMA,
               # schema 2 → 3: the third verdict, REVIEW (SQLite changes a CHECK only by copying the table)
               2: (INSPECTIONS.format(name="inspections_v3"),
-                  f"INSERT INTO inspections_v3 (id, {', '.join(COLUMNS)}) SELECT id, {', '.join(COLUMNS)} FROM inspections",
+                  f"INSERT INTO inspections_v3 (id, {', '.join(COLUMNS_V3)}) SELECT id, {', '.join(COLUMNS_V3)} "
+                  "FROM inspections",
                   "DROP TABLE inspections", "ALTER TABLE inspections_v3 RENAME TO inspections",
-                  "CREATE INDEX IF NOT EXISTS inspections_time ON inspections(time)")}
+                  "CREATE INDEX IF NOT EXISTS inspections_time ON inspections(time)"),
+              # schema 3 → 4: the score scale of each row (older rows were all on the old scale); a table copied
+              # by 2 → 3 already has it
+              3: (ADD_SCALE,)}
 SCHEMA = INSPECTIONS.format(name="inspections") + """
 CREATE INDEX IF NOT EXISTS inspections_time ON inspections(time);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,7 +93,8 @@ def result_row(r: Result, model_sha256: str) -> dict[str, Any]:
             "image_threshold": ins.image_threshold, "pixel_threshold": ins.pixel_threshold,
             "model_sha256": rec.get("model_sha256", model_sha256), "snapshot": r.snapshot,
             "verdict_ms": round(r.verdict_ms, 3), "camera": r.camera or None,
-            "recipe_index": rec.get("index"), "recipe_name": rec.get("name"), "defect_area": ins.defect_area}
+            "recipe_index": rec.get("index"), "recipe_name": rec.get("name"), "defect_area": ins.defect_area,
+            "score_scale": ins.score_scale}
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -112,6 +122,8 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
                 con.executescript(SCHEMA)
             for v in range(version, SCHEMA_VERSION):
                 for sql in MIGRATIONS[v]:
+                    if sql == ADD_SCALE and "score_scale" in _columns(con):
+                        continue
                     con.execute(sql)
             con.execute(f"PRAGMA application_id={APPLICATION_ID}")
             con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -122,10 +134,16 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return con
 
 
+def _columns(con: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in con.execute("PRAGMA table_info(inspections)")}
+
+
 def select_columns(con: sqlite3.Connection) -> str:
-    """``COLUMNS`` as a SELECT list for this record: a column an older schema lacks reads as null."""
-    have = {r[1] for r in con.execute("PRAGMA table_info(inspections)")}
-    return ", ".join(c if c in have else f"NULL AS {c}" for c in COLUMNS)
+    """``COLUMNS`` as a SELECT list for this record: a column an older schema lacks reads as null (the score scale
+    as the old one, ``threshold``)."""
+    have = _columns(con)
+    return ", ".join(c if c in have else "'threshold' AS score_scale" if c == "score_scale" else f"NULL AS {c}"
+                     for c in COLUMNS)
 
 
 def _identify(con: sqlite3.Connection, path: Path) -> int:
