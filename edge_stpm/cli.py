@@ -16,7 +16,7 @@ from rich.table import Table
 from edge_stpm.contract.files import data_dir
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.options import (
-    DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_DIMS, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
+    DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, DEFAULT_CORESET_DIMS, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
     EnginePrecision, Fit, FramePath, HeadName, TrainHeadName, HistoryFormat, HistoryVerdict, ListFormat, Loss, MapCombine, Precision,
     RANGES, Trigger, ThresholdMethod, rng,
 )
@@ -101,7 +101,8 @@ def synth(out_dir: Path = typer.Option(..., "--out", help="Folder to write (MVTe
           video_frames: int = typer.Option(120, **rng("video_frames"), help="Frames in the labelled video."),
           size: int = typer.Option(256, **rng("size"), help="Image side in pixels."),
           seed: int = typer.Option(0, **rng("seed"), help="Random seed (the same seed gives the same set).")) -> None:
-    """Generate a seeded synthetic inspection set (for demos and tests; not evidence of accuracy)."""
+    """Generate seeded synthetic parts in MVTec layout (scratches, spots, cracks, missing corners; exact masks) and
+    a labelled video — for demos and tests, not evidence of accuracy."""
     from edge_stpm.training.synth import SynthConfig, generate
 
     counts = generate(out_dir, SynthConfig(size, n_train, n_test_good, n_test_defect, video_frames, seed=seed))
@@ -131,6 +132,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           coreset: float = typer.Option(DEFAULT_CORESET, **rng("coreset"), help="Memory head: the share of the training patches kept in the bank (greedy k-center)."),
           bank_max_mb: float = typer.Option(DEFAULT_BANK_MAX_MB, **rng("bank_max_mb"), help="Memory head: the bank's size cap in MB (float32), whatever --coreset asks."),
           coreset_dims: int = typer.Option(DEFAULT_CORESET_DIMS, **rng("coreset_dims"), help="Memory head: the k-center selection runs on the features themselves (0, the default: higher AUROC on magnetic tile, 3 seeds) or on a random projection to this many dimensions (faster fit, e.g. 32)."),
+          coreset_chunk: int = typer.Option(DEFAULT_CORESET_CHUNK, **rng("coreset_chunk"), help="Memory head: 0 = exact greedy k-center over all patches (the default); N > 0 = over shuffled chunks of at most N patches, each keeping its share (cost linear in the patches: for many images or tiles; e.g. 32768)."),
           threshold_method: ThresholdMethod = typer.Option("logsigma", help="How thresholds are set from held-out good images: logsigma (exp(mean+kσ) of log scores), percentile (99.5th) or sigma (mean+kσ)."),
           threshold_k: Optional[float] = typer.Option(None, **rng("threshold_k"), help="The image threshold's k for logsigma / sigma (default: 2 for the memory head, 3 for stpm and both; the pixel threshold keeps 3)."),
           seed: int = typer.Option(0, **rng("seed"), help="Random seed (split, initialisation, batch order, coreset start)."),
@@ -141,15 +143,26 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           teacher_weights: Optional[str] = typer.Option(None, help="Teacher state-dict file (default: torchvision cache / download); 'random' for tests only."),
           init_from: Optional[Path] = typer.Option(None, help="Fine-tune: start from this checkpoint's student and teacher (same --backbone) and train on --data's good images plus the checkpoint's own (those still on this machine); a few --epochs are enough (docs/feedback.md)."),
           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
-    """Fit the model on good images (the STPM student, keeping the epoch with the lowest held-out loss, and/or the
-    memory bank of the teacher's patches); set thresholds from held-out good images."""
+    """Fit the model on good images and set its thresholds from held-out good images (20 % of them); writes
+    runs/NAME/model.pt, training.json and loss.png.
+
+    Heads (--head): memory (the default; PatchCore's recipe on the frozen teacher — levels 2+3, a greedy k-center
+    coreset of the patches capped by --bank-max-mb, nearest-neighbour distance as MatMul + ReduceMin in the graph:
+    nothing trained); stpm (the student trained to reproduce the teacher's pyramid; the epoch with the lowest
+    held-out loss is kept; defaults chosen by benchmarks/results/accuracy/RULE.md); both (the two maps, each scaled
+    by its spread on held-out good images); auto (the head with the best no-defect check). The map: levels summed,
+    each weighted by 1 / its spread on held-out good images (--map-combine), image score = mean of the top 2 % of
+    the map (--score-top). Large frames: --tiles 2x2 inspects each frame as overlapping tiles at model resolution
+    (batched, maps stitched, the frame's score the largest tile's; host path only; lower --coreset for many tiles).
+    The teacher's pyramid is computed once per image (--teacher-cache). CUDA: mixed precision, channels_last, images
+    cached on the GPU."""
     need_train("train")
     from edge_stpm.training.train import TrainConfig, train as run_train
 
     s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
                               weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
                               image_size=size, fit=fit, tiles=tiles, tile_overlap=tile_overlap, sigma=smoothing, score_top_percent=score_top, map_combine=map_combine, seed=seed, device=device,
-                              head=head, coreset=coreset, bank_max_mb=bank_max_mb, coreset_dims=coreset_dims,
+                              head=head, coreset=coreset, bank_max_mb=bank_max_mb, coreset_dims=coreset_dims, coreset_chunk=coreset_chunk,
                               teacher_weights=teacher_weights, threshold_method=threshold_method,
                               threshold_k=threshold_k, quiet=quiet,
                               threads=threads, low_memory=low_memory, teacher_cache=teacher_cache, init_from=init_from,
@@ -203,8 +216,12 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="The training 
              batch_size: int = typer.Option(16, **rng("batch_size"), help="Images per inference batch."),
              threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads (default: the cores this process may use)."),
              quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
-    """Image AUROC, pixel AUROC, AUPRO@0.3 (overall and per defect), F1 at the stored threshold, figures; or, with
-    --compare OLD NEW, the two models side by side on a reviewed set."""
+    """Image AUROC, pixel AUROC, AUPRO@0.3 and AU-PRO@0.05 (overall and per defect); precision / recall / F1 at the
+    stored threshold and the F1-optimal threshold of the labelled set (reported, not applied); where the defect is:
+    SegF1 at the stored pixel threshold, region / true area and IoU per defect type, the good parts' coloured share
+    and their scores on the score scale (docs/score-scale.md); report.json, report.md, ROC and heatmap PNGs. With
+    --compare OLD NEW: two models (checkpoints or bundles) on a reviewed set (DIR/test/), each at its own threshold
+    — false calls on the good parts, recall per confirmed defect type, compare.png (docs/feedback.md)."""
     need_train("evaluate")
     if compare:
         return _compare(compare, data, out_dir)
@@ -275,7 +292,11 @@ def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (m
            frame_size: Optional[str] = typer.Option(None, help="Camera frame sizes WxH (comma list, e.g. 640x480,1920x1080): also write device frame-path graphs (frame in, overlay out; FP32/FP16) that run and the camera loop uses for frames of that size."),
            threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for the PyTorch reference and ONNX Runtime checks."),
            quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
-    """Export the inspection pipeline to ONNX (opset 17, static shapes), each graph checked against PyTorch."""
+    """Write a bundle (engines/NAME/): ONNX opset 17 graphs with static shapes, each checked against PyTorch (FP32
+    must match to 1e-4 relative L2 or export fails) and against TensorRT's ONNX-parser rules (a graph TensorRT would
+    refuse is not written); INT8 calibrated on good images (--calib, --calib-count; lists and ranges kept in
+    calibration/NAME/); manifest.json (sha256 of every file), self-test images and a README for the box.
+    --frame-size adds the device frame-path graphs (docs/frame-path.md)."""
     need_train("export")
     from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
     from edge_stpm.training.export.exporter import export as run_export
@@ -315,7 +336,8 @@ def build_engine(model: Path = typer.Option(..., help="A bundle folder from edge
                  out_file: Optional[Path] = typer.Option(None, "--out", help="Engine file (default BUNDLE/model_<precision>.engine)."),
                  workspace_mib: int = typer.Option(2048, **rng("workspace_mib"), help="Builder workspace limit (MiB)."),
                  frame_size: Optional[str] = typer.Option(None, help="Build the device frame-path engine for this camera size WxH from the bundle's frame graph (export --frame-size) instead of the model engine.")) -> None:
-    """Build a TensorRT engine for this GPU into the bundle (needs TensorRT, cuda-python and an NVIDIA GPU)."""
+    """On the box: build a TensorRT engine for this GPU into the bundle (a self-describing file; the manifest
+    updated). Needs TensorRT, cuda-python and an NVIDIA GPU, and checks for them first."""
     from edge_stpm.contract.artifacts import parse_frame_size
     from edge_stpm.training.export.engine_build import build_into_bundle
 
@@ -406,7 +428,17 @@ def run(ctx: typer.Context,
         trigger: Trigger = typer.Option("free-run", help="free-run: inspect every frame; plc: one frame per PLC trigger (--modbus or --opcua), each with its own trigger id; http: one frame per POST /trigger on the --http server, answered with its verdict."),
         safe_mode: bool = typer.Option(False, "--safe-mode", help="With --config (the systemd unit uses it): a station file that does not check, or a start that fails, serves its errors on the file's \\[http] bind (/healthz 503) instead of exiting, until SIGHUP finds the file good (docs/station.md)."),
         frame_path: FramePath = typer.Option("auto", help="Where fit, map-back, colour and blend run: device = in the model's graph (a bundle's frame graph for the camera's size, or the PyTorch model), one upload and one download per frame; host = OpenCV on the host; auto = device where the model runs on a GPU, else host (cheaper on a CPU).")) -> None:
-    """Inspect a live camera or a stream with heatmap overlay. Keys: q quit, s snapshot, h hide overlay."""
+    """Inspect cameras or streams: the live loop with heatmap overlay, contours, OK / NG / REVIEW with the score on
+    the score scale, FPS and latencies. Keys: q quit, s snapshot, h hide overlay.
+
+    With --config station.toml: a station — everything below in one TOML file, with recipes (model, threshold, ROI,
+    ignore mask, minimum defect area, an optional review band) the PLC selects by Modbus register 11 / OPC UA /
+    HTTP; a flag given here overrides the file's key; SIGHUP re-reads it (docs/station.md). Results to the line:
+    every result into the inspection record (--history-db), MQTT through a durable outbox (--mqtt), the PLC
+    handshake (--modbus, --opcua), one frame per PLC or HTTP trigger (--trigger); --http serves the live view,
+    status.json, /metrics and the web app (who may call what: docs/api.md). --record writes the stream in short
+    segment files (a power cut loses at most the last seconds; leftovers are recovered on the next start). Without a
+    display it runs headless, with a note."""
     given = {k: v for k, v in locals().items() if k not in ("ctx", "config", "safe_mode")}
     try:
         _run(_station_params(ctx, config, given))
@@ -694,7 +726,8 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of im
           threshold: Optional[float] = typer.Option(None, **rng("threshold"), help="Threshold on the score scale (0 = a typical good part, 1.0 = the stored threshold; 1.2 = 20 % of that distance beyond it). Default 1.0."),
           roi: Optional[str] = typer.Option(None, help="Crop x,y,w,h (pixels) before inspection."),
           overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write an overlay PNG per image (--no-overlays: only the summary).")) -> None:
-    """Score images: per-image score and verdict, overlay PNGs, summary.csv and summary.json."""
+    """Score images: per-image score (raw and on the score scale), threshold and verdict, overlay PNGs, summary.csv
+    and summary.json."""
     from edge_stpm.runtime.infer import infer_paths
 
     rows = infer_paths(inputs, model, out_dir, backend, threshold, overlays, precision=precision, threads=threads,
@@ -719,7 +752,8 @@ def history(db: Path = typer.Option(data_dir() / "history.db", "--history-db", "
             limit: int = typer.Option(50, **rng("limit"), help="The newest this many results (shown oldest first)."),
             fmt: HistoryFormat = typer.Option("table", "--format", help="table on the terminal, or csv / json (to --out or stdout)."),
             out_file: Optional[Path] = typer.Option(None, "--out", help="Write the csv / json here instead of stdout.")) -> None:
-    """Results from the inspection record: filter by time, verdict, source and recipe; export CSV or JSON."""
+    """Results from the inspection record run keeps: filter by time, verdict, source and recipe; a table, or CSV /
+    JSON for a spreadsheet or a central database."""
     import json as _json
 
     from edge_stpm.runtime.loop.sinks.record import parse_time, query, to_csv
@@ -756,7 +790,9 @@ def triton_repo(model: Path = typer.Option(..., help="A bundle folder from edge-
                 instances: int = typer.Option(1, **rng("triton_instances"), help="Model instances per model (CPU for the Python model)."),
                 python_env: Optional[Path] = typer.Option(None, help="A virtualenv with numpy and onnxruntime for the Python-backend model (Triton's EXECUTION_ENV_PATH); default: the server's own Python."),
                 threads: int = typer.Option(0, **rng("triton_threads"), help="ONNX Runtime threads per Python-model instance (0 = all cores).")) -> None:
-    """A Triton Inference Server model repository from a bundle (Python backend with ONNX Runtime; ORT and TensorRT backend configs)."""
+    """A Triton Inference Server model repository from a bundle (Python backend with ONNX Runtime and dynamic
+    batching; ORT and TensorRT backend configs); then run / infer --model grpc://SERVER:8001/edge_stpm on the camera
+    boxes (pip install "edge-stpm[triton]"; docs/triton.md)."""
     from edge_stpm.runtime.triton_repository import write_repository
 
     if not name.replace("_", "").replace("-", "").isalnum():
@@ -772,7 +808,8 @@ def triton_repo(model: Path = typer.Option(..., help="A bundle folder from edge-
 @one_line_errors
 def cameras(fmt: ListFormat = typer.Option("table", "--format", help="table on the terminal, or json."),
             no_open: bool = typer.Option(False, "--no-open", help="List without opening each industrial camera (no current format shown; leaves cameras another program holds alone).")) -> None:
-    """The cameras this box sees: V4L2 devices (--camera N) and Basler GigE/USB3 cameras (--source basler://SERIAL)."""
+    """The cameras this box sees: V4L2 devices (--camera N) and Basler GigE/USB3 cameras (--source basler://SERIAL;
+    pip install "edge-stpm[basler]"): vendor, model, serial, interface, current format."""
     import json as _json
 
     from edge_stpm.runtime.loop.sources import list_v4l2
@@ -827,7 +864,12 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
           workers: str = typer.Option("auto", help="Loop configurations to compare (bundle or graph): comma list of worker counts, each with the cores divided among them (or --threads each); auto = 1 and the cores; '' skips."),
           out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json, bench.md and bench.png (default bench_results/<host>_<time>/)."),
           quiet: bool = typer.Option(False, help="No progress bar.")) -> None:
-    """FPS and latency (p50/p90/p99) per backend × precision × batch beside the PyTorch eager FP32 baseline."""
+    """FPS and latency (p50/p90/p99) per backend × precision × batch beside the PyTorch eager FP32 baseline (a
+    checkpoint) or ONNX Runtime FP32 (a bundle, on the runtime install): a table of ms/batch, ms/frame and frames/s,
+    rows that could not run listed with the reason, a warning when the machine was busy; bench.json / bench.md /
+    bench.png in --out. Batch-1 rows also compare the host path and the device frame path end to end (--frame-size);
+    a bundle also compares loop configurations (--workers: the model alone and the loop with the overlay drawn for
+    every frame)."""
     from edge_stpm import bench as b
     from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
 
@@ -964,7 +1006,8 @@ def dataset(from_history: Path = typer.Option(..., "--from-history", help="The i
             out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout folder to write."),
             held_out: float = typer.Option(0.2, **rng("held_out"), help="Share of the reviewed good frames put in test/good (seeded by result id)."),
             include_ok: bool = typer.Option(False, "--include-ok", help="Add the sampled OK frames to train/good.")) -> None:
-    """Reviewed results as data: good → train/good (and test/good), defect → test/<type>, manifest.json."""
+    """Reviewed results as data: frames marked good → train/good (a share to test/good), defect → test/<type>,
+    manifest.json naming each file's record row and model."""
     from edge_stpm.runtime.feedback.dataset import build
 
     m = build(from_history, recipe, out_dir, held_out, include_ok)
@@ -988,8 +1031,9 @@ def collect(out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout fo
             http: Optional[str] = typer.Option(None, help="Serve the live view (and POST /trigger) at HOST:PORT while collecting."),
             http_token: Optional[str] = typer.Option(None, help="Token every HTTP endpoint requires."),
             max_frames: Optional[int] = typer.Option(None, **rng("max_frames"), help="Stop after reading this many frames, kept or not.")) -> None:
-    """Day one: save good parts from the station's own camera, lighting and trigger (no model needed) —
-    near-duplicates skipped, progress shown, a contact sheet at the end. Then: train, evaluate, deploy."""
+    """Day one, no model needed: save good parts from the station's own camera, lighting and trigger into
+    DIR/train/good (MVTec layout) — near-duplicates (a stopped conveyor) skipped, progress shown, contact_sheet.jpg
+    at the end (docs/feedback.md). Then: train, evaluate, deploy."""
     from edge_stpm.contract.progress import bar
     from edge_stpm.runtime.feedback.collect import CollectSettings, collect as run_collect
 
@@ -1018,8 +1062,9 @@ def update_memory(checkpoint: Path = typer.Option(..., help="The training checkp
                   data: Path = typer.Option(..., help="The reviewed good parts: a dataset --from-history folder (train/good joins the memory, test/good the calibration) or a folder of good images."),
                   out_file: Path = typer.Option(..., "--out", help="The new checkpoint (export it, then deploy it)."),
                   quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
-    """Reviewed good parts join the memory bank in seconds, nothing trained: their patches beside the bank's, the
-    coreset picked again within its budget, the thresholds calibrated again."""
+    """Reviewed good parts (DIR/train/good of a dataset folder) join a memory-bank head in seconds, nothing trained:
+    their patches beside the bank's, the coreset picked again within its budget, the thresholds calibrated again on
+    the old and new held-out good images."""
     need_train("update-memory")
     from edge_stpm.training.feedback.memory_update import update_memory as run_update
 

@@ -101,8 +101,9 @@ def test_colour_follows_the_threshold(frame_bundle: Path, synth_dir: Path) -> No
     low = Inspector.load(frame_bundle, "onnxruntime", precision="fp32", frame_path="device")
     r = low.inspect(frame)
     assert r.coloured is not None and (r.coloured != frame).any()
-    high = Inspector.load(frame_bundle, "onnxruntime", precision="fp32", frame_path="device",
-                          threshold=4.0 * float(r.anomaly_map.max()) / low.pixel_threshold)
+    # the threshold factor on the score scale that puts the map's maximum at 0.25 of it (colour starts at 0.5)
+    top = float(low.scale.pixel(np.array(r.anomaly_map.max())))
+    high = Inspector.load(frame_bundle, "onnxruntime", precision="fp32", frame_path="device", threshold=4.0 * top)
     try:
         assert np.array_equal(high.inspect(frame).coloured, frame)
     finally:

@@ -47,7 +47,7 @@ def test_option_rules(name: str) -> None:
     if "--threshold" in opts:
         p = next(p for p in options(cmd) if "--threshold" in p.opts)
         assert name in {"run", "infer"} and p.bare_type() == "float", name
-        assert "normalised" in p.help and "1.2" in p.help
+        assert "score scale" in p.help and "1.2" in p.help
     if name in ("train", "calibrate"):
         assert "--threshold-method" in opts and "--smoothing" in opts
     for p in options(cmd):
@@ -69,7 +69,7 @@ def test_help_has_no_type_tags(name: str) -> None:
 
 def test_readme_commands_agree_with_help() -> None:
     """Every command the README's table lists exists, and every --option it shows for it is a real option."""
-    rows = [line for line in README.splitlines() if line.startswith("| `edge-stpm ")]
+    rows = [line for line in README.splitlines() if line.startswith("| [`edge-stpm ")]
     assert len(rows) >= len(COMMANDS) - 1
     for row in rows:
         usage = row.split("`")[1]

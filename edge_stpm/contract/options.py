@@ -36,6 +36,7 @@ DEFAULT_BANK_MAX_MB = 32.0  # memory head: the bank's float32 bytes are capped h
 # memory head: k-center runs on a random projection to this many dims, 0 = on the features themselves (PatchCore's
 # and anomalib's practice): 0 won RULE_R3.md addendum 5 over 32 (+0.0068 on the rule score, 3 seeds; TABLE_R3.md)
 DEFAULT_CORESET_DIMS = 0
+DEFAULT_CORESET_CHUNK = 0  # 0: exact greedy k-center over all patches (runtime/learn/coreset.py)
 # the image threshold's k (logsigma / sigma) per head: 3 for the student (round 1); 2 for the memory bank, by
 # RULE_R3.md addendum 1 (the highest recall whose precision stays >= 0.90: benchmarks/results/r3/threshold_k/);
 # the pixel threshold keeps k 3 for every head
@@ -84,6 +85,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "threshold_k": (1.0, 6.0),
     "tile_overlap": (0.0, 0.5),
     "coreset_dims": (0, 4096),
+    "coreset_chunk": (0, 100_000_000),
     "coreset": (0.0001, 1.0),
     "held_out": (0.0, 0.95),
     "bank_max_mb": (0.1, 4096.0),

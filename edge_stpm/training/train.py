@@ -28,7 +28,9 @@ from edge_stpm.training.model import (
 )
 from edge_stpm.contract.options import DEFAULT_FIT
 from edge_stpm.contract.tiles import TileGrid, parse_tiles, per_frame
-from edge_stpm.training.heads.memory import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, PROJECTION_DIMS, fit_memory
+from edge_stpm.training.heads.memory import (
+    DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, PROJECTION_DIMS, fit_memory,
+)
 from edge_stpm.contract.progress import bar, console
 
 
@@ -61,6 +63,7 @@ class TrainConfig:
     coreset: float = DEFAULT_CORESET
     bank_max_mb: float = DEFAULT_BANK_MAX_MB
     coreset_dims: int = PROJECTION_DIMS  # k-center on a random projection to this many dims; 0 = the features
+    coreset_chunk: int = DEFAULT_CORESET_CHUNK  # > 0: chunked k-center (runtime/learn/coreset.py), 0 = exact
     seed: int = 0
     device: str = "auto"
     teacher_weights: str | None = None
@@ -440,7 +443,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     stpm = stpm.float().to(memory_format=torch.contiguous_format).eval()
     memory, memory_info = (None, None) if cfg.head == "stpm" else fit_memory(
         stpm.teacher, pre, images[torch.from_numpy(rows(np.sort(train_idx))).to(device)], cfg.batch_size, cfg.coreset,
-        cfg.bank_max_mb, cfg.seed, cfg.quiet, cfg.coreset_dims)
+        cfg.bank_max_mb, cfg.seed, cfg.quiet, cfg.coreset_dims, cfg.coreset_chunk)
     head_settings, thr, proxy = _calibrated_head(stpm, cfg, device, val_images, memory, grid)
     if head_settings["head"] == "memory":
         fit = _no_student_fit() | {"student_fitted_for_auto": fit}

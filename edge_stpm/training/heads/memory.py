@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 LEVELS = (1, 2)  # indices into the trunk's three levels (strides 4, 8, 16): levels 2 and 3
-from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_DIMS  # noqa: E402,F401
+from edge_stpm.contract.options import (  # noqa: E402,F401
+    DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, DEFAULT_CORESET_DIMS,
+)
 PROJECTION_DIMS = DEFAULT_CORESET_DIMS  # the k-center selection runs on a random projection to this many dimensions
 
 
@@ -70,10 +72,11 @@ def bank_entries(n_patches: int, fraction: float, dims: int, max_mb: float) -> i
 
 @torch.no_grad()
 def k_center_greedy(feats: torch.Tensor, k: int, seed: int = 0, dims: int = PROJECTION_DIMS,
-                    on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+                    on_step: Callable[[int], None] | None = None, chunk: int = DEFAULT_CORESET_CHUNK) -> torch.Tensor:
     """Indices of ``k`` rows of ``feats`` ``(N, D)`` chosen by greedy k-center (farthest point) selection, on a
     seeded Gaussian random projection to ``dims`` dimensions (as PatchCore; distances are approximately kept).
-    The first centre is a seeded random row. ``on_step(n)`` reports progress every 256 selections."""
+    The first centre is a seeded random row. ``on_step(n)`` reports progress every 256 selections. ``chunk`` > 0
+    and N > ``chunk``: the chunked selection of ``runtime/learn/coreset.py`` (cost linear in N)."""
     n = feats.shape[0]
     if k >= n:
         return torch.arange(n)
@@ -83,6 +86,10 @@ def k_center_greedy(feats: torch.Tensor, k: int, seed: int = 0, dims: int = PROJ
         z = feats.float() @ proj
     else:
         z = feats.float()
+    if 0 < chunk < n:
+        from edge_stpm.runtime.learn.coreset import select
+
+        return torch.from_numpy(select(z.numpy(), k, seed, chunk, on_step))
     z_sq = (z * z).sum(dim=1)
     chosen = torch.empty(k, dtype=torch.long)
     idx = int(torch.randint(n, (1,), generator=g))
@@ -109,16 +116,17 @@ def collect_patches(teacher: nn.Module, batches: Iterable[torch.Tensor]) -> torc
 
 
 def build_bank(patches: torch.Tensor, fraction: float, max_mb: float, seed: int,
-               on_step: Callable[[int], None] | None = None, dims: int = PROJECTION_DIMS) -> torch.Tensor:
+               on_step: Callable[[int], None] | None = None, dims: int = PROJECTION_DIMS,
+               chunk: int = DEFAULT_CORESET_CHUNK) -> torch.Tensor:
     """The memory: the coreset of ``patches`` ``(N, D)`` within the budget → ``(M, D)`` float32 (k-center on a
-    projection to ``dims``; 0 = on the features themselves)."""
+    projection to ``dims``; 0 = on the features themselves; ``chunk`` as ``k_center_greedy``)."""
     k = bank_entries(patches.shape[0], fraction, patches.shape[1], max_mb)
-    return patches[k_center_greedy(patches, k, seed, dims=dims, on_step=on_step)].contiguous()
+    return patches[k_center_greedy(patches, k, seed, dims=dims, on_step=on_step, chunk=chunk)].contiguous()
 
 
 def fit_memory(teacher: nn.Module, preprocess: nn.Module, images: torch.Tensor, batch_size: int, coreset: float,
                max_mb: float, seed: int, quiet: bool = False,
-               dims: int = PROJECTION_DIMS) -> tuple[torch.Tensor, dict[str, Any]]:
+               dims: int = PROJECTION_DIMS, chunk: int = DEFAULT_CORESET_CHUNK) -> tuple[torch.Tensor, dict[str, Any]]:
     """The memory bank of good images (uint8 NHWC ``images``): the teacher's patch features of all of them,
     reduced to the coreset budget, with progress; returns the bank ``(M, D)`` and what the summary reports."""
     from edge_stpm.contract.progress import bar
@@ -137,8 +145,10 @@ def fit_memory(teacher: nn.Module, preprocess: nn.Module, images: torch.Tensor, 
         features_s = time.perf_counter() - t0
         k = bank_entries(patches.shape[0], coreset, patches.shape[1], max_mb)
         task = progress.add_task("coreset (k-center)", total=k, info=f"{k} of {patches.shape[0]} patches")
-        bank = build_bank(patches, coreset, max_mb, seed, on_step=lambda n: progress.advance(task, n), dims=dims)
+        bank = build_bank(patches, coreset, max_mb, seed, on_step=lambda n: progress.advance(task, n), dims=dims,
+                          chunk=chunk)
     return bank, {"images": int(len(images)), "patches": int(patches.shape[0]), "entries": int(bank.shape[0]),
                   "dims": int(bank.shape[1]), "bytes": int(bank.numel() * 4), "coreset": coreset,
-                  "bank_max_mb": max_mb, "projection_dims": dims, "features_seconds": features_s,
+                  "bank_max_mb": max_mb, "projection_dims": dims, "coreset_chunk": chunk,
+                  "features_seconds": features_s,
                   "coreset_seconds": time.perf_counter() - t0 - features_s}
