@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from edge_stpm.contract.images import labelled_test_images, load_images
-from edge_stpm.training import checkpoint, thresholds
+from edge_stpm.training import checkpoint
+from edge_stpm.runtime.learn import thresholds
 from edge_stpm.training.evaluate import score_set, torch_infer
 
 SETTINGS = [("logsigma", 3.0), ("logsigma", 2.5), ("logsigma", 2.0), ("percentile", None)]

@@ -1076,6 +1076,59 @@ def update_memory(checkpoint: Path = typer.Option(..., help="The training checkp
               highlight=False, soft_wrap=True)
 
 
+@app.command()
+@one_line_errors
+def teacher(backbone: Backbone = typer.Option("mobilenet_v2", help="The teacher network (its ImageNet weights must be on this machine)."),
+            out_dir: Path = typer.Option(..., "--out", help="The teacher pack folder to write."),
+            size: int = typer.Option(256, **rng("size"), help="Model input side (pixels), as train --size.")) -> None:
+    """Write a teacher pack: what a box needs to learn a part without PyTorch (edge-stpm fit) — the frozen teacher's
+    patch-feature graph, the memory head's graph with a placeholder bank, and teacher.json (sizes, sha256, the
+    weights' source and licence). Needs the training install; any bundle made by fit carries one too."""
+    need_train("teacher")
+    from edge_stpm.training.export.teacher_pack import write_teacher_pack
+
+    doc = write_teacher_pack(out_dir, str(backbone), size)
+    total = sum((out_dir / f).stat().st_size for f in doc["sha256"]) / 2**20
+    out.print(f"teacher pack {out_dir}: {doc['backbone']} {size}², {doc['features']['dims']} feature dims on a "
+              f"{doc['features']['grid'][0]}×{doc['features']['grid'][1]} grid, {total:.1f} MB; weights: "
+              f"{doc['licence']}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@one_line_errors
+def fit(teacher_pack: Path = typer.Option(..., "--teacher", help="A teacher pack (edge-stpm teacher), or a bundle that carries one (every bundle fit makes)."),
+        data: Path = typer.Option(..., help="Good images: an MVTec-layout folder (train/good), a collect folder, or a folder of images."),
+        out_dir: Path = typer.Option(..., "--out", help="The bundle folder to write (new or empty)."),
+        coreset: float = typer.Option(DEFAULT_CORESET, **rng("coreset"), help="Share of the good patches the memory keeps (as train --coreset)."),
+        bank_max_mb: float = typer.Option(DEFAULT_BANK_MAX_MB, **rng("bank_max_mb"), help="The bank's size cap in MB (float32)."),
+        coreset_chunk: int = typer.Option(DEFAULT_CORESET_CHUNK, **rng("coreset_chunk"), help="0 = exact greedy k-center (as train); N > 0 = over chunks of at most N patches (cost linear in the patches)."),
+        seed: int = typer.Option(0, **rng("seed"), help="The held-out split and the coreset's start (as train --seed)."),
+        threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime (default: all)."),
+        quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+    """Learn a part on the box, on the runtime install (no PyTorch): a memory model of good images — the teacher's
+    patch features in ONNX Runtime, the coreset in numpy, thresholds from held-out good images, the no-defect check,
+    TensorRT's rules, a self-test and a manifest — written as a bundle ready to deploy. The same recipe and split as
+    train --head memory, so the two agree. A failed or interrupted fit leaves nothing half-written."""
+    from edge_stpm.contract.progress import bar
+    from edge_stpm.runtime.learn.fit import FitConfig, fit as run_fit
+
+    with bar(quiet) as progress:
+        tasks: dict[str, list[Any]] = {}  # stage → [task id, done so far]
+
+        def tell(stage: str, done: int, total: int) -> None:
+            t = tasks.setdefault(stage, [progress.add_task(stage, total=total, info=""), 0])
+            progress.advance(t[0], done - t[1])
+            t[1] = done
+
+        r = run_fit(FitConfig(teacher_pack, data, out_dir, coreset, bank_max_mb, coreset_chunk, seed,
+                              threads=threads), tell)
+    t, sec = r["thresholds"], r["seconds"]
+    out.print(f"bundle {out_dir}: {r['memory']['entries']} memory entries from {r['train_images']} images "
+              f"({r['held_out']} held out); image threshold {t['image']:.4g}, pixel {t['pixel']:.4g}; no-defect "
+              f"check {r['no_defect_check']['mean']:.3f}; {sec['total']:.1f} s (features {sec['features']:.1f} s, "
+              f"coreset {sec['coreset']:.1f} s)", highlight=False, soft_wrap=True)
+
+
 config_app = typer.Typer(no_args_is_help=True, help="The station file: check it, show it with its defaults, its JSON Schema.")
 app.add_typer(config_app, name="config")
 

@@ -5,7 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_stpm.training import metrics, thresholds
+from edge_stpm.training import metrics
+from edge_stpm.runtime.learn import thresholds
 from edge_stpm.contract.errors import UserError
 
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from edge_stpm.contract.errors import UserError
-from edge_stpm.training import segmetrics, synthetic_defects, thresholds
+from edge_stpm.training import segmetrics
+from edge_stpm.runtime.learn import synthetic as synthetic_defects
+from edge_stpm.runtime.learn import thresholds
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "r4" / "pixel_threshold.py"
 

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_stpm.training import checkpoint, thresholds
+from edge_stpm.training import checkpoint
+from edge_stpm.runtime.learn import thresholds
 from edge_stpm.contract import tiles
 from edge_stpm.contract.images import labelled_test_images, load_images
 from edge_stpm.contract.errors import UserError
@@ -88,7 +89,7 @@ def synthetic_maps(infer: ScoreFn, good: np.ndarray, seed: int, quiet: bool = Tr
     """Maps ``(K·N, H, W)`` float32 (map units) of the no-defect check's synthetic anomalies of the uint8 held-out
     images ``good`` ``(N, H, W, 3)`` (``synthetic_defects.anomalies``, every kind, this ``seed``) and their masks
     ``(K·N, H, W)`` bool, scored by ``infer`` in batches of ``batch_size`` (as ``evaluate.no_defect_check``)."""
-    from edge_stpm.training.synthetic_defects import anomalies
+    from edge_stpm.runtime.learn.synthetic import anomalies
 
     maps, masks = [], []
     for kind, images, m in anomalies(good, seed):

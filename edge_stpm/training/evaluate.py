@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import torch
 
-from edge_stpm.training import checkpoint, figures, metrics, segmetrics, thresholds
+from edge_stpm.training import checkpoint, figures, metrics, segmetrics
+from edge_stpm.runtime.learn import thresholds
 from edge_stpm.runtime.overlay import NEAR, draw_contours, inspection_overlay
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.scale import ScoreScale
@@ -174,7 +175,7 @@ def frame_results(test: dict[str, Any], meta: dict[str, Any], maps: np.ndarray,
 def no_defect_check(meta: dict[str, Any], infer: ScoreFn, batch_size: int) -> dict[str, Any] | None:
     """The proxy AUROC on synthetic anomalies of the checkpoint's held-out good images (seeded as in training),
     beside the real figures; None when those images are not on this machine."""
-    from edge_stpm.training.synthetic_defects import proxy_auroc
+    from edge_stpm.runtime.learn.synthetic import proxy_auroc
 
     val = [Path(p) for p in meta.get("training", {}).get("val_images", []) if Path(p).is_file()]
     if not val:

@@ -3,23 +3,19 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
+
+from edge_stpm.runtime.learn.auroc import auroc
 
 
 def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     """Area under the ROC of image scores ``(N,)`` against labels ``(N,)`` (1 = defective); None if one class."""
-    labels = np.asarray(labels)
-    if labels.min() == labels.max():
-        return None
-    return float(roc_auc_score(labels, scores))
+    return auroc(scores, labels)
 
 
 def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float | None:
     """AUROC over all pixels: maps ``(N, H, W)`` float, masks ``(N, H, W)`` bool; None if one class."""
-    y = np.asarray(masks, bool).ravel()
-    if y.all() or not y.any():
-        return None
-    return float(roc_auc_score(y, np.asarray(maps, np.float32).ravel()))
+    return auroc(np.asarray(maps, np.float32), np.asarray(masks, bool))
 
 
 def roc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from edge_stpm.training import checkpoint as ckpt_io, thresholds
+from edge_stpm.training import checkpoint as ckpt_io
+from edge_stpm.runtime.learn import thresholds
 from edge_stpm.training.backbones import get_spec, pretrained_state
 from edge_stpm.contract.images import FIT_MODES, good_images, load_images
 from edge_stpm.training.devices import low_memory_default, pick_device, return_freed_memory, set_threads
@@ -317,7 +318,7 @@ def _calibrated_head(stpm: STPM, cfg: TrainConfig, device: torch.device, val_ima
     synthetic anomalies of the held-out good images), its thresholds and its no-defect check. Returns (head
     settings, thresholds, proxy report with ``choice`` for auto)."""
     from edge_stpm.training.evaluate import torch_infer
-    from edge_stpm.training.synthetic_defects import proxy_auroc
+    from edge_stpm.runtime.learn.synthetic import proxy_auroc
 
     good = val_images.cpu().numpy()
     tried: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}

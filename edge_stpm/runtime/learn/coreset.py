@@ -24,6 +24,12 @@ STEP = 256      # on_step is called every this many selections
 OnStep = Callable[[int], None]
 
 
+def bank_entries(n_patches: int, fraction: float, dims: int, max_mb: float) -> int:
+    """How many patches the coreset keeps: ``fraction`` of them, at least 1, at most what ``max_mb`` holds."""
+    cap = max(1, int(max_mb * 2**20 // (4 * dims)))
+    return max(1, min(n_patches, math.ceil(fraction * n_patches), cap))
+
+
 def greedy(z: np.ndarray, k: int, first: int, on_step: OnStep | None = None) -> np.ndarray:
     """Indices of ``k`` rows of ``z`` ``(N, D)`` float32 by exact greedy k-center from row ``first``."""
     n = z.shape[0]

@@ -131,7 +131,7 @@ def write_selftest(out: Path, parity_imgs: np.ndarray, precisions: list[str], ba
     import cv2
 
     from edge_stpm.contract.artifacts import SELFTEST, selftest_image
-    from edge_stpm.training.synthetic_defects import make
+    from edge_stpm.runtime.learn.synthetic import make
 
     good = parity_imgs[:SELFTEST_IMAGES]
     imgs = np.concatenate([good, make(good[:1], "line", seed=0)[0]])

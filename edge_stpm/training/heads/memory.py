@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 LEVELS = (1, 2)  # indices into the trunk's three levels (strides 4, 8, 16): levels 2 and 3
+from edge_stpm.runtime.learn.coreset import bank_entries, select  # noqa: E402,F401  (bank_entries: re-exported)
 from edge_stpm.contract.options import (  # noqa: E402,F401
     DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, DEFAULT_CORESET_DIMS,
 )
@@ -64,19 +65,14 @@ class MemoryBank(nn.Module):
         return torch.sqrt(torch.clamp(nearest, min=0.0)).view(b, 1, h, w)
 
 
-def bank_entries(n_patches: int, fraction: float, dims: int, max_mb: float) -> int:
-    """How many patches the coreset keeps: ``fraction`` of them, at least 1, at most what ``max_mb`` holds."""
-    cap = max(1, int(max_mb * 2**20 // (4 * dims)))
-    return max(1, min(n_patches, math.ceil(fraction * n_patches), cap))
-
-
 @torch.no_grad()
 def k_center_greedy(feats: torch.Tensor, k: int, seed: int = 0, dims: int = PROJECTION_DIMS,
                     on_step: Callable[[int], None] | None = None, chunk: int = DEFAULT_CORESET_CHUNK) -> torch.Tensor:
     """Indices of ``k`` rows of ``feats`` ``(N, D)`` chosen by greedy k-center (farthest point) selection, on a
     seeded Gaussian random projection to ``dims`` dimensions (as PatchCore; distances are approximately kept).
-    The first centre is a seeded random row. ``on_step(n)`` reports progress every 256 selections. ``chunk`` > 0
-    and N > ``chunk``: the chunked selection of ``runtime/learn/coreset.py`` (cost linear in N)."""
+    The selection itself is ``runtime/learn/coreset.select`` (numpy, shared with the box's torch-free fit): exact,
+    from a seeded random first row, or with ``chunk`` > 0 and N > ``chunk`` chunked (cost linear in N).
+    ``on_step(n)`` reports progress every 256 selections."""
     n = feats.shape[0]
     if k >= n:
         return torch.arange(n)
@@ -86,23 +82,7 @@ def k_center_greedy(feats: torch.Tensor, k: int, seed: int = 0, dims: int = PROJ
         z = feats.float() @ proj
     else:
         z = feats.float()
-    if 0 < chunk < n:
-        from edge_stpm.runtime.learn.coreset import select
-
-        return torch.from_numpy(select(z.numpy(), k, seed, chunk, on_step))
-    z_sq = (z * z).sum(dim=1)
-    chosen = torch.empty(k, dtype=torch.long)
-    idx = int(torch.randint(n, (1,), generator=g))
-    min_d = torch.full((n,), float("inf"))
-    for i in range(k):
-        chosen[i] = idx
-        c = z[idx]
-        d = z_sq - 2.0 * (z @ c) + float(c @ c)
-        torch.minimum(min_d, d, out=min_d)
-        idx = int(torch.argmax(min_d))
-        if on_step is not None and (i + 1) % 256 == 0:
-            on_step(256)
-    return chosen
+    return torch.from_numpy(select(z.numpy(), k, seed, chunk, on_step))
 
 
 @torch.no_grad()

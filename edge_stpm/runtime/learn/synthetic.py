@@ -129,7 +129,7 @@ def proxy_auroc(infer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], go
                 good_scores: np.ndarray | None = None, seed: int = 0, batch: int = 8) -> dict[str, Any]:
     """Image AUROC of ``infer`` (uint8 batch → maps, scores) between held-out good images and their synthetic
     anomalous copies, per kind, and their mean ("mean"); pixel AUROC per kind. Labels are made, not given."""
-    from edge_stpm.training import metrics
+    from edge_stpm.runtime.learn.auroc import auroc
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         got = [infer(x[i : i + batch]) for i in range(0, len(x), batch)]
@@ -143,7 +143,7 @@ def proxy_auroc(infer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], go
         bad, masks = make(good, kind, seed)
         maps, scores = run(bad)
         labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
-        out["kinds"][kind] = {"image_auroc": metrics.image_auroc(np.r_[good_scores, scores], labels),
-                              "pixel_auroc": metrics.pixel_auroc(maps, masks)}
+        out["kinds"][kind] = {"image_auroc": auroc(np.r_[good_scores, scores], labels),
+                              "pixel_auroc": auroc(np.asarray(maps, np.float32), masks)}
     out["mean"] = float(np.mean([k["image_auroc"] for k in out["kinds"].values()]))
     return out

@@ -1,0 +1,259 @@
+"""``edge-stpm fit``: a memory model of a part from its good images, on the runtime install (no PyTorch).
+
+The same recipe as ``train --head memory``, step for step, with the teacher pack's graphs in ONNX Runtime instead of
+PyTorch: the same held-out split (seeded), the teacher's patch features of the training images, the same coreset
+(``coreset.select``), the bank put into the pack's template graph (its two initializers), thresholds from the
+held-out good images (``thresholds.calibrate``, the memory head's k), the no-defect check (``synthetic.proxy_auroc``),
+the TensorRT rules, a self-test and a manifest. Everything is written under temporary names in the output folder's
+parent and the folder appears only when complete: a failed or cancelled fit leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_stpm.contract.artifacts import (
+    METADATA_KEY, SELFTEST, onnx_path, selftest_image, sidecar, write_bundle_readme, write_manifest,
+)
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.files import write_json
+from edge_stpm.contract.images import good_images, load_images
+from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK
+from edge_stpm.runtime.learn import thresholds
+from edge_stpm.runtime.learn.coreset import bank_entries, select
+from edge_stpm.runtime.learn.pack import BANK_SQ, BANK_T, FEATURES, TEACHER_JSON, Pack, read_pack
+
+MIN_IMAGES = 5
+VAL_FRACTION = 0.2
+SELFTEST_IMAGES = 3
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class FitConfig:
+    teacher: Path
+    data: Path
+    out: Path
+    coreset: float = DEFAULT_CORESET
+    bank_max_mb: float = DEFAULT_BANK_MAX_MB
+    chunk: int = DEFAULT_CORESET_CHUNK
+    seed: int = 0
+    val_fraction: float = VAL_FRACTION
+    threads: int | None = None
+
+
+def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out image indices, training image indices), both sorted — ``train``'s split for the same seed."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(fraction * n)))
+    return np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+
+def _session(path: Path, threads: int | None) -> Any:
+    from edge_stpm.runtime.backends.onnxruntime_backend import open_session
+
+    return open_session(path, threads, allow_gpu=True)[0]
+
+
+def patches(pack: Pack, images: np.ndarray, threads: int | None, on: Callable[[int], None] | None = None) -> np.ndarray:
+    """The teacher's patch features of uint8 ``images`` ``(n, S, S, 3)`` → ``(n·h·w, D)`` float32, image by image
+    and row by row over the grid (the order ``train`` collects them in)."""
+    sess = _session(pack.features, threads)
+    name = sess.get_inputs()[0].name
+    out = []
+    for i in range(len(images)):
+        f = sess.run(None, {name: images[i : i + 1]})[0]  # (1, D, h, w)
+        out.append(np.ascontiguousarray(f[0].reshape(f.shape[1], -1).T, np.float32))
+        if on is not None:
+            on(1)
+    return np.concatenate(out)
+
+
+def bank_graph(pack: Pack, bank: np.ndarray) -> Any:
+    """The pack's template graph with ``bank`` ``(M, D)`` in its bank initializers (shapes inferred again)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(pack.template))
+    names = {pack.doc["template"]["bank_t"]: np.ascontiguousarray(bank.T, np.float32),
+             pack.doc["template"]["bank_sq"]: (bank.astype(np.float32) ** 2).sum(axis=1).reshape(1, 1, -1)}
+    found = 0
+    for i, init in enumerate(model.graph.initializer):
+        if init.name in names:
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(names[init.name], init.name))
+            found += 1
+    if found != 2:
+        raise UserError(f"{pack.template}: the template has no {BANK_T} / {BANK_SQ} initializers: write the pack again")
+    del model.graph.value_info[:]  # shapes that held the placeholder bank's size
+    return model
+
+
+def _metadata(model: Any, md: dict[str, Any]) -> None:
+    from onnx import helper
+
+    del model.metadata_props[:]
+    helper.set_model_props(model, {METADATA_KEY: json.dumps(md), "backbone": md["backbone"],
+                                   "precision": md["precision"], "image_size": str(md["image_size"]),
+                                   "image_threshold": repr(md["thresholds"]["image"])})
+    model.producer_name = "edge-stpm fit"
+
+
+def _write_graph(model: Any, path: Path) -> None:
+    import onnx
+
+    from edge_stpm.contract.trt_rules import require_trt_ready
+
+    onnx.checker.check_model(model, full_check=True)
+    require_trt_ready(model, "the fitted graph")
+    onnx.save(model, str(path))
+
+
+def _score(path: Path, images: np.ndarray, threads: int | None) -> tuple[np.ndarray, np.ndarray]:
+    from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
+
+    b = OnnxBackend(path, threads)
+    try:
+        maps, scores = b.infer_any(images)
+    finally:
+        b.close()
+    return np.asarray(maps, np.float32).reshape(len(images), *images.shape[1:3]), np.asarray(scores, np.float64)
+
+
+def _selftest(out: Path, good: np.ndarray, threads: int | None) -> dict[str, Any]:
+    """The bundle's self-test (as ``export`` writes it): a few held-out good images and one synthetic anomaly."""
+    import cv2
+
+    from edge_stpm.runtime.learn.synthetic import make
+
+    imgs = np.concatenate([good[:SELFTEST_IMAGES], make(good[:1], "line", seed=0)[0]])
+    names = []
+    for i, img in enumerate(imgs):
+        names.append(selftest_image(i))
+        if not cv2.imwrite(str(out / names[-1]), img):
+            raise UserError(f"cannot write the self-test image {out / names[-1]}")
+    scores = [float(s) for s in _score(onnx_path(out, "fp32"), imgs, threads)[1]]
+    doc = {"format": "edge-stpm-selftest", "images": names, "scores": {"fp32": scores}, "batch": 1,
+           "tolerance_threshold_units": {"fp32": 0.01}}
+    write_json(out / SELFTEST, doc)
+    return doc
+
+
+def _carry_pack(pack: Pack, out: Path) -> None:
+    """The bundle carries its teacher pack: the feature graph, and its own graph as the template."""
+    from edge_stpm.contract.artifacts import file_sha256
+
+    shutil.copy2(pack.features, out / FEATURES)
+    model = onnx_path(out, "fp32").name
+    doc = pack.doc | {"template": pack.doc["template"] | {"file": model},
+                      "sha256": {FEATURES: file_sha256(out / FEATURES), model: file_sha256(out / model)}}
+    write_json(out / TEACHER_JSON, doc)
+
+
+def _images(cfg: FitConfig, pack: Pack) -> tuple[list[Path], np.ndarray]:
+    paths = good_images(Path(cfg.data))
+    if len(paths) < MIN_IMAGES:
+        raise UserError(f"only {len(paths)} good images in {cfg.data}: a fit needs at least {MIN_IMAGES} "
+                        f"({int(cfg.val_fraction * 100)} % are held out to set the thresholds)")
+    return paths, load_images(paths, pack.size, pack.doc["fit"])
+
+
+def _check(cfg: FitConfig) -> None:
+    if not 0 < cfg.coreset <= 1:
+        raise UserError(f"--coreset must be above 0 and at most 1, not {cfg.coreset}")
+    if not 0 < cfg.val_fraction < 1:
+        raise UserError(f"the held-out share must be between 0 and 1, not {cfg.val_fraction}")
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty: fit writes a new bundle folder")
+
+
+def fit(cfg: FitConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Fit a memory model (see the module doc) into the bundle folder ``cfg.out``; returns the fit report."""
+    _check(cfg)
+    t0 = time.perf_counter()
+    tell = progress or (lambda stage, done, total: None)
+    pack = read_pack(cfg.teacher)
+    paths, images = _images(cfg, pack)
+    val, train = split(len(paths), cfg.val_fraction, cfg.seed)
+    done = [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        tell("teacher features", done[0], len(train))
+
+    feats = patches(pack, images[train], cfg.threads, step)
+    t_feat = time.perf_counter()
+    k = bank_entries(feats.shape[0], cfg.coreset, feats.shape[1], cfg.bank_max_mb)
+    picked = [0]
+
+    def pick(n: int) -> None:
+        picked[0] += n
+        tell("coreset", picked[0], k)
+
+    bank = feats[select(feats, k, cfg.seed, cfg.chunk, pick)]
+    t_core = time.perf_counter()
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.fit-", dir=out.parent))
+    try:
+        report = _build(cfg, pack, paths, images, val, train, bank, tmp)
+        report["seconds"] = {"features": t_feat - t0, "coreset": t_core - t_feat,
+                             "total": time.perf_counter() - t0}
+        write_json(tmp / "fit.json", report)
+        write_manifest(tmp, {"backbone": pack.doc["backbone"], "image_size": pack.size, "fit": pack.doc["fit"],
+                             "batch": 1, "checkpoint_sha256": report["bank_sha256"]})
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _build(cfg: FitConfig, pack: Pack, paths: list[Path], images: np.ndarray, val: np.ndarray,
+           train: np.ndarray, bank: np.ndarray, out: Path) -> dict[str, Any]:
+    """Graph, thresholds, no-defect check, self-test and README of the bank, written into ``out``."""
+    from edge_stpm.contract.artifacts import read_onnx_metadata
+    from edge_stpm.runtime.learn.synthetic import proxy_auroc
+
+    model = bank_graph(pack, bank)
+    path = onnx_path(out, "fp32")
+    md = read_onnx_metadata(pack.template)
+    sha = hashlib.sha256(bank.tobytes()).hexdigest()
+    memory = {"entries": int(bank.shape[0]), "dims": int(bank.shape[1]), "bytes": int(bank.size * 4)}
+    _metadata(model, md | {"memory": memory, "checkpoint_sha256": sha})
+    _write_graph(model, path)
+    good = images[val]
+    maps, scores = _score(path, good, cfg.threads)
+    thr = thresholds.calibrate(scores, maps, "logsigma", thresholds.default_k("memory"))
+    md = md | {"memory": memory, "checkpoint_sha256": sha,
+               "thresholds": {"image": thr["image"], "pixel": thr["pixel"], "method": thr["method"],
+                              "good_scores": thr["good_scores"], "score_scale": thr["score_scale"]}}
+    _metadata(model, md)
+    _write_graph(model, path)
+
+    def infer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _score(path, x, cfg.threads)
+
+    check = proxy_auroc(infer, good, scores, seed=cfg.seed)
+    report = {"teacher": str(cfg.teacher), "data": str(cfg.data), "images": len(paths), "held_out": len(val),
+              "train_images": len(train), "patches_per_image": int(pack.doc["features"].get("grid", [0, 0])[0]
+                                                                    * pack.doc["features"].get("grid", [0, 0])[1]),
+              "coreset": cfg.coreset, "coreset_chunk": cfg.chunk, "seed": cfg.seed, "memory": memory,
+              "bank_sha256": sha, "thresholds": thr, "no_defect_check": check,
+              "val_images": [str(paths[i]) for i in val], "train_image_paths": [str(paths[i]) for i in train]}
+    write_json(sidecar(path), md | {"fit": {k: report[k] for k in ("images", "held_out", "coreset", "seed")}})
+    _selftest(out, good, cfg.threads)
+    write_bundle_readme(out, md, ["fp32"])
+    _carry_pack(pack, out)
+    return report

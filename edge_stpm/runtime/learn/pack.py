@@ -1,0 +1,88 @@
+"""A teacher pack (``edge-stpm teacher`` writes one; ``training/export/teacher_pack.py`` says what is in it), read
+and checked before a fit uses it: its ``teacher.json`` against its schema, each graph's sha256, the template's bank
+initializers. Torch-free."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_stpm.contract.artifacts import file_sha256
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.options import BACKBONE_NAMES, FIT_NAMES
+from edge_stpm.contract.schema import check
+
+PACK_FORMAT = "edge-stpm-teacher-pack"
+TEACHER_JSON = "teacher.json"
+FEATURES = "features_fp32.onnx"
+TEMPLATE = "template_fp32.onnx"
+BANK_T = "memory.bank_t"    # (D, M): the memory head's MatMul operand
+BANK_SQ = "memory.bank_sq"  # (1, 1, M): the entries' squared norms
+
+_NAME = {"type": "string", "pattern": r"^[^/\\]+$"}
+SCHEMA = {
+    "type": "object",
+    "required": ["format", "backbone", "image_size", "fit", "features", "template", "head", "sha256"],
+    "properties": {
+        "format": {"const": PACK_FORMAT},
+        "backbone": {"enum": list(BACKBONE_NAMES)},
+        "image_size": {"type": "integer", "minimum": 32, "maximum": 4096},
+        "fit": {"enum": list(FIT_NAMES)},
+        "features": {"type": "object", "required": ["file", "dims"],
+                     "properties": {"file": _NAME, "dims": {"type": "integer", "minimum": 1}}},
+        "template": {"type": "object", "required": ["file", "bank_t", "bank_sq"],
+                     "properties": {"file": _NAME, "bank_t": {"type": "string"}, "bank_sq": {"type": "string"}}},
+        "head": {"type": "object", "required": ["smoothing_sigma", "score_top_percent"],
+                 "properties": {"smoothing_sigma": {"type": "number", "minimum": 0},
+                                "score_top_percent": {"type": "number", "minimum": 0, "maximum": 10}}},
+        "sha256": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A checked teacher pack: its folder and its ``teacher.json``."""
+
+    root: Path
+    doc: dict[str, Any]
+
+    @property
+    def features(self) -> Path:
+        return self.root / self.doc["features"]["file"]
+
+    @property
+    def template(self) -> Path:
+        return self.root / self.doc["template"]["file"]
+
+    @property
+    def size(self) -> int:
+        return int(self.doc["image_size"])
+
+    @property
+    def dims(self) -> int:
+        return int(self.doc["features"]["dims"])
+
+
+def read_pack(path: Path) -> Pack:
+    """The teacher pack at ``path`` (a pack folder, or a memory bundle that carries one), checked; one UserError
+    naming the file and what is wrong otherwise."""
+    root = Path(path)
+    doc_path = root / TEACHER_JSON
+    if not doc_path.is_file():
+        raise UserError(f"{root}: not a teacher pack (no {TEACHER_JSON}); make one with edge-stpm teacher "
+                        "--backbone mobilenet_v2 --out DIR on a training install, or use a bundle that carries one")
+    try:
+        doc = json.loads(doc_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{doc_path} is not readable JSON: write the teacher pack again") from None
+    check(doc, SCHEMA, str(doc_path), "write the teacher pack again")
+    pack = Pack(root, doc)
+    for f in (pack.features, pack.template):
+        if not f.is_file():
+            raise UserError(f"{doc_path}: {f.name} is missing from the pack")
+        want = doc["sha256"].get(f.name)
+        if want is None or file_sha256(f) != want:
+            raise UserError(f"{f}: its sha256 does not match {TEACHER_JSON} (damaged or replaced): write the pack again")
+    return pack
