@@ -12,7 +12,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 out=${OUT:-benchmarks/results/gpu}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py 2>&1 | tee "$out/gpu_tests.log"
+python3 -m pytest -q -p no:cacheprovider -rs tests/slow/test_gpu.py 2>&1 | tee "$out/gpu_tests.log"
 tmp=$(mktemp -d)
 python3 -m edge_stpm.cli synth --out "$tmp/syn" --n-train 40 --n-test-good 4 --n-test-defect 2 --video-frames 10 >/dev/null
 python3 -m edge_stpm.cli train --data "$tmp/syn" --backbone resnet18 --teacher-weights random --epochs 1 \

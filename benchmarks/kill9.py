@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from line_parts import Subscriber, broker  # noqa: E402
+from helpers.line_parts import Subscriber, broker  # noqa: E402
 
 from edge_stpm.runtime.loop.sinks.recording import readable_frames  # noqa: E402
 from edge_stpm.contract.errors import UserError  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from line_parts import Subscriber, broker  # noqa: E402
+from helpers.line_parts import Subscriber, broker  # noqa: E402
 
 from edge_stpm.runtime.loop.pipeline import RunOptions, run  # noqa: E402
 from edge_stpm.runtime.loop.sinks.mqtt import MqttSink  # noqa: E402

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "line"))  # test_loop.read_xwd
 SIZES = {"256": (256, 256), "640x480": (640, 480), "1920x1080": (1920, 1080), "3840x2160": (3840, 2160)}
 
 

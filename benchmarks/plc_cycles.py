@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from line_parts import OPCUA_USER, free_port, modbus_cycles, opcua_cycles  # noqa: E402
+from helpers.line_parts import OPCUA_USER, free_port, modbus_cycles, opcua_cycles  # noqa: E402
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ another CPU's rounding. Each bound in the suite is set below the worst seed here
     python3 benchmarks/seed_spread.py --seeds 0,1,2,3,4 --out benchmarks/results/seed_spread.json
 
 Builds the same fixtures as tests/conftest.py (synthetic set, seed 1, 128 px) and, per seed:
-  cli:     2 epochs at 64 px, batch 8 (tests/test_cli.py::test_train_and_evaluate_commands) → evaluate
+  cli:     2 epochs at 64 px, batch 8 (tests/unit/test_cli.py::test_train_and_evaluate_commands) → evaluate
   trained: 20 epochs at 128 px, batch 8 (the `trained` fixture) → evaluate; export fp32/fp16/int8 → ORT AUROCs,
            INT8 map rel. L2; the loop's NG frames on the labelled video vs its labels
 """

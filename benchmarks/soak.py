@@ -26,7 +26,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from line_parts import broker, free_port  # noqa: E402
+from helpers.line_parts import broker, free_port  # noqa: E402
 
 
 def video_640x480(src: str, out: Path) -> Path:

@@ -119,7 +119,7 @@ def big_body(port: int, path: str, auth: str, seconds: float = 3.0) -> bytes:
 
 
 def main() -> int:
-    from line_parts import free_port
+    from helpers.line_parts import free_port
 
     bundle, video, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     tmp = Path(tempfile.mkdtemp())

@@ -76,7 +76,7 @@ def scrape(port: int, model: str) -> dict:
 
 
 def main() -> None:
-    from line_parts import TRITON_ENV, TritonServer, triton_missing
+    from helpers.line_parts import TRITON_ENV, TritonServer, triton_missing
 
     from edge_stpm.runtime.triton_repository import write_repository
 

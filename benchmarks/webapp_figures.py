@@ -40,7 +40,7 @@ def timed(url: str, headers: dict, n: int = 5) -> float:
 
 
 def main() -> int:
-    from line_parts import free_port
+    from helpers.line_parts import free_port
 
     from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
     from edge_stpm.runtime.loop.pipeline import RunOptions, run

@@ -3,7 +3,7 @@ option's help, range, choices and default — so it cannot go stale:
 
     python -m edge_stpm.cli_reference > docs/commands.md
 
-``tests/test_docs.py`` checks the committed page is what this prints.
+``tests/unit/test_docs.py`` checks the committed page is what this prints.
 """
 from __future__ import annotations
 

@@ -2,14 +2,14 @@
 
 ``cli.py`` declares each numeric option with ``**RANGE["name"]`` (typer's ``min``/``max``: click checks the value
 before any work starts, and ``--help`` shows the range) and each choice with a ``Literal`` of a tuple below.
-``tests/test_options.py`` fails on a numeric or enum option without a declared range or choice, and exercises
+``tests/unit/test_options.py`` fails on a numeric or enum option without a declared range or choice, and exercises
 both ends of every range. Ranges are what makes sense on a line, not what the code could survive.
 """
 from __future__ import annotations
 
 from typing import Any, Literal
 
-# choices (the training-side registries are checked against these names by tests/test_options.py)
+# choices (the training-side registries are checked against these names by tests/unit/test_options.py)
 BACKBONE_NAMES = ("resnet18", "mobilenet_v2", "efficientnet_lite0", "wide_resnet50_2")
 FIT_NAMES = ("pad", "stretch", "crop")
 THRESHOLD_METHOD_NAMES = ("logsigma", "percentile", "sigma")

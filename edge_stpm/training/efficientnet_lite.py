@@ -19,7 +19,7 @@ LITE0_BLOCKS = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40)
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # TensorFlow's 0.99
 # The TensorFlow Lite models take (x - 127) / 128 per channel on RGB in [0, 255]; the converted weights expect
-# the same (checked in tests/test_backbones.py: the stem's batch-norm statistics match real images only so).
+# the same (checked in tests/slow/test_backbones.py: the stem's batch-norm statistics match real images only so).
 MEAN = (127.0 / 255.0,) * 3
 STD = (128.0 / 255.0,) * 3
 

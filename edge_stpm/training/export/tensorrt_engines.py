@@ -3,7 +3,7 @@
 Only ``build_engine`` and the small helpers it calls touch TensorRT. Which ONNX variant, which flags and whether
 the head is pinned to FP32 is decided per TensorRT major version by ``build_plan`` (plain Python, tested without
 TensorRT). Every TensorRT name used here is resolved against the real Python bindings of 8.6, 10.x and 11.x in
-the tests (``tests/test_tensorrt_bindings.py``); functions listed in ``VERSION_GATED`` run only on those majors.
+the tests (``tests/unit/test_tensorrt_bindings.py``); functions listed in ``VERSION_GATED`` run only on those majors.
 API used: Logger, Builder, create_network, OnnxParser, create_builder_config, set_memory_pool_limit,
 set_flag / clear_flag, timing caches, build_serialized_network.
 """

@@ -18,7 +18,7 @@ from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
 RECORD_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
 # an unfinished file of a killed writer: MJPG .avi and .mkv stay readable up to the last flushed frames, mp4v .mp4
-# does not (its index is written last) — measured with OpenCV 5.0 (tests/test_recording.py)
+# does not (its index is written last) — measured with OpenCV 5.0 (tests/line/test_recording.py)
 
 
 def letterbox(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
