@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge_stpm.contract.files import data_dir
+from edge_stpm.runtime.station.app import parse_roi
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.options import (
     DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, DEFAULT_CORESET_DIMS, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
@@ -366,18 +367,6 @@ def check_graph(graphs: list[Path] = typer.Argument(..., help="ONNX graphs to ch
         raise typer.Exit(1)
 
 
-def _roi(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
-    if not text:
-        return None
-    try:
-        x, y, w, h = (int(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"--roi must be x,y,w,h in pixels, not {text!r}") from None
-    if w <= 0 or h <= 0 or x < 0 or y < 0:
-        raise UserError("--roi needs x, y >= 0 and w, h > 0")
-    return x, y, w, h
-
-
 @app.command()
 @one_line_errors
 def run(ctx: typer.Context,
@@ -439,9 +428,14 @@ def run(ctx: typer.Context,
     status.json, /metrics and the web app (who may call what: docs/api.md). --record writes the stream in short
     segment files (a power cut loses at most the last seconds; leftovers are recovered on the next start). Without a
     display it runs headless, with a note."""
+    from edge_stpm.runtime.station import app as station_app
+
     given = {k: v for k, v in locals().items() if k not in ("ctx", "config", "safe_mode")}
+    # given on the command line (click's ParameterSource.COMMANDLINE; by name: typer may bring its own click)
+    flag = lambda name: getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"  # noqa: E731
     try:
-        _run(_station_params(ctx, config, given))
+        r = station_app.run(station_app.settle(given, config, flag), _say, _warn, _error)
+        _print_run_summary(r.summary, r.path_note, r.backend, given["summary_json"])
     except UserError as exc:
         if not (safe_mode and config is not None):
             raise
@@ -456,244 +450,19 @@ def run(ctx: typer.Context,
                               lambda text: err.print(escape(text), highlight=False, soft_wrap=True)))
 
 
-def _station_params(ctx: typer.Context, config: Optional[Path], given: dict[str, Any]) -> dict[str, Any]:
-    """run's options: the flags, or with a station file its keys where no flag was given on the command line."""
-    if config is None:
-        if given["model"] is None:
-            raise UserError("give a model: --model M (or a station file with its recipes: --config station.toml)")
-        return given | {"station": None}
-    from edge_stpm.runtime.station.config import load, run_values
-
-    if given["model"] is not None:
-        raise UserError("--model and --config: a station file's recipes name the models; give one or the other")
-    st = load(config)
-    # given on the command line (click's ParameterSource.COMMANDLINE; by name: typer may bring its own click)
-    flag = lambda name: getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"  # noqa: E731
-    p = given | {k: v for k, v in run_values(st).items() if not flag(k)}
-    if not (flag("camera") or flag("source")):
-        p["camera"] = [x.camera for x in st.sources if x.camera is not None]
-        p["source"] = [x.spec for x in st.sources if x.spec is not None]
-    overrides = {k: given[k] for k in ("threshold", "precision") if flag(k)} | (
-        {"roi": _roi(given["roi"])} if flag("roi") else {})
-    recipes = [r.model_copy(update=overrides) for r in st.recipes]
-    st = st.model_copy(update={"recipes": recipes})
-    return p | {"station": st, "config_path": config, "model": Path(st.initial().model), "threshold": None, "roi": None,
-                "precision": None}
+def _say(text: str) -> None:
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
-def _run(p: dict[str, Any]) -> None:
-    """run, once its options are settled (flags and station file)."""
-    from edge_stpm.runtime.loop.live_view import parse_bind
-    from edge_stpm.runtime.loop.line import LineSettings, check_sources, setup as setup_line
-    from edge_stpm.runtime.loop.pipeline import RunOptions, check_outputs, run as run_loop
-    from edge_stpm.runtime.loop.sources import open_sources
-
-    specs = [str(c) for c in p["camera"] or []] + [str(x) for x in p["source"] or []]
-    if not specs:
-        raise UserError("give a source: --camera N or --source SPEC (repeat either for several; or sources in the "
-                        "station file)")
-    trigger = p["trigger"]
-    check_sources(specs, trigger)
-    if trigger == "http" and not p["http"]:
-        raise UserError("--trigger http needs the HTTP server: --http HOST:PORT (POST /trigger)")
-    opts = RunOptions(headless=p["headless"], record=p["record"], save_anomalies=p["save_anomalies"],
-                      events=p["events"], max_frames=p["max_frames"],
-                      roi=p["roi"] if isinstance(p["roi"], tuple) else _roi(p["roi"]), alpha=p["alpha"],
-                      anomaly_interval_s=p["anomaly_interval"], record_segment_s=p["record_segment"],
-                      workers=p["workers"] or 1)
-    warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
-    history = None if p["no_history"] else p["history_db"]
-    line = setup_line(LineSettings(p["model"], history, p["history_keep_days"], p["history_max_mb"], p["mqtt"],
-                                   p["mqtt_topic"], p["mqtt_ca"], p["mqtt_outbox"], p["outbox_max"], p["modbus"],
-                                   p["opcua"], p["opcua_user"], trigger), len(specs), warn)
-    if p["opcua"]:
-        from edge_stpm.runtime.loop.sinks.opcua import secure as secure_opcua
-
-        secure_opcua(line.servers, p["opcua_security"], p["opcua_cert"], p["opcua_key"], bool(p["opcua_self_signed"]),
-                     data_dir() / "opcua", warn)
-    opts.sinks += line.sinks + _evidence(p, history)
-    opts.on_error = line.on_error
-    opts.on_inspection_error = line.on_inspection_error
-    for note in line.notes:
-        warn(note)
-    bind = parse_bind(p["http"]) if p["http"] else None
-    srcs: list = []
-    check_outputs(opts)  # every bad option fails here, before a model, a source or a thread exists
-    insp, opts.workers = _run_inspector(p, len(specs), trigger == "free-run", line)
-    from edge_stpm.runtime.feedback import drift
-    from edge_stpm.runtime.station import dropfolder
-
-    tracker, watcher = drift.attach(p["station"], insp, opts.sinks, warn), None
-    try:
-        watcher = dropfolder.start(p["station"], insp, lambda text: out.print(text, highlight=False, soft_wrap=True))
-        if bind is not None:
-            opts.http = _live_view(bind, p, insp, specs, history, getattr(insp, "control", None))
-            drift.show(tracker, opts.http)
-            if trigger == "http":
-                opts.http.plc = line.plc  # POST /trigger drives the handshake
-            opts.http.recipes, opts.http.recipe_plc = getattr(insp, "recipes", None), line.plc  # POST /recipe
-            opts.http.collect = next((s for s in opts.sinks if s.name == "collect-on-demand"), None)
-        # a camera down at start is retried like one lost later (reconnect > 0); the others start now
-        srcs += open_sources(specs, p["reconnect"], p["loop"], wait_all=p["station"] is not None)
-        looped = line.wrap(srcs)  # may refuse a source for trigger mode: the opened ones are closed below
-        line.start()
-    except BaseException:
-        if watcher is not None:
-            watcher.stop()
-        for opened in srcs:
-            opened.close()
-        line.close()
-        if opts.http is not None:
-            opts.http.close()
-        insp.close()
-        raise
-    service = _service_hooks(p, insp, opts)
-    try:
-        s = run_loop(insp, looped, opts, specs=specs)
-    finally:
-        if watcher is not None:
-            watcher.stop()
-        service()
-        line.close()
-        if opts.http is not None:
-            opts.http.close()
-        insp.close()
-    if s.frames == 0 and s.end_reason in ("end of stream", ""):
-        raise UserError(f"no frame could be read from {', '.join(specs)} (corrupt or unsupported files?)")
-    _print_run_summary(s, insp, p["summary_json"])
+def _warn(text: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
 
 
-def _evidence(p: dict[str, Any], history: Optional[Path]) -> list[Any]:
-    """A station's evidence sink (full frames and heatmaps of NG results, a sample of OK ones) beside the record."""
-    st = p["station"]
-    if st is None or history is None or not st.evidence.enabled:
-        return []
-    from edge_stpm.runtime.loop.sinks.evidence import EvidencePolicy, EvidenceSink
-
-    from edge_stpm.runtime.feedback.collect import StationCollect
-
-    e = st.evidence
-    return [EvidenceSink(EvidencePolicy(e.folder or data_dir() / "evidence", e.budget_mb, e.ng_days, e.ok_days,
-                                        e.ok_every, e.min_free_mb), history),
-            StationCollect((e.folder or data_dir() / "evidence").parent / "collect", min_free_mb=e.min_free_mb)]
+def _error(text: str) -> None:
+    err.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
 
 
-def _service_hooks(p: dict[str, Any], insp: Any, opts: Any) -> Callable[[], None]:
-    """What a station run under systemd gets: READY / WATCHDOG (while /healthz would say 200) / STOPPING, and
-    SIGHUP re-reading the station file (applied between two frames, or refused in one line). Returns the undo."""
-    import signal
-    import threading
-
-    from edge_stpm.runtime.station.service import Watchdog
-
-    if opts.http is not None:
-        opts.http.triggered = p["trigger"] != "free-run"
-    dog = Watchdog(lambda: opts.http.health()[0] if opts.http is not None else True)
-    control = getattr(insp, "control", None)
-    if control is None or threading.current_thread() is not threading.main_thread():
-        return dog.close
-
-    def reload() -> None:
-        from edge_stpm.runtime.station.config import load
-
-        try:
-            changed = control.reload(load(p["config_path"]), "SIGHUP")
-            out.print(f"config reloaded: {', '.join(changed) or 'nothing changed'}", highlight=False, markup=False)
-        except UserError as exc:
-            for line in getattr(exc, "lines", [str(exc)]):
-                err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
-
-    before = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, name="reload").start())
-
-    def undo() -> None:
-        signal.signal(signal.SIGHUP, before)
-        dog.close()
-
-    return undo
-
-
-def _live_view(bind: Any, p: dict[str, Any], insp: Any, specs: list[str], history: Optional[Path],
-               control: Any = None) -> Any:
-    """The started HTTP view of a run (its URL printed, never its token); with a station its API and web app."""
-    from edge_stpm.runtime.loop.live_view import LiveView
-    from edge_stpm.runtime.web.auth import Sessions
-    from edge_stpm.runtime.web.server import ServerSettings
-
-    b, token = insp.backend, p["http_token"]
-    settings = ServerSettings(p.get("http_cert"), p.get("http_key"), bool(p.get("http_self_signed")),
-                              data_dir() / "tls", bool(p.get("http_insecure")))
-    sessions = None
-    if control is not None:
-        h = control.station.http
-        settings.trusted_proxies, settings.never_lock = tuple(h.trusted_proxies), tuple(h.never_lock)
-        settings.max_upload_mb, settings.max_viewers = h.max_upload_mb, h.max_viewers
-        tokens = {"viewer": h.viewer_token or token, "operator": h.operator_token, "engineer": h.engineer_token}
-        sessions = Sessions({k: v for k, v in tokens.items() if v}, h.idle_lock_minutes * 60,
-                            open_viewer=bind.loopback and not token and not h.viewer_token)
-    view = LiveView(bind, token, {"model": Path(p["model"]).name, "backend": b.name, "precision": b.precision,
-                                  "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
-                    stream_fps=p["http_fps"], sources=specs, history=history, server=settings, sessions=sessions)
-    view.control = control
-    view.start()
-    out.print(f"live view: {view.url}" + (" (log in with the token)" if token else ""), highlight=False)
-    return view
-
-
-def _run_inspector(p: dict[str, Any], sources: int, free_run: bool, line: Any) -> tuple[Any, int]:
-    """The run's Inspector (with a station file: every recipe's, preloaded, the PLC and HTTP able to select one) and
-    its worker count (the default chosen for the sources, and said); with several workers each gets its share of
-    the cores (unless --threads says) and the backend must take concurrent calls."""
-    from edge_stpm.runtime.backends.select import default_workers
-    from edge_stpm.runtime.inspector import Inspector
-    from edge_stpm.contract.threads import available_cores
-
-    model, backend, precision, threads, workers = p["model"], p["backend"], p["precision"], p["threads"], p["workers"]
-    choice = None
-    if workers is None:
-        workers, why, choice = default_workers(model, backend, precision, sources, free_run, threads, available_cores())
-        if why:
-            out.print(f"workers: {why}", highlight=False, soft_wrap=True, markup=False)
-    if workers > 1 and threads is None:
-        threads = max(1, available_cores() // workers)
-    if p["station"] is not None:
-        insp: Any = _station_inspector(p, backend, threads, line)
-    else:
-        insp = Inspector.load(model, backend, p["threshold"], precision, threads, verbose=True,
-                              frame_path=p["frame_path"], choice=choice)
-    if workers > 1 and not insp.backend.concurrent:
-        insp.close()
-        raise UserError(f"--workers {workers} needs a backend that can infer on several threads at once (ONNX Runtime); "
-                        f"{insp.backend.name} cannot: use --workers 1")
-    return insp, workers
-
-
-def _station_inspector(p: dict[str, Any], backend: str, threads: Optional[int], line: Any) -> Any:
-    """Every recipe of the station loaded; the PLC's recipe register (and OPC UA, HTTP) select among them; the model
-    store, deploy / rollback and the audit log (in the record) ready for the HTTP API."""
-    from edge_stpm.runtime.station.audit import Audit
-    from edge_stpm.runtime.station.control import StationControl
-    from edge_stpm.runtime.station.recipes import StationInspector, load_recipes
-    from edge_stpm.runtime.station.store import ModelStore
-
-    st = p["station"]
-    say = lambda text: out.print(text, highlight=False, markup=False)  # noqa: E731
-    audit = Audit(None if p["no_history"] else p["history_db"], st.audit.syslog)
-    recipes = load_recipes(st.recipes, st.initial(), backend, threads, p["frame_path"], log=say)
-    if line.plc is not None:
-        line.plc.select_recipe = recipes.select
-        line.plc.recipe_index = recipes.active_index
-        line.plc.recipe_names = {r.cfg.index: r.cfg.name for r in recipes.recipes.values()}
-    recipes.on_change.append(lambda a, b: audit.write("line", "recipe", b.cfg.name, {"index": a.cfg.index, "name": a.cfg.name},
-                                                      {"index": b.cfg.index, "name": b.cfg.name}))
-    control = StationControl(recipes, ModelStore(st.store.root or data_dir() / "models"), audit, backend, threads,
-                             p["frame_path"], st.http.engineer_token)
-    control.station = st
-    control.adopt(log=say)
-    audit.write("station", "start", st.initial().name, None, recipes.summary())
-    return StationInspector(recipes, control)
-
-
-def _print_run_summary(s: Any, insp: Any, summary_json: Optional[Path]) -> None:
+def _print_run_summary(s: Any, path_note: str, backend: dict[str, Any], summary_json: Optional[Path]) -> None:
     import dataclasses
 
     from edge_stpm.contract.files import write_json
@@ -704,15 +473,14 @@ def _print_run_summary(s: Any, insp: Any, summary_json: Optional[Path]) -> None:
               (f"; recording {s.record}" if s.record else "") +
               (f" (+{n - 1} segments)" if s.sources and (n := len(s.sources[0]["record_segments"])) > 1 else "") +
               (f"; {s.failed_frames} frames failed (the model server did not answer)" if s.failed_frames else ""))
-    out.print(f"frame path: {insp.path_note}", highlight=False, markup=False)
+    out.print(f"frame path: {path_note}", highlight=False, markup=False)
     if len(s.sources) > 1:
         for x in s.sources:
             out.print(f"  [{x['source']}] {x['spec']}: {x['frames']} frames, {x['ng_frames']} NG, {x['dropped']} dropped, "
                       f"{x['reconnects']} reconnects; ended: {x['end_reason']}" + (f"; recording {x['record']}" if x["record"] else ""),
                       highlight=False, markup=False)
     if summary_json:
-        write_json(summary_json, dataclasses.asdict(s) | {"backend": insp.backend.describe(),
-                                                          "frame_path": insp.path_note})
+        write_json(summary_json, dataclasses.asdict(s) | {"backend": backend, "frame_path": path_note})
 
 
 @app.command()
@@ -731,7 +499,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of im
     from edge_stpm.runtime.infer import infer_paths
 
     rows = infer_paths(inputs, model, out_dir, backend, threshold, overlays, precision=precision, threads=threads,
-                       roi=_roi(roi))
+                       roi=parse_roi(roi))
     t = Table(title=f"{len(rows)} images")
     for c in ("image", "score", "normalised", "verdict"):
         t.add_column(c)
@@ -1038,7 +806,7 @@ def collect(out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout fo
     from edge_stpm.runtime.feedback.collect import CollectSettings, collect as run_collect
 
     cfg = CollectSettings([str(c) for c in camera or []] + list(source or []), out_dir, count, min_change, trigger,
-                          _roi(roi) if roi else None, modbus, opcua, opcua_user, http, http_token, max_frames=max_frames)
+                          parse_roi(roi) if roi else None, modbus, opcua, opcua_user, http, http_token, max_frames=max_frames)
     if config is not None:
         from edge_stpm.runtime.station.config import collect_values, load
 

@@ -1,0 +1,376 @@
+"""One run, assembled in one place: ``edge-stpm run`` (a model, or a station file) builds its ``RunConfig`` here
+and calls ``run``; the command line only parses and prints.
+
+The steps follow the data: sources and trigger (``_sources``) → the line's outputs and PLC servers, which the
+inspector's recipes are wired to (``_line``) → the inspector: one model, or every recipe of a station
+(``_inspector``) → the sinks (evidence, drift, drop folder) → the web server (``_web``) → the loop (``_loop``). Every
+step that opens something is undone, in reverse order, when a later one fails.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.files import data_dir
+
+Say = Callable[[str], None]
+
+
+def parse_roi(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
+    """``x,y,w,h`` in pixels (None: the whole frame); one UserError otherwise."""
+    if not text:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--roi must be x,y,w,h in pixels, not {text!r}") from None
+    if w <= 0 or h <= 0 or x < 0 or y < 0:
+        raise UserError("--roi needs x, y >= 0 and w, h > 0")
+    return x, y, w, h
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run uses: ``run``'s flags, with a station file its keys where no flag was given (``settle``).
+    The names are ``run``'s options (docs/commands.md says each one's meaning, range and default)."""
+
+    model: Path
+    camera: list[int] = field(default_factory=list)
+    source: list[str] = field(default_factory=list)
+    backend: str = "auto"
+    precision: Optional[str] = None
+    threads: Optional[int] = None
+    workers: Optional[int] = None
+    threshold: Optional[float] = None
+    roi: Optional[tuple[int, int, int, int]] = None
+    headless: bool = False
+    record: Optional[Path] = None
+    record_segment: float = 60.0
+    save_anomalies: Optional[Path] = None
+    anomaly_interval: float = 1.0
+    events: Optional[Path] = None
+    max_frames: Optional[int] = None
+    reconnect: float = 10.0
+    loop: bool = False
+    alpha: float = 0.6
+    summary_json: Optional[Path] = None
+    http: Optional[str] = None
+    http_token: Optional[str] = None
+    http_fps: float = 15.0
+    http_cert: Optional[Path] = None
+    http_key: Optional[Path] = None
+    http_self_signed: bool = False
+    http_insecure: bool = False
+    history_db: Path = field(default_factory=lambda: data_dir() / "history.db")
+    no_history: bool = False
+    history_keep_days: float = 90.0
+    history_max_mb: float = 2048.0
+    mqtt: Optional[str] = None
+    mqtt_topic: str = "edge-stpm/{host}/{source}"
+    mqtt_ca: Optional[Path] = None
+    mqtt_outbox: Path = field(default_factory=lambda: data_dir() / "mqtt-outbox.db")
+    outbox_max: int = 100_000
+    modbus: Optional[str] = None
+    opcua: Optional[str] = None
+    opcua_user: Optional[str] = None
+    opcua_security: Optional[str] = None
+    opcua_cert: Optional[Path] = None
+    opcua_key: Optional[Path] = None
+    opcua_self_signed: bool = False
+    trigger: str = "free-run"
+    frame_path: str = "auto"
+    station: Any = None  # runtime.station.config.Station, with a station file
+    config_path: Optional[Path] = None
+
+    @property
+    def specs(self) -> list[str]:
+        """The sources as ``open_sources`` takes them: cameras first, then the other sources."""
+        return [str(c) for c in self.camera or []] + [str(x) for x in self.source or []]
+
+    @property
+    def history(self) -> Optional[Path]:
+        return None if self.no_history else self.history_db
+
+
+def settle(given: dict[str, Any], config: Optional[Path], on_command_line: Callable[[str], bool]) -> RunConfig:
+    """``run``'s flags (``given``, by option name), or with a station file its keys where no flag was given on the
+    command line (``on_command_line(name)``): a flag overrides the file's key, never the other way round."""
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    given = {k: v for k, v in given.items() if k in names}
+    if config is None:
+        if given.get("model") is None:
+            raise UserError("give a model: --model M (or a station file with its recipes: --config station.toml)")
+        return RunConfig(**(given | {"camera": given.get("camera") or [], "source": given.get("source") or [],
+                                     "roi": parse_roi(given.get("roi"))}))
+    from edge_stpm.runtime.station.config import load, run_values
+
+    if given.get("model") is not None:
+        raise UserError("--model and --config: a station file's recipes name the models; give one or the other")
+    st = load(config)
+    p = given | {k: v for k, v in run_values(st).items() if not on_command_line(k)}
+    if not (on_command_line("camera") or on_command_line("source")):
+        p["camera"] = [x.camera for x in st.sources if x.camera is not None]
+        p["source"] = [x.spec for x in st.sources if x.spec is not None]
+    overrides = {k: given[k] for k in ("threshold", "precision") if on_command_line(k)} | (
+        {"roi": parse_roi(given.get("roi"))} if on_command_line("roi") else {})
+    st = st.model_copy(update={"recipes": [r.model_copy(update=overrides) for r in st.recipes]})
+    return RunConfig(**(p | {"station": st, "config_path": config, "model": Path(st.initial().model),
+                             "threshold": None, "roi": None, "precision": None,
+                             "camera": p.get("camera") or [], "source": p.get("source") or []}))
+
+
+@dataclass
+class RunResult:
+    """What the command prints after a run: the loop's summary, which frame path ran, the backend."""
+
+    summary: Any
+    path_note: str
+    backend: dict[str, Any]
+
+
+@dataclass
+class _Run:
+    """The collaborators of one run, opened step by step (``run``) and closed in reverse (``close``)."""
+
+    cfg: RunConfig
+    say: Say
+    warn: Say
+    error: Say
+    opts: Any = None
+    line: Any = None
+    insp: Any = None
+    watcher: Any = None
+    sources: list[Any] = field(default_factory=list)
+
+    def _sources(self) -> list[str]:
+        from edge_stpm.runtime.loop.line import check_sources
+
+        specs = self.cfg.specs
+        if not specs:
+            raise UserError("give a source: --camera N or --source SPEC (repeat either for several; or sources in "
+                            "the station file)")
+        check_sources(specs, self.cfg.trigger)
+        if self.cfg.trigger == "http" and not self.cfg.http:
+            raise UserError("--trigger http needs the HTTP server: --http HOST:PORT (POST /trigger)")
+        return specs
+
+    def _outputs(self) -> None:
+        from edge_stpm.runtime.loop.pipeline import RunOptions
+
+        c = self.cfg
+        self.opts = RunOptions(headless=c.headless, record=c.record, save_anomalies=c.save_anomalies,
+                               events=c.events, max_frames=c.max_frames, roi=c.roi, alpha=c.alpha,
+                               anomaly_interval_s=c.anomaly_interval, record_segment_s=c.record_segment,
+                               workers=c.workers or 1)
+
+    def _line(self, n_sources: int) -> None:
+        """The record, MQTT and the PLC servers (the line's side of the run), and the station's evidence."""
+        from edge_stpm.runtime.loop.line import LineSettings, setup as setup_line
+
+        c = self.cfg
+        self.line = setup_line(LineSettings(c.model, c.history, c.history_keep_days, c.history_max_mb, c.mqtt,
+                                            c.mqtt_topic, c.mqtt_ca, c.mqtt_outbox, c.outbox_max, c.modbus,
+                                            c.opcua, c.opcua_user, c.trigger), n_sources, self.warn)
+        if c.opcua:
+            from edge_stpm.runtime.loop.sinks.opcua import secure as secure_opcua
+
+            secure_opcua(self.line.servers, c.opcua_security, c.opcua_cert, c.opcua_key, bool(c.opcua_self_signed),
+                         data_dir() / "opcua", self.warn)
+        self.opts.sinks += self.line.sinks + _evidence(c)
+        self.opts.on_error = self.line.on_error
+        self.opts.on_inspection_error = self.line.on_inspection_error
+        for note in self.line.notes:
+            self.warn(note)
+
+    def _inspector(self, n_sources: int) -> None:
+        """The run's Inspector (a station: every recipe's, preloaded, the PLC and HTTP able to select one) and its
+        worker count (the default chosen for the sources, and said)."""
+        from edge_stpm.contract.threads import available_cores
+        from edge_stpm.runtime.backends.select import default_workers
+        from edge_stpm.runtime.inspector import Inspector
+
+        c = self.cfg
+        threads, workers, choice = c.threads, c.workers, None
+        if workers is None:
+            workers, why, choice = default_workers(c.model, c.backend, c.precision, n_sources,
+                                                   c.trigger == "free-run", threads, available_cores())
+            if why:
+                self.say(f"workers: {why}")
+        if workers > 1 and threads is None:
+            threads = max(1, available_cores() // workers)
+        if c.station is not None:
+            self.insp = _station_inspector(c, threads, self.line, self.say)
+        else:
+            self.insp = Inspector.load(c.model, c.backend, c.threshold, c.precision, threads, verbose=True,
+                                       frame_path=c.frame_path, choice=choice)
+        if workers > 1 and not self.insp.backend.concurrent:
+            raise UserError(f"--workers {workers} needs a backend that can infer on several threads at once (ONNX "
+                            f"Runtime); {self.insp.backend.name} cannot: use --workers 1")
+        self.opts.workers = workers
+
+    def _web(self, specs: list[str]) -> None:
+        """The HTTP server (live view, API, web app), wired to the recipes, the PLC and the collect sink."""
+        from edge_stpm.runtime.feedback import drift
+        from edge_stpm.runtime.loop.live_view import parse_bind
+
+        c, opts = self.cfg, self.opts
+        tracker = drift.attach(c.station, self.insp, opts.sinks, self.warn)
+        from edge_stpm.runtime.station import dropfolder
+
+        self.watcher = dropfolder.start(c.station, self.insp, self.say)
+        if not c.http:
+            return
+        opts.http = _live_view(parse_bind(c.http), c, self.insp, specs, getattr(self.insp, "control", None), self.say)
+        drift.show(tracker, opts.http)
+        if c.trigger == "http":
+            opts.http.plc = self.line.plc  # POST /trigger drives the handshake
+        opts.http.recipes, opts.http.recipe_plc = getattr(self.insp, "recipes", None), self.line.plc  # POST /recipe
+        opts.http.collect = next((s for s in opts.sinks if s.name == "collect-on-demand"), None)
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        for opened in self.sources:
+            opened.close()
+        if self.line is not None:
+            self.line.close()
+        if self.opts is not None and self.opts.http is not None:
+            self.opts.http.close()
+        if self.insp is not None:
+            self.insp.close()
+
+
+def run(cfg: RunConfig, say: Say, warn: Say, error: Say) -> RunResult:
+    """One run (``edge-stpm run``) from its configuration to its summary."""
+    from edge_stpm.runtime.loop.pipeline import check_outputs, run as run_loop
+    from edge_stpm.runtime.loop.sources import open_sources
+
+    r = _Run(cfg, say, warn, error)
+    specs = r._sources()
+    r._outputs()
+    try:
+        r._line(len(specs))
+        check_outputs(r.opts)  # every bad option fails here, before a model, a source or a thread exists
+        r._inspector(len(specs))
+        r._web(specs)
+        # a camera down at start is retried like one lost later (reconnect > 0); the others start now
+        r.sources += open_sources(specs, cfg.reconnect, cfg.loop, wait_all=cfg.station is not None)
+        looped = r.line.wrap(r.sources)  # may refuse a source for trigger mode
+        r.line.start()
+    except BaseException:
+        r.close()
+        raise
+    r.sources = []  # the loop closes its sources
+    service = _service_hooks(cfg, r.insp, r.opts, say, error)
+    try:
+        s = run_loop(r.insp, looped, r.opts, specs=specs)
+    finally:
+        service()
+        r.close()
+    if s.frames == 0 and s.end_reason in ("end of stream", ""):
+        raise UserError(f"no frame could be read from {', '.join(specs)} (corrupt or unsupported files?)")
+    return RunResult(s, r.insp.path_note, r.insp.backend.describe())
+
+
+def _evidence(c: RunConfig) -> list[Any]:
+    """A station's evidence sink (full frames and heatmaps of NG results, a sample of OK ones) beside the record,
+    and the collect-on-demand sink."""
+    st, history = c.station, c.history
+    if st is None or history is None or not st.evidence.enabled:
+        return []
+    from edge_stpm.runtime.feedback.collect import StationCollect
+    from edge_stpm.runtime.loop.sinks.evidence import EvidencePolicy, EvidenceSink
+
+    e = st.evidence
+    return [EvidenceSink(EvidencePolicy(e.folder or data_dir() / "evidence", e.budget_mb, e.ng_days, e.ok_days,
+                                        e.ok_every, e.min_free_mb), history),
+            StationCollect((e.folder or data_dir() / "evidence").parent / "collect", min_free_mb=e.min_free_mb)]
+
+
+def _service_hooks(c: RunConfig, insp: Any, opts: Any, say: Say, error: Say) -> Callable[[], None]:
+    """What a station run under systemd gets: READY / WATCHDOG (while /healthz would say 200) / STOPPING, and
+    SIGHUP re-reading the station file (applied between two frames, or refused in one line). Returns the undo."""
+    import signal
+    import threading
+
+    from edge_stpm.runtime.station.service import Watchdog
+
+    if opts.http is not None:
+        opts.http.triggered = c.trigger != "free-run"
+    dog = Watchdog(lambda: opts.http.health()[0] if opts.http is not None else True)
+    control = getattr(insp, "control", None)
+    if control is None or threading.current_thread() is not threading.main_thread():
+        return dog.close
+
+    def reload() -> None:
+        from edge_stpm.runtime.station.config import load
+
+        try:
+            changed = control.reload(load(c.config_path), "SIGHUP")
+            say(f"config reloaded: {', '.join(changed) or 'nothing changed'}")
+        except UserError as exc:
+            for line in getattr(exc, "lines", [str(exc)]):
+                error(line)
+
+    before = signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, name="reload").start())
+
+    def undo() -> None:
+        signal.signal(signal.SIGHUP, before)
+        dog.close()
+
+    return undo
+
+
+def _live_view(bind: Any, c: RunConfig, insp: Any, specs: list[str], control: Any, say: Say) -> Any:
+    """The started HTTP view of a run (its URL said, never its token); with a station its API and web app."""
+    from edge_stpm.runtime.loop.live_view import LiveView
+    from edge_stpm.runtime.web.auth import Sessions
+    from edge_stpm.runtime.web.server import ServerSettings
+
+    b, token = insp.backend, c.http_token
+    settings = ServerSettings(c.http_cert, c.http_key, bool(c.http_self_signed), data_dir() / "tls",
+                              bool(c.http_insecure))
+    sessions = None
+    if control is not None:
+        h = control.station.http
+        settings.trusted_proxies, settings.never_lock = tuple(h.trusted_proxies), tuple(h.never_lock)
+        settings.max_upload_mb, settings.max_viewers = h.max_upload_mb, h.max_viewers
+        tokens = {"viewer": h.viewer_token or token, "operator": h.operator_token, "engineer": h.engineer_token}
+        sessions = Sessions({k: v for k, v in tokens.items() if v}, h.idle_lock_minutes * 60,
+                            open_viewer=bind.loopback and not token and not h.viewer_token)
+    view = LiveView(bind, token, {"model": Path(c.model).name, "backend": b.name, "precision": b.precision,
+                                  "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
+                    stream_fps=c.http_fps, sources=specs, history=c.history, server=settings, sessions=sessions)
+    view.control = control
+    view.start()
+    say(f"live view: {view.url}" + (" (log in with the token)" if token else ""))
+    return view
+
+
+def _station_inspector(c: RunConfig, threads: Optional[int], line: Any, say: Say) -> Any:
+    """Every recipe of the station loaded; the PLC's recipe register (and OPC UA, HTTP) select among them; the model
+    store, deploy / rollback and the audit log (in the record) ready for the HTTP API."""
+    from edge_stpm.runtime.station.audit import Audit
+    from edge_stpm.runtime.station.control import StationControl
+    from edge_stpm.runtime.station.recipes import StationInspector, load_recipes
+    from edge_stpm.runtime.station.store import ModelStore
+
+    st = c.station
+    audit = Audit(c.history, st.audit.syslog)
+    recipes = load_recipes(st.recipes, st.initial(), c.backend, threads, c.frame_path, log=say)
+    if line.plc is not None:
+        line.plc.select_recipe = recipes.select
+        line.plc.recipe_index = recipes.active_index
+        line.plc.recipe_names = {r.cfg.index: r.cfg.name for r in recipes.recipes.values()}
+    recipes.on_change.append(lambda a, b: audit.write("line", "recipe", b.cfg.name,
+                                                      {"index": a.cfg.index, "name": a.cfg.name},
+                                                      {"index": b.cfg.index, "name": b.cfg.name}))
+    control = StationControl(recipes, ModelStore(st.store.root or data_dir() / "models"), audit, c.backend, threads,
+                             c.frame_path, st.http.engineer_token)
+    control.station = st
+    control.adopt(log=say)
+    audit.write("station", "start", st.initial().name, None, recipes.summary())
+    return StationInspector(recipes, control)
