@@ -147,11 +147,13 @@ def read_onnx_metadata(path: Path) -> dict[str, Any]:
         raise UserError(f"cannot read ONNX file {path}: corrupt or not ONNX ({type(exc).__name__})") from None
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
-        raise UserError(f"{path} is not an edge-stpm graph (no '{METADATA_KEY}' metadata); export it with edge-stpm export")
+        raise UserError(f"{path} is not an edge-stpm graph (no '{METADATA_KEY}' metadata); export it with "
+                        "edge-stpm export")
     try:
         md = json.loads(props[METADATA_KEY])
     except json.JSONDecodeError:
-        raise UserError(f"{path}: its '{METADATA_KEY}' metadata is not JSON; re-export it with edge-stpm export") from None
+        raise UserError(f"{path}: its '{METADATA_KEY}' metadata is not JSON; re-export it with edge-stpm "
+                        "export") from None
     return check(md, GRAPH, f"{path} metadata", "re-export it with edge-stpm export")
 
 
@@ -174,7 +176,8 @@ def unpack_engine(blob: bytes) -> tuple[dict[str, Any] | None, bytes]:
     try:
         md = json.loads(blob[start : start + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UserError("engine header is not valid JSON: the file is damaged, rebuild it with edge-stpm build-engine") from None
+        raise UserError("engine header is not valid JSON: the file is damaged, rebuild it with edge-stpm "
+                        "build-engine") from None
     return md, blob[start + n :]
 
 
@@ -199,7 +202,8 @@ def read_engine(path: Path) -> tuple[dict[str, Any], bytes]:
         return check(md, GRAPH, f"{path} header", fix), engine
     meta_path = sidecar(path)
     if not meta_path.is_file():
-        raise UserError(f"{path} has no edge-stpm metadata (no header, no {meta_path.name}): rebuild with edge-stpm build-engine")
+        raise UserError(f"{path} has no edge-stpm metadata (no header, no {meta_path.name}): rebuild with "
+                        "edge-stpm build-engine")
     try:
         md = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -270,7 +274,8 @@ def verify_bundle(folder: Path) -> dict[str, Any]:
     for name, entry in md["files"].items():
         p = folder / name
         if not p.is_file():
-            raise UserError(f"bundle {folder} is incomplete: {name} is listed in {MANIFEST} but missing; copy the whole folder again")
+            raise UserError(f"bundle {folder} is incomplete: {name} is listed in {MANIFEST} but missing; copy the "
+                            "whole folder again")
         if p.stat().st_size != entry["bytes"] or file_sha256(p) != entry["sha256"]:
             raise UserError(f"bundle {folder}: {name} does not match {MANIFEST} (changed or damaged in transfer); "
                             "copy it again or re-export")
@@ -281,12 +286,14 @@ def bundle_readme(md: dict[str, Any], graphs: list[str]) -> str:
     """The short README written into a bundle: what is in it and the commands to run on the box."""
     return "\n".join([
         "# edge-stpm bundle", "",
-        f"Model: {md['backbone']} {md['image_size']}², fit `{md['fit']}`, thresholds image {md['thresholds']['image']:.6g} / "
+        f"Model: {md['backbone']} {md['image_size']}², fit `{md['fit']}`, "
+        f"thresholds image {md['thresholds']['image']:.6g} / "
         f"pixel {md['thresholds']['pixel']:.6g} ({md['thresholds']['method']}). Graphs: {', '.join(graphs)}.", "",
         head_line(md), "", *tiles_lines(md),
         "Copy this whole folder to the box. `manifest.json` holds the sha256 of every file; a bundle whose files do",
         "not match it is refused.", "",
-        "On the box (runtime install, no torch needed): `pip install edge-stpm` (see the project README for Jetson).", "",
+        "On the box (runtime install, no torch needed): `pip install edge-stpm` (see the project README for "
+        "Jetson).", "",
         "```bash",
         "edge-stpm build-engine --model THIS_FOLDER --precision fp16   # optional: TensorRT engine for this GPU",
         "edge-stpm run --model THIS_FOLDER --camera 0                  # picks the best runnable artefact",

@@ -51,7 +51,8 @@ def good_images(root: Path) -> list[Path]:
 
 
 def labelled_test_images(root: Path) -> list[LabelledImage]:
-    """Test images of an MVTec-layout folder: ``root/test/<type>/*`` with ``root/ground_truth/<type>/<stem>_mask.png``."""
+    """Test images of an MVTec-layout folder: ``root/test/<type>/*`` with
+    ``root/ground_truth/<type>/<stem>_mask.png``."""
     root = Path(root)
     test = root / "test"
     if not test.is_dir():

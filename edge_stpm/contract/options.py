@@ -28,7 +28,8 @@ MAP_COMBINE_NAMES = ("product", "weighted_sum")
 HEAD_NAMES = ("stpm", "memory", "both")
 TRAIN_HEAD_NAMES = HEAD_NAMES + ("auto",)  # auto: the head with the best no-defect check (synthetic anomalies)
 # the head's defaults live here (torch-free) so the runtime CLI's --help shows them; training reads them too
-DEFAULT_HEAD = "memory"  # won round 3 (benchmarks/results/accuracy/RULE_R3.md, TABLE_R3.md); an old checkpoint keeps its head
+# won round 3 (benchmarks/results/accuracy/RULE_R3.md, TABLE_R3.md); an old checkpoint keeps its head
+DEFAULT_HEAD = "memory"
 # the fit each head was chosen with: pad for the student (RULE.md), stretch for the memory bank (RULE_R3.md)
 DEFAULT_FIT = {"stpm": "pad", "both": "pad", "memory": "stretch", "auto": "pad"}
 DEFAULT_CORESET = 0.01  # memory head: the share of training patches kept (benchmarks/results/accuracy/RULE_R3.md)
@@ -43,6 +44,8 @@ DEFAULT_CORESET_CHUNK = 0  # 0: exact greedy k-center over all patches (runtime/
 DEFAULT_THRESHOLD_K = {"stpm": 3.0, "both": 3.0, "memory": 2.0}
 PIXEL_THRESHOLD_K = 3.0
 
+# the choices as types for typer and pydantic: a Literal of a tuple is valid at runtime (the same type as the names
+# written out) but not a static type to mypy, hence each ignore
 Backbone = Literal[BACKBONE_NAMES]  # type: ignore[valid-type]
 Fit = Literal[FIT_NAMES]  # type: ignore[valid-type]
 ThresholdMethod = Literal[THRESHOLD_METHOD_NAMES]  # type: ignore[valid-type]
@@ -133,7 +136,8 @@ FREE_TEXT: dict[str, str] = {
     "--tiles": "contract.tiles.parse_tiles (ROWSxCOLS, each 1..8)",
     "--http": "runtime.loop.live_view.parse_bind (HOST:PORT)",
     "--http-token": "any text",
-    "--source": "runtime.loop.sources.describe (file, folder, URL, GStreamer pipeline, basler:// via runtime.loop.basler.parse_spec)",
+    "--source": "runtime.loop.sources.describe (file, folder, URL, GStreamer pipeline, basler:// via "
+                "runtime.loop.basler.parse_spec)",
     "--teacher-weights": "a file, or 'random'",
     "--mqtt": "runtime.loop.sinks.mqtt.parse_url (mqtt[s]://[user:pass@]host[:port])",
     "--mqtt-topic": "runtime.loop.sinks.mqtt.check_topic (no wildcards; {host} and {source} filled in)",
@@ -142,7 +146,8 @@ FREE_TEXT: dict[str, str] = {
     "--opcua-user": "runtime.loop.sinks.opcua.parse_user (USER:PASSWORD)",
     "--since": "runtime.loop.sinks.record.parse_time (a duration such as 2h, or an ISO time)",
     "--name": "cli.triton_repo (letters, digits, '_' and '-')",
-    "--recipe": "history: a recipe's name or index, matched as text against the record (no match: no rows); deploy / rollback: the station answers 422 for an unknown one",
+    "--recipe": "history: a recipe's name or index, matched as text against the record (no match: no rows); "
+                "deploy / rollback: the station answers 422 for an unknown one",
     "--station": "runtime.station.client.call (http[s]://HOST[:PORT], port 1–65535)",
     "--token": "any text (the engineer token)",
     "--user": "service: a user name for systemd's User= (any text)",

@@ -13,9 +13,9 @@ import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
-from io import BytesIO
+from io import BufferedIOBase, BytesIO
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from edge_stpm.contract.errors import UserError
 
@@ -98,7 +98,7 @@ def _stream(z: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, budget: int, 
     return written
 
 
-def _declared_members(fh: BinaryIO) -> int:
+def _declared_members(fh: BufferedIOBase) -> int:
     """The member count the end record declares (0 when there is none or it cannot be read here): checked before
     zipfile reads the central directory whole into memory."""
     reader = getattr(zipfile, "_EndRecData", None)  # the stdlib's own reader of the end record

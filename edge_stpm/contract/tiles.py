@@ -69,7 +69,7 @@ class TileGrid:
         if len(maps) != self.count:
             raise ValueError(f"{len(maps)} tile maps for a {self.rows}x{self.cols} grid")
         out = np.zeros(shape, np.float32)
-        for m, (y, x, th, tw) in zip(maps, self.boxes(*shape)):
+        for m, (y, x, th, tw) in zip(maps, self.boxes(*shape), strict=True):
             view = out[y : y + th, x : x + tw]
             np.maximum(view, unfit_map(np.asarray(m, np.float32), (th, tw), fit), out=view)
         return out

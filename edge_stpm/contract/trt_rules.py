@@ -65,7 +65,7 @@ TRT86_OPS: dict[str, str] = {
     "Where": "FP32 FP16 INT32 BOOL", "Xor": "BOOL",
 }
 
-_TYPE_CODES = {TensorProto.FLOAT: "FP32", TensorProto.FLOAT16: "FP16", TensorProto.INT32: "INT32",
+_TYPE_CODES: dict[int, str] = {TensorProto.FLOAT: "FP32", TensorProto.FLOAT16: "FP16", TensorProto.INT32: "INT32",
                TensorProto.INT64: "INT32", TensorProto.INT8: "INT8", TensorProto.UINT8: "UINT8",
                TensorProto.BOOL: "BOOL", TensorProto.DOUBLE: "FP32"}
 # INT64 and DOUBLE are cast down to INT32 / FLOAT by the parser (operators.md), so they count as those.
@@ -133,80 +133,127 @@ def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
 def check_model(model: onnx.ModelProto) -> list[Violation]:
     """Every TensorRT-parser rule the graph breaks (empty list: the graph is TensorRT-ready)."""
     g = model.graph
+    found = _graph_rules(model)
+    types = _types(model)
+    consts = _constants(model)
+    io_names = {v.name for v in g.input} | {v.name for v in g.output}
+    for n in g.node:
+        found += _node_rules(n, types, consts, io_names)
+    return found
+
+
+def _graph_rules(model: onnx.ModelProto) -> list[Violation]:
+    """The rules of the graph as a whole: opset, operator domains, static input shapes, no uint8 constants."""
+    g = model.graph
     found: list[Violation] = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or opset > MAX_OPSET:
         found.append(Violation("(graph)", "opset", "opset",
-                               f"ONNX opset {opset} is above {MAX_OPSET}, the newest TensorRT 8.6 parses; export at opset 17"))
+                               f"ONNX opset {opset} is above {MAX_OPSET}, the newest TensorRT 8.6 parses; "
+                               "export at opset 17"))
     for o in model.opset_import:
         if o.domain not in ("", "ai.onnx"):
-            found.append(Violation("(graph)", o.domain, "domain", f"operator domain {o.domain!r} is not parsed by TensorRT without plugins"))
-    types = _types(model)
-    consts = _constants(model)
-    io_names = {v.name for v in g.input} | {v.name for v in g.output}
+            found.append(Violation("(graph)", o.domain, "domain",
+                                   f"operator domain {o.domain!r} is not parsed by TensorRT without plugins"))
     for v in g.input:
         dims = v.type.tensor_type.shape.dim
         if any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
             found.append(Violation(v.name, "input", "static-shape",
-                                   "input has a dynamic dimension; edge-stpm engines are built without optimization profiles"))
+                                   "input has a dynamic dimension; edge-stpm engines are built without "
+                                   "optimization profiles"))
     for t in g.initializer:
         if t.data_type == TensorProto.UINT8:
             found.append(Violation(t.name, "initializer", "uint8-io-only",
                                    "uint8 constant: TensorRT takes UINT8 only at network inputs and outputs"))
-    for n in g.node:
-        where = n.name or (n.output[0] if n.output else "?")
-        if n.domain not in ("", "ai.onnx"):
-            continue
-        if n.op_type not in TRT86_OPS:
-            found.append(Violation(where, n.op_type, "operator",
-                                   f"{n.op_type} is not in TensorRT 8.6's ONNX operator support matrix"))
-            continue
-        allowed = set(TRT86_OPS[n.op_type].split())
-        for name in n.output:
-            t = types.get(name)
-            if t == TensorProto.UINT8 and name not in io_names:
-                found.append(Violation(where, n.op_type, "uint8-io-only",
-                                       f"outputs uint8 tensor {name!r}: TensorRT does not support UINT8 types for "
-                                       "intermediate tensors (cast the uint8 input to float first)"))
-        for i, name in enumerate(n.input):
-            if not name:
-                continue
-            t = types.get(name)
-            code = _TYPE_CODES.get(t) if t is not None else None
-            if n.op_type == "DequantizeLinear":
-                continue  # its data type is the Q/DQ rule's (below)
-            if n.op_type in ("QuantizeLinear", "Shape", "Reshape", "Resize", "Slice", "Squeeze",
-                             "Unsqueeze", "Expand", "ReduceSum", "Pad", "Gather", "Clip"):
-                if i > 0:
-                    continue  # index / shape / scale operands: checked by the Q/DQ and constant rules
-            if code is not None and code not in allowed and not (code == "UINT8" and n.op_type == "Cast"):
-                found.append(Violation(where, n.op_type, "data-type",
-                                       f"input {name!r} is {TensorProto.DataType.Name(t)}; TensorRT 8.6's {n.op_type} "
-                                       f"takes {', '.join(sorted(allowed))}"))
-        for i in CONSTANT_INPUTS.get(n.op_type, ()):
-            if i < len(n.input) and n.input[i] and n.input[i] not in consts:
-                found.append(Violation(where, n.op_type, "constant-operand",
-                                       f"operand {i} ({n.input[i]!r}) must be a constant (initializer) for TensorRT"))
-        if n.op_type == "Resize":
-            mode = _attr(n, "mode", "nearest")
-            coord = _attr(n, "coordinate_transformation_mode", "half_pixel")
-            if mode not in RESIZE_MODES:
-                found.append(Violation(where, n.op_type, "resize-mode", f"mode {mode!r}; TensorRT supports nearest and linear"))
-            if coord not in RESIZE_COORD_MODES:
-                found.append(Violation(where, n.op_type, "resize-mode", f"coordinate_transformation_mode {coord!r} is not supported"))
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            found += _check_qdq(n, where, types, consts)
-        if n.op_type == "TopK" and len(n.input) > 1 and n.input[1] in consts:
-            k = int(numpy_helper.to_array(consts[n.input[1]]).reshape(-1)[0])
-            if k > TOPK_MAX_K:
-                found.append(Violation(where, n.op_type, "topk-k", f"K = {k}: TensorRT's TopK takes K up to {TOPK_MAX_K} "
-                                       "(a smaller --score-top or input size)"))
-        if n.op_type in ("MaxPool",) and len(n.output) > 1 and n.output[1]:
-            found.append(Violation(where, n.op_type, "attribute", "MaxPool's Indices output is not supported"))
     return found
 
 
-def _check_qdq(n: onnx.NodeProto, where: str, types: dict[str, int], consts: dict[str, onnx.TensorProto]) -> list[Violation]:
+def _node_rules(n: onnx.NodeProto, types: dict[str, int], consts: dict[str, onnx.TensorProto],
+                io_names: set[str]) -> list[Violation]:
+    """The rules one node of the default domain breaks, in a fixed order (operator, then each rule below)."""
+    where = n.name or (n.output[0] if n.output else "?")
+    if n.domain not in ("", "ai.onnx"):
+        return []
+    if n.op_type not in TRT86_OPS:
+        return [Violation(where, n.op_type, "operator",
+                          f"{n.op_type} is not in TensorRT 8.6's ONNX operator support matrix")]
+    allowed = set(TRT86_OPS[n.op_type].split())
+    found = _uint8_outputs(n, where, types, io_names)
+    found += _input_types(n, where, types, allowed)
+    found += _constant_operands(n, where, consts)
+    if n.op_type == "Resize":
+        found += _resize_modes(n, where)
+    if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        found += _check_qdq(n, where, types, consts)
+    if n.op_type == "TopK" and len(n.input) > 1 and n.input[1] in consts:
+        found += _topk(n, where, consts)
+    if n.op_type in ("MaxPool",) and len(n.output) > 1 and n.output[1]:
+        found.append(Violation(where, n.op_type, "attribute", "MaxPool's Indices output is not supported"))
+    return found
+
+
+def _uint8_outputs(n: onnx.NodeProto, where: str, types: dict[str, int], io_names: set[str]) -> list[Violation]:
+    found = []
+    for name in n.output:
+        t = types.get(name)
+        if t == TensorProto.UINT8 and name not in io_names:
+            found.append(Violation(where, n.op_type, "uint8-io-only",
+                                   f"outputs uint8 tensor {name!r}: TensorRT does not support UINT8 types for "
+                                   "intermediate tensors (cast the uint8 input to float first)"))
+    return found
+
+
+def _input_types(n: onnx.NodeProto, where: str, types: dict[str, int], allowed: set[str]) -> list[Violation]:
+    found = []
+    for i, name in enumerate(n.input):
+        if not name:
+            continue
+        t = types.get(name)
+        code = _TYPE_CODES.get(t) if t is not None else None
+        if n.op_type == "DequantizeLinear":
+            continue  # its data type is the Q/DQ rule's (below)
+        if n.op_type in ("QuantizeLinear", "Shape", "Reshape", "Resize", "Slice", "Squeeze",
+                         "Unsqueeze", "Expand", "ReduceSum", "Pad", "Gather", "Clip"):
+            if i > 0:
+                continue  # index / shape / scale operands: checked by the Q/DQ and constant rules
+        if code is not None and code not in allowed and not (code == "UINT8" and n.op_type == "Cast"):
+            found.append(Violation(where, n.op_type, "data-type",
+                                   f"input {name!r} is {TensorProto.DataType.Name(t)}; TensorRT 8.6's {n.op_type} "
+                                   f"takes {', '.join(sorted(allowed))}"))
+    return found
+
+
+def _constant_operands(n: onnx.NodeProto, where: str, consts: dict[str, onnx.TensorProto]) -> list[Violation]:
+    found = []
+    for i in CONSTANT_INPUTS.get(n.op_type, ()):
+        if i < len(n.input) and n.input[i] and n.input[i] not in consts:
+            found.append(Violation(where, n.op_type, "constant-operand",
+                                   f"operand {i} ({n.input[i]!r}) must be a constant (initializer) for TensorRT"))
+    return found
+
+
+def _resize_modes(n: onnx.NodeProto, where: str) -> list[Violation]:
+    found = []
+    mode = _attr(n, "mode", "nearest")
+    coord = _attr(n, "coordinate_transformation_mode", "half_pixel")
+    if mode not in RESIZE_MODES:
+        found.append(Violation(where, n.op_type, "resize-mode", f"mode {mode!r}; TensorRT supports nearest and linear"))
+    if coord not in RESIZE_COORD_MODES:
+        found.append(Violation(where, n.op_type, "resize-mode",
+                               f"coordinate_transformation_mode {coord!r} is not supported"))
+    return found
+
+
+def _topk(n: onnx.NodeProto, where: str, consts: dict[str, onnx.TensorProto]) -> list[Violation]:
+    k = int(numpy_helper.to_array(consts[n.input[1]]).reshape(-1)[0])
+    if k > TOPK_MAX_K:
+        return [Violation(where, n.op_type, "topk-k", f"K = {k}: TensorRT's TopK takes K up to {TOPK_MAX_K} "
+                          "(a smaller --score-top or input size)")]
+    return []
+
+
+def _check_qdq(n: onnx.NodeProto, where: str, types: dict[str, int],
+               consts: dict[str, onnx.TensorProto]) -> list[Violation]:
     out = []
     zp = n.input[2] if len(n.input) > 2 and n.input[2] else None
     scale = consts.get(n.input[1]) if len(n.input) > 1 else None
@@ -222,7 +269,8 @@ def _check_qdq(n: onnx.NodeProto, where: str, types: dict[str, int], consts: dic
     if zp is None:
         if n.op_type == "QuantizeLinear":
             out.append(Violation(where, n.op_type, "qdq-int8",
-                                 "no zero-point: QuantizeLinear then produces UINT8; TensorRT needs INT8 (give an int8 zero-point 0)"))
+                                 "no zero-point: QuantizeLinear then produces UINT8; TensorRT needs INT8 (give an "
+                                 "int8 zero-point 0)"))
     else:
         z = consts.get(zp)
         if z is None:
@@ -230,14 +278,17 @@ def _check_qdq(n: onnx.NodeProto, where: str, types: dict[str, int], consts: dic
         else:
             if z.data_type != TensorProto.INT8:
                 out.append(Violation(where, n.op_type, "qdq-int8",
-                                     f"zero-point is {TensorProto.DataType.Name(z.data_type)}; TensorRT 8.6 quantizes to INT8 only"))
+                                     f"zero-point is {TensorProto.DataType.Name(z.data_type)}; TensorRT 8.6 "
+                                     "quantizes to INT8 only"))
             if numpy_helper.to_array(z).any():
-                out.append(Violation(where, n.op_type, "qdq-zero-point", "zero-point must be 0 (symmetric quantization)"))
+                out.append(Violation(where, n.op_type, "qdq-zero-point",
+                                     "zero-point must be 0 (symmetric quantization)"))
     if n.op_type == "DequantizeLinear":
         t = types.get(n.input[0])
         if t is not None and t != TensorProto.INT8:
             out.append(Violation(where, n.op_type, "qdq-int8",
-                                 f"dequantizes {TensorProto.DataType.Name(t)} data ({n.input[0]!r}); TensorRT's DequantizeLinear "
+                                 f"dequantizes {TensorProto.DataType.Name(t)} data ({n.input[0]!r}); TensorRT's "
+                                 "DequantizeLinear "
                                  "takes INT8 only (8.6; 10.x adds FP8/INT4) - e.g. no int32 bias quantization"))
     return out
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import cv2
 
-from edge_stpm.contract.images import IMAGE_EXTS, crop_roi, list_images, read_image
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import ensure_dir, write_bytes, write_json
-from edge_stpm.runtime.inspector import Inspector
+from edge_stpm.contract.images import IMAGE_EXTS, crop_roi, list_images, read_image
 from edge_stpm.contract.progress import bar
+from edge_stpm.runtime.inspector import Inspector
 
 
 def expand(inputs: list[Path]) -> list[Path]:

@@ -14,17 +14,23 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge_stpm.runtime.overlay import (
-    ALPHA, colour_bar, draw_contours, index_scale, inspection_overlay, region_mask, verdict_banner,
-)
 from edge_stpm.contract import tiles
-from edge_stpm.contract.images import fit_image, unfit_map
-from edge_stpm.contract.tiles import TileGrid
 from edge_stpm.contract.artifacts import SELFTEST
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.images import fit_image, unfit_map
 from edge_stpm.contract.scale import ScoreScale
+from edge_stpm.contract.tiles import TileGrid
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
 from edge_stpm.runtime.backends.select import Choice, frame_artefact, open_backend, unlisted_reason
+from edge_stpm.runtime.overlay import (
+    ALPHA,
+    colour_bar,
+    draw_contours,
+    index_scale,
+    inspection_overlay,
+    region_mask,
+    verdict_banner,
+)
 
 FRAME_PATHS = ("auto", "device", "host")
 
@@ -34,8 +40,8 @@ class InspectionResult:
     """One frame's result. ``anomaly_map`` is float32 ``(H, W)`` at the frame's size (computed on first use from
     ``model_map``, the map at model resolution); ``score`` is the raw image score, ``normalised_score`` the score on
     the model's score scale (``scale``, ``contract/scale.py``: 0 = a typical good part, 1.0 = the threshold), ``ng``
-    = normalised ≥ 1; ``image_threshold`` and ``pixel_threshold`` are the raw thresholds in force. ``coloured`` is the frame already coloured by the device frame path (None on the host
-    path); ``path`` says which ran."""
+    = normalised ≥ 1; ``image_threshold`` and ``pixel_threshold`` are the raw thresholds in force. ``coloured`` is
+    the frame already coloured by the device frame path (None on the host path); ``path`` says which ran."""
 
     score: float
     normalised_score: float
@@ -292,9 +298,9 @@ class Inspector:
                 out[i] = self.result(frames[i], maps[j * n : (j + 1) * n], float(scores[j * n : (j + 1) * n].max()))
         elif host:
             maps, scores = self.backend.infer_any(np.stack([self.prepare(frames[i]) for i in host]))
-            for i, m, s in zip(host, maps, scores):
+            for i, m, s in zip(host, maps, scores, strict=False):
                 out[i] = self.result(frames[i], m, s)
-        return out  # type: ignore[return-value]
+        return out  # type: ignore[return-value]  # every slot filled above
 
     def result(self, frame: np.ndarray, amap: np.ndarray, score: float,
                coloured: np.ndarray | None = None) -> InspectionResult:
@@ -311,7 +317,8 @@ class Inspector:
         if self.tiles is not None:
             return f"host path ({self.tiles.describe()}: cut and stitched on the host, the tiles inferred as one batch)"
         if self.frame_path == "auto" and not self.backend.accelerated:
-            return "host path (the model runs on the CPU, where OpenCV's fit and colour are cheaper; --frame-path device)"
+            return ("host path (the model runs on the CPU, where OpenCV's fit and colour are cheaper; "
+                    "--frame-path device)")
         if not self.runners:
             return "no frame yet"
         return "; ".join(f"{w}x{h}: " + (f"device frame path ({r.name})" if r else

@@ -41,7 +41,7 @@ def alpha_lut(alpha: float = ALPHA) -> np.ndarray:
 
 _COLOURS = colour_lut()
 _COLOURS_CV = _COLOURS.reshape(256, 1, 3)  # cv2.LUT table for a 3-channel image
-_ALPHA_U8 = {}  # opacity LUTs as uint8 (0-255), per alpha
+_ALPHA_U8: dict[float, np.ndarray] = {}  # opacity LUTs as uint8 (0-255), per alpha
 
 
 def _alpha_u8(alpha: float) -> np.ndarray:
@@ -96,7 +96,7 @@ def heatmap_overlay(frame: np.ndarray, amap: np.ndarray, pixel_threshold: float,
 
 def draw_contours(img: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], thickness: int = 1) -> np.ndarray:
     """Outline the regions of a mask ``(H, W)`` on ``img`` in place."""
-    m = mask.astype(np.uint8)
+    m: np.ndarray = mask.astype(np.uint8)
     if m.shape != img.shape[:2]:
         m = cv2.resize(m, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
     cnts, _ = cv2.findContours((m > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -166,7 +166,8 @@ def verdict_banner(img: np.ndarray, ng: bool, norm_score: float, lines: list[str
     scale = cv2.getFontScaleFromHeight(FONT, px, 1)
     (tw, _), _ = cv2.getTextSize(head, FONT, scale, max(1, round(px / 12)))
     cv2.rectangle(img, (0, 0), (tw + 2 * round(0.4 * px), round(1.5 * px)), (0, 0, 0), -1)
-    cv2.putText(img, head, (round(0.4 * px), round(1.22 * px)), FONT, scale, colour, max(1, round(px / 10)), cv2.LINE_AA)
+    cv2.putText(img, head, (round(0.4 * px), round(1.22 * px)), FONT, scale, colour, max(1, round(px / 10)),
+                cv2.LINE_AA)
     small = max(11, round(0.6 * px))
     y = round(1.5 * px) + small + 4
     if threshold is not None:

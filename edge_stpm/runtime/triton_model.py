@@ -7,15 +7,18 @@ chunks of the graph's static batch (the last chunk padded), then split back per 
 onnxruntime in the Python environment the model's ``EXECUTION_ENV_PATH`` names. No edge_stpm import: the server
 needs only this file and the graph.
 """
+from __future__ import annotations
+
 import json
 import os
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by Triton's Python backend
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         import onnxruntime as ort
 
         cfg = json.loads(args["model_config"])
@@ -30,7 +33,7 @@ class TritonPythonModel:
         self.batch = int(inp.shape[0])
         self.calls = 0
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         arrays = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
         counts = [len(a) for a in arrays]
         x = np.concatenate(arrays)
@@ -53,5 +56,5 @@ class TritonPythonModel:
         self.calls += 1
         return out
 
-    def finalize(self):
+    def finalize(self) -> None:
         self.session = None

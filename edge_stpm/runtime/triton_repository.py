@@ -14,8 +14,8 @@ Models written (``NAME`` defaults to ``edge_stpm``):
 Every model's ``config.pbtxt`` carries the artefact contract (input ``image`` uint8 NHWC BGR, outputs
 ``anomaly_map`` float32 and ``score`` float32) and, as the parameter ``edge_stpm_metadata`` (JSON), what the
 camera box needs: thresholds, fit mode, input size, image score, smoothing, the graph's and checkpoint's SHA-256 —
-a client reads them from the server (``runtime/backends/triton_backend.py``) and needs no model file. Each config is parsed with
-the model-config protobuf ``tritonclient`` ships before it is written (where tritonclient is installed).
+a client reads them from the server (``runtime/backends/triton_backend.py``) and needs no model file. Each config is
+parsed with the model-config protobuf ``tritonclient`` ships before it is written (where tritonclient is installed).
 """
 from __future__ import annotations
 
@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from edge_stpm.contract.artifacts import (
-    INPUT_NAME, OUTPUT_NAMES, engine_path, file_sha256, onnx_path, read_engine, read_onnx_metadata,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    engine_path,
+    file_sha256,
+    onnx_path,
+    read_engine,
+    read_onnx_metadata,
 )
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import ensure_dir, write_bytes, write_text
@@ -37,18 +43,21 @@ def contract_metadata(md: dict[str, Any], graph_sha256: str) -> dict[str, Any]:
     """What a client needs from the server to inspect like the bundle would."""
     keys = ("backbone", "image_size", "fit", "precision", "batch", "thresholds", "smoothing_sigma",
             "score_top_percent", "checkpoint_sha256", "tiles")
-    return {k: md[k] for k in keys if md.get(k) is not None} | {"graph_sha256": graph_sha256, "format": "edge-stpm-triton", "format_version": 1}
+    return ({k: md[k] for k in keys if md.get(k) is not None}
+            | {"graph_sha256": graph_sha256, "format": "edge-stpm-triton", "format_version": 1})
 
 
 def _params(params: dict[str, str]) -> str:
-    return "".join(f'parameters: {{ key: "{k}" value: {{ string_value: {json.dumps(v)} }} }}\n' for k, v in params.items())
+    return "".join(f'parameters: {{ key: "{k}" value: {{ string_value: {json.dumps(v)} }} }}\n'
+                   for k, v in params.items())
 
 
 def _io(size: int, batch_dims: list[int]) -> str:
     b = "".join(f"{d}, " for d in batch_dims)
     return (f'input [ {{ name: "{INPUT_NAME}" data_type: TYPE_UINT8 dims: [ {b}{size}, {size}, 3 ] }} ]\n'
             f'output [ {{ name: "{OUTPUT_NAMES[0]}" data_type: TYPE_FP32 dims: [ {b}1, {size}, {size} ] }},\n'
-            f'         {{ name: "{OUTPUT_NAMES[1]}" data_type: TYPE_FP32 dims: [ {", ".join(map(str, batch_dims)) or "1"} ] }} ]\n')
+            f'         {{ name: "{OUTPUT_NAMES[1]}" data_type: TYPE_FP32 '
+            f'dims: [ {", ".join(map(str, batch_dims)) or "1"} ] }} ]\n')
 
 
 def python_config(name: str, size: int, meta: dict[str, Any], max_batch: int, preferred: list[int],
@@ -65,7 +74,8 @@ def python_config(name: str, size: int, meta: dict[str, Any], max_batch: int, pr
 def static_config(name: str, platform: str, size: int, batch: int, meta: dict[str, Any], instances: int,
                   kind: str) -> str:
     return (f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: 0\n' + _io(size, [batch])
-            + f"instance_group [ {{ count: {instances} kind: {kind} }} ]\n" + _params({METADATA_PARAM: json.dumps(meta)}))
+            + f"instance_group [ {{ count: {instances} kind: {kind} }} ]\n"
+            + _params({METADATA_PARAM: json.dumps(meta)}))
 
 
 def check_config(text: str, where: str) -> None:
@@ -112,7 +122,7 @@ def write_repository(bundle: Path, out: Path, name: str = "edge_stpm", precision
         check_config(cfg, f"{model}/config.pbtxt")
         ver = ensure_dir(out / model / "1")
         if backend == "tensorrt_plan":
-            write_bytes(ver / "model.plan", read_engine(eng)[1])  # type: ignore[arg-type]
+            write_bytes(ver / "model.plan", read_engine(eng)[1])  # type: ignore[arg-type]  # eng: set for this model
         else:
             _copy(graph, ver / "model.onnx")
         if backend == "python":
@@ -140,8 +150,9 @@ def _check_env(env: Path) -> None:
     from edge_stpm.contract.progress import console
 
     if int(r.stdout.strip().split(".")[0]) >= 2:
-        console.print(f"note: --python-env {env} has numpy {r.stdout.strip()}: Triton servers up to 2.51 need numpy 1.x "
-                      "in a Python-backend environment (pip install 'numpy<2' there)", highlight=False, markup=False,
+        console.print(f"note: --python-env {env} has numpy {r.stdout.strip()}: Triton servers up to 2.51 need "
+                      "numpy 1.x in a Python-backend environment (pip install 'numpy<2' there)", highlight=False,
+                      markup=False,
                       soft_wrap=True)
 
 

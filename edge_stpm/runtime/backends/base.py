@@ -25,7 +25,7 @@ class FrameRunner(ABC):
         """uint8 BGR ``(H, W, 3)`` and ``overlay.index_scale(pixel threshold)`` → (float32 map ``(S, S)``, score,
         uint8 BGR overlay ``(H, W, 3)``)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 — an optional hook: a no-op by default, not abstract
         """Release device resources (no-op where there are none)."""
 
 
@@ -79,5 +79,5 @@ class Backend(ABC):
     def describe(self) -> str:
         return f"{self.name} {self.precision} on {self.device} (batch {self.batch or 'any'}, {self.image_size}²)"
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 — an optional hook: a no-op by default, not abstract
         """Release device resources (no-op where there are none)."""

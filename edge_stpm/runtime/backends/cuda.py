@@ -17,11 +17,11 @@ def cudart() -> Any:
         return runtime
     except ImportError:
         try:
-            from cuda import cudart as runtime  # type: ignore[no-redef]
+            from cuda import cudart as runtime
             return runtime
         except ImportError:
-            raise UserError("cuda-python is not installed: pip install \"edge-stpm[cuda12]\" (CUDA 12 driver, JetPack 6) "
-                            "or \"edge-stpm[cuda13]\" (CUDA 13 driver)") from None
+            raise UserError("cuda-python is not installed: pip install \"edge-stpm[cuda12]\" (CUDA 12 driver, "
+                            "JetPack 6) or \"edge-stpm[cuda13]\" (CUDA 13 driver)") from None
 
 
 def check(result: Any) -> Any:
@@ -75,7 +75,8 @@ class HostDeviceBuffer:
         self.host_ptr = check(rt.cudaMallocHost(self.nbytes))
         self.device_ptr = check(rt.cudaMalloc(self.nbytes))
         raw = (ctypes.c_byte * self.nbytes).from_address(int(self.host_ptr))
-        self.host = np.frombuffer(raw, dtype=self.dtype).reshape(self.shape)
+        # a ctypes array exports the buffer protocol; numpy's stubs do not accept it
+        self.host: np.ndarray = np.frombuffer(raw, dtype=self.dtype).reshape(self.shape)  # type: ignore[call-overload]
 
     @property
     def device(self) -> int:
@@ -97,6 +98,6 @@ class HostDeviceBuffer:
             check(rt.cudaFree(self.device_ptr))
             self.device_ptr = None
         if self.host_ptr is not None:
-            self.host = None  # type: ignore[assignment]
+            self.host = None  # type: ignore[assignment]  # released with the pinned memory: no use after free()
             check(rt.cudaFreeHost(self.host_ptr))
             self.host_ptr = None

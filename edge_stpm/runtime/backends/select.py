@@ -11,8 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_stpm.contract.artifacts import (
-    MANIFEST, PRECISIONS, engine_path, file_sha256, frame_engine_path, frame_onnx_path, is_bundle, onnx_path,
-    read_manifest, verify_bundle,
+    MANIFEST,
+    PRECISIONS,
+    engine_path,
+    file_sha256,
+    frame_engine_path,
+    frame_onnx_path,
+    is_bundle,
+    onnx_path,
+    read_manifest,
+    verify_bundle,
 )
 from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.backends.base import Backend
@@ -75,11 +83,13 @@ def resolve(model: Path, backend: str = "auto", precision: str | None = None) ->
         raise UserError(f"model not found: {model}")
     kind = _kind(model)
     if kind == "?":
-        raise UserError(f"{model}: expected a bundle folder, an ONNX graph (.onnx), an engine (.engine) or a checkpoint (.pt)")
+        raise UserError(f"{model}: expected a bundle folder, an ONNX graph (.onnx), an engine (.engine) or a "
+                        "checkpoint (.pt)")
     if kind == "folder":
         return _resolve_folder(model, backend, precision)
     if backend not in ("auto", kind):
-        hint = {"pytorch": "give the training checkpoint (.pt)", "onnxruntime": "give an .onnx graph or the bundle folder",
+        hint = {"pytorch": "give the training checkpoint (.pt)",
+                "onnxruntime": "give an .onnx graph or the bundle folder",
                 "tensorrt": "build an engine with: edge-stpm build-engine --model BUNDLE"}[backend]
         raise UserError(f"--backend {backend} cannot run {model.name}: {hint}")
     if kind == "pytorch":
@@ -88,15 +98,18 @@ def resolve(model: Path, backend: str = "auto", precision: str | None = None) ->
         return Choice("pytorch", model, f"a checkpoint runs on PyTorch {where}; for the faster ONNX Runtime/TensorRT "
                                         f"path export a bundle: edge-stpm export --checkpoint {model}")
     if kind == "onnxruntime":
-        return Choice(kind, model, "an ONNX graph runs on ONNX Runtime" + (" (GPU provider)" if ort_gpu() else " (CPU)"))
+        return Choice(kind, model,
+                      "an ONNX graph runs on ONNX Runtime" + (" (GPU provider)" if ort_gpu() else " (CPU)"))
     from edge_stpm.runtime.backends.tensorrt_backend import runnable
 
     ok, why = runnable(model)
     if ok or backend == "tensorrt":
         return Choice("tensorrt", model, f"an engine file runs on TensorRT ({why})")
-    fallback = [p for p in (model.with_name(f"model_{precision or 'fp32'}.onnx"), model.with_name("model_fp32.onnx")) if p.is_file()]
+    fallback = [p for p in (model.with_name(f"model_{precision or 'fp32'}.onnx"), model.with_name("model_fp32.onnx"))
+                if p.is_file()]
     if fallback:
-        return Choice("onnxruntime", fallback[0], f"engine not runnable here ({why}); its bundle's ONNX graph on ONNX Runtime",
+        return Choice("onnxruntime", fallback[0],
+                      f"engine not runnable here ({why}); its bundle's ONNX graph on ONNX Runtime",
                       [f"{model.name}: {why}"])
     raise UserError(f"cannot run {model}: {why}")
 
@@ -155,14 +168,16 @@ def _resolve_folder(folder: Path, backend: str, precision: str | None) -> Choice
             skipped.append(f"{e.name}: {why}")
         if backend == "tensorrt":
             raise UserError(f"no runnable TensorRT engine{' for ' + precision if precision else ''} in {folder}"
-                            + (f" ({skipped[-1]})" if engines else ": build one with edge-stpm build-engine --model " + str(folder)))
+                            + (f" ({skipped[-1]})" if engines
+                               else ": build one with edge-stpm build-engine --model " + str(folder)))
     ck = folder / "model.pt"
     gpu = backend in ("auto", "onnxruntime") and ort_gpu()
     if backend in ("auto", "onnxruntime"):
         order = [precision] if precision else (["fp16", "fp32", "int8"] if gpu else ["fp32", "fp16", "int8"])
         graphs = _listed(folder, [onnx_path(folder, p) for p in order])
         if graphs and (gpu or backend == "onnxruntime" or not (ck.is_file() and torch_cuda())):
-            where = "ONNX Runtime with a GPU provider" if gpu else "ONNX Runtime CPU (FP32 is the fastest graph on a CPU)"
+            where = ("ONNX Runtime with a GPU provider" if gpu
+                     else "ONNX Runtime CPU (FP32 is the fastest graph on a CPU)")
             why = "; ".join(["no runnable engine" if engines else "no engine in the bundle"]
                             + ([] if gpu else ["no GPU provider"]))
             return Choice("onnxruntime", graphs[0], f"{graphs[0].name} on {where} — {why}", skipped)
@@ -170,9 +185,11 @@ def _resolve_folder(folder: Path, backend: str, precision: str | None) -> Choice
             raise UserError(f"no ONNX graph{' for ' + precision if precision else ''} in {folder}")
     if backend in ("auto", "pytorch") and ck.is_file():
         _need_torch(ck)
-        return Choice("pytorch", ck, "the folder's checkpoint on PyTorch" + (" CUDA" if torch_cuda() else " CPU"), skipped)
+        return Choice("pytorch", ck, "the folder's checkpoint on PyTorch" + (" CUDA" if torch_cuda() else " CPU"),
+                      skipped)
     raise UserError(f"nothing runnable in {folder} for --backend {backend}"
-                    + (f" and --precision {precision}" if precision else "") + "; export a bundle with edge-stpm export")
+                    + (f" and --precision {precision}" if precision else "")
+                    + "; export a bundle with edge-stpm export")
 
 
 def default_workers(model: Path, backend: str, precision: str | None, sources: int, free_run: bool,
@@ -193,8 +210,8 @@ def default_workers(model: Path, backend: str, precision: str | None, sources: i
     if c.backend != "onnxruntime" or ort_gpu():
         return 1, "", c
     n = min(cores, sources)
-    return n, (f"{n} inference workers × {max(1, cores // n)} thread(s): {sources} free-running sources on ONNX Runtime "
-               "CPU (--workers 1 for the lowest verdict latency)"), c
+    return n, (f"{n} inference workers × {max(1, cores // n)} thread(s): {sources} free-running sources on ONNX "
+               "Runtime CPU (--workers 1 for the lowest verdict latency)"), c
 
 
 def open_backend(model: Path, backend: str = "auto", precision: str | None = None, device: str = "auto",
@@ -207,7 +224,8 @@ def open_backend(model: Path, backend: str = "auto", precision: str | None = Non
 
     if parse_target(str(model)) is not None:
         if backend not in ("auto", "triton"):
-            raise UserError(f"--backend {backend} cannot run {model}: a Triton URL runs on the server (--backend triton)")
+            raise UserError(f"--backend {backend} cannot run {model}: a Triton URL runs on the server "
+                            "(--backend triton)")
         from edge_stpm.runtime.backends.triton_backend import TritonBackend
 
         tb = TritonBackend(str(model))

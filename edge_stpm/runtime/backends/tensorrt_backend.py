@@ -10,7 +10,12 @@ from typing import Any
 import numpy as np
 
 from edge_stpm.contract.artifacts import (
-    FRAME_INPUTS, FRAME_OUTPUTS, INPUT_NAME, OUTPUT_NAMES, frame_engine_path, read_engine,
+    FRAME_INPUTS,
+    FRAME_OUTPUTS,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    frame_engine_path,
+    read_engine,
 )
 from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
@@ -104,9 +109,11 @@ def check_io(specs: list[TensorSpec], want: dict[str, tuple[tuple[int, ...], Any
     for name, (shape, dtype, is_input) in want.items():
         s = by_name.get(name)
         if s is None:
-            raise UserError(f"engine has no tensor {name!r} (has {', '.join(by_name)}): rebuild it from an edge-stpm graph")
+            raise UserError(f"engine has no tensor {name!r} (has {', '.join(by_name)}): rebuild it from an "
+                            "edge-stpm graph")
         if s.shape != shape or np.dtype(s.dtype) != np.dtype(dtype) or s.is_input != is_input:
-            raise UserError(f"engine tensor {name!r} is {s.shape} {np.dtype(s.dtype)}, expected {shape} {np.dtype(dtype)}")
+            raise UserError(f"engine tensor {name!r} is {s.shape} {np.dtype(s.dtype)}, "
+                            f"expected {shape} {np.dtype(dtype)}")
     return by_name
 
 
@@ -135,7 +142,8 @@ class _Engine:
         for i in range(engine.num_io_tensors):
             n = engine.get_tensor_name(i)
             specs.append(TensorSpec(n, engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
-                                    tuple(engine.get_tensor_shape(n)), np.dtype(trt.nptype(engine.get_tensor_dtype(n)))))
+                                    tuple(engine.get_tensor_shape(n)),
+                                    np.dtype(trt.nptype(engine.get_tensor_dtype(n)))))
         self.specs = check_io(specs, want(self.metadata))
         self.context = engine.create_execution_context()
         self.stream = Stream()

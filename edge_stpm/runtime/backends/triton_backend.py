@@ -63,7 +63,8 @@ class TritonBackend(Backend):
             raise UserError("a Triton server needs tritonclient: pip install 'edge-stpm[triton]'") from None
         self.tc = tc
         self.client = tc.InferenceServerClient(url=self.url)
-        self.failed_requests, self.reconnects, self.down_since = 0, 0, None
+        self.failed_requests, self.reconnects = 0, 0
+        self.down_since: float | None = None
         self.metadata = self._config()
         self.image_size = int(self.metadata["image_size"])
         self.batch = None
@@ -82,7 +83,8 @@ class TritonBackend(Backend):
         except exc_t as exc:  # connection refused, DNS, timeout
             raise UserError(f"{self.target}: no Triton server there ({_first_line(exc)})") from None
         except Exception as exc:  # noqa: BLE001 - the HTTP client raises socket errors of its own
-            raise UserError(f"{self.target}: no Triton server there ({type(exc).__name__}: {_first_line(exc)})") from None
+            raise UserError(f"{self.target}: no Triton server there "
+                            f"({type(exc).__name__}: {_first_line(exc)})") from None
         if not live:
             raise UserError(f"{self.target}: the Triton server is not live")
         try:
@@ -102,7 +104,8 @@ class TritonBackend(Backend):
             md = json.loads(raw)
         except json.JSONDecodeError:
             raise UserError(f"{self.target}: the model's {METADATA_PARAM} is not JSON") from None
-        check(md, GRAPH, f"{self.target}: the model's {METADATA_PARAM}", "write its repository with edge-stpm triton-repo")
+        check(md, GRAPH, f"{self.target}: the model's {METADATA_PARAM}",
+              "write its repository with edge-stpm triton-repo")
         self.max_batch = int(cfg.get("max_batch_size", 0) or 0)
         self.static_batch = None if self.max_batch else int(md.get("batch", 1))
         return md

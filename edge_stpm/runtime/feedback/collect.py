@@ -263,11 +263,11 @@ def collect(cfg: CollectSettings, log: Callable[[str], None], on_kept: Callable[
     insp, src = PassThrough(), None
     try:
         if cfg.http:
-            opts.http = _view(cfg, line)
+            opts.http = _view(cfg, cfg.http, line)
         src = open_source(cfg.specs[0], cfg.reconnect, False)
         looped = line.wrap([src])
         line.start()
-        summary = run_loop(insp, looped, opts, specs=cfg.specs)  # type: ignore[arg-type]
+        summary = run_loop(insp, looped, opts, specs=cfg.specs)  # type: ignore[arg-type]  # duck-typed Inspector
     finally:
         if src is not None:
             src.close()
@@ -278,11 +278,11 @@ def collect(cfg: CollectSettings, log: Callable[[str], None], on_kept: Callable[
     return sink.stats, sheet, summary
 
 
-def _view(cfg: CollectSettings, line: Any) -> Any:
+def _view(cfg: CollectSettings, http: str, line: Any) -> Any:
     """The live view while collecting (the frames as they come; POST /trigger with --trigger http)."""
     from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
 
-    view = LiveView(parse_bind(cfg.http), cfg.http_token, {"model": "none (collect)", "backend": "-", "precision": "-",
+    view = LiveView(parse_bind(http), cfg.http_token, {"model": "none (collect)", "backend": "-", "precision": "-",
                                                            "backbone": "-", "size": 0}, sources=cfg.specs)
     view.plc = line.plc if cfg.trigger == "http" else None
     view.start()

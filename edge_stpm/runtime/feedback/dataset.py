@@ -31,7 +31,8 @@ def _rows(db: Path, recipe: str, include_ok: bool) -> list[dict[str, Any]]:
     try:
         if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviews'").fetchone() is None:
             raise UserError(f"{db} has no review marks (a record from before reviews): review results first")
-        known = {r[0] for r in con.execute("SELECT DISTINCT recipe_name FROM inspections WHERE recipe_name IS NOT NULL")}
+        known = {r[0] for r in con.execute("SELECT DISTINCT recipe_name FROM inspections "
+                                           "WHERE recipe_name IS NOT NULL")}
         if recipe not in known:
             raise UserError(f"recipe {recipe!r} is not in {db} (it has: {', '.join(sorted(known)) or 'none'})")
         sql = ("SELECT i.result_id, i.time_iso, i.verdict, i.normalised_score, i.model_sha256, i.recipe_index, "
@@ -40,7 +41,7 @@ def _rows(db: Path, recipe: str, include_ok: bool) -> list[dict[str, Any]]:
                "AND (r.mark IS NOT NULL" + (" OR e.kind = 'ok')" if include_ok else ")") + " ORDER BY i.id")
         cols = ("result_id", "time_iso", "verdict", "normalised_score", "model_sha256", "recipe_index", "frame",
                 "kind", "mark", "defect_type", "who", "reviewed_at")
-        return [dict(zip(cols, r)) for r in con.execute(sql, (recipe,))]
+        return [dict(zip(cols, r, strict=True)) for r in con.execute(sql, (recipe,))]
     finally:
         con.close()
 
@@ -100,7 +101,8 @@ def work_dir(db: Path) -> Path:
     return Path(db).resolve().parent / ".downloads"
 
 
-def build_zip(db: Path, recipe: str, held_out: float = 0.2, include_ok: bool = False) -> tuple[OnceFile, dict[str, Any]]:
+def build_zip(db: Path, recipe: str, held_out: float = 0.2,
+              include_ok: bool = False) -> tuple[OnceFile, dict[str, Any]]:
     """The same folder as ``build``, as one zip for a workstation (the web app's download): built on disk, the
     frames copied straight from the evidence folder, never the whole zip in memory. Returns the zip open and
     already unlinked (``OnceFile``: send it, then close it) and the manifest. ``Busy`` while another dataset zip is

@@ -19,8 +19,9 @@ the calibration's own ≈ 0.1): margin 0.5.
 
 Scores are on the model's score scale at the threshold in force (``contract/scale.py``: 0 = the calibration's good
 median, 1.0 = threshold), and the calibrated figures are put on the same scale, so a recipe's threshold changes both
-the same way; shifts in spreads are the same on any affine scale (a model on the old scale alarms as before). Models calibrated before p95 was stored compare with their p99 (a higher
-baseline: the alarm comes later, never falsely earlier).
+the same way; shifts in spreads are the same on any affine scale (a model on the old scale alarms as before).
+Models calibrated before p95 was stored compare with their p99 (a higher baseline: the alarm comes later, never
+falsely earlier).
 """
 from __future__ import annotations
 
@@ -152,7 +153,8 @@ class DriftCollector:
 
         fams = {k: GaugeMetricFamily(f"edge_stpm_drift_{k}", doc, labels=["recipe"]) for k, doc in (
             ("median", "Median normalised score of the recent parts"),
-            ("p95", "95th percentile of the recent parts not judged NG"), ("shift", "How far they moved from the calibration"),
+            ("p95", "95th percentile of the recent parts not judged NG"),
+            ("shift", "How far they moved from the calibration"),
             ("alarm", "1 while the recipe's drift alarm is raised"))}
         for st in self.tracker.snapshot():
             for k in ("median", "p95", "shift"):

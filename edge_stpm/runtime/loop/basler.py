@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from edge_stpm.contract.errors import UserError
+from edge_stpm.runtime.loop.frames import Frame, Source
 from edge_stpm.runtime.loop.pixels import supported, to_bgr
 from edge_stpm.runtime.loop.sinks.base import put_newest
-from edge_stpm.runtime.loop.frames import Frame, Source
 
 TRIGGERS = ("off", "software", "Line1", "Line2", "Line3")
 ACTIVATIONS = ("RisingEdge", "FallingEdge")

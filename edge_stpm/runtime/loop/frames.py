@@ -35,5 +35,5 @@ class Source(ABC):
     def read(self, timeout: float = 5.0) -> Frame | None:
         """The next frame, or None at the end."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 — an optional hook: a no-op by default, not abstract
         pass

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_stpm.contract.errors import UserError
-from edge_stpm.runtime.loop.sinks.base import Sink
 from edge_stpm.runtime.loop.frames import Source
+from edge_stpm.runtime.loop.sinks.base import Sink
 
 
 @dataclass

@@ -189,7 +189,8 @@ class LiveView:
             one = st["sources"][source]
             one.update(verdict=verdict, normalised_score=float(normalised_score), fps=float(fps),
                        frames=one["frames"] + 1, ng=one["ng"] + int(ng), dropped=dropped, reconnects=reconnects)
-            st.update(verdict=verdict, review=st.get("review", 0) + int(verdict == "REVIEW"), normalised_score=float(normalised_score), threshold=float(threshold),
+            st.update(verdict=verdict, review=st.get("review", 0) + int(verdict == "REVIEW"),
+                      normalised_score=float(normalised_score), threshold=float(threshold),
                       fps=float(fps), frames=st["frames"] + 1, ng=st["ng"] + int(ng),
                       dropped=sum(x["dropped"] for x in st["sources"]),
                       reconnects=sum(x["reconnects"] for x in st["sources"]))
@@ -212,7 +213,7 @@ class LiveView:
             key = source * 10**9 + self._frame_event.get((source, index), index) if ng else None
             old = {n["id"]: n for n in self._status["recent_ng"]}
             keep = key is not None and (key not in old or normalised_score > old[key]["normalised_score"])
-        if keep:  # one per part: a worse frame of the same part replaces its thumbnail
+        if keep and key is not None:  # one per part: a worse frame of the same part replaces its thumbnail
             h, w = overlay.shape[:2]
             thumb = cv2.resize(overlay, (max(1, round(w * 180 / h)), 180), interpolation=cv2.INTER_AREA)
             jpg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
@@ -224,7 +225,8 @@ class LiveView:
                 old = {n["id"]: n for n in self._status["recent_ng"]}
                 entry = {"id": key, "source": source, "frame": index, "url": f"ng/{key}.jpg",
                          "normalised_score": float(normalised_score)} | (meta or {})
-                self._status["recent_ng"] = [entry if k == key else old[k] for k in reversed(self._ng) if k in old or k == key]
+                self._status["recent_ng"] = [entry if k == key else old[k] for k in reversed(self._ng)
+                                             if k in old or k == key]
 
     def latest_meta(self, source: int) -> dict[str, Any] | None:
         """The verdict of the source's newest picture."""
@@ -398,7 +400,8 @@ class LiveView:
         if verdict not in (None, *VERDICTS):
             raise web.HTTPBadRequest(text="verdict must be one of " + ", ".join(VERDICTS))
         try:
-            rows = await asyncio.get_running_loop().run_in_executor(None, query, self.history, None, verdict, None, limit)
+            rows = await asyncio.get_running_loop().run_in_executor(None, query, self.history, None, verdict, None,
+                                                                    limit)
         except UserError as exc:
             raise web.HTTPServiceUnavailable(text=str(exc)) from None
         return web.json_response(rows)
@@ -544,7 +547,8 @@ class LiveView:
         try:
             while True:
                 async with self._frame_cond:
-                    await self._frame_cond.wait_for(lambda: src in self._jpeg and self._jpeg[src][0] != sent)
+                    await self._frame_cond.wait_for(
+                        lambda: src in self._jpeg and self._jpeg[src][0] != sent)  # noqa: B023 — awaited here
                     sent, jpg = self._jpeg[src]
                 part = (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpg)).encode()
                         + b"\r\n\r\n" + jpg + b"\r\n")

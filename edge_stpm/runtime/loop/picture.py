@@ -1,11 +1,10 @@
 """The picture stage: overlays drawn on their own thread, after the verdict has gone out, for the picture sinks."""
 from __future__ import annotations
 
-from collections import deque
-
 import queue
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from edge_stpm.runtime.loop.sinks.base import TIMING_WINDOW, Result, SinkRunner, put_newest
@@ -51,7 +50,8 @@ class PictureStage:
         while (r := self.q.get()) is not self._STOP:
             t0 = time.perf_counter()
             try:
-                r.picture = r.inspection.overlay(r.image, self.alpha, self.hud(r)) if self.show_overlay else r.image.copy()
+                r.picture = (r.inspection.overlay(r.image, self.alpha, self.hud(r)) if self.show_overlay
+                             else r.image.copy())
             except Exception as exc:  # noqa: BLE001 — a picture that cannot be drawn is counted, the loop goes on
                 self.failed += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -20,25 +20,25 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edge_stpm.contract.images import crop_roi
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import ensure_dir, write_bytes
+from edge_stpm.contract.images import crop_roi
 from edge_stpm.contract.redact import redact
-from edge_stpm.runtime.inspector import Inspector
-from edge_stpm.runtime.overlay import ALPHA
-from edge_stpm.runtime.loop.picture import PictureStage
 from edge_stpm.runtime.backends.base import BackendUnavailable
+from edge_stpm.runtime.inspector import Inspector
+from edge_stpm.runtime.loop.frames import Frame, Source
+from edge_stpm.runtime.loop.picture import PictureStage
 from edge_stpm.runtime.loop.sinks.base import TIMING_WINDOW, Result, Sink, SinkRunner
 from edge_stpm.runtime.loop.sinks.events import EventSink
 from edge_stpm.runtime.loop.sinks.http import HttpPictureSink, HttpVerdictSink
 from edge_stpm.runtime.loop.sinks.recording import RECORD_SUFFIXES, RecordingSink, recover_leftovers
 from edge_stpm.runtime.loop.sinks.snapshots import SnapshotSink, png
 from edge_stpm.runtime.loop.sinks.window import WindowSink
-from edge_stpm.runtime.loop.frames import Frame, Source
+from edge_stpm.runtime.overlay import ALPHA
 
 WARM_FRAMES = 100
 
@@ -104,7 +104,8 @@ def check_outputs(opts: RunOptions) -> None:
     without a display falls back to headless with a note instead of an abort inside Qt."""
     if opts.checked:
         return
-    for folder in [p.parent for p in (opts.record, opts.events) if p] + ([opts.save_anomalies] if opts.save_anomalies else []):
+    for folder in ([p.parent for p in (opts.record, opts.events) if p]
+                   + ([opts.save_anomalies] if opts.save_anomalies else [])):
         ensure_dir(folder)
     if opts.record and opts.record.suffix.lower() not in RECORD_SUFFIXES:
         raise UserError(f"--record {opts.record}: give a {', '.join(RECORD_SUFFIXES)} file")
@@ -116,8 +117,8 @@ def check_outputs(opts: RunOptions) -> None:
         if not ok:
             from edge_stpm.contract.progress import console
 
-            console.print(f"note: no display ({why}): running headless; use --record or --save-anomalies to see results",
-                          highlight=False, soft_wrap=True)
+            console.print(f"note: no display ({why}): running headless; use --record or --save-anomalies to see "
+                          "results", highlight=False, soft_wrap=True)
             opts.headless = True
     opts.checked = True
 
@@ -189,7 +190,7 @@ def run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
     if not values:
         return {}
     a = np.asarray(values)
@@ -241,7 +242,8 @@ class Pipeline:
         self.stop = opts.stop if opts.stop is not None else threading.Event()
         self.summary = RunSummary()
         # per-frame timings: the newest TIMING_WINDOW frames (a 24/7 run must not grow without bound)
-        self.times: dict[str, deque[float]] = {k: deque(maxlen=TIMING_WINDOW) for k in ("read", "infer", "verdict", "loop")}
+        self.times: dict[str, deque[float]] = {k: deque(maxlen=TIMING_WINDOW)
+                                               for k in ("read", "infer", "verdict", "loop")}
         self.seq = 0
         self.run_id = run_id()
         self.window: WindowSink | None = None
@@ -340,7 +342,7 @@ class Pipeline:
         """Results handed to every verdict sink at once, then to the picture stage."""
         now = time.monotonic()
         wall = time.time()
-        for (c, frame, img), res in zip(batch, inspections):
+        for (c, frame, img), res in zip(batch, inspections, strict=False):
             dt = time.perf_counter() - t0 + frame.read_ms / 1e3
             c.fps_ema = 1.0 / dt if c.fps_ema == 0 else 0.9 * c.fps_ema + 0.1 / max(dt, 1e-6)
             r = Result(self.seq, c.index, c.spec, frame.index, img, res, frame.t_capture, now, wall, frame.read_ms,
@@ -361,7 +363,7 @@ class Pipeline:
             if self.on_frame:
                 self.on_frame(frame, res)
             if self.wants_picture(c, r):
-                self.pictures.offer(r)  # type: ignore[union-attr]
+                self.pictures.offer(r)  # type: ignore[union-attr]  # set up whenever a picture can be wanted
             self.times["read"].append(frame.read_ms)
             self.times["infer"].append(infer_ms / len(batch))
             self.times["verdict"].append(r.verdict_ms)
@@ -462,8 +464,8 @@ class Pipeline:
                     batch = self.read_batch(active, poll)
                     if batch and pool is None:
                         self.settle(batch, t0, self.infer(batch))
-                    elif batch:
-                        inflight.append((batch, t0, pool.submit(self.infer, batch)))  # type: ignore[union-attr]
+                    elif batch and pool is not None:  # (a batch with no pool went to the branch above)
+                        inflight.append((batch, t0, pool.submit(self.infer, batch)))
                 if inflight and (len(inflight) >= workers or not batch):
                     b, t, fut = inflight.popleft()
                     self.settle(b, t, fut.result())

@@ -37,7 +37,8 @@ def _parse(fmt: str) -> tuple[str, int, str]:
     for fam in ("BGRA", "RGB", "BGR"):
         if f.startswith(fam) and f[len(fam):] in _BITS:
             return fam.lower(), _BITS[f[len(fam):]], ""
-    raise UserError(f"pixel format {fmt} is not supported (Mono8/10/12/16, Bayer**8/10/12/16, RGB8, BGR8, BGRA8, RGB16)")
+    raise UserError(f"pixel format {fmt} is not supported (Mono8/10/12/16, Bayer**8/10/12/16, RGB8, BGR8, BGRA8, "
+                    "RGB16)")
 
 
 def to_bgr(a: np.ndarray, fmt: str) -> np.ndarray:

@@ -20,8 +20,8 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from edge_stpm.contract.images import IMAGE_EXTS, list_images, read_image
 from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.images import IMAGE_EXTS, list_images, read_image
 from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.loop.frames import Frame, Source
 
@@ -80,8 +80,8 @@ def describe(spec: str) -> tuple[str, str]:
         return "folder", spec
     if p.is_file():
         return ("image", spec) if p.suffix.lower() in IMAGE_EXTS else ("video", spec)
-    raise UserError(f"source not found: {redact(spec)} (give a camera index, basler://SERIAL, a video file, an image folder, a URL "
-                    "or a GStreamer pipeline)")
+    raise UserError(f"source not found: {redact(spec)} (give a camera index, basler://SERIAL, a video file, an image "
+                    "folder, a URL or a GStreamer pipeline)")
 
 
 class FolderSource(Source):
@@ -352,7 +352,7 @@ def open_sources(specs: list[str], reconnect_s: float = 10.0, loop: bool = False
         _note(f"no source could be opened: waiting for them, each tried again every {min(reconnect_s, RETRY_MAX_S):g} s"
               " (reconnect 0 stops at start instead)")
     return [src if src is not None else PendingSource(spec, reconnect_s, loop, str(exc))
-            for spec, src, exc in zip(specs, opened, down)]
+            for spec, src, exc in zip(specs, opened, down, strict=True)]
 
 
 class PendingSource(Source):
@@ -413,7 +413,7 @@ class PendingSource(Source):
                 src.close()
                 return
             if self._external:
-                src.externally_triggered = True  # type: ignore[attr-defined]
+                src.externally_triggered = True  # type: ignore[attr-defined]  # a camera source's flag
             self.inner = src
         _note(f"{self.shown}: opened after {time.monotonic() - self.t_down:.1f} s ({self.open_attempts} failed "
               "tries); inspecting it from now on")
@@ -433,10 +433,10 @@ class PendingSource(Source):
         with self.lock:
             self._external = value
             if self.inner is not None:
-                self.inner.externally_triggered = value  # type: ignore[attr-defined]
+                self.inner.externally_triggered = value  # type: ignore[attr-defined]  # a camera source's flag
 
     @property
-    def dropped(self) -> int:  # type: ignore[override]
+    def dropped(self) -> int:  # type: ignore[override]  # properties over Source's plain attributes
         return self.inner.dropped if self.inner is not None else 0
 
     @property

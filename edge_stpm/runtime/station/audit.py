@@ -102,7 +102,8 @@ class Audit:
         return row
 
     def trim(self) -> int:
-        """Delete rows beyond ``max_rows``: refused ones first (oldest first), then the oldest. Caller holds the lock."""
+        """Delete rows beyond ``max_rows``: refused ones first (oldest first), then the oldest. Caller holds the
+        lock."""
         if self.con is None:
             return 0
         n = self.con.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
@@ -134,7 +135,8 @@ def query(db: Path, since: float | None = None, action: str | None = None, limit
     try:
         if not con.execute("SELECT 1 FROM sqlite_master WHERE name='audit'").fetchone():
             return []
-        where, args = [], []
+        where: list[str] = []
+        args: list[float | str] = []
         if since is not None:
             where.append("time >= ?")
             args.append(since)
@@ -144,7 +146,7 @@ def query(db: Path, since: float | None = None, action: str | None = None, limit
         cols = ("id", "time", "time_iso", "who", "action", "recipe", "before", "after", "outcome", "detail")
         sql = (f"SELECT {', '.join(cols)} FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY id DESC LIMIT ?")
-        rows = [dict(zip(cols, r)) for r in con.execute(sql, (*args, limit))]
+        rows = [dict(zip(cols, r, strict=True)) for r in con.execute(sql, (*args, limit))]
     finally:
         con.close()
     for r in rows:

@@ -8,25 +8,33 @@ overrides the same key of the file. Relative paths are relative to the station f
 from __future__ import annotations
 
 import ipaddress
-
 import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Mapping, Optional, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from edge_stpm.contract.errors import UserError, UserErrors
 from edge_stpm.contract.options import (
-    BACKEND_NAMES, FRAME_PATH_NAMES, PRECISION_NAMES, RANGES, TRIGGER_NAMES,
+    BACKEND_NAMES,
+    FRAME_PATH_NAMES,
+    PRECISION_NAMES,
+    RANGES,
+    TRIGGER_NAMES,
 )
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RECIPE_INDEX_MAX = 65535  # a Modbus holding register
 
 
-def _r(name: str) -> dict[str, float]:
+class _Range(TypedDict):
+    ge: float
+    le: float
+
+
+def _r(name: str) -> _Range:
     lo, hi = RANGES[name]
     return {"ge": lo, "le": hi}
 
@@ -42,13 +50,15 @@ class Recipe(_Section):
                                   "with every result.")
     index: int = Field(ge=0, le=RECIPE_INDEX_MAX, description="The number the PLC writes to select it (Modbus register "
                                                               "11, OPC UA, HTTP).")
-    model: str = Field(min_length=1, description="The bundle folder (or .onnx graph / engine) of this recipe, or a model "
-                                                 "on a Triton server: grpc://HOST:PORT/MODEL.")
+    model: str = Field(min_length=1, description="The bundle folder (or .onnx graph / engine) of this recipe, or a "
+                                                 "model on a Triton server: grpc://HOST:PORT/MODEL.")
     threshold: float = Field(1.0, **_r("threshold"), description="Threshold on the score scale (0 = a typical good "
                                                                  "part, 1.0 = the model's stored threshold; 1.2 = 20 % "
                                                                  "of that distance beyond it), image and pixel. In a "
                                                                  "version 1 file: × the stored thresholds (converted).")
-    precision: Optional[Literal[PRECISION_NAMES]] = Field(None, description="Which graph of the bundle to run.")  # type: ignore[valid-type]
+    # a Literal of a tuple (contract.options' one list of choices): valid at runtime, not a static type to mypy
+    precision: Optional[Literal[PRECISION_NAMES]] = Field(  # type: ignore[valid-type]
+        None, description="Which graph of the bundle to run.")
     roi: Optional[tuple[int, int, int, int]] = Field(None, description="x, y, w, h in frame pixels: only this part "
                                                                        "of the frame is inspected.")
     ignore_mask: Optional[Path] = Field(None, description="An image the size of the frame (or of the ROI): white "
@@ -111,6 +121,7 @@ class Source(_Section):
 
 
 class RunSection(_Section):
+    # Literal of a tuple: see Recipe.precision
     backend: Optional[Literal[BACKEND_NAMES]] = None  # type: ignore[valid-type]
     threads: Optional[int] = Field(None, **_r("threads"))
     workers: Optional[int] = Field(None, **_r("workers"))
@@ -310,7 +321,7 @@ def _where(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: Mapping[str, object]) -> str:
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
         return "unknown key (misspelled? `edge-stpm config schema` lists the keys)"

@@ -107,8 +107,8 @@ class StationControl:
         swap_ms = self._swap(new)
         after = {"version": entry["version"], "sha256": entry["sha256"]}
         self.audit.write(who, "deploy", recipe, before, after, "ok",
-                         f"from {source}; self-test {test['precision']} max error {test['max_error_threshold_units']:.2g}"
-                         f" × threshold; load {new.load_s:.2f} s")
+                         f"from {source}; self-test {test['precision']} max error "
+                         f"{test['max_error_threshold_units']:.2g} × threshold; load {new.load_s:.2f} s")
         return {"recipe": recipe, "before": before, "after": after, "self_test": test, "load_s": new.load_s,
                 "swap_ms": swap_ms}
 
@@ -243,12 +243,16 @@ def live_changes(old: Any, new: Any) -> list[Any]:
     o, n = old.model_dump(mode="json"), new.model_dump(mode="json")
     for key in o:
         if key not in ("recipes", "recipe") and o[key] != n[key]:
-            diff = next((f"{key}.{k}" for k in o[key] if isinstance(o[key], dict) and o[key][k] != n[key].get(k)), key) \
-                if isinstance(o[key], dict) else key
+            diff = (next((f"{key}.{k}" for k in o[key] if isinstance(o[key], dict) and o[key][k] != n[key].get(k)),
+                         key)
+                    if isinstance(o[key], dict) else key)
             raise UserError(f"config reload refused: {diff} changed, which needs a restart; the running configuration "
                             "stays")
-    ident = lambda st: [(r.index, r.name, r.model, r.precision) for r in st.recipes]  # noqa: E731
+
+    def ident(st: Any) -> list[tuple[Any, ...]]:
+        return [(r.index, r.name, r.model, r.precision) for r in st.recipes]
+
     if ident(old) != ident(new):
         raise UserError("config reload refused: recipes added, removed or given another model or precision (deploy "
                         "models with edge-stpm deploy, or restart); the running configuration stays")
-    return [b for a, b in zip(old.recipes, new.recipes) if _live(a) != _live(b)]
+    return [b for a, b in zip(old.recipes, new.recipes, strict=True) if _live(a) != _live(b)]

@@ -187,8 +187,9 @@ class RecipeSet:
         return True
 
     def summary(self) -> list[dict[str, Any]]:
-        return [r.info | {"version": r.version, "threshold": r.cfg.threshold, "roi": r.cfg.roi, "min_defect_area": r.cfg.min_defect_area,
-                          "review_band": r.cfg.review_band, "good_scores": _good(r),
+        return [r.info | {"version": r.version, "threshold": r.cfg.threshold, "roi": r.cfg.roi,
+                          "min_defect_area": r.cfg.min_defect_area, "review_band": r.cfg.review_band,
+                          "good_scores": _good(r),
                           "ignore": bool(r.cfg.ignore_mask or r.cfg.ignore_polygons), "load_s": round(r.load_s, 3),
                           "active": r.cfg.index == self.active_index} for r in self.recipes.values()]
 
@@ -197,7 +198,7 @@ class RecipeSet:
             r.inspector.close()
 
 
-def _good(rec: LoadedRecipe) -> dict[str, float] | None:
+def _good(rec: LoadedRecipe) -> dict[str, float | str] | None:
     """The held-out good images' p50 / p95 on the score scale at this recipe's threshold (where to start a review
     band: near the p95), from the model's calibration figures; None for a model calibrated before they were stored."""
     from edge_stpm.runtime.feedback.drift import calibrated
@@ -230,7 +231,8 @@ class StationInspector:
         try:
             crops = [rec.crop(f) for f in frames]
             top = float(rec.inspector.backend.metadata.get("score_top_percent", 0.0) or 0.0)
-            return [rec.apply(r, f.shape[:2], top) for f, r in zip(frames, rec.inspector.inspect_batch(crops))]
+            return [rec.apply(r, f.shape[:2], top)
+                    for f, r in zip(frames, rec.inspector.inspect_batch(crops), strict=False)]
         finally:
             self.recipes.release(rec)
 

@@ -18,7 +18,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -47,7 +47,7 @@ def self_test(inspector: Any, bundle: Path) -> dict[str, Any]:
     imgs = [cv2.imread(str(Path(bundle) / n), cv2.IMREAD_COLOR) for n in doc["images"]]
     if len(want) != len(imgs) or any(i is None for i in imgs):
         raise UserError(f"{path}: the reference images or their {prec} scores are missing; re-export the bundle")
-    got = np.asarray(b.infer_any(np.stack(imgs))[1], np.float64)
+    got = np.asarray(b.infer_any(np.stack(cast("list[np.ndarray]", imgs)))[1], np.float64)  # no None: checked above
     thr = float(b.metadata["thresholds"]["image"])
     tol = float(doc["tolerance_threshold_units"].get(prec, 0.01))
     err = np.abs(got - want) / thr
@@ -118,7 +118,8 @@ class ModelStore:
         try:
             doc = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"{p}: damaged model store index; move it away to start the recipe's history anew") from None
+            raise UserError(f"{p}: damaged model store index; move it away to start the recipe's history "
+                            "anew") from None
         except OSError as exc:
             raise UserError(f"{p}: cannot read the model store index: {exc.strerror or exc}") from None
         doc.setdefault("history", _old_history(doc))

@@ -130,7 +130,8 @@ class Api:
     def results(self, q: dict[str, str], limit: int) -> list[dict[str, Any]]:
         from edge_stpm.runtime.loop.sinks.record import parse_time, select_columns
 
-        where, args = [], []
+        where: list[str] = []
+        args: list[float | int | str] = []
         if q.get("since"):
             where.append("i.time >= ?")
             args.append(parse_time(q["since"]))
@@ -144,7 +145,8 @@ class Api:
             where.append("e.frame IS NOT NULL")
         con = self.con()
         try:
-            cols = ", ".join("i." + c.split(" AS ")[0] if " AS " not in c else c for c in select_columns(con).split(", "))
+            cols = ", ".join("i." + c.split(" AS ")[0] if " AS " not in c else c
+                             for c in select_columns(con).split(", "))
             sql = (f"SELECT {cols}, e.frame, e.heatmap, r.mark, r.defect_type, r.who, r.time FROM inspections i "
                    "LEFT JOIN evidence e ON e.result_id = i.result_id LEFT JOIN reviews r ON r.result_id = i.result_id"
                    + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY i.id DESC LIMIT ?")
@@ -154,7 +156,7 @@ class Api:
             con.close()
         out = []
         for r in rows:
-            d = dict(zip(names, r[: len(names)]))
+            d = dict(zip(names, r[: len(names)], strict=True))
             frame, heat, mark, dtype, who, t = r[len(names):]
             d["camera"] = json.loads(d["camera"]) if d.get("camera") else None
             d["evidence"] = ({"frame": f"/api/evidence/{d['result_id']}/frame.png",
@@ -173,7 +175,8 @@ class Api:
             raise web.HTTPBadRequest(text="limit and source are numbers") from None
         if request.query.get("format") == "csv":
             buf = io.StringIO()
-            keys = [k for k in rows[0] if k not in ("evidence", "review")] + ["review_mark", "review_who"] if rows else []
+            keys = ([k for k in rows[0] if k not in ("evidence", "review")] + ["review_mark", "review_who"]
+                    if rows else [])
             w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
             w.writeheader()
             for r in rows:
@@ -211,7 +214,7 @@ class Api:
         if defect_type is not None and (not isinstance(defect_type, str) or len(defect_type) > DEFECT_TYPE_MAX
                                         or not defect_type.isprintable()):
             raise UserError(f"defect type: text of at most {DEFECT_TYPE_MAX} printable characters")
-        con = connect(self.record)  # type: ignore[arg-type]
+        con = connect(self.record)  # type: ignore[arg-type]  # the review routes exist only with a record
         try:
             if con.execute("SELECT 1 FROM inspections WHERE result_id = ?", (rid,)).fetchone() is None:
                 raise UserError(f"no result {rid!r} in the record")
@@ -275,7 +278,8 @@ class Api:
                                       int(self.view.server.max_upload_mb * 2**20))
             try:
                 return web.json_response(await self.off_loop(self.control.deploy_zip, request.query.get("recipe", ""),
-                                                             path, _who(request), request.query.get("source", "upload")))
+                                                             path, _who(request),
+                                                             request.query.get("source", "upload")))
             finally:
                 path.unlink(missing_ok=True)
 

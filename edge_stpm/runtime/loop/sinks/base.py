@@ -13,7 +13,6 @@ import numpy as np
 from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.inspector import InspectionResult
 
-
 TIMING_WINDOW = 100_000  # latency medians and percentiles are over the newest this many frames (bounded 24/7)
 
 
@@ -24,8 +23,8 @@ class Result:
     ``image`` is the inspected (ROI-cropped) uint8 BGR frame; ``picture`` the drawn overlay (picture sinks only).
     ``snapshot`` is the NG snapshot stem this result will be saved under (decided before the verdict is sent, so
     every verdict sink can name it). ``result_id`` is unique on this box and sortable (``<run start UTC>-<seq>``):
-    the record, MQTT and the PLC outputs carry the same id. ``trigger_id`` is set in trigger mode; ``camera`` carries what a camera
-    reported (frame id, timestamp)."""
+    the record, MQTT and the PLC outputs carry the same id. ``trigger_id`` is set in trigger mode; ``camera``
+    carries what a camera reported (frame id, timestamp)."""
 
     seq: int
     source: int
@@ -57,8 +56,8 @@ class Result:
     def event(self, several_sources: bool = False) -> dict[str, Any]:
         """The JSON form every verdict sink shares (events file, record, MQTT)."""
         r = self.inspection
-        ev: dict[str, Any] = {"result_id": self.result_id, "frame": self.frame_index, "time": self.wall_time, "score": r.score,
-                              "normalised_score": r.normalised_score, "score_scale": r.score_scale,
+        ev: dict[str, Any] = {"result_id": self.result_id, "frame": self.frame_index, "time": self.wall_time,
+                              "score": r.score, "normalised_score": r.normalised_score, "score_scale": r.score_scale,
                               "threshold": r.image_threshold, "verdict": r.verdict}
         if several_sources:
             ev = {"source": self.source, "source_spec": redact(self.spec)} | ev
@@ -101,7 +100,7 @@ class Sink(ABC):
     required = False
     queue_size = 64
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 — an optional hook: a no-op by default, not abstract
         """Called once before the first result (on the loop's thread: raise UserError for a bad setting)."""
 
     def wants(self, result: Result) -> bool:
@@ -120,7 +119,7 @@ class Sink(ABC):
         for r in results:
             self.take(r)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 — an optional hook: a no-op by default, not abstract
         """Called once after the last result (on the sink's thread, after every queued result was taken)."""
 
     def gauges(self) -> dict[str, tuple[str, float]]:
@@ -200,7 +199,8 @@ class SinkRunner:
                 if not self._reported:
                     self._reported = True
                     self.log(f"sink {self.sink.name} failed ({self.stats.last_error}); further failures are "
-                             "only counted" + (" — this sink is required: error state set" if self.sink.required else ""))
+                             "only counted"
+                             + (" — this sink is required: error state set" if self.sink.required else ""))
             self.stats.seconds += time.perf_counter() - t0
         try:
             self.sink.close()

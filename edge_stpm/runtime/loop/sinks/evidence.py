@@ -1,8 +1,8 @@
 """Saved evidence: for every NG result (and a sample of OK ones) the full frame as captured (PNG, lossless: it can be
 reviewed and reused for training) and the overlay the live view drew for it (a JPEG: colours, outline, banner),
-named in the record's ``evidence`` table, kept under a disk budget with a retention policy (NG frames ``ng_days``, sampled OK frames ``ok_days``; when the budget is
-hit the oldest evidence goes first). Not required: a full disk costs evidence (counted, said once), never a verdict
-or a record row.
+named in the record's ``evidence`` table, kept under a disk budget with a retention policy (NG frames ``ng_days``,
+sampled OK frames ``ok_days``; when the budget is hit the oldest evidence goes first). Not required: a full disk
+costs evidence (counted, said once), never a verdict or a record row.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import write_bytes
@@ -117,7 +116,7 @@ class EvidenceSink(Sink):
 
     def _delete(self, rows: list[tuple[str, str, str]]) -> None:
         assert self.con is not None
-        for rid, frame, heat in rows:
+        for _rid, frame, heat in rows:
             for f in (frame, heat):
                 if f:
                     Path(f).unlink(missing_ok=True)

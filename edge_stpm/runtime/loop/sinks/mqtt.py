@@ -60,7 +60,8 @@ def parse_url(text: str) -> BrokerUrl:
 
 def check_topic(template: str) -> str:
     if not template or any(c in template for c in "+#\0") or template.startswith("$"):
-        raise UserError(f"--mqtt-topic {template!r}: give a topic without wildcards (+, #), e.g. plant/line1/{{source}}")
+        raise UserError(f"--mqtt-topic {template!r}: give a topic without wildcards (+, #), "
+                        "e.g. plant/line1/{source}")
     try:
         template.format(host="h", source=0)
     except (KeyError, IndexError, ValueError):
@@ -201,7 +202,7 @@ class MqttSink(Sink):
             except (OSError, ValueError) as exc:
                 raise UserError(f"--mqtt-ca {self.ca_file}: {exc}") from None
         c.max_inflight_messages_set(self.window)
-        c.reconnect_delay_set(0.5, 4)
+        c.reconnect_delay_set(0.5, 4)  # type: ignore[arg-type]  # seconds, any number (paho's hint says int)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         self.client = c
@@ -226,13 +227,13 @@ class MqttSink(Sink):
         run = last.rsplit("-", 1)[0]
         con = connect(self.record, readonly=True)
         try:
-            rows = con.execute(f"SELECT {select_columns(con)} FROM inspections WHERE result_id > ? AND result_id LIKE ? "
-                               "ORDER BY id", (last, run + "-%")).fetchall()
+            rows = con.execute(f"SELECT {select_columns(con)} FROM inspections "
+                               "WHERE result_id > ? AND result_id LIKE ? ORDER BY id", (last, run + "-%")).fetchall()
         finally:
             con.close()
         msgs = []
         for values in rows:
-            row = dict(zip(COLUMNS, values))
+            row = dict(zip(COLUMNS, values, strict=True))
             row["camera"] = json.loads(row["camera"]) if row["camera"] else None
             msgs.append(self.message(row))
         if msgs:
@@ -288,7 +289,8 @@ class MqttSink(Sink):
         if self.outbox is not None:
             left = self.outbox.depth()
             if left:
-                self.log(f"{left} MQTT results not yet acknowledged stay in {self.outbox_path} and are sent on the next run")
+                self.log(f"{left} MQTT results not yet acknowledged stay in {self.outbox_path} and are sent on the "
+                         "next run")
             self.final_gauges = self.gauges()
             self.outbox.close()
             self.outbox = None
@@ -350,7 +352,7 @@ class MqttSink(Sink):
                     break
                 acked.append(row_id)
             if acked:
-                self.outbox.remove(*acked)  # type: ignore[union-attr]
+                self.outbox.remove(*acked)  # type: ignore[union-attr]  # open while the sender runs
                 self.sent += len(acked)
             elif infos and infos[0][1].rc != 0:
                 time.sleep(0.1)

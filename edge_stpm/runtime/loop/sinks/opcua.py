@@ -8,7 +8,8 @@ Address space (namespace ``urn:edge-stpm``), under Objects/VisionSystem:
   ResultManagement/LastResult/
       ResultId String, TriggerId UInt32, IsPartGood Boolean, Verdict String, NormalisedScore Double (on the score
       scale: 0 = a typical good part, 1 = the threshold), ScoreScale String (good, or threshold for a model
-      calibrated before that scale: 0 = a zero score), RawThreshold Double, CreationTime DateTime, ProcessingTimeMs Double (trigger seen → result ready),
+      calibrated before that scale: 0 = a zero score), RawThreshold Double, CreationTime DateTime,
+      ProcessingTimeMs Double (trigger seen → result ready),
       CameraFrameId UInt64, CameraTimestamp UInt64 (what an industrial camera reported; 0 for other sources)
       RecipeIndex UInt16, RecipeName String (the recipe that judged the result)
   Counters/ Parts UInt64, NgParts UInt64
@@ -85,11 +86,16 @@ class OpcuaServer:
         await _identify(s)
         await _secure(s, self.security, anonymous=self.loopback, user=self.user is not None)
         idx = await s.register_namespace(NAMESPACE)
-        node = lambda *path: ua.NodeId(".".join(path), idx)  # noqa: E731 — the stable string id of a browse path
+
+        def node(*path: str) -> ua.NodeId:
+            """The stable string id of a browse path."""
+            return ua.NodeId(".".join(path), idx)  # type: ignore[arg-type]  # a str id (the hint wants ua.String)
+
         vs = await s.nodes.objects.add_object(node("VisionSystem"), f"{idx}:VisionSystem")
         n = self.nodes
         n["State"] = await vs.add_variable(node("VisionSystem", "State"), f"{idx}:State", "Operational")
-        n["ErrorCode"] = await vs.add_variable(node("VisionSystem", "ErrorCode"), f"{idx}:ErrorCode", 0, ua.VariantType.UInt16)
+        n["ErrorCode"] = await vs.add_variable(node("VisionSystem", "ErrorCode"), f"{idx}:ErrorCode", 0,
+                                               ua.VariantType.UInt16)
         n["ErrorText"] = await vs.add_variable(node("VisionSystem", "ErrorText"), f"{idx}:ErrorText", "none")
         rm = await vs.add_object(node("VisionSystem", "ResultManagement"), f"{idx}:ResultManagement")
         last = await rm.add_object(node("VisionSystem", "ResultManagement", "LastResult"), f"{idx}:LastResult")
@@ -104,8 +110,8 @@ class OpcuaServer:
                                 ("CameraFrameId", 0, ua.VariantType.UInt64),
                                 ("CameraTimestamp", 0, ua.VariantType.UInt64),
                                 ("RecipeIndex", 0, ua.VariantType.UInt16), ("RecipeName", "", ua.VariantType.String)):
-            n[name] = await last.add_variable(node("VisionSystem", "ResultManagement", "LastResult", name), f"{idx}:{name}",
-                                              value, vt)
+            n[name] = await last.add_variable(node("VisionSystem", "ResultManagement", "LastResult", name),
+                                              f"{idx}:{name}", value, vt)
         counters = await vs.add_object(node("VisionSystem", "Counters"), f"{idx}:Counters")
         n["Parts"] = await counters.add_variable(node("VisionSystem", "Counters", "Parts"), f"{idx}:Parts", 0,
                                                  ua.VariantType.UInt64)
@@ -118,7 +124,8 @@ class OpcuaServer:
                                                       self.state.recipe_index, ua.VariantType.UInt16)
         n["Recipe.Name"] = await recipe.add_variable(node("VisionSystem", "Recipe", "Name"), f"{idx}:Name", "",
                                                      ua.VariantType.String)
-        await vs.add_method(node("VisionSystem", "Trigger"), f"{idx}:Trigger", self._trigger, [], [ua.VariantType.UInt32])
+        await vs.add_method(node("VisionSystem", "Trigger"), f"{idx}:Trigger", self._trigger, [],
+                            [ua.VariantType.UInt32])
         await vs.add_method(node("VisionSystem", "AckResult"), f"{idx}:AckResult", self._ack, [], [])
         await vs.add_method(node("VisionSystem", "SelectRecipe"), f"{idx}:SelectRecipe", self._select,
                             [ua.VariantType.UInt16], [ua.VariantType.Boolean])
@@ -140,7 +147,8 @@ class OpcuaServer:
         tid = self.state.trigger()
         await self._write_state()
         if tid is None:
-            return ua.StatusCode(ua.StatusCodes.BadResourceUnavailable)  # type: ignore[return-value]
+            # a method may answer a bad StatusCode instead of its outputs (asyncua's hints: a list, a UInt32)
+            return ua.StatusCode(ua.StatusCodes.BadResourceUnavailable)  # type: ignore[arg-type, return-value]
         return [ua.Variant(tid, ua.VariantType.UInt32)]
 
     async def _ack(self, parent: Any) -> list[Any]:
@@ -169,7 +177,8 @@ class OpcuaServer:
         self.review += int(ins.verdict == "REVIEW")
         values = {"ResultId": (r.result_id, ua.VariantType.String),
                   "TriggerId": (r.trigger_id or 0, ua.VariantType.UInt32),
-                  "IsPartGood": (ins.verdict == "OK", ua.VariantType.Boolean), "Verdict": (ins.verdict, ua.VariantType.String),
+                  "IsPartGood": (ins.verdict == "OK", ua.VariantType.Boolean),
+                  "Verdict": (ins.verdict, ua.VariantType.String),
                   "IsReview": (ins.verdict == "REVIEW", ua.VariantType.Boolean),
                   "NormalisedScore": (float(ins.normalised_score), ua.VariantType.Double),
                   "ScoreScale": (ins.score_scale, ua.VariantType.String),
@@ -280,7 +289,10 @@ class _Rules:
         from asyncua import ua
         from asyncua.crypto.permission_rules import USER_TYPES, UserRole
 
-        ids = lambda *types: {ua.NodeId(t) for t in types}  # type: ignore[arg-type]  # noqa: E731 — numeric ids
+        def ids(*types: Any) -> set[ua.NodeId]:
+            """Numeric node ids."""
+            return {ua.NodeId(t) for t in types}
+
         user = ids(*USER_TYPES)
         writes = ids(ua.ObjectIds.WriteRequest_Encoding_DefaultBinary, ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
         self.allowed = {UserRole.User: user, UserRole.Anonymous: user - writes}
@@ -305,7 +317,7 @@ def _server_class() -> Any:
     from asyncua import Server, ua
     from asyncua.crypto.security_policies import SecurityPolicyFactory, SecurityPolicyNone
 
-    class _Server(Server):  # type: ignore[misc, valid-type]
+    class _Server(Server):
         async def _setup_server_nodes(self) -> None:
             await super()._setup_server_nodes()
             if ua.SecurityPolicyType.NoSecurity not in self._security_policy:
@@ -363,6 +375,7 @@ def read_pair(sec: Security) -> tuple[tuple[bytes, str], tuple[bytes, str]]:
         raise UserError(f"--opcua-key {sec.key}: not a private key without a password (PEM or DER)") from None
     if not isinstance(key, rsa.RSAPrivateKey) or not 2048 <= key.key_size <= 4096:
         raise UserError(f"--opcua-key {sec.key}: Basic256Sha256 needs an RSA key of 2048 to 4096 bits")
+    # the certificate's public key is typed as a union of key types (not all of them have public_numbers)
     if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
         raise UserError(f"--opcua-key {sec.key} is not the key of --opcua-cert {sec.cert}")
     return out[0], out[1]

@@ -11,10 +11,10 @@ Register map (holding registers, 0-based, function codes 3 / 6 / 16): see ``REGI
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 import queue
 import threading
 import time
+from collections import deque
 from typing import Any, Callable
 
 import numpy as np
@@ -161,7 +161,8 @@ class PlcState:
 
     def registers(self) -> list[int]:
         with self.lock:
-            status = ((BIT_TRIGGER_READY if self.trigger_ready else 0) | (BIT_RESULTS_READY if self.results_ready else 0)
+            status = ((BIT_TRIGGER_READY if self.trigger_ready else 0)
+                      | (BIT_RESULTS_READY if self.results_ready else 0)
                       | (BIT_OK if self.ok else 0) | (BIT_NG if self.ng else 0) | (BIT_REVIEW if self.review else 0)
                       | (BIT_ERROR if self.error_code else 0) | (BIT_BUSY if self.busy else 0))
             out = [0] * N_REGISTERS
@@ -180,7 +181,8 @@ class PlcState:
         with self.lock:
             if not (self.results_ready and self.last_trigger == tid):
                 return None
-            return {"trigger_id": tid, "result_id": self.result_id, "verdict": "NG" if self.ng else "REVIEW" if self.review else "OK",
+            return {"trigger_id": tid, "result_id": self.result_id,
+                    "verdict": "NG" if self.ng else "REVIEW" if self.review else "OK",
                     "normalised_score": self.score, "cycle_ms": self.cycle_ms, "count": self.count,
                     "camera_frame_id": self.frame_id or None}
 
@@ -189,7 +191,8 @@ class PlcState:
             c = list(self.cycles)
         if not c:
             return {"cycles": 0}
-        return {"cycles": len(c), "cycle_ms_p50": float(np.percentile(c, 50)), "cycle_ms_p99": float(np.percentile(c, 99))}
+        return {"cycles": len(c), "cycle_ms_p50": float(np.percentile(c, 50)),
+                "cycle_ms_p99": float(np.percentile(c, 99))}
 
 
 class TriggeredSource(Source):
@@ -209,12 +212,12 @@ class TriggeredSource(Source):
                 raise refusal
         self.fire = getattr(base, "software_trigger", None) if mode == "software" else None
         if self.fire is not None:
-            base.externally_triggered = True  # type: ignore[attr-defined]
+            base.externally_triggered = True  # type: ignore[attr-defined]  # a camera source's flag, not Source's
         self.live = base.live
         self.fps = base.fps
 
     @property
-    def dropped(self) -> int:  # type: ignore[override]
+    def dropped(self) -> int:  # type: ignore[override]  # a property over Source's plain attribute
         return self.base.dropped
 
     def read(self, timeout: float = 5.0) -> Frame | None:
@@ -290,7 +293,7 @@ class ModbusServer:
             written = range(address, address + len(set_values))
             if any(a not in (COMMAND, RECIPE) for a in written):
                 return ExcCodes.ILLEGAL_ADDRESS
-            values = dict(zip(written, set_values))
+            values = dict(zip(written, set_values, strict=True))
             if RECIPE in values:  # a recipe written with a trigger in one request applies to that trigger
                 self.state.write_recipe(int(values[RECIPE]))
             if COMMAND in values:

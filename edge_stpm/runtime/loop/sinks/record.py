@@ -419,7 +419,8 @@ def query(path: Path, since: float | None = None, verdict: str | None = None, so
     """The newest ``limit`` rows matching, oldest first; ``recipe`` matches a recipe's name or index."""
     con = connect(path, readonly=True)
     cols = select_columns(con)
-    where, args = [], []
+    where: list[str] = []
+    args: list[str | float | int] = []
     if recipe is not None:
         if "NULL AS recipe_name" in cols:
             con.close()
@@ -438,7 +439,7 @@ def query(path: Path, since: float | None = None, verdict: str | None = None, so
     sql = (f"SELECT {cols} FROM inspections" + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY id DESC LIMIT ?")
     try:
-        rows = [dict(zip(COLUMNS, r)) for r in con.execute(sql, (*args, limit))]
+        rows = [dict(zip(COLUMNS, r, strict=True)) for r in con.execute(sql, (*args, limit))]
     except sqlite3.DatabaseError as exc:
         raise UserError(f"cannot read the inspection record {path}: {exc}") from None
     finally:

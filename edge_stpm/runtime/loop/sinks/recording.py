@@ -106,7 +106,9 @@ class Recorder:
         return part_path(segment_path(self.path, self._k))
 
     def _open(self, size: tuple[int, int]) -> None:
-        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+        # cv2.VideoWriter_fourcc exists at runtime; OpenCV's stubs list only VideoWriter.fourcc
+        fourcc = cv2.VideoWriter_fourcc(  # type: ignore[attr-defined]
+            *("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
         self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, size)
         if not self.writer.isOpened():
             raise UserError(f"cannot record to {self.path}: OpenCV has no writer for {self.path.suffix}")

@@ -32,8 +32,9 @@ class SnapshotSink(Sink):
         return result.snapshot is not None
 
     def take(self, result: Result) -> None:
-        stem = Path(result.snapshot)  # type: ignore[arg-type]
+        stem = Path(result.snapshot)  # type: ignore[arg-type]  # set: wants() takes only results with a snapshot
         write_bytes(stem.with_name(stem.name + "_frame.png"), png(result.image))
-        write_bytes(stem.with_name(stem.name + "_overlay.png"), png(result.picture))
+        # a picture sink: the picture stage drew ``picture`` before handing the result here
+        write_bytes(stem.with_name(stem.name + "_overlay.png"), png(result.picture))  # type: ignore[arg-type]
         write_json(stem.with_name(stem.name + ".json"), result.event(self.several))
         self.saved += 1

@@ -23,7 +23,7 @@ class WindowSink:
 
     def take(self, result: Result) -> None:
         with self._lock:
-            self._latest[result.source] = result.picture  # type: ignore[assignment]
+            self._latest[result.source] = result.picture  # type: ignore[assignment]  # a picture sink: drawn
 
     def pump(self) -> int:
         with self._lock:
