@@ -63,7 +63,7 @@ def shares(sizes: list[int], k: int) -> list[int]:
     while sum(out) > k:  # only when k < the number of chunks: drop from the smallest
         j = min((j for j in range(len(out)) if out[j] > 0), key=lambda j: sizes[j])
         out[j] -= 1
-    return [min(o, s) for o, s in zip(out, sizes)]
+    return [min(o, s) for o, s in zip(out, sizes, strict=True)]
 
 
 def select(feats: np.ndarray, k: int, seed: int = 0, chunk: int = 0, on_step: OnStep | None = None) -> np.ndarray:
@@ -79,7 +79,7 @@ def select(feats: np.ndarray, k: int, seed: int = 0, chunk: int = 0, on_step: On
     order = rng.permutation(n)
     parts = np.array_split(order, math.ceil(n / chunk))
     out = []
-    for part, kk in zip(parts, shares([len(p) for p in parts], k)):
+    for part, kk in zip(parts, shares([len(p) for p in parts], k), strict=True):
         if kk:
             local = greedy(z[part], kk, int(rng.integers(len(part))), on_step)
             out.append(part[local])

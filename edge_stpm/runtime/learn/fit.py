@@ -22,7 +22,13 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_stpm.contract.artifacts import (
-    METADATA_KEY, SELFTEST, onnx_path, selftest_image, sidecar, write_bundle_readme, write_manifest,
+    METADATA_KEY,
+    SELFTEST,
+    onnx_path,
+    selftest_image,
+    sidecar,
+    write_bundle_readme,
+    write_manifest,
 )
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import write_json

@@ -84,5 +84,6 @@ def read_pack(path: Path) -> Pack:
             raise UserError(f"{doc_path}: {f.name} is missing from the pack")
         want = doc["sha256"].get(f.name)
         if want is None or file_sha256(f) != want:
-            raise UserError(f"{f}: its sha256 does not match {TEACHER_JSON} (damaged or replaced): write the pack again")
+            raise UserError(f"{f}: its sha256 does not match {TEACHER_JSON} (damaged or replaced): "
+                            "write the pack again")
     return pack

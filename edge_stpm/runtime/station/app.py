@@ -301,15 +301,15 @@ def _service_hooks(c: RunConfig, insp: Any, opts: Any, say: Say, error: Say) -> 
     if opts.http is not None:
         opts.http.triggered = c.trigger != "free-run"
     dog = Watchdog(lambda: opts.http.health()[0] if opts.http is not None else True)
-    control = getattr(insp, "control", None)
-    if control is None or threading.current_thread() is not threading.main_thread():
+    control, path = getattr(insp, "control", None), c.config_path
+    if control is None or path is None or threading.current_thread() is not threading.main_thread():
         return dog.close
 
     def reload() -> None:
         from edge_stpm.runtime.station.config import load
 
         try:
-            changed = control.reload(load(c.config_path), "SIGHUP")
+            changed = control.reload(load(path), "SIGHUP")
             say(f"config reloaded: {', '.join(changed) or 'nothing changed'}")
         except UserError as exc:
             for line in getattr(exc, "lines", [str(exc)]):
@@ -365,9 +365,11 @@ def _station_inspector(c: RunConfig, threads: Optional[int], line: Any, say: Say
         line.plc.select_recipe = recipes.select
         line.plc.recipe_index = recipes.active_index
         line.plc.recipe_names = {r.cfg.index: r.cfg.name for r in recipes.recipes.values()}
-    recipes.on_change.append(lambda a, b: audit.write("line", "recipe", b.cfg.name,
-                                                      {"index": a.cfg.index, "name": a.cfg.name},
-                                                      {"index": b.cfg.index, "name": b.cfg.name}))
+    def changed(a: Any, b: Any) -> None:
+        audit.write("line", "recipe", b.cfg.name, {"index": a.cfg.index, "name": a.cfg.name},
+                    {"index": b.cfg.index, "name": b.cfg.name})
+
+    recipes.on_change.append(changed)
     control = StationControl(recipes, ModelStore(st.store.root or data_dir() / "models"), audit, c.backend, threads,
                              c.frame_path, st.http.engineer_token)
     control.station = st
