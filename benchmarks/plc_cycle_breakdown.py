@@ -36,7 +36,7 @@ def model_p50(insp, n: int = 200) -> float:
 def main() -> None:
     from edge_stpm.runtime.inspector import Inspector
     from edge_stpm.runtime.loop.pipeline import RunOptions, run
-    from edge_stpm.runtime.loop.sinks.plc import PlcSink, PlcState, TriggeredSource
+    from edge_stpm.runtime.line.plc import PlcSink, PlcState, TriggeredSource
     from edge_stpm.runtime.loop.sinks.record import RecordSink
     from edge_stpm.runtime.loop.sources import open_source
 

@@ -70,10 +70,11 @@ def one_seed(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def table_md(records: list[dict[str, Any]]) -> str:
-    P.CANDIDATES, P.CHEAPEST_FIRST = dict.fromkeys(CANDIDATES), CHEAPEST_FIRST  # the shared rule over S names
+    P.CANDIDATES = dict.fromkeys(CANDIDATES)  # the shared rule over S names
     m = P.means(records)
-    base = m["S4"]
-    m = {"P0": base} | {k: v for k, v in m.items() if k != "S4"}  # P.decide compares against "P0"
+    m = {"P0": m["S4"]} | {k: v for k, v in m.items() if k != "S4"}  # P.decide compares against "P0" (= S4)
+    P.CANDIDATES = dict.fromkeys(m)
+    P.CHEAPEST_FIRST = ("S1", "S2", "P0")
     d = P.decide(m)
     d["winner"] = "S4" if d["winner"] == "P0" else d["winner"]
     lines = ["# Round 4, step S: map smoothing on magnetic tile (RULE_R4.md)", ""]

@@ -143,7 +143,7 @@ FREE_TEXT: dict[str, str] = {
     "--mqtt-topic": "runtime.loop.sinks.mqtt.check_topic (no wildcards; {host} and {source} filled in)",
     "--modbus": "runtime.loop.live_view.parse_bind (HOST:PORT)",
     "--opcua": "runtime.loop.live_view.parse_bind (HOST:PORT)",
-    "--opcua-user": "runtime.loop.sinks.opcua.parse_user (USER:PASSWORD)",
+    "--opcua-user": "runtime.line.opcua.parse_user (USER:PASSWORD)",
     "--since": "runtime.loop.sinks.record.parse_time (a duration such as 2h, or an ISO time)",
     "--name": "cli.triton_repo (letters, digits, '_' and '-')",
     "--recipe": "history: a recipe's name or index, matched as text against the record (no match: no rows); "

@@ -135,7 +135,7 @@ class PacedSource(Source):
 
 
 def _wait_bit(c, bit: int, on: bool, timeout: float = 20.0, poll_s: float = 0.001) -> list[int]:
-    from edge_stpm.runtime.loop.sinks import plc
+    from edge_stpm.runtime.line import plc
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -155,7 +155,7 @@ def modbus_cycles(port: int, n: int, proc=None, check_busy: bool = True,
     result is acknowledged and checks the error code."""
     from pymodbus.client import ModbusTcpClient
 
-    from edge_stpm.runtime.loop.sinks import plc
+    from edge_stpm.runtime.line import plc
 
     c = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
     deadline = time.monotonic() + 120

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from helpers.line_parts import free_port, image_folder, modbus_cycles
-from edge_stpm.runtime.loop.sinks import plc
+from edge_stpm.runtime.line import plc
 from edge_stpm.runtime.inspector import Inspector
 
 pytest.importorskip("pymodbus")
@@ -107,7 +107,7 @@ def test_opcua_client_reads_state_results_and_triggers(exported: Path, synth_dir
 
 def test_opcua_refuses_anonymous_off_loopback() -> None:
     pytest.importorskip("asyncua")
-    from edge_stpm.runtime.loop.sinks.opcua import OpcuaServer, parse_user
+    from edge_stpm.runtime.line.opcua import OpcuaServer, parse_user
     from edge_stpm.contract.errors import UserError
 
     with pytest.raises(UserError, match="--opcua-user"):
@@ -127,7 +127,7 @@ def test_opcua_node_ids_are_stable_strings_and_the_server_says_who_it_is() -> No
     from asyncua import Client, ua
 
     from edge_stpm import __version__
-    from edge_stpm.runtime.loop.sinks.opcua import NAMESPACE, OpcuaServer
+    from edge_stpm.runtime.line.opcua import NAMESPACE, OpcuaServer
     from helpers.line_parts import free_port
 
     port = free_port()

@@ -73,8 +73,8 @@ def test_verdict_reaches_verdict_sinks_before_the_picture_is_drawn(insp: Inspect
 
 
 def test_required_sink_failure_is_an_error_state(insp: Inspector, synth_dir: Path) -> None:
-    from edge_stpm.runtime.loop.line import Line
-    from edge_stpm.runtime.loop.sinks import plc as plc_mod
+    from edge_stpm.runtime.line.setup import Line
+    from edge_stpm.runtime.line import plc as plc_mod
 
     record = Counting("record", fail=True, required=True)
     line = Line(plc=plc_mod.PlcState())

@@ -112,7 +112,7 @@ def _recipe_cycles(port: int, n: int, proc, unknown_at: int) -> list[tuple]:
     cycle ``unknown_at`` it first writes 7 and checks that triggers are refused with 6 and the 6 stays."""
     from pymodbus.client import ModbusTcpClient
 
-    from edge_stpm.runtime.loop.sinks import plc
+    from edge_stpm.runtime.line import plc
     from helpers.line_parts import _wait_bit
 
     c = ModbusTcpClient("127.0.0.1", port=port, timeout=5)

@@ -243,7 +243,7 @@ def collect(cfg: CollectSettings, log: Callable[[str], None], on_kept: Callable[
             ) -> tuple[CollectStats, Path | None, Any]:
     """The loop with no model until ``count`` frames are kept (or the source ends, or ``max_frames`` read, or
     Ctrl-C); returns the stats, the contact sheet and the loop's summary."""
-    from edge_stpm.runtime.loop.line import LineSettings, check_sources, setup as setup_line
+    from edge_stpm.runtime.line.setup import LineSettings, check_sources, setup as setup_line
     from edge_stpm.runtime.loop.pipeline import RunOptions, check_outputs, run as run_loop
     from edge_stpm.runtime.loop.sources import open_source
 

@@ -460,7 +460,7 @@ class LiveView:
             timeout = max(0.1, min(60.0, float(request.query.get("timeout", "10"))))
         except ValueError:
             raise web.HTTPBadRequest(text="timeout must be a number of seconds") from None
-        from edge_stpm.runtime.loop.sinks.plc import ERROR_TEXT
+        from edge_stpm.runtime.line.plc import ERROR_TEXT
 
         tid = st.trigger()
         if tid is None:

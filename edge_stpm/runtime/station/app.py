@@ -146,7 +146,7 @@ class _Run:
     sources: list[Any] = field(default_factory=list)
 
     def _sources(self) -> list[str]:
-        from edge_stpm.runtime.loop.line import check_sources
+        from edge_stpm.runtime.line.setup import check_sources
 
         specs = self.cfg.specs
         if not specs:
@@ -168,14 +168,14 @@ class _Run:
 
     def _line(self, n_sources: int) -> None:
         """The record, MQTT and the PLC servers (the line's side of the run), and the station's evidence."""
-        from edge_stpm.runtime.loop.line import LineSettings, setup as setup_line
+        from edge_stpm.runtime.line.setup import LineSettings, setup as setup_line
 
         c = self.cfg
         self.line = setup_line(LineSettings(c.model, c.history, c.history_keep_days, c.history_max_mb, c.mqtt,
                                             c.mqtt_topic, c.mqtt_ca, c.mqtt_outbox, c.outbox_max, c.modbus,
                                             c.opcua, c.opcua_user, c.trigger), n_sources, self.warn)
         if c.opcua:
-            from edge_stpm.runtime.loop.sinks.opcua import secure as secure_opcua
+            from edge_stpm.runtime.line.opcua import secure as secure_opcua
 
             secure_opcua(self.line.servers, c.opcua_security, c.opcua_cert, c.opcua_key, bool(c.opcua_self_signed),
                          data_dir() / "opcua", self.warn)
@@ -362,9 +362,7 @@ def _station_inspector(c: RunConfig, threads: Optional[int], line: Any, say: Say
     audit = Audit(c.history, st.audit.syslog)
     recipes = load_recipes(st.recipes, st.initial(), c.backend, threads, c.frame_path, log=say)
     if line.plc is not None:
-        line.plc.select_recipe = recipes.select
-        line.plc.recipe_index = recipes.active_index
-        line.plc.recipe_names = {r.cfg.index: r.cfg.name for r in recipes.recipes.values()}
+        line.plc.connect_recipes(recipes)  # register 11 / OPC UA SelectRecipe → this recipe set
     def changed(a: Any, b: Any) -> None:
         audit.write("line", "recipe", b.cfg.name, {"index": a.cfg.index, "name": a.cfg.name},
                     {"index": b.cfg.index, "name": b.cfg.name})

@@ -172,6 +172,10 @@ class RecipeSet:
             old.inspector.close()
         return old
 
+    def names(self) -> dict[int, str]:
+        """Every recipe's index and name (what the PLC's side shows)."""
+        return {r.cfg.index: r.cfg.name for r in self.recipes.values()}
+
     def select(self, index: int) -> bool:
         with self.lock:
             if index not in self.recipes:

@@ -55,21 +55,21 @@ class Line:
         """In trigger mode the one source yields one frame per accepted trigger."""
         if self.plc is None or not self.triggered:
             return sources
-        from edge_stpm.runtime.loop.sinks.plc import TriggeredSource
+        from edge_stpm.runtime.line.plc import TriggeredSource
 
         return [TriggeredSource(sources[0], self.plc)]
 
     def on_inspection_error(self, text: str) -> None:
         """A frame that could not be inferred (the model server is down) shows on the PLC as code 3."""
         if self.plc is not None:
-            from edge_stpm.runtime.loop.sinks.plc import ERR_INSPECTION
+            from edge_stpm.runtime.line.plc import ERR_INSPECTION
 
             self.plc.fail(ERR_INSPECTION, text)
 
     def on_error(self, text: str) -> None:
         """A required output failing (the record, say) shows on the PLC as its error bit and code 4."""
         if self.plc is not None:
-            from edge_stpm.runtime.loop.sinks.plc import ERR_OUTPUT
+            from edge_stpm.runtime.line.plc import ERR_OUTPUT
 
             self.plc.fail(ERR_OUTPUT, text)
 
@@ -110,8 +110,8 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
     if cfg.trigger == "plc" and not (cfg.modbus or cfg.opcua):
         raise UserError("--trigger plc needs a PLC connection: --modbus HOST:PORT or --opcua HOST:PORT")
     if cfg.modbus or cfg.opcua or cfg.trigger == "http":
+        from edge_stpm.runtime.line.plc import ModbusServer, PlcSink, PlcState
         from edge_stpm.runtime.loop.live_view import parse_bind
-        from edge_stpm.runtime.loop.sinks.plc import ModbusServer, PlcSink, PlcState
 
         line.plc = PlcState()
         sink = PlcSink(line.plc)
@@ -124,7 +124,7 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
                                   "machine network, behind the line's firewall)")
             line.servers.append(ModbusServer(line.plc, bind.host, bind.port))
         if cfg.opcua:
-            from edge_stpm.runtime.loop.sinks.opcua import OpcuaServer, parse_user
+            from edge_stpm.runtime.line.opcua import OpcuaServer, parse_user
 
             bind = parse_bind(cfg.opcua, what="--opcua")
             ua_server = OpcuaServer(line.plc, bind.host, bind.port, parse_user(cfg.opcua_user), bind.loopback)

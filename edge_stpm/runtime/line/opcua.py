@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_stpm.contract.errors import UserError
+from edge_stpm.runtime.line.plc import ERR_BUSY, ERR_NOT_ACKED, ERROR_TEXT, PlcState
 from edge_stpm.runtime.loop.sinks.base import Result
-from edge_stpm.runtime.loop.sinks.plc import ERR_BUSY, ERR_NOT_ACKED, ERROR_TEXT, PlcState
 
 NAMESPACE = "urn:edge-stpm"
 SECURITY_NAMES = ("none", "sign_encrypt")  # the choices of [opcua] security and run --opcua-security

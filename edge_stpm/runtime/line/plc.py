@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -55,6 +55,34 @@ REGISTERS = {
 }
 
 
+class RecipePort(Protocol):
+    """What the line selects a recipe through (the station's ``RecipeSet``): register 11 / OPC UA SelectRecipe →
+    ``PlcState.write_recipe`` → ``select``."""
+
+    def select(self, index: int) -> bool:
+        """Make the recipe of this index the active one; False when there is none (nothing changes)."""
+        ...
+
+    @property
+    def active_index(self) -> int: ...
+
+    def names(self) -> dict[int, str]:
+        """Every recipe's index and name."""
+        ...
+
+
+class OneModel:
+    """The port of a run without a station: one model, recipe 0."""
+
+    active_index = 0
+
+    def select(self, index: int) -> bool:
+        return index == 0
+
+    def names(self) -> dict[int, str]:
+        return {}
+
+
 class PlcState:
     """The handshake, protocol-independent and thread-safe; the Modbus (or OPC UA) server maps it to registers."""
 
@@ -77,11 +105,17 @@ class PlcState:
         self.rejected = 0
         self.t0 = time.monotonic()
         self.failing: str | None = None
-        # recipes: ``select_recipe(index)`` changes the box's active recipe and says whether it exists
-        self.select_recipe: Callable[[int], bool] = lambda index: index == 0
+        self.recipes: RecipePort = OneModel()  # the port recipes are selected through (``connect_recipes``)
         self.recipe_index = 0
         self.recipe_invalid: int | None = None  # the unknown index written, while it stands
         self.recipe_names: dict[int, str] = {}
+
+    def connect_recipes(self, port: RecipePort) -> None:
+        """Select recipes through ``port`` (a station's recipe set) from now on; its active recipe is the PLC's."""
+        with self.lock:
+            self.recipes = port
+            self.recipe_index = port.active_index
+            self.recipe_names = port.names()
 
     def recipe_name(self) -> str:
         return self.recipe_names.get(self.recipe_index, "")
@@ -89,7 +123,7 @@ class PlcState:
     def write_recipe(self, index: int) -> bool:
         """The PLC wrote the recipe register. An unknown index leaves the active recipe as it is, sets error 6 and
         makes every trigger fail with 6 until a known index is written (which clears the 6)."""
-        ok = self.select_recipe(int(index))
+        ok = self.recipes.select(int(index))
         with self.lock:
             if ok:
                 self.recipe_index, self.recipe_invalid = int(index), None
