@@ -128,16 +128,16 @@ class DriftSink(Sink):
                          ins.ng)
 
 
-def metadata_lookup(inspector: Any) -> Callable[[Result], dict[str, Any]]:
-    """The metadata of the model that judged a result: its recipe's model with a station, else the one model."""
-    recipes = getattr(inspector, "recipes", None)
+def metadata_lookup(recipes: Any) -> Callable[[Result], dict[str, Any]]:
+    """The metadata of the model that judged a result: its recipe's model (``recipes``: the station's recipe set),
+    else the active recipe's."""
 
     def of(r: Result) -> dict[str, Any]:
-        if recipes is not None and r.inspection.recipe:
+        if r.inspection.recipe:
             rec = recipes.by_name(r.inspection.recipe.get("name", ""))
             if rec is not None:
-                return rec.inspector.backend.metadata
-        return inspector.backend.metadata
+                return dict(rec.inspector.backend.metadata)
+        return dict(recipes.active.inspector.backend.metadata)
 
     return of
 
@@ -164,14 +164,14 @@ class DriftCollector:
         yield from fams.values()
 
 
-def attach(station: Any, inspector: Any, sinks: list[Sink], log: Callable[[str], None]) -> DriftTracker | None:
-    """A station run's drift tracking (its ``[drift]`` section): the sink added to ``sinks``; the tracker returned
-    for the HTTP view (``show``)."""
-    if station is None or not station.drift.enabled:
+def attach(station: Any, recipes: Any, sinks: list[Sink], log: Callable[[str], None]) -> DriftTracker | None:
+    """A station run's drift tracking (its ``[drift]`` section; ``recipes``: its recipe set): the sink added to
+    ``sinks``; the tracker returned for the HTTP view (``show``)."""
+    if station is None or recipes is None or not station.drift.enabled:
         return None
     d = station.drift
     tracker = DriftTracker(DriftPolicy(d.window, d.min_parts, d.margin), log)
-    sinks.append(DriftSink(tracker, metadata_lookup(inspector)))
+    sinks.append(DriftSink(tracker, metadata_lookup(recipes)))
     return tracker
 
 

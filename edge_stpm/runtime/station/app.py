@@ -142,6 +142,7 @@ class _Run:
     opts: Any = None
     line: Any = None
     insp: Any = None
+    station: Any = None  # the StationInspector with a station file (its recipes and control), else None
     watcher: Any = None
     sources: list[Any] = field(default_factory=list)
 
@@ -202,7 +203,7 @@ class _Run:
         if workers > 1 and threads is None:
             threads = max(1, available_cores() // workers)
         if c.station is not None:
-            self.insp = _station_inspector(c, threads, self.line, self.say)
+            self.insp = self.station = _station_inspector(c, threads, self.line, self.say)
         else:
             self.insp = Inspector.load(c.model, c.backend, c.threshold, c.precision, threads, verbose=True,
                                        frame_path=c.frame_path, choice=choice)
@@ -217,17 +218,19 @@ class _Run:
         from edge_stpm.runtime.loop.live_view import parse_bind
 
         c, opts = self.cfg, self.opts
-        tracker = drift.attach(c.station, self.insp, opts.sinks, self.warn)
         from edge_stpm.runtime.station import dropfolder
 
-        self.watcher = dropfolder.start(c.station, self.insp, self.say)
+        recipes = self.station.recipes if self.station is not None else None
+        control = self.station.control if self.station is not None else None
+        tracker = drift.attach(c.station, recipes, opts.sinks, self.warn)
+        self.watcher = dropfolder.start(c.station, control, self.say)
         if not c.http:
             return
-        opts.http = _live_view(parse_bind(c.http), c, self.insp, specs, getattr(self.insp, "control", None), self.say)
+        opts.http = _live_view(parse_bind(c.http), c, self.insp, specs, control, self.say)
         drift.show(tracker, opts.http)
         if c.trigger == "http":
             opts.http.plc = self.line.plc  # POST /trigger drives the handshake
-        opts.http.recipes, opts.http.recipe_plc = getattr(self.insp, "recipes", None), self.line.plc  # POST /recipe
+        opts.http.recipes, opts.http.recipe_plc = recipes, self.line.plc  # POST /recipe
         opts.http.collect = next((s for s in opts.sinks if s.name == "collect-on-demand"), None)
 
     def close(self) -> None:
@@ -264,7 +267,7 @@ def run(cfg: RunConfig, say: Say, warn: Say, error: Say) -> RunResult:
         r.close()
         raise
     r.sources = []  # the loop closes its sources
-    service = _service_hooks(cfg, r.insp, r.opts, say, error)
+    service = _service_hooks(cfg, r.station.control if r.station is not None else None, r.opts, say, error)
     try:
         s = run_loop(r.insp, looped, r.opts, specs=specs)
     finally:
@@ -290,7 +293,7 @@ def _evidence(c: RunConfig) -> list[Any]:
             StationCollect((e.folder or data_dir() / "evidence").parent / "collect", min_free_mb=e.min_free_mb)]
 
 
-def _service_hooks(c: RunConfig, insp: Any, opts: Any, say: Say, error: Say) -> Callable[[], None]:
+def _service_hooks(c: RunConfig, control: Any, opts: Any, say: Say, error: Say) -> Callable[[], None]:
     """What a station run under systemd gets: READY / WATCHDOG (while /healthz would say 200) / STOPPING, and
     SIGHUP re-reading the station file (applied between two frames, or refused in one line). Returns the undo."""
     import signal
@@ -301,7 +304,7 @@ def _service_hooks(c: RunConfig, insp: Any, opts: Any, say: Say, error: Say) -> 
     if opts.http is not None:
         opts.http.triggered = c.trigger != "free-run"
     dog = Watchdog(lambda: opts.http.health()[0] if opts.http is not None else True)
-    control, path = getattr(insp, "control", None), c.config_path
+    path = c.config_path
     if control is None or path is None or threading.current_thread() is not threading.main_thread():
         return dog.close
 

@@ -147,9 +147,8 @@ class DropWatcher:
             self.thread.join(timeout=30)
 
 
-def start(station: Any, inspector: Any, log: Callable[[str], None]) -> DropWatcher | None:
-    """The station's drop folder, when its file names one and the run has a station control."""
-    control = getattr(inspector, "control", None)
+def start(station: Any, control: Any, log: Callable[[str], None]) -> DropWatcher | None:
+    """The station's drop folder, when its file names one (``control``: the station's StationControl)."""
     if station is None or station.store.drop is None or control is None:
         return None
     return DropWatcher(control, station.store.drop, log).start()
