@@ -375,5 +375,6 @@ def _station_inspector(c: RunConfig, threads: Optional[int], line: Any, say: Say
                              c.frame_path, st.http.engineer_token)
     control.station = st
     control.adopt(log=say)
+    control.restore_settings(say)
     audit.write("station", "start", st.initial().name, None, recipes.summary())
     return StationInspector(recipes, control)

@@ -56,6 +56,35 @@ class StationControl:
             if log is not None:
                 log(f"recipe {r.cfg.name}: v{entry['version']} restored (live when the station stopped)")
 
+    def restore_settings(self, log: Any = None) -> None:
+        """At start: each recipe's settings last changed from the web app (the store's settings.json: threshold,
+        minimum defect area, review band) over the station file's values, each said in one line."""
+        for name, v in self.store.settings().items():
+            rec = self.recipes.by_name(name)
+            if rec is None or not isinstance(v, dict):
+                continue
+            try:
+                cfg = type(rec.cfg).model_validate(rec.cfg.model_dump() | {k: v.get(k) for k in SETTING_KEYS})
+                cfg._threshold_multiple = bool(v.get("threshold_multiple", rec.cfg.threshold_multiple))
+                self._apply(rec, cfg)
+            except (UserError, ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+                if log is not None:
+                    log(f"recipe {name}: the settings changed from the web app are not applied "
+                        f"({str(exc).splitlines()[0]}); the station file's run")
+                continue
+            if log is not None:
+                log(f"recipe {name}: threshold {cfg.threshold:g}, minimum area {cfg.min_defect_area}, review band "
+                    f"{cfg.review_band}, set from the web app by {v.get('by', '?')} (kept in "
+                    f"{self.store.root / self.store.SETTINGS}; a reload that changes this recipe replaces them)")
+
+    def _apply(self, rec: LoadedRecipe, cfg: Any) -> None:
+        """``rec`` with other live settings, on the same loaded model, swapped in between two frames."""
+        from edge_stpm.runtime.inspector import Inspector
+
+        insp = Inspector(rec.inspector.backend, cfg.threshold, self.frame_path, cfg.threshold_multiple)
+        self.recipes.replace(LoadedRecipe(cfg.model_copy(update={"model": rec.cfg.model}), insp, rec.sha256, 0.0,
+                                          version=rec.version), close_old=False)
+
     def _recipe(self, name: str, who: str, action: str) -> LoadedRecipe:
         rec = self.recipes.by_name(name)
         if rec is None:
@@ -171,6 +200,7 @@ class StationControl:
             self.audit.write(who, "config reload", None, None, None, "refused", str(exc))
             raise
         for cfg in changed:
+            self.store.save_settings(cfg.name, None)  # the station file is the truth again for this recipe
             rec = self.recipes.recipes[cfg.index]
             insp = Inspector(rec.inspector.backend, cfg.threshold, self.frame_path, cfg.threshold_multiple)
             new_rec = LoadedRecipe(cfg.model_copy(update={"model": rec.cfg.model}), insp, rec.sha256, 0.0,
@@ -230,6 +260,7 @@ def zip_bundle(folder: Path) -> bytes:
     return zip_tree(folder, top_level=True)
 
 
+SETTING_KEYS = ("threshold", "min_defect_area", "review_band")  # what the web app changes; the next start keeps
 LIVE_KEYS = ("threshold", "roi", "ignore_mask", "ignore_polygons", "min_defect_area", "review_band")
 
 

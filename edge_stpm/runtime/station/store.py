@@ -108,6 +108,30 @@ class ModelStore:
         self.root = Path(root)
         self.lock = threading.Lock()
 
+    SETTINGS = "settings.json"  # recipe settings changed from the web app: what the next start applies
+
+    def settings(self) -> dict[str, Any]:
+        """Recipe settings changed while running (threshold, minimum defect area, review band), per recipe name,
+        with who and when; {} when none (or the file is unreadable: then the station file's values run)."""
+        p = self.root / self.SETTINGS
+        try:
+            doc = json.loads(p.read_text()) if p.is_file() else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def save_settings(self, recipe: str, values: dict[str, Any] | None) -> None:
+        """Store (or with None forget) one recipe's settings changed while running; written atomically."""
+        from edge_stpm.contract.files import write_json
+
+        with self.lock:
+            doc = self.settings()
+            if values is None:
+                doc.pop(recipe, None)
+            else:
+                doc[recipe] = values
+            write_json(self.root / self.SETTINGS, doc)
+
     def _index(self, recipe: str) -> Path:
         return self.root / recipe / "versions.json"
 

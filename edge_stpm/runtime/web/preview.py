@@ -95,9 +95,14 @@ def _top(rec: Any) -> float:
 
 def apply_settings(control: Any, body: dict[str, Any], who: str) -> dict[str, Any]:
     """The proposed settings made live between two frames; audited with before and after."""
-    from edge_stpm.runtime.station.control import _live
+    import time
+
+    from edge_stpm.runtime.station.control import SETTING_KEYS, _live
 
     rec, cfg = _proposed(control, body)
     control.recipes.replace(_variant(rec, cfg), close_old=False)
+    control.store.save_settings(rec.cfg.name, {k: getattr(cfg, k) for k in SETTING_KEYS} | {
+        "threshold_multiple": cfg.threshold_multiple, "by": who, "time": time.time()})
     control.audit.write(who, "recipe settings", rec.cfg.name, _live(rec.cfg), _live(cfg))
     return {"recipe": rec.cfg.name, "before": _live(rec.cfg), "after": _live(cfg)}
+
