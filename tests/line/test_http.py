@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_stpm.runtime.loop.live_view import Bind, LiveView, parse_bind
+from edge_stpm.contract.bind import Bind, parse_bind
+from edge_stpm.runtime.web.live import LiveView
 from edge_stpm.runtime.web.server import ServerSettings
 from edge_stpm.contract.errors import UserError
 

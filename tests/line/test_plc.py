@@ -76,7 +76,7 @@ def test_handshake_state_machine() -> None:
 
 
 def test_modbus_port_in_use_and_bad_bind_are_one_line(tmp_path: Path) -> None:
-    from edge_stpm.runtime.loop.live_view import parse_bind
+    from edge_stpm.contract.bind import parse_bind
     from edge_stpm.contract.errors import UserError
 
     port = free_port()

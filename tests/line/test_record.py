@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
+from edge_stpm.contract.bind import parse_bind
+from edge_stpm.runtime.web.live import LiveView
 from edge_stpm.runtime.loop.pipeline import RunOptions, run
 from edge_stpm.runtime.loop.sinks.mqtt import Outbox
 from edge_stpm.runtime.loop.sinks.record import RecordSink, query

@@ -344,7 +344,8 @@ def test_bad_bundles_are_refused_and_the_running_model_stays(exported: Path, tra
 def test_deploy_over_http_needs_the_engineer_role(exported: Path, exported_memory: Path, tmp_path: Path) -> None:
     from helpers.line_parts import free_port
 
-    from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
+    from edge_stpm.contract.bind import parse_bind
+    from edge_stpm.runtime.web.live import LiveView
     from edge_stpm.runtime.station.audit import query
 
     insp, control = _control(tmp_path, exported)
@@ -499,7 +500,8 @@ def test_service_notify_healthz_and_sighup_reload(exported: Path, synth_dir: Pat
 
 
 def test_healthz_says_what_is_wrong() -> None:
-    from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
+    from edge_stpm.contract.bind import parse_bind
+    from edge_stpm.runtime.web.live import LiveView
 
     v = LiveView(parse_bind("127.0.0.1:1"), None, {"model": "m"}, sources=["cam"])
     assert v.health() == (True, [])  # within the start grace

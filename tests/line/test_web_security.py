@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
+from edge_stpm.contract.bind import parse_bind
+from edge_stpm.runtime.web.live import LiveView
 from edge_stpm.runtime.web.auth import RANK, Sessions
 from edge_stpm.runtime.web.server import HEADERS, PUBLIC, Route, ServerSettings, Signer, Throttle, route_table
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edge_stpm.runtime.loop.basler import parse_spec
-from edge_stpm.runtime.loop.live_view import parse_bind
+from edge_stpm.contract.bind import parse_bind
 from edge_stpm.runtime.loop.sinks.mqtt import check_topic, parse_url
 from edge_stpm.runtime.line.opcua import parse_user
 from edge_stpm.runtime.loop.sinks.record import parse_time

@@ -280,7 +280,8 @@ def collect(cfg: CollectSettings, log: Callable[[str], None], on_kept: Callable[
 
 def _view(cfg: CollectSettings, http: str, line: Any) -> Any:
     """The live view while collecting (the frames as they come; POST /trigger with --trigger http)."""
-    from edge_stpm.runtime.loop.live_view import LiveView, parse_bind
+    from edge_stpm.contract.bind import parse_bind
+    from edge_stpm.runtime.web.live import LiveView
 
     view = LiveView(parse_bind(http), cfg.http_token, {"model": "none (collect)", "backend": "-", "precision": "-",
                                                            "backbone": "-", "size": 0}, sources=cfg.specs)

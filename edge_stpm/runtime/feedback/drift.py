@@ -173,11 +173,3 @@ def attach(station: Any, recipes: Any, sinks: list[Sink], log: Callable[[str], N
     tracker = DriftTracker(DriftPolicy(d.window, d.min_parts, d.margin), log)
     sinks.append(DriftSink(tracker, metadata_lookup(recipes)))
     return tracker
-
-
-def show(tracker: DriftTracker | None, view: Any) -> None:
-    """The tracker on the HTTP view: its figures in /metrics and the health page."""
-    if tracker is None or view is None:
-        return
-    view.drift = tracker
-    view.registry.register(DriftCollector(tracker))

@@ -110,8 +110,8 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
     if cfg.trigger == "plc" and not (cfg.modbus or cfg.opcua):
         raise UserError("--trigger plc needs a PLC connection: --modbus HOST:PORT or --opcua HOST:PORT")
     if cfg.modbus or cfg.opcua or cfg.trigger == "http":
+        from edge_stpm.contract.bind import parse_bind
         from edge_stpm.runtime.line.plc import ModbusServer, PlcSink, PlcState
-        from edge_stpm.runtime.loop.live_view import parse_bind
 
         line.plc = PlcState()
         sink = PlcSink(line.plc)

@@ -214,8 +214,8 @@ class _Run:
 
     def _web(self, specs: list[str]) -> None:
         """The HTTP server (live view, API, web app), wired to the recipes, the PLC and the collect sink."""
+        from edge_stpm.contract.bind import parse_bind
         from edge_stpm.runtime.feedback import drift
-        from edge_stpm.runtime.loop.live_view import parse_bind
 
         c, opts = self.cfg, self.opts
         from edge_stpm.runtime.station import dropfolder
@@ -226,12 +226,11 @@ class _Run:
         self.watcher = dropfolder.start(c.station, control, self.say)
         if not c.http:
             return
-        opts.http = _live_view(parse_bind(c.http), c, self.insp, specs, control, self.say)
-        drift.show(tracker, opts.http)
-        if c.trigger == "http":
-            opts.http.plc = self.line.plc  # POST /trigger drives the handshake
-        opts.http.recipes, opts.http.recipe_plc = recipes, self.line.plc  # POST /recipe
-        opts.http.collect = next((s for s in opts.sinks if s.name == "collect-on-demand"), None)
+        parts = {"plc": self.line.plc if c.trigger == "http" else None,  # POST /trigger drives the handshake
+                 "recipes": recipes, "recipe_plc": self.line.plc,  # POST /recipe selects through them
+                 "control": control, "drift": tracker, "triggered": c.trigger != "free-run",
+                 "collect": next((s for s in opts.sinks if s.name == "collect-on-demand"), None)}
+        opts.http = _live_view(parse_bind(c.http), c, self.insp, specs, parts, self.say)
 
     def close(self) -> None:
         if self.watcher is not None:
@@ -301,8 +300,6 @@ def _service_hooks(c: RunConfig, control: Any, opts: Any, say: Say, error: Say) 
 
     from edge_stpm.runtime.station.service import Watchdog
 
-    if opts.http is not None:
-        opts.http.triggered = c.trigger != "free-run"
     dog = Watchdog(lambda: opts.http.health()[0] if opts.http is not None else True)
     path = c.config_path
     if control is None or path is None or threading.current_thread() is not threading.main_thread():
@@ -327,13 +324,14 @@ def _service_hooks(c: RunConfig, control: Any, opts: Any, say: Say, error: Say) 
     return undo
 
 
-def _live_view(bind: Any, c: RunConfig, insp: Any, specs: list[str], control: Any, say: Say) -> Any:
-    """The started HTTP view of a run (its URL said, never its token); with a station its API and web app."""
-    from edge_stpm.runtime.loop.live_view import LiveView
+def _live_view(bind: Any, c: RunConfig, insp: Any, specs: list[str], parts: dict[str, Any], say: Say) -> Any:
+    """The started HTTP view of a run (its URL said, never its token); with a station its API and web app;
+    ``parts``: the run's collaborators the server reads (``LiveView``'s keyword arguments)."""
     from edge_stpm.runtime.web.auth import Sessions
+    from edge_stpm.runtime.web.live import LiveView
     from edge_stpm.runtime.web.server import ServerSettings
 
-    b, token = insp.backend, c.http_token
+    b, token, control = insp.backend, c.http_token, parts["control"]
     settings = ServerSettings(c.http_cert, c.http_key, bool(c.http_self_signed), data_dir() / "tls",
                               bool(c.http_insecure))
     sessions = None
@@ -346,8 +344,8 @@ def _live_view(bind: Any, c: RunConfig, insp: Any, specs: list[str], control: An
                             open_viewer=bind.loopback and not token and not h.viewer_token)
     view = LiveView(bind, token, {"model": Path(c.model).name, "backend": b.name, "precision": b.precision,
                                   "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
-                    stream_fps=c.http_fps, sources=specs, history=c.history, server=settings, sessions=sessions)
-    view.control = control
+                    stream_fps=c.http_fps, sources=specs, history=c.history, server=settings, sessions=sessions,
+                    **parts)
     view.start()
     say(f"live view: {view.url}" + (" (log in with the token)" if token else ""))
     return view

@@ -17,17 +17,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ipaddress
 import json
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
+from edge_stpm.contract.bind import Bind
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.options import small_int
 from edge_stpm.contract.redact import redact
@@ -36,35 +35,6 @@ from edge_stpm.runtime.loop.sinks.record import VERDICTS, query
 # read/infer: per-stage cost; verdict/picture: capture → verdict handed on, capture → overlay drawn
 STAGES = ("read", "infer", "verdict", "picture")
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-@dataclass(frozen=True)
-class Bind:
-    host: str
-    port: int
-
-    @property
-    def loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-
-def parse_bind(text: str, what: str = "--http") -> Bind:
-    """``HOST:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1); ``[::1]:PORT`` for IPv6."""
-    t = text.strip()
-    host, port = "127.0.0.1", t
-    if t.startswith("["):
-        host, _, port = t[1:].partition("]:")
-    elif ":" in t:
-        host, _, port = t.rpartition(":")
-        host = host or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UserError(f"{what} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    return Bind(host, int(port))
 
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>edge-stpm live view</title>
@@ -85,20 +55,26 @@ class LiveView:
 
     def __init__(self, bind: Bind, token: str | None, model: dict[str, Any], stream_fps: float = 15.0,
                  keep_ng: int = 8, send_timeout_s: float = 5.0, sources: list[str] | None = None,
-                 history: Any = None, server: Any = None, sessions: Any = None) -> None:
+                 history: Any = None, server: Any = None, sessions: Any = None, *, plc: Any = None,
+                 recipes: Any = None, recipe_plc: Any = None, control: Any = None, drift: Any = None,
+                 collect: Any = None, triggered: bool = False) -> None:
+        """The run's collaborators come in here (``runtime/station/app.py`` passes them): ``plc`` the handshake
+        POST /trigger drives (run --trigger http), ``recipes`` / ``recipe_plc`` what POST /recipe selects through,
+        ``control`` a station's deploy / rollback / audit, ``drift`` its drift tracker, ``collect`` the
+        collect-on-demand sink, ``triggered`` whether sources deliver only when triggered."""
         from edge_stpm.runtime.web.auth import Sessions
         from edge_stpm.runtime.web.server import ServerSettings, check_listen
 
-        self.plc: Any = None  # run --trigger http: the handshake state POST /trigger drives
-        self.recipes: Any = None  # run --config with recipes: POST /recipe selects one (runtime/station/recipes.py)
-        self.recipe_plc: Any = None  # ... through the PLC handshake's state when there is one (error 6 shared)
-        self.control: Any = None  # a station: deploy, rollback, models, audit (runtime/station/control.py)
+        self.plc: Any = plc  # run --trigger http: the handshake state POST /trigger drives
+        self.recipes: Any = recipes  # run --config with recipes: POST /recipe selects one (runtime/station/recipes.py)
+        self.recipe_plc: Any = recipe_plc  # ... through the PLC handshake's state when there is one (error 6 shared)
+        self.control: Any = control  # a station: deploy, rollback, models, audit (runtime/station/control.py)
         # roles and sessions (runtime/web/auth.py); a plain run's one token is the operator's (it may trigger)
         self.sessions: Any = sessions or Sessions({"operator": token} if token else {},
                                                   open_viewer=bind.loopback and not token, open_as="operator")
         self.server = server or ServerSettings()
         self.guard: Any = None  # runtime/web/server.Guard, made at start
-        self.triggered = False  # trigger mode: a source delivers only when triggered (healthz does not wait for it)
+        self.triggered = triggered  # trigger mode: a source delivers only when triggered (healthz does not wait)
         self.t_start = time.monotonic()
         self._last_frame: dict[int, float] = {}
         if not bind.loopback and not token and not (sessions is not None and sessions.tokens):
@@ -127,8 +103,12 @@ class LiveView:
                             ["sink", "outcome"], registry=r)
         self.m_error = Gauge("edge_stpm_error", "1 while a required sink (a line output) is failing", registry=r)
         self.m_extra: dict[str, Any] = {}
-        self.drift: Any = None  # runtime/feedback/drift.DriftTracker of a station run (the health page, /metrics)
-        self.collect: Any = None  # runtime/feedback/collect.StationCollect: good parts collected on demand
+        self.drift: Any = drift  # runtime/feedback/drift.DriftTracker of a station run (the health page, /metrics)
+        self.collect: Any = collect  # runtime/feedback/collect.StationCollect: good parts collected on demand
+        if drift is not None:
+            from edge_stpm.runtime.feedback.drift import DriftCollector
+
+            r.register(DriftCollector(drift))
         Info("edge_stpm_model", "The model being run", registry=r).info({k: str(v) for k, v in model.items()})
         self._lock = threading.Lock()
         self._latest: dict[int, tuple[int, np.ndarray]] = {}
