@@ -434,8 +434,9 @@ def run(ctx: typer.Context,
     # given on the command line (click's ParameterSource.COMMANDLINE; by name: typer may bring its own click)
     flag = lambda name: getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"  # noqa: E731
     try:
-        r = station_app.run(station_app.settle(given, config, flag), _say, _warn, _error)
-        _print_run_summary(r.summary, r.path_note, r.backend, given["summary_json"])
+        cfg = station_app.settle(given, config, flag)
+        r = station_app.run(cfg, _say, _warn, _error)
+        _print_run_summary(r.summary, r.path_note, r.backend, cfg.summary_json)
     except UserError as exc:
         if not (safe_mode and config is not None):
             raise

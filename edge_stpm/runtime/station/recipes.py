@@ -217,15 +217,33 @@ def _good(rec: LoadedRecipe) -> dict[str, float | str] | None:
 
 class StationInspector:
     """What the loop sees as its inspector: each batch goes to the recipe active when it starts (a change takes
-    effect between two frames), through that recipe's ROI, ignore mask and minimum area. Everything else (the
-    backend, thresholds, notes) is the active recipe's inspector's."""
+    effect between two frames), through that recipe's ROI, ignore mask and minimum area. The backend, the
+    thresholds and the frame-path note are the active recipe's inspector's."""
 
     def __init__(self, recipes: RecipeSet, control: Any = None) -> None:
         self.recipes = recipes
         self.control = control  # runtime/station/control.StationControl: deploy, rollback, the audit log
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.recipes.active.inspector, name)
+    # what the run reads of its inspector, from the active recipe's (no attribute forwarding: these are all)
+    @property
+    def backend(self) -> Any:
+        return self.recipes.active.inspector.backend
+
+    @property
+    def path_note(self) -> str:
+        return str(self.recipes.active.inspector.path_note)
+
+    @property
+    def image_threshold(self) -> float:
+        return float(self.recipes.active.inspector.image_threshold)
+
+    @property
+    def pixel_threshold(self) -> float:
+        return float(self.recipes.active.inspector.pixel_threshold)
+
+    @property
+    def threshold_scale(self) -> float:
+        return float(self.recipes.active.inspector.threshold_scale)
 
     def inspect(self, frame: np.ndarray) -> InspectionResult:
         return self.inspect_batch([frame])[0]
