@@ -62,6 +62,7 @@ class Api:
         self._shift_lock = asyncio.Lock()
         self._upload = asyncio.Lock()
         self._live: dict[str, tuple[float, bytes]] = {}  # role → (when, the live page's JSON)
+        self._fit: Any = None  # runtime/learn/jobs.FitJob, made on first use (a station with a collect folder)
 
     @property
     def record(self) -> Path | None:
@@ -344,6 +345,57 @@ class Api:
             raise web.HTTPTooManyRequests(text=str(exc)) from None
         return await z.send(request, web.StreamResponse(headers={
             "Content-Type": "application/zip", "Content-Disposition": "attachment; filename=collected.zip"}))
+
+    # --- the box's own fit (runtime/learn/jobs.py) ---------------------------------------------------------------
+
+    @property
+    def fit_job(self) -> Any:
+        from edge_stpm.runtime.learn.jobs import FitJob
+
+        if self.view.collect is None:
+            raise UserError("this station collects nothing: fitting on the box needs its [evidence] (collections)")
+        if self._fit is None:
+            self._fit = FitJob(self.view.collect.root.parent / "fits")
+        return self._fit
+
+    async def fit(self, request: Any) -> Any:
+        """GET: the fit job's state (progress, ETA, then the report card); POST {recipe, collection?}: start one."""
+        from aiohttp import web
+
+        if request.method == "GET":
+            return web.json_response(await self.off_loop(lambda: self.fit_job.status()))
+        body = await json_body(request)
+        return web.json_response(await self.off_loop(self._fit_start, body, _who(request)))
+
+    def _fit_start(self, body: dict[str, Any], who: str) -> dict[str, Any]:
+        from edge_stpm.runtime.learn.jobs import collection_folder, teacher_for
+
+        recipe = str(body.get("recipe", ""))
+        rec = self.control.recipes.by_name(recipe)
+        if rec is None:
+            raise UserError(f"no recipe named {recipe!r}")
+        data = collection_folder(self.view.collect.root, recipe, body.get("collection"))
+        return dict(self.fit_job.start(recipe, teacher_for(Path(rec.cfg.model)), data, who))
+
+    async def fit_action(self, request: Any) -> Any:
+        """POST /api/fit/{cancel|discard|deploy}: deploy goes through the station's verify → self-test → swap."""
+        from aiohttp import web
+
+        return web.json_response(await self.off_loop(self._fit_decide, request.match_info["what"], _who(request)))
+
+    def _fit_decide(self, what: str, who: str) -> dict[str, Any]:
+        if what not in ("cancel", "discard", "deploy"):
+            raise UserError(f"unknown fit decision {what[:40]!r}: cancel, discard or deploy")
+        job = self.fit_job
+        if what == "cancel":
+            return dict(job.cancel())
+        if what == "discard":
+            return dict(job.discard())
+        recipe, bundle = job.take()
+        try:
+            return dict(self.control.deploy(recipe, bundle, who, "fit on the box"))
+        finally:
+            shutil.rmtree(bundle, ignore_errors=True)  # the store keeps its own copy
 
     async def rollback(self, request: Any) -> Any:
         from aiohttp import web

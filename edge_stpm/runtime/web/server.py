@@ -605,6 +605,16 @@ def _app_routes(view: Any, api: Any) -> list[Route]:
             action="collect download",
         ),
         Route("GET", "/api/health", api.health, "viewer", note="the Health page's figures"),
+        Route("GET", "/api/fit", api.fit, "engineer", note="the box's fit: progress, then its report card"),
+        Route("POST", "/api/fit", api.fit, "engineer", note="fit a new version from a collection", action="fit"),
+        Route(
+            "POST",
+            "/api/fit/{what}",
+            api.fit_action,
+            "engineer",
+            note="cancel the fit, discard it, or deploy it as a new version (what: cancel, discard, deploy)",
+            action="fit decision",
+        ),
     ]
     return table
 

@@ -1,0 +1,154 @@
+"""The box's own fit as a background job (the web app's "new version from collected parts"): one at a time, at a
+lower CPU priority than the line, with progress, ETA and cancel; the finished bundle waits for the engineer's
+decision — deploy it (through the station's verify → self-test → swap path) or discard it."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.scale import ScoreScale
+from edge_stpm.runtime.learn.fit import FitConfig, fit
+
+NICE = 10  # the fit thread's niceness: the line's threads keep theirs (0)
+
+
+class Cancelled(Exception):
+    """The engineer cancelled the fit (raised from its progress callback; fit then removes what it wrote)."""
+
+
+class FitJob:
+    """The one fit job of a station: ``start`` → ``status`` (progress, then the report card) → ``take`` (deploy) or
+    ``discard``; ``cancel`` while it runs. Thread-safe."""
+
+    def __init__(self, work: Path, nice: int = NICE) -> None:
+        self.work, self.nice = Path(work), nice
+        self.lock = threading.Lock()
+        self.cancel_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.state: dict[str, Any] = {"state": "idle"}
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.state)
+
+    def start(self, recipe: str, teacher: Path, data: Path, who: str, coreset_chunk: int = 0) -> dict[str, Any]:
+        with self.lock:
+            if self.state["state"] in ("running", "done"):
+                raise UserError("a fit is " + ("running" if self.state["state"] == "running" else
+                                               "waiting for deploy or discard") + ": one at a time")
+            out = self.work / f"{recipe}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            self.cancel_event.clear()
+            self.state = {"state": "running", "recipe": recipe, "by": who, "data": str(data), "stage": "starting",
+                          "done": 0, "total": 0, "started": time.time(), "eta_s": None}
+        cfg = FitConfig(Path(teacher), Path(data), out, chunk=coreset_chunk)
+        self.thread = threading.Thread(target=self._run, args=(cfg,), name="edge-stpm-fit", daemon=True)
+        self.thread.start()
+        return self.status()
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled()
+        with self.lock:
+            t0 = self.state.setdefault("stage_started", {}).setdefault(stage, time.monotonic())
+            el = time.monotonic() - t0
+            eta = el / done * (total - done) if done else None
+            self.state.update(stage=stage, done=done, total=total, eta_s=eta)
+
+    def _run(self, cfg: FitConfig) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)  # this thread only (Linux)
+        except (OSError, AttributeError):
+            pass
+        try:
+            report = fit(cfg, self._progress)
+        except Cancelled:
+            self._end("cancelled", "cancelled by the engineer; nothing was kept")
+        except UserError as exc:
+            self._end("failed", str(exc))
+        except Exception as exc:  # noqa: BLE001  (a job must end in a state the page can show)
+            self._end("failed", f"{type(exc).__name__}: {exc}")
+        else:
+            card = report_card(report, cfg.out)
+            with self.lock:
+                self.state.update(state="done", bundle=str(cfg.out), card=card, ended=time.time())
+
+    def _end(self, state: str, why: str) -> None:
+        with self.lock:
+            self.state.update(state=state, error=why, ended=time.time())
+
+    def cancel(self) -> dict[str, Any]:
+        if self.status()["state"] != "running":
+            raise UserError("no fit is running")
+        self.cancel_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=60)
+        return self.status()
+
+    def take(self) -> tuple[str, Path]:
+        """(recipe, bundle) of the finished fit, for the deploy; the job is idle again after it."""
+        st = self.status()
+        if st["state"] != "done":
+            raise UserError("no finished fit to deploy")
+        with self.lock:
+            self.state = {"state": "idle"}
+        return st["recipe"], Path(st["bundle"])
+
+    def discard(self) -> dict[str, Any]:
+        st = self.status()
+        if st["state"] == "running":
+            raise UserError("the fit is running: cancel it first")
+        if st.get("bundle"):
+            shutil.rmtree(st["bundle"], ignore_errors=True)
+        with self.lock:
+            self.state = {"state": "idle"}
+        return self.status()
+
+
+def report_card(report: dict[str, Any], bundle: Path) -> dict[str, Any]:
+    """What the engineer decides on: the no-defect check, the thresholds, the held-out good parts' scores on the
+    score scale (p50 / p95), the bank, the seconds."""
+    thr = report["thresholds"]
+    sc = ScoreScale.of(thr)
+    good = thr.get("good_scores", {})
+    return {"no_defect_check": report["no_defect_check"]["mean"],
+            "no_defect_kinds": {k: v["image_auroc"] for k, v in report["no_defect_check"]["kinds"].items()},
+            "image_threshold": thr["image"], "pixel_threshold": thr["pixel"],
+            "good_p50": round(sc.image(good["p50"]), 3) if "p50" in good else None,
+            "good_p95": round(sc.image(good["p95"]), 3) if "p95" in good else None,
+            "images": report["images"], "held_out": report["held_out"], "entries": report["memory"]["entries"],
+            "seconds": round(float(report["seconds"]["total"]), 1), "bundle": str(bundle)}
+
+
+def teacher_for(model: Path) -> Path:
+    """The teacher pack a recipe's next version is fitted with: the one its live bundle carries (every bundle fit
+    makes has one), else the box's own (``$XDG_DATA_HOME/edge-stpm/teacher``: copy one there, made by
+    ``edge-stpm teacher``)."""
+    from edge_stpm.contract.files import data_dir
+    from edge_stpm.runtime.learn.pack import TEACHER_JSON
+
+    for p in (Path(model), data_dir() / "teacher"):
+        if (p / TEACHER_JSON).is_file():
+            return p
+    raise UserError(f"no teacher pack on this box: the recipe's bundle carries none and {data_dir() / 'teacher'} "
+                    "has none (make one with edge-stpm teacher on a training install and copy it there)")
+
+
+def collection_folder(root: Path, recipe: str, name: Any = None) -> Path:
+    """A collection of this station (``root/<recipe>-<UTC time>/``, as the Recipes page collects): the one named,
+    else the recipe's newest. Only a direct child of ``root`` is accepted."""
+    root = Path(root)
+    if name is not None:
+        name = str(name)
+        p = root / name
+        if "/" in name or "\\" in name or name.startswith(".") or not (p / "train" / "good").is_dir():
+            raise UserError(f"no collection named {name!r} on this station")
+        return p
+    found = sorted(p for p in root.glob(f"{recipe}-*") if (p / "train" / "good").is_dir())
+    if not found:
+        raise UserError(f"no collection of recipe {recipe} yet: collect good parts first (Recipes page)")
+    return found[-1]

@@ -1,0 +1,90 @@
+"""The box's fit as a background job (runtime/learn/jobs.py, the web app's /api/fit): progress, a report card, deploy
+through the station's verify → self-test → swap path or discard; cancel leaves nothing; collections and teacher
+packs are found only where the station keeps them."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SIZE
+from edge_stpm.contract.errors import UserError
+from edge_stpm.runtime.learn.fit import FitConfig
+from edge_stpm.runtime.learn.jobs import FitJob, collection_folder, teacher_for
+
+
+@pytest.fixture(scope="module")
+def pack(mobilenet_weights: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edge_stpm.training.export.teacher_pack import write_teacher_pack
+
+    out = tmp_path_factory.mktemp("jobpack") / "teacher"
+    write_teacher_pack(out, "mobilenet_v2", SIZE)
+    return out
+
+
+def _wait(job: FitJob, timeout: float = 300.0) -> dict:
+    t0 = time.monotonic()
+    while job.status()["state"] == "running" and time.monotonic() - t0 < timeout:
+        time.sleep(0.2)
+    return job.status()
+
+
+def test_fit_job_report_card_then_deploy_as_a_new_version(pack: Path, synth_dir: Path, exported: Path,
+                                                          tmp_path: Path) -> None:
+    from test_station import _control
+
+    insp, control = _control(tmp_path, exported)
+    job = FitJob(tmp_path / "fits")
+    job.start("a", pack, synth_dir, "engineer@127.0.0.1")
+    with pytest.raises(UserError, match="one at a time"):
+        job.start("a", pack, synth_dir, "engineer@127.0.0.1")
+    st = _wait(job)
+    assert st["state"] == "done", st
+    card = st["card"]
+    assert card["no_defect_check"] > 0.9 and card["entries"] > 0 and card["held_out"] == 12
+    assert card["good_p50"] == pytest.approx(0.0, abs=1e-6) and 0 < card["good_p95"] < 1
+    recipe, bundle = job.take()
+    assert job.status()["state"] == "idle" and recipe == "a"
+    r = control.deploy(recipe, bundle, "engineer@127.0.0.1", "fit on the box")
+    assert r["after"]["version"] == 1 and control.recipes.active.inspector.backend.metadata["head"] == "memory"
+    insp.close()
+
+
+def test_cancel_leaves_nothing_and_discard_removes_the_bundle(pack: Path, synth_dir: Path, tmp_path: Path) -> None:
+    job = FitJob(tmp_path / "fits")
+    job.cancel_event.set()  # cancelled before its first progress step: deterministic
+    job.state = {"state": "running"}
+    out = tmp_path / "fits" / "a-x"
+    job._run(FitConfig(pack, synth_dir, out))
+    assert job.status()["state"] == "cancelled" and not out.exists()
+    assert not (tmp_path / "fits").exists() or not list((tmp_path / "fits").iterdir())
+    job.cancel_event.clear()
+    job.state = {"state": "idle"}
+    job.start("a", pack, synth_dir, "engineer@127.0.0.1")
+    st = _wait(job)
+    assert st["state"] == "done" and Path(st["bundle"]).is_dir()
+    job.discard()
+    assert not Path(st["bundle"]).exists() and job.status()["state"] == "idle"
+    with pytest.raises(UserError, match="no finished fit"):
+        job.take()
+
+
+def test_collections_and_teacher_packs_only_where_the_station_keeps_them(pack: Path, synth_dir: Path,
+                                                                         tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "collect"
+    for name in ("a-20261207T010000Z", "a-20261207T020000Z", "b-20261207T030000Z"):
+        (root / name / "train" / "good").mkdir(parents=True)
+    assert collection_folder(root, "a").name == "a-20261207T020000Z"
+    assert collection_folder(root, "b", "b-20261207T030000Z").name == "b-20261207T030000Z"
+    for bad in ("../x", "/etc", ".downloads", "a/../../x", "nope"):
+        with pytest.raises(UserError, match="no collection named"):
+            collection_folder(root, "a", bad)
+    with pytest.raises(UserError, match="collect good parts first"):
+        collection_folder(root, "c")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    with pytest.raises(UserError, match="no teacher pack on this box"):
+        teacher_for(tmp_path / "some-bundle")
+    shutil.copytree(pack, tmp_path / "data" / "edge-stpm" / "teacher")
+    assert teacher_for(tmp_path / "some-bundle") == tmp_path / "data" / "edge-stpm" / "teacher"
