@@ -309,3 +309,46 @@ def test_collect_good_parts_from_the_page(station, tmp_path: Path) -> None:
     assert any(n.endswith("contact_sheet.jpg") for n in names)
     st = _api(station["base"], "GET", "/api/collect")
     assert st["state"] == "done" and st["kept"] == 5 and st["recipe"] in ("tile", "tile-b")
+
+
+def test_fit_on_the_box_from_the_page(station, tmp_path: Path) -> None:
+    """Learning on the box from the Recipes page: the engineer collects 20 parts, fits them (progress, then the report
+    card: the no-defect check, the good parts on the score scale, the thresholds), and deploys the result as the
+    recipe's next version — the station running all the while. Screenshots: $EDGE_STPM_SCREENSHOTS (else tmp)."""
+    import os
+
+    from conftest import SIZE
+    from edge_stpm.contract.files import data_dir
+    from edge_stpm.training.export.teacher_pack import write_teacher_pack
+
+    shots = Path(os.environ.get("EDGE_STPM_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    if not (data_dir() / "teacher" / "teacher.json").is_file():  # the station's data folder: the same XDG_DATA_HOME
+        write_teacher_pack(data_dir() / "teacher", "mobilenet_v2", SIZE)
+    base = station["base"]
+    active = next(r["name"] for r in _api(base, "GET", "/api/recipes", role="engineer") if r["active"])
+    before = max(v["version"] for r in _api(base, "GET", "/api/recipes", role="engineer") if r["name"] == active
+                 for v in r["versions"])
+    _api(base, "POST", "/api/collect", {"count": 20, "min_change": 0}, "engineer")
+    deadline = time.monotonic() + 60
+    while _api(base, "GET", "/api/collect", role="engineer")["state"] != "done":
+        assert time.monotonic() < deadline, "collecting 20 parts took over 60 s"
+        time.sleep(0.5)
+    with _page_as(base, "engineer", "/app/recipes") as (page, errors):
+        page.wait_for_selector("#fit button[type=submit]")
+        page.select_option("#fit-recipe", active)
+        page.click("#fit button[type=submit]")
+        page.wait_for_function("document.body.dataset.fit === 'done'", timeout=180000)
+        card = page.text_content("#fit-card")
+        assert "no-defect check" in card and "score scale" in card and "20 (4 held out" in card, card
+        page.locator("#fit-card").scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "fit_report_card.png"), full_page=True)
+        page.click("#fit-deploy")
+        page.wait_for_selector("#toast:has-text('is live')")
+        page.screenshot(path=str(shots / "fit_deployed.png"), full_page=True)
+        assert not errors, errors
+    after = max(v["version"] for r in _api(base, "GET", "/api/recipes", role="engineer") if r["name"] == active
+                for v in r["versions"])
+    assert after == before + 1
+    audit = _api(base, "GET", "/api/audit?limit=500", role="engineer")
+    assert any(a["action"] == "deploy" and a["outcome"] == "ok" and a["who"].startswith("engineer") for a in audit)

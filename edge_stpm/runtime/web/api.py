@@ -363,6 +363,9 @@ class Api:
         from aiohttp import web
 
         if request.method == "GET":
+            if self.view.collect is None:  # not an error for the page: it says why it cannot fit
+                return web.json_response({"state": "unavailable", "error": "this station collects nothing (fitting "
+                                          "on the box fits a collection: enable [evidence])"})
             return web.json_response(await self.off_loop(lambda: self.fit_job.status()))
         body = await json_body(request)
         return web.json_response(await self.off_loop(self._fit_start, body, _who(request)))

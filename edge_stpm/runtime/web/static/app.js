@@ -147,8 +147,8 @@ const pages = {
 // the recipes page's content (rendered again after a deploy or rollback; its handlers are set, not added)
 async function renderRecipes() {
     const rs = await api("/api/recipes");
-    $("#recipes").innerHTML = rs.map((r) => `<div class="card"><h2>${esc(r.name)} <small>index ${r.index}${r.active ? " · active" : ""} · threshold ${r.threshold} · min area ${r.min_defect_area} px${r.review_band ? ` · review from ${r.review_band}` : ""}${r.good_scores ? ` · good parts score ${r.good_scores.p50.toFixed(2)} (median), ${r.good_scores.p95.toFixed(2)} (p95) of the threshold` : ""}${r.ignore ? " · ignore mask" : ""}</small></h2><table><thead><tr><th>version</th><th>status</th><th>deployed</th><th>by</th><th>sha256</th><th></th></tr></thead><tbody>${r.versions.slice().reverse().map((v) => `<tr><td>v${v.version}</td><td>${esc(v.status)}</td><td>${esc(new Date(v.deployed_at * 1000).toISOString().slice(0, 19).replace("T", " "))}</td><td>${esc(v.by)}</td><td><code>${esc(v.sha256.slice(0, 12))}</code></td><td></td></tr>`).join("")}</tbody></table><p class="engineer-only"><button type="button" data-rollback="${esc(r.name)}">roll back to the previous version</button></p></div>`).join("");
-    for (const sel of [$("#recipe-select"), $("#deploy-recipe"), $("#dataset-recipe")]) sel.innerHTML = rs.map((r) => `<option>${esc(r.name)}</option>`).join("");
+    $("#recipes").innerHTML = rs.map((r) => `<div class="card"><h2>${esc(r.name)} <small>index ${r.index}${r.active ? " · active" : ""} · threshold ${r.threshold} · min area ${r.min_defect_area} px${r.review_band ? ` · review from ${r.review_band}` : ""}${r.good_scores ? ` · held-out good parts score ${r.good_scores.p50.toFixed(2)} (median), ${r.good_scores.p95.toFixed(2)} (p95) on the score scale (0 typical good, 1 threshold)` : ""}${r.ignore ? " · ignore mask" : ""}</small></h2><table><thead><tr><th>version</th><th>status</th><th>deployed</th><th>by</th><th>sha256</th><th></th></tr></thead><tbody>${r.versions.slice().reverse().map((v) => `<tr><td>v${v.version}</td><td>${esc(v.status)}</td><td>${esc(new Date(v.deployed_at * 1000).toISOString().slice(0, 19).replace("T", " "))}</td><td>${esc(v.by)}</td><td><code>${esc(v.sha256.slice(0, 12))}</code></td><td></td></tr>`).join("")}</tbody></table><p class="engineer-only"><button type="button" data-rollback="${esc(r.name)}">roll back to the previous version</button></p></div>`).join("");
+    for (const sel of [$("#recipe-select"), $("#deploy-recipe"), $("#dataset-recipe"), $("#fit-recipe")]) sel.innerHTML = rs.map((r) => `<option>${esc(r.name)}</option>`).join("");
     const f = $("#settings"); const cur = () => rs.find((r) => r.name === f.recipe.value);
     const fill = () => { f.threshold.value = cur().threshold; f.min_defect_area.value = cur().min_defect_area; f.review_band.value = cur().review_band ?? ""; $("#apply").disabled = true; };
     f.recipe.onchange = fill; fill();
@@ -172,6 +172,29 @@ async function renderRecipes() {
       a.href = URL.createObjectURL(await res.blob()); a.download = "collected.zip"; document.body.append(a); a.click(); a.remove();
     };
     collectStatus();
+    const fitStatus = async () => {
+      const j = await api("/api/fit");
+      document.body.dataset.fit = j.state;
+      $("#fit-cancel").disabled = j.state !== "running";
+      const eta = j.eta_s != null ? `, about ${Math.ceil(j.eta_s)} s left` : "";
+      $("#fit-status").textContent = j.state === "running" ? `fitting ${j.recipe}: ${j.stage} ${j.done} of ${j.total}${eta}` : ["failed", "cancelled", "unavailable"].includes(j.state) ? `${j.state}: ${j.error}` : "";
+      const card = $("#fit-card"); card.hidden = j.state !== "done";
+      if (j.state === "done") {
+        const c = j.card, f2 = (x) => (x == null ? "—" : x.toFixed(3));
+        const kinds = Object.entries(c.no_defect_kinds).map(([k, v]) => `${esc(k)} ${f2(v)}`).join(", ");
+        card.querySelector("tbody").innerHTML = [["recipe", esc(j.recipe)], ["images", `${c.images} (${c.held_out} held out for the thresholds)`],
+          ["no-defect check (image AUROC on synthetic anomalies of held-out parts)", `<b>${f2(c.no_defect_check)}</b> (${kinds})`],
+          ["held-out good parts on the score scale", `median ${f2(c.good_p50)}, p95 ${f2(c.good_p95)} (1 = the threshold)`],
+          ["thresholds (raw)", `image ${c.image_threshold.toPrecision(4)}, pixel ${c.pixel_threshold.toPrecision(4)}`],
+          ["memory", `${c.entries} entries`], ["fit", `${c.seconds} s`]].map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("");
+      }
+      if (j.state === "running") setTimeout(fitStatus, 1000);
+    };
+    $("#fit").onsubmit = async (e) => { e.preventDefault(); await api("/api/fit", { json: { recipe: $("#fit-recipe").value } }); fitStatus(); };
+    $("#fit-cancel").onclick = async () => { await api("/api/fit/cancel", { method: "POST" }); fitStatus(); };
+    $("#fit-deploy").onclick = async () => { const r = await api("/api/fit/deploy", { method: "POST" }); toast(`${r.recipe}: v${r.after.version} is live`); await renderRecipes(); };
+    $("#fit-discard").onclick = async () => { await api("/api/fit/discard", { method: "POST" }); fitStatus(); };
+    fitStatus();
     $("#dataset").onsubmit = async (e) => {
       e.preventDefault(); const d = $("#dataset");
       const q = `recipe=${encodeURIComponent(d.recipe.value)}&held_out=${+d.held_out.value}&include_ok=${d.include_ok.checked ? "yes" : "no"}`;
