@@ -37,7 +37,10 @@ def _proposed(control: Any, body: dict[str, Any]) -> tuple[Any, Any]:
             raise UserError("review_band must be above 0 and below 1 (on the score scale: 0 = a typical good part, 1 = "
                             "the threshold), or null for none")
         upd["review_band"] = None if b is None else float(b)
-    return rec, rec.cfg.model_copy(update=upd)
+    cfg = rec.cfg.model_copy(update=upd)
+    if "threshold" in upd:  # the web app's threshold is on the score scale, whatever the station file's version
+        cfg._threshold_multiple = False
+    return rec, cfg
 
 
 def _variant(rec: Any, cfg: Any) -> Any:
