@@ -191,7 +191,10 @@ class RecipeSet:
         return True
 
     def summary(self) -> list[dict[str, Any]]:
-        return [r.info | {"version": r.version, "threshold": round(r.inspector.threshold_scale, 4), "roi": r.cfg.roi,
+        return [r.info | {"version": r.version, "threshold": r.cfg.threshold, "roi": r.cfg.roi,
+                          # the threshold on the score scale (what the web app shows and takes; a version-1 file's
+                          # multiple converted, docs/score-scale.md)
+                          "threshold_scale": round(r.inspector.threshold_scale, 4),
                           "min_defect_area": r.cfg.min_defect_area, "review_band": r.cfg.review_band,
                           "good_scores": _good(r),
                           "ignore": bool(r.cfg.ignore_mask or r.cfg.ignore_polygons), "load_s": round(r.load_s, 3),
