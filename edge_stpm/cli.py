@@ -827,21 +827,29 @@ def collect(out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout fo
 
 @app.command("update-memory")
 @one_line_errors
-def update_memory(checkpoint: Path = typer.Option(..., help="The training checkpoint (model.pt) of a memory-bank head (memory or both)."),
+def update_memory(checkpoint: Optional[Path] = typer.Option(None, help="A training checkpoint (model.pt) of a memory-bank head (memory or both): needs the training install; writes a checkpoint."),
+                  bundle: Optional[Path] = typer.Option(None, help="Or a bundle that carries its teacher pack (every bundle fit and update-memory make): runs on the runtime install; writes a bundle."),
                   data: Path = typer.Option(..., help="The reviewed good parts: a dataset --from-history folder (train/good joins the memory, test/good the calibration) or a folder of good images."),
-                  out_file: Path = typer.Option(..., "--out", help="The new checkpoint (export it, then deploy it)."),
+                  out_path: Path = typer.Option(..., "--out", help="The new checkpoint (--checkpoint) or bundle folder (--bundle)."),
                   quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
-    """Reviewed good parts (DIR/train/good of a dataset folder) join a memory-bank head in seconds, nothing trained:
-    their patches beside the bank's, the coreset picked again within its budget, the thresholds calibrated again on
-    the old and new held-out good images."""
+    """Reviewed good parts join a memory-bank model in seconds, nothing trained. A bundle (--bundle, runtime install):
+    its bank is extended until the new parts are covered as densely as the old ones, and the thresholds are
+    calibrated again on the old and new held-out good images. A checkpoint (--checkpoint, training install): the
+    coreset is picked again within its budget, then the same calibration."""
+    if (checkpoint is None) == (bundle is None):
+        raise UserError("give either --checkpoint (a training checkpoint) or --bundle (a fitted bundle), not both")
+    if bundle is not None:
+        from edge_stpm.runtime.learn.report import print_update
+
+        return print_update(out, bundle, data, out_path, quiet)
     need_train("update-memory")
     from edge_stpm.training.feedback.memory_update import update_memory as run_update
 
-    s = run_update(checkpoint, data, out_file, quiet)
+    s = run_update(checkpoint, data, out_path, quiet)
     out.print(f"{s['added_images']} good images added ({s['patches_added']} patches): bank {s['entries_before']} → "
               f"{s['entries_after']} entries; image threshold {s['image_threshold_before']:.4g} → "
               f"{s['image_threshold_after']:.4g}; features {s['features_seconds']:.1f} s, coreset "
-              f"{s['coreset_seconds']:.1f} s, calibration {s['calibrate_seconds']:.1f} s; checkpoint: {out_file}",
+              f"{s['coreset_seconds']:.1f} s, calibration {s['calibrate_seconds']:.1f} s; checkpoint: {out_path}",
               highlight=False, soft_wrap=True)
 
 
@@ -878,24 +886,11 @@ def fit(teacher_pack: Path = typer.Option(..., "--teacher", help="A teacher pack
     patch features in ONNX Runtime, the coreset in numpy, thresholds from held-out good images, the no-defect check,
     TensorRT's rules, a self-test and a manifest — written as a bundle ready to deploy. The same recipe and split as
     train --head memory, so the two agree. A failed or interrupted fit leaves nothing half-written."""
-    from edge_stpm.contract.progress import bar
-    from edge_stpm.runtime.learn.fit import FitConfig, fit as run_fit
+    from edge_stpm.runtime.learn.fit import FitConfig
+    from edge_stpm.runtime.learn.report import print_fit
 
-    with bar(quiet) as progress:
-        tasks: dict[str, list[Any]] = {}  # stage → [task id, done so far]
-
-        def tell(stage: str, done: int, total: int) -> None:
-            t = tasks.setdefault(stage, [progress.add_task(stage, total=total, info=""), 0])
-            progress.advance(t[0], done - t[1])
-            t[1] = done
-
-        r = run_fit(FitConfig(teacher_pack, data, out_dir, coreset, bank_max_mb, coreset_chunk, seed,
-                              threads=threads), tell)
-    t, sec = r["thresholds"], r["seconds"]
-    out.print(f"bundle {out_dir}: {r['memory']['entries']} memory entries from {r['train_images']} images "
-              f"({r['held_out']} held out); image threshold {t['image']:.4g}, pixel {t['pixel']:.4g}; no-defect "
-              f"check {r['no_defect_check']['mean']:.3f}; {sec['total']:.1f} s (features {sec['features']:.1f} s, "
-              f"coreset {sec['coreset']:.1f} s)", highlight=False, soft_wrap=True)
+    print_fit(out, FitConfig(teacher_pack, data, out_dir, coreset, bank_max_mb, coreset_chunk, seed, threads=threads),
+              quiet)
 
 
 config_app = typer.Typer(no_args_is_help=True, help="The station file: check it, show it with its defaults, its JSON Schema.")

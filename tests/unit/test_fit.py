@@ -128,3 +128,70 @@ def test_fit_runs_on_the_runtime_install_without_torch(pack: Path, synth_dir: Pa
                         "--out", str(tmp_path / "cli"), "--quiet"], capture_output=True, text=True, timeout=600,
                        cwd="/")
     assert r.returncode == 0 and "memory entries" in r.stdout, r.stderr
+
+
+def _drifted_parts(synth_dir: Path, out: Path, n: int = 20) -> Path:
+    """``n`` training goods darkened (gamma 1.6) and defocused (blur σ 1.5), as dataset --from-history lays them out
+    (80 % train/good, 20 % test/good)."""
+    lut = (255.0 * (np.arange(256) / 255.0) ** 1.6).round().astype(np.uint8)
+    for i, p in enumerate(sorted((synth_dir / "train" / "good").glob("*.png"))[:n]):
+        where = out / ("test" if i % 5 == 0 else "train") / "good"
+        where.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(where / p.name), cv2.GaussianBlur(cv2.LUT(cv2.imread(str(p)), lut), (0, 0), 1.5))
+    return out
+
+
+def test_update_memory_on_a_bundle_extends_its_bank(fitted: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """Drifted good parts join a fitted bundle: the old entries all stay (first rows equal), new ones are added until
+    the drifted patches are covered (at most doubling), the bundle verifies and passes its self-test, and the drifted
+    parts' scores fall: their median on the new model's scale is below 0.5 while it was above it on the old model's
+    (measured 2026-12-07: 5.96 before, 0.04 after; 0.5 is halfway from a typical good part to the threshold)."""
+    from edge_stpm.runtime.learn.pack import read_pack
+    from edge_stpm.runtime.learn.update import UpdateConfig, read_bank, update
+    from edge_stpm.runtime.station.store import self_test
+
+    parts = _drifted_parts(synth_dir, tmp_path / "reviewed")
+    out = tmp_path / "v2"
+    rep = update(UpdateConfig(fitted, parts, out))
+    step = rep["memory_updates"][-1]
+    old, new = read_bank(read_pack(fitted), fitted), read_bank(read_pack(out), out)
+    assert np.array_equal(new[: len(old)], old)
+    assert len(old) < len(new) <= 2 * len(old) and step["entries_after"] == len(new)
+    verify_bundle(out)
+    insp = Inspector.load(out, "onnxruntime")
+    self_test(insp, out)
+    before = Inspector.load(fitted, "onnxruntime")
+    drifted = [cv2.imread(str(p)) for p in sorted((parts / "train" / "good").glob("*.png"))]
+    u_before = np.median([before.inspect(im).normalised_score for im in drifted])
+    u_after = np.median([insp.inspect(im).normalised_score for im in drifted])
+    assert u_after < 0.5 < u_before, (u_before, u_after)
+
+
+def test_update_memory_bad_input_is_one_line(fitted: Path, synth_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edge_stpm.cli import app
+
+    runner = CliRunner()
+    cases = [(["--bundle", str(fitted), "--checkpoint", str(fitted / "x.pt")], "not both"),
+             (["--bundle", str(synth_dir)], "not a teacher pack"),
+             (["--bundle", str(fitted), "--data", str(tmp_path / "none")], "no folder")]
+    for args, msg in cases:
+        if "--data" not in args:
+            args = [*args, "--data", str(synth_dir)]
+        out = tmp_path / "out"
+        r = runner.invoke(app, ["update-memory", *args, "--out", str(out)])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output
+        assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+@pytest.mark.skipif(not RUNTIME_PY, reason="EDGE_STPM_RUNTIME_PYTHON is not set (.ci/run makes the runtime venv)")
+def test_update_memory_runs_on_the_runtime_install(fitted: Path, synth_dir: Path, tmp_path: Path) -> None:
+    parts = _drifted_parts(synth_dir, tmp_path / "reviewed")
+    code = ("import sys; from edge_stpm.cli import main; sys.argv = ['edge-stpm', 'update-memory', '--bundle', "
+            f"{str(fitted)!r}, '--data', {str(parts)!r}, '--out', {str(tmp_path / 'v2')!r}, '--quiet']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
+    r = subprocess.run([RUNTIME_PY, "-c", code], capture_output=True, text=True, timeout=600, cwd="/")
+    assert r.returncode == 0 and "ok" in r.stdout and "entries" in r.stdout, r.stdout + r.stderr
+    assert (tmp_path / "v2" / "model_fp32.onnx").is_file()

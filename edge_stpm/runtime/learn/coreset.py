@@ -97,3 +97,47 @@ def covering_radius(feats: np.ndarray, chosen: np.ndarray, block: int = 65_536) 
         d = np.einsum("ij,ij->i", b, b)[:, None] - 2.0 * (b @ c.T) + c_sq[None, :]
         worst = max(worst, float(np.sqrt(max(0.0, d.min(axis=1).max()))))
     return worst
+
+
+def spacing(bank: np.ndarray, block: int = 4096) -> float:
+    """The smallest distance between two entries of a greedy k-center bank ``(M, D)``. Greedy selection takes each
+    entry at the current covering radius, which only shrinks, so this is the radius at the last pick: every patch
+    the bank was chosen from lies within about this distance of an entry."""
+    z = np.ascontiguousarray(bank, np.float32)
+    sq = np.einsum("ij,ij->i", z, z)
+    best = np.inf
+    for i in range(0, len(z), block):
+        d = sq[i : i + block, None] - 2.0 * (z[i : i + block] @ z.T) + sq[None, :]
+        rows = np.arange(i, min(i + block, len(z)))
+        d[rows - i, rows] = np.inf
+        best = min(best, float(d.min()))
+    return float(np.sqrt(max(best, 0.0)))
+
+
+def extend(bank: np.ndarray, new: np.ndarray, radius: float, cap: int,
+           on_step: OnStep | None = None) -> np.ndarray:
+    """Indices of rows of ``new`` to add to ``bank``: greedy k-center continued from the bank's entries, until every
+    new patch is within ``radius`` of an entry (the bank's own spacing: new parts covered as densely as the old ones)
+    or ``cap`` rows are taken. The old entries all stay."""
+    z = np.ascontiguousarray(new, np.float32)
+    if cap <= 0 or len(z) == 0:
+        return np.empty(0, np.int64)
+    z_sq = np.einsum("ij,ij->i", z, z)
+    b = np.ascontiguousarray(bank, np.float32)
+    b_sq = np.einsum("ij,ij->i", b, b)
+    min_d = np.full(len(z), np.inf, np.float32)
+    for i in range(0, len(b), 2048):
+        d = z_sq[:, None] - 2.0 * (z @ b[i : i + 2048].T) + b_sq[None, i : i + 2048]
+        np.minimum(min_d, d.min(axis=1), out=min_d)
+    limit = np.float32(radius) ** 2
+    chosen: list[int] = []
+    while len(chosen) < cap:
+        idx = int(np.argmax(min_d))
+        if min_d[idx] <= limit:
+            break
+        chosen.append(idx)
+        c = z[idx]
+        np.minimum(min_d, z_sq - 2.0 * (z @ c) + float(c @ c), out=min_d)
+        if on_step is not None and len(chosen) % STEP == 0:
+            on_step(STEP)
+    return np.asarray(chosen, np.int64)

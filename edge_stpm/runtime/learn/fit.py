@@ -207,18 +207,27 @@ def fit(cfg: FitConfig, progress: Progress | None = None) -> dict[str, Any]:
 
     bank = feats[select(feats, k, cfg.seed, cfg.chunk, pick)]
     t_core = time.perf_counter()
-    out = Path(cfg.out)
+    info = _fit_info(cfg, paths, val, train, pack)
+    return publish(Path(cfg.out), lambda tmp: _build(cfg, pack, bank, images[val], tmp, info),
+                   {"features": t_feat - t0, "coreset": t_core - t_feat}, t0)
+
+
+def publish(out: Path, build: Callable[[Path], dict[str, Any]], seconds: dict[str, float],
+            t0: float) -> dict[str, Any]:
+    """Run ``build`` into a hidden folder beside ``out`` (fit.json, with ``seconds`` and the total since ``t0``, and
+    the manifest added), then rename it to ``out`` — which must not exist or be empty — so that ``out`` appears only
+    complete; nothing is left on failure."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.fit-", dir=out.parent))
     try:
-        report = _build(cfg, pack, paths, images, val, train, bank, tmp)
-        report["seconds"] = {"features": t_feat - t0, "coreset": t_core - t_feat,
-                             "total": time.perf_counter() - t0}
+        t1 = time.perf_counter()
+        report = build(tmp)
+        report["seconds"] = seconds | {"build": time.perf_counter() - t1, "total": time.perf_counter() - t0}
         write_json(tmp / "fit.json", report)
-        write_manifest(tmp, {"backbone": pack.doc["backbone"], "image_size": pack.size, "fit": pack.doc["fit"],
-                             "batch": 1, "checkpoint_sha256": report["bank_sha256"]})
+        write_manifest(tmp, {"backbone": report["backbone"], "image_size": report["image_size"],
+                             "fit": report["fit"], "batch": 1, "checkpoint_sha256": report["bank_sha256"]})
         if out.exists():
-            out.rmdir()  # empty (checked above)
+            out.rmdir()  # empty (checked before)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -226,9 +235,18 @@ def fit(cfg: FitConfig, progress: Progress | None = None) -> dict[str, Any]:
     return report
 
 
-def _build(cfg: FitConfig, pack: Pack, paths: list[Path], images: np.ndarray, val: np.ndarray,
-           train: np.ndarray, bank: np.ndarray, out: Path) -> dict[str, Any]:
-    """Graph, thresholds, no-defect check, self-test and README of the bank, written into ``out``."""
+def _fit_info(cfg: FitConfig, paths: list[Path], val: np.ndarray, train: np.ndarray, pack: Pack) -> dict[str, Any]:
+    grid = pack.doc["features"].get("grid", [0, 0])
+    return {"teacher": str(cfg.teacher), "data": str(cfg.data), "images": len(paths), "held_out": len(val),
+            "train_images": len(train), "patches_per_image": int(grid[0] * grid[1]), "coreset": cfg.coreset,
+            "coreset_chunk": cfg.chunk, "seed": cfg.seed,
+            "val_images": [str(paths[i]) for i in val], "train_image_paths": [str(paths[i]) for i in train]}
+
+
+def _build(cfg: FitConfig, pack: Pack, bank: np.ndarray, good: np.ndarray, out: Path,
+           info: dict[str, Any]) -> dict[str, Any]:
+    """Graph, thresholds (from the held-out ``good`` images), no-defect check, self-test, README and teacher pack of
+    ``bank``, written into ``out``; returns the report (``info`` and what was made)."""
     from edge_stpm.contract.artifacts import read_onnx_metadata
     from edge_stpm.runtime.learn.synthetic import proxy_auroc
 
@@ -239,7 +257,6 @@ def _build(cfg: FitConfig, pack: Pack, paths: list[Path], images: np.ndarray, va
     memory = {"entries": int(bank.shape[0]), "dims": int(bank.shape[1]), "bytes": int(bank.size * 4)}
     _metadata(model, md | {"memory": memory, "checkpoint_sha256": sha})
     _write_graph(model, path)
-    good = images[val]
     maps, scores = _score(path, good, cfg.threads)
     thr = thresholds.calibrate(scores, maps, "logsigma", thresholds.default_k("memory"))
     md = md | {"memory": memory, "checkpoint_sha256": sha,
@@ -252,12 +269,8 @@ def _build(cfg: FitConfig, pack: Pack, paths: list[Path], images: np.ndarray, va
         return _score(path, x, cfg.threads)
 
     check = proxy_auroc(infer, good, scores, seed=cfg.seed)
-    report = {"teacher": str(cfg.teacher), "data": str(cfg.data), "images": len(paths), "held_out": len(val),
-              "train_images": len(train), "patches_per_image": int(pack.doc["features"].get("grid", [0, 0])[0]
-                                                                    * pack.doc["features"].get("grid", [0, 0])[1]),
-              "coreset": cfg.coreset, "coreset_chunk": cfg.chunk, "seed": cfg.seed, "memory": memory,
-              "bank_sha256": sha, "thresholds": thr, "no_defect_check": check,
-              "val_images": [str(paths[i]) for i in val], "train_image_paths": [str(paths[i]) for i in train]}
+    report = info | {"memory": memory, "bank_sha256": sha, "thresholds": thr, "no_defect_check": check,
+                     "backbone": pack.doc["backbone"], "image_size": pack.size, "fit": pack.doc["fit"]}
     write_json(sidecar(path), md | {"fit": {k: report[k] for k in ("images", "held_out", "coreset", "seed")}})
     _selftest(out, good, cfg.threads)
     write_bundle_readme(out, md, ["fp32"])

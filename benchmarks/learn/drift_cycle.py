@@ -1,0 +1,173 @@
+"""One feedback cycle on a drifted line, on real data (benchmarks/results/learn/drift/RULE.md, written first).
+
+    nice -n 19 python3 benchmarks/learn/drift_cycle.py --base /tmp/learn/seed0/E [--levels A,B] [--only U0,U1]
+
+``--base`` is the default model's bundle (``edge-stpm fit`` on magnetic tile, seed 0). For each drift level: the
+test split and 50 of the model's training images are drifted (gamma, then a Gaussian blur); each candidate's
+``update-memory`` runs on the base bundle with the 50 reviewed parts (U1 through the runtime install's CLI, U0 in
+process: it is the same module in another mode); every bundle judges the drifted and the undrifted test split at its
+stored thresholds. Writes benchmarks/results/learn/drift/result.json and README table rows (result.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+LEVELS = {"A": (1.6, 1.5), "B": (1.3, 1.0)}  # (gamma, blur sigma px)
+CANDIDATES = {"U0": "reselect", "U1": "extend"}
+REVIEWED, HELD = 50, 10
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--base", type=Path, required=True)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "magnetic_tile")
+    p.add_argument("--work", type=Path, default=Path("/tmp/learn/drift"))
+    p.add_argument("--keep", type=Path, default=ROOT / "benchmarks" / "results" / "learn" / "drift")
+    p.add_argument("--levels", default="A,B")
+    p.add_argument("--only", default="U0,U1")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runtime-python", type=Path,
+                   default=Path(os.environ.get("EDGE_STPM_RUNTIME_PYTHON", ROOT / ".venv-runtime" / "bin" / "python")))
+    return p.parse_args()
+
+
+def drift(img: np.ndarray, gamma: float, sigma: float) -> np.ndarray:
+    lut = (255.0 * (np.arange(256) / 255.0) ** gamma).round().astype(np.uint8)
+    return cv2.GaussianBlur(cv2.LUT(img, lut), (0, 0), sigma)
+
+
+def drift_copy(src: Path, dst: Path, gamma: float, sigma: float) -> None:
+    img = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    if img is None:
+        raise SystemExit(f"cannot read {src}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(dst.with_suffix(".png")), drift(img, gamma, sigma))
+
+
+def drifted_test(data: Path, out: Path, gamma: float, sigma: float) -> Path:
+    if (out / "done").is_file():
+        return out
+    for sub in sorted((data / "test").iterdir()):
+        for f in sorted(sub.iterdir()):
+            drift_copy(f, out / "test" / sub.name / f.name, gamma, sigma)
+    for sub in sorted((data / "ground_truth").iterdir()):
+        (out / "ground_truth").mkdir(parents=True, exist_ok=True)
+        os.symlink(sub.resolve(), out / "ground_truth" / sub.name)
+    (out / "done").write_text("")
+    return out
+
+
+def reviewed(base: dict[str, Any], out: Path, gamma: float, sigma: float) -> Path:
+    """50 of the base model's training images, drifted, split 40 / 10 as dataset --from-history does."""
+    shutil.rmtree(out, ignore_errors=True)
+    pool = sorted(base["train_image_paths"])
+    pick = np.random.default_rng(0).choice(len(pool), REVIEWED, replace=False)
+    for n, i in enumerate(pick):
+        where = "test" if n < HELD else "train"
+        drift_copy(Path(pool[i]), out / where / "good" / Path(pool[i]).name, gamma, sigma)
+    return out
+
+
+def judge(bundle: Path, data: Path, threads: int) -> dict[str, Any]:
+    from edge_stpm.contract.images import labelled_test_images, load_images
+    from edge_stpm.contract.scale import ScoreScale
+    from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
+    from edge_stpm.training import metrics
+
+    b = OnnxBackend(bundle / "model_fp32.onnx", threads)
+    thr = b.metadata["thresholds"]
+    items = labelled_test_images(data)
+    x = load_images([i.path for i in items], b.metadata["image_size"], b.metadata["fit"])
+    scores = np.concatenate([np.asarray(b.infer_any(x[i : i + 8])[1], np.float64).reshape(-1)
+                             for i in range(0, len(x), 8)])
+    b.close()
+    labels = np.array([i.label for i in items])
+    scale = ScoreScale.of(thr)
+    good = scores[labels == 0]
+    return {"image_auroc": float(metrics.image_auroc(scores, labels)),
+            "false_calls": float(np.mean(good >= thr["image"])), "recall": float(np.mean(scores[labels == 1] >= thr["image"])),
+            "good_median_scale": float(np.median([scale.image(float(s)) for s in good])), "image_threshold": float(thr["image"])}
+
+
+def run_update(a: argparse.Namespace, name: str, data: Path, out: Path) -> dict[str, Any]:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    if CANDIDATES[name] == "extend":
+        r = subprocess.run([str(a.runtime_python), "-m", "edge_stpm.cli", "update-memory", "--bundle", str(a.base),
+                            "--data", str(data), "--out", str(out), "--quiet"], capture_output=True, text=True, cwd="/")
+        if r.returncode != 0:
+            raise SystemExit(f"update {name} failed: {r.stderr[-2000:]}")
+    else:
+        from edge_stpm.runtime.learn.update import UpdateConfig, update
+
+        update(UpdateConfig(a.base, data, out, threads=a.threads, mode=CANDIDATES[name]))
+    rep = json.loads((out / "fit.json").read_text())
+    return {"wall_s": time.perf_counter() - t0, "step": rep["memory_updates"][-1], "seconds": rep["seconds"],
+            "thresholds": {k: rep["thresholds"][k] for k in ("image", "pixel")}}
+
+
+def main() -> None:
+    a = parse()
+    base = json.loads((a.base / "fit.json").read_text())
+    rec: dict[str, Any] = {"base": str(a.base), "loadavg_start": list(os.getloadavg()), "levels": {},
+                           "undrifted_base": judge(a.base, a.data, a.threads)}
+    print("base, undrifted:", rec["undrifted_base"], flush=True)
+    for lv in a.levels.split(","):
+        gamma, sigma = LEVELS[lv]
+        test = drifted_test(a.data, a.work / f"test_{lv}", gamma, sigma)
+        parts = reviewed(base, a.work / f"reviewed_{lv}", gamma, sigma)
+        row: dict[str, Any] = {"gamma": gamma, "sigma": sigma, "base_drifted": judge(a.base, test, a.threads)}
+        print(lv, "base, drifted:", row["base_drifted"], flush=True)
+        for name in a.only.split(","):
+            out = a.work / f"{name}_{lv}"
+            c = run_update(a, name, parts, out)
+            c["drifted"] = judge(out, test, a.threads)
+            c["undrifted"] = judge(out, a.data, a.threads)
+            row[name] = c
+            print(lv, name, json.dumps({k: c[k] for k in ("drifted", "undrifted")}), c["step"]["entries_after"],
+                  flush=True)
+        rec["levels"][lv] = row
+    rec["loadavg_end"] = list(os.getloadavg())
+    a.keep.mkdir(parents=True, exist_ok=True)
+    (a.keep / "result.json").write_text(json.dumps(rec, indent=1))
+    (a.keep / "result.md").write_text(table(rec))
+    print(table(rec))
+
+
+def table(rec: dict[str, Any]) -> str:
+    b0 = rec["undrifted_base"]
+    rows = [f"Base model, undrifted test: image AUROC {b0['image_auroc']:.4f}, false calls {100 * b0['false_calls']:.1f} %, "
+            f"recall {b0['recall']:.3f}.", "",
+            "| level | model | entries | image thr | drifted: false calls | recall | AUROC | good median (scale) "
+            "| undrifted: AUROC | false calls | recall | update s |", "|" + "---|" * 12]
+    for lv, row in rec["levels"].items():
+        d = row["base_drifted"]
+        rows.append(f"| {lv} (γ {row['gamma']}, σ {row['sigma']}) | base | — | {d['image_threshold']:.4g} | "
+                    f"{100 * d['false_calls']:.1f} % | {d['recall']:.3f} | {d['image_auroc']:.4f} | "
+                    f"{d['good_median_scale']:.2f} | {b0['image_auroc']:.4f} | {100 * b0['false_calls']:.1f} % | "
+                    f"{b0['recall']:.3f} | — |")
+        for name in CANDIDATES:
+            if name not in row:
+                continue
+            c = row[name]
+            d, u = c["drifted"], c["undrifted"]
+            rows.append(f"| {lv} | {name} | {c['step']['entries_before']} → {c['step']['entries_after']} | "
+                        f"{d['image_threshold']:.4g} | {100 * d['false_calls']:.1f} % | {d['recall']:.3f} | "
+                        f"{d['image_auroc']:.4f} | {d['good_median_scale']:.2f} | {u['image_auroc']:.4f} | "
+                        f"{100 * u['false_calls']:.1f} % | {u['recall']:.3f} | {c['wall_s']:.0f} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    main()

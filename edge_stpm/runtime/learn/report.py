@@ -1,0 +1,52 @@
+"""What ``edge-stpm fit`` and ``update-memory --bundle`` show: progress bars per stage, then one line."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from edge_stpm.runtime.learn.fit import FitConfig, Progress
+
+
+@contextmanager
+def stage_bars(quiet: bool) -> Iterator[Progress]:
+    """A progress callback ``(stage, done, total)`` drawing one bar per stage."""
+    from edge_stpm.contract.progress import bar
+
+    with bar(quiet) as progress:
+        tasks: dict[str, list[Any]] = {}  # stage → [task id, done so far]
+
+        def tell(stage: str, done: int, total: int) -> None:
+            t = tasks.setdefault(stage, [progress.add_task(stage, total=total, info=""), 0])
+            progress.advance(t[0], done - t[1])
+            t[1] = done
+
+        yield tell
+
+
+def print_fit(out: Console, cfg: FitConfig, quiet: bool) -> None:
+    from edge_stpm.runtime.learn.fit import fit
+
+    with stage_bars(quiet) as tell:
+        r = fit(cfg, tell)
+    t, sec = r["thresholds"], r["seconds"]
+    out.print(f"bundle {cfg.out}: {r['memory']['entries']} memory entries from {r['train_images']} images "
+              f"({r['held_out']} held out); image threshold {t['image']:.4g}, pixel {t['pixel']:.4g}; no-defect "
+              f"check {r['no_defect_check']['mean']:.3f}; {sec['total']:.1f} s (features {sec['features']:.1f} s, "
+              f"coreset {sec['coreset']:.1f} s)", highlight=False, soft_wrap=True)
+
+
+def print_update(out: Console, bundle: Path, data: Path, dest: Path, quiet: bool) -> None:
+    from edge_stpm.runtime.learn.update import UpdateConfig, update
+
+    with stage_bars(quiet) as tell:
+        r = update(UpdateConfig(bundle, data, dest), tell)
+    s, sec = r["memory_updates"][-1], r["seconds"]
+    out.print(f"{s['added_images']} good images added ({s['patches_added']} patches, {s['held_out_added']} more held "
+              f"out): bank {s['entries_before']} → {s['entries_after']} entries; image threshold "
+              f"{s['image_threshold_before']:.4g} → {r['thresholds']['image']:.4g}; no-defect check "
+              f"{r['no_defect_check']['mean']:.3f}; {sec['total']:.1f} s; bundle: {dest} (deploy it)",
+              highlight=False, soft_wrap=True)

@@ -1,0 +1,155 @@
+"""Reviewed good parts join a fitted bundle's memory on the runtime install (``edge-stpm update-memory --bundle``).
+
+What it does, in the order it is done:
+1. the bundle's bank is read from its graph (the two initializers a teacher pack names) and its teacher pack is the
+   one the bundle carries — the new patches are the same teacher's;
+2. the new good images' patch features are computed with ONNX Runtime (``DIR/train/good`` of a
+   ``dataset --from-history`` folder; ``DIR/test/good`` is held out for the thresholds — a plain folder is split as
+   ``fit`` splits one);
+3. **the bank is extended, not chosen again**: greedy k-center continues from the old entries and takes new patches
+   until every new patch is as close to an entry as the old patches were (the bank's own spacing,
+   ``coreset.spacing``), at most doubling the bank and within its size cap. A new look of the part (a lamp that aged,
+   a lens that moved) is then covered as densely as the old one; choosing the whole bank again within 1 % of all the
+   patches seen gave the new look a few hundred entries among thousands and left most drifted good parts NG
+   (``benchmarks/results/learn/drift/``);
+4. thresholds, no-defect check, self-test, README and manifest exactly as ``fit`` writes them, calibrated on the old
+   held-out good images (those still on this machine) plus the new held-out ones.
+The new bundle appears only complete; the old one is not touched.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_stpm.contract.artifacts import onnx_path
+from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.images import list_images, load_images
+from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB
+from edge_stpm.runtime.learn.coreset import bank_entries, extend, select, spacing
+from edge_stpm.runtime.learn.fit import MIN_IMAGES, VAL_FRACTION, FitConfig, Progress, _build, patches, publish, split
+from edge_stpm.runtime.learn.pack import Pack, read_pack
+
+MODES = ("extend", "reselect")  # reselect: the whole bank chosen again from old + new within the coreset share
+
+
+@dataclass
+class UpdateConfig:
+    bundle: Path
+    data: Path
+    out: Path
+    seed: int = 0
+    growth: float = 1.0  # the bank grows by at most this share of its entries per update
+    bank_max_mb: float = DEFAULT_BANK_MAX_MB
+    threads: int | None = None
+    mode: str = "extend"
+
+
+def read_bank(pack: Pack, bundle: Path) -> np.ndarray:
+    """The memory bank ``(M, D)`` float32 in the bundle's FP32 graph."""
+    import onnx
+    from onnx import numpy_helper
+
+    name = pack.doc["template"]["bank_t"]
+    model = onnx.load(str(onnx_path(bundle, "fp32")))
+    for init in model.graph.initializer:
+        if init.name == name:
+            return np.ascontiguousarray(numpy_helper.to_array(init).T, np.float32)
+    raise UserError(f"{bundle}: its graph has no memory bank ({name}): only a memory-bank bundle can take new parts")
+
+
+def _new_images(data: Path, seed: int) -> tuple[list[Path], list[Path]]:
+    """(images for the memory, held-out images for the thresholds)."""
+    data = Path(data)
+    if (data / "train" / "good").is_dir():
+        held = data / "test" / "good"
+        return list_images(data / "train" / "good"), (list_images(held) if held.is_dir() else [])
+    if not data.is_dir():
+        raise UserError(f"no folder at {data}")
+    paths = list_images(data)
+    if len(paths) < MIN_IMAGES:
+        return paths, []
+    val, train = split(len(paths), VAL_FRACTION, seed)
+    return [paths[i] for i in train], [paths[i] for i in val]
+
+
+def _old_report(bundle: Path) -> dict[str, Any]:
+    import json
+
+    f = Path(bundle) / "fit.json"
+    try:
+        doc = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _check(cfg: UpdateConfig) -> None:
+    if cfg.mode not in MODES:
+        raise UserError(f"mode must be one of {', '.join(MODES)}, not {cfg.mode}")
+    if not 0 <= cfg.growth <= 10:
+        raise UserError(f"growth must be between 0 and 10, not {cfg.growth}")
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty: update-memory writes a new bundle folder")
+
+
+def new_bank(cfg: UpdateConfig, old: np.ndarray, feats: np.ndarray, seen: int, coreset: float) -> np.ndarray:
+    """The bank after the update: ``old`` extended by rows of ``feats`` (or, mode reselect, chosen again)."""
+    if cfg.mode == "reselect":
+        pool = np.concatenate([old, feats])
+        k = max(len(old), bank_entries(seen, coreset, old.shape[1], cfg.bank_max_mb))
+        return pool[select(pool, k, cfg.seed)]
+    cap = min(int(round(cfg.growth * len(old))),
+              bank_entries(10**12, 1.0, old.shape[1], cfg.bank_max_mb) - len(old))
+    return np.concatenate([old, feats[extend(old, feats, spacing(old), max(cap, 0))]])
+
+
+def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Write the bundle ``cfg.out``: ``cfg.bundle`` with the good images of ``cfg.data`` in its memory and its
+    thresholds calibrated again (see the module doc); returns the report (``fit.json`` of the new bundle)."""
+    _check(cfg)
+    t0 = time.perf_counter()
+    tell = progress or (lambda stage, done, total: None)
+    pack = read_pack(cfg.bundle)
+    old = read_bank(pack, cfg.bundle)
+    new, held = _new_images(cfg.data, cfg.seed)
+    if not new:
+        raise UserError(f"no good images in {cfg.data} (expected train/good/ of a dataset --from-history folder, "
+                        "or a folder of images)")
+    before = _old_report(cfg.bundle)
+    old_val = [Path(p) for p in before.get("val_images", []) if Path(p).is_file()]
+    if not old_val and not held:
+        raise UserError(f"no held-out good images to calibrate on: the bundle's are not on this machine and {cfg.data} "
+                        f"has too few images to hold some out (at least {MIN_IMAGES}) and no test/good/")
+    images = load_images(new, pack.size, pack.doc["fit"])
+    done = [0]
+
+    def step_on(n: int) -> None:
+        done[0] += n
+        tell("teacher features", done[0], len(new))
+
+    feats = patches(pack, images, cfg.threads, step_on)
+    t_feat = time.perf_counter()
+    seen = int(before.get("patches", before.get("train_images", len(old)) * before.get("patches_per_image", 1)))
+    bank = new_bank(cfg, old, feats, seen + len(feats), float(before.get("coreset", 0.01)))
+    t_core = time.perf_counter()
+    val = old_val + held
+    good = load_images(val, pack.size, pack.doc["fit"])
+    step = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from": str(cfg.bundle),
+            "data": str(cfg.data), "mode": cfg.mode, "added_images": len(new), "held_out_added": len(held),
+            "patches_added": int(len(feats)), "entries_before": int(len(old)), "entries_after": int(len(bank)),
+            "image_threshold_before": float(before.get("thresholds", {}).get("image", float("nan")))}
+    info = {k: before[k] for k in ("teacher", "coreset_chunk", "patches_per_image") if k in before} | {
+        "coreset": float(before.get("coreset", 0.01)),
+        "data": str(cfg.data), "images": int(before.get("images", 0)) + len(new) + len(held),
+        "held_out": len(val), "train_images": int(before.get("train_images", 0)) + len(new),
+        "patches": seen + len(feats), "seed": cfg.seed, "val_images": [str(p) for p in val],
+        "train_image_paths": list(before.get("train_image_paths", [])) + [str(p) for p in new],
+        "memory_updates": list(before.get("memory_updates", [])) + [step]}
+    fit_cfg = FitConfig(cfg.bundle, cfg.data, cfg.out, seed=cfg.seed, threads=cfg.threads)
+    return publish(Path(cfg.out), lambda tmp: _build(fit_cfg, pack, bank, good, tmp, info),
+                   {"features": t_feat - t0, "coreset": t_core - t_feat}, t0)
