@@ -19,7 +19,7 @@ from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.options import (
     DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, DEFAULT_CORESET_DIMS, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
     EnginePrecision, Fit, FramePath, HeadName, TrainHeadName, HistoryFormat, HistoryVerdict, ListFormat, Loss, MapCombine, Precision,
-    RANGES, Trigger, ThresholdMethod, rng,
+    RANGES, Trigger, ThresholdMethod, UpdateMethod, DEFAULT_UPDATE_METHOD, rng,
 )
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
@@ -831,6 +831,7 @@ def update_memory(checkpoint: Optional[Path] = typer.Option(None, help="A traini
                   bundle: Optional[Path] = typer.Option(None, help="Or a bundle that carries its teacher pack (every bundle fit and update-memory make): runs on the runtime install; writes a bundle."),
                   data: Path = typer.Option(..., help="The reviewed good parts: a dataset --from-history folder (train/good joins the memory, test/good the calibration) or a folder of good images."),
                   out_path: Path = typer.Option(..., "--out", help="The new checkpoint (--checkpoint) or bundle folder (--bundle)."),
+                  method: UpdateMethod = typer.Option(DEFAULT_UPDATE_METHOD, help="--bundle only: reselect = the bank chosen again from old and new patches within the coreset share; extend = the old entries kept, new ones added until the new parts are covered as densely; transfer = the new look (tone and defocus) carried to the model's own training images too, then extend (docs/learn.md)."),
                   quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Reviewed good parts join a memory-bank model in seconds, nothing trained. A bundle (--bundle, runtime install):
     its bank is extended until the new parts are covered as densely as the old ones, and the thresholds are
@@ -841,7 +842,7 @@ def update_memory(checkpoint: Optional[Path] = typer.Option(None, help="A traini
     if bundle is not None:
         from edge_stpm.runtime.learn.report import print_update
 
-        return print_update(out, bundle, data, out_path, quiet)
+        return print_update(out, bundle, data, out_path, str(method), quiet)
     need_train("update-memory")
     from edge_stpm.training.feedback.memory_update import update_memory as run_update
 

@@ -24,7 +24,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 LEVELS = {"A": (1.6, 1.5), "B": (1.3, 1.0)}  # (gamma, blur sigma px)
-CANDIDATES = {"U0": "reselect", "U1": "extend"}
+CANDIDATES = {"U0": "reselect", "U1": "extend", "U2": "transfer"}
+# diagnostics added after the first run (reference rows, not candidates): D1 = every new patch joins the bank (the
+# most the memory can take from 40 images); D2 = U1's bank with its image threshold from the 10 drifted held-out
+# parts alone (logsigma k 2: what thresholds calibrated on the new look alone would do)
+DIAGNOSTICS = ("D1", "D2")
 REVIEWED, HELD = 50, 10
 
 
@@ -35,8 +39,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("/tmp/learn/drift"))
     p.add_argument("--keep", type=Path, default=ROOT / "benchmarks" / "results" / "learn" / "drift")
     p.add_argument("--levels", default="A,B")
-    p.add_argument("--only", default="U0,U1")
+    p.add_argument("--only", default="U0,U1,U2,D1,D2")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reuse", action="store_true", help="reuse updated bundles already in --work (not their scores)")
     p.add_argument("--runtime-python", type=Path,
                    default=Path(os.environ.get("EDGE_STPM_RUNTIME_PYTHON", ROOT / ".venv-runtime" / "bin" / "python")))
     return p.parse_args()
@@ -95,7 +100,7 @@ def judge(bundle: Path, data: Path, threads: int) -> dict[str, Any]:
     labels = np.array([i.label for i in items])
     scale = ScoreScale.of(thr)
     good = scores[labels == 0]
-    return {"image_auroc": float(metrics.image_auroc(scores, labels)),
+    return {"scores": scores.tolist(), "labels": labels.tolist(), "image_auroc": float(metrics.image_auroc(scores, labels)),
             "false_calls": float(np.mean(good >= thr["image"])), "recall": float(np.mean(scores[labels == 1] >= thr["image"])),
             "good_median_scale": float(np.median([scale.image(float(s)) for s in good])), "image_threshold": float(thr["image"])}
 
@@ -103,9 +108,19 @@ def judge(bundle: Path, data: Path, threads: int) -> dict[str, Any]:
 def run_update(a: argparse.Namespace, name: str, data: Path, out: Path) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    if CANDIDATES[name] == "extend":
+    if name == "D1":
+        from edge_stpm.runtime.learn import update as upd
+
+        keep = upd.spacing
+        upd.spacing = lambda bank: 0.0  # type: ignore[assignment]
+        try:
+            upd.update(upd.UpdateConfig(a.base, data, out, threads=a.threads, growth=10.0))
+        finally:
+            upd.spacing = keep
+    elif CANDIDATES[name] == "extend":
         r = subprocess.run([str(a.runtime_python), "-m", "edge_stpm.cli", "update-memory", "--bundle", str(a.base),
-                            "--data", str(data), "--out", str(out), "--quiet"], capture_output=True, text=True, cwd="/")
+                            "--data", str(data), "--out", str(out), "--method", "extend", "--quiet"],
+                           capture_output=True, text=True, cwd="/")
         if r.returncode != 0:
             raise SystemExit(f"update {name} failed: {r.stderr[-2000:]}")
     else:
@@ -117,6 +132,27 @@ def run_update(a: argparse.Namespace, name: str, data: Path, out: Path) -> dict[
             "thresholds": {k: rep["thresholds"][k] for k in ("image", "pixel")}}
 
 
+def rethreshold(c: dict[str, Any], parts: Path, threads: int) -> dict[str, Any]:
+    """D2: U1's drifted-test scores judged at an image threshold from the drifted held-out parts alone."""
+    from edge_stpm.contract.images import list_images, load_images
+    from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
+    from edge_stpm.runtime.learn.thresholds import default_k, good_threshold
+    from edge_stpm.training import metrics
+
+    b = OnnxBackend(Path(c["bundle"]) / "model_fp32.onnx", threads)
+    held = load_images(list_images(parts / "test" / "good"), b.metadata["image_size"], b.metadata["fit"])
+    hs = np.asarray(b.infer_any(held)[1], np.float64).reshape(-1)
+    b.close()
+    thr = good_threshold(hs, "logsigma", 0.99, default_k("memory"))
+    out = {}
+    for what in ("drifted", "undrifted"):
+        s, lab = np.asarray(c[what]["scores"]), np.asarray(c[what]["labels"])
+        out[what] = {"image_auroc": float(metrics.image_auroc(s, lab)), "false_calls": float(np.mean(s[lab == 0] >= thr)),
+                     "recall": float(np.mean(s[lab == 1] >= thr)), "image_threshold": float(thr),
+                     "good_median_scale": float("nan")}
+    return out
+
+
 def main() -> None:
     a = parse()
     base = json.loads((a.base / "fit.json").read_text())
@@ -126,17 +162,29 @@ def main() -> None:
     for lv in a.levels.split(","):
         gamma, sigma = LEVELS[lv]
         test = drifted_test(a.data, a.work / f"test_{lv}", gamma, sigma)
-        parts = reviewed(base, a.work / f"reviewed_{lv}", gamma, sigma)
+        parts = a.work / f"reviewed_{lv}"
+        if not (a.reuse and parts.is_dir()):
+            parts = reviewed(base, parts, gamma, sigma)
         row: dict[str, Any] = {"gamma": gamma, "sigma": sigma, "base_drifted": judge(a.base, test, a.threads)}
         print(lv, "base, drifted:", row["base_drifted"], flush=True)
         for name in a.only.split(","):
+            if name == "D2":
+                if "U1" in row:
+                    row["D2"] = rethreshold(row["U1"], parts, a.threads) | {"step": row["U1"]["step"], "wall_s": 0.0}
+                continue
             out = a.work / f"{name}_{lv}"
-            c = run_update(a, name, parts, out)
+            if a.reuse and (out / "fit.json").is_file():
+                rep = json.loads((out / "fit.json").read_text())
+                c = {"wall_s": rep["seconds"]["total"], "step": rep["memory_updates"][-1], "seconds": rep["seconds"],
+                     "thresholds": {k: rep["thresholds"][k] for k in ("image", "pixel")}}
+            else:
+                c = run_update(a, name, parts, out)
+            c["bundle"] = str(out)
             c["drifted"] = judge(out, test, a.threads)
             c["undrifted"] = judge(out, a.data, a.threads)
             row[name] = c
-            print(lv, name, json.dumps({k: c[k] for k in ("drifted", "undrifted")}), c["step"]["entries_after"],
-                  flush=True)
+            print(lv, name, json.dumps({k: {m: v for m, v in c[k].items() if m not in ("scores", "labels")}
+                                        for k in ("drifted", "undrifted")}), c["step"]["entries_after"], flush=True)
         rec["levels"][lv] = row
     rec["loadavg_end"] = list(os.getloadavg())
     a.keep.mkdir(parents=True, exist_ok=True)
@@ -157,7 +205,7 @@ def table(rec: dict[str, Any]) -> str:
                     f"{100 * d['false_calls']:.1f} % | {d['recall']:.3f} | {d['image_auroc']:.4f} | "
                     f"{d['good_median_scale']:.2f} | {b0['image_auroc']:.4f} | {100 * b0['false_calls']:.1f} % | "
                     f"{b0['recall']:.3f} | — |")
-        for name in CANDIDATES:
+        for name in (*CANDIDATES, *DIAGNOSTICS):
             if name not in row:
                 continue
             c = row[name]

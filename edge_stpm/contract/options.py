@@ -38,6 +38,10 @@ DEFAULT_BANK_MAX_MB = 32.0  # memory head: the bank's float32 bytes are capped h
 # and anomalib's practice): 0 won RULE_R3.md addendum 5 over 32 (+0.0068 on the rule score, 3 seeds; TABLE_R3.md)
 DEFAULT_CORESET_DIMS = 0
 DEFAULT_CORESET_CHUNK = 0  # 0: exact greedy k-center over all patches (runtime/learn/coreset.py)
+# how update-memory --bundle puts reviewed good parts into a bank (runtime/learn/update.py); the default by
+# benchmarks/results/learn/drift/RULE.md
+UPDATE_METHODS = ("reselect", "extend", "transfer")
+DEFAULT_UPDATE_METHOD = "reselect"
 # the image threshold's k (logsigma / sigma) per head: 3 for the student (round 1); 2 for the memory bank, by
 # RULE_R3.md addendum 1 (the highest recall whose precision stays >= 0.90: benchmarks/results/r3/threshold_k/);
 # the pixel threshold keeps k 3 for every head
@@ -58,6 +62,7 @@ Precision = Literal[PRECISION_NAMES]  # type: ignore[valid-type]
 FramePath = Literal[FRAME_PATH_NAMES]  # type: ignore[valid-type]
 HistoryVerdict = Literal[HISTORY_VERDICTS]  # type: ignore[valid-type]
 HistoryFormat = Literal[HISTORY_FORMATS]  # type: ignore[valid-type]
+UpdateMethod = Literal[UPDATE_METHODS]  # type: ignore[valid-type]
 Trigger = Literal[TRIGGER_NAMES]  # type: ignore[valid-type]
 ListFormat = Literal[LIST_FORMATS]  # type: ignore[valid-type]
 MapCombine = Literal[MAP_COMBINE_NAMES]  # type: ignore[valid-type]

@@ -6,15 +6,17 @@ deploys the new bundle from the page → the station's next results on the same 
 and its false calls on the reviewed good parts are fewer than the old one's."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import pytest
 from typer.testing import CliRunner
 
 from edge_stpm.cli import app
@@ -23,8 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
-def test_review_dataset_update_compare_deploy_in_the_browser(trained_memory: Path, exported_memory: Path,
-                                                             synth_dir: Path, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def drifted_station(model: Path, synth_dir: Path, tmp_path: Path) -> Iterator[tuple[str, dict[int, str]]]:
+    """A station judging drifted parts (24 good ones brightened — a new material batch — and 4 defects, in a loop)
+    with ``model``: yields its URL and each frame's truth once 40 NG results with evidence are in; stopped after."""
     from helpers.line_parts import free_port
     from test_webapp import _api, _need_browser, station_file
 
@@ -38,8 +42,7 @@ def test_review_dataset_update_compare_deploy_in_the_browser(trained_memory: Pat
         cv2.imwrite(str(parts / f"{i:03d}.png"), cv2.convertScaleAbs(cv2.imread(str(p)), alpha=1.3, beta=30))
         truth[i] = "good" if i < len(goods) else "defect"
     port = free_port()
-    station_file(tmp_path, port, f'[[recipes]]\nname = "tile"\nindex = 0\nmodel = "{exported_memory}"\n', parts)
-
+    station_file(tmp_path, port, f'[[recipes]]\nname = "tile"\nindex = 0\nmodel = "{model}"\n', parts)
     p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--config", str(tmp_path / "st.toml")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
@@ -53,38 +56,57 @@ def test_review_dataset_update_compare_deploy_in_the_browser(trained_memory: Pat
                 pass
             assert time.monotonic() < deadline and p.poll() is None, "the station did not come up"
             time.sleep(0.5)
-        old_sha = _api(base, "GET", "/api/recipes")[0]["model_sha256"]
-        _cycle_in_browser(base, truth, trained_memory, exported_memory, tmp_path)
-        after = _new_results(base, old_sha)
+        yield base, truth
         p.terminate()
         p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
-    # the station's own verdicts on the same drifted parts after the deploy (the new model): the old one called every
-    # good part NG (that is how the review queue filled)
+
+
+def review(b, base: str, truth: dict[int, str], n: int = 16) -> None:
+    """The operator reviews ``n`` results on the Review page with the keyboard, each marked as what it really is."""
+    from test_webapp import _api, _login
+
+    page, errors = _login(b, base, "operator")
+    page.goto(f"{base}/app/review")
+    for _ in range(n):
+        page.wait_for_function("document.body.dataset.current")
+        rid = page.evaluate("document.body.dataset.current")
+        row = next(r for r in _api(base, "GET", "/api/results?limit=5000") if r["result_id"] == rid)
+        page.keyboard.press("g" if truth[row["frame"] % len(truth)] == "good" else "d")
+        page.wait_for_function(f"document.body.dataset.current !== {json.dumps(rid)}")
+    assert not errors, errors
+    page.close()
+
+
+def _judged_better(after: list[dict], truth: dict[int, str]) -> None:
+    """The station's own verdicts on the same drifted parts after the deploy (the new model): the old one called
+    every good part NG (that is how the review queue filled); at most 20 % now, every defect still NG."""
     goods_after = [r for r in after if truth[r["frame"] % len(truth)] == "good"]
     assert goods_after, "results of the new model on good parts"
     assert sum(r["verdict"] == "NG" for r in goods_after) / len(goods_after) <= 0.2
     assert all(r["verdict"] == "NG" for r in after if truth[r["frame"] % len(truth)] == "defect")
 
 
+def test_review_dataset_update_compare_deploy_in_the_browser(trained_memory: Path, exported_memory: Path,
+                                                             synth_dir: Path, tmp_path: Path) -> None:
+    from test_webapp import _api
+
+    with drifted_station(exported_memory, synth_dir, tmp_path) as (base, truth):
+        old_sha = _api(base, "GET", "/api/recipes")[0]["model_sha256"]
+        _cycle_in_browser(base, truth, trained_memory, exported_memory, tmp_path)
+        after = _new_results(base, old_sha)
+    _judged_better(after, truth)
+
+
 def _cycle_in_browser(base: str, truth: dict[int, str], ckpt_run: Path, old_bundle: Path, tmp: Path) -> None:
     from edge_stpm.runtime.inspector import Inspector
-    from test_webapp import _api, _browser, _login
+    from test_webapp import _browser, _login
 
     pw, b = _browser()
     try:
-        page, errors = _login(b, base, "operator")
-        page.goto(f"{base}/app/review")
-        for _ in range(16):
-            page.wait_for_function("document.body.dataset.current")
-            rid = page.evaluate("document.body.dataset.current")
-            row = next(r for r in _api(base, "GET", "/api/results?limit=5000") if r["result_id"] == rid)
-            page.keyboard.press("g" if truth[row["frame"] % len(truth)] == "good" else "d")
-            page.wait_for_function(f"document.body.dataset.current !== {json.dumps(rid)}")
-        assert not errors, errors
-        page.close()
+        review(b, base, truth)
         page, errors = _login(b, base, "engineer")
         page.goto(f"{base}/app/recipes")
         page.wait_for_selector("#dataset-recipe option", state="attached")
@@ -138,3 +160,54 @@ def _new_results(base: str, old_sha: str) -> list[dict]:
             return rows
         time.sleep(0.5)
     raise AssertionError("the new model judged too few parts")
+
+
+def test_the_feedback_cycle_closes_on_the_box(mobilenet_weights: None, synth_dir: Path, tmp_path: Path) -> None:
+    """The same drifted line, with a model the box fitted itself (it carries its teacher pack): the operator reviews
+    16 results in the browser; the engineer clicks "update with reviewed good parts" on the Recipes page — no
+    download, no workstation — reads the report card (both models on the reviewed parts), deploys the update as v1,
+    the station's next results on the same parts come from it with fewer false calls, then rolls back to v0 from the
+    page. Screenshot: update_report_card.png ($EDGE_STPM_SCREENSHOTS). Bound: ≤ 20 % of the good parts NG after the update, as the
+    workstation cycle above (measured 2026-12-07: see the test's run)."""
+    from conftest import SIZE
+    from edge_stpm.runtime.learn.fit import FitConfig, fit
+    from edge_stpm.training.export.teacher_pack import write_teacher_pack
+    from test_webapp import _api
+
+    write_teacher_pack(tmp_path / "pack", "mobilenet_v2", SIZE)
+    fitted = tmp_path / "fitted"
+    fit(FitConfig(tmp_path / "pack", synth_dir, fitted))
+    with drifted_station(fitted, synth_dir, tmp_path) as (base, truth):
+        old_sha = _api(base, "GET", "/api/recipes")[0]["model_sha256"]
+        _on_the_box_in_browser(base, truth, lambda: _new_results(base, old_sha), tmp_path)
+
+
+def _on_the_box_in_browser(base: str, truth: dict[int, str], after_deploy, tmp: Path) -> None:
+    from test_webapp import _api, _browser, _login
+
+    pw, b = _browser()
+    try:
+        review(b, base, truth)
+        page, errors = _login(b, base, "engineer")
+        page.goto(f"{base}/app/recipes")
+        page.wait_for_selector("#fit-recipe option", state="attached")
+        page.select_option("#fit-recipe", "tile")
+        page.click("#fit-reviewed")
+        page.wait_for_function("document.body.dataset.fit === 'done'", timeout=180000)
+        card = page.text_content("#fit-card")
+        assert "reviewed good parts judged NG" in card and "reviewed good parts added" in card, card
+        page.locator("#fit-card").scroll_into_view_if_needed()
+        shots = Path(os.environ.get("EDGE_STPM_SCREENSHOTS", tmp))
+        page.screenshot(path=str(shots / "update_report_card.png"), full_page=True)
+        page.click("#fit-deploy")
+        page.wait_for_function("document.querySelector('#toast').textContent.includes('is live')", timeout=60000)
+        _judged_better(after_deploy(), truth)
+        page.goto(f"{base}/app/recipes")
+        page.wait_for_selector("[data-rollback]")
+        page.click("[data-rollback='tile']")
+        page.wait_for_function("document.querySelector('#toast').textContent.includes('v1 → v0')", timeout=60000)
+        assert _api(base, "GET", "/models.json")["tile"]["loaded"] == 0
+        assert not errors, errors
+    finally:
+        b.close()
+        pw.stop()

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SIZE
 from edge_stpm.contract.errors import UserError
-from edge_stpm.runtime.learn.fit import FitConfig
+from edge_stpm.runtime.learn.fit import FitConfig, fit
 from edge_stpm.runtime.learn.jobs import FitJob, collection_folder, teacher_for
 
 
@@ -52,12 +52,52 @@ def test_fit_job_report_card_then_deploy_as_a_new_version(pack: Path, synth_dir:
     insp.close()
 
 
+def test_update_job_with_reviewed_parts_compares_then_deploys(pack: Path, synth_dir: Path, exported: Path,
+                                                               tmp_path: Path) -> None:
+    """The feedback cycle on the box: drifted good parts reviewed good (and one reviewed defect) → the live fitted
+    model updated as a job → the card compares both models on the reviewed parts → deployed as the next version;
+    the dataset folder made for the job is gone when it ends. Bounds: the live model judges every drifted good part
+    NG (measured 2026-12-07: all of them), the updated one at most 1 of them; the defect stays caught."""
+    import cv2
+    import numpy as np
+
+    from test_station import _control
+
+    insp, control = _control(tmp_path, exported)
+    live = tmp_path / "live"
+    fit(FitConfig(pack, synth_dir, live))
+    control.deploy("a", live, "engineer@127.0.0.1", "fit on the box")
+    live_path = Path(control.recipes.by_name("a").cfg.model)
+    data = tmp_path / "fits" / ".reviewed-a"
+    lut = (255.0 * (np.arange(256) / 255.0) ** 1.6).round().astype(np.uint8)
+    for i, p in enumerate(sorted((synth_dir / "train" / "good").glob("*.png"))[:20]):
+        where = data / ("test" if i % 5 == 0 else "train") / "good"
+        where.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(where / p.name), cv2.GaussianBlur(cv2.LUT(cv2.imread(str(p)), lut), (0, 0), 1.5))
+    (data / "test" / "crack").mkdir(parents=True)
+    shutil.copy(sorted((synth_dir / "test" / "crack").glob("*.png"))[0], data / "test" / "crack" / "x.png")
+    job = FitJob(tmp_path / "fits")
+    job.start_update("a", live_path, data, "engineer@127.0.0.1", owned=True)
+    st = _wait(job)
+    assert st["state"] == "done", st
+    c = st["card"]["compare"]
+    assert c["good"] == 20 and c["defects"] == 1
+    assert c["live"]["good_ng"] == 20 and c["new"]["good_ng"] <= 1, c
+    assert c["live"]["defects_ng"] == 1 and c["new"]["defects_ng"] == 1, c
+    assert st["card"]["update"]["entries_after"] > st["card"]["update"]["entries_before"]
+    assert not data.exists()
+    recipe, bundle = job.take()
+    r = control.deploy(recipe, bundle, "engineer@127.0.0.1", "update on the box")
+    assert r["after"]["version"] == 2
+    insp.close()
+
+
 def test_cancel_leaves_nothing_and_discard_removes_the_bundle(pack: Path, synth_dir: Path, tmp_path: Path) -> None:
     job = FitJob(tmp_path / "fits")
     job.cancel_event.set()  # cancelled before its first progress step: deterministic
     job.state = {"state": "running"}
     out = tmp_path / "fits" / "a-x"
-    job._run(FitConfig(pack, synth_dir, out))
+    job._run(lambda o: fit(FitConfig(pack, synth_dir, o), job._progress), out)
     assert job.status()["state"] == "cancelled" and not out.exists()
     assert not (tmp_path / "fits").exists() or not list((tmp_path / "fits").iterdir())
     job.cancel_event.clear()

@@ -141,22 +141,26 @@ def _drifted_parts(synth_dir: Path, out: Path, n: int = 20) -> Path:
     return out
 
 
-def test_update_memory_on_a_bundle_extends_its_bank(fitted: Path, synth_dir: Path, tmp_path: Path) -> None:
-    """Drifted good parts join a fitted bundle: the old entries all stay (first rows equal), new ones are added until
-    the drifted patches are covered (at most doubling), the bundle verifies and passes its self-test, and the drifted
-    parts' scores fall: their median on the new model's scale is below 0.5 while it was above it on the old model's
-    (measured 2026-12-07: 5.96 before, 0.04 after; 0.5 is halfway from a typical good part to the threshold)."""
+@pytest.mark.parametrize("method", ["reselect", "extend", "transfer"])
+def test_update_memory_on_a_bundle(method: str, fitted: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """Drifted good parts join a fitted bundle by each method: the bundle verifies and passes its self-test, and the
+    drifted parts' median on the new model's scale is below 0.5 while it was above it on the old model's (measured
+    2026-12-07 with extend: 5.96 before, 0.04 after; 0.5 is halfway from a typical good part to the threshold).
+    extend and transfer keep every old entry (the first rows are the old bank) and at most double the bank;
+    transfer also carries the look to the model's own training images (its step says the look)."""
     from edge_stpm.runtime.learn.pack import read_pack
     from edge_stpm.runtime.learn.update import UpdateConfig, read_bank, update
     from edge_stpm.runtime.station.store import self_test
 
     parts = _drifted_parts(synth_dir, tmp_path / "reviewed")
     out = tmp_path / "v2"
-    rep = update(UpdateConfig(fitted, parts, out))
+    rep = update(UpdateConfig(fitted, parts, out, mode=method))
     step = rep["memory_updates"][-1]
     old, new = read_bank(read_pack(fitted), fitted), read_bank(read_pack(out), out)
-    assert np.array_equal(new[: len(old)], old)
-    assert len(old) < len(new) <= 2 * len(old) and step["entries_after"] == len(new)
+    assert step["entries_after"] == len(new) > len(old) and step["mode"] == method
+    if method != "reselect":
+        assert np.array_equal(new[: len(old)], old) and len(new) <= 2 * len(old)
+    assert (step["look"] is not None) == (method == "transfer")
     verify_bundle(out)
     insp = Inspector.load(out, "onnxruntime")
     self_test(insp, out)

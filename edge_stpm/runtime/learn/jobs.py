@@ -37,16 +37,39 @@ class FitJob:
             return dict(self.state)
 
     def start(self, recipe: str, teacher: Path, data: Path, who: str, coreset_chunk: int = 0) -> dict[str, Any]:
+        """Fit a new model of ``recipe`` from the good parts in ``data`` with the teacher pack ``teacher``."""
+        def work(out: Path) -> dict[str, Any]:
+            return fit(FitConfig(Path(teacher), Path(data), out, chunk=coreset_chunk), self._progress)
+
+        return self._start(recipe, data, who, "fit", work)
+
+    def start_update(self, recipe: str, live: Path, data: Path, who: str, owned: bool = False) -> dict[str, Any]:
+        """The live bundle ``live`` of ``recipe`` with the reviewed good parts of ``data`` (a dataset folder) in its
+        memory (``update.py``), then both models judge the reviewed parts (``compare``) for the report card.
+        ``owned``: ``data`` was made for this job and is removed when it ends."""
+        from edge_stpm.runtime.learn.update import UpdateConfig, update
+
+        def work(out: Path) -> dict[str, Any]:
+            try:
+                report = update(UpdateConfig(Path(live), Path(data), out), self._progress)
+                self._progress("compare with the live model", 0, 1)
+                return report | {"compare": compare(Path(live), out, Path(data))}
+            finally:
+                if owned:
+                    shutil.rmtree(data, ignore_errors=True)
+
+        return self._start(recipe, data, who, "update", work)
+
+    def _start(self, recipe: str, data: Path, who: str, kind: str, work: Any) -> dict[str, Any]:
         with self.lock:
             if self.state["state"] in ("running", "done"):
                 raise UserError("a fit is " + ("running" if self.state["state"] == "running" else
                                                "waiting for deploy or discard") + ": one at a time")
             out = self.work / f"{recipe}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
             self.cancel_event.clear()
-            self.state = {"state": "running", "recipe": recipe, "by": who, "data": str(data), "stage": "starting",
-                          "done": 0, "total": 0, "started": time.time(), "eta_s": None}
-        cfg = FitConfig(Path(teacher), Path(data), out, chunk=coreset_chunk)
-        self.thread = threading.Thread(target=self._run, args=(cfg,), name="edge-stpm-fit", daemon=True)
+            self.state = {"state": "running", "kind": kind, "recipe": recipe, "by": who, "data": str(data),
+                          "stage": "starting", "done": 0, "total": 0, "started": time.time(), "eta_s": None}
+        self.thread = threading.Thread(target=self._run, args=(work, out), name="edge-stpm-fit", daemon=True)
         self.thread.start()
         return self.status()
 
@@ -59,13 +82,13 @@ class FitJob:
             eta = el / done * (total - done) if done else None
             self.state.update(stage=stage, done=done, total=total, eta_s=eta)
 
-    def _run(self, cfg: FitConfig) -> None:
+    def _run(self, work: Any, out: Path) -> None:
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)  # this thread only (Linux)
         except (OSError, AttributeError):
             pass
         try:
-            report = fit(cfg, self._progress)
+            report = work(out)
         except Cancelled:
             self._end("cancelled", "cancelled by the engineer; nothing was kept")
         except UserError as exc:
@@ -73,9 +96,9 @@ class FitJob:
         except Exception as exc:  # noqa: BLE001  (a job must end in a state the page can show)
             self._end("failed", f"{type(exc).__name__}: {exc}")
         else:
-            card = report_card(report, cfg.out)
+            card = report_card(report, out)
             with self.lock:
-                self.state.update(state="done", bundle=str(cfg.out), card=card, ended=time.time())
+                self.state.update(state="done", bundle=str(out), card=card, ended=time.time())
 
     def _end(self, state: str, why: str) -> None:
         with self.lock:
@@ -121,7 +144,35 @@ def report_card(report: dict[str, Any], bundle: Path) -> dict[str, Any]:
             "good_p50": round(sc.image(good["p50"]), 3) if "p50" in good else None,
             "good_p95": round(sc.image(good["p95"]), 3) if "p95" in good else None,
             "images": report["images"], "held_out": report["held_out"], "entries": report["memory"]["entries"],
-            "seconds": round(float(report["seconds"]["total"]), 1), "bundle": str(bundle)}
+            "seconds": round(float(report["seconds"]["total"]), 1), "bundle": str(bundle),
+            "update": report["memory_updates"][-1] if report.get("memory_updates") else None,
+            "compare": report.get("compare")}
+
+
+def compare(live: Path, new: Path, data: Path) -> dict[str, Any]:
+    """Both models on the reviewed parts of a dataset folder, each at its own threshold: how many reviewed good
+    parts (``train/good`` and ``test/good``) each judges NG, and how many reviewed defects (``test/<type>``) each
+    catches — what the engineer weighs before deploying."""
+    import cv2
+
+    from edge_stpm.contract.images import list_images
+    from edge_stpm.runtime.inspector import Inspector
+
+    def read(paths: list[Path]) -> list[Any]:
+        return [im for im in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if im is not None]
+
+    good = read([p for sub in ("train/good", "test/good") if (data / sub).is_dir() for p in list_images(data / sub)])
+    bad = read([p for d in sorted((data / "test").glob("*")) if d.is_dir() and d.name != "good"
+                for p in list_images(d)])
+    out: dict[str, Any] = {"good": len(good), "defects": len(bad)}
+    for name, model in (("live", live), ("new", new)):
+        insp = Inspector.load(model, "onnxruntime")
+        try:
+            out[name] = {"good_ng": sum(insp.inspect(im).ng for im in good),
+                         "defects_ng": sum(insp.inspect(im).ng for im in bad)}
+        finally:
+            insp.close()
+    return out
 
 
 def teacher_for(model: Path) -> Path:

@@ -39,11 +39,11 @@ def print_fit(out: Console, cfg: FitConfig, quiet: bool) -> None:
               f"coreset {sec['coreset']:.1f} s)", highlight=False, soft_wrap=True)
 
 
-def print_update(out: Console, bundle: Path, data: Path, dest: Path, quiet: bool) -> None:
+def print_update(out: Console, bundle: Path, data: Path, dest: Path, method: str, quiet: bool) -> None:
     from edge_stpm.runtime.learn.update import UpdateConfig, update
 
     with stage_bars(quiet) as tell:
-        r = update(UpdateConfig(bundle, data, dest), tell)
+        r = update(UpdateConfig(bundle, data, dest, mode=method), tell)
     s, sec = r["memory_updates"][-1], r["seconds"]
     out.print(f"{s['added_images']} good images added ({s['patches_added']} patches, {s['held_out_added']} more held "
               f"out): bank {s['entries_before']} → {s['entries_after']} entries; image threshold "

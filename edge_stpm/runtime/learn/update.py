@@ -28,12 +28,16 @@ import numpy as np
 from edge_stpm.contract.artifacts import onnx_path
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.images import list_images, load_images
-from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB
+from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_UPDATE_METHOD, UPDATE_METHODS
 from edge_stpm.runtime.learn.coreset import bank_entries, extend, select, spacing
 from edge_stpm.runtime.learn.fit import MIN_IMAGES, VAL_FRACTION, FitConfig, Progress, _build, patches, publish, split
 from edge_stpm.runtime.learn.pack import Pack, read_pack
 
-MODES = ("extend", "reselect")  # reselect: the whole bank chosen again from old + new within the coreset share
+# reselect: the whole bank chosen again from old + new within the coreset share; extend: the old entries kept, new
+# ones added to the bank's spacing; transfer: the new look carried to the model's own training images (look.py),
+# then extend with all of them
+MODES = UPDATE_METHODS
+LOOK_SAMPLE = 64  # old images the look is estimated on
 
 
 @dataclass
@@ -45,7 +49,7 @@ class UpdateConfig:
     growth: float = 1.0  # the bank grows by at most this share of its entries per update
     bank_max_mb: float = DEFAULT_BANK_MAX_MB
     threads: int | None = None
-    mode: str = "extend"
+    mode: str = DEFAULT_UPDATE_METHOD
 
 
 def read_bank(pack: Pack, bundle: Path) -> np.ndarray:
@@ -108,6 +112,28 @@ def new_bank(cfg: UpdateConfig, old: np.ndarray, feats: np.ndarray, seen: int, c
     return np.concatenate([old, feats[extend(old, feats, spacing(old), max(cap, 0))]])
 
 
+def _load(paths: list[Path], pack: Pack) -> np.ndarray:
+    if not paths:
+        return np.empty((0, pack.size, pack.size, 3), np.uint8)
+    return load_images(paths, pack.size, pack.doc["fit"])
+
+
+def _carry(before: dict[str, Any], new: np.ndarray, old_val: np.ndarray, pack: Pack,
+           cfg: UpdateConfig) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(the model's own training images in the new look, its held-out images in the new look, the look) — mode
+    transfer; one UserError when the training images are no longer on this machine."""
+    from edge_stpm.runtime.learn.look import estimate
+
+    paths = [Path(p) for p in before.get("train_image_paths", []) if Path(p).is_file()]
+    if not paths:
+        raise UserError("the model's own training images are not on this machine: the new look cannot be carried "
+                        "to them (update without it)")
+    old = load_images(paths, pack.size, pack.doc["fit"])
+    pick = np.random.default_rng(cfg.seed).choice(len(old), min(LOOK_SAMPLE, len(old)), replace=False)
+    look = estimate(old[np.sort(pick)], new)
+    return look.apply(old), (look.apply(old_val) if len(old_val) else old_val), look
+
+
 def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Write the bundle ``cfg.out``: ``cfg.bundle`` with the good images of ``cfg.data`` in its memory and its
     thresholds calibrated again (see the module doc); returns the report (``fit.json`` of the new bundle)."""
@@ -133,16 +159,22 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
         tell("teacher features", done[0], len(new))
 
     feats = patches(pack, images, cfg.threads, step_on)
+    good = _load(old_val, pack)
+    look = None
+    if cfg.mode == "transfer":
+        carried, good, look = _carry(before, images, good, pack, cfg)
+        feats = np.concatenate([feats, patches(pack, carried, cfg.threads)])
     t_feat = time.perf_counter()
     seen = int(before.get("patches", before.get("train_images", len(old)) * before.get("patches_per_image", 1)))
     bank = new_bank(cfg, old, feats, seen + len(feats), float(before.get("coreset", 0.01)))
     t_core = time.perf_counter()
     val = old_val + held
-    good = load_images(val, pack.size, pack.doc["fit"])
+    good = np.concatenate([good, _load(held, pack)])
     step = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from": str(cfg.bundle),
             "data": str(cfg.data), "mode": cfg.mode, "added_images": len(new), "held_out_added": len(held),
             "patches_added": int(len(feats)), "entries_before": int(len(old)), "entries_after": int(len(bank)),
-            "image_threshold_before": float(before.get("thresholds", {}).get("image", float("nan")))}
+            "image_threshold_before": float(before.get("thresholds", {}).get("image", float("nan"))),
+            "look": look.describe() if look is not None else None}
     info = {k: before[k] for k in ("teacher", "coreset_chunk", "patches_per_image") if k in before} | {
         "coreset": float(before.get("coreset", 0.01)),
         "data": str(cfg.data), "images": int(before.get("images", 0)) + len(new) + len(held),

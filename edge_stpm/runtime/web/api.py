@@ -359,7 +359,9 @@ class Api:
         return self._fit
 
     async def fit(self, request: Any) -> Any:
-        """GET: the fit job's state (progress, ETA, then the report card); POST {recipe, collection?}: start one."""
+        """GET: the fit job's state (progress, ETA, then the report card); POST {recipe, collection?}: fit a new
+        model from a collection; POST {recipe, source: "reviewed"}: the live model updated with the reviewed good
+        parts (and compared with it on the reviewed parts)."""
         from aiohttp import web
 
         if request.method == "GET":
@@ -377,8 +379,31 @@ class Api:
         rec = self.control.recipes.by_name(recipe)
         if rec is None:
             raise UserError(f"no recipe named {recipe!r}")
+        if body.get("source", "collection") == "reviewed":
+            return self._update_start(recipe, Path(rec.cfg.model), who)
         data = collection_folder(self.view.collect.root, recipe, body.get("collection"))
         return dict(self.fit_job.start(recipe, teacher_for(Path(rec.cfg.model)), data, who))
+
+    def _update_start(self, recipe: str, live: Path, who: str) -> dict[str, Any]:
+        """The reviewed parts of ``recipe`` (the record's reviews, as GET /api/dataset builds them) into the live
+        model's memory, as a job: the feedback cycle closed on the box."""
+
+        from edge_stpm.runtime.feedback.dataset import build
+        from edge_stpm.runtime.learn.pack import TEACHER_JSON
+
+        if self.record is None:
+            raise UserError("this run keeps no record: no reviewed parts to learn from")
+        if not (live / TEACHER_JSON).is_file():
+            raise UserError(f"the live model of {recipe} carries no teacher pack (it was not made by fit or "
+                            "update-memory --bundle): fit a new version from a collection first, or update it on a "
+                            "workstation (dataset download, then update-memory --checkpoint)")
+        data = self.fit_job.work / f".reviewed-{recipe}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        m = build(self.record, recipe, data)
+        if not any(k.endswith("/good") for k in m["counts"]):
+            shutil.rmtree(data, ignore_errors=True)
+            raise UserError(f"no reviewed good parts of {recipe} yet (reviewed: {m['counts']}): mark false calls "
+                            "good on the Review page first")
+        return dict(self.fit_job.start_update(recipe, live, data, who, owned=True))
 
     async def fit_action(self, request: Any) -> Any:
         """POST /api/fit/{cancel|discard|deploy}: deploy goes through the station's verify → self-test → swap."""

@@ -178,7 +178,7 @@ async function renderRecipes() {
       document.body.dataset.fit = j.state;
       $("#fit-cancel").disabled = j.state !== "running";
       const eta = j.eta_s != null ? `, about ${Math.ceil(j.eta_s)} s left` : "";
-      $("#fit-status").textContent = j.state === "running" ? `fitting ${j.recipe}: ${j.stage} ${j.done} of ${j.total}${eta}` : ["failed", "cancelled", "unavailable"].includes(j.state) ? `${j.state}: ${j.error}` : "";
+      $("#fit-status").textContent = j.state === "running" ? `${j.kind === "update" ? "updating" : "fitting"} ${j.recipe}: ${j.stage} ${j.done} of ${j.total}${eta}` : ["failed", "cancelled", "unavailable"].includes(j.state) ? `${j.state}: ${j.error}` : "";
       const card = $("#fit-card"); card.hidden = j.state !== "done";
       if (j.state === "done") {
         const c = j.card, f2 = (x) => (x == null ? "—" : x.toFixed(3));
@@ -187,11 +187,15 @@ async function renderRecipes() {
           ["no-defect check (image AUROC on synthetic anomalies of held-out parts)", `<b>${f2(c.no_defect_check)}</b> (${kinds})`],
           ["held-out good parts on the score scale", `median ${f2(c.good_p50)}, p95 ${f2(c.good_p95)} (1 = the threshold)`],
           ["thresholds (raw)", `image ${c.image_threshold.toPrecision(4)}, pixel ${c.pixel_threshold.toPrecision(4)}`],
-          ["memory", `${c.entries} entries`], ["fit", `${c.seconds} s`]].map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("");
+          ["memory", c.update ? `${c.update.entries_before} → ${c.update.entries_after} entries (${c.update.added_images} reviewed good parts added)` : `${c.entries} entries`],
+          ...(c.compare ? [["reviewed good parts judged NG (live → new)", `<b>${c.compare.live.good_ng} → ${c.compare.new.good_ng}</b> of ${c.compare.good}`],
+            ["reviewed defects caught (live → new)", c.compare.defects ? `<b>${c.compare.live.defects_ng} → ${c.compare.new.defects_ng}</b> of ${c.compare.defects}` : "none reviewed"]] : []),
+          [j.kind === "update" ? "update" : "fit", `${c.seconds} s`]].map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("");
       }
       if (j.state === "running") setTimeout(fitStatus, 1000);
     };
     $("#fit").onsubmit = async (e) => { e.preventDefault(); await api("/api/fit", { json: { recipe: $("#fit-recipe").value } }); fitStatus(); };
+    $("#fit-reviewed").onclick = async () => { await api("/api/fit", { json: { recipe: $("#fit-recipe").value, source: "reviewed" } }); fitStatus(); };
     $("#fit-cancel").onclick = async () => { await api("/api/fit/cancel", { method: "POST" }); fitStatus(); };
     $("#fit-deploy").onclick = async () => { const r = await api("/api/fit/deploy", { method: "POST" }); toast(`${r.recipe}: v${r.after.version} is live`); await renderRecipes(); };
     $("#fit-discard").onclick = async () => { await api("/api/fit/discard", { method: "POST" }); fitStatus(); };
