@@ -199,3 +199,23 @@ def test_update_memory_runs_on_the_runtime_install(fitted: Path, synth_dir: Path
     r = subprocess.run([RUNTIME_PY, "-c", code], capture_output=True, text=True, timeout=600, cwd="/")
     assert r.returncode == 0 and "ok" in r.stdout and "entries" in r.stdout, r.stdout + r.stderr
     assert (tmp_path / "v2" / "model_fp32.onnx").is_file()
+
+
+def test_an_exported_memory_bundle_carries_its_teacher_pack(exported_memory: Path, fitted: Path, synth_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """``export`` of a memory checkpoint writes the teacher pack into the bundle (its own graph as the template) and
+    what the model learned from: the bundle still verifies, ``fit --teacher BUNDLE`` gives the thresholds of a fit
+    with ``edge-stpm teacher``'s pack (the same teacher: within 1e-4 relative), and the box can update it."""
+    from edge_stpm.runtime.learn.pack import read_pack
+    from edge_stpm.runtime.learn.update import UpdateConfig, update
+
+    verify_bundle(exported_memory)
+    pack = read_pack(exported_memory)
+    assert pack.doc["template"]["file"] == "model_fp32.onnx"
+    again = tmp_path / "again"
+    fit(FitConfig(exported_memory, synth_dir, again))
+    a = json.loads((fitted / "fit.json").read_text())["thresholds"]["image"]
+    b = json.loads((again / "fit.json").read_text())["thresholds"]["image"]
+    assert abs(a - b) <= 1e-4 * a
+    rep = update(UpdateConfig(exported_memory, _drifted_parts(synth_dir, tmp_path / "reviewed"), tmp_path / "v2"))
+    assert rep["memory_updates"][-1]["entries_after"] > rep["memory_updates"][-1]["entries_before"]

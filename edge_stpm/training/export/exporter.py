@@ -294,6 +294,9 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
         report["frame_graphs"] = _frame_graphs(pipe, meta, sha, [p for p in order if p != "int8"], frame_sizes, out,
                                                parity_paths, committed, force)
     report["selftest"] = write_selftest(out, parity_imgs, list(report["graphs"]), batch)
+    from edge_stpm.training.export.teacher_pack import bundle_pack
+
+    report["teacher_pack"] = bundle_pack(pipe, meta, out) is not None
     write_json(out / "export.json", report)
     write_bundle_readme(out, graph_metadata(meta, "fp32", batch, sha), list(report["graphs"]))
     write_manifest(out, {"backbone": meta["backbone"], "image_size": size, "fit": fit, "batch": batch,

@@ -36,9 +36,10 @@ LICENCES = {"mobilenet_v2": "torchvision ImageNet weights (BSD-3-Clause code; we
 
 
 class PatchFeatures(nn.Module):
-    """uint8 BGR NHWC → the memory head's patch features of the frozen teacher ``(B, D, h, w)``."""
+    """uint8 BGR NHWC → the memory head's patch features of the frozen teacher ``(B, D, h, w)`` (of an STPM or of an
+    inspection pipeline: anything with the teacher and its backbone's name)."""
 
-    def __init__(self, stpm: STPM) -> None:
+    def __init__(self, stpm: STPM | InspectionPipeline) -> None:
         super().__init__()
         spec = get_spec(stpm.backbone)
         self.preprocess = Preprocess(spec.mean, spec.std)
@@ -70,24 +71,62 @@ def write_teacher_pack(out: Path, backbone: str = "mobilenet_v2", image_size: in
                         "teacher (see .ci/fetch_weights.sh)")
     stpm = STPM(backbone, state).eval()
     out = output_dir(Path(out))
-    feat = PatchFeatures(stpm).eval()
-    with torch.no_grad():
-        probe = feat(torch.zeros((1, image_size, image_size, 3), dtype=torch.uint8))
-    dims, grid = int(probe.shape[1]), (int(probe.shape[2]), int(probe.shape[3]))
+    meta = _meta(backbone, image_size, fit, sigma, top_percent, 0, source)
+    dims, grid = _features_graph(stpm, image_size, out, meta)
     meta = _meta(backbone, image_size, fit, sigma, top_percent, dims, source)
-    md = graph_metadata(meta, "fp32", 1, "teacher-pack")
-    _trace(feat, (torch.zeros((1, image_size, image_size, 3), dtype=torch.uint8),), ["image"], ["features"],
-           out / FEATURES, md | {"kind": "teacher-features"}, "the teacher's feature graph")
     bank = torch.randn(2, dims, generator=torch.Generator().manual_seed(0))  # placeholder: fit replaces it
     pipe = InspectionPipeline(stpm, image_size, sigma=sigma, top_percent=top_percent, head="memory", memory=bank)
-    export_onnx(pipe.eval(), "fp32", 1, out / TEMPLATE, md)
-    doc = {"format": PACK_FORMAT, "backbone": backbone, "image_size": image_size, "fit": fit,
-           "features": {"file": FEATURES, "dims": dims, "grid": list(grid), "levels": [i + 2 for i in LEVELS],
-                        "stride": image_size // grid[0], "averaging": "3x3"},
-           "template": {"file": TEMPLATE, "bank_t": BANK_T, "bank_sq": BANK_SQ},
-           "head": {"smoothing_sigma": sigma, "score_top_percent": top_percent},
-           "teacher_source": source, "licence": LICENCES.get(backbone, "see the backbone's weights"),
-           "sha256": {FEATURES: file_sha256(out / FEATURES), TEMPLATE: file_sha256(out / TEMPLATE)},
-           "versions": library_versions()}
+    export_onnx(pipe.eval(), "fp32", 1, out / TEMPLATE, graph_metadata(meta, "fp32", 1, "teacher-pack"))
+    doc = _doc(backbone, image_size, fit, sigma, top_percent, dims, grid, source, out, TEMPLATE)
     write_json(out / TEACHER_JSON, doc)
+    return doc
+
+
+def _features_graph(model: STPM | InspectionPipeline, size: int, out: Path,
+                    meta: dict[str, Any]) -> tuple[int, tuple[int, int]]:
+    """``out/features_fp32.onnx`` of ``model``'s teacher; returns (feature dims, grid)."""
+    feat = PatchFeatures(model).eval()
+    x = torch.zeros((1, size, size, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        probe = feat(x)
+    dims, grid = int(probe.shape[1]), (int(probe.shape[2]), int(probe.shape[3]))
+    md = graph_metadata(meta | {"memory": {"entries": 2, "dims": dims, "bytes": 8 * dims}}, "fp32", 1, "teacher-pack")
+    _trace(feat, (x,), ["image"], ["features"], out / FEATURES, md | {"kind": "teacher-features"},
+           "the teacher's feature graph")
+    return dims, grid
+
+
+def _doc(backbone: str, size: int, fit: str, sigma: float, top_percent: float, dims: int, grid: tuple[int, int],
+         source: str, out: Path, template: str) -> dict[str, Any]:
+    return {"format": PACK_FORMAT, "backbone": backbone, "image_size": size, "fit": fit,
+            "features": {"file": FEATURES, "dims": dims, "grid": list(grid), "levels": [i + 2 for i in LEVELS],
+                         "stride": size // grid[0], "averaging": "3x3"},
+            "template": {"file": template, "bank_t": BANK_T, "bank_sq": BANK_SQ},
+            "head": {"smoothing_sigma": sigma, "score_top_percent": top_percent},
+            "teacher_source": source, "licence": LICENCES.get(backbone, "see the backbone's weights"),
+            "sha256": {FEATURES: file_sha256(out / FEATURES), template: file_sha256(out / template)},
+            "versions": library_versions()}
+
+
+def bundle_pack(pipe: InspectionPipeline, meta: dict[str, Any], out: Path) -> dict[str, Any] | None:
+    """An exported memory bundle carries its teacher pack too (the template is the bundle's own FP32 graph), and
+    ``fit.json`` with what its model was learned from — so a box can update it (``update-memory --bundle``) or fit
+    a new version with its teacher (``fit --teacher BUNDLE``). None for other heads and tiled fits (no pack)."""
+    if meta.get("head") != "memory" or meta.get("tiles"):
+        return None
+    size = int(meta["image_size"])
+    dims, grid = _features_graph(pipe, size, out, meta)
+    doc = _doc(meta["backbone"], size, meta["fit"], float(meta.get("smoothing_sigma", 0.0)),
+               float(meta.get("score_top_percent", 0.0)), dims, grid, meta.get("teacher_source", "?"), out,
+               "model_fp32.onnx")
+    write_json(out / TEACHER_JSON, doc)
+    tr = meta.get("training", {})
+    mem = tr.get("memory") or {}
+    write_json(out / "fit.json", {
+        "teacher": "the checkpoint's own", "images": len(tr.get("train_images", [])) + len(tr.get("val_images", [])),
+        "held_out": len(tr.get("val_images", [])), "train_images": len(tr.get("train_images", [])),
+        "patches_per_image": grid[0] * grid[1], "coreset": float(mem.get("coreset", 0.01)),
+        **({"patches": int(mem["patches"])} if mem.get("patches") else {}),
+        "val_images": list(tr.get("val_images", [])), "train_image_paths": list(tr.get("train_images", [])), "thresholds": meta.get("thresholds", {}),
+        "memory_updates": list(tr.get("memory_updates", []))})
     return doc
