@@ -5,7 +5,6 @@ not fit is counted and said once. Needs root to mount the tmpfs; skips with the 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -19,17 +18,10 @@ N = 150
 
 @pytest.fixture
 def full_tmpfs(tmp_path: Path):
-    mnt = tmp_path / "ev"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or 'not root'})")
-    try:
-        with open(mnt / "filler.bin", "wb") as fh:  # leave ~60 KB: a few frames fit, then the disk is full
-            fh.write(os.urandom(1024 * 1024 - 60 * 1024))
+    from helpers.disk import small_tmpfs
+
+    with small_tmpfs(tmp_path / "ev", 1024, leave_kb=60) as mnt:  # ~60 KB free: a few frames fit, then it is full
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_a_full_evidence_disk_costs_evidence_never_a_verdict(exported: Path, synth_dir: Path, tmp_path: Path,

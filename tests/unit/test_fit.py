@@ -219,3 +219,32 @@ def test_an_exported_memory_bundle_carries_its_teacher_pack(exported_memory: Pat
     assert abs(a - b) <= 1e-4 * a
     rep = update(UpdateConfig(exported_memory, _drifted_parts(synth_dir, tmp_path / "reviewed"), tmp_path / "v2"))
     assert rep["memory_updates"][-1]["entries_after"] > rep["memory_updates"][-1]["entries_before"]
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(pack: Path, synth_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real 512 KB tmpfs cannot hold a bundle: fit refuses before any work, in one line, and writes nothing. A disk
+    that fills up while the bundle is written (ENOSPC from a write, simulated) is one line too, and the hidden
+    folder is gone."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    from edge_stpm.cli import app
+    from edge_stpm.runtime.learn import fit as fit_mod
+    from helpers.disk import small_tmpfs
+
+    with small_tmpfs(tmp_path / "small", 512) as small:
+        r = CliRunner().invoke(app, ["fit", "--teacher", str(pack), "--data", str(synth_dir), "--out",
+                                     str(small / "b")])
+        assert r.exit_code == 2 and "not enough room" in r.output and "Traceback" not in r.output, r.output
+        assert not list(small.iterdir())
+
+    def full(*args: object, **kw: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fit_mod, "_selftest", full)
+    r = CliRunner().invoke(app, ["fit", "--teacher", str(pack), "--data", str(synth_dir), "--out",
+                                 str(tmp_path / "out" / "b")])
+    assert r.exit_code == 2 and "No space left" in r.output and "nothing was written" in r.output, r.output
+    assert not list((tmp_path / "out").iterdir())

@@ -199,6 +199,7 @@ def fit(cfg: FitConfig, progress: Progress | None = None) -> dict[str, Any]:
     feats = patches(pack, images[train], cfg.threads, step)
     t_feat = time.perf_counter()
     k = bank_entries(feats.shape[0], cfg.coreset, feats.shape[1], cfg.bank_max_mb)
+    need_room(Path(cfg.out), pack, k)
     picked = [0]
 
     def pick(n: int) -> None:
@@ -229,10 +230,27 @@ def publish(out: Path, build: Callable[[Path], dict[str, Any]], seconds: dict[st
         if out.exists():
             out.rmdir()  # empty (checked before)
         os.replace(tmp, out)
+    except OSError as exc:  # a full disk (or a folder taken away) while writing: one line, nothing left
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(out.parent).free / 2**20
+        raise UserError(f"cannot write the bundle into {out.parent} ({exc.strerror or exc}; {free:.0f} MB free): "
+                        "nothing was written, the live model is untouched") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def need_room(out: Path, pack: Pack, entries: int) -> None:
+    """Refuse before any work when the disk under ``out`` cannot hold the bundle: its graph (the template's size
+    plus the bank), the teacher pack it carries and the self-test images, twice over for the graph (it is written
+    twice)."""
+    where = next((p for p in (out, *out.parents) if p.exists()), Path("/"))
+    need = 2 * (pack.template.stat().st_size + entries * pack.dims * 4) + pack.features.stat().st_size + 2 * 2**20
+    free = shutil.disk_usage(where).free
+    if free < need:
+        raise UserError(f"not enough room on the disk for the bundle in {out.parent}: about {need / 2**20:.0f} MB "
+                        f"needed, {free / 2**20:.0f} MB free; nothing was written")
 
 
 def _fit_info(cfg: FitConfig, paths: list[Path], val: np.ndarray, train: np.ndarray, pack: Pack) -> dict[str, Any]:

@@ -30,7 +30,17 @@ from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.images import list_images, load_images
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_UPDATE_METHOD, UPDATE_METHODS
 from edge_stpm.runtime.learn.coreset import bank_entries, extend, select, spacing
-from edge_stpm.runtime.learn.fit import MIN_IMAGES, VAL_FRACTION, FitConfig, Progress, _build, patches, publish, split
+from edge_stpm.runtime.learn.fit import (
+    MIN_IMAGES,
+    VAL_FRACTION,
+    FitConfig,
+    Progress,
+    _build,
+    need_room,
+    patches,
+    publish,
+    split,
+)
 from edge_stpm.runtime.learn.pack import Pack, read_pack
 
 # reselect: the whole bank chosen again from old + new within the coreset share; extend: the old entries kept, new
@@ -166,6 +176,7 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
         feats = np.concatenate([feats, patches(pack, carried, cfg.threads)])
     t_feat = time.perf_counter()
     seen = int(before.get("patches", before.get("train_images", len(old)) * before.get("patches_per_image", 1)))
+    need_room(Path(cfg.out), pack, len(old) + max(len(old), 1))
     bank = new_bank(cfg, old, feats, seen + len(feats), float(before.get("coreset", 0.01)))
     t_core = time.perf_counter()
     val = old_val + held
