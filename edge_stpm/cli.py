@@ -15,11 +15,11 @@ from rich.table import Table
 
 from edge_stpm.contract.files import data_dir
 from edge_stpm.runtime.station.app import parse_roi
-from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.errors import UserError, need_train
 from edge_stpm.contract.options import (
     DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, DEFAULT_CORESET_DIMS, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
     EnginePrecision, Fit, FramePath, HeadName, TrainHeadName, HistoryFormat, HistoryVerdict, ListFormat, Loss, MapCombine, Precision,
-    RANGES, Trigger, ThresholdMethod, rng,
+    RANGES, Trigger, ThresholdMethod, parse_ints, rng,
 )
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
@@ -65,16 +65,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Real-time visual inspection with Student-Teacher Feature Pyramid Matching (STPM).")
 out = Console()
 err = Console(stderr=True)
-
-
-def need_train(command: str) -> None:
-    """One line, exit 2, when a command needs the training install (torch) and this is the runtime install."""
-    import importlib.util
-
-    missing = [m for m in ("torch", "torchvision") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(f"edge-stpm {command} needs the training install ({', '.join(missing)} missing): "
-                        "pip install \"edge-stpm[train]\"")
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -307,7 +297,7 @@ def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (m
     set_threads(threads)
     precs = parse_precisions(precision)
     folder = out_dir or Path("engines") / (checkpoint.parent.name or "model")
-    stages = tuple(_ints(int8_float_stages, "--int8-float-stages", minimum=0)) if int8_float_stages.strip() else ()
+    stages = tuple(parse_ints(int8_float_stages, "--int8-float-stages", minimum=0)) if int8_float_stages.strip() else ()
     if any(s > 2 for s in stages):
         raise UserError("--int8-float-stages takes stage numbers 0, 1 and 2")
     sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()] if frame_size else []
@@ -604,16 +594,6 @@ def cameras(fmt: ListFormat = typer.Option("table", "--format", help="table on t
         err.print(note, highlight=False, markup=False, soft_wrap=True)
 
 
-def _ints(text: str, what: str, minimum: int = 1) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{what} must be a comma list of integers, not {text!r}") from None
-    if not vals or min(vals) < minimum:
-        raise UserError(f"{what} must be integers of at least {minimum}")
-    return vals
-
-
 @app.command()
 @one_line_errors
 def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bundle folder, .onnx graph or engine (runtime install), or a training checkpoint .pt (adds the PyTorch rows; needs edge-stpm[train])."),
@@ -656,10 +636,10 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
     sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()]
     from edge_stpm.contract.threads import available_cores
 
-    pool = (1, available_cores()) if workers.strip() == "auto" else tuple(_ints(workers, "--workers")) if workers.strip() else ()
+    pool = (1, available_cores()) if workers.strip() == "auto" else tuple(parse_ints(workers, "--workers")) if workers.strip() else ()
     if pool and max(pool) > RANGES["workers"][1]:
         raise UserError(f"--workers: at most {RANGES['workers'][1]} workers")
-    r = b.bench(model, be, parse_precisions(precision), _ints(batch, "--batch"), iters, warmup, engine, data,
+    r = b.bench(model, be, parse_precisions(precision), parse_ints(batch, "--batch"), iters, warmup, engine, data,
                 work, threads, quiet, sizes, tuple(source or ()), source_frames, tuple(dict.fromkeys(pool)))
     m = r["machine"]
     t = Table(title=f"edge-stpm bench: {r['backbone']} {r['image_size']}² on {m['gpu'] or m['cpu']} ({m['cores']} cores)",
