@@ -148,53 +148,15 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
     The teacher's pyramid is computed once per image (--teacher-cache). CUDA: mixed precision, channels_last, images
     cached on the GPU."""
     need_train("train")
-    from edge_stpm.training.train import TrainConfig, train as run_train
+    from edge_stpm.training.report import print_train
 
-    s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
-                              weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
-                              image_size=size, fit=fit, tiles=tiles, tile_overlap=tile_overlap, sigma=smoothing, score_top_percent=score_top, map_combine=map_combine, seed=seed, device=device,
-                              head=head, coreset=coreset, bank_max_mb=bank_max_mb, coreset_dims=coreset_dims, coreset_chunk=coreset_chunk,
-                              teacher_weights=teacher_weights, threshold_method=threshold_method,
-                              threshold_k=threshold_k, quiet=quiet,
-                              threads=threads, low_memory=low_memory, teacher_cache=teacher_cache, init_from=init_from,
-                              **({"loss": loss} if loss else {})))
-    if s["epochs_run"]:
-        out.print(f"kept epoch {s['best_epoch']}/{s['epochs_run']} (validation loss {s['best_val_loss']:.4f}); "
-                  f"{s['train_images_per_s']:.1f} training images/s on {s['device']}; wall {s['wall_seconds']:.0f} s")
-    if s["memory"]:
-        m = s["memory"]
-        out.print(f"memory bank: {m['entries']} of {m['patches']} patches × {m['dims']} dims ({m['bytes'] / 2**20:.1f} MB); "
-                  f"features {m['features_seconds']:.0f} s, coreset {m['coreset_seconds']:.0f} s; wall {s['wall_seconds']:.0f} s")
-    out.print(proxy_line(s["no_defect_check"]), highlight=False)
-    out.print(f"checkpoint: {Path(out_dir) / 'model.pt'}")
-
-
-def _compare(models: tuple[Path, Path], data: Path, out_dir: Path) -> None:
-    from edge_stpm.training.feedback.compare import compare
-
-    r = compare(models[0], models[1], data, out_dir)
-    t = Table(title=f"old vs new on {data}/test")
-    for c in ("model", "false calls", "recall", "image AUROC"):
-        t.add_column(c)
-    pct = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
-    for name in ("old", "new"):
-        m = r[name]
-        t.add_row(f"{name}: {m['model']}", f"{m['false_calls']}/{m['good']} ({pct(m['false_call_rate'])})",
-                  f"{m['defects'] - m['missed']}/{m['defects']} ({pct(m['recall'])})",
-                  "n/a" if m["image_auroc"] is None else f"{m['image_auroc']:.3f}")
-    out.print(t)
-    out.print(f"figure: {r['figure']}; figures per image: {Path(out_dir) / 'compare.json'}")
-
-
-def proxy_line(p: dict[str, Any]) -> str:
-    """The no-defect check in one line: proxy image AUROC on synthetic anomalies of the held-out good images."""
-    kinds = ", ".join(f"{k} {v['image_auroc']:.3f}" for k, v in p["kinds"].items())
-    choice = p.get("choice")
-    chosen = (f"; --head auto chose {choice['chosen']} ("
-              + ", ".join(f"{h} {m:.3f}" for h, m in choice["mean"].items()) + ")") if choice else ""
-    what = "tiles of held-out good images" if p.get("tiles") else "held-out good images"
-    return (f"no-defect check (synthetic anomalies on {p['images']} {what}, no labels): proxy image AUROC "
-            f"{p['mean']:.3f} ({kinds}){chosen}")
+    print_train(out, data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, loss=loss, momentum=momentum,
+                weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction, image_size=size, fit=fit,
+                tiles=tiles, tile_overlap=tile_overlap, sigma=smoothing, score_top_percent=score_top,
+                map_combine=map_combine, seed=seed, device=device, head=head, coreset=coreset, bank_max_mb=bank_max_mb,
+                coreset_dims=coreset_dims, coreset_chunk=coreset_chunk, teacher_weights=teacher_weights,
+                threshold_method=threshold_method, threshold_k=threshold_k, quiet=quiet, threads=threads,
+                low_memory=low_memory, teacher_cache=teacher_cache, init_from=init_from)
 
 
 @app.command()
@@ -214,31 +176,13 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="The training 
     --compare OLD NEW: two models (checkpoints or bundles) on a reviewed set (DIR/test/), each at its own threshold
     — false calls on the good parts, recall per confirmed defect type, compare.png (docs/feedback.md)."""
     need_train("evaluate")
+    from edge_stpm.training.report import print_compare, print_evaluate
+
     if compare:
-        return _compare(compare, data, out_dir)
+        return print_compare(out, compare, data, out_dir)
     if checkpoint is None:
         raise UserError("give the model to evaluate: --checkpoint runs/NAME/model.pt (or --compare OLD NEW)")
-    from edge_stpm.training.evaluate import evaluate as run_eval
-
-    r = run_eval(checkpoint, data, out_dir, device, batch_size, quiet, threads=threads)
-    t = Table(title=f"evaluation: {data}")
-    for c in ("subset", "n", "image AUROC", "pixel AUROC", "AUPRO@0.3"):
-        t.add_column(c)
-    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    o = r["overall"]
-    t.add_row("all", str(o["n"]), f(o["image_auroc"]), f(o["pixel_auroc"]), f(o["aupro"]))
-    for d, b in r["per_defect"].items():
-        t.add_row(f"good+{d}", str(b["n"]), f(b["image_auroc"]), f(b["pixel_auroc"]), f(b["aupro"]))
-    out.print(t)
-    a = r["at_stored_threshold"]
-    out.print(f"at stored threshold: precision {a['precision']:.3f} recall {a['recall']:.3f} F1 {a['f1']:.3f}")
-    from edge_stpm.training.evaluate import summary_lines
-
-    for line in summary_lines(r):  # where the defect is: SegF1, AU-PRO@0.05, region / true area, IoU, coloured share
-        out.print(line, highlight=False)
-    if r.get("no_defect_check"):
-        out.print(proxy_line(r["no_defect_check"]), highlight=False)
-    out.print(f"report: {Path(out_dir) / 'report.md'}")
+    print_evaluate(out, checkpoint, data, out_dir, device, batch_size, quiet, threads)
 
 
 @app.command()
@@ -823,14 +767,9 @@ def update_memory(checkpoint: Optional[Path] = typer.Option(None, help="A traini
 
         return print_update(out, bundle, data, out_path, quiet)
     need_train("update-memory")
-    from edge_stpm.training.feedback.memory_update import update_memory as run_update
+    from edge_stpm.training.report import print_memory_update
 
-    s = run_update(checkpoint, data, out_path, quiet)
-    out.print(f"{s['added_images']} good images added ({s['patches_added']} patches): bank {s['entries_before']} → "
-              f"{s['entries_after']} entries; image threshold {s['image_threshold_before']:.4g} → "
-              f"{s['image_threshold_after']:.4g}; features {s['features_seconds']:.1f} s, coreset "
-              f"{s['coreset_seconds']:.1f} s, calibration {s['calibrate_seconds']:.1f} s; checkpoint: {out_path}",
-              highlight=False, soft_wrap=True)
+    print_memory_update(out, checkpoint, data, out_path, quiet)
 
 
 @app.command()
