@@ -233,35 +233,10 @@ def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (m
     calibration/NAME/); manifest.json (sha256 of every file), self-test images and a README for the box.
     --frame-size adds the device frame-path graphs (docs/frame-path.md)."""
     need_train("export")
-    from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
-    from edge_stpm.training.export.exporter import export as run_export
+    from edge_stpm.training.export.report import print_export
 
-    from edge_stpm.training.devices import set_threads
-
-    set_threads(threads)
-    precs = parse_precisions(precision)
-    folder = out_dir or Path("engines") / (checkpoint.parent.name or "model")
-    stages = tuple(parse_ints(int8_float_stages, "--int8-float-stages", minimum=0)) if int8_float_stages.strip() else ()
-    if any(s > 2 for s in stages):
-        raise UserError("--int8-float-stages takes stage numbers 0, 1 and 2")
-    sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()] if frame_size else []
-    r = run_export(checkpoint, precs, folder, batch, calib, calib_count, calib_method, calib_root, data, quiet=quiet,
-                   float_stages=stages, force=force, frame_sizes=sizes)
-    t = Table(title=f"export: {folder}")
-    for c in ("graph", "MB", "map rel. L2 vs PyTorch", "score max rel. err", "image AUROC", "pixel AUROC", "AUPRO"):
-        t.add_column(c)
-    for p, g in r["graphs"].items():
-        te = g.get("test", {})
-        f = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-        t.add_row(p, f"{g['bytes'] / 1e6:.1f}", f"{g['parity_vs_pytorch']['map_rel_l2']:.2e}",
-                  f"{g['parity_vs_pytorch']['score_max_rel_err']:.2e}", f(te.get("image_auroc")),
-                  f(te.get("pixel_auroc")), f(te.get("aupro")))
-    out.print(t)
-    for name, g in r.get("frame_graphs", {}).items():
-        pv = g["parity_vs_host_path"]
-        out.print(f"{name}: map rel. L2 vs host path {pv['map_rel_l2']:.2e}, score error {pv['score_err_max']:.2e} "
-                  "of the threshold")
-    out.print(f"graphs and metadata in {folder}/ (export.json)")
+    print_export(out, checkpoint, precision, batch, out_dir, calib, calib_count, calib_method, calib_root, data,
+                 int8_float_stages, force, frame_size, threads, quiet)
 
 
 @app.command("build-engine")
