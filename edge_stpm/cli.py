@@ -262,17 +262,9 @@ def build_engine(model: Path = typer.Option(..., help="A bundle folder from edge
 def check_graph(graphs: list[Path] = typer.Argument(..., help="ONNX graphs to check.")) -> None:
     """Check ONNX graphs against TensorRT's ONNX-parser rules (8.6 operator matrix, uint8 only at I/O, INT8 Q/DQ,
     opset ≤ 17). Exit 0 when all pass, 1 when any rule is broken (each listed with its node and rule)."""
-    from edge_stpm.contract.trt_rules import check_file
+    from edge_stpm.contract.trt_rules import print_checks
 
-    bad = 0
-    for g in graphs:
-        found = check_file(g)
-        if not found:
-            out.print(f"{g}: ok — TensorRT-ready (TensorRT 8.6 parser rules)", highlight=False)
-        for v in found:
-            out.print(f"{g}: {v}", highlight=False, soft_wrap=True, markup=False)
-        bad += bool(found)
-    if bad:
+    if print_checks(out, graphs):
         raise typer.Exit(1)
 
 
