@@ -398,18 +398,9 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of im
           overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write an overlay PNG per image (--no-overlays: only the summary).")) -> None:
     """Score images: per-image score (raw and on the score scale), threshold and verdict, overlay PNGs, summary.csv
     and summary.json."""
-    from edge_stpm.runtime.infer import infer_paths
+    from edge_stpm.runtime.infer import print_infer
 
-    rows = infer_paths(inputs, model, out_dir, backend, threshold, overlays, precision=precision, threads=threads,
-                       roi=parse_roi(roi))
-    t = Table(title=f"{len(rows)} images")
-    for c in ("image", "score", "normalised", "verdict"):
-        t.add_column(c)
-    for r in rows[:50]:
-        t.add_row(r["image"], f"{r['score']:.4g}", f"{r['normalised_score']:.2f}", r["verdict"])
-    out.print(t)
-    ng = sum(r["verdict"] == "NG" for r in rows)
-    out.print(f"{ng} NG of {len(rows)}; summary in {out_dir}/summary.csv")
+    print_infer(out, inputs, model, out_dir, backend, threshold, overlays, precision, threads, parse_roi(roi))
 
 
 @app.command()
