@@ -329,60 +329,14 @@ def run(ctx: typer.Context,
     status.json, /metrics and the web app (who may call what: docs/api.md). --record writes the stream in short
     segment files (a power cut loses at most the last seconds; leftovers are recovered on the next start). Without a
     display it runs headless, with a note."""
-    from edge_stpm.runtime.station import app as station_app
+    from edge_stpm.runtime.station.report import print_run
 
     given = {k: v for k, v in locals().items() if k not in ("ctx", "config", "safe_mode")}
     # given on the command line (click's ParameterSource.COMMANDLINE; by name: typer may bring its own click)
     flag = lambda name: getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"  # noqa: E731
-    try:
-        cfg = station_app.settle(given, config, flag)
-        r = station_app.run(cfg, _say, _warn, _error)
-        _print_run_summary(r.summary, r.path_note, r.backend, cfg.summary_json)
-    except UserError as exc:
-        if not (safe_mode and config is not None):
-            raise
-        from edge_stpm.runtime.station.config import load
-        from edge_stpm.runtime.station.safemode import run as safe
-
-        from edge_stpm.contract.redact import redact
-
-        for line in str(exc).splitlines():
-            err.print(f"error: {escape(redact(line))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(safe(config, str(exc).splitlines(), lambda: load(config),
-                              lambda text: err.print(escape(text), highlight=False, soft_wrap=True)))
-
-
-def _say(text: str) -> None:
-    out.print(text, highlight=False, markup=False, soft_wrap=True)
-
-
-def _warn(text: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
-
-
-def _error(text: str) -> None:
-    err.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
-
-
-def _print_run_summary(s: Any, path_note: str, backend: dict[str, Any], summary_json: Optional[Path]) -> None:
-    import dataclasses
-
-    from edge_stpm.contract.files import write_json
-
-    out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
-              f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}; capture→verdict "
-              f"{s.ms.get('verdict', 0):.1f}, capture→picture {s.ms.get('picture', 0):.1f}); ended: {s.end_reason}" +
-              (f"; recording {s.record}" if s.record else "") +
-              (f" (+{n - 1} segments)" if s.sources and (n := len(s.sources[0]["record_segments"])) > 1 else "") +
-              (f"; {s.failed_frames} frames failed (the model server did not answer)" if s.failed_frames else ""))
-    out.print(f"frame path: {path_note}", highlight=False, markup=False)
-    if len(s.sources) > 1:
-        for x in s.sources:
-            out.print(f"  [{x['source']}] {x['spec']}: {x['frames']} frames, {x['ng_frames']} NG, {x['dropped']} dropped, "
-                      f"{x['reconnects']} reconnects; ended: {x['end_reason']}" + (f"; recording {x['record']}" if x["record"] else ""),
-                      highlight=False, markup=False)
-    if summary_json:
-        write_json(summary_json, dataclasses.asdict(s) | {"backend": backend, "frame_path": path_note})
+    code = print_run(out, err, given, config, flag, safe_mode)
+    if code is not None:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -415,29 +369,9 @@ def history(db: Path = typer.Option(data_dir() / "history.db", "--history-db", "
             out_file: Optional[Path] = typer.Option(None, "--out", help="Write the csv / json here instead of stdout.")) -> None:
     """Results from the inspection record run keeps: filter by time, verdict, source and recipe; a table, or CSV /
     JSON for a spreadsheet or a central database."""
-    import json as _json
+    from edge_stpm.runtime.loop.sinks.record import print_history
 
-    from edge_stpm.runtime.loop.sinks.record import parse_time, query, to_csv
-    from edge_stpm.contract.files import write_text
-
-    rows = query(db, parse_time(since) if since else None, None if verdict == "any" else verdict, source, limit,
-                 recipe)
-    if fmt == "table":
-        t = Table(title=f"{len(rows)} results from {db}")
-        for c in ("time (UTC)", "source", "frame", "trigger", "recipe", "verdict", "normalised", "snapshot"):
-            t.add_column(c)
-        for r in rows:
-            t.add_row(r["time_iso"], str(r["source"]), str(r["frame"]), "" if r["trigger_id"] is None else str(r["trigger_id"]),
-                      "" if r["recipe_name"] is None else f"{r['recipe_index']} {r['recipe_name']}",
-                      r["verdict"], f"{r['normalised_score']:.2f}", r["snapshot"] or "")
-        out.print(t)
-        return
-    text = to_csv(rows) if fmt == "csv" else _json.dumps(rows, indent=1) + "\n"
-    if out_file is None:
-        sys.stdout.write(text)
-    else:
-        write_text(out_file, text)
-        out.print(f"{len(rows)} results written to {out_file}")
+    print_history(out, db, since, verdict, source, limit, recipe, fmt, out_file)
 
 
 @app.command("triton-repo")
@@ -471,29 +405,9 @@ def cameras(fmt: ListFormat = typer.Option("table", "--format", help="table on t
             no_open: bool = typer.Option(False, "--no-open", help="List without opening each industrial camera (no current format shown; leaves cameras another program holds alone).")) -> None:
     """The cameras this box sees: V4L2 devices (--camera N) and Basler GigE/USB3 cameras (--source basler://SERIAL;
     pip install "edge-stpm[basler]"): vendor, model, serial, interface, current format."""
-    import json as _json
+    from edge_stpm.runtime.loop.sources import print_cameras
 
-    from edge_stpm.runtime.loop.sources import list_v4l2
-
-    rows = list_v4l2()
-    note = ""
-    try:
-        from edge_stpm.runtime.loop.basler import list_cameras
-
-        rows += [{"source": f"basler://{c['serial']}"} | c for c in list_cameras(open_each=not no_open)]
-    except UserError as exc:
-        note = f"note: no Basler cameras listed: {exc}"
-    if fmt == "json":
-        sys.stdout.write(_json.dumps(rows, indent=1) + "\n")
-    else:
-        t = Table(title=f"{len(rows)} cameras")
-        for c in ("source", "vendor", "model", "serial", "interface", "name", "format"):
-            t.add_column(c)
-        for r in rows:
-            t.add_row(*(str(r.get(c, "")) for c in ("source", "vendor", "model", "serial", "interface", "name", "format")))
-        out.print(t)
-    if note:
-        err.print(note, highlight=False, markup=False, soft_wrap=True)
+    print_cameras(out, err, fmt, open_each=not no_open)
 
 
 @app.command()
