@@ -599,26 +599,12 @@ def collect(out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout fo
     """Day one, no model needed: save good parts from the station's own camera, lighting and trigger into
     DIR/train/good (MVTec layout) — near-duplicates (a stopped conveyor) skipped, progress shown, contact_sheet.jpg
     at the end (docs/feedback.md). Then: train, evaluate, deploy."""
-    from edge_stpm.contract.progress import bar
-    from edge_stpm.runtime.feedback.collect import CollectSettings, collect as run_collect
+    from edge_stpm.runtime.feedback.collect import CollectSettings, print_collect
 
     cfg = CollectSettings([str(c) for c in camera or []] + list(source or []), out_dir, count, min_change, trigger,
-                          parse_roi(roi) if roi else None, modbus, opcua, opcua_user, http, http_token, max_frames=max_frames)
-    if config is not None:
-        from edge_stpm.runtime.station.config import collect_values, load
-
-        cfg = collect_values(load(config), cfg)
-    warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
-    with bar() as progress:
-        task = progress.add_task("collect", total=count, info="")
-        stats, sheet, s = run_collect(cfg, warn, lambda st: progress.update(task, advance=1, info=f"{st.duplicates} near-duplicates skipped"))
-    out.print(f"{len(stats.kept)} frames kept in {out_dir / 'train' / 'good'} ({stats.duplicates} near-duplicates skipped "
-              f"of {stats.seen} seen; ended: {s.end_reason or 'target reached'})" + (f"; contact sheet {sheet}" if sheet else ""),
-              highlight=False, soft_wrap=True)
-    if len(stats.kept) < count:
-        warn(f"only {len(stats.kept)} of the {count} frames wanted (the source ended or was stopped); run collect "
-             "again into the same folder to add more")
-    out.print(f"next: edge-stpm train --data {out_dir} --out runs/first", highlight=False)
+                          parse_roi(roi) if roi else None, modbus, opcua, opcua_user, http, http_token,
+                          max_frames=max_frames)
+    print_collect(out, err, cfg, config)
 
 
 @app.command("update-memory")
