@@ -11,7 +11,6 @@ import typer.core
 import typer.rich_utils
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from edge_stpm.contract.files import data_dir
 from edge_stpm.runtime.station.app import parse_roi
@@ -19,7 +18,7 @@ from edge_stpm.contract.errors import UserError, need_train
 from edge_stpm.contract.options import (
     DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, DEFAULT_CORESET_DIMS, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
     EnginePrecision, Fit, FramePath, HeadName, TrainHeadName, HistoryFormat, HistoryVerdict, ListFormat, Loss, MapCombine, Precision,
-    RANGES, Trigger, ThresholdMethod, parse_ints, rng,
+    Trigger, ThresholdMethod, rng,
 )
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
@@ -435,71 +434,11 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
     bench.png in --out. Batch-1 rows also compare the host path and the device frame path end to end (--frame-size);
     a bundle also compares loop configurations (--workers: the model alone and the loop with the overlay drawn for
     every frame)."""
-    from edge_stpm import bench as b
-    from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
+    from edge_stpm.bench import print_bench
 
-    be = [x.strip() for x in backend.split(",") if x.strip()]
-    bad = [x for x in be if x not in ("onnxruntime", "pytorch", "tensorrt")]
-    if bad or not be:
-        raise UserError(f"unknown backend {', '.join(bad) or backend!r}; choose from onnxruntime, pytorch, tensorrt")
-    if iters < 3 or warmup < 0:
-        raise UserError("--iters must be at least 3 and --warmup at least 0")
-    if Path(model).suffix == ".pt":
-        need_train("bench --model CHECKPOINT")
-    meta = b.model_info(model)[1]
-    if size is not None and size != meta["image_size"]:
-        raise UserError(f"--size {size} differs from the model's input size {meta['image_size']}: train at that size")
-    sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()]
-    from edge_stpm.contract.threads import available_cores
-
-    pool = (1, available_cores()) if workers.strip() == "auto" else tuple(parse_ints(workers, "--workers")) if workers.strip() else ()
-    if pool and max(pool) > RANGES["workers"][1]:
-        raise UserError(f"--workers: at most {RANGES['workers'][1]} workers")
-    r = b.bench(model, be, parse_precisions(precision), parse_ints(batch, "--batch"), iters, warmup, engine, data,
-                work, threads, quiet, sizes, tuple(source or ()), source_frames, tuple(dict.fromkeys(pool)))
-    m = r["machine"]
-    t = Table(title=f"edge-stpm bench: {r['backbone']} {r['image_size']}² on {m['gpu'] or m['cpu']} ({m['cores']} cores)",
-              title_justify="left")
-    for c in b.columns(r):
-        t.add_column(c, justify="left" if c in ("backend", "prec") else "right", no_wrap=c == "backend")
-    for row in b.table_rows(r):
-        t.add_row(*row)
-    out.print(t)
-    out.print(b.head_line(r), highlight=False, markup=False)
-    _print_table("frame path, batch 1: host (OpenCV fit/colour) vs device (frame graph); e2e incl. overlay",
-                 b.FRAME_COLUMNS, b.frame_rows(r), ("backend", "prec", "frame"))
-    _print_table("the camera loop, batch 1, overlay drawn for every frame: vs the model alone", b.LOOP_COLUMNS,
-                 b.loop_rows(r), ("backend", "prec"))
-    _print_table("loop configurations (ONNX Runtime FP32, batch 1, overlay for every frame): W workers × T threads",
-                 b.PIPELINE_COLUMNS, b.pipeline_rows(r), ("workers × threads",))
-    _print_table("the loop on real sources (ONNX Runtime, batch 1, no overlay)", b.SOURCE_COLUMNS, b.source_rows(r),
-                 ("source",))
-    for line in b.not_run(r):
-        out.print(f"  not run: {line}", highlight=False, markup=False)
-    out.print(f"model = inference only (ms per batch); e2e = a {b.FRAME_SHAPE[1]}×{b.FRAME_SHAPE[0]} frame fitted, "
-              f"inferred and overlaid (per frame); speed-up vs the {r['baseline']} baseline.", highlight=False)
-    if r.get("tiles"):
-        from edge_stpm.contract.artifacts import tiles_lines
-
-        out.print(tiles_lines(r)[0] + " model = one input; e2e = the whole frame.", highlight=False)
-    if r["load"]["busy"]:
-        busy = ", ".join(f"{p['name']} {p['cpu_percent']:.0f}%" for p in r["load"]["busy_processes"]) or "high load average"
-        err.print(f"[yellow]warning:[/yellow] the machine was busy during the run ({escape(busy)}; load "
-                  f"{r['load']['loadavg_after'][0]:.2f} on {r['load']['cores']} cores): figures are pessimistic")
-    folder = b.save(r, out_dir or b.default_folder())
-    out.print(f"results: {folder}/ (bench.json, bench.md, bench.png)", highlight=False)
-
-
-def _print_table(title: str, columns: list[str], rows: list[list[str]], left: tuple[str, ...]) -> None:
-    """A titled table of text rows (nothing when there are none); ``left`` columns left-aligned, the rest right."""
-    if not rows:
-        return
-    t = Table(title=title, title_justify="left")
-    for c in columns:
-        t.add_column(c, justify="left" if c in left else "right")
-    for row in rows:
-        t.add_row(*row)
-    out.print(t)
+    print_bench(out, err, model=model, engine=engine, backend=backend, precision=precision, batch=batch, size=size,
+                data=data, iters=iters, warmup=warmup, threads=threads, work=work, frame_size=frame_size,
+                source=source, source_frames=source_frames, workers=workers, out_dir=out_dir, quiet=quiet)
 
 
 @app.command()
