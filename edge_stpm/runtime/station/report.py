@@ -43,10 +43,15 @@ def _safe_mode(err: Console, config: Path, exc: UserError) -> int:
     from edge_stpm.runtime.station.config import load
     from edge_stpm.runtime.station.safemode import run as safe
 
+    def check() -> None:
+        load(config)
+
+    def log(text: str) -> None:
+        err.print(escape(text), highlight=False, soft_wrap=True)
+
     for line in str(exc).splitlines():
         err.print(f"error: {escape(redact(line))}", highlight=False, soft_wrap=True)
-    return safe(config, str(exc).splitlines(), lambda: load(config),
-                lambda text: err.print(escape(text), highlight=False, soft_wrap=True))
+    return safe(config, str(exc).splitlines(), check, log)
 
 
 def print_summary(out: Console, r: app.RunResult, summary_json: Optional[Path]) -> None:
