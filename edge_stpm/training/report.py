@@ -20,9 +20,10 @@ def proxy_line(p: dict[str, Any]) -> str:
             f"{p['mean']:.3f} ({kinds}){chosen}")
 
 
-def print_train(out: Console, loss: Optional[str] = None, **fields: Any) -> None:
-    """Train (``fields``: TrainConfig's; ``loss`` None: its default), then print the kept epoch (stpm), the memory
-    bank (memory), the no-defect check and the checkpoint."""
+def print_train(out: Console, /, loss: Optional[str] = None, **fields: Any) -> None:
+    """Train (``fields``: TrainConfig's, its ``out`` among them — hence ``out``, the console, positional only;
+    ``loss`` None: its default), then print the kept epoch (stpm), the memory bank (memory), the no-defect check and
+    the checkpoint."""
     from edge_stpm.training.train import TrainConfig, train
 
     cfg = TrainConfig(**fields, **({"loss": loss} if loss else {}))
