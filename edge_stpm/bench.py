@@ -13,11 +13,14 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from edge_stpm.contract.artifacts import engine_path, head_line, onnx_path, read_onnx_metadata, tiles_lines
 from edge_stpm.contract import tiles
 from edge_stpm.contract.images import fit_image
-from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.errors import UserError, need_train
 from edge_stpm.contract.files import write_json, write_text
 from edge_stpm.contract.progress import bar
 from edge_stpm.runtime.backends.base import Backend
@@ -739,3 +742,106 @@ def save(result: dict[str, Any], folder: Path) -> Path:
               f"{result['backbone']} {result['image_size']}² on {result['machine']['gpu'] or result['machine']['cpu']}",
               plot_path)
     return folder
+
+
+BACKENDS = ("onnxruntime", "pytorch", "tensorrt")
+
+
+def print_bench(out: Console, err: Console, model: Path, engine: Path | None, backend: str, precision: str,
+                batch: str, size: int | None, data: Path | None, iters: int, warmup: int, threads: int | None,
+                work: Path, frame_size: str, source: list[str] | None, source_frames: int, workers: str,
+                out_dir: Path | None, quiet: bool) -> None:
+    """``edge-stpm bench`` with its options as typed: checked (one UserError each), run, printed and saved."""
+    from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
+    from edge_stpm.contract.options import parse_ints
+
+    be = _backends(backend)
+    if iters < 3 or warmup < 0:
+        raise UserError("--iters must be at least 3 and --warmup at least 0")
+    _check_model(model, size)
+    sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()]
+    pool = _worker_pool(workers)
+    r = bench(model, be, parse_precisions(precision), parse_ints(batch, "--batch"), iters, warmup, engine, data,
+              work, threads, quiet, sizes, tuple(source or ()), source_frames, tuple(dict.fromkeys(pool)))
+    print_result(out, err, r)
+    folder = save(r, out_dir or default_folder())
+    out.print(f"results: {folder}/ (bench.json, bench.md, bench.png)", highlight=False)
+
+
+def _backends(text: str) -> list[str]:
+    """--backend: a comma list of onnxruntime, pytorch, tensorrt."""
+    be = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in be if x not in BACKENDS]
+    if bad or not be:
+        raise UserError(f"unknown backend {', '.join(bad) or text!r}; choose from onnxruntime, pytorch, tensorrt")
+    return be
+
+
+def _check_model(model: Path, size: int | None) -> None:
+    """A checkpoint needs the training install; --size, when given, must be the model's input size."""
+    if Path(model).suffix == ".pt":
+        need_train("bench --model CHECKPOINT")
+    meta = model_info(model)[1]
+    if size is not None and size != meta["image_size"]:
+        raise UserError(f"--size {size} differs from the model's input size {meta['image_size']}: train at that size")
+
+
+def _worker_pool(text: str) -> tuple[int, ...]:
+    """--workers: auto (1 and the cores), a comma list of worker counts, or '' (no loop configurations)."""
+    from edge_stpm.contract.options import RANGES, parse_ints
+    from edge_stpm.contract.threads import available_cores
+
+    pool = (1, available_cores()) if text.strip() == "auto" else tuple(parse_ints(text, "--workers")) if text.strip() \
+        else ()
+    if pool and max(pool) > RANGES["workers"][1]:
+        raise UserError(f"--workers: at most {RANGES['workers'][1]} workers")
+    return pool
+
+
+def print_result(out: Console, err: Console, r: dict[str, Any]) -> None:
+    """The main table and the model's head line, the frame-path, loop and source tables (those with rows), the rows
+    not run, what the columns mean; a warning on ``err`` when the machine was busy."""
+    out.print(_main_table(r))
+    out.print(head_line(r), highlight=False, markup=False)
+    _print_table(out, "frame path, batch 1: host (OpenCV fit/colour) vs device (frame graph); e2e incl. overlay",
+                 FRAME_COLUMNS, frame_rows(r), ("backend", "prec", "frame"))
+    _print_table(out, "the camera loop, batch 1, overlay drawn for every frame: vs the model alone", LOOP_COLUMNS,
+                 loop_rows(r), ("backend", "prec"))
+    _print_table(out, "loop configurations (ONNX Runtime FP32, batch 1, overlay for every frame): W workers × T "
+                 "threads", PIPELINE_COLUMNS, pipeline_rows(r), ("workers × threads",))
+    _print_table(out, "the loop on real sources (ONNX Runtime, batch 1, no overlay)", SOURCE_COLUMNS, source_rows(r),
+                 ("source",))
+    for line in not_run(r):
+        out.print(f"  not run: {line}", highlight=False, markup=False)
+    out.print(f"model = inference only (ms per batch); e2e = a {FRAME_SHAPE[1]}×{FRAME_SHAPE[0]} frame fitted, "
+              f"inferred and overlaid (per frame); speed-up vs the {r['baseline']} baseline.", highlight=False)
+    if r.get("tiles"):
+        out.print(tiles_lines(r)[0] + " model = one input; e2e = the whole frame.", highlight=False)
+    if r["load"]["busy"]:
+        busy = ", ".join(f"{p['name']} {p['cpu_percent']:.0f}%" for p in r["load"]["busy_processes"]) \
+            or "high load average"
+        err.print(f"[yellow]warning:[/yellow] the machine was busy during the run ({escape(busy)}; load "
+                  f"{r['load']['loadavg_after'][0]:.2f} on {r['load']['cores']} cores): figures are pessimistic")
+
+
+def _main_table(r: dict[str, Any]) -> Table:
+    m = r["machine"]
+    t = Table(title=f"edge-stpm bench: {r['backbone']} {r['image_size']}² on {m['gpu'] or m['cpu']} "
+                    f"({m['cores']} cores)", title_justify="left")
+    for c in columns(r):
+        t.add_column(c, justify="left" if c in ("backend", "prec") else "right", no_wrap=c == "backend")
+    for row in table_rows(r):
+        t.add_row(*row)
+    return t
+
+
+def _print_table(out: Console, title: str, cols: list[str], rows: list[list[str]], left: tuple[str, ...]) -> None:
+    """A titled table of text rows (nothing when there are none); ``left`` columns left-aligned, the rest right."""
+    if not rows:
+        return
+    t = Table(title=title, title_justify="left")
+    for c in cols:
+        t.add_column(c, justify="left" if c in left else "right")
+    for row in rows:
+        t.add_row(*row)
+    out.print(t)

@@ -11,15 +11,14 @@ import typer.core
 import typer.rich_utils
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from edge_stpm.contract.files import data_dir
 from edge_stpm.runtime.station.app import parse_roi
-from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.errors import UserError, need_train
 from edge_stpm.contract.options import (
     DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, DEFAULT_CORESET_DIMS, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
     EnginePrecision, Fit, FramePath, HeadName, TrainHeadName, HistoryFormat, HistoryVerdict, ListFormat, Loss, MapCombine, Precision,
-    RANGES, Trigger, ThresholdMethod, UpdateMethod, DEFAULT_UPDATE_METHOD, rng,
+    Trigger, ThresholdMethod, UpdateMethod, DEFAULT_UPDATE_METHOD, rng,
 )
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
@@ -65,16 +64,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Real-time visual inspection with Student-Teacher Feature Pyramid Matching (STPM).")
 out = Console()
 err = Console(stderr=True)
-
-
-def need_train(command: str) -> None:
-    """One line, exit 2, when a command needs the training install (torch) and this is the runtime install."""
-    import importlib.util
-
-    missing = [m for m in ("torch", "torchvision") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(f"edge-stpm {command} needs the training install ({', '.join(missing)} missing): "
-                        "pip install \"edge-stpm[train]\"")
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -158,53 +147,15 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
     The teacher's pyramid is computed once per image (--teacher-cache). CUDA: mixed precision, channels_last, images
     cached on the GPU."""
     need_train("train")
-    from edge_stpm.training.train import TrainConfig, train as run_train
+    from edge_stpm.training.report import print_train
 
-    s = run_train(TrainConfig(data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, momentum=momentum,
-                              weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction,
-                              image_size=size, fit=fit, tiles=tiles, tile_overlap=tile_overlap, sigma=smoothing, score_top_percent=score_top, map_combine=map_combine, seed=seed, device=device,
-                              head=head, coreset=coreset, bank_max_mb=bank_max_mb, coreset_dims=coreset_dims, coreset_chunk=coreset_chunk,
-                              teacher_weights=teacher_weights, threshold_method=threshold_method,
-                              threshold_k=threshold_k, quiet=quiet,
-                              threads=threads, low_memory=low_memory, teacher_cache=teacher_cache, init_from=init_from,
-                              **({"loss": loss} if loss else {})))
-    if s["epochs_run"]:
-        out.print(f"kept epoch {s['best_epoch']}/{s['epochs_run']} (validation loss {s['best_val_loss']:.4f}); "
-                  f"{s['train_images_per_s']:.1f} training images/s on {s['device']}; wall {s['wall_seconds']:.0f} s")
-    if s["memory"]:
-        m = s["memory"]
-        out.print(f"memory bank: {m['entries']} of {m['patches']} patches × {m['dims']} dims ({m['bytes'] / 2**20:.1f} MB); "
-                  f"features {m['features_seconds']:.0f} s, coreset {m['coreset_seconds']:.0f} s; wall {s['wall_seconds']:.0f} s")
-    out.print(proxy_line(s["no_defect_check"]), highlight=False)
-    out.print(f"checkpoint: {Path(out_dir) / 'model.pt'}")
-
-
-def _compare(models: tuple[Path, Path], data: Path, out_dir: Path) -> None:
-    from edge_stpm.training.feedback.compare import compare
-
-    r = compare(models[0], models[1], data, out_dir)
-    t = Table(title=f"old vs new on {data}/test")
-    for c in ("model", "false calls", "recall", "image AUROC"):
-        t.add_column(c)
-    pct = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
-    for name in ("old", "new"):
-        m = r[name]
-        t.add_row(f"{name}: {m['model']}", f"{m['false_calls']}/{m['good']} ({pct(m['false_call_rate'])})",
-                  f"{m['defects'] - m['missed']}/{m['defects']} ({pct(m['recall'])})",
-                  "n/a" if m["image_auroc"] is None else f"{m['image_auroc']:.3f}")
-    out.print(t)
-    out.print(f"figure: {r['figure']}; figures per image: {Path(out_dir) / 'compare.json'}")
-
-
-def proxy_line(p: dict[str, Any]) -> str:
-    """The no-defect check in one line: proxy image AUROC on synthetic anomalies of the held-out good images."""
-    kinds = ", ".join(f"{k} {v['image_auroc']:.3f}" for k, v in p["kinds"].items())
-    choice = p.get("choice")
-    chosen = (f"; --head auto chose {choice['chosen']} ("
-              + ", ".join(f"{h} {m:.3f}" for h, m in choice["mean"].items()) + ")") if choice else ""
-    what = "tiles of held-out good images" if p.get("tiles") else "held-out good images"
-    return (f"no-defect check (synthetic anomalies on {p['images']} {what}, no labels): proxy image AUROC "
-            f"{p['mean']:.3f} ({kinds}){chosen}")
+    print_train(out, data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, loss=loss, momentum=momentum,
+                weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction, image_size=size, fit=fit,
+                tiles=tiles, tile_overlap=tile_overlap, sigma=smoothing, score_top_percent=score_top,
+                map_combine=map_combine, seed=seed, device=device, head=head, coreset=coreset, bank_max_mb=bank_max_mb,
+                coreset_dims=coreset_dims, coreset_chunk=coreset_chunk, teacher_weights=teacher_weights,
+                threshold_method=threshold_method, threshold_k=threshold_k, quiet=quiet, threads=threads,
+                low_memory=low_memory, teacher_cache=teacher_cache, init_from=init_from)
 
 
 @app.command()
@@ -224,31 +175,13 @@ def evaluate(checkpoint: Optional[Path] = typer.Option(None, help="The training 
     --compare OLD NEW: two models (checkpoints or bundles) on a reviewed set (DIR/test/), each at its own threshold
     — false calls on the good parts, recall per confirmed defect type, compare.png (docs/feedback.md)."""
     need_train("evaluate")
+    from edge_stpm.training.report import print_compare, print_evaluate
+
     if compare:
-        return _compare(compare, data, out_dir)
+        return print_compare(out, compare, data, out_dir)
     if checkpoint is None:
         raise UserError("give the model to evaluate: --checkpoint runs/NAME/model.pt (or --compare OLD NEW)")
-    from edge_stpm.training.evaluate import evaluate as run_eval
-
-    r = run_eval(checkpoint, data, out_dir, device, batch_size, quiet, threads=threads)
-    t = Table(title=f"evaluation: {data}")
-    for c in ("subset", "n", "image AUROC", "pixel AUROC", "AUPRO@0.3"):
-        t.add_column(c)
-    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    o = r["overall"]
-    t.add_row("all", str(o["n"]), f(o["image_auroc"]), f(o["pixel_auroc"]), f(o["aupro"]))
-    for d, b in r["per_defect"].items():
-        t.add_row(f"good+{d}", str(b["n"]), f(b["image_auroc"]), f(b["pixel_auroc"]), f(b["aupro"]))
-    out.print(t)
-    a = r["at_stored_threshold"]
-    out.print(f"at stored threshold: precision {a['precision']:.3f} recall {a['recall']:.3f} F1 {a['f1']:.3f}")
-    from edge_stpm.training.evaluate import summary_lines
-
-    for line in summary_lines(r):  # where the defect is: SegF1, AU-PRO@0.05, region / true area, IoU, coloured share
-        out.print(line, highlight=False)
-    if r.get("no_defect_check"):
-        out.print(proxy_line(r["no_defect_check"]), highlight=False)
-    out.print(f"report: {Path(out_dir) / 'report.md'}")
+    print_evaluate(out, checkpoint, data, out_dir, device, batch_size, quiet, threads)
 
 
 @app.command()
@@ -299,35 +232,10 @@ def export(checkpoint: Path = typer.Option(..., help="The training checkpoint (m
     calibration/NAME/); manifest.json (sha256 of every file), self-test images and a README for the box.
     --frame-size adds the device frame-path graphs (docs/frame-path.md)."""
     need_train("export")
-    from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
-    from edge_stpm.training.export.exporter import export as run_export
+    from edge_stpm.training.export.report import print_export
 
-    from edge_stpm.training.devices import set_threads
-
-    set_threads(threads)
-    precs = parse_precisions(precision)
-    folder = out_dir or Path("engines") / (checkpoint.parent.name or "model")
-    stages = tuple(_ints(int8_float_stages, "--int8-float-stages", minimum=0)) if int8_float_stages.strip() else ()
-    if any(s > 2 for s in stages):
-        raise UserError("--int8-float-stages takes stage numbers 0, 1 and 2")
-    sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()] if frame_size else []
-    r = run_export(checkpoint, precs, folder, batch, calib, calib_count, calib_method, calib_root, data, quiet=quiet,
-                   float_stages=stages, force=force, frame_sizes=sizes)
-    t = Table(title=f"export: {folder}")
-    for c in ("graph", "MB", "map rel. L2 vs PyTorch", "score max rel. err", "image AUROC", "pixel AUROC", "AUPRO"):
-        t.add_column(c)
-    for p, g in r["graphs"].items():
-        te = g.get("test", {})
-        f = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-        t.add_row(p, f"{g['bytes'] / 1e6:.1f}", f"{g['parity_vs_pytorch']['map_rel_l2']:.2e}",
-                  f"{g['parity_vs_pytorch']['score_max_rel_err']:.2e}", f(te.get("image_auroc")),
-                  f(te.get("pixel_auroc")), f(te.get("aupro")))
-    out.print(t)
-    for name, g in r.get("frame_graphs", {}).items():
-        pv = g["parity_vs_host_path"]
-        out.print(f"{name}: map rel. L2 vs host path {pv['map_rel_l2']:.2e}, score error {pv['score_err_max']:.2e} "
-                  "of the threshold")
-    out.print(f"graphs and metadata in {folder}/ (export.json)")
+    print_export(out, checkpoint, precision, batch, out_dir, calib, calib_count, calib_method, calib_root, data,
+                 int8_float_stages, force, frame_size, threads, quiet)
 
 
 @app.command("build-engine")
@@ -353,17 +261,9 @@ def build_engine(model: Path = typer.Option(..., help="A bundle folder from edge
 def check_graph(graphs: list[Path] = typer.Argument(..., help="ONNX graphs to check.")) -> None:
     """Check ONNX graphs against TensorRT's ONNX-parser rules (8.6 operator matrix, uint8 only at I/O, INT8 Q/DQ,
     opset ≤ 17). Exit 0 when all pass, 1 when any rule is broken (each listed with its node and rule)."""
-    from edge_stpm.contract.trt_rules import check_file
+    from edge_stpm.contract.trt_rules import print_checks
 
-    bad = 0
-    for g in graphs:
-        found = check_file(g)
-        if not found:
-            out.print(f"{g}: ok — TensorRT-ready (TensorRT 8.6 parser rules)", highlight=False)
-        for v in found:
-            out.print(f"{g}: {v}", highlight=False, soft_wrap=True, markup=False)
-        bad += bool(found)
-    if bad:
+    if print_checks(out, graphs):
         raise typer.Exit(1)
 
 
@@ -428,60 +328,14 @@ def run(ctx: typer.Context,
     status.json, /metrics and the web app (who may call what: docs/api.md). --record writes the stream in short
     segment files (a power cut loses at most the last seconds; leftovers are recovered on the next start). Without a
     display it runs headless, with a note."""
-    from edge_stpm.runtime.station import app as station_app
+    from edge_stpm.runtime.station.report import print_run
 
     given = {k: v for k, v in locals().items() if k not in ("ctx", "config", "safe_mode")}
     # given on the command line (click's ParameterSource.COMMANDLINE; by name: typer may bring its own click)
     flag = lambda name: getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"  # noqa: E731
-    try:
-        cfg = station_app.settle(given, config, flag)
-        r = station_app.run(cfg, _say, _warn, _error)
-        _print_run_summary(r.summary, r.path_note, r.backend, cfg.summary_json)
-    except UserError as exc:
-        if not (safe_mode and config is not None):
-            raise
-        from edge_stpm.runtime.station.config import load
-        from edge_stpm.runtime.station.safemode import run as safe
-
-        from edge_stpm.contract.redact import redact
-
-        for line in str(exc).splitlines():
-            err.print(f"error: {escape(redact(line))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(safe(config, str(exc).splitlines(), lambda: load(config),
-                              lambda text: err.print(escape(text), highlight=False, soft_wrap=True)))
-
-
-def _say(text: str) -> None:
-    out.print(text, highlight=False, markup=False, soft_wrap=True)
-
-
-def _warn(text: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
-
-
-def _error(text: str) -> None:
-    err.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
-
-
-def _print_run_summary(s: Any, path_note: str, backend: dict[str, Any], summary_json: Optional[Path]) -> None:
-    import dataclasses
-
-    from edge_stpm.contract.files import write_json
-
-    out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
-              f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}; capture→verdict "
-              f"{s.ms.get('verdict', 0):.1f}, capture→picture {s.ms.get('picture', 0):.1f}); ended: {s.end_reason}" +
-              (f"; recording {s.record}" if s.record else "") +
-              (f" (+{n - 1} segments)" if s.sources and (n := len(s.sources[0]["record_segments"])) > 1 else "") +
-              (f"; {s.failed_frames} frames failed (the model server did not answer)" if s.failed_frames else ""))
-    out.print(f"frame path: {path_note}", highlight=False, markup=False)
-    if len(s.sources) > 1:
-        for x in s.sources:
-            out.print(f"  [{x['source']}] {x['spec']}: {x['frames']} frames, {x['ng_frames']} NG, {x['dropped']} dropped, "
-                      f"{x['reconnects']} reconnects; ended: {x['end_reason']}" + (f"; recording {x['record']}" if x["record"] else ""),
-                      highlight=False, markup=False)
-    if summary_json:
-        write_json(summary_json, dataclasses.asdict(s) | {"backend": backend, "frame_path": path_note})
+    code = print_run(out, err, given, config, flag, safe_mode)
+    if code is not None:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -497,18 +351,9 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of im
           overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write an overlay PNG per image (--no-overlays: only the summary).")) -> None:
     """Score images: per-image score (raw and on the score scale), threshold and verdict, overlay PNGs, summary.csv
     and summary.json."""
-    from edge_stpm.runtime.infer import infer_paths
+    from edge_stpm.runtime.infer import print_infer
 
-    rows = infer_paths(inputs, model, out_dir, backend, threshold, overlays, precision=precision, threads=threads,
-                       roi=parse_roi(roi))
-    t = Table(title=f"{len(rows)} images")
-    for c in ("image", "score", "normalised", "verdict"):
-        t.add_column(c)
-    for r in rows[:50]:
-        t.add_row(r["image"], f"{r['score']:.4g}", f"{r['normalised_score']:.2f}", r["verdict"])
-    out.print(t)
-    ng = sum(r["verdict"] == "NG" for r in rows)
-    out.print(f"{ng} NG of {len(rows)}; summary in {out_dir}/summary.csv")
+    print_infer(out, inputs, model, out_dir, backend, threshold, overlays, precision, threads, parse_roi(roi))
 
 
 @app.command()
@@ -523,29 +368,9 @@ def history(db: Path = typer.Option(data_dir() / "history.db", "--history-db", "
             out_file: Optional[Path] = typer.Option(None, "--out", help="Write the csv / json here instead of stdout.")) -> None:
     """Results from the inspection record run keeps: filter by time, verdict, source and recipe; a table, or CSV /
     JSON for a spreadsheet or a central database."""
-    import json as _json
+    from edge_stpm.runtime.loop.sinks.record import print_history
 
-    from edge_stpm.runtime.loop.sinks.record import parse_time, query, to_csv
-    from edge_stpm.contract.files import write_text
-
-    rows = query(db, parse_time(since) if since else None, None if verdict == "any" else verdict, source, limit,
-                 recipe)
-    if fmt == "table":
-        t = Table(title=f"{len(rows)} results from {db}")
-        for c in ("time (UTC)", "source", "frame", "trigger", "recipe", "verdict", "normalised", "snapshot"):
-            t.add_column(c)
-        for r in rows:
-            t.add_row(r["time_iso"], str(r["source"]), str(r["frame"]), "" if r["trigger_id"] is None else str(r["trigger_id"]),
-                      "" if r["recipe_name"] is None else f"{r['recipe_index']} {r['recipe_name']}",
-                      r["verdict"], f"{r['normalised_score']:.2f}", r["snapshot"] or "")
-        out.print(t)
-        return
-    text = to_csv(rows) if fmt == "csv" else _json.dumps(rows, indent=1) + "\n"
-    if out_file is None:
-        sys.stdout.write(text)
-    else:
-        write_text(out_file, text)
-        out.print(f"{len(rows)} results written to {out_file}")
+    print_history(out, db, since, verdict, source, limit, recipe, fmt, out_file)
 
 
 @app.command("triton-repo")
@@ -579,39 +404,9 @@ def cameras(fmt: ListFormat = typer.Option("table", "--format", help="table on t
             no_open: bool = typer.Option(False, "--no-open", help="List without opening each industrial camera (no current format shown; leaves cameras another program holds alone).")) -> None:
     """The cameras this box sees: V4L2 devices (--camera N) and Basler GigE/USB3 cameras (--source basler://SERIAL;
     pip install "edge-stpm[basler]"): vendor, model, serial, interface, current format."""
-    import json as _json
+    from edge_stpm.runtime.loop.sources import print_cameras
 
-    from edge_stpm.runtime.loop.sources import list_v4l2
-
-    rows = list_v4l2()
-    note = ""
-    try:
-        from edge_stpm.runtime.loop.basler import list_cameras
-
-        rows += [{"source": f"basler://{c['serial']}"} | c for c in list_cameras(open_each=not no_open)]
-    except UserError as exc:
-        note = f"note: no Basler cameras listed: {exc}"
-    if fmt == "json":
-        sys.stdout.write(_json.dumps(rows, indent=1) + "\n")
-    else:
-        t = Table(title=f"{len(rows)} cameras")
-        for c in ("source", "vendor", "model", "serial", "interface", "name", "format"):
-            t.add_column(c)
-        for r in rows:
-            t.add_row(*(str(r.get(c, "")) for c in ("source", "vendor", "model", "serial", "interface", "name", "format")))
-        out.print(t)
-    if note:
-        err.print(note, highlight=False, markup=False, soft_wrap=True)
-
-
-def _ints(text: str, what: str, minimum: int = 1) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{what} must be a comma list of integers, not {text!r}") from None
-    if not vals or min(vals) < minimum:
-        raise UserError(f"{what} must be integers of at least {minimum}")
-    return vals
+    print_cameras(out, err, fmt, open_each=not no_open)
 
 
 @app.command()
@@ -639,71 +434,11 @@ def bench(model: Path = typer.Option(..., "--model", "--checkpoint", help="A bun
     bench.png in --out. Batch-1 rows also compare the host path and the device frame path end to end (--frame-size);
     a bundle also compares loop configurations (--workers: the model alone and the loop with the overlay drawn for
     every frame)."""
-    from edge_stpm import bench as b
-    from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
+    from edge_stpm.bench import print_bench
 
-    be = [x.strip() for x in backend.split(",") if x.strip()]
-    bad = [x for x in be if x not in ("onnxruntime", "pytorch", "tensorrt")]
-    if bad or not be:
-        raise UserError(f"unknown backend {', '.join(bad) or backend!r}; choose from onnxruntime, pytorch, tensorrt")
-    if iters < 3 or warmup < 0:
-        raise UserError("--iters must be at least 3 and --warmup at least 0")
-    if Path(model).suffix == ".pt":
-        need_train("bench --model CHECKPOINT")
-    meta = b.model_info(model)[1]
-    if size is not None and size != meta["image_size"]:
-        raise UserError(f"--size {size} differs from the model's input size {meta['image_size']}: train at that size")
-    sizes = [parse_frame_size(x) for x in frame_size.split(",") if x.strip()]
-    from edge_stpm.contract.threads import available_cores
-
-    pool = (1, available_cores()) if workers.strip() == "auto" else tuple(_ints(workers, "--workers")) if workers.strip() else ()
-    if pool and max(pool) > RANGES["workers"][1]:
-        raise UserError(f"--workers: at most {RANGES['workers'][1]} workers")
-    r = b.bench(model, be, parse_precisions(precision), _ints(batch, "--batch"), iters, warmup, engine, data,
-                work, threads, quiet, sizes, tuple(source or ()), source_frames, tuple(dict.fromkeys(pool)))
-    m = r["machine"]
-    t = Table(title=f"edge-stpm bench: {r['backbone']} {r['image_size']}² on {m['gpu'] or m['cpu']} ({m['cores']} cores)",
-              title_justify="left")
-    for c in b.columns(r):
-        t.add_column(c, justify="left" if c in ("backend", "prec") else "right", no_wrap=c == "backend")
-    for row in b.table_rows(r):
-        t.add_row(*row)
-    out.print(t)
-    out.print(b.head_line(r), highlight=False, markup=False)
-    _print_table("frame path, batch 1: host (OpenCV fit/colour) vs device (frame graph); e2e incl. overlay",
-                 b.FRAME_COLUMNS, b.frame_rows(r), ("backend", "prec", "frame"))
-    _print_table("the camera loop, batch 1, overlay drawn for every frame: vs the model alone", b.LOOP_COLUMNS,
-                 b.loop_rows(r), ("backend", "prec"))
-    _print_table("loop configurations (ONNX Runtime FP32, batch 1, overlay for every frame): W workers × T threads",
-                 b.PIPELINE_COLUMNS, b.pipeline_rows(r), ("workers × threads",))
-    _print_table("the loop on real sources (ONNX Runtime, batch 1, no overlay)", b.SOURCE_COLUMNS, b.source_rows(r),
-                 ("source",))
-    for line in b.not_run(r):
-        out.print(f"  not run: {line}", highlight=False, markup=False)
-    out.print(f"model = inference only (ms per batch); e2e = a {b.FRAME_SHAPE[1]}×{b.FRAME_SHAPE[0]} frame fitted, "
-              f"inferred and overlaid (per frame); speed-up vs the {r['baseline']} baseline.", highlight=False)
-    if r.get("tiles"):
-        from edge_stpm.contract.artifacts import tiles_lines
-
-        out.print(tiles_lines(r)[0] + " model = one input; e2e = the whole frame.", highlight=False)
-    if r["load"]["busy"]:
-        busy = ", ".join(f"{p['name']} {p['cpu_percent']:.0f}%" for p in r["load"]["busy_processes"]) or "high load average"
-        err.print(f"[yellow]warning:[/yellow] the machine was busy during the run ({escape(busy)}; load "
-                  f"{r['load']['loadavg_after'][0]:.2f} on {r['load']['cores']} cores): figures are pessimistic")
-    folder = b.save(r, out_dir or b.default_folder())
-    out.print(f"results: {folder}/ (bench.json, bench.md, bench.png)", highlight=False)
-
-
-def _print_table(title: str, columns: list[str], rows: list[list[str]], left: tuple[str, ...]) -> None:
-    """A titled table of text rows (nothing when there are none); ``left`` columns left-aligned, the rest right."""
-    if not rows:
-        return
-    t = Table(title=title, title_justify="left")
-    for c in columns:
-        t.add_column(c, justify="left" if c in left else "right")
-    for row in rows:
-        t.add_row(*row)
-    out.print(t)
+    print_bench(out, err, model=model, engine=engine, backend=backend, precision=precision, batch=batch, size=size,
+                data=data, iters=iters, warmup=warmup, threads=threads, work=work, frame_size=frame_size,
+                source=source, source_frames=source_frames, workers=workers, out_dir=out_dir, quiet=quiet)
 
 
 @app.command()
@@ -803,26 +538,12 @@ def collect(out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout fo
     """Day one, no model needed: save good parts from the station's own camera, lighting and trigger into
     DIR/train/good (MVTec layout) — near-duplicates (a stopped conveyor) skipped, progress shown, contact_sheet.jpg
     at the end (docs/feedback.md). Then: train, evaluate, deploy."""
-    from edge_stpm.contract.progress import bar
-    from edge_stpm.runtime.feedback.collect import CollectSettings, collect as run_collect
+    from edge_stpm.runtime.feedback.collect import CollectSettings, print_collect
 
     cfg = CollectSettings([str(c) for c in camera or []] + list(source or []), out_dir, count, min_change, trigger,
-                          parse_roi(roi) if roi else None, modbus, opcua, opcua_user, http, http_token, max_frames=max_frames)
-    if config is not None:
-        from edge_stpm.runtime.station.config import collect_values, load
-
-        cfg = collect_values(load(config), cfg)
-    warn = lambda text: err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)  # noqa: E731
-    with bar() as progress:
-        task = progress.add_task("collect", total=count, info="")
-        stats, sheet, s = run_collect(cfg, warn, lambda st: progress.update(task, advance=1, info=f"{st.duplicates} near-duplicates skipped"))
-    out.print(f"{len(stats.kept)} frames kept in {out_dir / 'train' / 'good'} ({stats.duplicates} near-duplicates skipped "
-              f"of {stats.seen} seen; ended: {s.end_reason or 'target reached'})" + (f"; contact sheet {sheet}" if sheet else ""),
-              highlight=False, soft_wrap=True)
-    if len(stats.kept) < count:
-        warn(f"only {len(stats.kept)} of the {count} frames wanted (the source ended or was stopped); run collect "
-             "again into the same folder to add more")
-    out.print(f"next: edge-stpm train --data {out_dir} --out runs/first", highlight=False)
+                          parse_roi(roi) if roi else None, modbus, opcua, opcua_user, http, http_token,
+                          max_frames=max_frames)
+    print_collect(out, err, cfg, config)
 
 
 @app.command("update-memory")
@@ -834,9 +555,9 @@ def update_memory(checkpoint: Optional[Path] = typer.Option(None, help="A traini
                   method: UpdateMethod = typer.Option(DEFAULT_UPDATE_METHOD, help="--bundle only: reselect = the bank chosen again from old and new patches within the coreset share; extend = the old entries kept, new ones added until the new parts are covered as densely; transfer = the new look (tone and defocus) carried to the model's own training images too, then extend (docs/learn.md)."),
                   quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Reviewed good parts join a memory-bank model in seconds, nothing trained. A bundle (--bundle, runtime install):
-    its bank is extended until the new parts are covered as densely as the old ones, and the thresholds are
-    calibrated again on the old and new held-out good images. A checkpoint (--checkpoint, training install): the
-    coreset is picked again within its budget, then the same calibration."""
+    the new parts enter its bank by --method, and the thresholds are calibrated again on the old and new held-out
+    good images. A checkpoint (--checkpoint, training install): the coreset is picked again within its budget, then
+    the same calibration."""
     if (checkpoint is None) == (bundle is None):
         raise UserError("give either --checkpoint (a training checkpoint) or --bundle (a fitted bundle), not both")
     if bundle is not None:
@@ -844,14 +565,9 @@ def update_memory(checkpoint: Optional[Path] = typer.Option(None, help="A traini
 
         return print_update(out, bundle, data, out_path, str(method), quiet)
     need_train("update-memory")
-    from edge_stpm.training.feedback.memory_update import update_memory as run_update
+    from edge_stpm.training.report import print_memory_update
 
-    s = run_update(checkpoint, data, out_path, quiet)
-    out.print(f"{s['added_images']} good images added ({s['patches_added']} patches): bank {s['entries_before']} → "
-              f"{s['entries_after']} entries; image threshold {s['image_threshold_before']:.4g} → "
-              f"{s['image_threshold_after']:.4g}; features {s['features_seconds']:.1f} s, coreset "
-              f"{s['coreset_seconds']:.1f} s, calibration {s['calibrate_seconds']:.1f} s; checkpoint: {out_path}",
-              highlight=False, soft_wrap=True)
+    print_memory_update(out, checkpoint, data, out_path, quiet)
 
 
 @app.command()

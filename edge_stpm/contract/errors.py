@@ -23,3 +23,13 @@ class UserErrors(UserError):
         self.lines = [str(UserError(f"{where}: {p}")) for p in problems]
         super().__init__(self.lines[0] if len(self.lines) == 1 else
                          f"{self.lines[0]} (and {len(self.lines) - 1} more)")
+
+
+def need_train(command: str) -> None:
+    """One line, exit 2, when a command needs the training install (torch) and this is the runtime install."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "torchvision") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"edge-stpm {command} needs the training install ({', '.join(missing)} missing): "
+                        "pip install \"edge-stpm[train]\"")

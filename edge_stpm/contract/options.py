@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from edge_stpm.contract.errors import UserError
+
 # choices (the training-side registries are checked against these names by tests/unit/test_options.py)
 BACKBONE_NAMES = ("resnet18", "mobilenet_v2", "efficientnet_lite0", "wide_resnet50_2")
 FIT_NAMES = ("pad", "stretch", "crop")
@@ -123,6 +125,17 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def parse_ints(text: str, what: str, minimum: int = 1) -> list[int]:
+    """A comma list of integers, each at least ``minimum`` (``--batch 1,8``); one UserError otherwise."""
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what} must be a comma list of integers, not {text!r}") from None
+    if not vals or min(vals) < minimum:
+        raise UserError(f"{what} must be integers of at least {minimum}")
+    return vals
+
+
 def rng(name: str) -> dict[str, Any]:
     """``typer.Option(..., **rng("epochs"))``: the declared range as typer's min/max (ints for integer options)."""
     lo, hi = RANGES[name]
@@ -133,11 +146,11 @@ def rng(name: str) -> dict[str, Any]:
 FREE_TEXT: dict[str, str] = {
     "--precision": "contract.artifacts.parse_precisions (comma list of fp32, fp16, int8)",
     "--frame-size": "contract.artifacts.parse_frame_size (WxH, comma list)",
-    "--batch": "cli._ints (comma list of integers ≥ 1) in bench; a number in export",
-    "--workers": "cli._ints (comma list of worker counts ≥ 1, or auto) in bench; a number in run",
+    "--batch": "contract.options.parse_ints (comma list of integers ≥ 1) in bench; a number in export",
+    "--workers": "contract.options.parse_ints (comma list of worker counts ≥ 1, or auto) in bench; a number in run",
     "--backend": "bench: comma list checked against onnxruntime, pytorch, tensorrt",
-    "--int8-float-stages": "cli._ints (stage numbers 0, 1, 2)",
-    "--roi": "cli._roi (x,y,w,h)",
+    "--int8-float-stages": "contract.options.parse_ints (stage numbers 0, 1, 2)",
+    "--roi": "runtime.station.app.parse_roi (x,y,w,h)",
     "--tiles": "contract.tiles.parse_tiles (ROWSxCOLS, each 1..8)",
     "--http": "contract.bind.parse_bind (HOST:PORT)",
     "--http-token": "any text",

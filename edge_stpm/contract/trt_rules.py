@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 from onnx import TensorProto, numpy_helper
 
 from edge_stpm.contract.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 MAX_OPSET = 17
 
@@ -302,6 +306,20 @@ def check_file(path: Path) -> list[Violation]:
     except Exception as exc:  # protobuf DecodeError and friends
         raise UserError(f"cannot read ONNX file {path}: corrupt or not ONNX ({type(exc).__name__})") from None
     return check_model(model)
+
+
+def print_checks(out: Console, graphs: list[Path]) -> int:
+    """``edge-stpm check-graph``: one ok line per graph that passes, one line per broken rule of one that does not;
+    returns how many graphs broke a rule."""
+    bad = 0
+    for g in graphs:
+        found = check_file(g)
+        if not found:
+            out.print(f"{g}: ok — TensorRT-ready (TensorRT 8.6 parser rules)", highlight=False)
+        for v in found:
+            out.print(f"{g}: {v}", highlight=False, soft_wrap=True, markup=False)
+        bad += bool(found)
+    return bad
 
 
 def require_trt_ready(model: onnx.ModelProto, what: str) -> None:

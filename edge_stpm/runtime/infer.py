@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+from rich.console import Console
+from rich.table import Table
 
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import ensure_dir, write_bytes, write_json
@@ -60,3 +62,19 @@ def infer_paths(inputs: list[Path], model: Path, out: Path, backend: str = "auto
     write_json(out / "summary.json", {"model": str(model), "threshold": insp.image_threshold,
                                       "threshold_normalised": insp.threshold_scale, "images": rows})
     return rows
+
+
+def print_infer(out: Console, inputs: list[Path], model: Path, out_dir: Path, backend: str, threshold: float | None,
+                overlays: bool, precision: str | None, threads: int | None,
+                roi: tuple[int, int, int, int] | None) -> None:
+    """``edge-stpm infer``: inspect, then a table of the first 50 images and the NG count."""
+    rows = infer_paths(inputs, model, out_dir, backend, threshold, overlays, precision=precision, threads=threads,
+                       roi=roi)
+    t = Table(title=f"{len(rows)} images")
+    for c in ("image", "score", "normalised", "verdict"):
+        t.add_column(c)
+    for r in rows[:50]:
+        t.add_row(r["image"], f"{r['score']:.4g}", f"{r['normalised_score']:.2f}", r["verdict"])
+    out.print(t)
+    ng = sum(r["verdict"] == "NG" for r in rows)
+    out.print(f"{ng} NG of {len(rows)}; summary in {out_dir}/summary.csv")

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -27,6 +27,9 @@ from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.files import OnceFile, ZipBuilds, tree_members, write_bytes
 from edge_stpm.runtime.inspector import InspectionResult
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 THUMB = 64
 SHEET_MAX = 100  # thumbnails on the contact sheet (spread over what was kept)
@@ -276,6 +279,34 @@ def collect(cfg: CollectSettings, log: Callable[[str], None], on_kept: Callable[
             opts.http.close()
     sheet = contact_sheet(sink.stats.kept, cfg.out / "contact_sheet.jpg")
     return sink.stats, sheet, summary
+
+
+def print_collect(out: Console, err: Console, cfg: CollectSettings, config: Path | None) -> None:
+    """``edge-stpm collect``: with ``config`` (a station file) its values where the command line gave none; a
+    progress bar while collecting, then what was kept and what to do next (a warning when short of the count)."""
+    from rich.markup import escape
+
+    from edge_stpm.contract.progress import bar
+
+    if config is not None:
+        from edge_stpm.runtime.station.config import collect_values, load
+
+        cfg = collect_values(load(config), cfg)
+
+    def warn(text: str) -> None:
+        err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+
+    with bar() as progress:
+        task = progress.add_task("collect", total=cfg.count, info="")
+        stats, sheet, s = collect(cfg, warn, lambda st: progress.update(
+            task, advance=1, info=f"{st.duplicates} near-duplicates skipped"))
+    out.print(f"{len(stats.kept)} frames kept in {cfg.out / 'train' / 'good'} ({stats.duplicates} near-duplicates "
+              f"skipped of {stats.seen} seen; ended: {s.end_reason or 'target reached'})"
+              + (f"; contact sheet {sheet}" if sheet else ""), highlight=False, soft_wrap=True)
+    if len(stats.kept) < cfg.count:
+        warn(f"only {len(stats.kept)} of the {cfg.count} frames wanted (the source ended or was stopped); run collect "
+             "again into the same folder to add more")
+    out.print(f"next: edge-stpm train --data {cfg.out} --out runs/first", highlight=False)
 
 
 def _view(cfg: CollectSettings, http: str, line: Any) -> Any:

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import cv2
 import numpy as np
@@ -24,6 +24,9 @@ from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.images import IMAGE_EXTS, list_images, read_image
 from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.loop.frames import Frame, Source
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["Frame", "Source", "SourceUnavailable", "PendingSource", "open_source", "open_sources", "describe",
            "list_v4l2", "gstreamer_available"]
@@ -55,6 +58,38 @@ def list_v4l2() -> list[dict[str, str]]:
         rows.append({"source": f"--camera {dev.name[5:]}", "vendor": "", "model": name, "serial": "",
                      "interface": "V4L2", "name": f"/dev/{dev.name}", "format": ""})
     return rows
+
+
+CAMERA_COLUMNS = ("source", "vendor", "model", "serial", "interface", "name", "format")
+
+
+def print_cameras(out: Console, err: Console, fmt: str, open_each: bool) -> None:
+    """``edge-stpm cameras``: the V4L2 devices and the Basler cameras (``open_each``: with their current format), as
+    a table on ``out`` or JSON on stdout; a note on ``err`` when Basler cameras cannot be listed."""
+    import json
+    import sys
+
+    from rich.table import Table
+
+    rows: list[dict[str, Any]] = list(list_v4l2())
+    note = ""
+    try:
+        from edge_stpm.runtime.loop.basler import list_cameras
+
+        rows += [{"source": f"basler://{c['serial']}"} | c for c in list_cameras(open_each=open_each)]
+    except UserError as exc:
+        note = f"note: no Basler cameras listed: {exc}"
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+    else:
+        t = Table(title=f"{len(rows)} cameras")
+        for c in CAMERA_COLUMNS:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*(str(r.get(c, "")) for c in CAMERA_COLUMNS))
+        out.print(t)
+    if note:
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
 
 
 def gstreamer_available() -> bool:

@@ -1,5 +1,5 @@
 """One run, assembled in one place: ``edge-stpm run`` (a model, or a station file) builds its ``RunConfig`` here
-and calls ``run``; the command line only parses and prints.
+and calls ``run``; report.py prints what it says, the command line only parses.
 
 The steps follow the data: sources and trigger (``_sources``) → the line's outputs and PLC servers, which the
 inspector's recipes are wired to (``_line``) → the inspector: one model, or every recipe of a station

@@ -15,14 +15,19 @@ import json
 import logging
 import re
 import sqlite3
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 SCHEMA_VERSION = 4
 VERDICTS = ("OK", "NG", "REVIEW")  # REVIEW: inside a recipe's review band (a person decides)
@@ -456,3 +461,36 @@ def to_csv(rows: Iterable[dict[str, Any]]) -> str:
     for r in rows:
         w.writerow(r | {"camera": json.dumps(r["camera"]) if r.get("camera") else ""})
     return buf.getvalue()
+
+
+def print_history(out: Console, db: Path, since: str | None, verdict: str, source: int | None, limit: int,
+                  recipe: str | None, fmt: str, out_file: Path | None) -> None:
+    """``edge-stpm history``: the rows ``query`` finds (``verdict`` "any": all), as a table on ``out`` or as CSV /
+    JSON written to ``out_file`` (stdout without)."""
+    from edge_stpm.contract.files import write_text
+
+    rows = query(db, parse_time(since) if since else None, None if verdict == "any" else verdict, source, limit,
+                 recipe)
+    if fmt == "table":
+        out.print(_history_table(rows, db))
+        return
+    text = to_csv(rows) if fmt == "csv" else json.dumps(rows, indent=1) + "\n"
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        write_text(out_file, text)
+        out.print(f"{len(rows)} results written to {out_file}")
+
+
+def _history_table(rows: list[dict[str, Any]], db: Path) -> Table:
+    from rich.table import Table
+
+    t = Table(title=f"{len(rows)} results from {db}")
+    for c in ("time (UTC)", "source", "frame", "trigger", "recipe", "verdict", "normalised", "snapshot"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["time_iso"], str(r["source"]), str(r["frame"]),
+                  "" if r["trigger_id"] is None else str(r["trigger_id"]),
+                  "" if r["recipe_name"] is None else f"{r['recipe_index']} {r['recipe_name']}",
+                  r["verdict"], f"{r['normalised_score']:.2f}", r["snapshot"] or "")
+    return t

@@ -1,0 +1,76 @@
+"""What ``edge-stpm run`` shows: the run's lines as they come (say, warning, error), its summary at the end, and with
+``--safe-mode`` a station file that does not start: its errors, then safe mode (safemode.py)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from rich.console import Console
+from rich.markup import escape
+
+from edge_stpm.contract.errors import UserError
+from edge_stpm.runtime.station import app
+
+
+def print_run(out: Console, err: Console, given: dict[str, Any], config: Optional[Path],
+              on_command_line: Callable[[str], bool], safe_mode: bool) -> Optional[int]:
+    """``edge-stpm run``: settle its configuration (``app.settle``), run, print the summary. None when the run ended;
+    with ``safe_mode`` and a station file, a UserError is printed and served (safe mode's exit code returned)."""
+    def say(text: str) -> None:
+        out.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def warn(text: str) -> None:
+        err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+
+    def error(text: str) -> None:
+        err.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
+
+    try:
+        cfg = app.settle(given, config, on_command_line)
+        r = app.run(cfg, say, warn, error)
+        print_summary(out, r, cfg.summary_json)
+    except UserError as exc:
+        if not (safe_mode and config is not None):
+            raise
+        return _safe_mode(err, config, exc)
+    return None
+
+
+def _safe_mode(err: Console, config: Path, exc: UserError) -> int:
+    """The error lines (passwords masked), then safe mode served until it stops; its exit code."""
+    from edge_stpm.contract.redact import redact
+    from edge_stpm.runtime.station.config import load
+    from edge_stpm.runtime.station.safemode import run as safe
+
+    def check() -> None:
+        load(config)
+
+    def log(text: str) -> None:
+        err.print(escape(text), highlight=False, soft_wrap=True)
+
+    for line in str(exc).splitlines():
+        err.print(f"error: {escape(redact(line))}", highlight=False, soft_wrap=True)
+    return safe(config, str(exc).splitlines(), check, log)
+
+
+def print_summary(out: Console, r: app.RunResult, summary_json: Optional[Path]) -> None:
+    """The run's summary: frames, NG, fps and median latencies, how it ended, the recording; the frame path; one
+    line per source when there were several; with ``summary_json`` the same written as JSON."""
+    from edge_stpm.contract.files import write_json
+
+    s = r.summary
+    out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
+              f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}; capture→verdict "
+              f"{s.ms.get('verdict', 0):.1f}, capture→picture {s.ms.get('picture', 0):.1f}); ended: {s.end_reason}" +
+              (f"; recording {s.record}" if s.record else "") +
+              (f" (+{n - 1} segments)" if s.sources and (n := len(s.sources[0]["record_segments"])) > 1 else "") +
+              (f"; {s.failed_frames} frames failed (the model server did not answer)" if s.failed_frames else ""))
+    out.print(f"frame path: {r.path_note}", highlight=False, markup=False)
+    if len(s.sources) > 1:
+        for x in s.sources:
+            out.print(f"  [{x['source']}] {x['spec']}: {x['frames']} frames, {x['ng_frames']} NG, {x['dropped']} "
+                      f"dropped, {x['reconnects']} reconnects; ended: {x['end_reason']}"
+                      + (f"; recording {x['record']}" if x["record"] else ""), highlight=False, markup=False)
+    if summary_json:
+        write_json(summary_json, dataclasses.asdict(s) | {"backend": r.backend, "frame_path": r.path_note})
