@@ -34,8 +34,9 @@ def parse_roi(text: Optional[str]) -> Optional[tuple[int, int, int, int]]:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run uses: ``run``'s flags, with a station file its keys where no flag was given (``settle``).
-    The names are ``run``'s options (docs/commands.md says each one's meaning, range and default)."""
+    """Everything a run uses, typed: the defaults, a station file's keys (``config.RUN_KEYS`` maps each onto its
+    field) and ``run``'s flags, which set the fields of the same names and win over the file (``settle``);
+    docs/commands.md says each one's meaning, range and default."""
 
     model: Path
     camera: list[int] = field(default_factory=list)

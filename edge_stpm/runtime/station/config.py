@@ -2,8 +2,9 @@
 error), checked before anything opens; every error is one line naming its key path
 (``recipes[1].model: no bundle at …``). Ranges come from ``contract.options`` (one place, shared with the flags).
 
-Each key of a section maps to one ``edge-stpm run`` option (``RUN_KEYS``); a flag given on the command line
-overrides the same key of the file. Relative paths are relative to the station file's folder.
+Each run key of a section maps to one field of the typed run configuration (``RUN_KEYS`` → ``station.app.RunConfig``;
+``run``'s flags set the same fields, under the same names); a flag given on the command line overrides the same key
+of the file. Relative paths are relative to the station file's folder.
 """
 from __future__ import annotations
 
@@ -291,6 +292,7 @@ class Station(_Section):
 
 
 # station key → run option (parameter name of cli.run); recipes and sources are handled on their own
+# station-file key → the RunConfig field it sets (runtime/station/app.py; a test checks every one is a field)
 RUN_KEYS = {
     "run.backend": "backend", "run.threads": "threads", "run.workers": "workers", "run.trigger": "trigger",
     "run.headless": "headless", "run.max_frames": "max_frames", "run.reconnect": "reconnect", "run.loop": "loop",
@@ -415,7 +417,7 @@ def load(path: Path) -> Station:
 
 
 def run_values(st: Station) -> dict[str, Any]:
-    """The run options the station sets (only keys the file gives), by cli.run parameter name."""
+    """The run configuration's fields the station sets (only keys the file gives), by RunConfig field name."""
     out = {}
     for key, param in RUN_KEYS.items():
         sec, name = key.split(".")
@@ -465,7 +467,7 @@ def _toml(v: Any) -> str:
 
 
 def effective_toml(st: Station, run_defaults: dict[str, Any]) -> str:
-    """Every key with the value a run uses: the file's, else ``run_defaults`` (cli.run's defaults by parameter
+    """Every key with the value a run uses: the file's, else ``run_defaults`` (the run's defaults by RunConfig field
     name); a key with neither is shown commented out."""
     lines = [f"version = {st.version}", f"recipe = {_toml(st.initial().name)}", ""]
     for r in st.recipes:
