@@ -128,3 +128,13 @@ def test_collections_and_teacher_packs_only_where_the_station_keeps_them(pack: P
         teacher_for(tmp_path / "some-bundle")
     shutil.copytree(pack, tmp_path / "data" / "edge-stpm" / "teacher")
     assert teacher_for(tmp_path / "some-bundle") == tmp_path / "data" / "edge-stpm" / "teacher"
+
+
+def test_a_teacher_pack_for_another_model_is_refused_before_any_work(pack: Path) -> None:
+    from edge_stpm.runtime.learn.jobs import same_teacher
+
+    same_teacher(pack, {"backbone": "mobilenet_v2", "image_size": SIZE}, "a")  # the same: accepted
+    with pytest.raises(UserError, match="for backbone mobilenet_v2, the live model of a has resnet18"):
+        same_teacher(pack, {"backbone": "resnet18", "image_size": SIZE}, "a")
+    with pytest.raises(UserError, match="image_size"):
+        same_teacher(pack, {"backbone": "mobilenet_v2", "image_size": SIZE * 2}, "a")

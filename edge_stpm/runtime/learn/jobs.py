@@ -189,6 +189,19 @@ def teacher_for(model: Path) -> Path:
                     "has none (make one with edge-stpm teacher on a training install and copy it there)")
 
 
+def same_teacher(teacher: Path, live: dict[str, Any], recipe: str) -> None:
+    """Refuse, before any work, a teacher pack whose backbone or input size differs from the recipe's live model
+    (its new version could never be deployed: the swap needs the same backbone and size)."""
+    from edge_stpm.runtime.learn.pack import read_pack
+
+    doc = read_pack(teacher).doc
+    for key in ("backbone", "image_size"):
+        if live.get(key) is not None and doc[key] != live[key]:
+            raise UserError(f"the teacher pack {teacher} is for {key} {doc[key]}, the live model of {recipe} has "
+                            f"{live[key]}: a new version must match it (put a pack of {live[key]} there, made with "
+                            "edge-stpm teacher)")
+
+
 def collection_folder(root: Path, recipe: str, name: Any = None) -> Path:
     """A collection of this station (``root/<recipe>-<UTC time>/``, as the Recipes page collects): the one named,
     else the recipe's newest. Only a direct child of ``root`` is accepted."""

@@ -373,7 +373,7 @@ class Api:
         return web.json_response(await self.off_loop(self._fit_start, body, _who(request)))
 
     def _fit_start(self, body: dict[str, Any], who: str) -> dict[str, Any]:
-        from edge_stpm.runtime.learn.jobs import collection_folder, teacher_for
+        from edge_stpm.runtime.learn.jobs import collection_folder, same_teacher, teacher_for
 
         recipe = str(body.get("recipe", ""))
         rec = self.control.recipes.by_name(recipe)
@@ -382,7 +382,9 @@ class Api:
         if body.get("source", "collection") == "reviewed":
             return self._update_start(recipe, Path(rec.cfg.model), who)
         data = collection_folder(self.view.collect.root, recipe, body.get("collection"))
-        return dict(self.fit_job.start(recipe, teacher_for(Path(rec.cfg.model)), data, who))
+        teacher = teacher_for(Path(rec.cfg.model))
+        same_teacher(teacher, rec.inspector.backend.metadata, recipe)
+        return dict(self.fit_job.start(recipe, teacher, data, who))
 
     def _update_start(self, recipe: str, live: Path, who: str) -> dict[str, Any]:
         """The reviewed parts of ``recipe`` (the record's reviews, as GET /api/dataset builds them) into the live
