@@ -28,6 +28,7 @@ from edge_stpm.runtime.overlay import (
     draw_contours,
     index_scale,
     inspection_overlay,
+    no_model_banner,
     region_mask,
     verdict_banner,
 )
@@ -68,6 +69,9 @@ class InspectionResult:
     tiles: TileGrid | None = None
     # the score scale the normalised score and the overlay are on (None: the old scale, zero = 0)
     scale: ScoreScale | None = None
+    # False: no model judged this frame (a station recipe with none yet): no verdict sink takes it but collect,
+    # the PLC refuses triggers meanwhile (error 7), the live view shows the frame as it is
+    judged: bool = True
 
     @property
     def pixel_zero(self) -> float:
@@ -107,12 +111,16 @@ class InspectionResult:
 
     @property
     def verdict(self) -> str:
+        if not self.judged:
+            return "NO MODEL"
         return "NG" if self.ng else "REVIEW" if self.review else "OK"
 
     def overlay(self, frame: np.ndarray, alpha: float = ALPHA, text: Sequence[str] = ()) -> np.ndarray:
         """The frame with colour near/above the threshold, contours on NG only, a colour bar and the banner. With
         the device frame path's colouring only the contours (NG frames), the bar and the text are drawn here."""
         text = list(text) + list(self.notes)
+        if not self.judged:
+            return no_model_banner(frame, text)
         if self.coloured is None or alpha != ALPHA:
             out = inspection_overlay(frame, self.anomaly_map, self.pixel_threshold, self.ng, self.normalised_score,
                                      self.image_threshold, text, alpha, verdict=self.verdict, zero=self.pixel_zero)
@@ -187,6 +195,40 @@ def _selftest_doc(bundle: Path) -> tuple[dict[str, Any] | None, str]:
         return None, f"{path} is not readable JSON: re-export the bundle"
     except UserError as exc:
         return None, str(exc)
+
+
+class NoModelBackend:
+    """The backend of a recipe with no model yet: nothing to run (what a page or a header reads of a backend)."""
+
+    name, precision, accelerated, concurrent, image_size = "none", "-", False, True, 0
+    metadata: dict[str, Any] = {}
+
+    def describe(self) -> str:
+        return "no model yet"
+
+    def close(self) -> None:
+        pass
+
+
+class NoModel:
+    """A station recipe's inspector before it has a model: it judges nothing — every result says ``judged=False``
+    (see ``InspectionResult``) — until a model is deployed to the recipe."""
+
+    backend = NoModelBackend()
+    path_note = "no model yet"
+    image_threshold = pixel_threshold = float("nan")
+    threshold_scale = 1.0
+    size, fit, tiles, frame_path, scale = 0, "stretch", None, "host", None
+
+    def inspect_batch(self, frames: Sequence[np.ndarray]) -> list[InspectionResult]:
+        return [InspectionResult(0.0, 0.0, False, np.zeros((1, 1), np.float32), f.shape[:2], "stretch", float("nan"),
+                                 judged=False) for f in frames]
+
+    def inspect(self, frame: np.ndarray) -> InspectionResult:
+        return self.inspect_batch([frame])[0]
+
+    def close(self) -> None:
+        pass
 
 
 class Inspector:

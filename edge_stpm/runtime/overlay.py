@@ -179,6 +179,25 @@ def verdict_banner(img: np.ndarray, ng: bool, norm_score: float, lines: list[str
     return img
 
 
+def no_model_banner(frame: np.ndarray, lines: list[str] | tuple[str, ...] = ()) -> np.ndarray:
+    """A frame judged by no model (a station recipe that has none yet): the frame as it is, a grey banner that says
+    so, then HUD lines."""
+    out = frame.copy()
+    px = text_height(out)
+    head = "NO MODEL YET"
+    scale = cv2.getFontScaleFromHeight(FONT, px, 1)
+    (tw, _), _ = cv2.getTextSize(head, FONT, scale, max(1, round(px / 12)))
+    cv2.rectangle(out, (0, 0), (tw + 2 * round(0.4 * px), round(1.5 * px)), (0, 0, 0), -1)
+    cv2.putText(out, head, (round(0.4 * px), round(1.22 * px)), FONT, scale, (200, 200, 200),
+                max(1, round(px / 10)), cv2.LINE_AA)
+    small = max(11, round(0.6 * px))
+    y = round(1.5 * px) + small + 4
+    for line in ("collect good parts and fit a model on the Recipes page", *lines):
+        _text(out, line, (round(0.4 * px), y), small, (255, 255, 255))
+        y += small + 5
+    return out
+
+
 def inspection_overlay(frame: np.ndarray, amap: np.ndarray, pixel_threshold: float, ng: bool, norm_score: float,
                        image_threshold: float | None = None, lines: list[str] | tuple[str, ...] = (),
                        alpha: float = ALPHA, verdict: str | None = None, zero: float = 0.0) -> np.ndarray:

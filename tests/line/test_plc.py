@@ -75,6 +75,27 @@ def test_handshake_state_machine() -> None:
     assert st.triggers.qsize() == 1  # the refused trigger was not queued
 
 
+def test_a_recipe_with_no_model_yet_refuses_triggers_with_error_7() -> None:
+    """No model: no Trigger Ready, error 7 in the register (and its bit), every trigger refused with 7 and nothing
+    queued; a model deployed: Trigger Ready again and error 0, with nothing for the PLC to clear."""
+
+    class Port(plc.OneModel):
+        has = False
+
+        def ready(self) -> bool:
+            return self.has
+
+    st, port = plc.PlcState(), Port()
+    st.connect_recipes(port)
+    regs = st.registers()
+    assert regs[plc.STATUS] == plc.BIT_ERROR and regs[plc.ERROR_CODE] == plc.ERR_NO_MODEL == 7
+    assert st.trigger() is None and st.rejected == 1 and st.triggers.qsize() == 0
+    assert st.registers()[plc.ERROR_CODE] == 7
+    port.has = True  # the refused trigger's 7 clears itself
+    assert st.registers()[plc.STATUS] == plc.BIT_TRIGGER_READY and st.registers()[plc.ERROR_CODE] == 0
+    assert st.trigger() == 1
+
+
 def test_modbus_port_in_use_and_bad_bind_are_one_line(tmp_path: Path) -> None:
     from edge_stpm.contract.bind import parse_bind
     from edge_stpm.contract.errors import UserError

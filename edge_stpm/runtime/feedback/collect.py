@@ -331,6 +331,7 @@ class StationCollect(Sink):
 
     name = "collect-on-demand"
     queue_size = 64
+    unjudged = True  # a recipe with no model yet collects its first good parts
 
     def __init__(self, root: Path, budget_mb: float = 2048.0, min_free_mb: float = 512.0,
                  check_s: float = 5.0) -> None:

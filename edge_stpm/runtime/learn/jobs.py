@@ -175,14 +175,14 @@ def compare(live: Path, new: Path, data: Path) -> dict[str, Any]:
     return out
 
 
-def teacher_for(model: Path) -> Path:
+def teacher_for(model: Path | None) -> Path:
     """The teacher pack a recipe's next version is fitted with: the one its live bundle carries (every bundle fit
     makes has one), else the box's own (``$XDG_DATA_HOME/edge-stpm/teacher``: copy one there, made by
     ``edge-stpm teacher``)."""
     from edge_stpm.contract.files import data_dir
     from edge_stpm.runtime.learn.pack import TEACHER_JSON
 
-    for p in (Path(model), data_dir() / "teacher"):
+    for p in ([Path(model)] if model is not None else []) + [data_dir() / "teacher"]:
         if (p / TEACHER_JSON).is_file():
             return p
     raise UserError(f"no teacher pack on this box: the recipe's bundle carries none and {data_dir() / 'teacher'} "

@@ -159,10 +159,10 @@ class OpcuaServer:
     async def _write_state(self) -> None:
         st = self.state
         with st.lock:
-            handshake = st.error_code in (ERR_BUSY, ERR_NOT_ACKED)  # a refused trigger: the code says so
+            code = st.code()
+            handshake = code in (ERR_BUSY, ERR_NOT_ACKED)  # a refused trigger: the code says so
             text = ("ResultReady" if st.results_ready else "Busy" if st.busy
-                    else "Error" if st.error_code and not handshake else "Operational")
-            code = st.error_code
+                    else "Error" if code and not handshake else "Operational")
         await self.nodes["State"].write_value(text)
         from asyncua import ua
 

@@ -30,16 +30,18 @@ COMMAND, RECIPE = 10, 11
 N_REGISTERS = 16
 BIT_TRIGGER_READY, BIT_RESULTS_READY, BIT_OK, BIT_NG, BIT_ERROR, BIT_BUSY, BIT_REVIEW = (1 << i for i in range(7))
 CMD_TRIGGER, CMD_ACK = 1, 2
-ERR_NONE, ERR_BUSY, ERR_NOT_ACKED, ERR_INSPECTION, ERR_OUTPUT, ERR_SOURCE, ERR_RECIPE = range(7)
+ERR_NONE, ERR_BUSY, ERR_NOT_ACKED, ERR_INSPECTION, ERR_OUTPUT, ERR_SOURCE, ERR_RECIPE, ERR_NO_MODEL = range(8)
 ERROR_TEXT = {ERR_NONE: "none", ERR_BUSY: "trigger while busy inspecting",
               ERR_NOT_ACKED: "trigger before the last result was acknowledged",
               ERR_INSPECTION: "the inspection failed", ERR_OUTPUT: "a required output is failing",
-              ERR_SOURCE: "the source ended or is lost", ERR_RECIPE: "unknown recipe index"}
+              ERR_SOURCE: "the source ended or is lost", ERR_RECIPE: "unknown recipe index",
+              ERR_NO_MODEL: "the active recipe has no model yet"}
 REGISTERS = {
     STATUS: "status bits: 0 trigger ready, 1 results ready, 2 OK, 3 NG, 4 error, 5 busy, 6 REVIEW (a recipe's review "
             "band: neither OK nor NG is set — divert the part to a person)",
     ERROR_CODE: "error code (0 none, 1 busy, 2 result not acknowledged, 3 inspection failed, 4 output failing, "
-                "5 source ended, 6 unknown recipe)",
+                "5 source ended, 6 unknown recipe, 7 no model yet: the active recipe learns its first one — Trigger "
+                "Ready stays off and every trigger is refused with 7 until a model is deployed)",
     TRIGGER_ID: "trigger id of the result (the box counts accepted triggers from 1; uint16, wraps)",
     SCORE: "normalised score × 1000 on the score scale (0 = a typical good part or better, 1000 = threshold; "
            "uint16, clamped at 0, saturates at 65535)",
@@ -70,6 +72,10 @@ class RecipePort(Protocol):
         """Every recipe's index and name."""
         ...
 
+    def ready(self) -> bool:
+        """Whether the active recipe has a model (a station's recipe may have none yet)."""
+        ...
+
 
 class OneModel:
     """The port of a run without a station: one model, recipe 0."""
@@ -81,6 +87,9 @@ class OneModel:
 
     def names(self) -> dict[int, str]:
         return {}
+
+    def ready(self) -> bool:
+        return True
 
 
 class PlcState:
@@ -142,6 +151,10 @@ class PlcState:
                 self.error_code = ERR_RECIPE
                 self.rejected += 1
                 return None
+            if not self.recipes.ready():
+                self.error_code, self.failing = ERR_NO_MODEL, f"recipe {self.recipe_index} has no model yet"
+                self.rejected += 1
+                return None
             if not self.trigger_ready:
                 self.error_code = ERR_BUSY if self.busy else ERR_NOT_ACKED
                 self.rejected += 1
@@ -193,14 +206,24 @@ class PlcState:
         if rising & CMD_TRIGGER:
             self.trigger()
 
+    def code(self) -> int:
+        """The error code in force (call with the lock held): the last error's, else 7 while the active recipe has no
+        model yet; a 7 clears itself once the recipe has one."""
+        ready = self.recipes.ready()
+        if self.error_code == ERR_NO_MODEL and ready:
+            self.error_code, self.failing = ERR_NONE, None
+        return self.error_code or (ERR_NONE if ready else ERR_NO_MODEL)
+
     def registers(self) -> list[int]:
+        ready = self.recipes.ready()  # no model yet: no Trigger Ready, error 7 (until a model is deployed)
         with self.lock:
-            status = ((BIT_TRIGGER_READY if self.trigger_ready else 0)
+            code = self.code()
+            status = ((BIT_TRIGGER_READY if self.trigger_ready and ready else 0)
                       | (BIT_RESULTS_READY if self.results_ready else 0)
                       | (BIT_OK if self.ok else 0) | (BIT_NG if self.ng else 0) | (BIT_REVIEW if self.review else 0)
-                      | (BIT_ERROR if self.error_code else 0) | (BIT_BUSY if self.busy else 0))
+                      | (BIT_ERROR if code else 0) | (BIT_BUSY if self.busy else 0))
             out = [0] * N_REGISTERS
-            out[STATUS], out[ERROR_CODE] = status, self.error_code
+            out[STATUS], out[ERROR_CODE] = status, code
             out[TRIGGER_ID] = self.last_trigger & 0xFFFF
             out[SCORE] = min(65535, max(0, round(self.score * 1000)))
             out[HEARTBEAT] = int(time.monotonic() - self.t0) & 0xFFFF

@@ -359,7 +359,8 @@ class Pipeline:
                     r.snapshot = str(c.anomalies / f"ng_{frame.index:07d}")
                     c.saved += 1
             for runner in self.verdict_runners:
-                runner.offer(r)
+                if res.judged or runner.sink.unjudged:  # no model, no verdict: only collecting takes it
+                    runner.offer(r)
             if self.on_frame:
                 self.on_frame(frame, res)
             if self.wants_picture(c, r):

@@ -38,7 +38,7 @@ class RunConfig:
     field) and ``run``'s flags, which set the fields of the same names and win over the file (``settle``);
     docs/commands.md says each one's meaning, range and default."""
 
-    model: Path
+    model: Optional[Path]  # None only with a station whose first recipe has no model yet
     camera: list[int] = field(default_factory=list)
     source: list[str] = field(default_factory=list)
     backend: str = "auto"
@@ -118,7 +118,8 @@ def settle(given: dict[str, Any], config: Optional[Path], on_command_line: Calla
     overrides = {k: given[k] for k in ("threshold", "precision") if on_command_line(k)} | (
         {"roi": parse_roi(given.get("roi"))} if on_command_line("roi") else {})
     st = st.model_copy(update={"recipes": [r.model_copy(update=overrides) for r in st.recipes]})
-    return RunConfig(**(p | {"station": st, "config_path": config, "model": Path(st.initial().model),
+    first = st.initial().model  # None: the first recipe has no model yet (it learns one on the box)
+    return RunConfig(**(p | {"station": st, "config_path": config, "model": Path(first) if first else None,
                              "threshold": None, "roi": None, "precision": None,
                              "camera": p.get("camera") or [], "source": p.get("source") or []}))
 
@@ -196,16 +197,20 @@ class _Run:
 
         c = self.cfg
         threads, workers, choice = c.threads, c.workers, None
-        if workers is None:
+        if workers is None and c.model is None:  # a station whose first recipe has no model yet
+            workers = 1
+        elif workers is None and c.model is not None:
             workers, why, choice = default_workers(c.model, c.backend, c.precision, n_sources,
                                                    c.trigger == "free-run", threads, available_cores())
             if why:
                 self.say(f"workers: {why}")
+        assert workers is not None
         if workers > 1 and threads is None:
             threads = max(1, available_cores() // workers)
         if c.station is not None:
             self.insp = self.station = _station_inspector(c, threads, self.line, self.say)
         else:
+            assert c.model is not None  # settle: a run without a station has a model
             self.insp = Inspector.load(c.model, c.backend, c.threshold, c.precision, threads, verbose=True,
                                        frame_path=c.frame_path, choice=choice)
         if workers > 1 and not self.insp.backend.concurrent:
@@ -343,7 +348,8 @@ def _live_view(bind: Any, c: RunConfig, insp: Any, specs: list[str], parts: dict
         tokens = {"viewer": h.viewer_token or token, "operator": h.operator_token, "engineer": h.engineer_token}
         sessions = Sessions({k: v for k, v in tokens.items() if v}, h.idle_lock_minutes * 60,
                             open_viewer=bind.loopback and not token and not h.viewer_token)
-    view = LiveView(bind, token, {"model": Path(c.model).name, "backend": b.name, "precision": b.precision,
+    view = LiveView(bind, token, {"model": Path(c.model).name if c.model else "no model yet", "backend": b.name,
+                                  "precision": b.precision,
                                   "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
                     stream_fps=c.http_fps, sources=specs, history=c.history, server=settings, sessions=sessions,
                     **parts)

@@ -51,8 +51,11 @@ class Recipe(_Section):
                                   "with every result.")
     index: int = Field(ge=0, le=RECIPE_INDEX_MAX, description="The number the PLC writes to select it (Modbus register "
                                                               "11, OPC UA, HTTP).")
-    model: str = Field(min_length=1, description="The bundle folder (or .onnx graph / engine) of this recipe, or a "
-                                                 "model on a Triton server: grpc://HOST:PORT/MODEL.")
+    model: Optional[str] = Field(None, min_length=1, description="The bundle folder (or .onnx graph / engine) of this "
+                                 "recipe, or a model on a Triton server: grpc://HOST:PORT/MODEL. Left out: the recipe "
+                                 "has no model yet and learns its first one on the box (Recipes page: collect, fit, "
+                                 "deploy; kept in the model store, found at the next start); until then it judges "
+                                 "nothing: PLC error 7, no Trigger Ready, /healthz 503.")
     threshold: float = Field(1.0, **_r("threshold"), description="Threshold on the score scale (0 = a typical good "
                                                                  "part, 1.0 = the model's stored threshold; 1.2 = 20 % "
                                                                  "of that distance beyond it), image and pixel. In a "

@@ -36,9 +36,12 @@ class StationControl:
     def adopt(self, log: Any = None) -> None:
         """Every recipe's station-file model is version 0 in the store (its history starts there); a recipe whose
         store says another version was live when the box stopped (a deploy or a rollback) gets that version back,
-        loaded and self-tested — if it no longer loads, the station file's model runs and the line says why."""
+        loaded and self-tested — if it no longer loads, the station file's model runs and the line says why. A recipe
+        with no model in the station file gets the version its store says was live (its first model, learned on the
+        box), else it stays without one."""
         for r in list(self.recipes.recipes.values()):
-            self.store.adopt(r.cfg.name, Path(r.cfg.model))
+            if r.cfg.model is not None:
+                self.store.adopt(r.cfg.name, Path(r.cfg.model))
             doc = self.store.versions(r.cfg.name)
             r.version = doc["current"]
             entry = next((v for v in doc["versions"] if v["version"] == doc["current"]), None)
@@ -47,10 +50,10 @@ class StationControl:
             try:
                 new, _ = self._load(r, entry)
             except (UserError, OSError) as exc:
-                r.version = 0
+                r.version = 0 if r.has_model else None
                 if log is not None:
-                    log(f"recipe {r.cfg.name}: v{entry['version']} was live but does not load ({exc}); the station "
-                        "file's model (v0) runs")
+                    log(f"recipe {r.cfg.name}: v{entry['version']} was live but does not load ({exc}); "
+                        + ("the station file's model (v0) runs" if r.has_model else "it has no model"))
                 continue
             self._swap(new)  # the station file's model is closed by the swap
             if log is not None:
@@ -79,11 +82,17 @@ class StationControl:
 
     def _apply(self, rec: LoadedRecipe, cfg: Any) -> None:
         """``rec`` with other live settings, on the same loaded model, swapped in between two frames."""
-        from edge_stpm.runtime.inspector import Inspector
+        self.recipes.replace(LoadedRecipe(cfg.model_copy(update={"model": rec.cfg.model}),
+                                          self._same_model(rec, cfg), rec.sha256, 0.0, version=rec.version),
+                             close_old=False)
 
-        insp = Inspector(rec.inspector.backend, cfg.threshold, self.frame_path, cfg.threshold_multiple)
-        self.recipes.replace(LoadedRecipe(cfg.model_copy(update={"model": rec.cfg.model}), insp, rec.sha256, 0.0,
-                                          version=rec.version), close_old=False)
+    def _same_model(self, rec: LoadedRecipe, cfg: Any) -> Any:
+        """An inspector on ``rec``'s loaded model with ``cfg``'s threshold (a recipe with no model yet: none)."""
+        from edge_stpm.runtime.inspector import Inspector, NoModel
+
+        if isinstance(rec.inspector, NoModel):
+            return rec.inspector
+        return Inspector(rec.inspector.backend, cfg.threshold, self.frame_path, cfg.threshold_multiple)
 
     def _recipe(self, name: str, who: str, action: str) -> LoadedRecipe:
         rec = self.recipes.by_name(name)
@@ -123,7 +132,7 @@ class StationControl:
         try:
             try:
                 refuse_links(bundle)
-                md = verify(bundle, like=rec.inspector)
+                md = verify(bundle, like=rec.inspector if rec.has_model else None)  # a first model: any
                 entry = self.store.add(recipe, bundle, who, source, md)
                 new, test = self._load(rec, entry)
                 self.store.set_current(recipe, entry["version"])
@@ -192,8 +201,6 @@ class StationControl:
         thresholds, ROI, ignore mask and minimum area; anything else (sources, outputs, servers, recipes added,
         removed or given other models) is refused in one UserError and the running configuration stays. Returns the
         recipes changed."""
-        from edge_stpm.runtime.inspector import Inspector
-
         try:
             changed = live_changes(self.station, new)
         except UserError as exc:
@@ -202,9 +209,8 @@ class StationControl:
         for cfg in changed:
             self.store.save_settings(cfg.name, None)  # the station file is the truth again for this recipe
             rec = self.recipes.recipes[cfg.index]
-            insp = Inspector(rec.inspector.backend, cfg.threshold, self.frame_path, cfg.threshold_multiple)
-            new_rec = LoadedRecipe(cfg.model_copy(update={"model": rec.cfg.model}), insp, rec.sha256, 0.0,
-                                   version=rec.version)
+            new_rec = LoadedRecipe(cfg.model_copy(update={"model": rec.cfg.model}), self._same_model(rec, cfg),
+                                   rec.sha256, 0.0, version=rec.version)
             self.recipes.replace(new_rec, close_old=False)
             self.audit.write(who, "config reload", cfg.name, _live(rec.cfg), _live(cfg), "ok")
         if not changed:

@@ -19,7 +19,7 @@ import numpy as np
 
 from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.images import fit_image, read_image
-from edge_stpm.runtime.inspector import InspectionResult, Inspector
+from edge_stpm.runtime.inspector import InspectionResult, Inspector, NoModel
 from edge_stpm.runtime.station.config import Recipe
 
 
@@ -49,7 +49,7 @@ class LoadedRecipe:
     """A recipe with its model open and its masks built per frame size."""
 
     cfg: Recipe
-    inspector: Inspector
+    inspector: Inspector | NoModel  # NoModel: the recipe has no model yet (it learns its first one on the box)
     sha256: str
     load_s: float
     masks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -60,6 +60,10 @@ class LoadedRecipe:
     @property
     def info(self) -> dict[str, Any]:
         return {"index": self.cfg.index, "name": self.cfg.name, "model_sha256": self.sha256}
+
+    @property
+    def has_model(self) -> bool:
+        return not isinstance(self.inspector, NoModel)
 
     def crop(self, frame: np.ndarray) -> np.ndarray:
         if self.cfg.roi is None:
@@ -103,6 +107,9 @@ class LoadedRecipe:
     def apply(self, r: InspectionResult, frame_shape: tuple[int, int], top_percent: float) -> InspectionResult:
         """The recipe's ignore mask and minimum area applied to one result of its inspected region."""
         notes = [f"recipe {self.cfg.index} {self.cfg.name}"]
+        if not r.judged:  # no model yet: nothing to mask or measure
+            return dataclasses.replace(r, recipe=self.info, roi=self.cfg.roi, full_shape=frame_shape,
+                                       notes=tuple(notes))
         keep = self.ignored(frame_shape, r.frame_shape)
         changes: dict[str, Any] = {"recipe": self.info, "roi": self.cfg.roi, "full_shape": frame_shape}
         if keep is not None:
@@ -176,6 +183,10 @@ class RecipeSet:
         """Every recipe's index and name (what the PLC's side shows)."""
         return {r.cfg.index: r.cfg.name for r in self.recipes.values()}
 
+    def ready(self) -> bool:
+        """Whether the active recipe has a model (the PLC's Trigger Ready needs one)."""
+        return self.active.has_model
+
     def select(self, index: int) -> bool:
         with self.lock:
             if index not in self.recipes:
@@ -198,6 +209,7 @@ class RecipeSet:
                           "min_defect_area": r.cfg.min_defect_area, "review_band": r.cfg.review_band,
                           "good_scores": _good(r),
                           "ignore": bool(r.cfg.ignore_mask or r.cfg.ignore_polygons), "load_s": round(r.load_s, 3),
+                          "has_model": r.has_model,
                           "active": r.cfg.index == self.active_index} for r in self.recipes.values()]
 
     def close(self) -> None:
@@ -210,6 +222,8 @@ def _good(rec: LoadedRecipe) -> dict[str, float | str] | None:
     band: near the p95), from the model's calibration figures; None for a model calibrated before they were stored."""
     from edge_stpm.runtime.feedback.drift import calibrated
 
+    if isinstance(rec.inspector, NoModel):
+        return None
     base = calibrated(rec.inspector.backend.metadata)
     if base is None:
         return None
@@ -270,12 +284,19 @@ class StationInspector:
 
 def load_recipes(recipes: list[Recipe], initial: Recipe, backend: str = "auto", threads: int | None = None,
                  frame_path: str = "auto", log: Callable[[str], None] | None = None) -> RecipeSet:
-    """Open every recipe's model now (preloaded: a changeover loads nothing), each checked like ``run --model``."""
+    """Open every recipe's model now (preloaded: a changeover loads nothing), each checked like ``run --model``; a
+    recipe with no model yet judges nothing (``NoModel``) until one is deployed to it."""
     from edge_stpm.contract.artifacts import model_sha256
 
     loaded: list[LoadedRecipe] = []
     try:
         for r in recipes:
+            if r.model is None:
+                loaded.append(LoadedRecipe(r, NoModel(), "", 0.0))
+                if log is not None:
+                    log(f"recipe {r.index} {r.name}: no model yet — it judges nothing (PLC error 7, no Trigger "
+                        "Ready) until one is deployed: collect good parts and fit on the Recipes page")
+                continue
             t0 = time.perf_counter()
             insp = Inspector.load(Path(r.model), backend, r.threshold, r.precision, threads=threads,
                                   frame_path=frame_path, threshold_multiple=r.threshold_multiple)

@@ -380,9 +380,11 @@ class Api:
         if rec is None:
             raise UserError(f"no recipe named {recipe!r}")
         if body.get("source", "collection") == "reviewed":
+            if rec.cfg.model is None:
+                raise UserError(f"recipe {recipe} has no model yet to update: fit its first one from a collection")
             return self._update_start(recipe, Path(rec.cfg.model), who)
         data = collection_folder(self.view.collect.root, recipe, body.get("collection"))
-        teacher = teacher_for(Path(rec.cfg.model))
+        teacher = teacher_for(Path(rec.cfg.model) if rec.cfg.model else None)
         same_teacher(teacher, rec.inspector.backend.metadata, recipe)
         return dict(self.fit_job.start(recipe, teacher, data, who))
 

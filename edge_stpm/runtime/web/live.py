@@ -296,8 +296,9 @@ class LiveView:
                 if (last is None and now - self.t_start > self.START_GRACE_S) or (
                         last is not None and now - last > self.STALE_S):
                     problems.append(f"source {i} ({spec}) delivers no frames")
-        if self.control is not None and self.control.recipes.active.inspector is None:
-            problems.append("no model loaded")
+        if self.control is not None and not self.control.recipes.active.has_model:
+            problems.append(f"recipe {self.control.recipes.active.cfg.name} has no model yet: collect good parts "
+                            "and fit one on the Recipes page")
         return not problems, problems
 
     # --- server side ------------------------------------------------------------------------------------------

@@ -48,6 +48,8 @@ def _variant(rec: Any, cfg: Any) -> Any:
     from edge_stpm.runtime.inspector import Inspector
     from edge_stpm.runtime.station.recipes import LoadedRecipe
 
+    if not rec.has_model:
+        raise UserError(f"recipe {rec.cfg.name} has no model yet: nothing to preview (fit its first one)")
     insp = Inspector(rec.inspector.backend, cfg.threshold, rec.inspector.frame_path, cfg.threshold_multiple)
     return LoadedRecipe(cfg.model_copy(update={"model": rec.cfg.model}), insp, rec.sha256, 0.0, version=rec.version)
 

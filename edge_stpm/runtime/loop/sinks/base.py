@@ -98,6 +98,7 @@ class Sink(ABC):
     picture = False
     lossless = False
     required = False
+    unjudged = False  # takes results no model judged (a station recipe with no model yet): collecting does
     queue_size = 64
 
     def open(self) -> None:  # noqa: B027 — an optional hook: a no-op by default, not abstract
