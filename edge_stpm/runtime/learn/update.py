@@ -6,14 +6,16 @@ What it does, in the order it is done:
 2. the new good images' patch features are computed with ONNX Runtime (``DIR/train/good`` of a
    ``dataset --from-history`` folder; ``DIR/test/good`` is held out for the thresholds — a plain folder is split as
    ``fit`` splits one);
-3. **the bank is extended, not chosen again**: greedy k-center continues from the old entries and takes new patches
-   until every new patch is as close to an entry as the old patches were (the bank's own spacing,
-   ``coreset.spacing``), at most doubling the bank and within its size cap. A new look of the part (a lamp that aged,
-   a lens that moved) is then covered as densely as the old one; choosing the whole bank again within 1 % of all the
-   patches seen gave the new look a few hundred entries among thousands and left most drifted good parts NG
-   (``benchmarks/results/learn/drift/``);
+3. the new patches enter the bank by one of ``MODES`` (``--method``): ``reselect`` (the default, by
+   ``benchmarks/results/learn/drift/RULE.md``) chooses the whole bank again by greedy k-center from the old entries
+   and the new patches within the coreset share of every patch seen; ``extend`` keeps every old entry and continues
+   greedy k-center over the new patches until each is as close to an entry as the old patches were (the bank's own
+   spacing, ``coreset.spacing``), at most doubling the bank; ``transfer`` also carries the new look (``look.py``: a
+   defocus and a tone curve estimated from the new parts) to the model's own training images and extends the bank
+   with all of them — on a drifted magnetic tile the only method that took most false calls away (99.6 → 14.3 %),
+   at a cost in recall (``benchmarks/results/learn/drift/README.md``);
 4. thresholds, no-defect check, self-test, README and manifest exactly as ``fit`` writes them, calibrated on the old
-   held-out good images (those still on this machine) plus the new held-out ones.
+   held-out good images (those still on this machine; in the new look with ``transfer``) plus the new held-out ones.
 The new bundle appears only complete; the old one is not touched.
 """
 from __future__ import annotations
