@@ -114,7 +114,7 @@ def run_update(a: argparse.Namespace, name: str, data: Path, out: Path) -> dict[
         keep = upd.spacing
         upd.spacing = lambda bank: 0.0  # type: ignore[assignment]
         try:
-            upd.update(upd.UpdateConfig(a.base, data, out, threads=a.threads, growth=10.0))
+            upd.update(upd.UpdateConfig(a.base, data, out, threads=a.threads, growth=10.0, mode="extend"))
         finally:
             upd.spacing = keep
     elif CANDIDATES[name] == "extend":
