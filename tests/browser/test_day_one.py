@@ -82,6 +82,9 @@ def test_a_box_with_no_model_learns_its_first_part(synth_dir: Path, tmp_path: Pa
             page.goto(f"{base}/app/recipes")
             page.wait_for_selector("#recipes:has-text('no model yet')")
             page.screenshot(path=str(shots / "day_one_no_model.png"), full_page=True)
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone on the line
+            page.screenshot(path=str(shots / "day_one_no_model_390.png"))
+            page.set_viewport_size({"width": 1280, "height": 800})
             page.fill("#collect input[name=count]", "20")
             page.fill("#collect input[name=min_change]", "0")
             page.click("#collect button[type=submit]")

@@ -21,6 +21,7 @@ from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
 from edge_stpm.contract.artifacts import graph_metadata, onnx_path, sidecar, write_bundle_readme, write_manifest
 from edge_stpm.training.export.onnx_graphs import export_onnx
 from edge_stpm.training.export.quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
+from edge_stpm.training.export.teacher_pack import bundle_pack
 
 CANDIDATE = re.compile(r"^\.(model|frame)_.+\.candidate\.onnx$")  # a graph written, not yet checked and renamed
 
@@ -294,8 +295,6 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
         report["frame_graphs"] = _frame_graphs(pipe, meta, sha, [p for p in order if p != "int8"], frame_sizes, out,
                                                parity_paths, committed, force)
     report["selftest"] = write_selftest(out, parity_imgs, list(report["graphs"]), batch)
-    from edge_stpm.training.export.teacher_pack import bundle_pack
-
     report["teacher_pack"] = bundle_pack(pipe, meta, out) is not None
     write_json(out / "export.json", report)
     write_bundle_readme(out, graph_metadata(meta, "fp32", batch, sha), list(report["graphs"]))
