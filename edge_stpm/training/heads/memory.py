@@ -4,7 +4,7 @@ Features: pyramid levels 2 and 3 (strides 8 and 16), each averaged over its 3×3
 bilinearly resized to level 2's grid, concatenated along channels → ``(B, D, h, w)`` at stride 8 (D = 128 for
 MobileNetV2). Memory: the patches of the training images, reduced by greedy k-center (coreset) selection on a
 random projection (or, by default, on the features themselves). Map: each patch's Euclidean distance to its nearest memory entry, computed in the graph as one
-MatMul (‖f‖² − 2 f·mᵀ + ‖m‖²) and a ReduceMin, so every backend computes the same score. Nothing is trained.
+MatMul, ‖m‖² − 2 f·mᵀ, a ReduceMin, then + ‖f‖², so every backend computes the same score. Nothing is trained.
 """
 from __future__ import annotations
 
@@ -60,8 +60,10 @@ class MemoryBank(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         b, d, h, w = feats.shape
         f = feats.float().flatten(2).transpose(1, 2)  # (B, hw, D)
-        d2 = (f * f).sum(dim=2, keepdim=True) - 2.0 * torch.matmul(f, self.bank_t) + self.bank_sq  # (B, hw, M)
-        nearest = torch.amin(d2, dim=2)  # ONNX ReduceMin
+        # ‖m‖² − 2 f·m per entry (B, hw, M), its minimum over the bank, then + ‖f‖² (constant along the bank, so it is
+        # added after the ReduceMin: one full-size elementwise op fewer than ‖f‖² − 2 f·m + ‖m‖², the same distances)
+        part = self.bank_sq - 2.0 * torch.matmul(f, self.bank_t)
+        nearest = torch.amin(part, dim=2) + (f * f).sum(dim=2)  # ONNX ReduceMin
         return torch.sqrt(torch.clamp(nearest, min=0.0)).view(b, 1, h, w)
 
 
