@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from edge_stpm.contract.files import write_json, write_text  # noqa: E402
-from edge_stpm.contract.images import GOOD, good_images, labelled_test_images, load_images, read_mask  # noqa: E402
+from edge_stpm.contract.images import good_images, labelled_test_images, load_images, read_mask  # noqa: E402
 from edge_stpm.runtime.learn import thresholds  # noqa: E402
 from edge_stpm.runtime.learn.coreset import bank_entries, select  # noqa: E402
 from edge_stpm.runtime.learn.fit import patches  # noqa: E402
@@ -280,9 +280,9 @@ def rule(recs: list[dict[str, Any]]) -> str:
     w0 = [next(u for u in r["runs"] if u["name"] == "B0")["W0"]["image_auroc"] for r in recs]
     for wn in ("W1", "W2"):
         w = [next(u for u in r["runs"] if u["name"] == "B0")[wn]["image_auroc"] for r in recs]
-        ok = np.mean(w) >= np.mean(w0) + 0.003 and all(x >= y for x, y in zip(w, w0)) and seeds == 3
+        ok = np.mean(w) >= np.mean(w0) + 0.003 and all(x >= y for x, y in zip(w, w0, strict=True)) and seeds == 3
         out.append(f"- {wn} on B0: image AUROC {np.mean(w) - np.mean(w0):+.4f} (≥ +0.003, no seed lower: "
-                   f"{all(x >= y for x, y in zip(w, w0))}) → {'passes' if ok else 'does not pass'}")
+                   f"{all(x >= y for x, y in zip(w, w0, strict=True))}) → {'passes' if ok else 'does not pass'}")
     return "\n".join(out) + "\n"
 
 
