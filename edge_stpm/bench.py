@@ -19,10 +19,10 @@ from rich.table import Table
 
 from edge_stpm.contract.artifacts import engine_path, head_line, onnx_path, read_onnx_metadata, tiles_lines
 from edge_stpm.contract import tiles
-from edge_stpm.contract.images import fit_image
-from edge_stpm.contract.errors import UserError, need_train
-from edge_stpm.contract.files import write_json, write_text
-from edge_stpm.contract.progress import bar
+from edge_stpm.common.images import fit_image
+from edge_stpm.common.errors import UserError, need_train
+from edge_stpm.common.files import write_json, write_text
+from edge_stpm.common.progress import bar
 from edge_stpm.runtime.backends.base import Backend
 
 FRAME_SHAPE = (480, 640, 3)
@@ -203,7 +203,7 @@ def pipeline_figures(model: Path, workers: tuple[int, ...], threads: int | None,
     from edge_stpm.runtime.loop.pipeline import RunOptions, run
     from edge_stpm.runtime.loop.sources import MemorySource
     from edge_stpm.runtime.inspector import Inspector
-    from edge_stpm.contract.threads import available_cores
+    from edge_stpm.common.threads import available_cores
 
     frame = camera_frame(FRAME_SHAPE[1], FRAME_SHAPE[0])
     out = []
@@ -550,7 +550,7 @@ def _measure(row: Row, b: Backend, frames: list[np.ndarray], size: int, fit: str
 
 
 def _test_set(data: Path, size: int, fit: str, grid: Any) -> tuple[np.ndarray, np.ndarray, Any]:
-    from edge_stpm.contract.images import load_images, labelled_test_images
+    from edge_stpm.common.images import load_images, labelled_test_images
 
     items = labelled_test_images(Path(data))
     return load_images([i.path for i in items], size, fit, tiles=grid), np.array([i.label for i in items]), grid
@@ -733,7 +733,7 @@ def save(result: dict[str, Any], folder: Path) -> Path:
     try:
         from edge_stpm.training.figures import bar_chart
     except ImportError:  # the runtime install has no matplotlib
-        from edge_stpm.contract.progress import console
+        from edge_stpm.common.progress import console
 
         console.print(f"note: no chart {plot_path}: matplotlib is not installed (it comes with edge-stpm[train])")
         return folder
@@ -789,7 +789,7 @@ def _check_model(model: Path, size: int | None) -> None:
 def _worker_pool(text: str) -> tuple[int, ...]:
     """--workers: auto (1 and the cores), a comma list of worker counts, or '' (no loop configurations)."""
     from edge_stpm.contract.options import RANGES, parse_ints
-    from edge_stpm.contract.threads import available_cores
+    from edge_stpm.common.threads import available_cores
 
     pool = (1, available_cores()) if text.strip() == "auto" else tuple(parse_ints(text, "--workers")) if text.strip() \
         else ()

@@ -12,9 +12,9 @@ import typer.rich_utils
 from rich.console import Console
 from rich.markup import escape
 
-from edge_stpm.contract.files import data_dir
+from edge_stpm.common.files import data_dir
 from edge_stpm.runtime.station.app import parse_roi
-from edge_stpm.contract.errors import UserError, need_train
+from edge_stpm.common.errors import UserError, need_train
 from edge_stpm.contract.options import (
     DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, DEFAULT_CORESET_DIMS, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
     EnginePrecision, Fit, FramePath, HeadName, TrainHeadName, HistoryFormat, HistoryVerdict, ListFormat, Loss, MapCombine, Precision,
@@ -641,7 +641,7 @@ def config_show(file: Path = typer.Argument(..., help="The station file (TOML)."
 @one_line_errors
 def config_schema(out_file: Optional[Path] = typer.Option(None, "--out", help="Write it here (default: stdout).")) -> None:
     """The station file's JSON Schema, for editors (completion and checks); docs/station.schema.json is this."""
-    from edge_stpm.contract.files import write_text
+    from edge_stpm.common.files import write_text
     from edge_stpm.runtime.station.config import schema_json
 
     if out_file is None:

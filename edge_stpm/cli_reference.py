@@ -28,7 +28,7 @@ def _walk(group: Any, prefix: str = "edge-stpm") -> Iterator[tuple[str, Any]]:
 def _cell(text: str) -> str:
     """One table cell: one line, pipes escaped, this machine's data folder written as its default (the page is the same
     wherever it is generated)."""
-    from edge_stpm.contract.files import data_dir
+    from edge_stpm.common.files import data_dir
 
     text = " ".join(text.split()).replace(str(data_dir()), "~/.local/share/edge-stpm")
     return text.replace("|", "\\|")

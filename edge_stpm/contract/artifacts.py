@@ -18,8 +18,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_bytes, write_json, write_text
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_bytes, write_json, write_text
 from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.contract.schema import GRAPH, MANIFEST as MANIFEST_SCHEMA, check
 

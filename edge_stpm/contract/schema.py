@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.options import BACKBONE_NAMES, FIT_NAMES, HEAD_NAMES, MAP_COMBINE_NAMES, PRECISION_NAMES, RANGES
 
 _NUM = {"type": "number"}

@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import fit_image, unfit_map
 from edge_stpm.contract import tiles
 from edge_stpm.contract.artifacts import SELFTEST
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import fit_image, unfit_map
 from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.contract.tiles import TileGrid
 from edge_stpm.runtime.backends.base import Backend, FrameRunner

@@ -24,6 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import ensure_dir, write_bytes, write_text
 from edge_stpm.contract.artifacts import (
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -33,8 +35,6 @@ from edge_stpm.contract.artifacts import (
     read_engine,
     read_onnx_metadata,
 )
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import ensure_dir, write_bytes, write_text
 
 METADATA_PARAM = "edge_stpm_metadata"
 
@@ -147,7 +147,7 @@ def _check_env(env: Path) -> None:
         raise UserError(f"--python-env {env}: its python does not run ({exc})") from None
     if r.returncode != 0:
         raise UserError(f"--python-env {env}: needs numpy and onnxruntime (pip install 'numpy<2' onnxruntime there)")
-    from edge_stpm.contract.progress import console
+    from edge_stpm.common.progress import console
 
     if int(r.stdout.strip().split(".")[0]) >= 2:
         console.print(f"note: --python-env {env} has numpy {r.stdout.strip()}: Triton servers up to 2.51 need "

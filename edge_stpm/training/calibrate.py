@@ -10,8 +10,8 @@ import torch
 from edge_stpm.training import checkpoint
 from edge_stpm.runtime.learn import thresholds
 from edge_stpm.contract import tiles
-from edge_stpm.contract.images import labelled_test_images, load_images
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.images import labelled_test_images, load_images
+from edge_stpm.common.errors import UserError
 from edge_stpm.training.evaluate import ScoreFn, score_set, torch_infer
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET
 from edge_stpm.training.backbones import get_spec

@@ -5,8 +5,8 @@ import csv
 import time
 from pathlib import Path
 
-from edge_stpm.contract.files import ensure_dir, write_text
-from edge_stpm.contract.progress import console
+from edge_stpm.common.files import ensure_dir, write_text
+from edge_stpm.common.progress import console
 
 
 def video_agreement(labels_csv: Path, ng_frames: list[int]) -> dict[str, float]:

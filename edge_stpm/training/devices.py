@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.threads import available_cores
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.threads import available_cores
 
 
 def pick_device(name: str) -> torch.device:

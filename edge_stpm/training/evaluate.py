@@ -12,12 +12,12 @@ import torch
 from edge_stpm.training import checkpoint, figures, metrics, segmetrics
 from edge_stpm.runtime.learn import thresholds
 from edge_stpm.runtime.overlay import NEAR, draw_contours, inspection_overlay
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.contract import tiles
-from edge_stpm.contract.images import GOOD, fit_image, labelled_test_images, load_images, read_image, read_mask
-from edge_stpm.contract.files import ensure_dir, write_json, write_text
-from edge_stpm.contract.progress import bar
+from edge_stpm.common.images import GOOD, fit_image, labelled_test_images, load_images, read_image, read_mask
+from edge_stpm.common.files import ensure_dir, write_json, write_text
+from edge_stpm.common.progress import bar
 from edge_stpm.training.devices import pick_device, set_threads
 
 ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]

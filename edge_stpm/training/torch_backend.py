@@ -11,7 +11,7 @@ from torch import nn
 
 from edge_stpm.training import checkpoint
 from edge_stpm.training.devices import set_threads
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.training.model import InspectionPipeline
 from edge_stpm.runtime.backends.base import Backend, FrameRunner

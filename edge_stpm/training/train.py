@@ -18,10 +18,10 @@ from torch.utils.checkpoint import checkpoint
 from edge_stpm.training import checkpoint as ckpt_io
 from edge_stpm.runtime.learn import thresholds
 from edge_stpm.training.backbones import get_spec, pretrained_state
-from edge_stpm.contract.images import FIT_MODES, good_images, load_images
+from edge_stpm.common.images import FIT_MODES, good_images, load_images
 from edge_stpm.training.devices import low_memory_default, pick_device, return_freed_memory, set_threads
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import output_dir, write_json
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import output_dir, write_json
 from edge_stpm.training.model import (
     DEFAULT_HEAD, DEFAULT_LOSS_REDUCTION, DEFAULT_MAP_COMBINE, DEFAULT_SCORE_TOP_PERCENT, HEADS, LOSS_REDUCTIONS,
     MAP_COMBINES, STPM, InspectionPipeline, Preprocess, good_head_weights, good_level_weights, level_distance,
@@ -32,7 +32,7 @@ from edge_stpm.contract.tiles import TileGrid, parse_tiles, per_frame
 from edge_stpm.training.heads.memory import (
     DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, PROJECTION_DIMS, fit_memory,
 )
-from edge_stpm.contract.progress import bar, console
+from edge_stpm.common.progress import bar, console
 
 
 @dataclass

@@ -234,7 +234,7 @@ def test_a_second_collection_build_meanwhile_is_429(tmp_path: Path) -> None:
 
 
 def test_a_crashed_build_leftover_is_removed_by_the_next(tmp_path: Path) -> None:
-    from edge_stpm.contract.files import ZIP_STALE_S, ZipBuilds
+    from edge_stpm.common.files import ZIP_STALE_S, ZipBuilds
 
     work = tmp_path / ".downloads"
     work.mkdir()
@@ -255,7 +255,7 @@ def test_a_crashed_build_leftover_is_removed_by_the_next(tmp_path: Path) -> None
 # --- the collection's disk budget -----------------------------------------------------------------------------------
 
 def test_collection_stops_at_its_disk_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge_stpm.contract.errors import UserError
+    from edge_stpm.common.errors import UserError
     from edge_stpm.runtime.feedback import collect
 
     calls = []
@@ -285,7 +285,7 @@ def test_collection_stops_at_its_disk_budget(tmp_path: Path, monkeypatch: pytest
 
 
 def test_collection_stops_at_the_free_space_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge_stpm.contract.errors import UserError
+    from edge_stpm.common.errors import UserError
     from edge_stpm.runtime.feedback import collect
 
     free = {"b": 600 * 2**20 + 100_000}  # 100 kB above a 600 MB floor

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from helpers.line_parts import TRITON_ENV, PacedSource, TritonServer, triton_missing
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def _images(synth_dir: Path, n: int) -> list[Path]:
 
 
 def test_served_model_gives_the_local_scores(server: TritonServer, exported: Path, synth_dir: Path) -> None:
-    from edge_stpm.contract.images import load_images
+    from edge_stpm.common.images import load_images
     from edge_stpm.runtime.inspector import Inspector
     from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
     from edge_stpm.runtime.backends.triton_backend import TritonBackend

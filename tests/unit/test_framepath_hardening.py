@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edge_stpm.contract.artifacts import MANIFEST, frame_onnx_path
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import list_images, read_image
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import list_images, read_image
 from edge_stpm.runtime.inspector import InspectionResult, Inspector, frame_self_test
 
 SIZE = (200, 150)  # (width, height): a landscape camera frame larger than the model input (128²), small to be quick

@@ -1,5 +1,5 @@
-"""The house's habits on the torch-free side: ``edge_stpm/contract`` and ``edge_stpm/runtime`` are clean under ruff
-and mypy, with the configuration in pyproject.toml (``[tool.ruff]``, ``[tool.mypy]``) — the same two commands
+"""The house's habits on the torch-free side: ``edge_stpm/common``, ``edge_stpm/contract`` and ``edge_stpm/runtime``
+are clean under ruff and mypy, with the configuration in pyproject.toml (``[tool.ruff]``, ``[tool.mypy]``) — the same two commands
 ``.ci/run`` runs before the suite. Each tool runs once as a subprocess; a tool that is not installed skips its test
 (``pip install -e ".[test]"`` brings both)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECKED = ["edge_stpm/contract", "edge_stpm/runtime"]
+CHECKED = ["edge_stpm/common", "edge_stpm/contract", "edge_stpm/runtime"]
 
 
 def _run(tool: str, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:

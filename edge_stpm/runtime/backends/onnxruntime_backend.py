@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.threads import available_cores
 from edge_stpm.contract.artifacts import FRAME_INPUTS, INPUT_NAME, frame_onnx_path, read_onnx_metadata
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.threads import available_cores
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

@@ -10,6 +10,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.artifacts import (
     MANIFEST,
     PRECISIONS,
@@ -22,7 +23,6 @@ from edge_stpm.contract.artifacts import (
     read_manifest,
     verify_bundle,
 )
-from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.backends.base import Backend
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "pytorch", "triton")
@@ -230,7 +230,7 @@ def open_backend(model: Path, backend: str = "auto", precision: str | None = Non
 
         tb = TritonBackend(str(model))
         if verbose:
-            from edge_stpm.contract.progress import console
+            from edge_stpm.common.progress import console
 
             console.print(f"backend: {tb.describe()} — a Triton URL: the model runs on the server", highlight=False,
                           soft_wrap=True, markup=False)
@@ -251,7 +251,7 @@ def open_backend(model: Path, backend: str = "auto", precision: str | None = Non
 
         b = TorchBackend(c.path, device=device, precision=precision, batch=batch, threads=threads)
     if verbose:
-        from edge_stpm.contract.progress import console
+        from edge_stpm.common.progress import console
 
         for line in c.skipped:
             console.print(f"note: {line}", highlight=False, soft_wrap=True, markup=False)

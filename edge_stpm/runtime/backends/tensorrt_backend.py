@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.artifacts import (
     FRAME_INPUTS,
     FRAME_OUTPUTS,
@@ -17,7 +18,6 @@ from edge_stpm.contract.artifacts import (
     frame_engine_path,
     read_engine,
 )
-from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
 
 INSTALL_HINT = ("TensorRT is not installed: desktop: pip install \"edge-stpm[tensorrt-cu12]\" (CUDA 12 driver) or "

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import OnceFile, ZipBuilds, tree_members, write_bytes
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import OnceFile, ZipBuilds, tree_members, write_bytes
 from edge_stpm.runtime.inspector import InspectionResult
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
@@ -286,7 +286,7 @@ def print_collect(out: Console, err: Console, cfg: CollectSettings, config: Path
     progress bar while collecting, then what was kept and what to do next (a warning when short of the count)."""
     from rich.markup import escape
 
-    from edge_stpm.contract.progress import bar
+    from edge_stpm.common.progress import bar
 
     if config is not None:
         from edge_stpm.runtime.station.config import collect_values, load
@@ -311,7 +311,7 @@ def print_collect(out: Console, err: Console, cfg: CollectSettings, config: Path
 
 def _view(cfg: CollectSettings, http: str, line: Any) -> Any:
     """The live view while collecting (the frames as they come; POST /trigger with --trigger http)."""
-    from edge_stpm.contract.bind import parse_bind
+    from edge_stpm.common.bind import parse_bind
     from edge_stpm.runtime.web.live import LiveView
 
     view = LiveView(parse_bind(http), cfg.http_token, {"model": "none (collect)", "backend": "-", "precision": "-",

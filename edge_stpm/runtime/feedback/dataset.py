@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import OnceFile, ZipBuilds, output_dir, write_json
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import OnceFile, ZipBuilds, output_dir, write_json
 
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 

@@ -21,6 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_json
+from edge_stpm.common.images import good_images, load_images
 from edge_stpm.contract.artifacts import (
     METADATA_KEY,
     SELFTEST,
@@ -30,9 +33,6 @@ from edge_stpm.contract.artifacts import (
     write_bundle_readme,
     write_manifest,
 )
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_json
-from edge_stpm.contract.images import good_images, load_images
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK
 from edge_stpm.runtime.learn import thresholds
 from edge_stpm.runtime.learn.coreset import bank_entries, select

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.runtime.learn.fit import FitConfig, fit
 
@@ -155,7 +155,7 @@ def compare(live: Path, new: Path, data: Path) -> dict[str, Any]:
     catches — what the engineer weighs before deploying."""
     import cv2
 
-    from edge_stpm.contract.images import list_images
+    from edge_stpm.common.images import list_images
     from edge_stpm.runtime.inspector import Inspector
 
     def read(paths: list[Path]) -> list[Any]:
@@ -179,7 +179,7 @@ def teacher_for(model: Path | None) -> Path:
     """The teacher pack a recipe's next version is fitted with: the one its live bundle carries (every bundle fit
     makes has one), else the box's own (``$XDG_DATA_HOME/edge-stpm/teacher``: copy one there, made by
     ``edge-stpm teacher``)."""
-    from edge_stpm.contract.files import data_dir
+    from edge_stpm.common.files import data_dir
     from edge_stpm.runtime.learn.pack import TEACHER_JSON
 
     for p in ([Path(model)] if model is not None else []) + [data_dir() / "teacher"]:

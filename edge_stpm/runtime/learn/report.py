@@ -14,7 +14,7 @@ from edge_stpm.runtime.learn.fit import FitConfig, Progress
 @contextmanager
 def stage_bars(quiet: bool) -> Iterator[Progress]:
     """A progress callback ``(stage, done, total)`` drawing one bar per stage."""
-    from edge_stpm.contract.progress import bar
+    from edge_stpm.common.progress import bar
 
     with bar(quiet) as progress:
         tasks: dict[str, list[Any]] = {}  # stage → [task id, done so far]

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import list_images, load_images
 from edge_stpm.contract.artifacts import onnx_path
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import list_images, load_images
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_UPDATE_METHOD, UPDATE_METHODS
 from edge_stpm.runtime.learn.coreset import bank_entries, extend, select, spacing
 from edge_stpm.runtime.learn.fit import (

@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.runtime.line.plc import ERR_BUSY, ERR_NOT_ACKED, ERROR_TEXT, PlcState
 from edge_stpm.runtime.loop.sinks.base import Result
 
@@ -390,7 +390,7 @@ def make_self_signed(cert: Path, key: Path, uri: str, host: str) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID
 
-    from edge_stpm.contract.files import ensure_dir, write_bytes
+    from edge_stpm.common.files import ensure_dir, write_bytes
 
     k = cert_gen.generate_private_key()
     c = cert_gen.generate_self_signed_app_certificate(
@@ -407,7 +407,7 @@ def _write_private(final: Path, data: bytes) -> None:
     import os
     import secrets
 
-    from edge_stpm.contract.files import fsync_dir
+    from edge_stpm.common.files import fsync_dir
 
     tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
     try:

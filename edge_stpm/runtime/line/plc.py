@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.runtime.loop.frames import Frame, Source
 from edge_stpm.runtime.loop.sinks.base import TIMING_WINDOW, Result, Sink
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.runtime.loop.frames import Source
 from edge_stpm.runtime.loop.sinks.base import Sink
 
@@ -110,7 +110,7 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
     if cfg.trigger == "plc" and not (cfg.modbus or cfg.opcua):
         raise UserError("--trigger plc needs a PLC connection: --modbus HOST:PORT or --opcua HOST:PORT")
     if cfg.modbus or cfg.opcua or cfg.trigger == "http":
-        from edge_stpm.contract.bind import parse_bind
+        from edge_stpm.common.bind import parse_bind
         from edge_stpm.runtime.line.plc import ModbusServer, PlcSink, PlcState
 
         line.plc = PlcState()

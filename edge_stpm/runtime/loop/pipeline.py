@@ -24,10 +24,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import ensure_dir, write_bytes
-from edge_stpm.contract.images import crop_roi
-from edge_stpm.contract.redact import redact
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import ensure_dir, write_bytes
+from edge_stpm.common.images import crop_roi
+from edge_stpm.common.redact import redact
 from edge_stpm.runtime.backends.base import BackendUnavailable
 from edge_stpm.runtime.inspector import Inspector
 from edge_stpm.runtime.loop.frames import Frame, Source
@@ -115,7 +115,7 @@ def check_outputs(opts: RunOptions) -> None:
     if not opts.headless:
         ok, why = display_available()
         if not ok:
-            from edge_stpm.contract.progress import console
+            from edge_stpm.common.progress import console
 
             console.print(f"note: no display ({why}): running headless; use --record or --save-anomalies to see "
                           "results", highlight=False, soft_wrap=True)
@@ -256,12 +256,12 @@ class Pipeline:
     # --- setup and teardown ---------------------------------------------------------------------------------
 
     def log(self, text: str) -> None:
-        from edge_stpm.contract.progress import console
+        from edge_stpm.common.progress import console
 
         console.print(f"warning: {text}", highlight=False, markup=False, soft_wrap=True)
 
     def note(self, text: str) -> None:
-        from edge_stpm.contract.progress import console
+        from edge_stpm.common.progress import console
 
         console.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 import cv2
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import IMAGE_EXTS, list_images, read_image
-from edge_stpm.contract.redact import redact
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import IMAGE_EXTS, list_images, read_image
+from edge_stpm.common.redact import redact
 from edge_stpm.runtime.loop.frames import Frame, Source
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class SourceUnavailable(UserError):
 
 def _note(text: str) -> None:
     """One ``note:`` line on the console, its URL passwords masked."""
-    from edge_stpm.contract.progress import console
+    from edge_stpm.common.progress import console
 
     console.print(f"note: {redact(text)}", highlight=False, markup=False, soft_wrap=True)
 
@@ -147,7 +147,7 @@ class FolderSource(Source):
                 img = read_image(p)
             except UserError as exc:  # one unreadable file does not stop a folder; it is said, and counted
                 self.unreadable += 1
-                from edge_stpm.contract.progress import console
+                from edge_stpm.common.progress import console
 
                 console.print(f"note: skipped: {exc}", highlight=False, markup=False, soft_wrap=True)
                 continue

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import data_dir
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import data_dir
 
 Say = Callable[[str], None]
 
@@ -191,7 +191,7 @@ class _Run:
     def _inspector(self, n_sources: int) -> None:
         """The run's Inspector (a station: every recipe's, preloaded, the PLC and HTTP able to select one) and its
         worker count (the default chosen for the sources, and said)."""
-        from edge_stpm.contract.threads import available_cores
+        from edge_stpm.common.threads import available_cores
         from edge_stpm.runtime.backends.select import default_workers
         from edge_stpm.runtime.inspector import Inspector
 
@@ -220,7 +220,7 @@ class _Run:
 
     def _web(self, specs: list[str]) -> None:
         """The HTTP server (live view, API, web app), wired to the recipes, the PLC and the collect sink."""
-        from edge_stpm.contract.bind import parse_bind
+        from edge_stpm.common.bind import parse_bind
         from edge_stpm.runtime.feedback import drift
 
         c, opts = self.cfg, self.opts

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 APP = "edge-stpm"
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, Mapping, Optional, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from edge_stpm.contract.errors import UserError, UserErrors
+from edge_stpm.common.errors import UserError, UserErrors
 from edge_stpm.contract.options import (
     BACKEND_NAMES,
     FRAME_PATH_NAMES,

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import zip_tree
-from edge_stpm.contract.safezip import ZipLimits, extract_flat
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import zip_tree
+from edge_stpm.common.safezip import ZipLimits, extract_flat
 from edge_stpm.runtime.station.audit import Audit
 from edge_stpm.runtime.station.recipes import LoadedRecipe, RecipeSet
 from edge_stpm.runtime.station.store import ModelStore, refuse_links, self_test, verify

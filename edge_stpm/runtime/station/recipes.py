@@ -17,8 +17,8 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import fit_image, read_image
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import fit_image, read_image
 from edge_stpm.runtime.inspector import InspectionResult, Inspector, NoModel
 from edge_stpm.runtime.station.config import Recipe
 

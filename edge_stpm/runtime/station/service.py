@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 WATCHDOG_SEC = 30
 SERVICE_USER = "edge-stpm"

@@ -22,9 +22,9 @@ from typing import Any, cast
 
 import numpy as np
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_json
 from edge_stpm.contract.artifacts import SELFTEST, model_sha256, read_onnx_metadata, verify_bundle
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_json
 from edge_stpm.contract.schema import SELFTEST as SELFTEST_SCHEMA, check
 
 
@@ -122,7 +122,7 @@ class ModelStore:
 
     def save_settings(self, recipe: str, values: dict[str, Any] | None) -> None:
         """Store (or with None forget) one recipe's settings changed while running; written atomically."""
-        from edge_stpm.contract.files import write_json
+        from edge_stpm.common.files import write_json
 
         with self.lock:
             doc = self.settings()

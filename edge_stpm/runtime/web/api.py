@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.options import small_int
 
 MARKS = ("good", "defect")
@@ -294,7 +294,7 @@ class Api:
         """The recipe's reviewed results as an MVTec-layout dataset, zipped (runtime/feedback/dataset.py)."""
         from aiohttp import web
 
-        from edge_stpm.contract.files import Busy
+        from edge_stpm.common.files import Busy
         from edge_stpm.runtime.feedback.dataset import build_zip
 
         if self.record is None:
@@ -335,7 +335,7 @@ class Api:
     async def collect_zip(self, request: Any) -> Any:
         from aiohttp import web
 
-        from edge_stpm.contract.files import Busy
+        from edge_stpm.common.files import Busy
 
         if self.view.collect is None:
             raise web.HTTPNotFound(text="this run collects nothing")

@@ -26,10 +26,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_stpm.contract.bind import Bind
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.bind import Bind
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.redact import redact
 from edge_stpm.contract.options import small_int
-from edge_stpm.contract.redact import redact
 from edge_stpm.runtime.loop.sinks.record import VERDICTS, query
 
 # read/infer: per-stage cost; verdict/picture: capture → verdict handed on, capture → overlay drawn

@@ -8,7 +8,7 @@ from typing import Any
 
 import cv2
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.options import RANGES
 
 PREVIEW_MAX = 500

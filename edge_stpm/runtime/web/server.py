@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.runtime.web.auth import RANK
 
 PUBLIC = "public"
@@ -380,7 +380,7 @@ def make_self_signed(cert: Path, key: Path, name: str = "edge-stpm") -> None:
         ) from None
     import socket
 
-    from edge_stpm.contract.files import atomic_path
+    from edge_stpm.common.files import atomic_path
 
     k = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])

@@ -12,11 +12,11 @@ import torch
 
 from edge_stpm.training import checkpoint
 from edge_stpm.contract import tiles
-from edge_stpm.contract.images import good_images, load_images, labelled_test_images
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.images import good_images, load_images, labelled_test_images
+from edge_stpm.common.errors import UserError
 from edge_stpm.training.evaluate import compute_metrics, frame_results, test_inputs
-from edge_stpm.contract.files import ensure_dir, output_dir, write_json, write_text
-from edge_stpm.contract.progress import bar, console
+from edge_stpm.common.files import ensure_dir, output_dir, write_json, write_text
+from edge_stpm.common.progress import bar, console
 from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
 from edge_stpm.contract.artifacts import graph_metadata, onnx_path, sidecar, write_bundle_readme, write_manifest
 from edge_stpm.training.export.onnx_graphs import export_onnx
@@ -84,7 +84,7 @@ def _frame_graphs(pipe: Any, meta: dict[str, Any], sha: str, precisions: list[st
     import cv2
 
     from edge_stpm.contract.artifacts import frame_metadata, frame_onnx_path
-    from edge_stpm.contract.images import fit_image, read_image
+    from edge_stpm.common.images import fit_image, read_image
     from edge_stpm.runtime.backends.onnxruntime_backend import OnnxFrameRunner
     from edge_stpm.training.export.onnx_graphs import export_frame_onnx
 

@@ -12,8 +12,8 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import atomic_path
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import atomic_path
 from edge_stpm.training.model import InspectionPipeline
 from edge_stpm.contract.trt_rules import require_trt_ready
 from edge_stpm.contract.artifacts import FRAME_INPUTS, FRAME_OUTPUTS, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import atomic_path
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import atomic_path
 from edge_stpm.contract.artifacts import INPUT_NAME
 from edge_stpm.training.export.onnx_graphs import set_metadata
 from edge_stpm.contract.trt_rules import require_trt_ready

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_stpm.contract.artifacts import read_onnx_metadata, write_engine
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_bytes
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_bytes
 from edge_stpm.runtime.backends.tensorrt_backend import import_tensorrt, trt_major_minor
 
 # Functions that touch TensorRT names existing only in some majors (checked against those majors' bindings).

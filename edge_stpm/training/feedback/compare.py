@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_json
-from edge_stpm.contract.images import labelled_test_images, read_image
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_json
+from edge_stpm.common.images import labelled_test_images, read_image
 
 
 def _figures(models: dict[str, Path], items: list[Any]) -> dict[str, Any]:

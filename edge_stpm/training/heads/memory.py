@@ -109,7 +109,7 @@ def fit_memory(teacher: nn.Module, preprocess: nn.Module, images: torch.Tensor, 
                dims: int = PROJECTION_DIMS, chunk: int = DEFAULT_CORESET_CHUNK) -> tuple[torch.Tensor, dict[str, Any]]:
     """The memory bank of good images (uint8 NHWC ``images``): the teacher's patch features of all of them,
     reduced to the coreset budget, with progress; returns the bank ``(M, D)`` and what the summary reports."""
-    from edge_stpm.contract.progress import bar
+    from edge_stpm.common.progress import bar
 
     t0 = time.perf_counter()
     teacher.eval()

@@ -15,8 +15,8 @@ from typing import Any
 
 import cv2
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_bytes
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_bytes
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
 

@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.redact import redact
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.redact import redact
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
 if TYPE_CHECKING:
@@ -467,7 +467,7 @@ def print_history(out: Console, db: Path, since: str | None, verdict: str, sourc
                   recipe: str | None, fmt: str, out_file: Path | None) -> None:
     """``edge-stpm history``: the rows ``query`` finds (``verdict`` "any": all), as a table on ``out`` or as CSV /
     JSON written to ``out_file`` (stdout without)."""
-    from edge_stpm.contract.files import write_text
+    from edge_stpm.common.files import write_text
 
     rows = query(db, parse_time(since) if since else None, None if verdict == "any" else verdict, source, limit,
                  recipe)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 
 def data_dir() -> Path:
@@ -91,7 +91,7 @@ def clean_temporaries(folder: Path, min_age_s: float = TEMP_MIN_AGE_S, also: tup
 def output_dir(path: Path, also: tuple[re.Pattern, ...] = ()) -> Path:
     """``ensure_dir`` for a command's output folder, and what an earlier, killed run left there cleaned (a note each;
     ``also``: the command's own hidden work files)."""
-    from edge_stpm.contract.progress import console
+    from edge_stpm.common.progress import console
 
     folder = ensure_dir(path)
     for line in clean_temporaries(folder, also=also):
