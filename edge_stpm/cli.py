@@ -387,7 +387,7 @@ def triton_repo(model: Path = typer.Option(..., help="A bundle folder from edge-
     """A Triton Inference Server model repository from a bundle (Python backend with ONNX Runtime and dynamic
     batching; ORT and TensorRT backend configs); then run / infer --model grpc://SERVER:8001/edge_stpm on the camera
     boxes (pip install "edge-stpm[triton]"; docs/triton.md)."""
-    from edge_stpm.runtime.triton_repository import write_repository
+    from edge_stpm.runtime.triton_repo.writer import write_repository
 
     if not name.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"--name {name!r}: letters, digits, '_' and '-' only")
@@ -512,7 +512,7 @@ def dataset(from_history: Path = typer.Option(..., "--from-history", help="The i
             include_ok: bool = typer.Option(False, "--include-ok", help="Add the sampled OK frames to train/good.")) -> None:
     """Reviewed results as data: frames marked good → train/good (a share to test/good), defect → test/<type>,
     manifest.json naming each file's record row and model."""
-    from edge_stpm.runtime.feedback.dataset import build
+    from edge_stpm.runtime.learn.dataset import build
 
     m = build(from_history, recipe, out_dir, held_out, include_ok)
     out.print(f"{out_dir}: " + ", ".join(f"{k} {v}" for k, v in sorted(m["counts"].items())) + "; manifest.json",
@@ -538,7 +538,7 @@ def collect(out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout fo
     """Day one, no model needed: save good parts from the station's own camera, lighting and trigger into
     DIR/train/good (MVTec layout) — near-duplicates (a stopped conveyor) skipped, progress shown, contact_sheet.jpg
     at the end (docs/feedback.md). Then: train, evaluate, deploy."""
-    from edge_stpm.runtime.feedback.collect import CollectSettings, print_collect
+    from edge_stpm.runtime.learn.collect import CollectSettings, print_collect
 
     cfg = CollectSettings([str(c) for c in camera or []] + list(source or []), out_dir, count, min_change, trigger,
                           parse_roi(roi) if roi else None, modbus, opcua, opcua_user, http, http_token,

@@ -71,7 +71,7 @@ def _evaluation_table(r: dict[str, Any], data: Path) -> Table:
 
 def print_compare(out: Console, models: tuple[Path, Path], data: Path, out_dir: Path) -> None:
     """``evaluate --compare OLD NEW``: false calls, recall and image AUROC of each model, the figure."""
-    from edge_stpm.training.feedback.compare import compare
+    from edge_stpm.training.update.compare import compare
 
     r = compare(models[0], models[1], data, out_dir)
     t = Table(title=f"old vs new on {data}/test")
@@ -89,7 +89,7 @@ def print_compare(out: Console, models: tuple[Path, Path], data: Path, out_dir: 
 
 def print_memory_update(out: Console, checkpoint: Path, data: Path, out_path: Path, quiet: bool) -> None:
     """``update-memory --checkpoint``: the good images added, the bank and threshold before → after, the times."""
-    from edge_stpm.training.feedback.memory_update import update_memory
+    from edge_stpm.training.update.memory import update_memory
 
     s = update_memory(checkpoint, data, out_path, quiet)
     out.print(f"{s['added_images']} good images added ({s['patches_added']} patches): bank {s['entries_before']} → "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "edge_stpm"
 DOOR = ("runtime.backends.select", "training.torch_backend")  # the one runtime → training edge (lazy)
-SERVER_ONLY = {"runtime.triton_model"}  # copied into a Triton model repository; imports Triton's own utils
+SERVER_ONLY = {"runtime.triton_repo.model"}  # copied into a Triton model repository; imports Triton's own utils
 
 
 def module_name(path: Path) -> str:

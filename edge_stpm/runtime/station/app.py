@@ -221,7 +221,7 @@ class _Run:
     def _web(self, specs: list[str]) -> None:
         """The HTTP server (live view, API, web app), wired to the recipes, the PLC and the collect sink."""
         from edge_stpm.common.bind import parse_bind
-        from edge_stpm.runtime.feedback import drift
+        from edge_stpm.runtime.station import drift
 
         c, opts = self.cfg, self.opts
         from edge_stpm.runtime.station import dropfolder
@@ -289,7 +289,7 @@ def _evidence(c: RunConfig) -> list[Any]:
     st, history = c.station, c.history
     if st is None or history is None or not st.evidence.enabled:
         return []
-    from edge_stpm.runtime.feedback.collect import StationCollect
+    from edge_stpm.runtime.learn.collect import StationCollect
     from edge_stpm.runtime.loop.sinks.evidence import EvidencePolicy, EvidenceSink
 
     e = st.evidence

@@ -434,7 +434,7 @@ def run_values(st: Station) -> dict[str, Any]:
 
 def collect_values(st: Station, cfg: Any) -> Any:
     """``edge-stpm collect --config``: the station's source, trigger, PLC servers, HTTP and its first recipe's ROI,
-    where the command line gave none (``cfg``: runtime.feedback.collect.CollectSettings)."""
+    where the command line gave none (``cfg``: runtime.learn.collect.CollectSettings)."""
     import dataclasses
 
     rv = run_values(st)

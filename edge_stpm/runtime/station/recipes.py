@@ -220,7 +220,7 @@ class RecipeSet:
 def _good(rec: LoadedRecipe) -> dict[str, float | str] | None:
     """The held-out good images' p50 / p95 on the score scale at this recipe's threshold (where to start a review
     band: near the p95), from the model's calibration figures; None for a model calibrated before they were stored."""
-    from edge_stpm.runtime.feedback.drift import calibrated
+    from edge_stpm.runtime.station.drift import calibrated
 
     if isinstance(rec.inspector, NoModel):
         return None

@@ -291,11 +291,11 @@ class Api:
                                   for r in self.control.recipes.recipes.values()})
 
     async def dataset(self, request: Any) -> Any:
-        """The recipe's reviewed results as an MVTec-layout dataset, zipped (runtime/feedback/dataset.py)."""
+        """The recipe's reviewed results as an MVTec-layout dataset, zipped (runtime/learn/dataset.py)."""
         from aiohttp import web
 
         from edge_stpm.common.files import Busy
-        from edge_stpm.runtime.feedback.dataset import build_zip
+        from edge_stpm.runtime.learn.dataset import build_zip
 
         if self.record is None:
             raise web.HTTPNotFound(text="this run keeps no record: no reviews to build a dataset from")
@@ -315,7 +315,7 @@ class Api:
 
     async def collect(self, request: Any) -> Any:
         """GET: what the on-demand collection is doing; POST {"count", "min_change"} (engineer): collect the next
-        good parts of the active recipe (runtime/feedback/collect.py)."""
+        good parts of the active recipe (runtime/learn/collect.py)."""
         from aiohttp import web
 
         if self.view.collect is None:
@@ -392,7 +392,7 @@ class Api:
         """The reviewed parts of ``recipe`` (the record's reviews, as GET /api/dataset builds them) into the live
         model's memory, as a job: the feedback cycle closed on the box."""
 
-        from edge_stpm.runtime.feedback.dataset import build
+        from edge_stpm.runtime.learn.dataset import build
         from edge_stpm.runtime.learn.pack import TEACHER_JSON
 
         if self.record is None:

@@ -103,10 +103,10 @@ class LiveView:
                             ["sink", "outcome"], registry=r)
         self.m_error = Gauge("edge_stpm_error", "1 while a required sink (a line output) is failing", registry=r)
         self.m_extra: dict[str, Any] = {}
-        self.drift: Any = drift  # runtime/feedback/drift.DriftTracker of a station run (the health page, /metrics)
-        self.collect: Any = collect  # runtime/feedback/collect.StationCollect: good parts collected on demand
+        self.drift: Any = drift  # runtime/station/drift.DriftTracker of a station run (the health page, /metrics)
+        self.collect: Any = collect  # runtime/learn/collect.StationCollect: good parts collected on demand
         if drift is not None:
-            from edge_stpm.runtime.feedback.drift import DriftCollector
+            from edge_stpm.runtime.station.drift import DriftCollector
 
             r.register(DriftCollector(drift))
         Info("edge_stpm_model", "The model being run", registry=r).info({k: str(v) for k, v in model.items()})

@@ -2,8 +2,8 @@
 
 Models written (``NAME`` defaults to ``edge_stpm``):
 
-- ``NAME`` — Python backend (``triton_model.py`` + the bundle's graph, ONNX Runtime inside): dynamic batching over
-  requests (``max_batch_size``, preferred batch sizes, queue delay), CPU instances. Runs on any Triton with the
+- ``NAME`` — Python backend (``model.py`` beside this file + the bundle's graph, ONNX Runtime inside): dynamic batching
+  over requests (``max_batch_size``, preferred batch sizes, queue delay), CPU instances. Runs on any Triton with the
   Python backend; the one served for real in our tests.
 - ``NAME_onnxruntime`` — the same graph for Triton's ``onnxruntime_onnx`` backend. The graph has a static batch (as
   every edge-stpm graph: TensorRT engines are built without optimisation profiles), so ``max_batch_size: 0`` and
@@ -126,7 +126,7 @@ def write_repository(bundle: Path, out: Path, name: str = "edge_stpm", precision
         else:
             _copy(graph, ver / "model.onnx")
         if backend == "python":
-            _copy(Path(__file__).with_name("triton_model.py"), ver / "model.py")
+            _copy(Path(__file__).with_name("model.py"), ver / "model.py")
         write_text(out / model / "config.pbtxt", cfg)
         written[model] = backend
     return written
