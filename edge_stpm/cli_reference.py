@@ -11,6 +11,9 @@ import re
 import sys
 from typing import Any, Iterator
 
+import typer.main
+from typer._click.core import Context
+
 HEADER = ("# Commands\n\nGenerated from the CLI's own help (`python -m edge_stpm.cli_reference > docs/commands.md`; a "
           "test checks it is fresh): each command's `--help` as a page. `edge-stpm COMMAND --help` prints the same.\n")
 
@@ -60,8 +63,6 @@ def _anchor(full: str) -> str:
 
 def markdown() -> str:
     """The whole page."""
-    import typer.main
-    from typer._click.core import Context
 
     from edge_stpm.cli import app
 

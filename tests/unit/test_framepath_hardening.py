@@ -61,12 +61,12 @@ def test_bench_keeps_the_row_when_the_frame_graph_fails(trained_memory: Path, tm
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: the frame graph's export failure dropped the whole ONNX Runtime row (the product's main row)."""
     from edge_stpm import bench
-    from edge_stpm.training.export import onnx_graphs
+    from edge_stpm.training.export import exporter
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise UserError("node /Resize_2 (Resize): [constant-operand] operand 3 must be a constant")
 
-    monkeypatch.setattr(onnx_graphs, "export_frame_onnx", refuse)
+    monkeypatch.setattr(exporter, "export_frame_onnx", refuse)  # where the export imports it
     r = bench.bench(trained_memory / "model.pt", ["onnxruntime"], ["fp32"], [1], iters=3, warmup=0,
                     work=tmp_path / "work", quiet=True, frame_sizes=[(64, 48)])
     row = next(x for x in r["rows"] if x["backend"] == "onnxruntime")

@@ -29,7 +29,15 @@ from urllib.parse import unquote, urlparse
 from edge_stpm.common.errors import UserError
 from edge_stpm.common.redact import redact
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
-from edge_stpm.runtime.loop.sinks.record import Retrying, WriteFailed, result_row, rolled_back_on_error
+from edge_stpm.runtime.loop.sinks.record import (
+    COLUMNS,
+    Retrying,
+    WriteFailed,
+    connect,
+    result_row,
+    rolled_back_on_error,
+    select_columns,
+)
 
 SCHEMA = "edge-stpm/result/1"
 
@@ -222,7 +230,6 @@ class MqttSink(Sink):
         last = self.outbox.last_queued()
         if last is None or self.record is None or not self.record.is_file():
             return 0
-        from edge_stpm.runtime.loop.sinks.record import COLUMNS, connect, select_columns
 
         run = last.rsplit("-", 1)[0]
         con = connect(self.record, readonly=True)
