@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from edge_stpm.contract.artifacts import parse_frame_size
-from edge_stpm.contract.images import read_image
+from edge_stpm.common.images import read_image
 from edge_stpm.runtime.inspector import Inspector
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers.line_parts import Subscriber, broker  # noqa: E402
 
 from edge_stpm.runtime.loop.sinks.recording import readable_frames  # noqa: E402
-from edge_stpm.contract.errors import UserError  # noqa: E402
+from edge_stpm.common.errors import UserError  # noqa: E402
 
 CLI = [sys.executable, "-m", "edge_stpm.cli"]
 
@@ -55,7 +55,7 @@ def full_run(args: list[str]) -> float:
 
 def leftovers(folder: Path) -> list[str]:
     """Temporaries in ``folder``: unfinished recording parts and atomic writes' temporaries (files.TEMP_NAME)."""
-    from edge_stpm.contract.files import TEMP_NAME
+    from edge_stpm.common.files import TEMP_NAME
 
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".part" in p.name or TEMP_NAME.match(p.name))
 

@@ -38,7 +38,7 @@ def cli_fixture(data: Path, work: Path, seed: int) -> dict:
 
 
 def trained_fixture(data: Path, work: Path, seed: int) -> dict:
-    from edge_stpm.contract.images import labelled_test_images, load_images, read_mask
+    from edge_stpm.common.images import labelled_test_images, load_images, read_mask
     from edge_stpm.training.demo import video_agreement
     from edge_stpm.training.evaluate import evaluate
     from edge_stpm.training.export.exporter import export

@@ -78,7 +78,7 @@ def scrape(port: int, model: str) -> dict:
 def main() -> None:
     from helpers.line_parts import TRITON_ENV, TritonServer, triton_missing
 
-    from edge_stpm.runtime.triton_repository import write_repository
+    from edge_stpm.runtime.triton_repo.writer import write_repository
 
     ap = argparse.ArgumentParser()
     ap.add_argument("bundle", type=Path)

@@ -30,7 +30,7 @@ def main() -> int:
 
     from edge_stpm.contract.artifacts import onnx_path
     from edge_stpm.bench import machine
-    from edge_stpm.contract.images import fit_image, list_images, read_image
+    from edge_stpm.common.images import fit_image, list_images, read_image
     from edge_stpm.training.export.engine_build import build_into_bundle
     from edge_stpm.contract.trt_rules import check_file
     from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend

@@ -42,7 +42,7 @@ def timed(url: str, headers: dict, n: int = 5) -> float:
 def main() -> int:
     from helpers.line_parts import free_port
 
-    from edge_stpm.contract.bind import parse_bind
+    from edge_stpm.common.bind import parse_bind
     from edge_stpm.runtime.web.live import LiveView
     from edge_stpm.runtime.loop.pipeline import RunOptions, run
     from edge_stpm.runtime.loop.sinks.evidence import EvidencePolicy, EvidenceSink

@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,17 +14,39 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+import psutil
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edge_stpm.contract.artifacts import engine_path, head_line, onnx_path, read_onnx_metadata, tiles_lines
+from edge_stpm.common.errors import UserError, need_train
+from edge_stpm.common.files import write_json, write_text
+from edge_stpm.common.images import fit_image, labelled_test_images, load_images
+from edge_stpm.common.progress import bar, console
+from edge_stpm.common.threads import available_cores
 from edge_stpm.contract import tiles
-from edge_stpm.contract.images import fit_image
-from edge_stpm.contract.errors import UserError, need_train
-from edge_stpm.contract.files import write_json, write_text
-from edge_stpm.contract.progress import bar
+from edge_stpm.contract.artifacts import (
+    engine_path,
+    frame_onnx_path,
+    head_line,
+    is_bundle,
+    library_versions,
+    onnx_path,
+    parse_frame_size,
+    parse_precisions,
+    read_engine,
+    read_onnx_metadata,
+    tiles_lines,
+    verify_bundle,
+)
+from edge_stpm.contract.options import RANGES, parse_ints
 from edge_stpm.runtime.backends.base import Backend
+from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
+from edge_stpm.runtime.backends.tensorrt_backend import TensorRTBackend, runnable
+from edge_stpm.runtime.inspector import Inspector
+from edge_stpm.runtime.loop.pipeline import RunOptions, camera_stats, run
+from edge_stpm.runtime.loop.sources import MemorySource, open_source
+from edge_stpm.runtime.overlay import index_scale
 
 FRAME_SHAPE = (480, 640, 3)
 FRAME_SIZES = ((640, 480), (1920, 1080))  # (width, height) for the host-path vs device-path comparison
@@ -71,7 +94,6 @@ def machine() -> dict[str, Any]:
             info["gpu"], info["driver"] = (s.strip() for s in q.stdout.strip().splitlines()[0].split(",", 1))
     except (OSError, subprocess.SubprocessError):
         pass
-    from edge_stpm.contract.artifacts import library_versions
 
     info["versions"] = library_versions()
     try:
@@ -160,9 +182,6 @@ class _EveryPicture:
 def loop_figures(insp: Any, frame: np.ndarray, n: int) -> dict[str, Any]:
     """The camera loop itself (``app.loop``) on ``n`` copies of ``frame`` from a source that always has a fresh
     frame, the overlay drawn for every frame: frames/s and capture → verdict / capture → picture latency."""
-    from edge_stpm.runtime.loop.pipeline import RunOptions, run
-    from edge_stpm.runtime.loop.sources import MemorySource
-
     s = run(insp, MemorySource([frame], n), RunOptions(headless=True, sinks=[_EveryPicture()]))  # type: ignore[list-item]
     return {"frames": s.frames, "fps": s.fps, "verdict_ms": s.latency_ms.get("verdict", {}),
             "picture_ms": s.latency_ms.get("picture", {}), "pictures": s.sinks[0]["taken"] if s.sinks else 0}
@@ -171,8 +190,6 @@ def loop_figures(insp: Any, frame: np.ndarray, n: int) -> dict[str, Any]:
 def model_concurrent(b: Backend, batch: np.ndarray, workers: int, iters: int, warmup: int) -> dict[str, Any]:
     """The model alone called from ``workers`` threads at once (as the loop's workers call it): frames/s over all
     of them and the per-call latency."""
-    import threading
-
     for _ in range(warmup):
         b.infer_any(batch)
     lat: list[float] = []
@@ -200,11 +217,6 @@ def pipeline_figures(model: Path, workers: tuple[int, ...], threads: int | None,
     callers, then the camera loop — frames/s, capture → verdict and → picture latency, and the two goals' ratios
     (loop frames/s over the best model-alone frames/s of all configurations; verdict p50 − model p50, same
     configuration)."""
-    from edge_stpm.runtime.loop.pipeline import RunOptions, run
-    from edge_stpm.runtime.loop.sources import MemorySource
-    from edge_stpm.runtime.inspector import Inspector
-    from edge_stpm.contract.threads import available_cores
-
     frame = camera_frame(FRAME_SHAPE[1], FRAME_SHAPE[0])
     out = []
     for w in workers:
@@ -243,9 +255,6 @@ def source_figures(insp: Any, spec: str, n: int) -> dict[str, Any]:
     """The camera loop on a real source (a camera, a stream): ``n`` frames through the model, no overlay; per
     frame the source's own cost (read / pixel conversion) and capture → verdict (for a software-triggered camera:
     trigger → verdict, the cycle a PLC sees)."""
-    from edge_stpm.runtime.loop.pipeline import RunOptions, camera_stats, run
-    from edge_stpm.runtime.loop.sources import open_source
-
     src = open_source(spec)
     s = run(insp, src, RunOptions(headless=True, max_frames=n), specs=[spec])
     cam = camera_stats(src)
@@ -288,16 +297,12 @@ def frame_paths(b: Backend, sizes: Any, iters: int, warmup: int, why_not: str = 
 
 
 def _inspector(b: Backend, frame_path: str) -> Any:
-    from edge_stpm.runtime.inspector import Inspector
-
     return Inspector(b, frame_path=frame_path)
 
 
 def _device_path(b: Backend, frame: list[np.ndarray], n: int) -> dict[str, Any]:
     """The device frame path for ``frame``'s size: the frame graph alone and end to end (ms, frames/s), or where the
     backend has none for this size (or refused it), why."""
-    from edge_stpm.runtime.overlay import index_scale
-
     dev = _inspector(b, "device")
     runner = dev.runner(frame[0])
     if runner is None:
@@ -328,8 +333,6 @@ def model_info(model: Path) -> tuple[str, dict[str, Any], Path]:
         return "checkpoint", checkpoint.meta(checkpoint.read(model)), model.parent
     folder = model if model.is_dir() else model.parent
     if model.is_dir():
-        from edge_stpm.contract.artifacts import verify_bundle, is_bundle
-
         if is_bundle(folder):
             verify_bundle(folder)
         graphs = [onnx_path(folder, p) for p in ("fp32", "fp16", "int8") if onnx_path(folder, p).is_file()]
@@ -338,7 +341,6 @@ def model_info(model: Path) -> tuple[str, dict[str, Any], Path]:
         return "artefacts", read_onnx_metadata(graphs[0]), folder
     if model.suffix == ".onnx":
         return "artefacts", read_onnx_metadata(model), folder
-    from edge_stpm.contract.artifacts import read_engine
 
     return "artefacts", read_engine(model)[0], folder
 
@@ -358,8 +360,9 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
     size, fit = meta["image_size"], meta["fit"]
     cuda = False
     if mode == "checkpoint":
-        from edge_stpm.training.devices import set_threads
         import torch
+
+        from edge_stpm.training.devices import set_threads
 
         set_threads(threads)
         cuda = torch.cuda.is_available()
@@ -408,8 +411,6 @@ def bench(model: Path, backends: list[str], precisions: list[str], batches: list
             r.speedup = r.images_per_s / base.images_per_s
     src_rows = []
     if sources:
-        from edge_stpm.runtime.inspector import Inspector
-
         insp = Inspector.load(Path(model), "onnxruntime", threads=threads)
         try:
             src_rows = [source_figures(insp, spec, source_frames) for spec in sources]
@@ -434,8 +435,6 @@ def _open_artefact(be: str, prec: str, bsz: int, model: Path, folder: Path, meta
     if int(meta["batch"]) != bsz:
         raise _Unavailable(f"the bundle's graphs are batch {meta['batch']} (export with --batch {bsz})")
     if be in ("baseline", "onnxruntime"):
-        from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
-
         path = model if model.suffix == ".onnx" and be != "baseline" else onnx_path(folder, prec)
         if model.suffix == ".onnx" and be != "baseline" and read_onnx_metadata(model)["precision"] != prec:
             raise _Unavailable(f"{model.name} is the {read_onnx_metadata(model)['precision']} graph")
@@ -443,8 +442,6 @@ def _open_artefact(be: str, prec: str, bsz: int, model: Path, folder: Path, meta
             raise _Unavailable(f"no {prec} graph in {folder}")
         return OnnxBackend(path, threads=threads)
     if be == "tensorrt":
-        from edge_stpm.runtime.backends.tensorrt_backend import TensorRTBackend, runnable
-
         path = engine or (model if model.suffix in (".engine", ".plan") else engine_path(folder, prec))
         if not Path(path).is_file():
             raise _Unavailable(f"no {prec} engine (edge-stpm build-engine --model {folder} --precision {prec})")
@@ -479,13 +476,9 @@ def _open(be: str, prec: str, bsz: int, ckpt: Path, engine: Path | None, work: P
             raise _Unavailable("PyTorch FP16 needs CUDA (CPU half convolutions are slow and unsupported here)")
         return TorchBackend(ckpt, device="cuda" if cuda else "cpu", precision=prec, batch=bsz, threads=threads), ""
     if be == "onnxruntime":
-        from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
-
         path, why = _exported(ckpt, prec, bsz, work, list(frame_sizes) if bsz == 1 and prec != "int8" else [])
         return OnnxBackend(path, threads=threads), why
     if be == "tensorrt":
-        from edge_stpm.runtime.backends.tensorrt_backend import TensorRTBackend, runnable
-
         if engine is None:
             raise _Unavailable("no --engine given")
         ok, why = runnable(engine)
@@ -503,7 +496,6 @@ def _exported(ckpt: Path, prec: str, bsz: int, work: Path, sizes: list[tuple[int
     """The checkpoint's ``prec`` graph exported into ``work`` (cached by the checkpoint's sha256) and, for ``sizes``,
     its frame graphs; returns the model graph and why the frame graphs are missing ("" when they are not). The
     model graph is exported first and on its own, so a frame graph that fails its checks cannot take it along."""
-    from edge_stpm.contract.artifacts import frame_onnx_path
     from edge_stpm.training import checkpoint
     from edge_stpm.training.export.exporter import export
 
@@ -527,8 +519,6 @@ def _exported(ckpt: Path, prec: str, bsz: int, work: Path, sizes: list[tuple[int
 
 def _measure(row: Row, b: Backend, frames: list[np.ndarray], size: int, fit: str, iters: int, warmup: int,
              test: tuple[np.ndarray, np.ndarray, Any] | None, frame_sizes: Any, frame_why: str = "") -> None:
-    from edge_stpm.runtime.inspector import Inspector
-
     row.device = b.device
     batch = np.stack([fit_image(f, size, fit) for f in frames])
     host = time_host(lambda: b.infer(batch), iters, warmup)
@@ -550,8 +540,6 @@ def _measure(row: Row, b: Backend, frames: list[np.ndarray], size: int, fit: str
 
 
 def _test_set(data: Path, size: int, fit: str, grid: Any) -> tuple[np.ndarray, np.ndarray, Any]:
-    from edge_stpm.contract.images import load_images, labelled_test_images
-
     items = labelled_test_images(Path(data))
     return load_images([i.path for i in items], size, fit, tiles=grid), np.array([i.label for i in items]), grid
 
@@ -641,8 +629,6 @@ def frame_path_notes(result: dict[str, Any]) -> list[str]:
 
 def load_report(before: tuple[float, float, float], seconds: float) -> dict[str, Any]:
     """The machine's load over the run: load averages before/after and other processes using a lot of CPU."""
-    import psutil
-
     after = os.getloadavg()
     me = psutil.Process()
     mine = {me.pid} | {c.pid for c in me.children(recursive=True)}
@@ -733,8 +719,6 @@ def save(result: dict[str, Any], folder: Path) -> Path:
     try:
         from edge_stpm.training.figures import bar_chart
     except ImportError:  # the runtime install has no matplotlib
-        from edge_stpm.contract.progress import console
-
         console.print(f"note: no chart {plot_path}: matplotlib is not installed (it comes with edge-stpm[train])")
         return folder
     ok = [r for r in result["rows"] if r["status"] == "ok"]
@@ -752,9 +736,6 @@ def print_bench(out: Console, err: Console, model: Path, engine: Path | None, ba
                 work: Path, frame_size: str, source: list[str] | None, source_frames: int, workers: str,
                 out_dir: Path | None, quiet: bool) -> None:
     """``edge-stpm bench`` with its options as typed: checked (one UserError each), run, printed and saved."""
-    from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
-    from edge_stpm.contract.options import parse_ints
-
     be = _backends(backend)
     if iters < 3 or warmup < 0:
         raise UserError("--iters must be at least 3 and --warmup at least 0")
@@ -788,9 +769,6 @@ def _check_model(model: Path, size: int | None) -> None:
 
 def _worker_pool(text: str) -> tuple[int, ...]:
     """--workers: auto (1 and the cores), a comma list of worker counts, or '' (no loop configurations)."""
-    from edge_stpm.contract.options import RANGES, parse_ints
-    from edge_stpm.contract.threads import available_cores
-
     pool = (1, available_cores()) if text.strip() == "auto" else tuple(parse_ints(text, "--workers")) if text.strip() \
         else ()
     if pool and max(pool) > RANGES["workers"][1]:

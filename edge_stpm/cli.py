@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
@@ -12,14 +13,36 @@ import typer.rich_utils
 from rich.console import Console
 from rich.markup import escape
 
-from edge_stpm.contract.files import data_dir
-from edge_stpm.runtime.station.app import parse_roi
-from edge_stpm.contract.errors import UserError, need_train
+from edge_stpm.common.errors import UserError, need_train
+from edge_stpm.common.files import data_dir
 from edge_stpm.contract.options import (
-    DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, DEFAULT_CORESET_DIMS, DEFAULT_HEAD, BackendName, Backbone, CalibMethod, DeviceName,
-    EnginePrecision, Fit, FramePath, HeadName, TrainHeadName, HistoryFormat, HistoryVerdict, ListFormat, Loss, MapCombine, Precision,
-    Trigger, ThresholdMethod, UpdateMethod, DEFAULT_UPDATE_METHOD, rng,
+    DEFAULT_BANK_MAX_MB,
+    DEFAULT_CORESET,
+    DEFAULT_CORESET_CHUNK,
+    DEFAULT_CORESET_DIMS,
+    DEFAULT_HEAD,
+    DEFAULT_UPDATE_METHOD,
+    Backbone,
+    BackendName,
+    CalibMethod,
+    DeviceName,
+    EnginePrecision,
+    Fit,
+    FramePath,
+    HeadName,
+    HistoryFormat,
+    HistoryVerdict,
+    ListFormat,
+    Loss,
+    MapCombine,
+    Precision,
+    ThresholdMethod,
+    TrainHeadName,
+    Trigger,
+    UpdateMethod,
+    rng,
 )
+
 
 def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
     """Help shows an option's explicit metavar or its choices (``[a|b]``), never typer's type tag (``<bool>``,
@@ -34,8 +57,6 @@ def _metavar_only(self: Any, ctx: Any) -> Optional[str]:
 
 def _choices(param: Any) -> tuple[str, ...]:
     """The values a ``Literal``-annotated option takes (also inside Optional/list), else ()."""
-    import typing
-
     ann = getattr(getattr(param, "type_descriptor", None), "annotation", None)
     while ann is not None and typing.get_origin(ann) is not typing.Literal:
         args = [a for a in typing.get_args(ann) if a is not type(None)]
@@ -201,7 +222,6 @@ def calibrate(checkpoint: Path = typer.Option(..., help="The training checkpoint
     """Recompute a checkpoint's thresholds (no retraining): from its held-out good images, or F1-optimal on --data."""
     need_train("calibrate")
     from edge_stpm.training.calibrate import recalibrate
-
     from edge_stpm.training.devices import set_threads
 
     set_threads(threads)
@@ -352,6 +372,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images or folders of im
     """Score images: per-image score (raw and on the score scale), threshold and verdict, overlay PNGs, summary.csv
     and summary.json."""
     from edge_stpm.runtime.infer import print_infer
+    from edge_stpm.runtime.station.app import parse_roi
 
     print_infer(out, inputs, model, out_dir, backend, threshold, overlays, precision, threads, parse_roi(roi))
 
@@ -387,7 +408,7 @@ def triton_repo(model: Path = typer.Option(..., help="A bundle folder from edge-
     """A Triton Inference Server model repository from a bundle (Python backend with ONNX Runtime and dynamic
     batching; ORT and TensorRT backend configs); then run / infer --model grpc://SERVER:8001/edge_stpm on the camera
     boxes (pip install "edge-stpm[triton]"; docs/triton.md)."""
-    from edge_stpm.runtime.triton_repository import write_repository
+    from edge_stpm.runtime.triton_repo.writer import write_repository
 
     if not name.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"--name {name!r}: letters, digits, '_' and '-' only")
@@ -512,7 +533,7 @@ def dataset(from_history: Path = typer.Option(..., "--from-history", help="The i
             include_ok: bool = typer.Option(False, "--include-ok", help="Add the sampled OK frames to train/good.")) -> None:
     """Reviewed results as data: frames marked good → train/good (a share to test/good), defect → test/<type>,
     manifest.json naming each file's record row and model."""
-    from edge_stpm.runtime.feedback.dataset import build
+    from edge_stpm.runtime.learn.dataset import build
 
     m = build(from_history, recipe, out_dir, held_out, include_ok)
     out.print(f"{out_dir}: " + ", ".join(f"{k} {v}" for k, v in sorted(m["counts"].items())) + "; manifest.json",
@@ -538,7 +559,8 @@ def collect(out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout fo
     """Day one, no model needed: save good parts from the station's own camera, lighting and trigger into
     DIR/train/good (MVTec layout) — near-duplicates (a stopped conveyor) skipped, progress shown, contact_sheet.jpg
     at the end (docs/feedback.md). Then: train, evaluate, deploy."""
-    from edge_stpm.runtime.feedback.collect import CollectSettings, print_collect
+    from edge_stpm.runtime.learn.collect import CollectSettings, print_collect
+    from edge_stpm.runtime.station.app import parse_roi
 
     cfg = CollectSettings([str(c) for c in camera or []] + list(source or []), out_dir, count, min_change, trigger,
                           parse_roi(roi) if roi else None, modbus, opcua, opcua_user, http, http_token,
@@ -641,7 +663,7 @@ def config_show(file: Path = typer.Argument(..., help="The station file (TOML)."
 @one_line_errors
 def config_schema(out_file: Optional[Path] = typer.Option(None, "--out", help="Write it here (default: stdout).")) -> None:
     """The station file's JSON Schema, for editors (completion and checks); docs/station.schema.json is this."""
-    from edge_stpm.contract.files import write_text
+    from edge_stpm.common.files import write_text
     from edge_stpm.runtime.station.config import schema_json
 
     if out_file is None:

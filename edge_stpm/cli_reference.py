@@ -11,6 +11,9 @@ import re
 import sys
 from typing import Any, Iterator
 
+import typer.main
+from typer._click.core import Context
+
 HEADER = ("# Commands\n\nGenerated from the CLI's own help (`python -m edge_stpm.cli_reference > docs/commands.md`; a "
           "test checks it is fresh): each command's `--help` as a page. `edge-stpm COMMAND --help` prints the same.\n")
 
@@ -28,7 +31,7 @@ def _walk(group: Any, prefix: str = "edge-stpm") -> Iterator[tuple[str, Any]]:
 def _cell(text: str) -> str:
     """One table cell: one line, pipes escaped, this machine's data folder written as its default (the page is the same
     wherever it is generated)."""
-    from edge_stpm.contract.files import data_dir
+    from edge_stpm.common.files import data_dir
 
     text = " ".join(text.split()).replace(str(data_dir()), "~/.local/share/edge-stpm")
     return text.replace("|", "\\|")
@@ -60,8 +63,6 @@ def _anchor(full: str) -> str:
 
 def markdown() -> str:
     """The whole page."""
-    import typer.main
-    from typer._click.core import Context
 
     from edge_stpm.cli import app
 

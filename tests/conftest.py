@@ -18,7 +18,7 @@ SIZE = 128
 def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
-    from edge_stpm.contract.threads import available_cores
+    from edge_stpm.common.threads import available_cores
 
     # the box's state (the inspection record, the MQTT outbox) goes to a fresh folder, never the user's
     os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="edge-stpm-test-data-")

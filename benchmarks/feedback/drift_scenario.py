@@ -78,7 +78,7 @@ def alarm_part(model: Path, norm: np.ndarray, start: int = 0) -> int | None:
     raises the alarm, fed with every part's score and verdict as the station feeds it."""
     import torch
 
-    from edge_stpm.runtime.feedback.drift import DriftPolicy, DriftTracker, calibrated
+    from edge_stpm.runtime.station.drift import DriftPolicy, DriftTracker, calibrated
 
     md = torch.load(model, map_location="cpu", weights_only=False)
     base = calibrated(md)
@@ -120,7 +120,7 @@ def crossing_part(norm: np.ndarray, labels: np.ndarray, rate: float = 0.05) -> i
 def feedback_cycle(model: Path, start: int, norm: np.ndarray, labels: np.ndarray, images: list[np.ndarray],
                    work: Path, tag: str) -> dict:
     """Review the next 50 parts judged NG or REVIEW from ``start``; their good ones into the memory."""
-    from edge_stpm.training.feedback.memory_update import update_memory
+    from edge_stpm.training.update.memory import update_memory
 
     picked = [i for i in range(start, len(norm)) if norm[i] >= REVIEW_BAND][:REVIEWS]
     goods = [i for i in picked if labels[i] == 0]

@@ -85,7 +85,7 @@ def reviewed(base: dict[str, Any], out: Path, gamma: float, sigma: float) -> Pat
 
 
 def judge(bundle: Path, data: Path, threads: int) -> dict[str, Any]:
-    from edge_stpm.contract.images import labelled_test_images, load_images
+    from edge_stpm.common.images import labelled_test_images, load_images
     from edge_stpm.contract.scale import ScoreScale
     from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
     from edge_stpm.training import metrics
@@ -134,7 +134,7 @@ def run_update(a: argparse.Namespace, name: str, data: Path, out: Path) -> dict[
 
 def rethreshold(c: dict[str, Any], parts: Path, threads: int) -> dict[str, Any]:
     """D2: U1's drifted-test scores judged at an image threshold from the drifted held-out parts alone."""
-    from edge_stpm.contract.images import list_images, load_images
+    from edge_stpm.common.images import list_images, load_images
     from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
     from edge_stpm.runtime.learn.thresholds import default_k, good_threshold
     from edge_stpm.training import metrics

@@ -43,7 +43,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def evaluate_bundle(bundle: Path, data: Path, threads: int) -> dict[str, Any]:
     """``evaluate``'s figures for a bundle (ONNX Runtime FP32) on the labelled test split."""
-    from edge_stpm.contract.images import labelled_test_images
+    from edge_stpm.common.images import labelled_test_images
     from edge_stpm.contract.scale import ScoreScale
     from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
     from edge_stpm.training.evaluate import compute_metrics, frame_results, score_set, test_inputs, where_metrics
@@ -88,7 +88,7 @@ def run_fit(a: argparse.Namespace, pack: Path, name: str, chunk: int) -> dict[st
 
 def main(argv: list[str]) -> int:
     a = parse(argv)
-    from edge_stpm.contract.files import ensure_dir, write_json, write_text
+    from edge_stpm.common.files import ensure_dir, write_json, write_text
     from edge_stpm.training.export.teacher_pack import write_teacher_pack
 
     keep = ensure_dir(a.keep)

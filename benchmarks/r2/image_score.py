@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from edge_stpm.training import checkpoint, metrics
-from edge_stpm.contract.images import GOOD, labelled_test_images, load_images, read_mask
+from edge_stpm.common.images import GOOD, labelled_test_images, load_images, read_mask
 from edge_stpm.training.model import GaussianSmooth, level_distance
 
 TOP_Q = (0.1, 0.5, 1.0, 2.0, 5.0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_stpm.contract.images import labelled_test_images, load_images, read_mask
+from edge_stpm.common.images import labelled_test_images, load_images, read_mask
 from edge_stpm.training import checkpoint, metrics
 from edge_stpm.training.evaluate import compute_metrics
 from edge_stpm.training.model import Preprocess

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_stpm.contract.images import load_images
+from edge_stpm.common.images import load_images
 from edge_stpm.training import checkpoint
 from edge_stpm.training.backbones import build_trunk
 from edge_stpm.training.model import Preprocess

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_stpm.contract.images import load_images
+from edge_stpm.common.images import load_images
 from edge_stpm.training import checkpoint
 from edge_stpm.training.calibrate import recalibrate
 from edge_stpm.training.evaluate import evaluate

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_stpm.contract.images import labelled_test_images, load_images
+from edge_stpm.common.images import labelled_test_images, load_images
 from edge_stpm.training import checkpoint
 from edge_stpm.runtime.learn import thresholds
 from edge_stpm.training.evaluate import score_set, torch_infer

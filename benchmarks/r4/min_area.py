@@ -4,7 +4,7 @@ recipe's ``min_defect_area`` does to the verdicts of one trained model on the ma
 The station's rule (``runtime/station/recipes.py``, ``LoadedRecipe.apply``): a part is NG when its image score is at
 or above the image threshold **and** the largest 8-connected region of its map at or above the pixel threshold
 covers at least ``min_defect_area`` **frame** pixels — the map of the inspected region, i.e. the model's map brought
-back to the frame's size (``contract.images.unfit_map``, bilinear). This script counts the same regions with the
+back to the frame's size (``common.images.unfit_map``, bilinear). This script counts the same regions with the
 station's own ``recipes.largest_region`` twice per image, once on the model's map (S × S model-input pixels) and once
 on that map at the frame's size (the station's rule), saves every image's two largest areas, and tabulates for each
 minimum area: the share of good test images judged NG (false calls), recall on the defective images (overall and
@@ -60,7 +60,7 @@ def infer_maps(a: argparse.Namespace, items: list, meta: dict[str, Any]) -> tupl
             return z["maps"], z["scores"], float(z["infer_s"])
     import torch
 
-    from edge_stpm.contract.images import load_images
+    from edge_stpm.common.images import load_images
     from edge_stpm.training import checkpoint
     from edge_stpm.training.devices import set_threads
     from edge_stpm.training.evaluate import score_set, torch_infer
@@ -83,7 +83,7 @@ def largest_areas(maps: np.ndarray, shapes: list[tuple[int, int]], fit: str,
                   pixel_thr: float) -> tuple[np.ndarray, np.ndarray]:
     """Per image the largest 8-connected region at or above ``pixel_thr`` (map units), in model-input pixels (the
     S × S map) and in frame pixels (the map at the frame's size, the station's rule) — ``recipes.largest_region``."""
-    from edge_stpm.contract.images import unfit_map
+    from edge_stpm.common.images import unfit_map
     from edge_stpm.runtime.station.recipes import largest_region
 
     model = np.array([largest_region(m, pixel_thr, None) for m in maps])
@@ -190,8 +190,8 @@ def quantiles(v: np.ndarray) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from edge_stpm.contract.files import ensure_dir, write_json, write_text
-    from edge_stpm.contract.images import labelled_test_images, read_image
+    from edge_stpm.common.files import ensure_dir, write_json, write_text
+    from edge_stpm.common.images import labelled_test_images, read_image
     from edge_stpm.training import checkpoint
 
     a = parse(argv)

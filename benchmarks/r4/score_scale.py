@@ -54,7 +54,7 @@ def figure(ck: Path, data: Path, out: Path) -> None:
     from 0.5 × the pixel threshold) and the new one (from 0.5 on the score scale), the true defect outlined green."""
     import cv2
 
-    from edge_stpm.contract.images import labelled_test_images, read_mask
+    from edge_stpm.common.images import labelled_test_images, read_mask
     from edge_stpm.runtime.inspector import Inspector
     from edge_stpm.runtime.overlay import draw_contours, inspection_overlay
     from edge_stpm.training.figures import image_grid
@@ -133,7 +133,7 @@ def table_md(records: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str]) -> int:
     a = parse(argv)
-    from edge_stpm.contract.files import ensure_dir, write_json, write_text
+    from edge_stpm.common.files import ensure_dir, write_json, write_text
 
     keep = ensure_dir(a.keep)
     if a.table:

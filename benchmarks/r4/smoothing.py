@@ -90,7 +90,7 @@ def table_md(records: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str]) -> int:
     a = parse(argv)
-    from edge_stpm.contract.files import ensure_dir, write_json, write_text
+    from edge_stpm.common.files import ensure_dir, write_json, write_text
 
     keep = ensure_dir(a.keep)
     if a.table:

@@ -135,7 +135,7 @@ def main(argv: list[str]) -> int:
     if a.table:
         print(table([json.loads(p.read_text()) for p in a.table]))
         return 0
-    from edge_stpm.contract.files import ensure_dir, write_json, write_text
+    from edge_stpm.common.files import ensure_dir, write_json, write_text
     from edge_stpm.training.evaluate import markdown, summary_lines
 
     work = a.work / f"{a.name}_seed{a.seed}"

@@ -18,8 +18,10 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_bytes, write_json, write_text
+import onnx
+
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_bytes, write_json, write_text
 from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.contract.schema import GRAPH, MANIFEST as MANIFEST_SCHEMA, check
 
@@ -136,8 +138,6 @@ def graph_metadata(ck_meta: dict[str, Any], precision: str, batch: int, ckpt_sha
 
 def read_onnx_metadata(path: Path) -> dict[str, Any]:
     """The edge-stpm metadata stored in an ONNX file's ``metadata_props``; UserError if absent or unreadable."""
-    import onnx
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ONNX file not found: {path}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 # choices (the training-side registries are checked against these names by tests/unit/test_options.py)
 BACKBONE_NAMES = ("resnet18", "mobilenet_v2", "efficientnet_lite0", "wide_resnet50_2")
@@ -152,15 +152,15 @@ FREE_TEXT: dict[str, str] = {
     "--int8-float-stages": "contract.options.parse_ints (stage numbers 0, 1, 2)",
     "--roi": "runtime.station.app.parse_roi (x,y,w,h)",
     "--tiles": "contract.tiles.parse_tiles (ROWSxCOLS, each 1..8)",
-    "--http": "contract.bind.parse_bind (HOST:PORT)",
+    "--http": "common.bind.parse_bind (HOST:PORT)",
     "--http-token": "any text",
     "--source": "runtime.loop.sources.describe (file, folder, URL, GStreamer pipeline, basler:// via "
                 "runtime.loop.basler.parse_spec)",
     "--teacher-weights": "a file, or 'random'",
     "--mqtt": "runtime.loop.sinks.mqtt.parse_url (mqtt[s]://[user:pass@]host[:port])",
     "--mqtt-topic": "runtime.loop.sinks.mqtt.check_topic (no wildcards; {host} and {source} filled in)",
-    "--modbus": "contract.bind.parse_bind (HOST:PORT)",
-    "--opcua": "contract.bind.parse_bind (HOST:PORT)",
+    "--modbus": "common.bind.parse_bind (HOST:PORT)",
+    "--opcua": "common.bind.parse_bind (HOST:PORT)",
     "--opcua-user": "runtime.line.opcua.parse_user (USER:PASSWORD)",
     "--since": "runtime.loop.sinks.record.parse_time (a duration such as 2h, or an ISO time)",
     "--name": "cli.triton_repo (letters, digits, '_' and '-')",

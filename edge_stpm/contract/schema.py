@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.options import BACKBONE_NAMES, FIT_NAMES, HEAD_NAMES, MAP_COMBINE_NAMES, PRECISION_NAMES, RANGES
 
 _NUM = {"type": "number"}
@@ -112,9 +115,6 @@ def _short(text: str, n: int = 120) -> str:
 
 def check(doc: Any, schema: dict[str, Any], where: str, fix: str) -> dict[str, Any]:
     """``doc`` if it follows ``schema``; else one UserError: ``WHERE: field F: what is wrong; FIX``."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import best_match
-
     err = best_match(Draft202012Validator(schema).iter_errors(doc))
     if err is None:
         return doc

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import fit_image, unfit_map
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import fit_image, unfit_map
 
 MAX_SIDE = 8  # tiles per side: 64 tiles a frame at most
 MAX_OVERLAP = 0.5

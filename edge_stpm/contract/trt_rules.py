@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -10,10 +10,10 @@ import cv2
 from rich.console import Console
 from rich.table import Table
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import ensure_dir, write_bytes, write_json
-from edge_stpm.contract.images import IMAGE_EXTS, crop_roi, list_images, read_image
-from edge_stpm.contract.progress import bar
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import ensure_dir, write_bytes, write_json
+from edge_stpm.common.images import IMAGE_EXTS, crop_roi, list_images, read_image
+from edge_stpm.common.progress import bar
 from edge_stpm.runtime.inspector import Inspector
 
 

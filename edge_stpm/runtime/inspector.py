@@ -7,18 +7,21 @@
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import fit_image, unfit_map
 from edge_stpm.contract import tiles
 from edge_stpm.contract.artifacts import SELFTEST
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import fit_image, unfit_map
 from edge_stpm.contract.scale import ScoreScale
+from edge_stpm.contract.schema import SELFTEST as SELFTEST_SCHEMA, check
 from edge_stpm.contract.tiles import TileGrid
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
 from edge_stpm.runtime.backends.select import Choice, frame_artefact, open_backend, unlisted_reason
@@ -135,8 +138,6 @@ class InspectionResult:
 
     def _outline_station(self, out: np.ndarray) -> np.ndarray:
         """A recipe's ROI (thin white box) and ignored regions (grey outline) drawn on the overlay."""
-        import cv2
-
         if self.roi is None and self.keep is None:
             return out
         x, y = (self.roi[0], self.roi[1]) if self.roi else (0, 0)
@@ -155,8 +156,6 @@ def frame_self_test(backend: Backend, runner: FrameRunner, bundle: Path, height:
     through the frame path and through the host path (fit on the host, then ``backend``'s model graph); every score
     pair must agree within the precision's self-test tolerance in units of the image threshold (FP16 / INT8:
     twice it, as each path is within its gate of FP32)."""
-    import cv2
-
     doc, why = _selftest_doc(bundle)
     if doc is None:
         return why
@@ -182,10 +181,6 @@ def frame_self_test(backend: Backend, runner: FrameRunner, bundle: Path, height:
 
 def _selftest_doc(bundle: Path) -> tuple[dict[str, Any] | None, str]:
     """The bundle's ``selftest.json`` checked against its schema, or (None, why it cannot be used)."""
-    import json
-
-    from edge_stpm.contract.schema import SELFTEST as SELFTEST_SCHEMA, check
-
     path = Path(bundle) / SELFTEST
     if not path.is_file():
         return None, f"the bundle has no self-test ({SELFTEST}) to check it with: re-export the bundle"

@@ -16,8 +16,8 @@ import torch
 import torchvision
 from torch import nn
 
+from edge_stpm.common.errors import UserError
 from edge_stpm.training import efficientnet_lite
-from edge_stpm.contract.errors import UserError
 
 RANDOM = "random"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

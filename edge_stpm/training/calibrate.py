@@ -7,14 +7,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_stpm.training import checkpoint
-from edge_stpm.runtime.learn import thresholds
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import labelled_test_images, load_images
 from edge_stpm.contract import tiles
-from edge_stpm.contract.images import labelled_test_images, load_images
-from edge_stpm.contract.errors import UserError
-from edge_stpm.training.evaluate import ScoreFn, score_set, torch_infer
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET
+from edge_stpm.runtime.learn import thresholds
+from edge_stpm.runtime.learn.synthetic import anomalies
+from edge_stpm.training import checkpoint
 from edge_stpm.training.backbones import get_spec
+from edge_stpm.training.evaluate import ScoreFn, score_set, torch_infer
 from edge_stpm.training.heads.memory import fit_memory
 from edge_stpm.training.model import HEADS, MAP_COMBINES, Preprocess, good_head_weights, good_level_weights
 
@@ -89,8 +90,6 @@ def synthetic_maps(infer: ScoreFn, good: np.ndarray, seed: int, quiet: bool = Tr
     """Maps ``(K·N, H, W)`` float32 (map units) of the no-defect check's synthetic anomalies of the uint8 held-out
     images ``good`` ``(N, H, W, 3)`` (``synthetic_defects.anomalies``, every kind, this ``seed``) and their masks
     ``(K·N, H, W)`` bool, scored by ``infer`` in batches of ``batch_size`` (as ``evaluate.no_defect_check``)."""
-    from edge_stpm.runtime.learn.synthetic import anomalies
-
     maps, masks = [], []
     for kind, images, m in anomalies(good, seed):
         maps.append(score_set(infer, images, batch_size, quiet, f"synthetic {kind}")[0])

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 
 from edge_stpm import __version__
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import atomic_path
 from edge_stpm.contract.artifacts import file_sha256  # noqa: F401  (checkpoint.file_sha256 is used by export and bench)
-from edge_stpm.training.backbones import get_spec
-from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.schema import CHECKPOINT, check
-from edge_stpm.contract.files import atomic_path
+from edge_stpm.training.backbones import get_spec
 from edge_stpm.training.model import STPM, InspectionPipeline
 
 FORMAT = "edge-stpm-checkpoint"
@@ -21,8 +22,6 @@ FORMAT_VERSION = 1
 
 
 def versions() -> dict[str, str]:
-    import torchvision
-
     return {"edge_stpm": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
             "python": platform.python_version()}
 

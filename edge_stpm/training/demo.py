@@ -5,8 +5,16 @@ import csv
 import time
 from pathlib import Path
 
-from edge_stpm.contract.files import ensure_dir, write_text
-from edge_stpm.contract.progress import console
+from edge_stpm import bench as bench_mod
+from edge_stpm.common.files import ensure_dir, write_text
+from edge_stpm.common.progress import console
+from edge_stpm.runtime.inspector import Inspector
+from edge_stpm.runtime.loop.pipeline import RunOptions, run
+from edge_stpm.runtime.loop.sources import open_source
+from edge_stpm.training.evaluate import evaluate
+from edge_stpm.training.export.exporter import export
+from edge_stpm.training.synth import SynthConfig, generate
+from edge_stpm.training.train import TrainConfig, train
 
 
 def video_agreement(labels_csv: Path, ng_frames: list[int]) -> dict[str, float]:
@@ -34,15 +42,6 @@ def _fit_line(s: dict) -> str:
 
 
 def run_demo(out: Path, epochs: int = 25, teacher_weights: str | None = None) -> dict[str, object]:
-    from edge_stpm import bench as bench_mod
-    from edge_stpm.runtime.loop.pipeline import RunOptions, run
-    from edge_stpm.runtime.loop.sources import open_source
-    from edge_stpm.training.evaluate import evaluate
-    from edge_stpm.training.export.exporter import export
-    from edge_stpm.runtime.inspector import Inspector
-    from edge_stpm.training.synth import SynthConfig, generate
-    from edge_stpm.training.train import TrainConfig, train
-
     out = ensure_dir(Path(out))
     t0 = time.perf_counter()
     step = lambda n, text: console.print(f"[bold cyan]demo {n}/6[/] {text}")  # noqa: E731

@@ -1,10 +1,13 @@
 """Device and CPU-thread choices shared by training, evaluation and the PyTorch backend (imports torch)."""
 from __future__ import annotations
 
+import ctypes.util
+
+import psutil
 import torch
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.threads import available_cores
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.threads import available_cores
 
 
 def pick_device(name: str) -> torch.device:
@@ -34,20 +37,12 @@ def low_memory_default(device: torch.device) -> bool:
     box): it cuts training's peak memory about 2.5× but makes each step about 2× slower."""
     if device.type != "cpu":
         return False
-    try:
-        import psutil
-
-        return psutil.virtual_memory().total / 2**30 < LOW_MEMORY_BELOW_GB
-    except ImportError:
-        return False
+    return bool(psutil.virtual_memory().total / 2**30 < LOW_MEMORY_BELOW_GB)
 
 
 def return_freed_memory() -> None:
     """glibc: two malloc arenas and trim freed memory at once, so the large per-step activation buffers go back
     to the OS instead of piling up per thread (a no-op where mallopt does not exist)."""
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(-8, 2)   # M_ARENA_MAX

@@ -9,15 +9,16 @@ import cv2
 import numpy as np
 import torch
 
-from edge_stpm.training import checkpoint, figures, metrics, segmetrics
-from edge_stpm.runtime.learn import thresholds
-from edge_stpm.runtime.overlay import NEAR, draw_contours, inspection_overlay
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.scale import ScoreScale
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import ensure_dir, write_json, write_text
+from edge_stpm.common.images import GOOD, fit_image, labelled_test_images, load_images, read_image, read_mask
+from edge_stpm.common.progress import bar
 from edge_stpm.contract import tiles
-from edge_stpm.contract.images import GOOD, fit_image, labelled_test_images, load_images, read_image, read_mask
-from edge_stpm.contract.files import ensure_dir, write_json, write_text
-from edge_stpm.contract.progress import bar
+from edge_stpm.contract.scale import ScoreScale
+from edge_stpm.runtime.learn import thresholds
+from edge_stpm.runtime.learn.synthetic import proxy_auroc
+from edge_stpm.runtime.overlay import NEAR, draw_contours, inspection_overlay
+from edge_stpm.training import checkpoint, figures, metrics, segmetrics
 from edge_stpm.training.devices import pick_device, set_threads
 
 ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -175,8 +176,6 @@ def frame_results(test: dict[str, Any], meta: dict[str, Any], maps: np.ndarray,
 def no_defect_check(meta: dict[str, Any], infer: ScoreFn, batch_size: int) -> dict[str, Any] | None:
     """The proxy AUROC on synthetic anomalies of the checkpoint's held-out good images (seeded as in training),
     beside the real figures; None when those images are not on this machine."""
-    from edge_stpm.runtime.learn.synthetic import proxy_auroc
-
     val = [Path(p) for p in meta.get("training", {}).get("val_images", []) if Path(p).is_file()]
     if not val:
         return None

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from edge_stpm.contract.files import atomic_path  # noqa: E402
+from edge_stpm.common.files import atomic_path  # noqa: E402
 
 
 def _save(fig: "plt.Figure", path: Path) -> Path:

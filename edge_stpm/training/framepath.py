@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_stpm.common.images import FIT_MODES
 from edge_stpm.runtime import overlay as ov
-from edge_stpm.contract.images import FIT_MODES
 from edge_stpm.training.model import InspectionPipeline
 
 

@@ -13,6 +13,8 @@ from torch import nn
 
 from edge_stpm.contract.options import DEFAULT_HEAD, HEAD_NAMES  # noqa: F401  (DEFAULT_HEAD: train reads it here)
 from edge_stpm.training.backbones import IMAGENET_MEAN, IMAGENET_STD, Trunk, build_trunk, get_spec
+from edge_stpm.training.heads.memory import MemoryBank, patch_features
+
 EPS = 1e-12
 
 
@@ -233,7 +235,6 @@ class InspectionPipeline(nn.Module):
                  head: str = "stpm", memory: torch.Tensor | None = None,
                  head_weights: tuple[float, float] | None = None) -> None:
         super().__init__()
-        from edge_stpm.training.heads.memory import MemoryBank
 
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}")
@@ -272,8 +273,6 @@ class InspectionPipeline(nn.Module):
 
     def memory_map(self, t_feats: list[torch.Tensor]) -> torch.Tensor:
         """The memory head's map of the teacher's pyramid, upsampled to the input size ``(B, 1, S, S)``."""
-        from edge_stpm.training.heads.memory import patch_features
-
         d = self.memory(patch_features(t_feats))
         return F.interpolate(d, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 

@@ -8,6 +8,11 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.table import Table
 
+from edge_stpm.training.evaluate import evaluate, summary_lines
+from edge_stpm.training.train import TrainConfig, train
+from edge_stpm.training.update.compare import compare
+from edge_stpm.training.update.memory import update_memory
+
 
 def proxy_line(p: dict[str, Any]) -> str:
     """The no-defect check in one line: proxy image AUROC on synthetic anomalies of the held-out good images."""
@@ -24,8 +29,6 @@ def print_train(out: Console, /, loss: Optional[str] = None, **fields: Any) -> N
     """Train (``fields``: TrainConfig's, its ``out`` among them — hence ``out``, the console, positional only;
     ``loss`` None: its default), then print the kept epoch (stpm), the memory bank (memory), the no-defect check and
     the checkpoint."""
-    from edge_stpm.training.train import TrainConfig, train
-
     cfg = TrainConfig(**fields, **({"loss": loss} if loss else {}))
     s = train(cfg)
     if s["epochs_run"]:
@@ -44,8 +47,6 @@ def print_evaluate(out: Console, checkpoint: Path, data: Path, out_dir: Path, de
                    quiet: bool, threads: Optional[int]) -> None:
     """Evaluate, then: the AUROC / AUPRO table, the stored threshold's precision and recall, where the defect is,
     the no-defect check, the report."""
-    from edge_stpm.training.evaluate import evaluate, summary_lines
-
     r = evaluate(checkpoint, data, out_dir, device, batch_size, quiet, threads=threads)
     out.print(_evaluation_table(r, data))
     a = r["at_stored_threshold"]
@@ -71,8 +72,6 @@ def _evaluation_table(r: dict[str, Any], data: Path) -> Table:
 
 def print_compare(out: Console, models: tuple[Path, Path], data: Path, out_dir: Path) -> None:
     """``evaluate --compare OLD NEW``: false calls, recall and image AUROC of each model, the figure."""
-    from edge_stpm.training.feedback.compare import compare
-
     r = compare(models[0], models[1], data, out_dir)
     t = Table(title=f"old vs new on {data}/test")
     for c in ("model", "false calls", "recall", "image AUROC"):
@@ -89,8 +88,6 @@ def print_compare(out: Console, models: tuple[Path, Path], data: Path, out_dir: 
 
 def print_memory_update(out: Console, checkpoint: Path, data: Path, out_path: Path, quiet: bool) -> None:
     """``update-memory --checkpoint``: the good images added, the bank and threshold before → after, the times."""
-    from edge_stpm.training.feedback.memory_update import update_memory
-
     s = update_memory(checkpoint, data, out_path, quiet)
     out.print(f"{s['added_images']} good images added ({s['patches_added']} patches): bank {s['entries_before']} → "
               f"{s['entries_after']} entries; image threshold {s['image_threshold_before']:.4g} → "

@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import atomic_path, ensure_dir, write_bytes, write_json
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import atomic_path, ensure_dir, write_bytes, write_json
 
 DEFECTS = ("scratch", "spot", "crack", "missing")
 

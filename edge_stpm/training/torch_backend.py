@@ -8,19 +8,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
-from edge_stpm.training import checkpoint
-from edge_stpm.training.devices import set_threads
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.scale import ScoreScale
-from edge_stpm.training.model import InspectionPipeline
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
+from edge_stpm.training import checkpoint
+from edge_stpm.training.backbones import get_spec
+from edge_stpm.training.devices import set_threads
+from edge_stpm.training.framepath import FramePipeline
+from edge_stpm.training.model import InspectionPipeline
+from edge_stpm.training.twin import TwinPipeline
 
 
 def fold_batchnorm(trunk: nn.Module) -> nn.Module:
     """Fold every eval-mode BatchNorm into the preceding convolution (torch.fx); same outputs, fewer kernels."""
-    from torch.fx.experimental.optimization import fuse
-
     return fuse(copy.deepcopy(trunk).eval(), inplace=True)
 
 
@@ -28,9 +30,6 @@ def optimise(pipe: InspectionPipeline, device: torch.device, fp16: bool, fold: b
              twin: bool = False) -> nn.Module:
     """A copy of the pipeline for fast inference: BN folded, optionally teacher and student merged into one
     grouped-conv trunk (``runtime.twin``), channels_last, FP16 trunks (the head stays FP32)."""
-    from edge_stpm.training.backbones import get_spec
-    from edge_stpm.training.twin import TwinPipeline
-
     p: nn.Module = copy.deepcopy(pipe).eval()
     if fold or twin:
         p.teacher = fold_batchnorm(p.teacher)
@@ -130,8 +129,6 @@ class TorchFrameRunner(FrameRunner):
 
     @torch.inference_mode()
     def __init__(self, backend: TorchBackend, height: int, width: int) -> None:
-        from edge_stpm.training.framepath import FramePipeline
-
         self.height, self.width = int(height), int(width)
         self.dev = backend.dev
         self.module = FramePipeline(backend.pipe, (self.height, self.width), backend.metadata.get("fit", "stretch"),

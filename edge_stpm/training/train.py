@@ -5,34 +5,54 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from edge_stpm.training import checkpoint as ckpt_io
-from edge_stpm.runtime.learn import thresholds
-from edge_stpm.training.backbones import get_spec, pretrained_state
-from edge_stpm.contract.images import FIT_MODES, good_images, load_images
-from edge_stpm.training.devices import low_memory_default, pick_device, return_freed_memory, set_threads
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import output_dir, write_json
-from edge_stpm.training.model import (
-    DEFAULT_HEAD, DEFAULT_LOSS_REDUCTION, DEFAULT_MAP_COMBINE, DEFAULT_SCORE_TOP_PERCENT, HEADS, LOSS_REDUCTIONS,
-    MAP_COMBINES, STPM, InspectionPipeline, Preprocess, good_head_weights, good_level_weights, level_distance,
-    stpm_loss,
-)
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import output_dir, write_json
+from edge_stpm.common.images import FIT_MODES, good_images, load_images
+from edge_stpm.common.progress import bar, console
 from edge_stpm.contract.options import DEFAULT_FIT
 from edge_stpm.contract.tiles import TileGrid, parse_tiles, per_frame
+from edge_stpm.runtime.learn import thresholds
+from edge_stpm.runtime.learn.synthetic import proxy_auroc
+from edge_stpm.training import checkpoint as ckpt_io
+from edge_stpm.training.backbones import get_spec, pretrained_state
+from edge_stpm.training.devices import low_memory_default, pick_device, return_freed_memory, set_threads
+from edge_stpm.training.evaluate import torch_infer
+from edge_stpm.training.figures import loss_curve
 from edge_stpm.training.heads.memory import (
-    DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, PROJECTION_DIMS, fit_memory,
+    DEFAULT_BANK_MAX_MB,
+    DEFAULT_CORESET,
+    DEFAULT_CORESET_CHUNK,
+    PROJECTION_DIMS,
+    fit_memory,
 )
-from edge_stpm.contract.progress import bar, console
+from edge_stpm.training.model import (
+    DEFAULT_HEAD,
+    DEFAULT_LOSS_REDUCTION,
+    DEFAULT_MAP_COMBINE,
+    DEFAULT_SCORE_TOP_PERCENT,
+    HEADS,
+    LOSS_REDUCTIONS,
+    MAP_COMBINES,
+    STPM,
+    InspectionPipeline,
+    Preprocess,
+    good_head_weights,
+    good_level_weights,
+    level_distance,
+    stpm_loss,
+)
 
 
 @dataclass
@@ -143,8 +163,6 @@ def student_features(student: nn.Module, x: torch.Tensor, low_memory: bool) -> l
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MB), from getrusage (Linux reports KiB)."""
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -189,8 +207,6 @@ class TeacherCache:
             return None
         need = TeacherCache.bytes_needed(stpm, len(images), images.shape[1])
         if wanted is None:
-            import psutil
-
             budget = min(TEACHER_CACHE_MAX_BYTES, TEACHER_CACHE_RAM_SHARE * psutil.virtual_memory().available)
             if images.is_cuda:
                 free, _ = torch.cuda.mem_get_info(images.device)
@@ -317,9 +333,6 @@ def _calibrated_head(stpm: STPM, cfg: TrainConfig, device: torch.device, val_ima
     """The head (``cfg.head``, or for ``auto`` the one of stpm / memory / both with the highest proxy AUROC on
     synthetic anomalies of the held-out good images), its thresholds and its no-defect check. Returns (head
     settings, thresholds, proxy report with ``choice`` for auto)."""
-    from edge_stpm.training.evaluate import torch_infer
-    from edge_stpm.runtime.learn.synthetic import proxy_auroc
-
     good = val_images.cpu().numpy()
     tried: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
     for head in (("memory", "both", "stpm") if cfg.head == "auto" else (cfg.head,)):
@@ -470,6 +483,4 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _plot_history(history: list[dict[str, float]], best_epoch: int, path: Path) -> None:
-    from edge_stpm.training.figures import loss_curve
-
     loss_curve(history, best_epoch, path)

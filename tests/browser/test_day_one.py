@@ -55,7 +55,7 @@ def _wait(what, timeout: float, p: subprocess.Popen) -> None:
 
 def test_a_box_with_no_model_learns_its_first_part(synth_dir: Path, tmp_path: Path) -> None:
     from conftest import SIZE
-    from edge_stpm.contract.files import data_dir
+    from edge_stpm.common.files import data_dir
     from edge_stpm.training.export.teacher_pack import write_teacher_pack
     from helpers.line_parts import free_port
     from test_webapp import _api, _need_browser, _page_as, _sessions, station_file

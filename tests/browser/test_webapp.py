@@ -322,7 +322,7 @@ def test_fit_on_the_box_from_the_page(station, tmp_path: Path) -> None:
     import os
 
     from conftest import SIZE
-    from edge_stpm.contract.files import data_dir
+    from edge_stpm.common.files import data_dir
     from edge_stpm.training.export.teacher_pack import write_teacher_pack
 
     shots = Path(os.environ.get("EDGE_STPM_SCREENSHOTS", tmp_path))

@@ -21,7 +21,7 @@ import pytest
 from helpers.line_parts import free_port, modbus_cycles
 from edge_stpm.runtime.loop import pixels
 from edge_stpm.runtime.loop.basler import parse_spec
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = os.environ | {"PYLON_CAMEMU": "2"}

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from test_feedback import _record
 
-import edge_stpm.runtime.feedback.collect
-import edge_stpm.runtime.feedback.dataset
+import edge_stpm.runtime.learn.collect
+import edge_stpm.runtime.learn.dataset
 import edge_stpm.runtime.loop.sinks.record
 import edge_stpm.runtime.web.api  # noqa: F401
 
@@ -123,7 +123,7 @@ def _big_dataset(tmp: Path, n: int = ZIP_MB) -> tuple[Path, dict[str, bytes]]:
 
 
 def _frame(rng: np.random.Generator, size: int = 96) -> Any:
-    from edge_stpm.runtime.feedback.collect import PassThrough
+    from edge_stpm.runtime.learn.collect import PassThrough
     from edge_stpm.runtime.loop.sinks.base import Result
 
     img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -174,7 +174,7 @@ def test_dataset_zip_a_client_that_leaves_early_leaves_nothing(tmp_path: Path) -
 
 
 def test_a_second_dataset_build_meanwhile_is_429(tmp_path: Path) -> None:
-    from edge_stpm.runtime.feedback.dataset import DOWNLOADS
+    from edge_stpm.runtime.learn.dataset import DOWNLOADS
 
     db = _record(tmp_path, {1: ("good", None)})
 
@@ -191,7 +191,7 @@ def test_a_second_dataset_build_meanwhile_is_429(tmp_path: Path) -> None:
 # --- the collection zip ---------------------------------------------------------------------------------------------
 
 def test_collection_zip_is_built_on_disk_streamed_and_gone_after(tmp_path: Path) -> None:
-    from edge_stpm.runtime.feedback.collect import StationCollect
+    from edge_stpm.runtime.learn.collect import StationCollect
 
     sc = StationCollect(tmp_path / "collect")
     sc.arm("tile", 5, 0.0)
@@ -216,7 +216,7 @@ def test_collection_zip_is_built_on_disk_streamed_and_gone_after(tmp_path: Path)
 
 
 def test_a_second_collection_build_meanwhile_is_429(tmp_path: Path) -> None:
-    from edge_stpm.runtime.feedback.collect import StationCollect
+    from edge_stpm.runtime.learn.collect import StationCollect
 
     sc = StationCollect(tmp_path / "collect")
     sc.arm("tile", 1, 0.0)
@@ -234,7 +234,7 @@ def test_a_second_collection_build_meanwhile_is_429(tmp_path: Path) -> None:
 
 
 def test_a_crashed_build_leftover_is_removed_by_the_next(tmp_path: Path) -> None:
-    from edge_stpm.contract.files import ZIP_STALE_S, ZipBuilds
+    from edge_stpm.common.files import ZIP_STALE_S, ZipBuilds
 
     work = tmp_path / ".downloads"
     work.mkdir()
@@ -255,8 +255,8 @@ def test_a_crashed_build_leftover_is_removed_by_the_next(tmp_path: Path) -> None
 # --- the collection's disk budget -----------------------------------------------------------------------------------
 
 def test_collection_stops_at_its_disk_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge_stpm.contract.errors import UserError
-    from edge_stpm.runtime.feedback import collect
+    from edge_stpm.common.errors import UserError
+    from edge_stpm.runtime.learn import collect
 
     calls = []
     real = shutil.disk_usage
@@ -285,8 +285,8 @@ def test_collection_stops_at_its_disk_budget(tmp_path: Path, monkeypatch: pytest
 
 
 def test_collection_stops_at_the_free_space_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge_stpm.contract.errors import UserError
-    from edge_stpm.runtime.feedback import collect
+    from edge_stpm.common.errors import UserError
+    from edge_stpm.runtime.learn import collect
 
     free = {"b": 600 * 2**20 + 100_000}  # 100 kB above a 600 MB floor
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 0, free["b"]))

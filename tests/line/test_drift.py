@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_stpm.runtime.feedback.drift import DriftCollector, DriftPolicy, DriftTracker, calibrated
+from edge_stpm.runtime.station.drift import DriftCollector, DriftPolicy, DriftTracker, calibrated
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -39,7 +39,7 @@ def _record(tmp: Path, reviews: dict[int, tuple[str, str | None]], n: int = 10) 
 
 
 def test_dataset_from_reviewed_history(tmp_path: Path) -> None:
-    from edge_stpm.runtime.feedback.dataset import _held_out
+    from edge_stpm.runtime.learn.dataset import _held_out
 
     reviews = {1: ("good", None), 3: ("good", None), 5: ("defect", "scratch"), 7: ("defect", None), 9: ("good", None)}
     db = _record(tmp_path, reviews)

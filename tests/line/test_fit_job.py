@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SIZE
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.runtime.learn.fit import FitConfig, fit
 from edge_stpm.runtime.learn.jobs import FitJob, collection_folder, teacher_for
 

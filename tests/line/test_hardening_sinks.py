@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_stpm.contract import files
+from edge_stpm.common import files
 from edge_stpm.runtime.inspector import InspectionResult
 from edge_stpm.runtime.loop.sinks.base import Result, SinkRunner
 from edge_stpm.runtime.loop.sinks.mqtt import MqttSink, Outbox

@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_stpm.contract.bind import Bind, parse_bind
+from edge_stpm.common.bind import Bind, parse_bind
 from edge_stpm.runtime.web.live import LiveView
 from edge_stpm.runtime.web.server import ServerSettings
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 MODEL = {"model": "test", "backend": "onnxruntime", "precision": "fp32", "backbone": "mobilenet_v2", "size": 128}
 

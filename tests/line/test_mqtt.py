@@ -20,7 +20,7 @@ from helpers.line_parts import MOSQUITTO, PacedSource, Subscriber, broker
 from edge_stpm.runtime.loop.pipeline import RunOptions, run
 from edge_stpm.runtime.loop.sinks.mqtt import MqttSink, parse_url
 from edge_stpm.runtime.loop.sinks.record import RecordSink
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.runtime.inspector import Inspector
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto; "

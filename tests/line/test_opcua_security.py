@@ -18,7 +18,7 @@ pytest.importorskip("asyncua")
 from asyncua import Client, ua  # noqa: E402
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256  # noqa: E402
 
-from edge_stpm.contract.errors import UserError  # noqa: E402
+from edge_stpm.common.errors import UserError  # noqa: E402
 from edge_stpm.runtime.line import opcua, plc  # noqa: E402
 from edge_stpm.runtime.line.opcua import NAMESPACE, OpcuaServer, Security  # noqa: E402
 from helpers.line_parts import free_port  # noqa: E402

@@ -97,8 +97,8 @@ def test_a_recipe_with_no_model_yet_refuses_triggers_with_error_7() -> None:
 
 
 def test_modbus_port_in_use_and_bad_bind_are_one_line(tmp_path: Path) -> None:
-    from edge_stpm.contract.bind import parse_bind
-    from edge_stpm.contract.errors import UserError
+    from edge_stpm.common.bind import parse_bind
+    from edge_stpm.common.errors import UserError
 
     port = free_port()
     srv = plc.ModbusServer(plc.PlcState(), "127.0.0.1", port).start()
@@ -129,7 +129,7 @@ def test_opcua_client_reads_state_results_and_triggers(exported: Path, synth_dir
 def test_opcua_refuses_anonymous_off_loopback() -> None:
     pytest.importorskip("asyncua")
     from edge_stpm.runtime.line.opcua import OpcuaServer, parse_user
-    from edge_stpm.contract.errors import UserError
+    from edge_stpm.common.errors import UserError
 
     with pytest.raises(UserError, match="--opcua-user"):
         OpcuaServer(plc.PlcState(), "0.0.0.0", 4840, None, loopback=False)

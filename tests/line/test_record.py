@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edge_stpm.contract.bind import parse_bind
+from edge_stpm.common.bind import parse_bind
 from edge_stpm.runtime.web.live import LiveView
 from edge_stpm.runtime.loop.pipeline import RunOptions, run
 from edge_stpm.runtime.loop.sinks.mqtt import Outbox
 from edge_stpm.runtime.loop.sinks.record import RecordSink, query
 from edge_stpm.runtime.loop.sources import open_source
 from edge_stpm.cli import app
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.runtime.inspector import Inspector
 
 runner = CliRunner()

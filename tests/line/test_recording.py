@@ -134,7 +134,7 @@ def test_temporaries_of_a_killed_write_are_cleaned_on_the_next_start(tmp_path: P
     into that folder removes it (one note), never a finished file and never a fresh temporary (another writer's)."""
     import tempfile
 
-    from edge_stpm.contract.files import clean_temporaries, output_dir
+    from edge_stpm.common.files import clean_temporaries, output_dir
 
     (tmp_path / "model.onnx").write_bytes(b"finished")
     # the temporary atomic_path makes (same naming), as a SIGKILL before its rename leaves it
@@ -153,7 +153,7 @@ def test_temporaries_of_a_killed_write_are_cleaned_on_the_next_start(tmp_path: P
 
 
 def test_a_killed_exports_candidate_graph_is_cleaned_by_the_next_export(tmp_path: Path) -> None:
-    from edge_stpm.contract.files import clean_temporaries
+    from edge_stpm.common.files import clean_temporaries
     from edge_stpm.training.export.exporter import CANDIDATE
 
     stale, kept = tmp_path / ".model_int8.candidate.onnx", tmp_path / "model_int8.onnx"

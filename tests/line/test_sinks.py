@@ -172,7 +172,7 @@ def test_default_workers_one_per_core_only_for_several_free_running_sources(expo
 def test_two_sources_run_on_the_default_workers(exported: Path, synth_dir: Path) -> None:
     from helpers.edge_cli import cli
 
-    from edge_stpm.contract.threads import available_cores
+    from edge_stpm.common.threads import available_cores
 
     video = synth_dir / "video.avi"
     r = cli("run", "--model", exported / "model_fp32.onnx", "--source", video, "--source", video, "--headless",

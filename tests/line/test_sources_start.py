@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_stpm.cli import app
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.runtime.inspector import Inspector
 from edge_stpm.runtime.loop.pipeline import Pipeline, RunOptions, run, source_gauges
 from edge_stpm.runtime.loop.sources import PendingSource, open_sources

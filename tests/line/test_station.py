@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings, strategies as hs
 from typer.testing import CliRunner
 
 from edge_stpm.cli import app
-from edge_stpm.contract.errors import UserErrors
+from edge_stpm.common.errors import UserErrors
 from edge_stpm.runtime.station import config
 
 runner = CliRunner()
@@ -303,7 +303,7 @@ def test_bad_bundles_are_refused_and_the_running_model_stays(exported: Path, tra
     import shutil
 
     from edge_stpm.contract.artifacts import write_manifest
-    from edge_stpm.contract.errors import UserError
+    from edge_stpm.common.errors import UserError
     from edge_stpm.runtime.station.audit import query
     from edge_stpm.training.export.exporter import export
     from edge_stpm.training.train import TrainConfig, train
@@ -344,7 +344,7 @@ def test_bad_bundles_are_refused_and_the_running_model_stays(exported: Path, tra
 def test_deploy_over_http_needs_the_engineer_role(exported: Path, exported_memory: Path, tmp_path: Path) -> None:
     from helpers.line_parts import free_port
 
-    from edge_stpm.contract.bind import parse_bind
+    from edge_stpm.common.bind import parse_bind
     from edge_stpm.runtime.web.live import LiveView
     from edge_stpm.runtime.station.audit import query
 
@@ -500,7 +500,7 @@ def test_service_notify_healthz_and_sighup_reload(exported: Path, synth_dir: Pat
 
 
 def test_healthz_says_what_is_wrong() -> None:
-    from edge_stpm.contract.bind import parse_bind
+    from edge_stpm.common.bind import parse_bind
     from edge_stpm.runtime.web.live import LiveView
 
     v = LiveView(parse_bind("127.0.0.1:1"), None, {"model": "m"}, sources=["cam"])

@@ -1,4 +1,4 @@
-"""Hardening of what reaches the box (issue 37): untrusted zips unpacked under caps (contract/safezip.py) for the
+"""Hardening of what reaches the box (issue 37): untrusted zips unpacked under caps (common/safezip.py) for the
 upload and the drop folder; the drop folder refuses each bad item into ``.refused/`` with its reason and goes on to
 the next; a version folder a failed deploy left does not block the next deploy, and a full disk is one UserError;
 rollback returns to the model that ran before, from a history kept in the store."""
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from test_station import _control
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.safezip import ZipLimits, extract_flat
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.safezip import ZipLimits, extract_flat
 
 
 def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:

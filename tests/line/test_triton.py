@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from helpers.line_parts import TRITON_ENV, PacedSource, TritonServer, triton_missing
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def _parse(path: Path):
 def test_repository_configs_parse_and_carry_the_contract(exported: Path, tmp_path: Path) -> None:
     pytest.importorskip("tritonclient.grpc", reason="tritonclient not installed (pip install 'edge-stpm[triton]')")
     from edge_stpm.contract.artifacts import read_onnx_metadata
-    from edge_stpm.runtime.triton_repository import write_repository
+    from edge_stpm.runtime.triton_repo.writer import write_repository
 
     written = write_repository(exported, tmp_path / "repo", max_batch=8, queue_delay_us=300, instances=2)
     assert written == {"edge_stpm": "python", "edge_stpm_onnxruntime": "onnxruntime_onnx"}, "no engine: no plan model"
@@ -59,7 +59,7 @@ def server(exported: Path, tmp_path_factory: pytest.TempPathFactory):
     why = triton_missing()
     if why:
         pytest.skip(why)
-    from edge_stpm.runtime.triton_repository import write_repository
+    from edge_stpm.runtime.triton_repo.writer import write_repository
 
     root = tmp_path_factory.mktemp("triton")
     write_repository(exported, root / "repo", env=TRITON_ENV, threads=1)
@@ -73,7 +73,7 @@ def _images(synth_dir: Path, n: int) -> list[Path]:
 
 
 def test_served_model_gives_the_local_scores(server: TritonServer, exported: Path, synth_dir: Path) -> None:
-    from edge_stpm.contract.images import load_images
+    from edge_stpm.common.images import load_images
     from edge_stpm.runtime.inspector import Inspector
     from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
     from edge_stpm.runtime.backends.triton_backend import TritonBackend

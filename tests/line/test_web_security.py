@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from edge_stpm.contract.bind import parse_bind
+from edge_stpm.common.bind import parse_bind
 from edge_stpm.runtime.web.live import LiveView
 from edge_stpm.runtime.web.auth import RANK, Sessions
 from edge_stpm.runtime.web.server import HEADERS, PUBLIC, Route, ServerSettings, Signer, Throttle, route_table
@@ -307,7 +307,7 @@ def test_tls_self_signed_and_from_files(tmp_path: Path) -> None:
     a broken pair is one UserError."""
     import ssl
 
-    from edge_stpm.contract.errors import UserError
+    from edge_stpm.common.errors import UserError
 
     pytest.importorskip("cryptography")
     settings = ServerSettings(tls_self_signed=True, tls_dir=tmp_path / "tls")
@@ -505,7 +505,7 @@ def test_no_open_view_through_a_proxy() -> None:
 
 
 def test_redaction_of_awkward_secrets() -> None:
-    from edge_stpm.contract.redact import redact
+    from edge_stpm.common.redact import redact
 
     cases = {"rtsp://admin:p@ss@10.0.0.5:554/s": "rtsp://admin:***@10.0.0.5:554/s",
              "rtsp://admin:p/ss@h/x": "rtsp://admin:***@h/x",

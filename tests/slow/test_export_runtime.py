@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from edge_stpm.training import checkpoint
-from edge_stpm.contract.images import load_images
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.images import load_images
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.artifacts import read_onnx_metadata
 from edge_stpm.training.export.exporter import export, rel_l2
 from edge_stpm.runtime.inspector import Inspector
@@ -93,7 +93,7 @@ def test_backends_agree_on_cpu(exported: Path, trained: Path, synth_dir: Path) -
 def test_quantized_graphs_stay_within_one_point_of_fp32(exported: Path, synth_dir: Path) -> None:
     """The rule (as on real data) is FP16 and INT8 within 1.0 point of FP32, and FP32 itself near its measured
     level (bounds 0.02 below the worst of seeds 0-4)."""
-    from edge_stpm.contract.images import labelled_test_images, read_mask
+    from edge_stpm.common.images import labelled_test_images, read_mask
     from edge_stpm.training.metrics import image_auroc, pixel_auroc
 
     items = labelled_test_images(synth_dir)

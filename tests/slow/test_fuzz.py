@@ -7,13 +7,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edge_stpm.runtime.loop.basler import parse_spec
-from edge_stpm.contract.bind import parse_bind
+from edge_stpm.common.bind import parse_bind
 from edge_stpm.runtime.loop.sinks.mqtt import check_topic, parse_url
 from edge_stpm.runtime.line.opcua import parse_user
 from edge_stpm.runtime.loop.sinks.record import parse_time
 from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
 from edge_stpm.runtime.station.app import parse_roi as _roi
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 # text shaped like what users type: printable ASCII and some Unicode, digits and separators over-represented

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_stpm.contract.images import fit_image, fit_mask, good_images, load_images, read_image, labelled_test_images, unfit_map
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.images import fit_image, fit_mask, good_images, load_images, read_image, labelled_test_images, unfit_map
+from edge_stpm.common.errors import UserError
 
 
 def test_grayscale_loads_as_three_equal_channels(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_unknown_fit_mode_refused() -> None:
 def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
     import os
 
-    from edge_stpm.contract.files import write_text
+    from edge_stpm.common.files import write_text
 
     mask = os.umask(0o022)
     try:
@@ -89,8 +89,8 @@ def test_degenerate_image_files_are_read_as_a_viewer_shows_them_or_refused_in_on
     import pytest
     from PIL import Image
 
-    from edge_stpm.contract.images import read_image
-    from edge_stpm.contract.errors import UserError
+    from edge_stpm.common.images import read_image
+    from edge_stpm.common.errors import UserError
 
     rng = np.random.default_rng(0)
     for name, shape in (("1x1.png", (1, 1, 3)), ("1x5.png", (1, 5, 3))):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edge_stpm.contract.artifacts import frame_onnx_path
-from edge_stpm.contract.images import list_images, read_image
+from edge_stpm.common.images import list_images, read_image
 from edge_stpm.runtime.inspector import Inspector
 from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.runtime.overlay import index_scale

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edge_stpm.contract.artifacts import MANIFEST, frame_onnx_path
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import list_images, read_image
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import list_images, read_image
 from edge_stpm.runtime.inspector import InspectionResult, Inspector, frame_self_test
 
 SIZE = (200, 150)  # (width, height): a landscape camera frame larger than the model input (128²), small to be quick
@@ -61,12 +61,12 @@ def test_bench_keeps_the_row_when_the_frame_graph_fails(trained_memory: Path, tm
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: the frame graph's export failure dropped the whole ONNX Runtime row (the product's main row)."""
     from edge_stpm import bench
-    from edge_stpm.training.export import onnx_graphs
+    from edge_stpm.training.export import exporter
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise UserError("node /Resize_2 (Resize): [constant-operand] operand 3 must be a constant")
 
-    monkeypatch.setattr(onnx_graphs, "export_frame_onnx", refuse)
+    monkeypatch.setattr(exporter, "export_frame_onnx", refuse)  # where the export imports it
     r = bench.bench(trained_memory / "model.pt", ["onnxruntime"], ["fp32"], [1], iters=3, warmup=0,
                     work=tmp_path / "work", quiet=True, frame_sizes=[(64, 48)])
     row = next(x for x in r["rows"] if x["backend"] == "onnxruntime")

@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.training.heads.memory import (
     MemoryBank, bank_entries, feature_dims, k_center_greedy, patch_features,
 )

@@ -1,12 +1,14 @@
 """House rules for the package's shape, read from the source. The folders say the sides:
 
-- ``edge_stpm/contract/`` — below both: imports nothing of the runtime or training side;
+- ``edge_stpm/common/`` — the bottom: helpers both sides use (errors, files, images, progress, threads, redact,
+  safezip, bind); imports nothing of edge_stpm but itself;
+- ``edge_stpm/contract/`` — below both sides, on ``common``: imports nothing of the runtime or training side;
 - ``edge_stpm/runtime/`` — the box: imports the contract and itself, never the training side (one door: a
   checkpoint is opened through ``training.torch_backend``, lazily, from ``runtime.backends.select``);
 - ``edge_stpm/training/`` — PyTorch: may use both;
 - ``cli.py`` (with ``cli_reference.py``, the commands page made from its help) and ``bench.py`` at the top span both sides (their training imports are lazy).
 
-No import cycles (lazy imports inside functions count); every contract and runtime module imports without torch."""
+No import cycles (lazy imports inside functions count); every common, contract and runtime module imports without torch."""
 from __future__ import annotations
 
 import ast
@@ -16,7 +18,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "edge_stpm"
 DOOR = ("runtime.backends.select", "training.torch_backend")  # the one runtime → training edge (lazy)
-SERVER_ONLY = {"runtime.triton_model"}  # copied into a Triton model repository; imports Triton's own utils
+SERVER_ONLY = {"runtime.triton_repo.model"}  # copied into a Triton model repository; imports Triton's own utils
 
 
 def module_name(path: Path) -> str:
@@ -56,12 +58,12 @@ def graph() -> dict[str, set[str]]:
 
 
 def side(module: str) -> str:
-    return module.split(".")[0] if module.split(".")[0] in ("contract", "runtime", "training") else "top"
+    return module.split(".")[0] if module.split(".")[0] in ("common", "contract", "runtime", "training") else "top"
 
 
 def test_every_module_lives_on_a_side() -> None:
     assert {m for m in MODULES if side(m) == "top"} == {"__init__", "cli", "cli_reference", "bench"}
-    assert {side(m) for m in MODULES} == {"top", "contract", "runtime", "training"}
+    assert {side(m) for m in MODULES} == {"top", "common", "contract", "runtime", "training"}
 
 
 def test_no_import_cycles() -> None:
@@ -84,9 +86,12 @@ def test_no_import_cycles() -> None:
     assert cycles == [], cycles
 
 
-def test_the_contract_imports_neither_side_and_the_runtime_never_the_training_side() -> None:
+def test_common_imports_only_itself_the_contract_neither_side_and_the_runtime_never_the_training_side() -> None:
     g = graph()
-    contract = [(a, b) for a in g if side(a) == "contract" for b in g[a] if side(b) not in ("contract",) and b != "__init__"]
+    common = [(a, b) for a in g if side(a) == "common" for b in g[a] if side(b) != "common"]
+    assert common == [], common
+    contract = [(a, b) for a in g if side(a) == "contract" for b in g[a] if side(b) not in ("common", "contract")
+                and b != "__init__"]
     assert contract == [], contract
     runtime = [(a, b) for a in g if side(a) == "runtime" for b in g[a] if side(b) in ("training", "top") and (a, b) != DOOR]
     assert runtime == [], runtime
@@ -94,7 +99,7 @@ def test_the_contract_imports_neither_side_and_the_runtime_never_the_training_si
 
 
 def test_runtime_side_imports_without_torch() -> None:
-    mods = sorted(m for m in MODULES if side(m) in ("contract", "runtime") and m not in SERVER_ONLY)
+    mods = sorted(m for m in MODULES if side(m) in ("common", "contract", "runtime") and m not in SERVER_ONLY)
     assert len(mods) > 40
     code = ("import sys\nfor m in ('torch', 'torchvision', 'sklearn', 'matplotlib'): sys.modules[m] = None\n"
             + "".join(f"import edge_stpm.{m}\n" for m in mods) + "import edge_stpm.cli, edge_stpm.bench\nprint('ok')")

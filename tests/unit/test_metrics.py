@@ -7,7 +7,7 @@ import pytest
 
 from edge_stpm.training import metrics
 from edge_stpm.runtime.learn import thresholds
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 
 def brute_force_aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3) -> float:

@@ -101,7 +101,7 @@ def test_committed_screenshots_exist() -> None:
 
 
 def test_progress_without_a_terminal_prints_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    from edge_stpm.contract.progress import PlainProgress, bar
+    from edge_stpm.common.progress import PlainProgress, bar
 
     assert isinstance(bar(), PlainProgress), "pytest's captured stderr is not a terminal"
     with PlainProgress(interval=0.0) as p:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.training import segmetrics
 from edge_stpm.runtime.learn import synthetic as synthetic_defects
 from edge_stpm.runtime.learn import thresholds

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edge_stpm.contract import artifacts
 from edge_stpm.training import checkpoint
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.schema import CHECKPOINT, GRAPH, MANIFEST, check
 
 from helpers.edge_cli import cli, one_error
@@ -169,7 +169,7 @@ def test_random_documents_pass_or_fail_in_one_line(schema: str) -> None:
 
 
 def test_random_bytes_at_every_reader(tmp_path: Path) -> None:
-    from edge_stpm.contract.images import read_image
+    from edge_stpm.common.images import read_image
 
     readers: dict[str, Callable[[Path], Any]] = {
         "image.png": read_image, "model.onnx": artifacts.read_onnx_metadata, "model.engine": artifacts.read_engine,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from edge_stpm.contract.artifacts import pack_engine, read_engine, unpack_engine, write_engine
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.training.export.tensorrt_engines import build_plan, engine_metadata, timing_cache_path
-from edge_stpm.contract.files import write_json
+from edge_stpm.common.files import write_json
 from edge_stpm.runtime.backends.tensorrt_backend import TensorSpec, check_engine, check_io, frame_io, model_io, runnable
 
 

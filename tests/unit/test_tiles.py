@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.tiles import TileGrid, from_meta, parse_tiles
 
 

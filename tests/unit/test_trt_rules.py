@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from edge_stpm.cli import app
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.trt_rules import check_model, require_trt_ready
 
 

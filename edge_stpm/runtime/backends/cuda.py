@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 
 def cudart() -> Any:

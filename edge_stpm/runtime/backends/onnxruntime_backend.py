@@ -5,10 +5,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.threads import available_cores
 from edge_stpm.contract.artifacts import FRAME_INPUTS, INPUT_NAME, frame_onnx_path, read_onnx_metadata
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.threads import available_cores
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -23,8 +24,6 @@ def choose_providers(available: list[str], allow_gpu: bool = True) -> list[str]:
 
 def open_session(path: Path, threads: int | None, allow_gpu: bool) -> tuple[Any, str]:
     """An ONNX Runtime session (all graph optimisations, no spinning threads) and a description of its device."""
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or available_cores()
     opts.inter_op_num_threads = 1

@@ -10,6 +10,10 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import onnxruntime as ort
+
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.progress import console
 from edge_stpm.contract.artifacts import (
     MANIFEST,
     PRECISIONS,
@@ -22,8 +26,10 @@ from edge_stpm.contract.artifacts import (
     read_manifest,
     verify_bundle,
 )
-from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.backends.base import Backend
+from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
+from edge_stpm.runtime.backends.tensorrt_backend import TensorRTBackend, runnable
+from edge_stpm.runtime.backends.triton_backend import TritonBackend, parse_target
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "pytorch", "triton")
 TRAIN_HINT = "pip install \"edge-stpm[train]\""
@@ -34,10 +40,6 @@ def have_torch() -> bool:
 
 
 def ort_gpu() -> bool:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return False
     return bool({"TensorrtExecutionProvider", "CUDAExecutionProvider"} & set(ort.get_available_providers()))
 
 
@@ -100,7 +102,6 @@ def resolve(model: Path, backend: str = "auto", precision: str | None = None) ->
     if kind == "onnxruntime":
         return Choice(kind, model,
                       "an ONNX graph runs on ONNX Runtime" + (" (GPU provider)" if ort_gpu() else " (CPU)"))
-    from edge_stpm.runtime.backends.tensorrt_backend import runnable
 
     ok, why = runnable(model)
     if ok or backend == "tensorrt":
@@ -159,8 +160,6 @@ def _resolve_folder(folder: Path, backend: str, precision: str | None) -> Choice
     precs = [precision] if precision else ["fp16", "int8", "fp32"]
     engines = _listed(folder, [engine_path(folder, p) for p in precs])
     if backend in ("auto", "tensorrt"):
-        from edge_stpm.runtime.backends.tensorrt_backend import runnable
-
         for e in engines:
             ok, why = runnable(e)
             if ok:
@@ -199,8 +198,6 @@ def default_workers(model: Path, backend: str, precision: str | None, sources: i
     sources share an ONNX Runtime CPU session and ``--threads`` is not given — then one worker per core (at most one
     per source), each with its share of the cores: on a 2-core CPU two single-thread workers gave 1.3–1.5× the
     frames/s of one two-thread worker with 2 and 4 streams (docs/pipeline.md)."""
-    from edge_stpm.runtime.backends.triton_backend import parse_target
-
     if sources < 2 or not free_run or threads is not None or cores < 2 or parse_target(str(model)) is not None:
         return 1, "", None
     try:
@@ -220,18 +217,13 @@ def open_backend(model: Path, backend: str = "auto", precision: str | None = Non
     """Open the backend ``resolve`` picks (or ``choice``, what it already picked for this model); prints which and
     why (and what was passed over) when ``verbose``. A Triton URL (``grpc://HOST:PORT/MODEL``) opens the model on
     that server."""
-    from edge_stpm.runtime.backends.triton_backend import parse_target
-
     if parse_target(str(model)) is not None:
         if backend not in ("auto", "triton"):
             raise UserError(f"--backend {backend} cannot run {model}: a Triton URL runs on the server "
                             "(--backend triton)")
-        from edge_stpm.runtime.backends.triton_backend import TritonBackend
 
         tb = TritonBackend(str(model))
         if verbose:
-            from edge_stpm.contract.progress import console
-
             console.print(f"backend: {tb.describe()} — a Triton URL: the model runs on the server", highlight=False,
                           soft_wrap=True, markup=False)
         return tb
@@ -239,20 +231,14 @@ def open_backend(model: Path, backend: str = "auto", precision: str | None = Non
         raise UserError(f"--backend triton needs a Triton URL as --model: grpc://HOST:PORT/MODEL, not {model}")
     c = choice if choice is not None else resolve(Path(model), backend, precision)
     if c.backend == "tensorrt":
-        from edge_stpm.runtime.backends.tensorrt_backend import TensorRTBackend
-
         b: Backend = TensorRTBackend(c.path)
     elif c.backend == "onnxruntime":
-        from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
-
         b = OnnxBackend(c.path, threads=threads)
     else:
         from edge_stpm.training.torch_backend import TorchBackend
 
         b = TorchBackend(c.path, device=device, precision=precision, batch=batch, threads=threads)
     if verbose:
-        from edge_stpm.contract.progress import console
-
         for line in c.skipped:
             console.print(f"note: {line}", highlight=False, soft_wrap=True, markup=False)
         console.print(f"backend: {b.describe()} — {c.reason}", highlight=False, soft_wrap=True, markup=False)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.artifacts import (
     FRAME_INPUTS,
     FRAME_OUTPUTS,
@@ -17,8 +18,8 @@ from edge_stpm.contract.artifacts import (
     frame_engine_path,
     read_engine,
 )
-from edge_stpm.contract.errors import UserError
 from edge_stpm.runtime.backends.base import Backend, FrameRunner
+from edge_stpm.runtime.backends.cuda import HostDeviceBuffer, Stream, gpu_info
 
 INSTALL_HINT = ("TensorRT is not installed: desktop: pip install \"edge-stpm[tensorrt-cu12]\" (CUDA 12 driver) or "
                 "\"edge-stpm[tensorrt-cu13]\" (CUDA 13 driver); Jetson: JetPack's python3-libnvinfer (see the README). "
@@ -64,8 +65,6 @@ def check_engine(md: dict[str, Any], trt_version: str, gpu: dict[str, Any], path
 def runnable(path: Path) -> tuple[bool, str]:
     """Whether this machine can run the engine at ``path`` (TensorRT and cuda-python installed, same TensorRT
     version and GPU as the build), and if not, why — without deserializing it."""
-    from edge_stpm.runtime.backends.cuda import gpu_info
-
     if not have_tensorrt():
         return False, "TensorRT is not installed"
     import tensorrt as trt
@@ -82,8 +81,6 @@ def runnable(path: Path) -> tuple[bool, str]:
 
 def deserialize(path: Path) -> tuple[Any, Any, dict[str, Any]]:
     """Load an engine after checking its metadata against this TensorRT and GPU: (trt module, engine, metadata)."""
-    from edge_stpm.runtime.backends.cuda import gpu_info
-
     md, blob = read_engine(path)
     trt = import_tensorrt()
     check_engine(md, trt.__version__, gpu_info(), Path(path))
@@ -133,8 +130,6 @@ class _Engine:
     """A deserialized engine with one execution context, one stream and pinned host + device buffers per tensor."""
 
     def __init__(self, path: Path, want: Any) -> None:
-        from edge_stpm.runtime.backends.cuda import HostDeviceBuffer, Stream
-
         trt, engine, self.metadata = deserialize(Path(path))
         self.trt_version = trt.__version__
         self.engine = engine

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.progress import console
 from edge_stpm.contract.artifacts import INPUT_NAME, OUTPUT_NAMES
-from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.schema import GRAPH, check
 from edge_stpm.runtime.backends.base import Backend, BackendUnavailable
 
@@ -139,15 +140,11 @@ class TritonBackend(Backend):
             self.failed_requests += 1
             if self.down_since is None:
                 self.down_since = time.monotonic()
-                from edge_stpm.contract.progress import console
-
                 console.print(f"warning: Triton {self.url} ({self.model}): {type(exc).__name__}: {_first_line(exc)}; "
                               "frames count as failed until it answers again", highlight=False, markup=False,
                               soft_wrap=True)
             raise BackendUnavailable(_first_line(exc)) from None
         if self.down_since is not None:
-            from edge_stpm.contract.progress import console
-
             self.reconnects += 1
             console.print(f"note: Triton {self.url}: answering again after {time.monotonic() - self.down_since:.1f} s",
                           highlight=False, markup=False, soft_wrap=True)

@@ -19,24 +19,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_json
+from edge_stpm.common.images import good_images, load_images
 from edge_stpm.contract.artifacts import (
     METADATA_KEY,
     SELFTEST,
+    file_sha256,
     onnx_path,
+    read_onnx_metadata,
     selftest_image,
     sidecar,
     write_bundle_readme,
     write_manifest,
 )
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_json
-from edge_stpm.contract.images import good_images, load_images
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK
+from edge_stpm.contract.trt_rules import require_trt_ready
+from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend, open_session
 from edge_stpm.runtime.learn import thresholds
 from edge_stpm.runtime.learn.coreset import bank_entries, select
 from edge_stpm.runtime.learn.pack import BANK_SQ, BANK_T, FEATURES, TEACHER_JSON, Pack, read_pack
+from edge_stpm.runtime.learn.synthetic import make, proxy_auroc
 
 MIN_IMAGES = 5
 VAL_FRACTION = 0.2
@@ -65,8 +73,6 @@ def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _session(path: Path, threads: int | None) -> Any:
-    from edge_stpm.runtime.backends.onnxruntime_backend import open_session
-
     return open_session(path, threads, allow_gpu=True)[0]
 
 
@@ -86,9 +92,6 @@ def patches(pack: Pack, images: np.ndarray, threads: int | None, on: Callable[[i
 
 def bank_graph(pack: Pack, bank: np.ndarray) -> Any:
     """The pack's template graph with ``bank`` ``(M, D)`` in its bank initializers (shapes inferred again)."""
-    import onnx
-    from onnx import numpy_helper
-
     model = onnx.load(str(pack.template))
     names = {pack.doc["template"]["bank_t"]: np.ascontiguousarray(bank.T, np.float32),
              pack.doc["template"]["bank_sq"]: (bank.astype(np.float32) ** 2).sum(axis=1).reshape(1, 1, -1)}
@@ -104,8 +107,6 @@ def bank_graph(pack: Pack, bank: np.ndarray) -> Any:
 
 
 def _metadata(model: Any, md: dict[str, Any]) -> None:
-    from onnx import helper
-
     del model.metadata_props[:]
     helper.set_model_props(model, {METADATA_KEY: json.dumps(md), "backbone": md["backbone"],
                                    "precision": md["precision"], "image_size": str(md["image_size"]),
@@ -114,18 +115,12 @@ def _metadata(model: Any, md: dict[str, Any]) -> None:
 
 
 def _write_graph(model: Any, path: Path) -> None:
-    import onnx
-
-    from edge_stpm.contract.trt_rules import require_trt_ready
-
     onnx.checker.check_model(model, full_check=True)
     require_trt_ready(model, "the fitted graph")
     onnx.save(model, str(path))
 
 
 def _score(path: Path, images: np.ndarray, threads: int | None) -> tuple[np.ndarray, np.ndarray]:
-    from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
-
     b = OnnxBackend(path, threads)
     try:
         maps, scores = b.infer_any(images)
@@ -136,10 +131,6 @@ def _score(path: Path, images: np.ndarray, threads: int | None) -> tuple[np.ndar
 
 def _selftest(out: Path, good: np.ndarray, threads: int | None) -> dict[str, Any]:
     """The bundle's self-test (as ``export`` writes it): a few held-out good images and one synthetic anomaly."""
-    import cv2
-
-    from edge_stpm.runtime.learn.synthetic import make
-
     imgs = np.concatenate([good[:SELFTEST_IMAGES], make(good[:1], "line", seed=0)[0]])
     names = []
     for i, img in enumerate(imgs):
@@ -155,8 +146,6 @@ def _selftest(out: Path, good: np.ndarray, threads: int | None) -> dict[str, Any
 
 def _carry_pack(pack: Pack, out: Path) -> None:
     """The bundle carries its teacher pack: the feature graph, and its own graph as the template."""
-    from edge_stpm.contract.artifacts import file_sha256
-
     shutil.copy2(pack.features, out / FEATURES)
     model = onnx_path(out, "fp32").name
     doc = pack.doc | {"template": pack.doc["template"] | {"file": model},
@@ -265,9 +254,6 @@ def _build(cfg: FitConfig, pack: Pack, bank: np.ndarray, good: np.ndarray, out: 
            info: dict[str, Any]) -> dict[str, Any]:
     """Graph, thresholds (from the held-out ``good`` images), no-defect check, self-test, README and teacher pack of
     ``bank``, written into ``out``; returns the report (``info`` and what was made)."""
-    from edge_stpm.contract.artifacts import read_onnx_metadata
-    from edge_stpm.runtime.learn.synthetic import proxy_auroc
-
     model = bank_graph(pack, bank)
     path = onnx_path(out, "fp32")
     md = read_onnx_metadata(pack.template)

@@ -10,9 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
+import cv2
+
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import data_dir
+from edge_stpm.common.images import list_images
 from edge_stpm.contract.scale import ScoreScale
+from edge_stpm.runtime.inspector import Inspector
 from edge_stpm.runtime.learn.fit import FitConfig, fit
+from edge_stpm.runtime.learn.pack import TEACHER_JSON, read_pack
+from edge_stpm.runtime.learn.update import UpdateConfig, update
 
 NICE = 10  # the fit thread's niceness: the line's threads keep theirs (0)
 
@@ -47,8 +54,6 @@ class FitJob:
         """The live bundle ``live`` of ``recipe`` with the reviewed good parts of ``data`` (a dataset folder) in its
         memory (``update.py``), then both models judge the reviewed parts (``compare``) for the report card.
         ``owned``: ``data`` was made for this job and is removed when it ends."""
-        from edge_stpm.runtime.learn.update import UpdateConfig, update
-
         def work(out: Path) -> dict[str, Any]:
             try:
                 report = update(UpdateConfig(Path(live), Path(data), out), self._progress)
@@ -153,11 +158,6 @@ def compare(live: Path, new: Path, data: Path) -> dict[str, Any]:
     """Both models on the reviewed parts of a dataset folder, each at its own threshold: how many reviewed good
     parts (``train/good`` and ``test/good``) each judges NG, and how many reviewed defects (``test/<type>``) each
     catches — what the engineer weighs before deploying."""
-    import cv2
-
-    from edge_stpm.contract.images import list_images
-    from edge_stpm.runtime.inspector import Inspector
-
     def read(paths: list[Path]) -> list[Any]:
         return [im for im in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if im is not None]
 
@@ -179,9 +179,6 @@ def teacher_for(model: Path | None) -> Path:
     """The teacher pack a recipe's next version is fitted with: the one its live bundle carries (every bundle fit
     makes has one), else the box's own (``$XDG_DATA_HOME/edge-stpm/teacher``: copy one there, made by
     ``edge-stpm teacher``)."""
-    from edge_stpm.contract.files import data_dir
-    from edge_stpm.runtime.learn.pack import TEACHER_JSON
-
     for p in ([Path(model)] if model is not None else []) + [data_dir() / "teacher"]:
         if (p / TEACHER_JSON).is_file():
             return p
@@ -192,8 +189,6 @@ def teacher_for(model: Path | None) -> Path:
 def same_teacher(teacher: Path, live: dict[str, Any], recipe: str) -> None:
     """Refuse, before any work, a teacher pack whose backbone or input size differs from the recipe's live model
     (its new version could never be deployed: the swap needs the same backbone and size)."""
-    from edge_stpm.runtime.learn.pack import read_pack
-
     doc = read_pack(teacher).doc
     for key in ("backbone", "image_size"):
         if live.get(key) is not None and doc[key] != live[key]:

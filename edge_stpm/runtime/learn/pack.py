@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.artifacts import file_sha256
-from edge_stpm.contract.errors import UserError
 from edge_stpm.contract.options import BACKBONE_NAMES, FIT_NAMES
 from edge_stpm.contract.schema import check
 

@@ -8,14 +8,14 @@ from typing import Any
 
 from rich.console import Console
 
-from edge_stpm.runtime.learn.fit import FitConfig, Progress
+from edge_stpm.common.progress import bar
+from edge_stpm.runtime.learn.fit import FitConfig, Progress, fit
+from edge_stpm.runtime.learn.update import UpdateConfig, update
 
 
 @contextmanager
 def stage_bars(quiet: bool) -> Iterator[Progress]:
     """A progress callback ``(stage, done, total)`` drawing one bar per stage."""
-    from edge_stpm.contract.progress import bar
-
     with bar(quiet) as progress:
         tasks: dict[str, list[Any]] = {}  # stage → [task id, done so far]
 
@@ -28,8 +28,6 @@ def stage_bars(quiet: bool) -> Iterator[Progress]:
 
 
 def print_fit(out: Console, cfg: FitConfig, quiet: bool) -> None:
-    from edge_stpm.runtime.learn.fit import fit
-
     with stage_bars(quiet) as tell:
         r = fit(cfg, tell)
     t, sec = r["thresholds"], r["seconds"]
@@ -40,8 +38,6 @@ def print_fit(out: Console, cfg: FitConfig, quiet: bool) -> None:
 
 
 def print_update(out: Console, bundle: Path, data: Path, dest: Path, method: str, quiet: bool) -> None:
-    from edge_stpm.runtime.learn.update import UpdateConfig, update
-
     with stage_bars(quiet) as tell:
         r = update(UpdateConfig(bundle, data, dest, mode=method), tell)
     s, sec = r["memory_updates"][-1], r["seconds"]

@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
+from edge_stpm.runtime.learn.auroc import auroc
+
 KINDS = ("cutpaste", "perlin", "line", "blur", "brightness")
 
 
@@ -129,8 +131,6 @@ def proxy_auroc(infer: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], go
                 good_scores: np.ndarray | None = None, seed: int = 0, batch: int = 8) -> dict[str, Any]:
     """Image AUROC of ``infer`` (uint8 batch → maps, scores) between held-out good images and their synthetic
     anomalous copies, per kind, and their mean ("mean"); pixel AUROC per kind. Labels are made, not given."""
-    from edge_stpm.runtime.learn.auroc import auroc
-
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         got = [infer(x[i : i + batch]) for i in range(0, len(x), batch)]
         return np.concatenate([np.asarray(g[0]).reshape(-1, *x.shape[1:3]) for g in got]), \

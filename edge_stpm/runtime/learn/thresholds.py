@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.options import DEFAULT_THRESHOLD_K, PIXEL_THRESHOLD_K
 from edge_stpm.contract.scale import good_scale
 

@@ -20,16 +20,19 @@ The new bundle appears only complete; the old one is not touched.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import list_images, load_images
 from edge_stpm.contract.artifacts import onnx_path
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import list_images, load_images
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_UPDATE_METHOD, UPDATE_METHODS
 from edge_stpm.runtime.learn.coreset import bank_entries, extend, select, spacing
 from edge_stpm.runtime.learn.fit import (
@@ -43,6 +46,7 @@ from edge_stpm.runtime.learn.fit import (
     publish,
     split,
 )
+from edge_stpm.runtime.learn.look import estimate
 from edge_stpm.runtime.learn.pack import Pack, read_pack
 
 # reselect: the whole bank chosen again from old + new within the coreset share; extend: the old entries kept, new
@@ -66,9 +70,6 @@ class UpdateConfig:
 
 def read_bank(pack: Pack, bundle: Path) -> np.ndarray:
     """The memory bank ``(M, D)`` float32 in the bundle's FP32 graph."""
-    import onnx
-    from onnx import numpy_helper
-
     name = pack.doc["template"]["bank_t"]
     model = onnx.load(str(onnx_path(bundle, "fp32")))
     for init in model.graph.initializer:
@@ -93,8 +94,6 @@ def _new_images(data: Path, seed: int) -> tuple[list[Path], list[Path]]:
 
 
 def _old_report(bundle: Path) -> dict[str, Any]:
-    import json
-
     f = Path(bundle) / "fit.json"
     try:
         doc = json.loads(f.read_text())
@@ -134,8 +133,6 @@ def _carry(before: dict[str, Any], new: np.ndarray, old_val: np.ndarray, pack: P
            cfg: UpdateConfig) -> tuple[np.ndarray, np.ndarray, Any]:
     """(the model's own training images in the new look, its held-out images in the new look, the look) — mode
     transfer; one UserError when the training images are no longer on this machine."""
-    from edge_stpm.runtime.learn.look import estimate
-
     paths = [Path(p) for p in before.get("train_image_paths", []) if Path(p).is_file()]
     if not paths:
         raise UserError("the model's own training images are not on this machine: the new look cannot be carried "

@@ -35,13 +35,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
+import os
+import secrets
+import socket
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm import __version__
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import ensure_dir, fsync_dir, write_bytes
 from edge_stpm.runtime.line.plc import ERR_BUSY, ERR_NOT_ACKED, ERROR_TEXT, PlcState
 from edge_stpm.runtime.loop.sinks.base import Result
 
@@ -201,8 +207,6 @@ class OpcuaServer:
             asyncio.run_coroutine_threadsafe(self._write_result(r), self.loop).result(10)
 
     def start(self) -> "OpcuaServer":
-        import logging
-
         for name in ("asyncua", "asyncua.server", "asyncua.uaprotocol"):
             # CRITICAL: asyncua logs a failed bind with its traceback at ERROR before raising; the box reports it in
             # one line itself (below)
@@ -245,10 +249,6 @@ class OpcuaServer:
 
 async def _identify(s: Any) -> None:
     """The server's identity: edge-stpm's name, version and manufacturer, an application URI unique to this box."""
-    import socket
-
-    from edge_stpm import __version__
-
     host = socket.gethostname() or "box"
     s.set_server_name(f"edge-stpm vision system ({host})")
     await s.set_application_uri(f"urn:edge-stpm:{host}")
@@ -390,8 +390,6 @@ def make_self_signed(cert: Path, key: Path, uri: str, host: str) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID
 
-    from edge_stpm.contract.files import ensure_dir, write_bytes
-
     k = cert_gen.generate_private_key()
     c = cert_gen.generate_self_signed_app_certificate(
         k, f"edge-stpm vision system ({host})", {"organizationName": "edge-stpm"},
@@ -404,11 +402,6 @@ def make_self_signed(cert: Path, key: Path, uri: str, host: str) -> None:
 
 def _write_private(final: Path, data: bytes) -> None:
     """``data`` into ``final`` through a temporary created 0600 beside it (never readable by others), renamed."""
-    import os
-    import secrets
-
-    from edge_stpm.contract.files import fsync_dir
-
     tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
     try:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
@@ -427,8 +420,6 @@ def resolve_security(mode: str | None, cert: Path | None, key: Path | None, self
     """The security of ``run``'s options: ``mode`` None means sign_encrypt when a certificate, key or self_signed is
     given, else none. ``self_signed``: the pair at ``cert``/``key`` (default ``folder``/server-cert.pem and
     server-key.pem) is made when neither file exists, and reused after. Every inconsistency is one UserError."""
-    import socket
-
     given = cert is not None or key is not None or self_signed
     mode = mode or ("sign_encrypt" if given else "none")
     if mode not in SECURITY_NAMES:

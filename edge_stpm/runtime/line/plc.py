@@ -11,6 +11,7 @@ Register map (holding registers, 0-based, function codes 3 / 6 / 16): see ``REGI
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -19,7 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
+from edge_stpm.runtime.loop.basler import plc_trigger_refusal
 from edge_stpm.runtime.loop.frames import Frame, Source
 from edge_stpm.runtime.loop.sinks.base import TIMING_WINDOW, Result, Sink
 
@@ -262,8 +264,6 @@ class TriggeredSource(Source):
         self.base, self.state = base, state
         mode = getattr(base, "mode", None)
         if mode is not None:
-            from edge_stpm.runtime.loop.basler import plc_trigger_refusal
-
             refusal = plc_trigger_refusal(mode)
             if refusal is not None:
                 raise refusal
@@ -363,8 +363,6 @@ class ModbusServer:
         return None
 
     def start(self) -> "ModbusServer":
-        import logging
-
         from pymodbus.server import ModbusTcpServer
         from pymodbus.simulator import DataType, SimData, SimDevice
 

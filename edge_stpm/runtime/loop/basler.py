@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.progress import console
 from edge_stpm.runtime.loop.frames import Frame, Source
 from edge_stpm.runtime.loop.pixels import supported, to_bgr
 from edge_stpm.runtime.loop.sinks.base import put_newest
@@ -372,8 +373,6 @@ class BaslerSource(Source):
                 self.missed += 1
 
     def _reconnect(self) -> bool:
-        from edge_stpm.contract.progress import console
-
         self.lost_since = time.monotonic()
         console.print(f"note: camera {self.serial}: lost, reconnecting for up to {self.reconnect_s:g} s",
                       highlight=False, markup=False, soft_wrap=True)

@@ -13,21 +13,27 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import statistics
+import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import cv2
 import numpy as np
+import psutil
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import ensure_dir, write_bytes
-from edge_stpm.contract.images import crop_roi
-from edge_stpm.contract.redact import redact
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import ensure_dir, write_bytes
+from edge_stpm.common.images import crop_roi
+from edge_stpm.common.progress import console
+from edge_stpm.common.redact import redact
 from edge_stpm.runtime.backends.base import BackendUnavailable
 from edge_stpm.runtime.inspector import Inspector
 from edge_stpm.runtime.loop.frames import Frame, Source
@@ -94,8 +100,6 @@ class RunSummary:
 
 
 def _rss_mb() -> float:
-    import psutil
-
     return psutil.Process(os.getpid()).memory_info().rss / 2**20
 
 
@@ -115,8 +119,6 @@ def check_outputs(opts: RunOptions) -> None:
     if not opts.headless:
         ok, why = display_available()
         if not ok:
-            from edge_stpm.contract.progress import console
-
             console.print(f"note: no display ({why}): running headless; use --record or --save-anomalies to see "
                           "results", highlight=False, soft_wrap=True)
             opts.headless = True
@@ -127,11 +129,6 @@ def display_available() -> tuple[bool, str]:
     """Whether an OpenCV window can open here, checked without touching Qt/GTK (which abort without a display):
     $DISPLAY must name a reachable X server (its socket), or $WAYLAND_DISPLAY must be set; and this OpenCV must
     have a GUI backend (opencv-python-headless has none)."""
-    import socket
-    import sys
-
-    import cv2
-
     if sys.platform not in ("linux",) or os.environ.get("WAYLAND_DISPLAY"):
         return True, ""
     disp = os.environ.get("DISPLAY", "")
@@ -185,8 +182,6 @@ def _suffixed(path: Path | None, i: int, n: int) -> Path | None:
 
 def run_id() -> str:
     """A box-local, sortable run id: the run's start in UTC to the microsecond."""
-    from datetime import datetime, timezone
-
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
@@ -256,13 +251,9 @@ class Pipeline:
     # --- setup and teardown ---------------------------------------------------------------------------------
 
     def log(self, text: str) -> None:
-        from edge_stpm.contract.progress import console
-
         console.print(f"warning: {text}", highlight=False, markup=False, soft_wrap=True)
 
     def note(self, text: str) -> None:
-        from edge_stpm.contract.progress import console
-
         console.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)
 
     def open(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 # PFNC Bayer names give the colours of the first two pixels of the first row (BayerRG: R G / G B). OpenCV names
 # its codes after the second row's second and third pixels, so PFNC RG is OpenCV's BG (checked by the tests).

@@ -11,7 +11,9 @@ retried on its own thread until it opens (see there). Every line that names a sp
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,10 +21,13 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import cv2
 import numpy as np
+from rich.table import Table
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import IMAGE_EXTS, list_images, read_image
-from edge_stpm.contract.redact import redact
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import IMAGE_EXTS, list_images, read_image
+from edge_stpm.common.progress import console
+from edge_stpm.common.redact import redact
+from edge_stpm.runtime.loop.basler import CameraUnavailable, list_cameras, open_basler, parse_spec
 from edge_stpm.runtime.loop.frames import Frame, Source
 
 if TYPE_CHECKING:
@@ -41,8 +46,6 @@ class SourceUnavailable(UserError):
 
 def _note(text: str) -> None:
     """One ``note:`` line on the console, its URL passwords masked."""
-    from edge_stpm.contract.progress import console
-
     console.print(f"note: {redact(text)}", highlight=False, markup=False, soft_wrap=True)
 
 
@@ -66,16 +69,9 @@ CAMERA_COLUMNS = ("source", "vendor", "model", "serial", "interface", "name", "f
 def print_cameras(out: Console, err: Console, fmt: str, open_each: bool) -> None:
     """``edge-stpm cameras``: the V4L2 devices and the Basler cameras (``open_each``: with their current format), as
     a table on ``out`` or JSON on stdout; a note on ``err`` when Basler cameras cannot be listed."""
-    import json
-    import sys
-
-    from rich.table import Table
-
     rows: list[dict[str, Any]] = list(list_v4l2())
     note = ""
     try:
-        from edge_stpm.runtime.loop.basler import list_cameras
-
         rows += [{"source": f"basler://{c['serial']}"} | c for c in list_cameras(open_each=open_each)]
     except UserError as exc:
         note = f"note: no Basler cameras listed: {exc}"
@@ -147,7 +143,6 @@ class FolderSource(Source):
                 img = read_image(p)
             except UserError as exc:  # one unreadable file does not stop a folder; it is said, and counted
                 self.unreadable += 1
-                from edge_stpm.contract.progress import console
 
                 console.print(f"note: skipped: {exc}", highlight=False, markup=False, soft_wrap=True)
                 continue
@@ -339,8 +334,6 @@ def open_source(spec: str, reconnect_s: float = 10.0, loop: bool = False) -> Sou
     if kind == "image":
         return FolderSource([Path(spec)], loop)
     if kind == "basler":
-        from edge_stpm.runtime.loop.basler import CameraUnavailable, open_basler
-
         try:
             return open_basler(spec, reconnect_s)
         except CameraUnavailable as exc:
@@ -525,6 +518,5 @@ def _trigger_mode(spec: str) -> str | None:
     """A Basler spec's trigger mode (``off``, ``software``, ``Line1``…); None for any other source."""
     if not spec.startswith("basler://"):
         return None
-    from edge_stpm.runtime.loop.basler import parse_spec
 
     return parse_spec(spec).trigger

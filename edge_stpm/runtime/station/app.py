@@ -9,12 +9,34 @@ step that opens something is undone, in reverse order, when a later one fails.
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import data_dir
+from edge_stpm.common.bind import parse_bind
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import data_dir
+from edge_stpm.common.threads import available_cores
+from edge_stpm.runtime.backends.select import default_workers
+from edge_stpm.runtime.inspector import Inspector
+from edge_stpm.runtime.learn.collect import StationCollect
+from edge_stpm.runtime.line.opcua import secure as secure_opcua
+from edge_stpm.runtime.line.setup import LineSettings, check_sources, setup as setup_line
+from edge_stpm.runtime.loop.pipeline import RunOptions, check_outputs, run as run_loop
+from edge_stpm.runtime.loop.sinks.evidence import EvidencePolicy, EvidenceSink
+from edge_stpm.runtime.loop.sources import open_sources
+from edge_stpm.runtime.station import drift, dropfolder
+from edge_stpm.runtime.station.audit import Audit
+from edge_stpm.runtime.station.config import load, run_values
+from edge_stpm.runtime.station.control import StationControl
+from edge_stpm.runtime.station.recipes import StationInspector, load_recipes
+from edge_stpm.runtime.station.service import Watchdog
+from edge_stpm.runtime.station.store import ModelStore
+from edge_stpm.runtime.web.auth import Sessions
+from edge_stpm.runtime.web.live import LiveView
+from edge_stpm.runtime.web.server import ServerSettings
 
 Say = Callable[[str], None]
 
@@ -106,7 +128,6 @@ def settle(given: dict[str, Any], config: Optional[Path], on_command_line: Calla
             raise UserError("give a model: --model M (or a station file with its recipes: --config station.toml)")
         return RunConfig(**(given | {"camera": given.get("camera") or [], "source": given.get("source") or [],
                                      "roi": parse_roi(given.get("roi"))}))
-    from edge_stpm.runtime.station.config import load, run_values
 
     if given.get("model") is not None:
         raise UserError("--model and --config: a station file's recipes name the models; give one or the other")
@@ -149,8 +170,6 @@ class _Run:
     sources: list[Any] = field(default_factory=list)
 
     def _sources(self) -> list[str]:
-        from edge_stpm.runtime.line.setup import check_sources
-
         specs = self.cfg.specs
         if not specs:
             raise UserError("give a source: --camera N or --source SPEC (repeat either for several; or sources in "
@@ -161,8 +180,6 @@ class _Run:
         return specs
 
     def _outputs(self) -> None:
-        from edge_stpm.runtime.loop.pipeline import RunOptions
-
         c = self.cfg
         self.opts = RunOptions(headless=c.headless, record=c.record, save_anomalies=c.save_anomalies,
                                events=c.events, max_frames=c.max_frames, roi=c.roi, alpha=c.alpha,
@@ -171,15 +188,11 @@ class _Run:
 
     def _line(self, n_sources: int) -> None:
         """The record, MQTT and the PLC servers (the line's side of the run), and the station's evidence."""
-        from edge_stpm.runtime.line.setup import LineSettings, setup as setup_line
-
         c = self.cfg
         self.line = setup_line(LineSettings(c.model, c.history, c.history_keep_days, c.history_max_mb, c.mqtt,
                                             c.mqtt_topic, c.mqtt_ca, c.mqtt_outbox, c.outbox_max, c.modbus,
                                             c.opcua, c.opcua_user, c.trigger), n_sources, self.warn)
         if c.opcua:
-            from edge_stpm.runtime.line.opcua import secure as secure_opcua
-
             secure_opcua(self.line.servers, c.opcua_security, c.opcua_cert, c.opcua_key, bool(c.opcua_self_signed),
                          data_dir() / "opcua", self.warn)
         self.opts.sinks += self.line.sinks + _evidence(c)
@@ -191,10 +204,6 @@ class _Run:
     def _inspector(self, n_sources: int) -> None:
         """The run's Inspector (a station: every recipe's, preloaded, the PLC and HTTP able to select one) and its
         worker count (the default chosen for the sources, and said)."""
-        from edge_stpm.contract.threads import available_cores
-        from edge_stpm.runtime.backends.select import default_workers
-        from edge_stpm.runtime.inspector import Inspector
-
         c = self.cfg
         threads, workers, choice = c.threads, c.workers, None
         if workers is None and c.model is None:  # a station whose first recipe has no model yet
@@ -220,11 +229,7 @@ class _Run:
 
     def _web(self, specs: list[str]) -> None:
         """The HTTP server (live view, API, web app), wired to the recipes, the PLC and the collect sink."""
-        from edge_stpm.contract.bind import parse_bind
-        from edge_stpm.runtime.feedback import drift
-
         c, opts = self.cfg, self.opts
-        from edge_stpm.runtime.station import dropfolder
 
         recipes = self.station.recipes if self.station is not None else None
         control = self.station.control if self.station is not None else None
@@ -253,9 +258,6 @@ class _Run:
 
 def run(cfg: RunConfig, say: Say, warn: Say, error: Say) -> RunResult:
     """One run (``edge-stpm run``) from its configuration to its summary."""
-    from edge_stpm.runtime.loop.pipeline import check_outputs, run as run_loop
-    from edge_stpm.runtime.loop.sources import open_sources
-
     r = _Run(cfg, say, warn, error)
     specs = r._sources()
     r._outputs()
@@ -289,8 +291,6 @@ def _evidence(c: RunConfig) -> list[Any]:
     st, history = c.station, c.history
     if st is None or history is None or not st.evidence.enabled:
         return []
-    from edge_stpm.runtime.feedback.collect import StationCollect
-    from edge_stpm.runtime.loop.sinks.evidence import EvidencePolicy, EvidenceSink
 
     e = st.evidence
     return [EvidenceSink(EvidencePolicy(e.folder or data_dir() / "evidence", e.budget_mb, e.ng_days, e.ok_days,
@@ -301,19 +301,12 @@ def _evidence(c: RunConfig) -> list[Any]:
 def _service_hooks(c: RunConfig, control: Any, opts: Any, say: Say, error: Say) -> Callable[[], None]:
     """What a station run under systemd gets: READY / WATCHDOG (while /healthz would say 200) / STOPPING, and
     SIGHUP re-reading the station file (applied between two frames, or refused in one line). Returns the undo."""
-    import signal
-    import threading
-
-    from edge_stpm.runtime.station.service import Watchdog
-
     dog = Watchdog(lambda: opts.http.health()[0] if opts.http is not None else True)
     path = c.config_path
     if control is None or path is None or threading.current_thread() is not threading.main_thread():
         return dog.close
 
     def reload() -> None:
-        from edge_stpm.runtime.station.config import load
-
         try:
             changed = control.reload(load(path), "SIGHUP")
             say(f"config reloaded: {', '.join(changed) or 'nothing changed'}")
@@ -333,10 +326,6 @@ def _service_hooks(c: RunConfig, control: Any, opts: Any, say: Say, error: Say) 
 def _live_view(bind: Any, c: RunConfig, insp: Any, specs: list[str], parts: dict[str, Any], say: Say) -> Any:
     """The started HTTP view of a run (its URL said, never its token); with a station its API and web app;
     ``parts``: the run's collaborators the server reads (``LiveView``'s keyword arguments)."""
-    from edge_stpm.runtime.web.auth import Sessions
-    from edge_stpm.runtime.web.live import LiveView
-    from edge_stpm.runtime.web.server import ServerSettings
-
     b, token, control = insp.backend, c.http_token, parts["control"]
     settings = ServerSettings(c.http_cert, c.http_key, bool(c.http_self_signed), data_dir() / "tls",
                               bool(c.http_insecure))
@@ -361,11 +350,6 @@ def _live_view(bind: Any, c: RunConfig, insp: Any, specs: list[str], parts: dict
 def _station_inspector(c: RunConfig, threads: Optional[int], line: Any, say: Say) -> Any:
     """Every recipe of the station loaded; the PLC's recipe register (and OPC UA, HTTP) select among them; the model
     store, deploy / rollback and the audit log (in the record) ready for the HTTP API."""
-    from edge_stpm.runtime.station.audit import Audit
-    from edge_stpm.runtime.station.control import StationControl
-    from edge_stpm.runtime.station.recipes import StationInspector, load_recipes
-    from edge_stpm.runtime.station.store import ModelStore
-
     st = c.station
     audit = Audit(c.history, st.audit.syslog)
     recipes = load_recipes(st.recipes, st.initial(), c.backend, threads, c.frame_path, log=say)

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
+from edge_stpm.runtime.loop.sinks.record import connect, iso
 
 APP = "edge-stpm"
 
@@ -59,7 +60,6 @@ class Audit:
 
     def __init__(self, db: Path | None, syslog: str | None = None, max_rows: int = MAX_ROWS) -> None:
         self.max_rows, self._writes = max_rows, 0
-        from edge_stpm.runtime.loop.sinks.record import connect
 
         self.lock = threading.Lock()
         self.db = Path(db) if db is not None else None
@@ -78,8 +78,6 @@ class Audit:
     def write(self, who: str, action: str, recipe: str | None = None, before: Any = None, after: Any = None,
               outcome: str = "ok", detail: str = "") -> dict[str, Any]:
         """One audit row (committed before this returns) and its syslog message."""
-        from edge_stpm.runtime.loop.sinks.record import iso
-
         t = time.time()
         row = {"time": t, "time_iso": iso(t), "who": who, "action": action, "recipe": recipe,
                "before": None if before is None else json.dumps(before, default=str),
@@ -129,8 +127,6 @@ class Audit:
 
 def query(db: Path, since: float | None = None, action: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     """The newest ``limit`` audit rows matching, oldest first."""
-    from edge_stpm.runtime.loop.sinks.record import connect
-
     con = connect(Path(db), readonly=True)
     try:
         if not con.execute("SELECT 1 FROM sqlite_master WHERE name='audit'").fetchone():

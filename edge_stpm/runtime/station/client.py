@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 
 def call(station: str, path: str, query: dict[str, str], token: str | None, data: bytes | None = None,

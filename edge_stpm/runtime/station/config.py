@@ -8,6 +8,7 @@ of the file. Relative paths are relative to the station file's folder.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -17,7 +18,7 @@ from typing import Any, Literal, Mapping, Optional, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from edge_stpm.contract.errors import UserError, UserErrors
+from edge_stpm.common.errors import UserError, UserErrors
 from edge_stpm.contract.options import (
     BACKEND_NAMES,
     FRAME_PATH_NAMES,
@@ -25,6 +26,11 @@ from edge_stpm.contract.options import (
     RANGES,
     TRIGGER_NAMES,
 )
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RECIPE_INDEX_MAX = 65535  # a Modbus holding register
@@ -349,10 +355,6 @@ def errors_of(exc: ValidationError) -> list[str]:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # Python 3.10
-        import tomli as tomllib
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no station file at {path}")
@@ -434,9 +436,7 @@ def run_values(st: Station) -> dict[str, Any]:
 
 def collect_values(st: Station, cfg: Any) -> Any:
     """``edge-stpm collect --config``: the station's source, trigger, PLC servers, HTTP and its first recipe's ROI,
-    where the command line gave none (``cfg``: runtime.feedback.collect.CollectSettings)."""
-    import dataclasses
-
+    where the command line gave none (``cfg``: runtime.learn.collect.CollectSettings)."""
     rv = run_values(st)
     specs = [str(x.camera) for x in st.sources if x.camera is not None] + [x.spec for x in st.sources if x.spec]
     upd: dict[str, Any] = {"specs": cfg.specs or specs, "roi": cfg.roi or st.initial().roi}

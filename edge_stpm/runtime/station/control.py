@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import zip_tree
-from edge_stpm.contract.safezip import ZipLimits, extract_flat
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import zip_tree
+from edge_stpm.common.safezip import ZipLimits, extract_flat
+from edge_stpm.runtime.inspector import Inspector, NoModel
 from edge_stpm.runtime.station.audit import Audit
 from edge_stpm.runtime.station.recipes import LoadedRecipe, RecipeSet
 from edge_stpm.runtime.station.store import ModelStore, refuse_links, self_test, verify
@@ -88,8 +89,6 @@ class StationControl:
 
     def _same_model(self, rec: LoadedRecipe, cfg: Any) -> Any:
         """An inspector on ``rec``'s loaded model with ``cfg``'s threshold (a recipe with no model yet: none)."""
-        from edge_stpm.runtime.inspector import Inspector, NoModel
-
         if isinstance(rec.inspector, NoModel):
             return rec.inspector
         return Inspector(rec.inspector.backend, cfg.threshold, self.frame_path, cfg.threshold_multiple)
@@ -105,8 +104,6 @@ class StationControl:
 
     def _load(self, rec: LoadedRecipe, entry: dict[str, Any]) -> tuple[LoadedRecipe, dict[str, Any]]:
         """The store's version ``entry`` of ``rec`` opened and self-tested (closed again if it fails)."""
-        from edge_stpm.runtime.inspector import Inspector
-
         t0 = time.perf_counter()
         insp = Inspector.load(Path(entry["path"]), self.backend, rec.cfg.threshold, rec.cfg.precision,
                               threads=self.threads, frame_path=self.frame_path,

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_text
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_text
 
 DONE, REFUSED = ".done", ".refused"
 

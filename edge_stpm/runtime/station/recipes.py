@@ -17,10 +17,12 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import fit_image, read_image
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import fit_image, read_image
+from edge_stpm.contract.artifacts import model_sha256
 from edge_stpm.runtime.inspector import InspectionResult, Inspector, NoModel
 from edge_stpm.runtime.station.config import Recipe
+from edge_stpm.runtime.station.drift import calibrated
 
 
 def score_of(model_map: np.ndarray, top_percent: float) -> float:
@@ -220,8 +222,6 @@ class RecipeSet:
 def _good(rec: LoadedRecipe) -> dict[str, float | str] | None:
     """The held-out good images' p50 / p95 on the score scale at this recipe's threshold (where to start a review
     band: near the p95), from the model's calibration figures; None for a model calibrated before they were stored."""
-    from edge_stpm.runtime.feedback.drift import calibrated
-
     if isinstance(rec.inspector, NoModel):
         return None
     base = calibrated(rec.inspector.backend.metadata)
@@ -286,8 +286,6 @@ def load_recipes(recipes: list[Recipe], initial: Recipe, backend: str = "auto", 
                  frame_path: str = "auto", log: Callable[[str], None] | None = None) -> RecipeSet:
     """Open every recipe's model now (preloaded: a changeover loads nothing), each checked like ``run --model``; a
     recipe with no model yet judges nothing (``NoModel``) until one is deployed to it."""
-    from edge_stpm.contract.artifacts import model_sha256
-
     loaded: list[LoadedRecipe] = []
     try:
         for r in recipes:

@@ -9,8 +9,12 @@ from typing import Any, Callable, Optional
 from rich.console import Console
 from rich.markup import escape
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_json
+from edge_stpm.common.redact import redact
 from edge_stpm.runtime.station import app
+from edge_stpm.runtime.station.config import load
+from edge_stpm.runtime.station.safemode import run as safe
 
 
 def print_run(out: Console, err: Console, given: dict[str, Any], config: Optional[Path],
@@ -39,10 +43,6 @@ def print_run(out: Console, err: Console, given: dict[str, Any], config: Optiona
 
 def _safe_mode(err: Console, config: Path, exc: UserError) -> int:
     """The error lines (passwords masked), then safe mode served until it stops; its exit code."""
-    from edge_stpm.contract.redact import redact
-    from edge_stpm.runtime.station.config import load
-    from edge_stpm.runtime.station.safemode import run as safe
-
     def check() -> None:
         load(config)
 
@@ -57,8 +57,6 @@ def _safe_mode(err: Console, config: Path, exc: UserError) -> int:
 def print_summary(out: Console, r: app.RunResult, summary_json: Optional[Path]) -> None:
     """The run's summary: frames, NG, fps and median latencies, how it ended, the recording; the frame path; one
     line per source when there were several; with ``summary_json`` the same written as JSON."""
-    from edge_stpm.contract.files import write_json
-
     s = r.summary
     out.print(f"{s.frames} frames, {s.ng_frames} NG, {s.fps:.1f} fps end-to-end "
               f"(median ms: read {s.ms.get('read', 0):.1f}, infer {s.ms.get('infer', 0):.1f}; capture→verdict "

@@ -11,7 +11,7 @@ Safe by default, as the station's own server: when the TOML parses, the page tak
 token``, ``viewer_token``, ``operator_token``, ``engineer_token``; any of them, as ``Authorization: Bearer`` —
 never in a URL) and a non-loopback bind needs one — without, the page stays on loopback; when the TOML does not parse,
 loopback only. ``/healthz`` answers 503 to anyone, its error lines only with a token. Every error line shown or
-logged is passed through ``contract.redact`` (a source's password never shows).
+logged is passed through ``common.redact`` (a source's password never shows).
 """
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_stpm.contract.redact import redact
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.redact import redact
+from edge_stpm.runtime.station.config import read_toml
 from edge_stpm.runtime.station.service import notify
 
 FALLBACK_BIND = "127.0.0.1:8080"
@@ -62,9 +64,6 @@ def _split(text: str) -> tuple[str, int]:
 def bind_of(config: Path) -> SafeBind:
     """The file's ``[http] bind`` and tokens when its TOML parses (the same reader as the station's, with the
     Python 3.10 fallback); a non-loopback bind without a token, or a file that does not parse, is loopback."""
-    from edge_stpm.contract.errors import UserError
-    from edge_stpm.runtime.station.config import read_toml
-
     host, port = _split(FALLBACK_BIND)
     try:
         raw = read_toml(Path(config))
@@ -145,8 +144,6 @@ class SafeMode:
 
     def tried_again(self) -> bool:
         """SIGHUP: True when the file now checks."""
-        from edge_stpm.contract.errors import UserError
-
         try:
             self.check()
         except UserError as exc:

@@ -19,12 +19,14 @@ edge-stpm itself must be installed where that user can read it (e.g. a venv in /
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
+from edge_stpm.runtime.station.config import load
 
 WATCHDOG_SEC = 30
 SERVICE_USER = "edge-stpm"
@@ -58,8 +60,6 @@ def station_needs(config: Path) -> tuple[list[Path], bool]:
     """What the station file asks of the sandbox: the folders it writes outside the station folder and the data
     folder (history, outbox, outputs, store, evidence), and whether it binds a port below 1024. A file that does not
     load (``service`` checks it first) asks nothing."""
-    from edge_stpm.runtime.station.config import load
-
     try:
         st = load(config)
     except UserError:
@@ -93,8 +93,6 @@ def unit_text(config: Path, exe: str | None = None, user: str | None = None,
     /healthz would answer 200), logging to the journal, SIGHUP re-reading the station file; run as ``user``
     (default ``edge-stpm``) in a sandbox (module docstring). ``writable`` / ``bind_low_port``: the station's
     output folders and whether it binds a port below 1024 (default: read from the station file)."""
-    import shutil
-
     exe = exe or shutil.which("edge-stpm") or "edge-stpm"
     config = Path(config).resolve()
     if writable is None or bind_low_port is None:

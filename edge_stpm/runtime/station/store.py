@@ -20,19 +20,19 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import cv2
 import numpy as np
 
-from edge_stpm.contract.artifacts import SELFTEST, model_sha256, read_onnx_metadata, verify_bundle
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_json
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_json
+from edge_stpm.contract.artifacts import SELFTEST, model_sha256, onnx_path, read_onnx_metadata, verify_bundle
 from edge_stpm.contract.schema import SELFTEST as SELFTEST_SCHEMA, check
+from edge_stpm.contract.trt_rules import check_file
 
 
 def self_test(inspector: Any, bundle: Path) -> dict[str, Any]:
     """Run the bundle's reference images through ``inspector``'s backend and compare each score with the one
     export measured for that precision; UserError naming the image and the gap when one is off."""
-    import cv2
-
     path = Path(bundle) / SELFTEST
     if not path.is_file():
         raise UserError(f"bundle {bundle} has no self-test ({SELFTEST}): re-export it with this edge-stpm")
@@ -80,9 +80,6 @@ def refuse_links(folder: Path) -> None:
 def verify(bundle: Path, like: Any | None = None) -> dict[str, Any]:
     """Manifest (every file's sha256), the graphs' metadata schema and TensorRT's parser rules; with ``like`` (the
     running recipe's inspector) the same backbone and input size. Returns the FP32 graph's metadata."""
-    from edge_stpm.contract.artifacts import onnx_path
-    from edge_stpm.contract.trt_rules import check_file
-
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise UserError(f"no bundle folder at {bundle}")
@@ -122,8 +119,6 @@ class ModelStore:
 
     def save_settings(self, recipe: str, values: dict[str, Any] | None) -> None:
         """Store (or with None forget) one recipe's settings changed while running; written atomically."""
-        from edge_stpm.contract.files import write_json
-
         with self.lock:
             doc = self.settings()
             if values is None:

@@ -7,13 +7,25 @@ import asyncio
 import csv
 import io
 import json
+import math
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
+from aiohttp import web
+
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import Busy
 from edge_stpm.contract.options import small_int
+from edge_stpm.runtime.learn.dataset import build, build_zip
+from edge_stpm.runtime.learn.jobs import FitJob, collection_folder, same_teacher, teacher_for
+from edge_stpm.runtime.learn.pack import TEACHER_JSON
+from edge_stpm.runtime.loop.sinks.evidence import usage
+from edge_stpm.runtime.loop.sinks.record import connect, parse_time, select_columns
+from edge_stpm.runtime.station.audit import query
+from edge_stpm.runtime.web.bodies import body_to_file
+from edge_stpm.runtime.web.preview import apply_settings, preview
 
 MARKS = ("good", "defect")
 DEFECT_TYPE_MAX = 64
@@ -25,8 +37,6 @@ def _refuse_constant(name: str) -> Any:
 
 def _strict_loads(text: str) -> Any:
     """JSON without Infinity / NaN, and no number too large for a float."""
-    import math
-
     out = json.loads(text, parse_constant=_refuse_constant)
     if isinstance(out, dict) and any(isinstance(v, float) and not math.isfinite(v) for v in out.values()):
         raise ValueError("a number is too large")
@@ -35,8 +45,6 @@ def _strict_loads(text: str) -> Any:
 
 async def json_body(request: Any) -> dict[str, Any]:
     """The request's JSON object; anything else (not JSON, not an object, empty) is 400 with one line."""
-    from aiohttp import web
-
     try:
         body = await request.json(loads=_strict_loads) if request.can_read_body else {}
     except ValueError:
@@ -71,8 +79,6 @@ class Api:
     # --- plumbing -------------------------------------------------------------------------------------------
 
     async def off_loop(self, fn: Any, *args: Any) -> Any:
-        from aiohttp import web
-
         try:
             return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
         except UserError as exc:
@@ -81,10 +87,6 @@ class Api:
             raise web.HTTPUnprocessableEntity(text=f"a value of the wrong kind: {exc}") from None
 
     def con(self) -> Any:
-        from aiohttp import web
-
-        from edge_stpm.runtime.loop.sinks.record import connect
-
         if self.record is None:
             raise web.HTTPNotFound(text="this run keeps no record (--no-history)")
         return connect(self.record, readonly=True)
@@ -92,8 +94,6 @@ class Api:
     # --- login ----------------------------------------------------------------------------------------------
 
     async def login(self, request: Any) -> Any:
-        from aiohttp import web
-
         try:
             body = await request.json() if request.can_read_body else {}
             token = str(body.get("token", "")) if isinstance(body, dict) else ""
@@ -109,8 +109,6 @@ class Api:
         return web.json_response({"session": got[0], "role": got[1], "idle_s": self.sessions.idle_s})
 
     async def logout(self, request: Any) -> Any:
-        from aiohttp import web
-
         sid = request.headers.get("X-Session")
         if sid and self.sessions.role_of_session(sid):
             self.sessions.logout(sid)
@@ -122,15 +120,11 @@ class Api:
             self.control.audit.write(who, action, recipe, before, after)
 
     async def me(self, request: Any) -> Any:
-        from aiohttp import web
-
         return web.json_response({"role": request.get("role"), "idle_s": self.sessions.idle_s})
 
     # --- results, evidence, reviews -------------------------------------------------------------------------
 
     def results(self, q: dict[str, str], limit: int) -> list[dict[str, Any]]:
-        from edge_stpm.runtime.loop.sinks.record import parse_time, select_columns
-
         where: list[str] = []
         args: list[float | int | str] = []
         if q.get("since"):
@@ -167,8 +161,6 @@ class Api:
         return out
 
     async def results_handler(self, request: Any) -> Any:
-        from aiohttp import web
-
         try:
             limit = max(1, min(100_000, int(request.query.get("limit", "100"))))
             rows = await self.off_loop(self.results, dict(request.query), limit)
@@ -193,8 +185,6 @@ class Api:
         return web.json_response(rows)
 
     async def evidence(self, request: Any) -> Any:
-        from aiohttp import web
-
         rid, what = request.match_info["rid"], request.match_info["what"]
         con = self.con()
         try:
@@ -208,8 +198,6 @@ class Api:
         return web.FileResponse(path, headers={"Cache-Control": "max-age=3600"})
 
     def mark(self, rid: str, mark: str, defect_type: str | None, who: str) -> dict[str, Any]:
-        from edge_stpm.runtime.loop.sinks.record import connect
-
         if mark not in MARKS:
             raise UserError(f"mark must be one of {', '.join(MARKS)}")
         if defect_type is not None and (not isinstance(defect_type, str) or len(defect_type) > DEFECT_TYPE_MAX
@@ -229,8 +217,6 @@ class Api:
                 "before": list(before) if before else None}
 
     async def review(self, request: Any) -> Any:
-        from aiohttp import web
-
         body = await json_body(request)
         r = await self.off_loop(self.mark, str(body.get("result_id", "")), str(body.get("mark", "")),
                                 body.get("defect_type"), _who(request))
@@ -242,36 +228,22 @@ class Api:
     # --- recipes, preview, settings, deploy -----------------------------------------------------------------
 
     async def recipes(self, request: Any) -> Any:
-        from aiohttp import web
-
         out = []
         for r in self.control.recipes.summary():
             out.append(r | {"versions": self.control.store.versions(r["name"])["versions"]})
         return web.json_response(out)
 
     async def preview(self, request: Any) -> Any:
-        from aiohttp import web
-
-        from edge_stpm.runtime.web.preview import preview
-
         body = await json_body(request)
         return web.json_response(await self.off_loop(preview, self.control, self.record, body))
 
     async def settings(self, request: Any) -> Any:
-        from aiohttp import web
-
-        from edge_stpm.runtime.web.preview import apply_settings
-
         body = await json_body(request)
         return web.json_response(await self.off_loop(apply_settings, self.control, body, _who(request)))
 
     async def deploy(self, request: Any) -> Any:
         """The body (a zip of a bundle's files) streamed to disk under the upload cap, one upload at a time, then
         verified, self-tested and swapped in (runtime/station/control.py)."""
-        from aiohttp import web
-
-        from edge_stpm.runtime.web.bodies import body_to_file
-
         if self._upload.locked():
             raise web.HTTPTooManyRequests(text="another upload is in progress: try again when it is done")
         async with self._upload:
@@ -285,18 +257,11 @@ class Api:
                 path.unlink(missing_ok=True)
 
     async def models(self, request: Any) -> Any:
-        from aiohttp import web
-
         return web.json_response({r.cfg.name: self.control.store.versions(r.cfg.name) | {"loaded": r.version}
                                   for r in self.control.recipes.recipes.values()})
 
     async def dataset(self, request: Any) -> Any:
-        """The recipe's reviewed results as an MVTec-layout dataset, zipped (runtime/feedback/dataset.py)."""
-        from aiohttp import web
-
-        from edge_stpm.contract.files import Busy
-        from edge_stpm.runtime.feedback.dataset import build_zip
-
+        """The recipe's reviewed results as an MVTec-layout dataset, zipped (runtime/learn/dataset.py)."""
         if self.record is None:
             raise web.HTTPNotFound(text="this run keeps no record: no reviews to build a dataset from")
         recipe = request.query.get("recipe", "")
@@ -315,9 +280,7 @@ class Api:
 
     async def collect(self, request: Any) -> Any:
         """GET: what the on-demand collection is doing; POST {"count", "min_change"} (engineer): collect the next
-        good parts of the active recipe (runtime/feedback/collect.py)."""
-        from aiohttp import web
-
+        good parts of the active recipe (runtime/learn/collect.py)."""
         if self.view.collect is None:
             raise web.HTTPNotFound(text="this run collects nothing (a station with a record and [evidence] does)")
         if request.method == "GET":
@@ -333,10 +296,6 @@ class Api:
         return web.json_response(st)
 
     async def collect_zip(self, request: Any) -> Any:
-        from aiohttp import web
-
-        from edge_stpm.contract.files import Busy
-
         if self.view.collect is None:
             raise web.HTTPNotFound(text="this run collects nothing")
         try:  # built on disk beside the collections, sent in chunks, gone once sent (or the client left)
@@ -350,8 +309,6 @@ class Api:
 
     @property
     def fit_job(self) -> Any:
-        from edge_stpm.runtime.learn.jobs import FitJob
-
         if self.view.collect is None:
             raise UserError("this station collects nothing: fitting on the box needs its [evidence] (collections)")
         if self._fit is None:
@@ -362,8 +319,6 @@ class Api:
         """GET: the fit job's state (progress, ETA, then the report card); POST {recipe, collection?}: fit a new
         model from a collection; POST {recipe, source: "reviewed"}: the live model updated with the reviewed good
         parts (and compared with it on the reviewed parts)."""
-        from aiohttp import web
-
         if request.method == "GET":
             if self.view.collect is None:  # not an error for the page: it says why it cannot fit
                 return web.json_response({"state": "unavailable", "error": "this station collects nothing (fitting "
@@ -373,8 +328,6 @@ class Api:
         return web.json_response(await self.off_loop(self._fit_start, body, _who(request)))
 
     def _fit_start(self, body: dict[str, Any], who: str) -> dict[str, Any]:
-        from edge_stpm.runtime.learn.jobs import collection_folder, same_teacher, teacher_for
-
         recipe = str(body.get("recipe", ""))
         rec = self.control.recipes.by_name(recipe)
         if rec is None:
@@ -391,10 +344,6 @@ class Api:
     def _update_start(self, recipe: str, live: Path, who: str) -> dict[str, Any]:
         """The reviewed parts of ``recipe`` (the record's reviews, as GET /api/dataset builds them) into the live
         model's memory, as a job: the feedback cycle closed on the box."""
-
-        from edge_stpm.runtime.feedback.dataset import build
-        from edge_stpm.runtime.learn.pack import TEACHER_JSON
-
         if self.record is None:
             raise UserError("this run keeps no record: no reviewed parts to learn from")
         if not (live / TEACHER_JSON).is_file():
@@ -411,8 +360,6 @@ class Api:
 
     async def fit_action(self, request: Any) -> Any:
         """POST /api/fit/{cancel|discard|deploy}: deploy goes through the station's verify → self-test → swap."""
-        from aiohttp import web
-
         return web.json_response(await self.off_loop(self._fit_decide, request.match_info["what"], _who(request)))
 
     def _fit_decide(self, what: str, who: str) -> dict[str, Any]:
@@ -430,8 +377,6 @@ class Api:
             shutil.rmtree(bundle, ignore_errors=True)  # the store keeps its own copy
 
     async def rollback(self, request: Any) -> Any:
-        from aiohttp import web
-
         return web.json_response(await self.off_loop(self.control.rollback, request.query.get("recipe", ""),
                                                      _who(request)))
 
@@ -467,8 +412,6 @@ class Api:
     async def live(self, request: Any) -> Any:
         """The live page's figures: each source's newest verdict, the run's counts, the shift, the recipe — one JSON
         body per role shared by every page polling within ``LIVE_TTL_S`` (pages never multiply the loop's cost)."""
-        from aiohttp import web
-
         role, now = request.get("role") or "viewer", time.monotonic()
         got = self._live.get(role)
         if got is None or now - got[0] > self.LIVE_TTL_S:
@@ -483,8 +426,6 @@ class Api:
 
     async def live_jpg(self, request: Any) -> Any:
         """A source's newest picture with that same frame's verdict (encoded once per frame for every page)."""
-        from aiohttp import web
-
         source = small_int(request.match_info["source"])
         if not 0 <= source < len(self.view.sources):
             raise web.HTTPNotFound(text="no such source")
@@ -499,15 +440,11 @@ class Api:
     # --- health, audit --------------------------------------------------------------------------------------
 
     async def health(self, request: Any) -> Any:
-        from aiohttp import web
-
         ok, problems = self.view.health()
         st = self.view.status()
         disk = shutil.disk_usage(self.record.parent if self.record else Path.cwd())
         evidence: dict[str, Any] = {}
         if self.record is not None:
-            from edge_stpm.runtime.loop.sinks.evidence import usage
-
             evidence = await self.off_loop(usage, self.record)
         return web.json_response({
             "ok": ok, "problems": problems, "uptime_s": time.time() - self.t0, "sources": st["sources"],
@@ -518,10 +455,6 @@ class Api:
             "drift": self.view.drift.snapshot() if self.view.drift is not None else []})
 
     async def audit(self, request: Any) -> Any:
-        from aiohttp import web
-
-        from edge_stpm.runtime.station.audit import query
-
         try:
             limit = max(1, min(10_000, int(request.query.get("limit", "200"))))
         except ValueError:

@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
 HERE = Path(__file__).resolve().parent
 PAGES = (("live", "Live"), ("history", "History"), ("review", "Review"), ("recipes", "Recipes & models"),
          ("health", "Health"), ("audit", "Audit"))
@@ -15,9 +18,6 @@ PAGES = (("live", "Live"), ("history", "History"), ("review", "Review"), ("recip
 
 def page_shell(which: tuple[str, str] | None, idle_s: float) -> Any:
     """The handler of one page shell (``which`` = (name, title)); None: the app's root, which goes to Live."""
-    from aiohttp import web
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
 
     async def handler(request: Any) -> Any:

@@ -6,12 +6,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 
 async def body_to_file(request: Any, folder: Path, cap: int) -> Path:
     """Stream the request body into a temporary file in ``folder``; over ``cap`` bytes → 413 and nothing left behind.
     The caller removes the file."""
-    from aiohttp import web
-
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".zip", dir=folder)
     path, size = Path(name), 0

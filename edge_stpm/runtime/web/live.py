@@ -25,12 +25,18 @@ from typing import Any
 
 import cv2
 import numpy as np
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-from edge_stpm.contract.bind import Bind
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.bind import Bind
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.redact import redact
 from edge_stpm.contract.options import small_int
-from edge_stpm.contract.redact import redact
+from edge_stpm.runtime.line.plc import ERROR_TEXT
 from edge_stpm.runtime.loop.sinks.record import VERDICTS, query
+from edge_stpm.runtime.station.drift import DriftCollector
+from edge_stpm.runtime.web.auth import Sessions
+from edge_stpm.runtime.web.server import Guard, ServerSettings, build_app, check_listen, route_table, ssl_context
 
 # read/infer: per-stage cost; verdict/picture: capture → verdict handed on, capture → overlay drawn
 STAGES = ("read", "infer", "verdict", "picture")
@@ -62,9 +68,6 @@ class LiveView:
         POST /trigger drives (run --trigger http), ``recipes`` / ``recipe_plc`` what POST /recipe selects through,
         ``control`` a station's deploy / rollback / audit, ``drift`` its drift tracker, ``collect`` the
         collect-on-demand sink, ``triggered`` whether sources deliver only when triggered."""
-        from edge_stpm.runtime.web.auth import Sessions
-        from edge_stpm.runtime.web.server import ServerSettings, check_listen
-
         self.plc: Any = plc  # run --trigger http: the handshake state POST /trigger drives
         self.recipes: Any = recipes  # run --config with recipes: POST /recipe selects one (runtime/station/recipes.py)
         self.recipe_plc: Any = recipe_plc  # ... through the PLC handshake's state when there is one (error 6 shared)
@@ -81,7 +84,6 @@ class LiveView:
             raise UserError(f"--http {bind.host}:{bind.port} is not a loopback address: give --http-token TOKEN "
                             "(every endpoint then requires it), or bind to 127.0.0.1")
         check_listen(bind.host, bind.loopback, self.server)
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
         self.bind, self.token, self.model = bind, token, model
         self.history = history  # the inspection record's path, for /history.json
@@ -103,11 +105,9 @@ class LiveView:
                             ["sink", "outcome"], registry=r)
         self.m_error = Gauge("edge_stpm_error", "1 while a required sink (a line output) is failing", registry=r)
         self.m_extra: dict[str, Any] = {}
-        self.drift: Any = drift  # runtime/feedback/drift.DriftTracker of a station run (the health page, /metrics)
-        self.collect: Any = collect  # runtime/feedback/collect.StationCollect: good parts collected on demand
+        self.drift: Any = drift  # runtime/station/drift.DriftTracker of a station run (the health page, /metrics)
+        self.collect: Any = collect  # runtime/learn/collect.StationCollect: good parts collected on demand
         if drift is not None:
-            from edge_stpm.runtime.feedback.drift import DriftCollector
-
             r.register(DriftCollector(drift))
         Info("edge_stpm_model", "The model being run", registry=r).info({k: str(v) for k, v in model.items()})
         self._lock = threading.Lock()
@@ -267,8 +267,6 @@ class LiveView:
 
     def gauge(self, name: str, doc: str, value: float) -> None:
         """A line output's own figure (outbox depth, record rows…) as a Prometheus gauge ``edge_stpm_<name>``."""
-        from prometheus_client import Gauge
-
         with self._lock:
             if name not in self.m_extra:
                 self.m_extra[name] = Gauge(f"edge_stpm_{name}", doc, registry=self.registry)
@@ -305,8 +303,6 @@ class LiveView:
 
     def start(self) -> "LiveView":
         """Bind and serve on a background thread; a bad bind (port in use…) or TLS pair is one UserError here."""
-        from edge_stpm.runtime.web.server import ssl_context
-
         self._ssl = ssl_context(self.server)
         ready: dict[str, Any] = {}
         started = threading.Event()
@@ -336,10 +332,6 @@ class LiveView:
         return self
 
     async def _start_site(self) -> None:
-        from aiohttp import web
-
-        from edge_stpm.runtime.web.server import Guard, build_app, route_table
-
         audit = self.control.audit.write if self.control is not None else None
         if self.control is not None and self.control.engineer_token:  # the station's engineer token, as before
             self.sessions.tokens.setdefault("engineer", self.control.engineer_token)
@@ -363,14 +355,10 @@ class LiveView:
 
     async def page(self, request: Any) -> Any:
         """The run's own live page: a shell (no data, no token); its script logs in and fetches the figures."""
-        from aiohttp import web
-
         return web.Response(text=PAGE, content_type="text/html")
 
     async def history_json(self, request: Any) -> Any:
         """The newest results from the inspection record (``?limit=N``, at most 1000; ``&verdict=NG``)."""
-        from aiohttp import web
-
         if self.history is None:
             raise web.HTTPNotFound(text="this run keeps no inspection record (--no-history)")
         try:
@@ -390,8 +378,6 @@ class LiveView:
     async def healthz(self, request: Any) -> Any:
         """200 while sources deliver, every required output works and the model is loaded; else 503 with why
         (systemd's watchdog and a plant's monitoring poll it)."""
-        from aiohttp import web
-
         ok, problems = self.health()
         return web.json_response({"ok": ok, "problems": [redact(x) for x in problems]}, status=200 if ok else 503)
 
@@ -399,8 +385,6 @@ class LiveView:
         """The station's recipes (GET) or a change of the active one (POST ``?index=N`` or ``?name=NAME``, engineer
         only, audited as the person): 200 with the recipes; 404 for an unknown recipe (refused before it reaches the
         PLC handshake: the active one stays and no error 6 is set from HTTP — only the PLC's own register sets it)."""
-        from aiohttp import web
-
         if self.recipes is None and self.control is not None:
             self.recipes = self.control.recipes
         if self.recipes is None:
@@ -432,8 +416,6 @@ class LiveView:
         """``run --trigger http``: one frame for this request, answered with its result (then acknowledged, so the
         next POST can trigger). 409 while the box is busy with another trigger; 504 if no result within
         ``?timeout=`` seconds (default 10, at most 60); 503 when the inspection or the source failed."""
-        from aiohttp import web
-
         st = self.plc
         if st is None:
             raise web.HTTPNotFound(text="this run does not take HTTP triggers (run --trigger http)")
@@ -441,7 +423,6 @@ class LiveView:
             timeout = max(0.1, min(60.0, float(request.query.get("timeout", "10"))))
         except ValueError:
             raise web.HTTPBadRequest(text="timeout must be a number of seconds") from None
-        from edge_stpm.runtime.line.plc import ERROR_TEXT
 
         tid = st.trigger()
         if tid is None:
@@ -461,8 +442,6 @@ class LiveView:
 
     async def status_json(self, request: Any) -> Any:
         """The run's figures; picture URLs signed for the caller's role (short-lived: an <img> sends no header)."""
-        from aiohttp import web
-
         st, role = self.status(), request.get("role") or "viewer"
         st["recent_ng"] = self.signed_ng(st["recent_ng"], role)
         for one in st["sources"]:
@@ -470,14 +449,9 @@ class LiveView:
         return web.json_response(st | {"viewers": self.viewers})
 
     async def metrics(self, request: Any) -> Any:
-        from aiohttp import web
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def ng_jpg(self, request: Any) -> Any:
-        from aiohttp import web
-
         with self._lock:
             jpg = self._ng.get(small_int(request.match_info["index"]))
         if jpg is None:
@@ -507,8 +481,6 @@ class LiveView:
 
     async def stream(self, request: Any) -> Any:
         """Multipart MJPEG of one source, at most ``server.max_viewers`` at once (503 beyond)."""
-        from aiohttp import web
-
         if self.viewers >= self.server.max_viewers:
             raise web.HTTPServiceUnavailable(text=f"{self.viewers} viewers already watch: the limit is "
                                                   f"{self.server.max_viewers}")

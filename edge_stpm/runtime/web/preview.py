@@ -3,13 +3,18 @@ current settings and with the proposed ones (threshold, minimum defect area), on
 the change between two frames (audited), as a reload of the station file would."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import cv2
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.contract.options import RANGES
+from edge_stpm.runtime.inspector import Inspector
+from edge_stpm.runtime.loop.sinks.record import connect
+from edge_stpm.runtime.station.control import SETTING_KEYS, _live
+from edge_stpm.runtime.station.recipes import LoadedRecipe
 
 PREVIEW_MAX = 500
 
@@ -45,9 +50,6 @@ def _proposed(control: Any, body: dict[str, Any]) -> tuple[Any, Any]:
 
 def _variant(rec: Any, cfg: Any) -> Any:
     """The recipe with other settings, on the same loaded model (nothing is loaded)."""
-    from edge_stpm.runtime.inspector import Inspector
-    from edge_stpm.runtime.station.recipes import LoadedRecipe
-
     if not rec.has_model:
         raise UserError(f"recipe {rec.cfg.name} has no model yet: nothing to preview (fit its first one)")
     insp = Inspector(rec.inspector.backend, cfg.threshold, rec.inspector.frame_path, cfg.threshold_multiple)
@@ -55,8 +57,6 @@ def _variant(rec: Any, cfg: Any) -> Any:
 
 
 def _frames(record: Path, recipe: str, n: int) -> list[tuple[str, str]]:
-    from edge_stpm.runtime.loop.sinks.record import connect
-
     con = connect(record, readonly=True)
     try:
         return con.execute("SELECT e.result_id, e.frame FROM evidence e JOIN inspections i ON i.result_id = "
@@ -100,10 +100,6 @@ def _top(rec: Any) -> float:
 
 def apply_settings(control: Any, body: dict[str, Any], who: str) -> dict[str, Any]:
     """The proposed settings made live between two frames; audited with before and after."""
-    import time
-
-    from edge_stpm.runtime.station.control import SETTING_KEYS, _live
-
     rec, cfg = _proposed(control, body)
     control.recipes.replace(_variant(rec, cfg), close_old=False)
     control.store.save_settings(rec.cfg.name, {k: getattr(cfg, k) for k in SETTING_KEYS} | {

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import hashlib
 import hmac
 import ipaddress
 import os
 import secrets
+import socket
 import ssl
 import tempfile
 import threading
@@ -36,7 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from edge_stpm.contract.errors import UserError
+from aiohttp import web
+
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import atomic_path
+from edge_stpm.runtime.web.api import Api
+from edge_stpm.runtime.web.app import PAGES, page_shell
 from edge_stpm.runtime.web.auth import RANK
 
 PUBLIC = "public"
@@ -278,8 +285,6 @@ class Guard:
     def refuse_bad(self, client: str, action: str) -> Any:
         """401 for wrong credentials (a bad token at login, an unknown session or token, a bad signature anywhere):
         counted against the client's address, audited within the throttle's bound."""
-        from aiohttp import web
-
         audit, lock = self.throttle.fail(client)
         if lock:
             self.write_audit(
@@ -293,8 +298,6 @@ class Guard:
 
     def check(self, request: Any, route: Route) -> Any | None:
         """None when the request may go on (``request['role']``/``['who']`` set), else the refusal to send."""
-        from aiohttp import web
-
         client = self.client(request)
         if not self.host_ok(request):
             return web.Response(status=421, text="this station answers only to its loopback name on a loopback bind")
@@ -367,8 +370,6 @@ def make_self_signed(cert: Path, key: Path, name: str = "edge-stpm") -> None:
     """A self-signed certificate (EC P-256, 10 years) for this box, written atomically; the key readable by its owner
     only. Needs ``cryptography`` (installed with the ``[line]`` extra, which OPC UA uses)."""
     try:
-        import datetime
-
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -378,9 +379,6 @@ def make_self_signed(cert: Path, key: Path, name: str = "edge-stpm") -> None:
             "[http] tls_self_signed needs the cryptography package (pip install 'edge-stpm[line]'), "
             "or give tls_cert and tls_key"
         ) from None
-    import socket
-
-    from edge_stpm.contract.files import atomic_path
 
     k = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -432,8 +430,6 @@ def check_listen(host: str, loopback: bool, settings: ServerSettings) -> None:
 
 def build_app(routes: list[Route], guard: Guard) -> Any:
     """The aiohttp application: every route of the table behind the guard; security headers on every answer."""
-    from aiohttp import web
-
     async def headers(request: Any, response: Any) -> None:
         for k, v in HEADERS.items():
             response.headers.setdefault(k, v)
@@ -459,8 +455,6 @@ STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/htm
 
 async def static_file(request: Any) -> Any:
     """A file shipped in the package's static/ folder (by its bare name: no path, nothing else on disk)."""
-    from aiohttp import web
-
     name = request.match_info["name"]
     path = STATIC / name
     if "/" in name or name.startswith(".") or path.suffix not in STATIC_TYPES or not path.is_file():
@@ -473,8 +467,6 @@ async def static_file(request: Any) -> Any:
 def route_table(view: Any, control: Any = None) -> list[Route]:
     """Every route of the run's server with its role: the live view's, the station's (with a station file) and the
     web app's (with a station file's sessions). The route × role test walks exactly this list."""
-    from edge_stpm.runtime.web.api import Api
-
     api = Api(view, control, view.sessions)
     if control is None:
         return _live_routes(view, api)
@@ -551,8 +543,6 @@ def _station_routes(view: Any, api: Any) -> list[Route]:
 
 def _app_routes(view: Any, api: Any) -> list[Route]:
     """The web app: page shells (public) and the JSON API under them."""
-    from edge_stpm.runtime.web.app import PAGES, page_shell
-
     idle_s = view.sessions.idle_s
     table = [
         Route("GET", "/app", page_shell(None, idle_s), PUBLIC, note="→ /app/live"),

@@ -4,12 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import output_dir
 from edge_stpm.contract.artifacts import (
-    engine_path, frame_engine_path, frame_onnx_path, is_bundle, onnx_path, parse_precisions, verify_bundle,
+    engine_path,
+    frame_engine_path,
+    frame_onnx_path,
+    is_bundle,
+    onnx_path,
+    parse_precisions,
+    verify_bundle,
     write_manifest,
 )
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import output_dir
 from edge_stpm.runtime.backends.tensorrt_backend import INSTALL_HINT, have_tensorrt
 from edge_stpm.training.export.tensorrt_engines import build_engine, build_plan
 

@@ -7,19 +7,32 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
-from edge_stpm.training import checkpoint
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import ensure_dir, output_dir, write_json, write_text
+from edge_stpm.common.images import fit_image, good_images, labelled_test_images, load_images, read_image
+from edge_stpm.common.progress import bar, console
 from edge_stpm.contract import tiles
-from edge_stpm.contract.images import good_images, load_images, labelled_test_images
-from edge_stpm.contract.errors import UserError
+from edge_stpm.contract.artifacts import (
+    MANIFEST,
+    SELFTEST,
+    frame_metadata,
+    frame_onnx_path,
+    graph_metadata,
+    onnx_path,
+    selftest_image,
+    sidecar,
+    write_bundle_readme,
+    write_manifest,
+)
+from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend, OnnxFrameRunner
+from edge_stpm.runtime.learn.synthetic import make
+from edge_stpm.training import checkpoint
 from edge_stpm.training.evaluate import compute_metrics, frame_results, test_inputs
-from edge_stpm.contract.files import ensure_dir, output_dir, write_json, write_text
-from edge_stpm.contract.progress import bar, console
-from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend
-from edge_stpm.contract.artifacts import graph_metadata, onnx_path, sidecar, write_bundle_readme, write_manifest
-from edge_stpm.training.export.onnx_graphs import export_onnx
+from edge_stpm.training.export.onnx_graphs import export_frame_onnx, export_onnx
 from edge_stpm.training.export.quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
 from edge_stpm.training.export.teacher_pack import bundle_pack
 
@@ -71,8 +84,6 @@ def _existing(paths: list[str]) -> list[Path]:
 
 def _keep_bundle_consistent(out: Path, committed: list[str]) -> None:
     """After a failed export: if graphs were already replaced, rewrite the manifest so the folder still verifies."""
-    from edge_stpm.contract.artifacts import MANIFEST
-
     if committed and (Path(out) / MANIFEST).is_file():
         write_manifest(out)
 
@@ -81,13 +92,6 @@ def _frame_graphs(pipe: Any, meta: dict[str, Any], sha: str, precisions: list[st
                   parity_paths: list[Path], committed: list[str], force: bool) -> dict[str, Any]:
     """Frame graphs per (size, precision), each checked on the parity images resized to the frame against the
     PyTorch FP32 host path (fit on the host, then the model): the same bounds as the model graphs."""
-    import cv2
-
-    from edge_stpm.contract.artifacts import frame_metadata, frame_onnx_path
-    from edge_stpm.contract.images import fit_image, read_image
-    from edge_stpm.runtime.backends.onnxruntime_backend import OnnxFrameRunner
-    from edge_stpm.training.export.onnx_graphs import export_frame_onnx
-
     raw = [read_image(p) for p in parity_paths]
     entries: dict[str, Any] = {}
     for w, h in sizes:
@@ -129,11 +133,6 @@ def write_selftest(out: Path, parity_imgs: np.ndarray, precisions: list[str], ba
     """The bundle's self-test: a few model-size reference images (PNG, lossless) and every graph's scores on them,
     which a box checks before the bundle goes live (``runtime/station/store.py``), within the precision's score
     tolerance in units of the image threshold (FP32 0.01 — another CPU or GPU; FP16 / INT8: their export gates)."""
-    import cv2
-
-    from edge_stpm.contract.artifacts import SELFTEST, selftest_image
-    from edge_stpm.runtime.learn.synthetic import make
-
     good = parity_imgs[:SELFTEST_IMAGES]
     imgs = np.concatenate([good, make(good[:1], "line", seed=0)[0]])
     names = []

@@ -11,12 +11,15 @@ import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import atomic_path
-from edge_stpm.training.model import InspectionPipeline
-from edge_stpm.contract.trt_rules import require_trt_ready
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import atomic_path
 from edge_stpm.contract.artifacts import FRAME_INPUTS, FRAME_OUTPUTS, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
+from edge_stpm.contract.scale import ScoreScale
+from edge_stpm.contract.trt_rules import require_trt_ready
+from edge_stpm.training.framepath import FramePipeline
+from edge_stpm.training.model import InspectionPipeline
 
 OPSET = 17
 
@@ -41,9 +44,6 @@ def export_onnx(pipe: InspectionPipeline, precision: str, batch: int, path: Path
 def export_frame_onnx(pipe: InspectionPipeline, precision: str, frame_hw: tuple[int, int], fit: str, path: Path,
                       metadata: dict[str, Any]) -> Path:
     """The device frame path (``framepath.FramePipeline``) for one camera frame size as an ONNX graph."""
-    from edge_stpm.contract.scale import ScoreScale
-    from edge_stpm.training.framepath import FramePipeline
-
     zero = ScoreScale.of(metadata["thresholds"]).pixel_zero
     module = FramePipeline(pipeline_for(pipe, precision), frame_hw, fit, pixel_zero=zero).eval()
     dummies = (torch.zeros((1, *frame_hw, 3), dtype=torch.uint8), torch.ones(1))
@@ -83,8 +83,6 @@ def fold_constants(model: onnx.ModelProto, max_elements: int = 1 << 16) -> int:
 
 
 def _fold_once(model: onnx.ModelProto, max_elements: int) -> int:
-    from onnx.reference import ReferenceEvaluator
-
     g = model.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     inferred = onnx.shape_inference.infer_shapes(model)

@@ -10,12 +10,13 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import atomic_path
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import atomic_path
 from edge_stpm.contract.artifacts import INPUT_NAME
-from edge_stpm.training.export.onnx_graphs import set_metadata
 from edge_stpm.contract.trt_rules import require_trt_ready
+from edge_stpm.training.export.onnx_graphs import set_metadata
 
 MIN_CALIB = 20
 WARN_CALIB = 100
@@ -87,8 +88,6 @@ def quantize_int8(fp32: Path, out: Path, images: np.ndarray, batch: int, metadat
     is a small teacher–student difference that independent INT8 noise in both trunks swamps; keeping it
     float brought INT8 within 1 point (see the README).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     if method not in CALIB_METHODS:
         raise UserError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
     cm = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,

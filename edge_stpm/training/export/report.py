@@ -8,8 +8,11 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.table import Table
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
+from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
 from edge_stpm.contract.options import parse_ints
+from edge_stpm.training.devices import set_threads
+from edge_stpm.training.export.exporter import export
 
 
 def print_export(out: Console, checkpoint: Path, precision: str, batch: int, out_dir: Optional[Path],
@@ -17,10 +20,6 @@ def print_export(out: Console, checkpoint: Path, precision: str, batch: int, out
                  int8_float_stages: str, force: bool, frame_size: Optional[str], threads: Optional[int],
                  quiet: bool) -> None:
     """Export ``checkpoint`` into a bundle (default engines/<run name>/) with ``export``'s options as typed."""
-    from edge_stpm.contract.artifacts import parse_frame_size, parse_precisions
-    from edge_stpm.training.devices import set_threads
-    from edge_stpm.training.export.exporter import export
-
     set_threads(threads)
     precs = parse_precisions(precision)
     folder = out_dir or Path("engines") / (checkpoint.parent.name or "model")

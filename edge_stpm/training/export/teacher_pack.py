@@ -18,12 +18,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import output_dir, write_json
 from edge_stpm.contract.artifacts import file_sha256, graph_metadata, library_versions
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import output_dir, write_json
 from edge_stpm.contract.options import DEFAULT_FIT
 from edge_stpm.runtime.learn.pack import (
-    BANK_SQ, BANK_T, FEATURES, PACK_FORMAT, TEMPLATE, TEACHER_JSON,
+    BANK_SQ,
+    BANK_T,
+    FEATURES,
+    PACK_FORMAT,
+    TEACHER_JSON,
+    TEMPLATE,
 )
 from edge_stpm.training.backbones import get_spec, pretrained_state
 from edge_stpm.training.export.onnx_graphs import _trace, export_onnx

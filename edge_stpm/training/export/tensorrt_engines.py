@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_bytes
 from edge_stpm.contract.artifacts import read_onnx_metadata, write_engine
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_bytes
+from edge_stpm.runtime.backends.cuda import gpu_info
 from edge_stpm.runtime.backends.tensorrt_backend import import_tensorrt, trt_major_minor
 
 # Functions that touch TensorRT names existing only in some majors (checked against those majors' bindings).
@@ -118,8 +119,6 @@ def build_engine(onnx_file: Path, precision: str, out: Path, workspace_mib: int 
     The GPU is queried first (a cuda-python failure then leaves no half-written engine); the timing cache is
     kept per TensorRT version and GPU in ``timing_cache_dir`` and every cache call's result is checked.
     """
-    from edge_stpm.runtime.backends.cuda import gpu_info
-
     md = read_onnx_metadata(onnx_file)
     trt = import_tensorrt()
     plan = build_plan(trt.__version__, precision)

@@ -16,11 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_stpm.common.progress import bar
+
 LEVELS = (1, 2)  # indices into the trunk's three levels (strides 4, 8, 16): levels 2 and 3
-from edge_stpm.runtime.learn.coreset import bank_entries, select  # noqa: E402,F401  (bank_entries: re-exported)
 from edge_stpm.contract.options import (  # noqa: E402,F401
-    DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK, DEFAULT_CORESET_DIMS,
+    DEFAULT_BANK_MAX_MB,
+    DEFAULT_CORESET,
+    DEFAULT_CORESET_CHUNK,
+    DEFAULT_CORESET_DIMS,
 )
+from edge_stpm.runtime.learn.coreset import bank_entries, select  # noqa: E402,F401  (bank_entries: re-exported)
+
 PROJECTION_DIMS = DEFAULT_CORESET_DIMS  # the k-center selection runs on a random projection to this many dimensions
 
 
@@ -111,8 +117,6 @@ def fit_memory(teacher: nn.Module, preprocess: nn.Module, images: torch.Tensor, 
                dims: int = PROJECTION_DIMS, chunk: int = DEFAULT_CORESET_CHUNK) -> tuple[torch.Tensor, dict[str, Any]]:
     """The memory bank of good images (uint8 NHWC ``images``): the teacher's patch features of all of them,
     reduced to the coreset budget, with progress; returns the bank ``(M, D)`` and what the summary reports."""
-    from edge_stpm.contract.progress import bar
-
     t0 = time.perf_counter()
     teacher.eval()
     with bar(quiet) as progress:

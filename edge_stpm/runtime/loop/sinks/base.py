@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge_stpm.contract.redact import redact
+from edge_stpm.common.redact import redact
 from edge_stpm.runtime.inspector import InspectionResult
 
 TIMING_WINDOW = 100_000  # latency medians and percentiles are over the newest this many frames (bounded 24/7)

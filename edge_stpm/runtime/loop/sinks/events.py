@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge_stpm.contract.files import ensure_dir
+from edge_stpm.common.files import ensure_dir
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
 

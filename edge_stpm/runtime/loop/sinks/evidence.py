@@ -15,9 +15,10 @@ from typing import Any
 
 import cv2
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_bytes
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_bytes
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
+from edge_stpm.runtime.loop.sinks.record import connect
 
 
 @dataclass
@@ -60,8 +61,6 @@ class EvidenceSink(Sink):
         self.n_ok = 0
 
     def open(self) -> None:
-        from edge_stpm.runtime.loop.sinks.record import connect
-
         self.con = connect(self.record)
         self.policy.folder.mkdir(parents=True, exist_ok=True)
         self.retain()
@@ -165,8 +164,6 @@ def _free_mb(folder: Path) -> float:
 
 def usage(record: Path) -> dict[str, Any]:
     """Evidence kept per kind: items and MB (for the health page)."""
-    from edge_stpm.runtime.loop.sinks.record import connect
-
     con = connect(Path(record), readonly=True)
     try:
         rows = con.execute("SELECT kind, COUNT(*), COALESCE(SUM(bytes), 0) FROM evidence GROUP BY kind").fetchall()

@@ -10,7 +10,7 @@ after every reconnect or restart. QoS 1 is at-least-once: a message whose PUBACK
 Bound: at most ``max_rows`` unsent messages; when full, the oldest unsent are dropped (counted, said once) —
 the inspection record still has every result. A message that cannot enter the outbox (a full disk, an I/O error) is
 retried and kept in memory (``record.Retrying``): what is finally dropped is counted (``mqtt_outbox_lost``) and said.
-No message carries a secret: the source spec is redacted (``contract.redact``). Message schema:
+No message carries a secret: the source spec is redacted (``common.redact``). Message schema:
 ``edge-stpm/result/1`` (docs/line.md).
 """
 from __future__ import annotations
@@ -26,10 +26,18 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.redact import redact
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.redact import redact
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
-from edge_stpm.runtime.loop.sinks.record import Retrying, WriteFailed, result_row, rolled_back_on_error
+from edge_stpm.runtime.loop.sinks.record import (
+    COLUMNS,
+    Retrying,
+    WriteFailed,
+    connect,
+    result_row,
+    rolled_back_on_error,
+    select_columns,
+)
 
 SCHEMA = "edge-stpm/result/1"
 
@@ -222,7 +230,6 @@ class MqttSink(Sink):
         last = self.outbox.last_queued()
         if last is None or self.record is None or not self.record.is_file():
             return 0
-        from edge_stpm.runtime.loop.sinks.record import COLUMNS, connect, select_columns
 
         run = last.rsplit("-", 1)[0]
         con = connect(self.record, readonly=True)

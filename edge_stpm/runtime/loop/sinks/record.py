@@ -21,8 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.redact import redact
+from rich.table import Table
+
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_text
+from edge_stpm.common.redact import redact
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
 if TYPE_CHECKING:
@@ -467,8 +470,6 @@ def print_history(out: Console, db: Path, since: str | None, verdict: str, sourc
                   recipe: str | None, fmt: str, out_file: Path | None) -> None:
     """``edge-stpm history``: the rows ``query`` finds (``verdict`` "any": all), as a table on ``out`` or as CSV /
     JSON written to ``out_file`` (stdout without)."""
-    from edge_stpm.contract.files import write_text
-
     rows = query(db, parse_time(since) if since else None, None if verdict == "any" else verdict, source, limit,
                  recipe)
     if fmt == "table":
@@ -483,8 +484,6 @@ def print_history(out: Console, db: Path, since: str | None, verdict: str, sourc
 
 
 def _history_table(rows: list[dict[str, Any]], db: Path) -> Table:
-    from rich.table import Table
-
     t = Table(title=f"{len(rows)} results from {db}")
     for c in ("time (UTC)", "source", "frame", "trigger", "recipe", "verdict", "normalised", "snapshot"):
         t.add_column(c)

@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import ensure_dir
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import ensure_dir
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
 RECORD_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")

@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_stpm.contract.files import write_bytes, write_json
+from edge_stpm.common.files import write_bytes, write_json
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
 

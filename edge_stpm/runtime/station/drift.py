@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+from prometheus_client.core import GaugeMetricFamily
 
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
 
@@ -149,8 +150,6 @@ class DriftCollector:
         self.tracker = tracker
 
     def collect(self) -> Any:
-        from prometheus_client.core import GaugeMetricFamily
-
         fams = {k: GaugeMetricFamily(f"edge_stpm_drift_{k}", doc, labels=["recipe"]) for k, doc in (
             ("median", "Median normalised score of the recent parts"),
             ("p95", "95th percentile of the recent parts not judged NG"),

@@ -17,7 +17,7 @@ from io import BufferedIOBase, BytesIO
 from pathlib import Path
 from typing import Iterator
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 MAX_TOTAL_BYTES = 2 * 2**30  # all members together, uncompressed (bytes)
 MAX_MEMBERS = 10_000

@@ -2,8 +2,8 @@
 
 Models written (``NAME`` defaults to ``edge_stpm``):
 
-- ``NAME`` — Python backend (``triton_model.py`` + the bundle's graph, ONNX Runtime inside): dynamic batching over
-  requests (``max_batch_size``, preferred batch sizes, queue delay), CPU instances. Runs on any Triton with the
+- ``NAME`` — Python backend (``model.py`` beside this file + the bundle's graph, ONNX Runtime inside): dynamic batching
+  over requests (``max_batch_size``, preferred batch sizes, queue delay), CPU instances. Runs on any Triton with the
   Python backend; the one served for real in our tests.
 - ``NAME_onnxruntime`` — the same graph for Triton's ``onnxruntime_onnx`` backend. The graph has a static batch (as
   every edge-stpm graph: TensorRT engines are built without optimisation profiles), so ``max_batch_size: 0`` and
@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import ensure_dir, write_bytes, write_text
+from edge_stpm.common.progress import console
 from edge_stpm.contract.artifacts import (
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -33,8 +37,6 @@ from edge_stpm.contract.artifacts import (
     read_engine,
     read_onnx_metadata,
 )
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import ensure_dir, write_bytes, write_text
 
 METADATA_PARAM = "edge_stpm_metadata"
 
@@ -126,7 +128,7 @@ def write_repository(bundle: Path, out: Path, name: str = "edge_stpm", precision
         else:
             _copy(graph, ver / "model.onnx")
         if backend == "python":
-            _copy(Path(__file__).with_name("triton_model.py"), ver / "model.py")
+            _copy(Path(__file__).with_name("model.py"), ver / "model.py")
         write_text(out / model / "config.pbtxt", cfg)
         written[model] = backend
     return written
@@ -135,8 +137,6 @@ def write_repository(bundle: Path, out: Path, name: str = "edge_stpm", precision
 def _check_env(env: Path) -> None:
     """The Python-backend environment needs numpy and onnxruntime; Triton 2.51's backend stub (the nvidia-pytriton
     wheel's) mis-sizes outputs with numpy 2 ("output tensor shape does not match size"): say so now."""
-    import subprocess
-
     py = env / "bin" / "python"
     if not py.exists():
         return  # a conda-pack archive: checked by the server when it unpacks it
@@ -147,7 +147,6 @@ def _check_env(env: Path) -> None:
         raise UserError(f"--python-env {env}: its python does not run ({exc})") from None
     if r.returncode != 0:
         raise UserError(f"--python-env {env}: needs numpy and onnxruntime (pip install 'numpy<2' onnxruntime there)")
-    from edge_stpm.contract.progress import console
 
     if int(r.stdout.strip().split(".")[0]) >= 2:
         console.print(f"note: --python-env {env} has numpy {r.stdout.strip()}: Triton servers up to 2.51 need "

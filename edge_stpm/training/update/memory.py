@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.images import list_images, load_images
 from edge_stpm.contract import tiles
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.images import list_images, load_images
-from edge_stpm.training import checkpoint
 from edge_stpm.runtime.learn import thresholds
+from edge_stpm.training import checkpoint
 from edge_stpm.training.backbones import get_spec
 from edge_stpm.training.evaluate import score_set, torch_infer
 from edge_stpm.training.heads.memory import PROJECTION_DIMS, bank_entries, collect_patches, k_center_greedy

@@ -3,19 +3,25 @@ folder fsynced (so the rename itself survives a power cut). The process umask is
 changing it, even for a moment, races with other threads creating files)."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 import json
 import os
 import re
 import secrets
+import shutil
 import stat
 import tempfile
+import threading
 import time
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.progress import console
 
 
 def data_dir() -> Path:
@@ -91,8 +97,6 @@ def clean_temporaries(folder: Path, min_age_s: float = TEMP_MIN_AGE_S, also: tup
 def output_dir(path: Path, also: tuple[re.Pattern, ...] = ()) -> Path:
     """``ensure_dir`` for a command's output folder, and what an earlier, killed run left there cleaned (a note each;
     ``also``: the command's own hidden work files)."""
-    from edge_stpm.contract.progress import console
-
     folder = ensure_dir(path)
     for line in clean_temporaries(folder, also=also):
         console.print(f"note: {line}", highlight=False, markup=False, soft_wrap=True)
@@ -153,8 +157,6 @@ def zip_members(out: BinaryIO, members: Iterable[tuple[str, Path | bytes]]) -> N
     """``members`` (name in the zip, a file to copy or the bytes themselves) as a stored zip written to ``out`` as it
     goes (PNG frames and ONNX graphs do not compress): zipfile copies a file in 8 KiB pieces, so the memory used is a
     piece, whatever the zip's size."""
-    import zipfile
-
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
         for name, src in members:
             if isinstance(src, bytes):
@@ -166,8 +168,6 @@ def zip_members(out: BinaryIO, members: Iterable[tuple[str, Path | bytes]]) -> N
 def zip_tree(folder: Path, top_level: bool = False) -> bytes:
     """A folder's files (``tree_members``) as one zip in memory — for a bundle (a few graphs). A download that may
     be large (a dataset, a collection) is built on disk instead: ``ZipBuilds``."""
-    import io
-
     buf = io.BytesIO()
     zip_members(buf, tree_members(folder, top_level))
     return buf.getvalue()
@@ -206,8 +206,6 @@ class OnceFile:
     async def send(self, request: Any, resp: Any) -> Any:
         """Stream the file into ``resp`` (an aiohttp ``StreamResponse``, headers set) in ``ZIP_CHUNK`` pieces read
         off the event loop; closed in every case (a client that disconnects ends the write with an error)."""
-        import asyncio
-
         loop = asyncio.get_running_loop()
         try:
             resp.content_length = self.size
@@ -228,8 +226,6 @@ class ZipBuilds:
     free on that disk."""
 
     def __init__(self, kind: str, keep_free_mb: float = ZIP_KEEP_FREE_MB) -> None:
-        import threading
-
         self.kind, self.keep_free_mb = kind, keep_free_mb
         self.lock = threading.Lock()
 
@@ -268,8 +264,6 @@ class ZipBuilds:
 
     def _room(self, work: Path, members: Sequence[tuple[str, Path | bytes]]) -> None:
         """Refuse a zip that would leave less than ``keep_free_mb`` free on ``work``'s disk."""
-        import shutil
-
         need = sum(len(m) if isinstance(m, bytes) else m.stat().st_size for _, m in members)
         free = shutil.disk_usage(work).free
         if free - need < self.keep_free_mb * 2**20:

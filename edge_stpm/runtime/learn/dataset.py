@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import OnceFile, ZipBuilds, output_dir, write_json
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import OnceFile, ZipBuilds, output_dir, write_json
+from edge_stpm.runtime.loop.sinks.record import connect
 
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -25,8 +26,6 @@ def _held_out(result_id: str, share: float) -> bool:
 
 
 def _rows(db: Path, recipe: str, include_ok: bool) -> list[dict[str, Any]]:
-    from edge_stpm.runtime.loop.sinks.record import connect
-
     con = connect(Path(db), readonly=True)
     try:
         if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviews'").fetchone() is None:

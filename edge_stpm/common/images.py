@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FIT_MODES = ("stretch", "pad", "crop")

@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import write_json
-from edge_stpm.contract.images import labelled_test_images, read_image
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import write_json
+from edge_stpm.common.images import labelled_test_images, read_image
+from edge_stpm.runtime.inspector import Inspector
+from edge_stpm.training.figures import _save, plt
+from edge_stpm.training.metrics import image_auroc
 
 
 def _figures(models: dict[str, Path], items: list[Any]) -> dict[str, Any]:
-    from edge_stpm.runtime.inspector import Inspector
-    from edge_stpm.training.metrics import image_auroc
-
     labels = np.array([i.label for i in items])
     out: dict[str, Any] = {}
     frames = [read_image(i.path) for i in items]
@@ -58,8 +58,6 @@ def compare(old: Path, new: Path, data: Path, out_dir: Path) -> dict[str, Any]:
 def figure(res: dict[str, Any], labels: list[int], path: Path) -> Path:
     """Left: false-call rate and recall, old vs new. Right: every image's normalised score per model (good grey,
     defect red) against the threshold (1.0)."""
-    from edge_stpm.training.figures import _save, plt
-
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     keys = [("false_call_rate", "false calls (good parts NG)"), ("recall", "recall (confirmed defects)")]
     x = np.arange(len(keys))

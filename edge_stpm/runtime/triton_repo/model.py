@@ -14,13 +14,12 @@ import os
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import triton_python_backend_utils as pb_utils  # provided by Triton's Python backend
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        import onnxruntime as ort
-
         cfg = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")

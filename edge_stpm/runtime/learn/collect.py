@@ -22,11 +22,19 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import cv2
 import numpy as np
+from rich.markup import escape
 
-from edge_stpm.contract.errors import UserError
-from edge_stpm.contract.files import OnceFile, ZipBuilds, tree_members, write_bytes
+from edge_stpm.common.bind import parse_bind
+from edge_stpm.common.errors import UserError
+from edge_stpm.common.files import OnceFile, ZipBuilds, tree_members, write_bytes
+from edge_stpm.common.progress import bar
 from edge_stpm.runtime.inspector import InspectionResult
+from edge_stpm.runtime.line.setup import LineSettings, check_sources, setup as setup_line
+from edge_stpm.runtime.loop.pipeline import RunOptions, check_outputs, run as run_loop
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
+from edge_stpm.runtime.loop.sources import open_source
+from edge_stpm.runtime.station.config import collect_values, load
+from edge_stpm.runtime.web.live import LiveView
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -246,10 +254,6 @@ def collect(cfg: CollectSettings, log: Callable[[str], None], on_kept: Callable[
             ) -> tuple[CollectStats, Path | None, Any]:
     """The loop with no model until ``count`` frames are kept (or the source ends, or ``max_frames`` read, or
     Ctrl-C); returns the stats, the contact sheet and the loop's summary."""
-    from edge_stpm.runtime.line.setup import LineSettings, check_sources, setup as setup_line
-    from edge_stpm.runtime.loop.pipeline import RunOptions, check_outputs, run as run_loop
-    from edge_stpm.runtime.loop.sources import open_source
-
     if len(cfg.specs) != 1:
         raise UserError("collect takes exactly one --source or --camera (one station camera at a time)")
     check_sources(cfg.specs, cfg.trigger)
@@ -284,13 +288,7 @@ def collect(cfg: CollectSettings, log: Callable[[str], None], on_kept: Callable[
 def print_collect(out: Console, err: Console, cfg: CollectSettings, config: Path | None) -> None:
     """``edge-stpm collect``: with ``config`` (a station file) its values where the command line gave none; a
     progress bar while collecting, then what was kept and what to do next (a warning when short of the count)."""
-    from rich.markup import escape
-
-    from edge_stpm.contract.progress import bar
-
     if config is not None:
-        from edge_stpm.runtime.station.config import collect_values, load
-
         cfg = collect_values(load(config), cfg)
 
     def warn(text: str) -> None:
@@ -311,9 +309,6 @@ def print_collect(out: Console, err: Console, cfg: CollectSettings, config: Path
 
 def _view(cfg: CollectSettings, http: str, line: Any) -> Any:
     """The live view while collecting (the frames as they come; POST /trigger with --trigger http)."""
-    from edge_stpm.contract.bind import parse_bind
-    from edge_stpm.runtime.web.live import LiveView
-
     view = LiveView(parse_bind(http), cfg.http_token, {"model": "none (collect)", "backend": "-", "precision": "-",
                                                            "backbone": "-", "size": 0}, sources=cfg.specs)
     view.plc = line.plc if cfg.trigger == "http" else None

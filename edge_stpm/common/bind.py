@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """The one exception type that the command line turns into a single clear line."""
 from __future__ import annotations
 
+import importlib.util
+
 
 class UserError(Exception):
     """A problem the user can fix (bad path, bad value, missing file); printed as one line, exit 2.
@@ -27,8 +29,6 @@ class UserErrors(UserError):
 
 def need_train(command: str) -> None:
     """One line, exit 2, when a command needs the training install (torch) and this is the runtime install."""
-    import importlib.util
-
     missing = [m for m in ("torch", "torchvision") if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"edge-stpm {command} needs the training install ({', '.join(missing)} missing): "
