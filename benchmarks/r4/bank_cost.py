@@ -26,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from edge_stpm.contract.files import write_json, write_text  # noqa: E402
-from edge_stpm.contract.images import good_images, labelled_test_images, load_images, read_mask  # noqa: E402
+from edge_stpm.common.files import write_json, write_text  # noqa: E402
+from edge_stpm.common.images import good_images, labelled_test_images, load_images, read_mask  # noqa: E402
 from edge_stpm.runtime.learn import thresholds  # noqa: E402
 from edge_stpm.runtime.learn.coreset import bank_entries, select  # noqa: E402
 from edge_stpm.runtime.learn.fit import patches  # noqa: E402
