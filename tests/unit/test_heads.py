@@ -98,7 +98,8 @@ def test_memory_checkpoint_has_no_student_and_refuses_a_missing_bank(trained_mem
 def test_memory_graph_is_matmul_and_reducemin_on_every_precision(trained_memory: Path, synth_dir: Path,
                                                                 tmp_path: Path) -> None:
     from edge_stpm.contract.artifacts import read_onnx_metadata
-    from edge_stpm.training.export.exporter import GATES, export
+    from edge_stpm.contract.gates import GATES
+    from edge_stpm.training.export.exporter import export
 
     out = tmp_path / "bundle"
     rep = export(trained_memory / "model.pt", ["fp32", "fp16", "int8"], out, calib=synth_dir / "train" / "good",
