@@ -620,6 +620,7 @@ def fit(teacher_pack: Path = typer.Option(..., "--teacher", help="A teacher pack
         coreset_chunk: int = typer.Option(DEFAULT_CORESET_CHUNK, **rng("coreset_chunk"), help="0 = exact greedy k-center (as train); N > 0 = over chunks of at most N patches (cost linear in the patches)."),
         seed: int = typer.Option(0, **rng("seed"), help="The held-out split and the coreset's start (as train --seed)."),
         threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime (default: all)."),
+        precision: str = typer.Option("fp32", help="fp32, or fp32,fp16: also an FP16 graph (teacher FP16, head FP32) for TensorRT 10+ FP16 engines, kept only if it passes export's FP16 gate against the FP32 graph on the held-out images (needs a pack that carries an FP16 template)."),
         quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Learn a part on the box, on the runtime install (no PyTorch): a memory model of good images — the teacher's
     patch features in ONNX Runtime, the coreset in numpy, thresholds from held-out good images, the no-defect check,
@@ -628,8 +629,8 @@ def fit(teacher_pack: Path = typer.Option(..., "--teacher", help="A teacher pack
     from edge_stpm.runtime.learn.fit import FitConfig
     from edge_stpm.runtime.learn.report import print_fit
 
-    print_fit(out, FitConfig(teacher_pack, data, out_dir, coreset, bank_max_mb, coreset_chunk, seed, threads=threads),
-              quiet)
+    print_fit(out, FitConfig(teacher_pack, data, out_dir, coreset, bank_max_mb, coreset_chunk, seed, threads=threads,
+                             precisions=tuple(p.strip() for p in precision.split(",") if p.strip())), quiet)
 
 
 config_app = typer.Typer(no_args_is_help=True, help="The station file: check it, show it with its defaults, its JSON Schema.")

@@ -49,6 +49,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--keep", type=Path, default=ROOT / "benchmarks" / "results" / "r4")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--table", nargs="+", type=Path, default=None)
+    p.add_argument("--b1p", action="store_true", help="addendum 2: only B1 with the p999 pixel threshold")
     return p.parse_args(argv)
 
 
@@ -155,7 +156,7 @@ def image_only(scores: np.ndarray, val_scores: np.ndarray, k: float, f: dict[str
 
 
 def run_bank(name: str, bank: np.ndarray, proj: np.ndarray | None, val_q: np.ndarray, test_q: np.ndarray,
-             f: dict[str, Any], smooth: Smooth, k: float) -> dict[str, Any]:
+             f: dict[str, Any], smooth: Smooth, k: float, pixel_method: str | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if proj is not None:
         val_q, test_q = val_q @ proj, test_q @ proj
@@ -164,7 +165,7 @@ def run_bank(name: str, bank: np.ndarray, proj: np.ndarray | None, val_q: np.nda
     td, tidx = nearest(test_q, bank, sq)
     vmaps, vscores = maps_scores(vd, smooth)
     tmaps, tscores = maps_scores(td, smooth)
-    cal = thresholds.calibrate(vscores, vmaps, "logsigma", k)
+    cal = thresholds.calibrate(vscores, vmaps, "logsigma", k, pixel_method=pixel_method)
     out = {"name": name, "entries": int(bank.shape[0]), "dims": int(bank.shape[1]),
            "distance_macs": int(GRID * GRID * bank.shape[0] * bank.shape[1]),
            "thresholds": {kk: cal[kk] for kk in ("image", "pixel", "score_scale")},
@@ -200,8 +201,15 @@ def one_seed(a: argparse.Namespace) -> dict[str, Any]:
     val_q, test_q = f["train"][val], f["test"]
     smooth, k = Smooth(SIGMA, SIZE), thresholds.default_k("memory")
     rec: dict[str, Any] = {"seed": a.seed, "checkpoint": str(a.checkpoint), "load": os.getloadavg(), "runs": []}
-    rec["runs"].append(run_bank("ckpt", ck["memory_bank"].numpy(), None, val_q, test_q, f, smooth, k))
     n = bank_entries(train_p.shape[0], 0.01, 128, 32.0)
+    if a.b1p:  # addendum 2: B1's bank (same PCA, same coreset) with the p999 pixel threshold
+        proj = pca(train_p, 64)
+        z = train_p @ proj
+        rec["runs"].append(run_bank("B1p", z[select(z, n, a.seed, 0, None)], proj, val_q, test_q, f, smooth, k,
+                                    pixel_method="p999"))
+        rec["seconds"] = time.perf_counter() - t0
+        return rec
+    rec["runs"].append(run_bank("ckpt", ck["memory_bank"].numpy(), None, val_q, test_q, f, smooth, k))
     t = time.perf_counter()
     b0 = train_p[select(train_p, n, a.seed, 0, None)]
     rec["B0_coreset_s"] = time.perf_counter() - t
@@ -295,7 +303,7 @@ def main(argv: list[str]) -> int:
         print(table(recs))
         return 0
     rec = one_seed(a)
-    write_json(a.keep / f"B_seed{a.seed}.json", rec)
+    write_json(a.keep / f"B{'1p' if a.b1p else ''}_seed{a.seed}.json", rec)
     return 0
 
 

@@ -111,6 +111,60 @@ def test_bad_input_is_one_line_and_leaves_nothing(pack: Path, synth_dir: Path, t
     assert r.exit_code == 2 and "sha256" in r.output, r.output
 
 
+def test_fit_writes_an_fp16_graph_behind_export_gate(pack: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """``--precision fp32,fp16``: the pack's FP16 template (teacher FP16, head FP32) with the same bank and thresholds,
+    kept because it passes export's FP16 gate against the FP32 graph; the bundle verifies, the FP16 graph loads and
+    passes its self-test, it carries its FP16 template on, and an update keeps both graphs. Measured 2026-12-07 on
+    the synthetic parts: map rel. L2 ~1e-3 (gate 0.05)."""
+    from edge_stpm.contract.gates import GATES
+    from edge_stpm.runtime.learn.update import UpdateConfig, update
+    from edge_stpm.runtime.station.store import self_test
+
+    out = tmp_path / "b16"
+    rep = fit(FitConfig(pack, synth_dir, out, precisions=("fp32", "fp16")))
+    g = rep["graphs"]["fp16"]
+    assert g["file"] == "model_fp16.onnx" and not g["gate"]["failures"]
+    for k, bound in GATES["fp16"].items():
+        assert g["parity_vs_fp32"][k] <= bound, (k, g["parity_vs_fp32"])
+    verify_bundle(out)
+    insp = Inspector.load(out, "onnxruntime", precision="fp16")
+    assert insp.backend.precision == "fp16"
+    self_test(insp, out)
+    assert json.loads((out / "teacher.json").read_text())["template"]["fp16"] == "model_fp16.onnx"
+    again = tmp_path / "b16u"
+    update(UpdateConfig(out, _drifted_parts(synth_dir, tmp_path / "reviewed"), again))
+    assert (again / "model_fp16.onnx").is_file()
+    verify_bundle(again)
+
+
+def test_fp16_needs_a_pack_with_its_template(pack: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """A pack written before packs carried an FP16 template (no ``template.fp16``) and a list without FP32: one line,
+    nothing written."""
+    from typer.testing import CliRunner
+
+    from edge_stpm.cli import app
+
+    old = tmp_path / "old_pack"
+    old.mkdir()
+    for f in pack.iterdir():
+        if f.name != "template_fp16.onnx":
+            (old / f.name).write_bytes(f.read_bytes())
+    doc = json.loads((old / "teacher.json").read_text())
+    doc["template"].pop("fp16")
+    doc["sha256"].pop("template_fp16.onnx")
+    (old / "teacher.json").write_text(json.dumps(doc))
+    runner = CliRunner()
+    for teacher, prec, msg in ((old, "fp32,fp16", "no FP16 template"), (pack, "fp16", "must be fp32 or fp32,fp16"),
+                               (pack, "fp32,int8", "must be fp32 or fp32,fp16")):
+        out = tmp_path / "out"
+        r = runner.invoke(app, ["fit", "--teacher", str(teacher), "--data", str(synth_dir), "--out", str(out),
+                                "--precision", prec])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output
+        assert not out.exists()
+    fit(FitConfig(old, synth_dir, tmp_path / "fp32_only"))  # the old pack still fits FP32
+    assert not (tmp_path / "fp32_only" / "model_fp16.onnx").exists()
+
+
 @pytest.mark.skipif(not RUNTIME_PY, reason="EDGE_STPM_RUNTIME_PYTHON is not set (.ci/run makes the runtime venv)")
 def test_fit_runs_on_the_runtime_install_without_torch(pack: Path, synth_dir: Path, fitted: Path,
                                                        tmp_path: Path) -> None:

@@ -38,15 +38,17 @@ from edge_stpm.contract.artifacts import (
     write_bundle_readme,
     write_manifest,
 )
+from edge_stpm.contract.gates import GATES, gate_failures, parity_figures
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK
 from edge_stpm.contract.trt_rules import require_trt_ready
 from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend, open_session
 from edge_stpm.runtime.learn import thresholds
 from edge_stpm.runtime.learn.coreset import bank_entries, select
-from edge_stpm.runtime.learn.pack import BANK_SQ, BANK_T, FEATURES, TEACHER_JSON, Pack, read_pack
+from edge_stpm.runtime.learn.pack import BANK_SQ, BANK_T, FEATURES, TEACHER_JSON, Pack, need_template, read_pack
 from edge_stpm.runtime.learn.synthetic import make, proxy_auroc
 
 MIN_IMAGES = 5
+FIT_PRECISIONS = ("fp32", "fp16")  # INT8 (calibration, Q/DQ) is export's only
 VAL_FRACTION = 0.2
 SELFTEST_IMAGES = 3
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -63,6 +65,7 @@ class FitConfig:
     seed: int = 0
     val_fraction: float = VAL_FRACTION
     threads: int | None = None
+    precisions: tuple[str, ...] = ("fp32",)  # fp32 always (the thresholds' and the gates' reference); fp16 optional
 
 
 def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,9 +93,11 @@ def patches(pack: Pack, images: np.ndarray, threads: int | None, on: Callable[[i
     return np.concatenate(out)
 
 
-def bank_graph(pack: Pack, bank: np.ndarray) -> Any:
-    """The pack's template graph with ``bank`` ``(M, D)`` in its bank initializers (shapes inferred again)."""
-    model = onnx.load(str(pack.template))
+def bank_graph(pack: Pack, bank: np.ndarray, precision: str = "fp32") -> Any:
+    """The pack's template graph for ``precision`` with ``bank`` ``(M, D)`` in its bank initializers (shapes
+    inferred again)."""
+    template = need_template(pack, precision)
+    model = onnx.load(str(template))
     names = {pack.doc["template"]["bank_t"]: np.ascontiguousarray(bank.T, np.float32),
              pack.doc["template"]["bank_sq"]: (bank.astype(np.float32) ** 2).sum(axis=1).reshape(1, 1, -1)}
     found = 0
@@ -101,7 +106,7 @@ def bank_graph(pack: Pack, bank: np.ndarray) -> Any:
             model.graph.initializer[i].CopyFrom(numpy_helper.from_array(names[init.name], init.name))
             found += 1
     if found != 2:
-        raise UserError(f"{pack.template}: the template has no {BANK_T} / {BANK_SQ} initializers: write the pack again")
+        raise UserError(f"{template}: the template has no {BANK_T} / {BANK_SQ} initializers: write the pack again")
     del model.graph.value_info[:]  # shapes that held the placeholder bank's size
     return model
 
@@ -129,27 +134,31 @@ def _score(path: Path, images: np.ndarray, threads: int | None) -> tuple[np.ndar
     return np.asarray(maps, np.float32).reshape(len(images), *images.shape[1:3]), np.asarray(scores, np.float64)
 
 
-def _selftest(out: Path, good: np.ndarray, threads: int | None) -> dict[str, Any]:
-    """The bundle's self-test (as ``export`` writes it): a few held-out good images and one synthetic anomaly."""
+def _selftest(out: Path, good: np.ndarray, threads: int | None,
+              precisions: tuple[str, ...] = ("fp32",)) -> dict[str, Any]:
+    """The bundle's self-test (as ``export`` writes it): a few held-out good images and one synthetic anomaly, scored
+    by each graph written (``precisions``), with export's tolerances (FP32 0.01 of the threshold, FP16 its gate)."""
     imgs = np.concatenate([good[:SELFTEST_IMAGES], make(good[:1], "line", seed=0)[0]])
     names = []
     for i, img in enumerate(imgs):
         names.append(selftest_image(i))
         if not cv2.imwrite(str(out / names[-1]), img):
             raise UserError(f"cannot write the self-test image {out / names[-1]}")
-    scores = [float(s) for s in _score(onnx_path(out, "fp32"), imgs, threads)[1]]
-    doc = {"format": "edge-stpm-selftest", "images": names, "scores": {"fp32": scores}, "batch": 1,
-           "tolerance_threshold_units": {"fp32": 0.01}}
+    scores = {p: [float(s) for s in _score(onnx_path(out, p), imgs, threads)[1]] for p in precisions}
+    doc = {"format": "edge-stpm-selftest", "images": names, "scores": scores, "batch": 1,
+           "tolerance_threshold_units": {p: 0.01 if p == "fp32" else GATES[p]["score_err_max"] for p in precisions}}
     write_json(out / SELFTEST, doc)
     return doc
 
 
-def _carry_pack(pack: Pack, out: Path) -> None:
-    """The bundle carries its teacher pack: the feature graph, and its own graph as the template."""
+def _carry_pack(pack: Pack, out: Path, precisions: tuple[str, ...] = ("fp32",)) -> None:
+    """The bundle carries its teacher pack: the feature graph, and its own graphs as the templates."""
     shutil.copy2(pack.features, out / FEATURES)
     model = onnx_path(out, "fp32").name
-    doc = pack.doc | {"template": pack.doc["template"] | {"file": model},
-                      "sha256": {FEATURES: file_sha256(out / FEATURES), model: file_sha256(out / model)}}
+    template = {k: v for k, v in pack.doc["template"].items() if k != "fp16"} | {"file": model}
+    template |= {"fp16": onnx_path(out, "fp16").name} if "fp16" in precisions else {}
+    files = [FEATURES, model] + ([template["fp16"]] if "fp16" in precisions else [])
+    doc = pack.doc | {"template": template, "sha256": {f: file_sha256(out / f) for f in files}}
     write_json(out / TEACHER_JSON, doc)
 
 
@@ -166,6 +175,9 @@ def _check(cfg: FitConfig) -> None:
         raise UserError(f"--coreset must be above 0 and at most 1, not {cfg.coreset}")
     if not 0 < cfg.val_fraction < 1:
         raise UserError(f"the held-out share must be between 0 and 1, not {cfg.val_fraction}")
+    if "fp32" not in cfg.precisions or not set(cfg.precisions) <= set(FIT_PRECISIONS):
+        raise UserError(f"--precision must be fp32 or fp32,fp16 (FP32 is the reference of the thresholds and the "
+                        f"FP16 gate), not {','.join(cfg.precisions)}")
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty: fit writes a new bundle folder")
@@ -177,6 +189,8 @@ def fit(cfg: FitConfig, progress: Progress | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     tell = progress or (lambda stage, done, total: None)
     pack = read_pack(cfg.teacher)
+    for prec in cfg.precisions:
+        need_template(pack, prec)
     paths, images = _images(cfg, pack)
     val, train = split(len(paths), cfg.val_fraction, cfg.seed)
     done = [0]
@@ -235,7 +249,9 @@ def need_room(out: Path, pack: Pack, entries: int) -> None:
     plus the bank), the teacher pack it carries and the self-test images, twice over for the graph (it is written
     twice)."""
     where = next((p for p in (out, *out.parents) if p.exists()), Path("/"))
-    need = 2 * (pack.template.stat().st_size + entries * pack.dims * 4) + pack.features.stat().st_size + 2 * 2**20
+    templates = [t for t in (pack.template, pack.template_for("fp16")) if t is not None]
+    need = sum(2 * (t.stat().st_size + entries * pack.dims * 4) for t in templates) + pack.features.stat().st_size
+    need += 2 * 2**20
     free = shutil.disk_usage(where).free
     if free < need:
         raise UserError(f"not enough room on the disk for the bundle in {out.parent}: about {need / 2**20:.0f} MB "
@@ -275,8 +291,33 @@ def _build(cfg: FitConfig, pack: Pack, bank: np.ndarray, good: np.ndarray, out: 
     check = proxy_auroc(infer, good, scores, seed=cfg.seed)
     report = info | {"memory": memory, "bank_sha256": sha, "thresholds": thr, "no_defect_check": check,
                      "backbone": pack.doc["backbone"], "image_size": pack.size, "fit": pack.doc["fit"]}
-    write_json(sidecar(path), md | {"fit": {k: report[k] for k in ("images", "held_out", "coreset", "seed")}})
-    _selftest(out, good, cfg.threads)
-    write_bundle_readme(out, md, ["fp32"])
-    _carry_pack(pack, out)
-    return report
+    fit_md = {"fit": {k: report[k] for k in ("images", "held_out", "coreset", "seed")}}
+    write_json(sidecar(path), md | fit_md)
+    graphs = {"fp32": {"file": path.name}}
+    if "fp16" in cfg.precisions:
+        graphs["fp16"] = _half(cfg, pack, bank, good, out, md, (maps, scores), fit_md)
+    written = tuple(p for p in graphs if graphs[p].get("file"))
+    _selftest(out, good, cfg.threads, written)
+    write_bundle_readme(out, md, list(written))
+    _carry_pack(pack, out, written)
+    return report | {"graphs": graphs}
+
+
+def _half(cfg: FitConfig, pack: Pack, bank: np.ndarray, good: np.ndarray, out: Path, md: dict[str, Any],
+          ref: tuple[np.ndarray, np.ndarray], sidecar_extra: dict[str, Any]) -> dict[str, Any]:
+    """The FP16 graph (the pack's FP16 template: teacher FP16, head FP32) with the same bank and thresholds, kept only
+    if it passes ``export``'s FP16 gate against the FP32 graph on the held-out images (``export`` compares with
+    PyTorch FP32, which the box has not); returns its parity, gate and file (None when it failed and was removed)."""
+    model = bank_graph(pack, bank, "fp16")
+    path = onnx_path(out, "fp16")
+    md16 = md | {k: v for k, v in read_onnx_metadata(need_template(pack, "fp16")).items() if k == "precision"}
+    _metadata(model, md16)
+    _write_graph(model, path)
+    maps, scores = _score(path, good, cfg.threads)
+    parity = parity_figures(maps, scores, ref[0], ref[1], float(md["thresholds"]["image"]))
+    failures = gate_failures("fp16", parity, None, None)
+    if failures:
+        path.unlink()
+        return {"file": None, "parity_vs_fp32": parity, "gate": {"bounds": GATES["fp16"], "failures": failures}}
+    write_json(sidecar(path), md16 | sidecar_extra)
+    return {"file": path.name, "parity_vs_fp32": parity, "gate": {"bounds": GATES["fp16"], "failures": []}}

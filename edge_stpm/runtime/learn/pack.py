@@ -17,6 +17,7 @@ PACK_FORMAT = "edge-stpm-teacher-pack"
 TEACHER_JSON = "teacher.json"
 FEATURES = "features_fp32.onnx"
 TEMPLATE = "template_fp32.onnx"
+TEMPLATE_FP16 = "template_fp16.onnx"  # optional (packs before it have none): fit --precision fp16
 BANK_T = "memory.bank_t"    # (D, M): the memory head's MatMul operand
 BANK_SQ = "memory.bank_sq"  # (1, 1, M): the entries' squared norms
 
@@ -32,7 +33,8 @@ SCHEMA = {
         "features": {"type": "object", "required": ["file", "dims"],
                      "properties": {"file": _NAME, "dims": {"type": "integer", "minimum": 1}}},
         "template": {"type": "object", "required": ["file", "bank_t", "bank_sq"],
-                     "properties": {"file": _NAME, "bank_t": {"type": "string"}, "bank_sq": {"type": "string"}}},
+                     "properties": {"file": _NAME, "bank_t": {"type": "string"}, "bank_sq": {"type": "string"},
+                                    "fp16": _NAME}},
         "head": {"type": "object", "required": ["smoothing_sigma", "score_top_percent"],
                  "properties": {"smoothing_sigma": {"type": "number", "minimum": 0},
                                 "score_top_percent": {"type": "number", "minimum": 0, "maximum": 10}}},
@@ -55,6 +57,11 @@ class Pack:
     @property
     def template(self) -> Path:
         return self.root / self.doc["template"]["file"]
+
+    def template_for(self, precision: str) -> Path | None:
+        """The template graph for ``precision`` (fp32 always; fp16 in packs that carry one), else None."""
+        name = self.doc["template"]["file"] if precision == "fp32" else self.doc["template"].get(precision)
+        return self.root / name if name else None
 
     @property
     def size(self) -> int:
@@ -79,7 +86,8 @@ def read_pack(path: Path) -> Pack:
         raise UserError(f"{doc_path} is not readable JSON: write the teacher pack again") from None
     check(doc, SCHEMA, str(doc_path), "write the teacher pack again")
     pack = Pack(root, doc)
-    for f in (pack.features, pack.template):
+    half = pack.template_for("fp16")
+    for f in [pack.features, pack.template] + ([half] if half is not None else []):
         if not f.is_file():
             raise UserError(f"{doc_path}: {f.name} is missing from the pack")
         want = doc["sha256"].get(f.name)
@@ -87,3 +95,13 @@ def read_pack(path: Path) -> Pack:
             raise UserError(f"{f}: its sha256 does not match {TEACHER_JSON} (damaged or replaced): "
                             "write the pack again")
     return pack
+
+
+def need_template(pack: Pack, precision: str) -> Path:
+    """The pack's template for ``precision``, or one UserError when the pack has none (an FP16 template is in packs
+    written since they carried one)."""
+    template = pack.template_for(precision)
+    if template is None:
+        raise UserError(f"the teacher pack {pack.root} has no {precision.upper()} template (written before packs "
+                        "carried one): write it again with edge-stpm teacher, or fit --precision fp32")
+    return template

@@ -35,6 +35,20 @@ def print_fit(out: Console, cfg: FitConfig, quiet: bool) -> None:
               f"({r['held_out']} held out); image threshold {t['image']:.4g}, pixel {t['pixel']:.4g}; no-defect "
               f"check {r['no_defect_check']['mean']:.3f}; {sec['total']:.1f} s (features {sec['features']:.1f} s, "
               f"coreset {sec['coreset']:.1f} s)", highlight=False, soft_wrap=True)
+    print_graphs(out, r)
+
+
+def print_graphs(out: Console, r: dict[str, Any]) -> None:
+    """One line per graph beyond FP32: its parity with the FP32 graph, and whether it passed its gate."""
+    for prec, g in r.get("graphs", {}).items():
+        if prec == "fp32":
+            continue
+        pv = g["parity_vs_fp32"]
+        what = (f"{g['file']}" if g.get("file") else
+                f"not written (misses {prec.upper()}'s gate: {'; '.join(g['gate']['failures'])})")
+        out.print(f"{prec.upper()}: {what}; vs the FP32 graph on {pv['images']} held-out images: map rel. L2 "
+                  f"{pv['map_rel_l2']:.2e}, score error median / max {pv['score_err_median']:.2e} / "
+                  f"{pv['score_err_max']:.2e} of the threshold", highlight=False, soft_wrap=True)
 
 
 def print_update(out: Console, bundle: Path, data: Path, dest: Path, method: str, quiet: bool) -> None:

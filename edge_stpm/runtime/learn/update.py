@@ -192,6 +192,8 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
         "patches": seen + len(feats), "seed": cfg.seed, "val_images": [str(p) for p in val],
         "train_image_paths": list(before.get("train_image_paths", [])) + [str(p) for p in new],
         "memory_updates": list(before.get("memory_updates", [])) + [step]}
-    fit_cfg = FitConfig(cfg.bundle, cfg.data, cfg.out, seed=cfg.seed, threads=cfg.threads)
+    # the update keeps the graphs its bundle had: FP32, and FP16 when the bundle carries an FP16 template
+    precisions = ("fp32", "fp16") if pack.template_for("fp16") is not None else ("fp32",)
+    fit_cfg = FitConfig(cfg.bundle, cfg.data, cfg.out, seed=cfg.seed, threads=cfg.threads, precisions=precisions)
     return publish(Path(cfg.out), lambda tmp: _build(fit_cfg, pack, bank, good, tmp, info),
                    {"features": t_feat - t0, "coreset": t_core - t_feat}, t0)

@@ -5,6 +5,8 @@ A pack is a folder with
   exactly ``heads.memory.patch_features`` of the frozen ImageNet teacher (levels 2 + 3, 3×3 averaging, stride 8);
 - ``template_fp32.onnx``: the whole memory-head inspection graph (the graph ``export`` writes for a memory model)
   with a placeholder bank; ``fit`` puts the coreset of the box's good parts into its two bank initializers;
+- ``template_fp16.onnx``: the same with the teacher in FP16 and the head in FP32 (``export``'s FP16 graph), for
+  ``fit --precision fp16`` (TensorRT 10 and later build an FP16 engine only from an FP16 graph);
 - ``teacher.json``: the backbone, input size, fit, head settings, the initializers' names, each file's sha256, where
   the teacher's weights come from and their licence (``runtime/learn/pack.py`` reads and checks it).
 The teacher is the same as ``train --head memory`` uses, so a box's fit and a workstation's train agree.
@@ -29,6 +31,7 @@ from edge_stpm.runtime.learn.pack import (
     PACK_FORMAT,
     TEACHER_JSON,
     TEMPLATE,
+    TEMPLATE_FP16,
 )
 from edge_stpm.training.backbones import get_spec, pretrained_state
 from edge_stpm.training.export.onnx_graphs import _trace, export_onnx
@@ -82,7 +85,8 @@ def write_teacher_pack(out: Path, backbone: str = "mobilenet_v2", image_size: in
     bank = torch.randn(2, dims, generator=torch.Generator().manual_seed(0))  # placeholder: fit replaces it
     pipe = InspectionPipeline(stpm, image_size, sigma=sigma, top_percent=top_percent, head="memory", memory=bank)
     export_onnx(pipe.eval(), "fp32", 1, out / TEMPLATE, graph_metadata(meta, "fp32", 1, "teacher-pack"))
-    doc = _doc(backbone, image_size, fit, sigma, top_percent, dims, grid, source, out, TEMPLATE)
+    export_onnx(pipe.eval(), "fp16", 1, out / TEMPLATE_FP16, graph_metadata(meta, "fp16", 1, "teacher-pack"))
+    doc = _doc(backbone, image_size, fit, sigma, top_percent, dims, grid, source, out, TEMPLATE, TEMPLATE_FP16)
     write_json(out / TEACHER_JSON, doc)
     return doc
 
@@ -102,14 +106,16 @@ def _features_graph(model: STPM | InspectionPipeline, size: int, out: Path,
 
 
 def _doc(backbone: str, size: int, fit: str, sigma: float, top_percent: float, dims: int, grid: tuple[int, int],
-         source: str, out: Path, template: str) -> dict[str, Any]:
+         source: str, out: Path, template: str, template_fp16: str | None = None) -> dict[str, Any]:
+    files = [FEATURES, template] + ([template_fp16] if template_fp16 else [])
     return {"format": PACK_FORMAT, "backbone": backbone, "image_size": size, "fit": fit,
             "features": {"file": FEATURES, "dims": dims, "grid": list(grid), "levels": [i + 2 for i in LEVELS],
                          "stride": size // grid[0], "averaging": "3x3"},
-            "template": {"file": template, "bank_t": BANK_T, "bank_sq": BANK_SQ},
+            "template": {"file": template, "bank_t": BANK_T, "bank_sq": BANK_SQ,
+                         **({"fp16": template_fp16} if template_fp16 else {})},
             "head": {"smoothing_sigma": sigma, "score_top_percent": top_percent},
             "teacher_source": source, "licence": LICENCES.get(backbone, "see the backbone's weights"),
-            "sha256": {FEATURES: file_sha256(out / FEATURES), template: file_sha256(out / template)},
+            "sha256": {f: file_sha256(out / f) for f in files},
             "versions": library_versions()}
 
 
@@ -121,9 +127,10 @@ def bundle_pack(pipe: InspectionPipeline, meta: dict[str, Any], out: Path) -> di
         return None
     size = int(meta["image_size"])
     dims, grid = _features_graph(pipe, size, out, meta)
+    fp16 = "model_fp16.onnx" if (out / "model_fp16.onnx").is_file() else None
     doc = _doc(meta["backbone"], size, meta["fit"], float(meta.get("smoothing_sigma", 0.0)),
                float(meta.get("score_top_percent", 0.0)), dims, grid, meta.get("teacher_source", "?"), out,
-               "model_fp32.onnx")
+               "model_fp32.onnx", fp16)
     write_json(out / TEACHER_JSON, doc)
     tr = meta.get("training", {})
     mem = tr.get("memory") or {}
