@@ -149,6 +149,14 @@ async function renderRecipes() {
     const rs = await api("/api/recipes");
     $("#recipes").innerHTML = rs.map((r) => `<div class="card"><h2>${esc(r.name)} <small>index ${r.index}${r.active ? " · active" : ""}${r.has_model === false ? " · <b>no model yet</b>: it judges nothing (PLC error 7) — collect good parts below, fit, deploy" : ""} · threshold ${r.threshold_scale} · min area ${r.min_defect_area} px${r.review_band ? ` · review from ${r.review_band}` : ""}${r.good_scores ? ` · held-out good parts score ${r.good_scores.p50.toFixed(2)} (median), ${r.good_scores.p95.toFixed(2)} (p95) on the score scale (0 typical good, 1 threshold)` : ""}${r.ignore ? " · ignore mask" : ""}</small></h2><table><thead><tr><th>version</th><th>status</th><th>deployed</th><th>by</th><th>sha256</th><th></th></tr></thead><tbody>${r.versions.slice().reverse().map((v) => `<tr><td>v${v.version}</td><td>${esc(v.status)}</td><td>${esc(new Date(v.deployed_at * 1000).toISOString().slice(0, 19).replace("T", " "))}</td><td>${esc(v.by)}</td><td><code>${esc(v.sha256.slice(0, 12))}</code></td><td></td></tr>`).join("")}</tbody></table><p class="engineer-only"><button type="button" data-rollback="${esc(r.name)}">roll back to the previous version</button></p></div>`).join("");
     for (const sel of [$("#recipe-select"), $("#deploy-recipe"), $("#dataset-recipe"), $("#fit-recipe")]) sel.innerHTML = rs.map((r) => `<option>${esc(r.name)}</option>`).join("");
+    $("#new-recipe-copy").innerHTML = '<option value="">nothing: the defaults</option>' + rs.map((r) => `<option>${esc(r.name)}</option>`).join("");
+    $("#new-recipe").onsubmit = async (e) => {
+      e.preventDefault(); const n = $("#new-recipe"), v = (k) => n.elements.namedItem(k).value;
+      const r = await api("/api/recipes", { json: { name: v("name"), plc_index: v("plc_index") === "" ? null : +v("plc_index"), copy_from: v("copy_from") || null } })
+        .catch((err) => { $("#new-recipe-result").textContent = `refused: ${err.message}`; throw err; });
+      $("#new-recipe-result").textContent = `recipe ${r.recipe} created: PLC index ${r.index}${r.copied_from ? `, settings of ${r.copied_from}` : ""} — no model yet: select it (register 11 = ${r.index}), collect good parts, fit, deploy`;
+      toast(`recipe ${r.recipe} created (PLC index ${r.index})`); n.reset(); await renderRecipes();
+    };
     const f = $("#settings"); const cur = () => rs.find((r) => r.name === f.recipe.value);
     const fill = () => { f.threshold.value = cur().threshold_scale; f.min_defect_area.value = cur().min_defect_area; f.review_band.value = cur().review_band ?? ""; $("#apply").disabled = true; };
     f.recipe.onchange = fill; fill();
