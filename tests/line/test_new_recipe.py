@@ -59,7 +59,10 @@ def _regs(port: int, write: int | None = None) -> list[int]:
     from edge_stpm.runtime.line import plc
 
     c = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
-    assert c.connect()
+    deadline = time.monotonic() + 30
+    while not c.connect():  # after a start the PLC server listens a moment after /healthz answers
+        assert time.monotonic() < deadline, "the box's Modbus server did not come up"
+        time.sleep(0.2)
     try:
         if write is not None:
             c.write_register(plc.RECIPE, write, device_id=1)
