@@ -279,7 +279,8 @@ def test_viewer_and_operator_are_refused_every_engineer_action(station) -> None:
     actions = [("POST", "/api/preview", {"recipe": "tile", "threshold": 2.0}), ("POST", "/api/recipe-settings",
                {"recipe": "tile", "threshold": 2.0}), ("POST", "/api/deploy?recipe=tile", None),
                ("POST", "/api/rollback?recipe=tile", None), ("POST", "/api/collect", {"count": 3}),
-               ("GET", "/api/collect.zip", None), ("GET", "/api/dataset?recipe=tile", None)]
+               ("GET", "/api/collect.zip", None), ("GET", "/api/dataset?recipe=tile", None),
+               ("POST", "/api/recipes", {"name": "not-by-them"})]
     for role in ("viewer", "operator"):
         for method, path, body in actions:
             with pytest.raises(urllib.error.HTTPError) as e:

@@ -80,6 +80,21 @@ def test_a_file_frame_waiting_in_read_ahead_is_not_latency(exported: Path, synth
     assert s.frames == 60 and verdict < infer + 15.0, (verdict, infer)
 
 
+def test_a_station_with_no_model_does_not_spin_on_a_folder(synth_dir: Path) -> None:
+    """A recipe with no model yet judges nothing, so nothing paced a folder source: the loop read ~1,150–1,200
+    frames/s (measured 2026-12-07 on this 2-core CPU, 300 and 1,000 frames) and kept a core busy for nothing. Now it
+    waits out a frame interval (``NO_MODEL_FPS`` = 30, measured 29.0–29.1 frames/s). Bounds: at most 30 + 10 %
+    (the wait is a floor on each frame's interval: only timer rounding goes above 30), at least 15 (a loaded CPU)."""
+    from edge_stpm.runtime.loop.pipeline import NO_MODEL_FPS
+    from edge_stpm.runtime.station.config import parse
+    from edge_stpm.runtime.station.recipes import StationInspector, load_recipes
+
+    st = parse({"recipes": [{"name": "new-part", "index": 0}]}, synth_dir)
+    insp = StationInspector(load_recipes(st.recipes, st.recipes[0]))
+    s = run(insp, open_source(str(synth_dir / "train" / "good"), loop=True), RunOptions(headless=True, max_frames=60))
+    assert s.frames == 60 and 15.0 <= s.fps <= NO_MODEL_FPS * 1.1, s.fps
+
+
 def test_files_are_read_in_order_without_drops(synth_dir: Path) -> None:
     src = open_source(str(synth_dir / "video.avi"))
     idx = []

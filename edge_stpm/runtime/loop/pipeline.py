@@ -47,6 +47,7 @@ from edge_stpm.runtime.loop.sinks.window import WindowSink
 from edge_stpm.runtime.overlay import ALPHA
 
 WARM_FRAMES = 100
+NO_MODEL_FPS = 30.0  # a file or folder source whose frames judge nothing (no model yet) is read at most this fast
 
 
 @dataclass
@@ -240,6 +241,7 @@ class Pipeline:
         self.times: dict[str, deque[float]] = {k: deque(maxlen=TIMING_WINDOW)
                                                for k in ("read", "infer", "verdict", "loop")}
         self.seq = 0
+        self.judged_last = True  # whether the last batch handed on judged anything (``idle``)
         self.run_id = run_id()
         self.window: WindowSink | None = None
         self.verdict_runners: list[SinkRunner] = []
@@ -333,6 +335,7 @@ class Pipeline:
         """Results handed to every verdict sink at once, then to the picture stage."""
         now = time.monotonic()
         wall = time.time()
+        self.judged_last = any(res.judged for res in inspections)
         for (c, frame, img), res in zip(batch, inspections, strict=False):
             dt = time.perf_counter() - t0 + frame.read_ms / 1e3
             c.fps_ema = 1.0 / dt if c.fps_ema == 0 else 0.9 * c.fps_ema + 0.1 / max(dt, 1e-6)
@@ -456,11 +459,13 @@ class Pipeline:
                     batch = self.read_batch(active, poll)
                     if batch and pool is None:
                         self.settle(batch, t0, self.infer(batch))
+                        self.idle(batch, t0)
                     elif batch and pool is not None:  # (a batch with no pool went to the branch above)
                         inflight.append((batch, t0, pool.submit(self.infer, batch)))
                 if inflight and (len(inflight) >= workers or not batch):
                     b, t, fut = inflight.popleft()
                     self.settle(b, t, fut.result())
+                    self.idle(b, t)
                 self.publish_stats()
                 if self.keys():
                     return
@@ -471,6 +476,15 @@ class Pipeline:
                 pool.shutdown(wait=True)
         if self.stop.is_set():
             self.summary.end_reason = "SIGTERM"
+
+    def idle(self, batch: list[tuple[Channel, Frame, np.ndarray]], t0: float) -> None:
+        """No model yet (nothing judged) and only file or folder sources, which nothing paces: wait out one frame
+        interval — the video's own rate, else ``NO_MODEL_FPS`` — instead of spinning at a thousand frames a second.
+        A camera paces itself; a judged frame goes as fast as the model."""
+        if self.judged_last or any(c.source.live for c, _, _ in batch):
+            return
+        interval = max(1.0 / (c.source.fps or NO_MODEL_FPS) for c, _, _ in batch)
+        self.stop.wait(max(0.0, t0 + interval - time.perf_counter()))
 
     def run(self) -> RunSummary:
         previous = None

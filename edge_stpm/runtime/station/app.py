@@ -352,7 +352,8 @@ def _station_inspector(c: RunConfig, threads: Optional[int], line: Any, say: Say
     store, deploy / rollback and the audit log (in the record) ready for the HTTP API."""
     st = c.station
     audit = Audit(c.history, st.audit.syslog)
-    recipes = load_recipes(st.recipes, st.initial(), c.backend, threads, c.frame_path, log=say)
+    store = ModelStore(st.store.root or data_dir() / "models")
+    recipes = load_recipes(_with_created(st, store, say), st.initial(), c.backend, threads, c.frame_path, log=say)
     if line.plc is not None:
         line.plc.connect_recipes(recipes)  # register 11 / OPC UA SelectRecipe → this recipe set
     def changed(a: Any, b: Any) -> None:
@@ -360,10 +361,22 @@ def _station_inspector(c: RunConfig, threads: Optional[int], line: Any, say: Say
                     {"index": b.cfg.index, "name": b.cfg.name})
 
     recipes.on_change.append(changed)
-    control = StationControl(recipes, ModelStore(st.store.root or data_dir() / "models"), audit, c.backend, threads,
-                             c.frame_path, st.http.engineer_token)
+    control = StationControl(recipes, store, audit, c.backend, threads, c.frame_path, st.http.engineer_token)
     control.station = st
     control.adopt(log=say)
     control.restore_settings(say)
     audit.write("station", "start", st.initial().name, None, recipes.summary())
     return StationInspector(recipes, control)
+
+
+def _with_created(st: Any, store: Any, say: Say) -> list[Any]:
+    """The station file's recipes and those created on the box (the store's recipes.json; the file wins a name or an
+    index: runtime/station/created.py). A damaged recipes.json is said in one line and the file's recipes run."""
+    from edge_stpm.runtime.station.created import merge
+
+    try:
+        entries = store.created()
+    except UserError as exc:
+        say(f"error: {exc}; the station file's recipes run")
+        return list(st.recipes)
+    return merge(list(st.recipes), entries, say)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ class StationControl:
     engineer_token: str | None = None
     station: Any = None  # the station file as the run started (or was last reloaded): what a reload is compared with
     zip_limits: ZipLimits = field(default_factory=ZipLimits)  # what an uploaded or dropped zip may unpack to
+    _create_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one new recipe at a time
 
     def adopt(self, log: Any = None) -> None:
         """Every recipe's station-file model is version 0 in the store (its history starts there); a recipe whose
@@ -80,6 +82,30 @@ class StationControl:
                 log(f"recipe {name}: threshold {cfg.threshold:g}, minimum area {cfg.min_defect_area}, review band "
                     f"{cfg.review_band}, set from the web app by {v.get('by', '?')} (kept in "
                     f"{self.store.root / self.store.SETTINGS}; a reload that changes this recipe replaces them)")
+
+    def create_recipe(self, body: dict[str, Any], who: str) -> dict[str, Any]:
+        """A new recipe from the web app or the API (``body``: name, plc_index?, copy_from?; runtime/station/created.py
+        checks it as the station file's are checked): stored in the model store's recipes.json first (where the next
+        start finds it), then selectable by the PLC at once, with no model yet (error 7 while active). Audited; a
+        refusal is one UserError line, audited too."""
+        from edge_stpm.runtime.inspector import NoModel
+        from edge_stpm.runtime.station.created import entry, new_recipe
+
+        with self._create_lock:
+            try:
+                cfg, src = new_recipe(body, self.recipes)
+                self.store.add_created(entry(cfg, who, time.time(), src))
+            except UserError as exc:
+                name = body.get("name") if isinstance(body.get("name"), str) else None
+                self.audit.write(who, "create recipe", (name or "")[:64] or None, None, None, "refused", str(exc))
+                raise
+            self.recipes.add(LoadedRecipe(cfg, NoModel(), "", 0.0))
+        after = {"index": cfg.index, "copied_from": src, "threshold": cfg.threshold, "roi": cfg.roi,
+                 "min_defect_area": cfg.min_defect_area, "review_band": cfg.review_band}
+        self.audit.write(who, "create recipe", cfg.name, None, after, "ok",
+                         f"PLC index {cfg.index}" + (f", settings of {src}" if src else "") + "; no model yet")
+        return {"recipe": cfg.name, "index": cfg.index, "copied_from": src, "has_model": False,
+                "recipes": self.recipes.summary()}
 
     def _apply(self, rec: LoadedRecipe, cfg: Any) -> None:
         """``rec`` with other live settings, on the same loaded model, swapped in between two frames."""

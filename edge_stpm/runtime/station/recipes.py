@@ -181,6 +181,14 @@ class RecipeSet:
             old.inspector.close()
         return old
 
+    def add(self, new: LoadedRecipe) -> None:
+        """A recipe created while running: the PLC (and HTTP) can select it by its index from now on. ValueError when
+        its index or name is taken (the caller checks first; this keeps two requests at once honest)."""
+        with self.lock:
+            if new.cfg.index in self.recipes or any(r.cfg.name == new.cfg.name for r in self.recipes.values()):
+                raise ValueError(f"recipe {new.cfg.name} / index {new.cfg.index} exists")
+            self.recipes[new.cfg.index] = new
+
     def names(self) -> dict[int, str]:
         """Every recipe's index and name (what the PLC's side shows)."""
         return {r.cfg.index: r.cfg.name for r in self.recipes.values()}

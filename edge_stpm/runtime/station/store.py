@@ -127,6 +127,35 @@ class ModelStore:
                 doc[recipe] = values
             write_json(self.root / self.SETTINGS, doc)
 
+    CREATED = "recipes.json"  # recipes created on the box (runtime/station/created.py): what the next start adds
+
+    def created(self) -> list[dict[str, Any]]:
+        """The recipes created on the box, oldest first; [] when none. A damaged file is one UserError (it is never
+        written over: the recipes in it would be lost)."""
+        p = self.root / self.CREATED
+        if not p.is_file():
+            return []
+        try:
+            doc = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{p}: damaged (not JSON); move it away (the recipes created on the box are in "
+                            "it)") from None
+        except OSError as exc:
+            raise UserError(f"{p}: cannot read: {exc.strerror or exc}") from None
+        recipes = doc.get("recipes") if isinstance(doc, dict) else None
+        if not isinstance(recipes, list):
+            raise UserError(f"{p}: damaged (no list of recipes); move it away")
+        return [r for r in recipes if isinstance(r, dict)]
+
+    def add_created(self, entry: dict[str, Any]) -> None:
+        """One more created recipe, written atomically (the whole file, under the store's lock)."""
+        with self.lock:
+            doc = {"version": 1, "recipes": [*self.created(), entry]}
+            try:
+                write_json(self.root / self.CREATED, doc)
+            except OSError as exc:
+                raise UserError(f"cannot write {self.root / self.CREATED}: {exc.strerror or exc}") from None
+
     def _index(self, recipe: str) -> Path:
         return self.root / recipe / "versions.json"
 

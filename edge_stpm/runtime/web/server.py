@@ -50,6 +50,7 @@ PUBLIC = "public"
 ROLE_NAMES = (PUBLIC, *RANK)
 SMALL_BODY = 64 * 1024  # bytes: every route's body limit unless it declares another
 LOGIN_BODY = 4 * 1024
+RECIPE_BODY = 4 * 1024  # a new recipe: a name, an index, a recipe to copy
 SIGNED_TTL_S = 300.0  # how long a signed image/stream/download URL stays good
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; "
@@ -567,6 +568,15 @@ def _app_routes(view: Any, api: Any) -> list[Route]:
         ),
         Route("POST", "/api/review", api.review, "operator", note="mark a result good or defect", action="review"),
         Route("GET", "/api/recipes", api.recipes, "viewer", note="recipes with their versions"),
+        Route(
+            "POST",
+            "/api/recipes",
+            api.create_recipe,
+            "engineer",
+            body=RECIPE_BODY,
+            note="a new recipe (no model yet; next free PLC index or the one given), kept for the next start",
+            action="create recipe",
+        ),
         Route("POST", "/api/preview", api.preview, "engineer", note="what a threshold would change", action="preview"),
         Route(
             "POST",
