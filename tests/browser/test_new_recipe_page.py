@@ -30,7 +30,7 @@ def _select(port: int, index: int) -> list[int]:
 
 def test_a_recipe_created_on_the_page_learns_its_part(exported: Path, synth_dir: Path, tmp_path: Path) -> None:
     from conftest import SIZE
-    from edge_stpm.contract.files import data_dir
+    from edge_stpm.common.files import data_dir
     from edge_stpm.runtime.line import plc
     from edge_stpm.training.export.teacher_pack import write_teacher_pack
     from helpers.line_parts import free_port

@@ -31,6 +31,7 @@ from edge_stpm.runtime.station import drift, dropfolder
 from edge_stpm.runtime.station.audit import Audit
 from edge_stpm.runtime.station.config import load, run_values
 from edge_stpm.runtime.station.control import StationControl
+from edge_stpm.runtime.station.created import merge
 from edge_stpm.runtime.station.recipes import StationInspector, load_recipes
 from edge_stpm.runtime.station.service import Watchdog
 from edge_stpm.runtime.station.store import ModelStore
@@ -372,8 +373,6 @@ def _station_inspector(c: RunConfig, threads: Optional[int], line: Any, say: Say
 def _with_created(st: Any, store: Any, say: Say) -> list[Any]:
     """The station file's recipes and those created on the box (the store's recipes.json; the file wins a name or an
     index: runtime/station/created.py). A damaged recipes.json is said in one line and the file's recipes run."""
-    from edge_stpm.runtime.station.created import merge
-
     try:
         entries = store.created()
     except UserError as exc:

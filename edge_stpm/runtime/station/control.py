@@ -17,6 +17,7 @@ from edge_stpm.common.files import zip_tree
 from edge_stpm.common.safezip import ZipLimits, extract_flat
 from edge_stpm.runtime.inspector import Inspector, NoModel
 from edge_stpm.runtime.station.audit import Audit
+from edge_stpm.runtime.station.created import entry, new_recipe
 from edge_stpm.runtime.station.recipes import LoadedRecipe, RecipeSet
 from edge_stpm.runtime.station.store import ModelStore, refuse_links, self_test, verify
 
@@ -88,9 +89,6 @@ class StationControl:
         checks it as the station file's are checked): stored in the model store's recipes.json first (where the next
         start finds it), then selectable by the PLC at once, with no model yet (error 7 while active). Audited; a
         refusal is one UserError line, audited too."""
-        from edge_stpm.runtime.inspector import NoModel
-        from edge_stpm.runtime.station.created import entry, new_recipe
-
         with self._create_lock:
             try:
                 cfg, src = new_recipe(body, self.recipes)

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 
 from pydantic import ValidationError
 
-from edge_stpm.contract.errors import UserError
+from edge_stpm.common.errors import UserError
 from edge_stpm.runtime.station.config import NAME, RECIPE_INDEX_MAX, Recipe
 
 KEYS = ("name", "plc_index", "copy_from")  # what a request may give

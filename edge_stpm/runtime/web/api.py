@@ -236,8 +236,6 @@ class Api:
     async def create_recipe(self, request: Any) -> Any:
         """POST {name, plc_index?, copy_from?}: a new recipe with no model yet, stored where the next start finds it
         (runtime/station/control.py ``create_recipe``); a refusal is 422 with one line."""
-        from aiohttp import web
-
         body = await json_body(request)
         return web.json_response(await self.off_loop(self.control.create_recipe, body, _who(request)))
 
