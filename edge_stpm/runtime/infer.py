@@ -10,6 +10,7 @@ import cv2
 from rich.console import Console
 from rich.table import Table
 
+from edge_stpm.common.cells import safe_row
 from edge_stpm.common.errors import UserError
 from edge_stpm.common.files import ensure_dir, write_bytes, write_json
 from edge_stpm.common.images import IMAGE_EXTS, crop_roi, list_images, read_image
@@ -57,7 +58,7 @@ def infer_paths(inputs: list[Path], model: Path, out: Path, backend: str = "auto
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
-    w.writerows(rows)
+    w.writerows(safe_row(r) for r in rows)
     write_bytes(out / "summary.csv", buf.getvalue().encode())
     write_json(out / "summary.json", {"model": str(model), "threshold": insp.image_threshold,
                                       "threshold_normalised": insp.threshold_scale, "images": rows})

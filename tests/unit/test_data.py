@@ -119,3 +119,21 @@ def test_degenerate_image_files_are_read_as_a_viewer_shows_them_or_refused_in_on
         with pytest.raises(UserError, match="cannot read image") as e:
             read_image(tmp_path / name)
         assert "\n" not in str(e.value)
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_written_as_text() -> None:
+    """CSV injection (OWASP): a text cell starting with = + - @ tab or CR gets a leading ' in every CSV the product
+    writes (here the record's, as ``history --format csv`` writes it); numbers, a negative one too, stay numbers."""
+    import csv
+    import io
+
+    from edge_stpm.common.cells import safe_cell
+    from edge_stpm.runtime.loop.sinks.record import COLUMNS, to_csv
+
+    row = {k: "" for k in COLUMNS} | {"source_spec": "=HYPERLINK(\"http://x\",\"y\")", "recipe_name": "@SUM(A1)",
+                                      "score": -0.25, "verdict": "OK", "camera": None}
+    got = next(csv.DictReader(io.StringIO(to_csv([row]))))
+    assert got["source_spec"] == "'=HYPERLINK(\"http://x\",\"y\")" and got["recipe_name"] == "'@SUM(A1)"
+    assert got["score"] == "-0.25" and got["verdict"] == "OK"
+    assert [safe_cell(v) for v in ("+1", "-x", "\tA", "\rA", "ok", 3, None)] == ["'+1", "'-x", "'\tA", "'\rA", "ok", 3,
+                                                                                None]

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from edge_stpm.common.cells import safe_row
 from edge_stpm.common.errors import UserError
 from edge_stpm.common.files import Busy
 from edge_stpm.contract.options import small_int
@@ -173,9 +174,9 @@ class Api:
             w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
             w.writeheader()
             for r in rows:
-                w.writerow(r | {"camera": json.dumps(r["camera"]) if r["camera"] else "",
-                                "review_mark": (r["review"] or {}).get("mark", ""),
-                                "review_who": (r["review"] or {}).get("who", "")})
+                w.writerow(safe_row(r | {"camera": json.dumps(r["camera"]) if r["camera"] else "",
+                                         "review_mark": (r["review"] or {}).get("mark", ""),
+                                         "review_who": (r["review"] or {}).get("who", "")}))
             return web.Response(text=buf.getvalue(), content_type="text/csv",
                                 headers={"Content-Disposition": "attachment; filename=results.csv"})
         signer, role = self.view.guard.signer, request.get("role") or "viewer"

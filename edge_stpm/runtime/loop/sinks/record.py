@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from rich.table import Table
 
+from edge_stpm.common.cells import safe_row
 from edge_stpm.common.errors import UserError
 from edge_stpm.common.files import write_text
 from edge_stpm.common.redact import redact
@@ -462,7 +463,7 @@ def to_csv(rows: Iterable[dict[str, Any]]) -> str:
     w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow(r | {"camera": json.dumps(r["camera"]) if r.get("camera") else ""})
+        w.writerow(safe_row(r | {"camera": json.dumps(r["camera"]) if r.get("camera") else ""}))
     return buf.getvalue()
 
 
