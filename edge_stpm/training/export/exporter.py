@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import cv2
 import numpy as np
@@ -164,6 +165,25 @@ def _test_metrics(backend: Any, test: dict[str, Any], meta: dict[str, Any], prec
     return m["overall"] | {"per_defect": m["per_defect"]}
 
 
+@dataclass
+class _Run:
+    """What every graph of one export shares: the pipeline, the bundle folder, the parity images and PyTorch's maps
+    and scores of them (the reference), the labelled test set (``--data``), INT8's calibration images."""
+
+    pipe: Any
+    meta: dict[str, Any]
+    sha: str
+    out: Path
+    batch: int
+    parity_imgs: np.ndarray
+    ref: tuple[np.ndarray, np.ndarray]
+    test: dict[str, Any] | None
+    cal: tuple[list[Path], str]
+    force: bool
+    quiet: bool
+    committed: list[str] = field(default_factory=list)
+
+
 def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: Path | None = None,
            calib_count: int = 300, calib_method: str = "minmax", calib_root: Path = Path("calibration"),
            data: Path | None = None, parity_count: int = 16, seed: int = 0, quiet: bool = False,
@@ -180,18 +200,49 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
     pipe, meta = checkpoint.load_pipeline(Path(ckpt))
     out = output_dir(Path(out), also=(CANDIDATE,))
     sha = checkpoint.file_sha256(Path(ckpt))
-    size, fit = meta["image_size"], meta["fit"]
-    rng = np.random.default_rng(seed)
+    cal = _calibration_set(meta, calib, calib_count, seed) if "int8" in precisions else ([], "")
+    parity_paths, grid = _parity_set(meta, cal[0], calib, parity_count, frame_sizes)
+    parity_imgs = load_images(parity_paths, meta["image_size"], meta["fit"], tiles=grid)
+    with torch.no_grad():
+        ref_maps, ref_scores = (t.numpy() for t in pipe(torch.from_numpy(parity_imgs)))
+    run = _Run(pipe, meta, sha, out, batch, parity_imgs, (ref_maps[:, 0], ref_scores), _test_set(data, meta, quiet),
+               cal, force, quiet)
+    report: dict[str, Any] = {"checkpoint": str(ckpt), "checkpoint_sha256": sha, "batch": batch, "graphs": {}}
+    order = ["fp32"] + [p for p in precisions if p != "fp32"]
+    for prec in order:
+        report["graphs"][prec] = _one_graph(run, prec, report["graphs"].get("fp32", {}).get("test"),
+                                            (calib_method, calib_root, float_stages))
+    report["graphs"] = {p: report["graphs"][p] for p in order if p in precisions or p == "fp32"}
+    if frame_sizes:
+        report["frame_graphs"] = _frame_graphs(pipe, meta, sha, [p for p in order if p != "int8"], frame_sizes, out,
+                                               parity_paths, run.committed, force)
+    report["selftest"] = write_selftest(out, parity_imgs, list(report["graphs"]), batch)
+    report["teacher_pack"] = bundle_pack(pipe, meta, out) is not None
+    write_json(out / "export.json", report)
+    write_bundle_readme(out, graph_metadata(meta, "fp32", batch, sha), list(report["graphs"]))
+    write_manifest(out, {"backbone": meta["backbone"], "image_size": meta["image_size"], "fit": meta["fit"],
+                         "batch": batch, "checkpoint_sha256": sha})
+    return report
 
-    cal_paths, cal_source = ([], "")
-    if "int8" in precisions:
-        cal_paths, cal_source = calibration_paths(meta, calib)
-        if len(cal_paths) > calib_count:
-            cal_paths = [cal_paths[i] for i in np.sort(rng.choice(len(cal_paths), calib_count, replace=False))]
-        warning = check_count(len(cal_paths))
-        if warning and warning not in _WARNED:
-            _WARNED.add(warning)
-            console.print(f"[yellow]warning: {warning}")
+
+def _calibration_set(meta: dict[str, Any], calib: Path | None, calib_count: int, seed: int) -> tuple[list[Path], str]:
+    """INT8's calibration images (at most ``calib_count``, a seeded sample) and where they came from; a warning once
+    per process when they are few."""
+    cal_paths, cal_source = calibration_paths(meta, calib)
+    if len(cal_paths) > calib_count:
+        rng = np.random.default_rng(seed)
+        cal_paths = [cal_paths[i] for i in np.sort(rng.choice(len(cal_paths), calib_count, replace=False))]
+    warning = check_count(len(cal_paths))
+    if warning and warning not in _WARNED:
+        _WARNED.add(warning)
+        console.print(f"[yellow]warning: {warning}")
+    return cal_paths, cal_source
+
+
+def _parity_set(meta: dict[str, Any], cal_paths: list[Path], calib: Path | None, parity_count: int,
+                frame_sizes: list[tuple[int, int]] | tuple[()]) -> tuple[list[Path], Any]:
+    """The held-out good images every graph is compared on (the checkpoint's, else calibration images), and the tile
+    grid (a tiled fit refuses ``--frame-size``)."""
     parity_paths = _existing(meta.get("training", {}).get("val_images", []))[:parity_count] or cal_paths[:parity_count]
     if not parity_paths:
         if calib is None:
@@ -201,66 +252,57 @@ def export(ckpt: Path, precisions: list[str], out: Path, batch: int = 1, calib: 
     if grid is not None and frame_sizes:
         raise UserError(f"--frame-size: the device frame path fits one square and this model has a tiled fit "
                         f"({grid.describe()}); its tiles are cut and stitched on the host: export without --frame-size")
-    parity_imgs = load_images(parity_paths, size, fit, tiles=grid)
-    with torch.no_grad():
-        ref_maps, ref_scores = (t.numpy() for t in pipe(torch.from_numpy(parity_imgs)))
-    ref_maps = ref_maps[:, 0]
+    return parity_paths, grid
 
-    test = None
-    if data is not None:
-        items = labelled_test_images(Path(data))
-        test = test_inputs(items, meta, quiet) | {"labels": np.array([i.label for i in items]),
-                                                  "defects": np.array([i.defect for i in items])}
 
-    report: dict[str, Any] = {"checkpoint": str(ckpt), "checkpoint_sha256": sha, "batch": batch, "graphs": {}}
-    order = ["fp32"] + [p for p in precisions if p != "fp32"]
-    committed: list[str] = []
-    for prec in order:
-        t0 = time.perf_counter()
-        md = graph_metadata(meta, prec, batch, sha)
-        final = onnx_path(out, prec)
-        # each graph is written under a hidden candidate name and renamed onto model_<prec>.onnx only once it has
-        # passed its checks: a failed export never removes or half-replaces a graph already in the bundle
-        path = final.with_name(f".{final.stem}.candidate.onnx")  # CANDIDATE: a killed export's is cleaned next time
-        extra: dict[str, Any] = {}
-        if prec == "int8":
-            extra["qdq"] = _int8_candidate(out, path, md, cal_paths, cal_source, batch, size, fit, calib_method,
-                                           calib_root, float_stages, quiet)
-        else:
-            export_onnx(pipe, prec, batch, path, md)
-        backend = OnnxBackend(path, allow_gpu=False)
-        maps, scores = backend.infer_any(parity_imgs)
-        parity = parity_figures(maps, scores, ref_maps, ref_scores, float(meta["thresholds"]["image"]))
-        if prec == "fp32" and not parity["map_rel_l2"] <= FP32_MAX_REL_L2:
-            path.unlink(missing_ok=True)
-            _keep_bundle_consistent(out, committed)
-            raise UserError(f"FP32 ONNX graph disagrees with PyTorch (map relative L2 {parity['map_rel_l2']:.2e} > "
-                            f"{FP32_MAX_REL_L2:.0e}); not written")
-        entry: dict[str, Any] = {"path": str(final), "bytes": path.stat().st_size, "parity_vs_pytorch": parity,
-                                 "seconds": time.perf_counter() - t0, **extra}
-        if test is not None:
-            entry["test"] = _test_metrics(backend, test, meta, prec, quiet)
-        failures = gate_failures(prec, parity, entry.get("test"), report["graphs"].get("fp32", {}).get("test"))
-        entry["gate"] = {"bounds": GATES.get(prec, {}), "max_auroc_drop": MAX_AUROC_DROP, "failures": failures,
-                         "forced": bool(failures and force)}
-        if failures and not force:
-            path.unlink(missing_ok=True)
-            _keep_bundle_consistent(out, committed)
-            raise UserError(f"the {prec.upper()} graph misses its precision gate on held-out good images: "
-                            + "; ".join(failures) + f"; not written, any earlier {final.name} left as it was "
-                            "(--force writes it anyway)")
-        os.replace(path, final)
-        committed.append(final.name)
-        write_json(sidecar(final), md | {"export": entry})
-        report["graphs"][prec] = entry
-    report["graphs"] = {p: report["graphs"][p] for p in order if p in precisions or p == "fp32"}
-    if frame_sizes:
-        report["frame_graphs"] = _frame_graphs(pipe, meta, sha, [p for p in order if p != "int8"], frame_sizes, out,
-                                               parity_paths, committed, force)
-    report["selftest"] = write_selftest(out, parity_imgs, list(report["graphs"]), batch)
-    report["teacher_pack"] = bundle_pack(pipe, meta, out) is not None
-    write_json(out / "export.json", report)
-    write_bundle_readme(out, graph_metadata(meta, "fp32", batch, sha), list(report["graphs"]))
-    write_manifest(out, {"backbone": meta["backbone"], "image_size": size, "fit": fit, "batch": batch,
-                         "checkpoint_sha256": sha})
-    return report
+def _test_set(data: Path | None, meta: dict[str, Any], quiet: bool) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    items = labelled_test_images(Path(data))
+    return test_inputs(items, meta, quiet) | {"labels": np.array([i.label for i in items]),
+                                              "defects": np.array([i.defect for i in items])}
+
+
+def _one_graph(run: _Run, prec: str, fp32_test: dict[str, Any] | None,
+               int8: tuple[str, Path, tuple[int, ...]]) -> dict[str, Any]:
+    """Write ``prec``'s graph under a hidden candidate name, compare it with PyTorch on the parity images (and the
+    test set), apply its gate, and only then rename it onto ``model_<prec>.onnx``: a failed export never removes or
+    half-replaces a graph already in the bundle. Returns the graph's report entry."""
+    t0 = time.perf_counter()
+    md = graph_metadata(run.meta, prec, run.batch, run.sha)
+    final = onnx_path(run.out, prec)
+    path = final.with_name(f".{final.stem}.candidate.onnx")  # CANDIDATE: a killed export's is cleaned next time
+    extra: dict[str, Any] = {}
+    if prec == "int8":
+        extra["qdq"] = _int8_candidate(run.out, path, md, run.cal[0], run.cal[1], run.batch, run.meta["image_size"],
+                                       run.meta["fit"], *int8, run.quiet)
+    else:
+        export_onnx(run.pipe, prec, run.batch, path, md)
+    backend = OnnxBackend(path, allow_gpu=False)
+    maps, scores = backend.infer_any(run.parity_imgs)
+    parity = parity_figures(maps, scores, *run.ref, float(run.meta["thresholds"]["image"]))
+    if prec == "fp32" and not parity["map_rel_l2"] <= FP32_MAX_REL_L2:
+        _refuse(run, path, f"FP32 ONNX graph disagrees with PyTorch (map relative L2 {parity['map_rel_l2']:.2e} > "
+                           f"{FP32_MAX_REL_L2:.0e}); not written")
+    entry: dict[str, Any] = {"path": str(final), "bytes": path.stat().st_size, "parity_vs_pytorch": parity,
+                             "seconds": time.perf_counter() - t0, **extra}
+    if run.test is not None:
+        entry["test"] = _test_metrics(backend, run.test, run.meta, prec, run.quiet)
+    failures = gate_failures(prec, parity, entry.get("test"), fp32_test)
+    entry["gate"] = {"bounds": GATES.get(prec, {}), "max_auroc_drop": MAX_AUROC_DROP, "failures": failures,
+                     "forced": bool(failures and run.force)}
+    if failures and not run.force:
+        _refuse(run, path, f"the {prec.upper()} graph misses its precision gate on held-out good images: "
+                           + "; ".join(failures) + f"; not written, any earlier {final.name} left as it was "
+                           "(--force writes it anyway)")
+    os.replace(path, final)
+    run.committed.append(final.name)
+    write_json(sidecar(final), md | {"export": entry})
+    return entry
+
+
+def _refuse(run: _Run, candidate: Path, why: str) -> NoReturn:
+    """Remove a candidate graph that failed, keep the bundle consistent, and fail the export in one line."""
+    candidate.unlink(missing_ok=True)
+    _keep_bundle_consistent(run.out, run.committed)
+    raise UserError(why)
