@@ -620,7 +620,7 @@ def fit(teacher_pack: Path = typer.Option(..., "--teacher", help="A teacher pack
         coreset_chunk: int = typer.Option(DEFAULT_CORESET_CHUNK, **rng("coreset_chunk"), help="0 = exact greedy k-center (as train); N > 0 = over chunks of at most N patches (cost linear in the patches)."),
         seed: int = typer.Option(0, **rng("seed"), help="The held-out split and the coreset's start (as train --seed)."),
         threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime (default: all)."),
-        precision: str = typer.Option("fp32", help="fp32, or fp32,fp16: also an FP16 graph (teacher FP16, head FP32) for TensorRT 10+ FP16 engines, kept only if it passes export's FP16 gate against the FP32 graph on the held-out images (needs a pack that carries an FP16 template)."),
+        precision: str = typer.Option("fp32", help="fp32, plus fp16 and/or int8 (e.g. fp32,fp16,int8): an FP16 graph (the pack's FP16 template: teacher FP16, head FP32) and an INT8 Q/DQ graph (the FP32 graph quantized on the training images), for TensorRT FP16/INT8 engines; each kept only if it passes export's gate against the FP32 graph on the held-out images."),
         quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
     """Learn a part on the box, on the runtime install (no PyTorch): a memory model of good images — the teacher's
     patch features in ONNX Runtime, the coreset in numpy, thresholds from held-out good images, the no-defect check,

@@ -326,3 +326,12 @@ def tiles_lines(md: dict[str, Any]) -> list[str]:
 
 def write_bundle_readme(folder: Path, md: dict[str, Any], graphs: list[str]) -> Path:
     return write_text(Path(folder) / "README.md", bundle_readme(md, graphs))
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any], producer: str = "edge-stpm") -> None:
+    """Store metadata as JSON under ``edge_stpm`` plus a few flat keys for tools that list props."""
+    del model.metadata_props[:]
+    flat = {METADATA_KEY: json.dumps(metadata), "backbone": metadata["backbone"], "precision": metadata["precision"],
+            "image_size": str(metadata["image_size"]), "image_threshold": repr(metadata["thresholds"]["image"])}
+    onnx.helper.set_model_props(model, flat)
+    model.producer_name = producer

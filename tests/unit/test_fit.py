@@ -137,6 +137,32 @@ def test_fit_writes_an_fp16_graph_behind_export_gate(pack: Path, synth_dir: Path
     verify_bundle(again)
 
 
+def test_fit_writes_an_int8_graph_behind_export_gate(pack: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """``--precision fp32,int8``: the fitted FP32 graph quantized (export's Q/DQ placement, min-max ranges of the
+    training images), kept because it passes export's INT8 gate against the FP32 graph; Q/DQ nodes in the graph, the
+    TensorRT rules hold, the bundle verifies and the INT8 graph passes its self-test; no calibration file is left."""
+    import onnx
+
+    from edge_stpm.contract.gates import GATES
+    from edge_stpm.contract.trt_rules import require_trt_ready
+    from edge_stpm.runtime.station.store import self_test
+
+    out = tmp_path / "b8"
+    rep = fit(FitConfig(pack, synth_dir, out, precisions=("fp32", "int8")))
+    g = rep["graphs"]["int8"]
+    assert g["file"] == "model_int8.onnx" and not g["gate"]["failures"], g
+    for k, bound in GATES["int8"].items():
+        assert g["parity_vs_fp32"][k] <= bound, (k, g["parity_vs_fp32"])
+    model = onnx.load(str(out / "model_int8.onnx"))
+    assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) > 10
+    require_trt_ready(model, "the fitted INT8 graph")
+    verify_bundle(out)
+    insp = Inspector.load(out, "onnxruntime", precision="int8")
+    assert insp.backend.precision == "int8"
+    self_test(insp, out)
+    assert not [p for p in out.rglob("*") if "calib" in p.name or p.suffix == ".part"]
+
+
 def test_fp16_needs_a_pack_with_its_template(pack: Path, synth_dir: Path, tmp_path: Path) -> None:
     """A pack written before packs carried an FP16 template (no ``template.fp16``) and a list without FP32: one line,
     nothing written."""
@@ -154,8 +180,8 @@ def test_fp16_needs_a_pack_with_its_template(pack: Path, synth_dir: Path, tmp_pa
     doc["sha256"].pop("template_fp16.onnx")
     (old / "teacher.json").write_text(json.dumps(doc))
     runner = CliRunner()
-    for teacher, prec, msg in ((old, "fp32,fp16", "no FP16 template"), (pack, "fp16", "must be fp32 or fp32,fp16"),
-                               (pack, "fp32,int8", "must be fp32 or fp32,fp16")):
+    for teacher, prec, msg in ((old, "fp32,fp16", "no FP16 template"), (pack, "fp16", "must list fp32"),
+                               (pack, "fp32,fp64", "must list fp32")):
         out = tmp_path / "out"
         r = runner.invoke(app, ["fit", "--teacher", str(teacher), "--data", str(synth_dir), "--out", str(out),
                                 "--precision", prec])
@@ -179,9 +205,10 @@ def test_fit_runs_on_the_runtime_install_without_torch(pack: Path, synth_dir: Pa
     b = json.loads((out / "fit.json").read_text())["thresholds"]
     assert abs(a["image"] - b["image"]) <= 1e-4 * a["image"]
     r = subprocess.run([RUNTIME_PY, "-m", "edge_stpm.cli", "fit", "--teacher", str(pack), "--data", str(synth_dir),
-                        "--out", str(tmp_path / "cli"), "--quiet"], capture_output=True, text=True, timeout=600,
-                       cwd="/")
+                        "--out", str(tmp_path / "cli"), "--quiet", "--precision", "fp32,fp16,int8"],
+                       capture_output=True, text=True, timeout=600, cwd="/")
     assert r.returncode == 0 and "memory entries" in r.stdout, r.stderr
+    assert "FP16: model_fp16.onnx" in r.stdout and "INT8: model_int8.onnx" in r.stdout, r.stdout  # torch-free too
 
 
 def _drifted_parts(synth_dir: Path, out: Path, n: int = 20) -> Path:

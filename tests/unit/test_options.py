@@ -150,7 +150,7 @@ def test_choice_names_match_the_training_registries() -> None:
     from edge_stpm.contract import options
     from edge_stpm.training.backbones import BACKBONES
     from edge_stpm.common.images import FIT_MODES
-    from edge_stpm.training.export.quantize import CALIB_METHODS
+    from edge_stpm.runtime.learn.quantize import CALIB_METHODS
     from edge_stpm.training.model import LOSS_REDUCTIONS
     from edge_stpm.runtime.backends.select import BACKENDS
     from edge_stpm.contract.artifacts import PRECISIONS

@@ -10,7 +10,6 @@ parent and the folder appears only when complete: a failed or cancelled fit leav
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -22,18 +21,18 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from edge_stpm.common.errors import UserError
 from edge_stpm.common.files import write_json
 from edge_stpm.common.images import good_images, load_images
 from edge_stpm.contract.artifacts import (
-    METADATA_KEY,
     SELFTEST,
     file_sha256,
     onnx_path,
     read_onnx_metadata,
     selftest_image,
+    set_metadata,
     sidecar,
     write_bundle_readme,
     write_manifest,
@@ -45,10 +44,12 @@ from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend, open_ses
 from edge_stpm.runtime.learn import thresholds
 from edge_stpm.runtime.learn.coreset import bank_entries, select
 from edge_stpm.runtime.learn.pack import BANK_SQ, BANK_T, FEATURES, TEACHER_JSON, Pack, need_template, read_pack
+from edge_stpm.runtime.learn.quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
 from edge_stpm.runtime.learn.synthetic import make, proxy_auroc
 
 MIN_IMAGES = 5
-FIT_PRECISIONS = ("fp32", "fp16")  # INT8 (calibration, Q/DQ) is export's only
+FIT_PRECISIONS = ("fp32", "fp16", "int8")
+INT8_CALIB_MAX = 300  # calibration images for INT8: the training images, a seeded sample of at most this many
 VAL_FRACTION = 0.2
 SELFTEST_IMAGES = 3
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -112,11 +113,7 @@ def bank_graph(pack: Pack, bank: np.ndarray, precision: str = "fp32") -> Any:
 
 
 def _metadata(model: Any, md: dict[str, Any]) -> None:
-    del model.metadata_props[:]
-    helper.set_model_props(model, {METADATA_KEY: json.dumps(md), "backbone": md["backbone"],
-                                   "precision": md["precision"], "image_size": str(md["image_size"]),
-                                   "image_threshold": repr(md["thresholds"]["image"])})
-    model.producer_name = "edge-stpm fit"
+    set_metadata(model, md, "edge-stpm fit")
 
 
 def _write_graph(model: Any, path: Path) -> None:
@@ -176,8 +173,8 @@ def _check(cfg: FitConfig) -> None:
     if not 0 < cfg.val_fraction < 1:
         raise UserError(f"the held-out share must be between 0 and 1, not {cfg.val_fraction}")
     if "fp32" not in cfg.precisions or not set(cfg.precisions) <= set(FIT_PRECISIONS):
-        raise UserError(f"--precision must be fp32 or fp32,fp16 (FP32 is the reference of the thresholds and the "
-                        f"FP16 gate), not {','.join(cfg.precisions)}")
+        raise UserError(f"--precision must list fp32 and optionally fp16 and int8, e.g. fp32,fp16,int8 (FP32 is the "
+                        f"reference of the thresholds and the gates), not {','.join(cfg.precisions)}")
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty: fit writes a new bundle folder")
@@ -190,7 +187,8 @@ def fit(cfg: FitConfig, progress: Progress | None = None) -> dict[str, Any]:
     tell = progress or (lambda stage, done, total: None)
     pack = read_pack(cfg.teacher)
     for prec in cfg.precisions:
-        need_template(pack, prec)
+        if prec != "int8":  # INT8 is quantized from the fitted FP32 graph, not from a template
+            need_template(pack, prec)
     paths, images = _images(cfg, pack)
     val, train = split(len(paths), cfg.val_fraction, cfg.seed)
     done = [0]
@@ -212,7 +210,8 @@ def fit(cfg: FitConfig, progress: Progress | None = None) -> dict[str, Any]:
     bank = feats[select(feats, k, cfg.seed, cfg.chunk, pick)]
     t_core = time.perf_counter()
     info = _fit_info(cfg, paths, val, train, pack)
-    return publish(Path(cfg.out), lambda tmp: _build(cfg, pack, bank, images[val], tmp, info),
+    calib = _calibration(images[train], cfg) if "int8" in cfg.precisions else None
+    return publish(Path(cfg.out), lambda tmp: _build(cfg, pack, bank, images[val], tmp, info, calib),
                    {"features": t_feat - t0, "coreset": t_core - t_feat}, t0)
 
 
@@ -267,7 +266,7 @@ def _fit_info(cfg: FitConfig, paths: list[Path], val: np.ndarray, train: np.ndar
 
 
 def _build(cfg: FitConfig, pack: Pack, bank: np.ndarray, good: np.ndarray, out: Path,
-           info: dict[str, Any]) -> dict[str, Any]:
+           info: dict[str, Any], calib: np.ndarray | None = None) -> dict[str, Any]:
     """Graph, thresholds (from the held-out ``good`` images), no-defect check, self-test, README and teacher pack of
     ``bank``, written into ``out``; returns the report (``info`` and what was made)."""
     model = bank_graph(pack, bank)
@@ -296,6 +295,8 @@ def _build(cfg: FitConfig, pack: Pack, bank: np.ndarray, good: np.ndarray, out: 
     graphs = {"fp32": {"file": path.name}}
     if "fp16" in cfg.precisions:
         graphs["fp16"] = _half(cfg, pack, bank, good, out, md, (maps, scores), fit_md)
+    if "int8" in cfg.precisions and calib is not None:
+        graphs["int8"] = _int8(cfg, out, md, good, calib, (maps, scores), fit_md)
     written = tuple(p for p in graphs if graphs[p].get("file"))
     _selftest(out, good, cfg.threads, written)
     write_bundle_readme(out, md, list(written))
@@ -313,11 +314,40 @@ def _half(cfg: FitConfig, pack: Pack, bank: np.ndarray, good: np.ndarray, out: P
     md16 = md | {k: v for k, v in read_onnx_metadata(need_template(pack, "fp16")).items() if k == "precision"}
     _metadata(model, md16)
     _write_graph(model, path)
+    return _keep(cfg, path, "fp16", md16 | sidecar_extra, good, ref)
+
+
+def _keep(cfg: FitConfig, path: Path, prec: str, md: dict[str, Any], good: np.ndarray,
+          ref: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """Score the held-out images with the graph at ``path`` and keep it (with its sidecar ``md``) only if it passes
+    ``prec``'s export gate against the FP32 graph's maps and scores ``ref``; removed otherwise. The report entry."""
     maps, scores = _score(path, good, cfg.threads)
     parity = parity_figures(maps, scores, ref[0], ref[1], float(md["thresholds"]["image"]))
-    failures = gate_failures("fp16", parity, None, None)
+    failures = gate_failures(prec, parity, None, None)
     if failures:
         path.unlink()
-        return {"file": None, "parity_vs_fp32": parity, "gate": {"bounds": GATES["fp16"], "failures": failures}}
-    write_json(sidecar(path), md16 | sidecar_extra)
-    return {"file": path.name, "parity_vs_fp32": parity, "gate": {"bounds": GATES["fp16"], "failures": []}}
+        return {"file": None, "parity_vs_fp32": parity, "gate": {"bounds": GATES[prec], "failures": failures}}
+    write_json(sidecar(path), md)
+    return {"file": path.name, "parity_vs_fp32": parity, "gate": {"bounds": GATES[prec], "failures": []}}
+
+
+def _calibration(train: np.ndarray, cfg: FitConfig) -> np.ndarray:
+    """INT8's calibration images: the training images (not the held-out ones the gate compares on), a seeded sample
+    of at most ``INT8_CALIB_MAX``; at least ``quantize.MIN_CALIB`` (one line otherwise)."""
+    check_count(len(train))
+    if len(train) <= INT8_CALIB_MAX:
+        return train
+    pick = np.sort(np.random.default_rng(cfg.seed).choice(len(train), INT8_CALIB_MAX, replace=False))
+    return train[pick]
+
+
+def _int8(cfg: FitConfig, out: Path, md: dict[str, Any], good: np.ndarray, calib: np.ndarray,
+          ref: tuple[np.ndarray, np.ndarray], sidecar_extra: dict[str, Any]) -> dict[str, Any]:
+    """The INT8 graph: the fitted FP32 graph quantized with export's Q/DQ placement (``quantize.quantize_int8``,
+    min-max ranges of ``calib``, stage 0 kept float), kept only if it passes export's INT8 gate against FP32."""
+    path = onnx_path(out, "int8")
+    md8 = md | {"precision": "int8", "calibration": {"source": "the fit's training images", "count": len(calib),
+                                                     "method": "minmax", "float_stages": list(DEFAULT_FLOAT_STAGES)}}
+    with tempfile.TemporaryDirectory(prefix=".calib-", dir=out) as cal:
+        quantize_int8(onnx_path(out, "fp32"), path, calib, 1, md8, Path(cal) / "ranges.json", "minmax")
+    return _keep(cfg, path, "int8", md8 | sidecar_extra, good, ref)

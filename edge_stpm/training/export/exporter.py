@@ -31,11 +31,11 @@ from edge_stpm.contract.artifacts import (
 )
 from edge_stpm.contract.gates import FP32_MAX_REL_L2, GATES, MAX_AUROC_DROP, gate_failures, parity_figures
 from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend, OnnxFrameRunner
+from edge_stpm.runtime.learn.quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
 from edge_stpm.runtime.learn.synthetic import make
 from edge_stpm.training import checkpoint
 from edge_stpm.training.evaluate import compute_metrics, frame_results, test_inputs
 from edge_stpm.training.export.onnx_graphs import export_frame_onnx, export_onnx
-from edge_stpm.training.export.quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
 from edge_stpm.training.export.teacher_pack import bundle_pack
 
 CANDIDATE = re.compile(r"^\.(model|frame)_.+\.candidate\.onnx$")  # a graph written, not yet checked and renamed

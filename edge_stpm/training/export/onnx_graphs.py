@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from onnx.reference import ReferenceEvaluator
 
 from edge_stpm.common.errors import UserError
 from edge_stpm.common.files import atomic_path
-from edge_stpm.contract.artifacts import FRAME_INPUTS, FRAME_OUTPUTS, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
+from edge_stpm.contract.artifacts import FRAME_INPUTS, FRAME_OUTPUTS, INPUT_NAME, OUTPUT_NAMES, set_metadata
 from edge_stpm.contract.scale import ScoreScale
 from edge_stpm.contract.trt_rules import require_trt_ready
 from edge_stpm.training.framepath import FramePipeline
@@ -138,15 +137,6 @@ def remove_dead_nodes(model: onnx.ModelProto) -> None:
     used = {i for n in g.node for i in n.input}
     for init in [t for t in g.initializer if t.name not in used]:
         g.initializer.remove(init)
-
-
-def set_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
-    """Store metadata as JSON under ``edge_stpm`` plus a few flat keys for tools that list props."""
-    del model.metadata_props[:]
-    flat = {METADATA_KEY: json.dumps(metadata), "backbone": metadata["backbone"], "precision": metadata["precision"],
-            "image_size": str(metadata["image_size"]), "image_threshold": repr(metadata["thresholds"]["image"])}
-    helper.set_model_props(model, flat)
-    model.producer_name = "edge-stpm"
 
 
 def check_file(path: Path) -> None:

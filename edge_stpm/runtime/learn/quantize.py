@@ -14,9 +14,8 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 
 from edge_stpm.common.errors import UserError
 from edge_stpm.common.files import atomic_path
-from edge_stpm.contract.artifacts import INPUT_NAME
+from edge_stpm.contract.artifacts import INPUT_NAME, set_metadata
 from edge_stpm.contract.trt_rules import require_trt_ready
-from edge_stpm.training.export.onnx_graphs import set_metadata
 
 MIN_CALIB = 20
 WARN_CALIB = 100
