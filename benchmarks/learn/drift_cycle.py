@@ -24,7 +24,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 LEVELS = {"A": (1.6, 1.5), "B": (1.3, 1.0)}  # (gamma, blur sigma px)
-CANDIDATES = {"U0": "reselect", "U1": "extend", "U2": "transfer"}
+CANDIDATES = {"U0": "reselect", "U1": "extend", "U2": "transfer", "U3": "transfer"}
+GROWTH = {"U3": 2.0}  # RULE.md addendum 2: U3 = U2 with the bank allowed to grow by 2× its entries (default 1×)
 # diagnostics added after the first run (reference rows, not candidates): D1 = every new patch joins the bank (the
 # most the memory can take from 40 images); D2 = U1's bank with its image threshold from the 10 drifted held-out
 # parts alone (logsigma k 2: what thresholds calibrated on the new look alone would do)
@@ -41,6 +42,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--levels", default="A,B")
     p.add_argument("--only", default="U0,U1,U2,D1,D2")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tag", default="", help="results as result_TAG.json / .md (a later round keeps the first's files)")
     p.add_argument("--reuse", action="store_true", help="reuse updated bundles already in --work (not their scores)")
     p.add_argument("--runtime-python", type=Path,
                    default=Path(os.environ.get("EDGE_STPM_RUNTIME_PYTHON", ROOT / ".venv-runtime" / "bin" / "python")))
@@ -126,7 +128,8 @@ def run_update(a: argparse.Namespace, name: str, data: Path, out: Path) -> dict[
     else:
         from edge_stpm.runtime.learn.update import UpdateConfig, update
 
-        update(UpdateConfig(a.base, data, out, threads=a.threads, mode=CANDIDATES[name]))
+        update(UpdateConfig(a.base, data, out, threads=a.threads, mode=CANDIDATES[name],
+                            growth=GROWTH.get(name, 1.0)))
     rep = json.loads((out / "fit.json").read_text())
     return {"wall_s": time.perf_counter() - t0, "step": rep["memory_updates"][-1], "seconds": rep["seconds"],
             "thresholds": {k: rep["thresholds"][k] for k in ("image", "pixel")}}
@@ -188,8 +191,9 @@ def main() -> None:
         rec["levels"][lv] = row
     rec["loadavg_end"] = list(os.getloadavg())
     a.keep.mkdir(parents=True, exist_ok=True)
-    (a.keep / "result.json").write_text(json.dumps(rec, indent=1))
-    (a.keep / "result.md").write_text(table(rec))
+    name = f"result_{a.tag}" if a.tag else "result"
+    (a.keep / f"{name}.json").write_text(json.dumps(rec, indent=1))
+    (a.keep / f"{name}.md").write_text(table(rec))
     print(table(rec))
 
 
