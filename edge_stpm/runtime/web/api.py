@@ -230,7 +230,9 @@ class Api:
     async def recipes(self, request: Any) -> Any:
         out = []
         for r in self.control.recipes.summary():
-            out.append(r | {"versions": self.control.store.versions(r["name"])["versions"]})
+            prev = self.control.store.previous(r["name"])  # what a rollback would load (None: nothing)
+            out.append(r | {"versions": self.control.store.versions(r["name"])["versions"],
+                            "rollback_to": None if prev is None else prev["version"]})
         return web.json_response(out)
 
     async def create_recipe(self, request: Any) -> Any:
