@@ -29,18 +29,14 @@ runner = CliRunner()
 def drifted_station(model: Path, synth_dir: Path, tmp_path: Path) -> Iterator[tuple[str, dict[int, str]]]:
     """A station judging drifted parts (24 good ones brightened — a new material batch — and 4 defects, in a loop)
     with ``model``: yields its URL and each frame's truth once 40 NG results with evidence are in; stopped after."""
-    from helpers.line_parts import free_port
+    from helpers.line_parts import drifted_parts, free_port
     from test_webapp import _api, _need_browser, station_file
 
     _need_browser()
     parts = tmp_path / "parts"
-    parts.mkdir()
     goods = sorted((synth_dir / "train" / "good").glob("*.png"))[:24]
     defects = [p for p in sorted((synth_dir / "test").glob("*/*.png")) if p.parent.name != "good"][:4]
-    truth = {}
-    for i, p in enumerate(goods + defects):  # the folder's order is the frame order
-        cv2.imwrite(str(parts / f"{i:03d}.png"), cv2.convertScaleAbs(cv2.imread(str(p)), alpha=1.3, beta=30))
-        truth[i] = "good" if i < len(goods) else "defect"
+    truth = drifted_parts(goods, defects, parts)  # the folder's order is the frame order
     port = free_port()
     station_file(tmp_path, port, f'[[recipes]]\nname = "tile"\nindex = 0\nmodel = "{model}"\n', parts)
     p = subprocess.Popen([sys.executable, "-m", "edge_stpm.cli", "run", "--config", str(tmp_path / "st.toml")],
@@ -64,20 +60,31 @@ def drifted_station(model: Path, synth_dir: Path, tmp_path: Path) -> Iterator[tu
             p.kill()
 
 
-def review(b, base: str, truth: dict[int, str], n: int = 16) -> None:
-    """The operator reviews ``n`` results on the Review page with the keyboard, each marked as what it really is."""
+def review(b, base: str, truth, n: int = 16, shot: Path | None = None) -> tuple[int, int]:
+    """The operator reviews ``n`` results on the Review page with the keyboard, each marked as what it really is:
+    ``truth`` is each frame's truth by file index (``truth[frame % len(truth)]``) or a function of the result row.
+    ``shot``: a screenshot of the page as it opened. Returns the page's queue count ("… of K to review") as it
+    opened and after the ``n`` marks."""
     from test_webapp import _api, _login
 
+    truth_of = truth if callable(truth) else (lambda row: truth[row["frame"] % len(truth)])
     page, errors = _login(b, base, "operator")
     page.goto(f"{base}/app/review")
+    page.wait_for_function("document.body.dataset.current")
+    count = lambda: int(page.text_content("#queue-count").split(" of ")[1].split()[0])  # noqa: E731
+    before = count()
+    if shot is not None:
+        page.screenshot(path=str(shot))
     for _ in range(n):
         page.wait_for_function("document.body.dataset.current")
         rid = page.evaluate("document.body.dataset.current")
         row = next(r for r in _api(base, "GET", "/api/results?limit=5000") if r["result_id"] == rid)
-        page.keyboard.press("g" if truth[row["frame"] % len(truth)] == "good" else "d")
+        page.keyboard.press("g" if truth_of(row) == "good" else "d")
         page.wait_for_function(f"document.body.dataset.current !== {json.dumps(rid)}")
+    after = count()
     assert not errors, errors
     page.close()
+    return before, after
 
 
 def _judged_better(after: list[dict], truth: dict[int, str]) -> None:

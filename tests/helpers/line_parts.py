@@ -1,5 +1,5 @@
 """Real line parts for the tests, on loopback and bounded in time: a mosquitto broker, an MQTT subscriber, a
-paced source that stands in for a live camera."""
+paced source that stands in for a live camera, a folder of parts from a new material batch (drifted)."""
 from __future__ import annotations
 
 import contextlib
@@ -341,3 +341,23 @@ def image_folder(synth_dir: Path, dst: Path, n: int) -> list[Path]:
         os.symlink(src[i % len(src)], p)
         out.append(p)
     return out
+
+
+def drifted_parts(goods: list[Path], defects: list[Path], folder: Path) -> dict[int, str]:
+    """A new material batch on the line: ``goods`` brightened (×1.3 + 30 grey levels: every one a false call of a
+    model that learned the old look) and ``defects`` brightened alike, written as ``folder/000.png`` … in that order
+    — a folder source's frame order, so a frame's truth is ``truth[frame % len(truth)]``. A file already there is
+    replaced atomically: a station that reads the folder in a loop sees the old part or the new one, never half a
+    file. Returns each file index's truth ("good" or "defect")."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for i, src in enumerate(list(goods) + list(defects)):
+        ok, png = cv2.imencode(".png", cv2.convertScaleAbs(cv2.imread(str(src)), alpha=1.3, beta=30))
+        assert ok, src
+        tmp = folder / f".{i:03d}.tmp"
+        tmp.write_bytes(png.tobytes())
+        os.replace(tmp, folder / f"{i:03d}.png")
+        truth[i] = "good" if i < len(goods) else "defect"
+    return truth

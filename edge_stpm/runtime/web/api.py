@@ -231,7 +231,9 @@ class Api:
     async def recipes(self, request: Any) -> Any:
         out = []
         for r in self.control.recipes.summary():
-            out.append(r | {"versions": self.control.store.versions(r["name"])["versions"]})
+            prev = self.control.store.previous(r["name"])  # what a rollback would load (None: nothing)
+            out.append(r | {"versions": self.control.store.versions(r["name"])["versions"],
+                            "rollback_to": None if prev is None else prev["version"]})
         return web.json_response(out)
 
     async def create_recipe(self, request: Any) -> Any:
@@ -332,7 +334,10 @@ class Api:
                                           "on the box fits a collection: enable [evidence])"})
             return web.json_response(await self.off_loop(lambda: self.fit_job.status()))
         body = await json_body(request)
-        return web.json_response(await self.off_loop(self._fit_start, body, _who(request)))
+        st = await self.off_loop(self._fit_start, body, _who(request))
+        self.control.audit.write(_who(request), st.get("kind", "fit"), st.get("recipe"), None,
+                                 {"data": Path(st.get("data", "")).name})
+        return web.json_response(st)
 
     def _fit_start(self, body: dict[str, Any], who: str) -> dict[str, Any]:
         recipe = str(body.get("recipe", ""))
@@ -373,10 +378,11 @@ class Api:
         if what not in ("cancel", "discard", "deploy"):
             raise UserError(f"unknown fit decision {what[:40]!r}: cancel, discard or deploy")
         job = self.fit_job
-        if what == "cancel":
-            return dict(job.cancel())
-        if what == "discard":
-            return dict(job.discard())
+        if what in ("cancel", "discard"):
+            recipe = job.status().get("recipe")
+            st = dict(job.cancel() if what == "cancel" else job.discard())
+            self.control.audit.write(who, f"fit {what}", recipe)
+            return st
         recipe, bundle = job.take()
         try:
             return dict(self.control.deploy(recipe, bundle, who, "fit on the box"))
