@@ -171,6 +171,9 @@ def test_day_one_path_no_model_to_rollback(synth_dir: Path, tmp_path: Path) -> N
         card = page.text_content("#fit-card")
         assert (f"{c['compare']['live']['good_ng']} → {c['compare']['new']['good_ng']} of {n_good}" in card
                 and f"{c['update']['entries_before']} → {c['update']['entries_after']} entries" in card), card
+        held = c["compare"]["held_out_good"]  # the reviewed good parts the update did not learn: the fair figure
+        assert 0 < held < n_good and (f"{c['compare']['live']['held_out_good_ng']} → "
+                                      f"{c['compare']['new']['held_out_good_ng']} of {held}") in card, card
         page.evaluate(SHOW_FIT)
         page.screenshot(path=str(shots / "day_one_path_5_update_card.png"))
         page.click("#fit-deploy")

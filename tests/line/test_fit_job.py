@@ -81,7 +81,8 @@ def test_update_job_with_reviewed_parts_compares_then_deploys(pack: Path, synth_
     st = _wait(job)
     assert st["state"] == "done", st
     c = st["card"]["compare"]
-    assert c["good"] == 20 and c["defects"] == 1
+    assert c["good"] == 20 and c["held_out_good"] == 4 and c["defects"] == 1  # test/good: the 4 not learned
+    assert c["live"]["held_out_good_ng"] == 4 and c["new"]["held_out_good_ng"] <= c["new"]["good_ng"], c
     assert c["live"]["good_ng"] == 20 and c["new"]["good_ng"] <= 1, c
     assert c["live"]["defects_ng"] == 1 and c["new"]["defects_ng"] == 1, c
     assert st["card"]["update"]["entries_after"] > st["card"]["update"]["entries_before"]

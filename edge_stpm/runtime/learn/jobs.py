@@ -156,19 +156,24 @@ def report_card(report: dict[str, Any], bundle: Path) -> dict[str, Any]:
 
 def compare(live: Path, new: Path, data: Path) -> dict[str, Any]:
     """Both models on the reviewed parts of a dataset folder, each at its own threshold: how many reviewed good
-    parts (``train/good`` and ``test/good``) each judges NG, and how many reviewed defects (``test/<type>``) each
-    catches — what the engineer weighs before deploying."""
+    parts (``train/good`` and ``test/good``) each judges NG, how many of the held-out ones (``test/good``: the update
+    did not learn them, so they are the fair figure) and how many reviewed defects (``test/<type>``) each catches —
+    what the engineer weighs before deploying."""
     def read(paths: list[Path]) -> list[Any]:
         return [im for im in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if im is not None]
 
-    good = read([p for sub in ("train/good", "test/good") if (data / sub).is_dir() for p in list_images(data / sub)])
+    def folder(sub: str) -> list[Any]:
+        return read(list_images(data / sub)) if (data / sub).is_dir() else []
+
+    learned, held = folder("train/good"), folder("test/good")
     bad = read([p for d in sorted((data / "test").glob("*")) if d.is_dir() and d.name != "good"
                 for p in list_images(d)])
-    out: dict[str, Any] = {"good": len(good), "defects": len(bad)}
+    out: dict[str, Any] = {"good": len(learned) + len(held), "held_out_good": len(held), "defects": len(bad)}
     for name, model in (("live", live), ("new", new)):
         insp = Inspector.load(model, "onnxruntime")
         try:
-            out[name] = {"good_ng": sum(insp.inspect(im).ng for im in good),
+            held_ng = sum(insp.inspect(im).ng for im in held)
+            out[name] = {"good_ng": sum(insp.inspect(im).ng for im in learned) + held_ng, "held_out_good_ng": held_ng,
                          "defects_ng": sum(insp.inspect(im).ng for im in bad)}
         finally:
             insp.close()

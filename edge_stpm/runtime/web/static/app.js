@@ -197,7 +197,9 @@ async function renderRecipes() {
           ["held-out good parts on the score scale", `median ${f2(c.good_p50)}, p95 ${f2(c.good_p95)} (1 = the threshold)`],
           ["thresholds (raw)", `image ${c.image_threshold.toPrecision(4)}, pixel ${c.pixel_threshold.toPrecision(4)}`],
           ["memory", c.update ? `${c.update.entries_before} → ${c.update.entries_after} entries (${c.update.added_images} reviewed good parts added)` : `${c.entries} entries`],
-          ...(c.compare ? [["reviewed good parts judged NG (live → new)", `<b>${c.compare.live.good_ng} → ${c.compare.new.good_ng}</b> of ${c.compare.good}`],
+          ...(c.compare ? [["reviewed good parts judged NG (live → new)", `<b>${c.compare.live.good_ng} → ${c.compare.new.good_ng}</b> of ${c.compare.good}` +
+              (c.compare.good > c.compare.held_out_good ? ` (${c.compare.good - c.compare.held_out_good} of them learned by the update)` : "")],
+            ["… of them held out of the update (the fair figure)", c.compare.held_out_good ? `<b>${c.compare.live.held_out_good_ng} → ${c.compare.new.held_out_good_ng}</b> of ${c.compare.held_out_good}` : "none held out"],
             ["reviewed defects caught (live → new)", c.compare.defects ? `<b>${c.compare.live.defects_ng} → ${c.compare.new.defects_ng}</b> of ${c.compare.defects}` : "none reviewed"]] : []),
           [j.kind === "update" ? "update" : "fit", `${c.seconds} s`]].map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("");
       }
