@@ -135,13 +135,8 @@ class ModelStore:
         p = self.root / self.CREATED
         if not p.is_file():
             return []
-        try:
-            doc = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"{p}: damaged (not JSON); move it away (the recipes created on the box are in "
-                            "it)") from None
-        except OSError as exc:
-            raise UserError(f"{p}: cannot read: {exc.strerror or exc}") from None
+        doc = _read_json(p, "damaged (not JSON); move it away (the recipes created on the box are in it)",
+                         "cannot read")
         recipes = doc.get("recipes") if isinstance(doc, dict) else None
         if not isinstance(recipes, list):
             raise UserError(f"{p}: damaged (no list of recipes); move it away")
@@ -163,13 +158,8 @@ class ModelStore:
         p = self._index(recipe)
         if not p.is_file():
             return {"recipe": recipe, "current": None, "versions": [], "history": []}
-        try:
-            doc = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"{p}: damaged model store index; move it away to start the recipe's history "
-                            "anew") from None
-        except OSError as exc:
-            raise UserError(f"{p}: cannot read the model store index: {exc.strerror or exc}") from None
+        doc = _read_json(p, "damaged model store index; move it away to start the recipe's history anew",
+                         "cannot read the model store index")
         doc.setdefault("history", _old_history(doc))
         return doc
 
@@ -264,3 +254,13 @@ def _old_history(doc: dict[str, Any]) -> list[int]:
         return []
     return [v["version"] for v in doc.get("versions", []) if v["version"] < cur
             and v.get("status") in ("retired", "live")] + [cur]
+
+
+def _read_json(p: Path, damaged: str, unreadable: str) -> Any:
+    """``p``'s JSON, or one UserError: ``damaged`` when it is not JSON, ``unreadable`` with the OS's reason."""
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{p}: {damaged}") from None
+    except OSError as exc:
+        raise UserError(f"{p}: {unreadable}: {exc.strerror or exc}") from None
