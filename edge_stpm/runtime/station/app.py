@@ -1,6 +1,6 @@
 """One run, assembled in one place: ``edge-stpm run`` (a model, or a station file) builds its ``RunConfig`` here
-and calls ``run``; ``edge-stpm collect`` (``collect``: no model, its collect sink) runs through the same
-steps. report.py prints what they say, the command line only parses.
+and calls ``run``; ``edge-stpm collect`` (``collect``: no model, its collect sink) and ``edge-stpm demo`` (a
+``RunConfig`` of its own) run through the same steps. report.py prints what they say, the command line only parses.
 
 The steps follow the data: sources and trigger (``_sources``) → the line's outputs and PLC servers, which the
 inspector's recipes are wired to (``_line``) → the inspector: one model, or every recipe of a station
@@ -116,6 +116,7 @@ class RunConfig:
     frame_path: str = "auto"
     station: Any = None  # runtime.station.config.Station, with a station file
     config_path: Optional[Path] = None
+    quiet: bool = False  # no line saying which backend runs and why (the demo)
 
     @property
     def specs(self) -> list[str]:
@@ -252,7 +253,7 @@ class _Run:
             self.insp = self.station = _station_inspector(c, threads, self.line, self.say)
         else:
             assert c.model is not None  # settle: a run without a station has a model
-            self.insp = Inspector.load(c.model, c.backend, c.threshold, c.precision, threads, verbose=True,
+            self.insp = Inspector.load(c.model, c.backend, c.threshold, c.precision, threads, verbose=not c.quiet,
                                        frame_path=c.frame_path, choice=choice)
         if workers > 1 and not self.insp.backend.concurrent:
             raise UserError(f"--workers {workers} needs a backend that can infer on several threads at once (ONNX "
@@ -310,8 +311,8 @@ class _Run:
 
 
 def run(cfg: RunConfig, say: Say, warn: Say, error: Say, parts: Parts = Parts()) -> RunResult:
-    """One run from its configuration to its summary (``edge-stpm run``; collect brings ``parts`` and its own
-    ``RunConfig``)."""
+    """One run from its configuration to its summary (``edge-stpm run``; collect and demo bring ``parts`` and their
+    own ``RunConfig``)."""
     r = _Run(cfg, say, warn, error, parts)
     looped = r.open()
     service = _service_hooks(cfg, r.station.control if r.station is not None else None, r.opts, say, error)
