@@ -559,8 +559,9 @@ def collect(out_dir: Path = typer.Option(..., "--out", help="The MVTec-layout fo
     """Day one, no model needed: save good parts from the station's own camera, lighting and trigger into
     DIR/train/good (MVTec layout) — near-duplicates (a stopped conveyor) skipped, progress shown, contact_sheet.jpg
     at the end (docs/feedback.md). Then: train, evaluate, deploy."""
-    from edge_stpm.runtime.learn.collect import CollectSettings, print_collect
+    from edge_stpm.runtime.learn.collect import CollectSettings
     from edge_stpm.runtime.station.app import parse_roi
+    from edge_stpm.runtime.station.report import print_collect
 
     cfg = CollectSettings([str(c) for c in camera or []] + list(source or []), out_dir, count, min_change, trigger,
                           parse_roi(roi) if roi else None, modbus, opcua, opcua_user, http, http_token,

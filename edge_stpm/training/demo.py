@@ -8,9 +8,8 @@ from pathlib import Path
 from edge_stpm import bench as bench_mod
 from edge_stpm.common.files import ensure_dir, write_text
 from edge_stpm.common.progress import console
-from edge_stpm.runtime.inspector import Inspector
-from edge_stpm.runtime.loop.pipeline import RunOptions, run
-from edge_stpm.runtime.loop.sources import open_source
+from edge_stpm.runtime.station import app
+from edge_stpm.runtime.station.report import lines as run_lines
 from edge_stpm.training.evaluate import evaluate
 from edge_stpm.training.export.exporter import export
 from edge_stpm.training.synth import SynthConfig, generate
@@ -41,6 +40,15 @@ def _fit_line(s: dict) -> str:
             f"on {s['device']}; loss curve `run/loss.png`; checkpoint `run/model.pt`." + check)
 
 
+def _loop_config(out: Path, data: Path) -> app.RunConfig:
+    """Step 5's run (built by ``runtime/station/app.py``, as ``edge-stpm run``'s): the FP32 graph on ONNX Runtime over
+    the synthetic video, headless, recorded, NG events and frames saved; no inspection record, no backend line."""
+    loop = out / "loop"
+    return app.RunConfig(out / "engines" / "model_fp32.onnx", source=[str(data / "video.avi")], backend="onnxruntime",
+                         headless=True, record=loop / "overlay.avi", events=loop / "events.jsonl",
+                         save_anomalies=loop / "anomalies", no_history=True, quiet=True)
+
+
 def run_demo(out: Path, epochs: int = 25, teacher_weights: str | None = None) -> dict[str, object]:
     out = ensure_dir(Path(out))
     t0 = time.perf_counter()
@@ -58,10 +66,7 @@ def run_demo(out: Path, epochs: int = 25, teacher_weights: str | None = None) ->
     step(4, "export FP32 / FP16 / INT8 ONNX graphs")
     exp = export(ckpt, ["fp32", "fp16", "int8"], out / "engines", calib_root=out / "calibration")
     step(5, "run the camera loop headless on the synthetic video, recording it")
-    insp = Inspector.load(out / "engines" / "model_fp32.onnx", "onnxruntime")
-    summ = run(insp, open_source(str(data / "video.avi")),
-               RunOptions(headless=True, record=out / "loop" / "overlay.avi", events=out / "loop" / "events.jsonl",
-                          save_anomalies=out / "loop" / "anomalies"))
+    summ = app.run(_loop_config(out, data), *run_lines(console, console)).summary
     agree = video_agreement(data / "video_labels.csv", summ.ng_indices)
     step(6, "bench ONNX Runtime and PyTorch on this machine")
     br = bench_mod.bench(ckpt, ["onnxruntime", "pytorch"], ["fp32", "int8"], [1], iters=20, warmup=5,

@@ -5,8 +5,11 @@ bad input one line."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -15,6 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_stpm.cli import app
+from edge_stpm.common.errors import UserError
+from edge_stpm.runtime.learn.collect import CollectSettings
+from edge_stpm.runtime.station import app as station_app
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,3 +131,23 @@ def test_collect_with_a_station_file_takes_its_source_and_the_first_recipe_roi(e
     assert r.exit_code == 0, r.output
     kept = sorted((tmp_path / "d" / "train" / "good").glob("*.png"))
     assert len(kept) == 4 and {cv2.imread(str(k)).shape for k in kept} == {(40, 50, 3)}
+
+
+def test_collect_run_is_undone_in_reverse_when_a_step_fails(tmp_path: Path) -> None:
+    """collect's run is built by runtime/station/app.py like run's: a source that cannot be opened after the live view
+    started closes the live view again (its port free, its threads gone) and says one UserError."""
+    from helpers.line_parts import free_port
+
+    port, said = free_port(), []
+    before = set(threading.enumerate())
+    cfg = CollectSettings([str(tmp_path / "missing.mp4")], tmp_path / "o", http=f"127.0.0.1:{port}")
+    with pytest.raises(UserError, match="source not found"):
+        station_app.collect(cfg, said.append, said.append, said.append)
+    assert said == [f"live view: http://127.0.0.1:{port}/"], said  # it had started
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # closed again
+    deadline = time.monotonic() + 5
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not set(threading.enumerate()) - before, set(threading.enumerate()) - before
+    assert not (tmp_path / "o").exists()  # nothing written

@@ -1,4 +1,5 @@
-"""Day one: good parts from the line, before any model exists (``edge-stpm collect``).
+"""Day one: good parts from the line, before any model exists (``edge-stpm collect``; its run is built by
+``runtime/station/app.py``'s ``collect``, like ``run``'s).
 
 The station's own loop runs with no model: every frame (free-running, one per PLC / HTTP trigger, or one per
 camera trigger) goes through a pass-through "inspection" (verdict OK, score 0: the PLC's handshake completes as
@@ -18,26 +19,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
-from rich.markup import escape
 
-from edge_stpm.common.bind import parse_bind
 from edge_stpm.common.errors import UserError
 from edge_stpm.common.files import OnceFile, ZipBuilds, tree_members, write_bytes
-from edge_stpm.common.progress import bar
-from edge_stpm.runtime.inspector import InspectionResult
-from edge_stpm.runtime.line.setup import LineSettings, check_sources, setup as setup_line
-from edge_stpm.runtime.loop.pipeline import RunOptions, check_outputs, run as run_loop
+from edge_stpm.runtime.inspector import InspectionResult, NoModelBackend
 from edge_stpm.runtime.loop.sinks.base import Result, Sink
-from edge_stpm.runtime.loop.sources import open_source
-from edge_stpm.runtime.station.config import collect_values, load
-from edge_stpm.runtime.web.live import LiveView
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 THUMB = 64
 SHEET_MAX = 100  # thumbnails on the contact sheet (spread over what was kept)
@@ -53,19 +43,11 @@ def change(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).mean())
 
 
-class _NoModel:
-    name, precision, accelerated, image_size = "none", "-", False, 0
-    metadata: dict[str, Any] = {"backbone": "none", "thresholds": {"image": 1.0, "pixel": 1.0}}
-
-    def close(self) -> None:
-        pass
-
-
 class PassThrough:
     """The loop's inspector when there is no model yet: every frame is OK with score 0 (the PLC sees Results Ready
     with OK, so its handshake runs exactly as it will with a model)."""
 
-    backend = _NoModel()
+    backend = NoModelBackend()
     path_note = "no model (collect)"
     threshold_scale = 1.0
 
@@ -235,6 +217,8 @@ def contact_sheet(paths: Sequence[Path], out: Path, cell: int = 128, cols: int =
 
 @dataclass
 class CollectSettings:
+    """``edge-stpm collect``'s options (``runtime/station/app.py``'s ``collect`` makes its run of them)."""
+
     specs: list[str]
     out: Path
     count: int = 200
@@ -248,72 +232,6 @@ class CollectSettings:
     http_token: str | None = None
     reconnect: float = 10.0
     max_frames: int | None = None
-
-
-def collect(cfg: CollectSettings, log: Callable[[str], None], on_kept: Callable[[CollectStats], None] | None = None
-            ) -> tuple[CollectStats, Path | None, Any]:
-    """The loop with no model until ``count`` frames are kept (or the source ends, or ``max_frames`` read, or
-    Ctrl-C); returns the stats, the contact sheet and the loop's summary."""
-    if len(cfg.specs) != 1:
-        raise UserError("collect takes exactly one --source or --camera (one station camera at a time)")
-    check_sources(cfg.specs, cfg.trigger)
-    if cfg.trigger == "http" and not cfg.http:
-        raise UserError("--trigger http needs the HTTP server: --http HOST:PORT (POST /trigger)")
-    folder = cfg.out / "train" / "good"
-    done = threading.Event()
-    sink = CollectSink(folder, cfg.count, cfg.min_change, done, on_kept)
-    line = setup_line(LineSettings(None, None, modbus=cfg.modbus, opcua=cfg.opcua, opcua_user=cfg.opcua_user,
-                                   trigger=cfg.trigger), 1, log)
-    opts = RunOptions(headless=True, max_frames=cfg.max_frames, roi=cfg.roi, sinks=[sink] + line.sinks, stop=done)
-    opts.on_error = line.on_error
-    check_outputs(opts)
-    insp, src = PassThrough(), None
-    try:
-        if cfg.http:
-            opts.http = _view(cfg, cfg.http, line)
-        src = open_source(cfg.specs[0], cfg.reconnect, False)
-        looped = line.wrap([src])
-        line.start()
-        summary = run_loop(insp, looped, opts, specs=cfg.specs)  # type: ignore[arg-type]  # duck-typed Inspector
-    finally:
-        if src is not None:
-            src.close()
-        line.close()
-        if opts.http is not None:
-            opts.http.close()
-    sheet = contact_sheet(sink.stats.kept, cfg.out / "contact_sheet.jpg")
-    return sink.stats, sheet, summary
-
-
-def print_collect(out: Console, err: Console, cfg: CollectSettings, config: Path | None) -> None:
-    """``edge-stpm collect``: with ``config`` (a station file) its values where the command line gave none; a
-    progress bar while collecting, then what was kept and what to do next (a warning when short of the count)."""
-    if config is not None:
-        cfg = collect_values(load(config), cfg)
-
-    def warn(text: str) -> None:
-        err.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
-
-    with bar() as progress:
-        task = progress.add_task("collect", total=cfg.count, info="")
-        stats, sheet, s = collect(cfg, warn, lambda st: progress.update(
-            task, advance=1, info=f"{st.duplicates} near-duplicates skipped"))
-    out.print(f"{len(stats.kept)} frames kept in {cfg.out / 'train' / 'good'} ({stats.duplicates} near-duplicates "
-              f"skipped of {stats.seen} seen; ended: {s.end_reason or 'target reached'})"
-              + (f"; contact sheet {sheet}" if sheet else ""), highlight=False, soft_wrap=True)
-    if len(stats.kept) < cfg.count:
-        warn(f"only {len(stats.kept)} of the {cfg.count} frames wanted (the source ended or was stopped); run collect "
-             "again into the same folder to add more")
-    out.print(f"next: edge-stpm train --data {cfg.out} --out runs/first", highlight=False)
-
-
-def _view(cfg: CollectSettings, http: str, line: Any) -> Any:
-    """The live view while collecting (the frames as they come; POST /trigger with --trigger http)."""
-    view = LiveView(parse_bind(http), cfg.http_token, {"model": "none (collect)", "backend": "-", "precision": "-",
-                                                           "backbone": "-", "size": 0}, sources=cfg.specs)
-    view.plc = line.plc if cfg.trigger == "http" else None
-    view.start()
-    return view
 
 
 class StationCollect(Sink):

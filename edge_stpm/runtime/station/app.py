@@ -1,5 +1,6 @@
 """One run, assembled in one place: ``edge-stpm run`` (a model, or a station file) builds its ``RunConfig`` here
-and calls ``run``; report.py prints what it says, the command line only parses.
+and calls ``run``; ``edge-stpm collect`` (``collect``: no model, its collect sink) and ``edge-stpm demo`` (a
+``RunConfig`` of its own) run through the same steps. report.py prints what they say, the command line only parses.
 
 The steps follow the data: sources and trigger (``_sources``) → the line's outputs and PLC servers, which the
 inspector's recipes are wired to (``_line``) → the inspector: one model, or every recipe of a station
@@ -21,7 +22,14 @@ from edge_stpm.common.files import data_dir
 from edge_stpm.common.threads import available_cores
 from edge_stpm.runtime.backends.select import default_workers
 from edge_stpm.runtime.inspector import Inspector
-from edge_stpm.runtime.learn.collect import StationCollect
+from edge_stpm.runtime.learn.collect import (
+    CollectSettings,
+    CollectSink,
+    CollectStats,
+    PassThrough,
+    StationCollect,
+    contact_sheet,
+)
 from edge_stpm.runtime.line.opcua import secure as secure_opcua
 from edge_stpm.runtime.line.setup import LineSettings, check_sources, setup as setup_line
 from edge_stpm.runtime.loop.pipeline import RunOptions, check_outputs, run as run_loop
@@ -108,6 +116,7 @@ class RunConfig:
     frame_path: str = "auto"
     station: Any = None  # runtime.station.config.Station, with a station file
     config_path: Optional[Path] = None
+    quiet: bool = False  # no line saying which backend runs and why (the demo)
 
     @property
     def specs(self) -> list[str]:
@@ -146,13 +155,31 @@ def settle(given: dict[str, Any], config: Optional[Path], on_command_line: Calla
                              "camera": p.get("camera") or [], "source": p.get("source") or []}))
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What a command brings to its run instead of what ``RunConfig`` would build: ``edge-stpm collect``'s inspector
+    that judges nothing, its collect sink (first among the verdict sinks) and the event that ends the run when the
+    sink has its count."""
+
+    inspector: Any = None  # None: RunConfig's model, or a station's recipes, loaded
+    sinks: tuple[Any, ...] = ()
+    stop: Optional[threading.Event] = None
+
+
 @dataclass
 class RunResult:
-    """What the command prints after a run: the loop's summary, which frame path ran, the backend."""
+    """What the command prints after a run: the loop's summary, which frame path ran, the backend, the sources."""
 
     summary: Any
     path_note: str
     backend: dict[str, Any]
+    specs: list[str]
+
+    def check_frames(self) -> None:
+        """``edge-stpm run`` that read no frame at all is an error (collect says "0 frames kept" instead)."""
+        s = self.summary
+        if s.frames == 0 and s.end_reason in ("end of stream", ""):
+            raise UserError(f"no frame could be read from {', '.join(self.specs)} (corrupt or unsupported files?)")
 
 
 @dataclass
@@ -163,6 +190,8 @@ class _Run:
     say: Say
     warn: Say
     error: Say
+    parts: Parts = Parts()
+    specs: list[str] = field(default_factory=list)
     opts: Any = None
     line: Any = None
     insp: Any = None
@@ -185,7 +214,7 @@ class _Run:
         self.opts = RunOptions(headless=c.headless, record=c.record, save_anomalies=c.save_anomalies,
                                events=c.events, max_frames=c.max_frames, roi=c.roi, alpha=c.alpha,
                                anomaly_interval_s=c.anomaly_interval, record_segment_s=c.record_segment,
-                               workers=c.workers or 1)
+                               workers=c.workers or 1, sinks=list(self.parts.sinks), stop=self.parts.stop)
 
     def _line(self, n_sources: int) -> None:
         """The record, MQTT and the PLC servers (the line's side of the run), and the station's evidence."""
@@ -204,8 +233,11 @@ class _Run:
 
     def _inspector(self, n_sources: int) -> None:
         """The run's Inspector (a station: every recipe's, preloaded, the PLC and HTTP able to select one) and its
-        worker count (the default chosen for the sources, and said)."""
+        worker count (the default chosen for the sources, and said); or the inspector the command brought."""
         c = self.cfg
+        if self.parts.inspector is not None:
+            self.insp = self.parts.inspector
+            return
         threads, workers, choice = c.threads, c.workers, None
         if workers is None and c.model is None:  # a station whose first recipe has no model yet
             workers = 1
@@ -221,7 +253,7 @@ class _Run:
             self.insp = self.station = _station_inspector(c, threads, self.line, self.say)
         else:
             assert c.model is not None  # settle: a run without a station has a model
-            self.insp = Inspector.load(c.model, c.backend, c.threshold, c.precision, threads, verbose=True,
+            self.insp = Inspector.load(c.model, c.backend, c.threshold, c.precision, threads, verbose=not c.quiet,
                                        frame_path=c.frame_path, choice=choice)
         if workers > 1 and not self.insp.backend.concurrent:
             raise UserError(f"--workers {workers} needs a backend that can infer on several threads at once (ONNX "
@@ -244,6 +276,27 @@ class _Run:
                  "collect": next((s for s in opts.sinks if s.name == "collect-on-demand"), None)}
         opts.http = _live_view(parse_bind(c.http), c, self.insp, specs, parts, self.say)
 
+    def open(self) -> list[Any]:
+        """Every step in the order data flows, each undone in reverse (``close``) when a later one fails; the
+        sources as the loop takes them (the loop closes them)."""
+        self.specs = self._sources()
+        self._outputs()
+        try:
+            self._line(len(self.specs))
+            check_outputs(self.opts)  # every bad option fails here, before a model, a source or a thread exists
+            self._inspector(len(self.specs))
+            self._web(self.specs)
+            # a camera down at start is retried like one lost later (reconnect > 0); the others start now
+            self.sources += open_sources(self.specs, self.cfg.reconnect, self.cfg.loop,
+                                         wait_all=self.cfg.station is not None)
+            looped = self.line.wrap(self.sources)  # may refuse a source for trigger mode
+            self.line.start()
+        except BaseException:
+            self.close()
+            raise
+        self.sources = []  # the loop closes its sources
+        return looped
+
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
@@ -257,33 +310,34 @@ class _Run:
             self.insp.close()
 
 
-def run(cfg: RunConfig, say: Say, warn: Say, error: Say) -> RunResult:
-    """One run (``edge-stpm run``) from its configuration to its summary."""
-    r = _Run(cfg, say, warn, error)
-    specs = r._sources()
-    r._outputs()
-    try:
-        r._line(len(specs))
-        check_outputs(r.opts)  # every bad option fails here, before a model, a source or a thread exists
-        r._inspector(len(specs))
-        r._web(specs)
-        # a camera down at start is retried like one lost later (reconnect > 0); the others start now
-        r.sources += open_sources(specs, cfg.reconnect, cfg.loop, wait_all=cfg.station is not None)
-        looped = r.line.wrap(r.sources)  # may refuse a source for trigger mode
-        r.line.start()
-    except BaseException:
-        r.close()
-        raise
-    r.sources = []  # the loop closes its sources
+def run(cfg: RunConfig, say: Say, warn: Say, error: Say, parts: Parts = Parts()) -> RunResult:
+    """One run from its configuration to its summary (``edge-stpm run``; collect and demo bring ``parts`` and their
+    own ``RunConfig``)."""
+    r = _Run(cfg, say, warn, error, parts)
+    looped = r.open()
     service = _service_hooks(cfg, r.station.control if r.station is not None else None, r.opts, say, error)
     try:
-        s = run_loop(r.insp, looped, r.opts, specs=specs)
+        s = run_loop(r.insp, looped, r.opts, specs=r.specs)
     finally:
         service()
         r.close()
-    if s.frames == 0 and s.end_reason in ("end of stream", ""):
-        raise UserError(f"no frame could be read from {', '.join(specs)} (corrupt or unsupported files?)")
-    return RunResult(s, r.insp.path_note, r.insp.backend.describe())
+    return RunResult(s, r.insp.path_note, r.insp.backend.describe(), r.specs)
+
+
+def collect(c: CollectSettings, say: Say, warn: Say, error: Say,
+            on_kept: Optional[Callable[[CollectStats], None]] = None) -> tuple[CollectStats, Optional[Path], Any]:
+    """``edge-stpm collect``: this run with no model — every frame OK with score 0 (a PLC's handshake runs as it
+    will with a model), no record — its collect sink first, ended when the sink has its count (or the source ends,
+    ``max_frames`` are read, Ctrl-C). Returns what was kept, the contact sheet and the loop's summary."""
+    if len(c.specs) != 1:
+        raise UserError("collect takes exactly one --source or --camera (one station camera at a time)")
+    done = threading.Event()
+    sink = CollectSink(c.out / "train" / "good", c.count, c.min_change, done, on_kept)
+    cfg = RunConfig(None, source=list(c.specs), headless=True, roi=c.roi, max_frames=c.max_frames,
+                    reconnect=c.reconnect, no_history=True, modbus=c.modbus, opcua=c.opcua, opcua_user=c.opcua_user,
+                    trigger=c.trigger, http=c.http, http_token=c.http_token)
+    r = run(cfg, say, warn, error, Parts(PassThrough(), (sink,), done))
+    return sink.stats, contact_sheet(sink.stats.kept, c.out / "contact_sheet.jpg"), r.summary
 
 
 def _evidence(c: RunConfig) -> list[Any]:

@@ -1,5 +1,6 @@
 """What ``edge-stpm run`` shows: the run's lines as they come (say, warning, error), its summary at the end, and with
-``--safe-mode`` a station file that does not start: its errors, then safe mode (safemode.py)."""
+``--safe-mode`` a station file that does not start: its errors, then safe mode (safemode.py); what ``edge-stpm
+collect`` shows: a progress bar, then what was kept."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +12,11 @@ from rich.markup import escape
 
 from edge_stpm.common.errors import UserError
 from edge_stpm.common.files import write_json
+from edge_stpm.common.progress import bar
 from edge_stpm.common.redact import redact
+from edge_stpm.runtime.learn.collect import CollectSettings
 from edge_stpm.runtime.station import app
-from edge_stpm.runtime.station.config import load
+from edge_stpm.runtime.station.config import collect_values, load
 from edge_stpm.runtime.station.safemode import run as safe
 
 
@@ -21,6 +24,21 @@ def print_run(out: Console, err: Console, given: dict[str, Any], config: Optiona
               on_command_line: Callable[[str], bool], safe_mode: bool) -> Optional[int]:
     """``edge-stpm run``: settle its configuration (``app.settle``), run, print the summary. None when the run ended;
     with ``safe_mode`` and a station file, a UserError is printed and served (safe mode's exit code returned)."""
+    say, warn, error = lines(out, err)
+    try:
+        cfg = app.settle(given, config, on_command_line)
+        r = app.run(cfg, say, warn, error)
+        r.check_frames()
+        print_summary(out, r, cfg.summary_json)
+    except UserError as exc:
+        if not (safe_mode and config is not None):
+            raise
+        return _safe_mode(err, config, exc)
+    return None
+
+
+def lines(out: Console, err: Console) -> tuple[app.Say, app.Say, app.Say]:
+    """A run's say (stdout), warning and error (stderr) lines."""
     def say(text: str) -> None:
         out.print(text, highlight=False, markup=False, soft_wrap=True)
 
@@ -30,15 +48,26 @@ def print_run(out: Console, err: Console, given: dict[str, Any], config: Optiona
     def error(text: str) -> None:
         err.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
 
-    try:
-        cfg = app.settle(given, config, on_command_line)
-        r = app.run(cfg, say, warn, error)
-        print_summary(out, r, cfg.summary_json)
-    except UserError as exc:
-        if not (safe_mode and config is not None):
-            raise
-        return _safe_mode(err, config, exc)
-    return None
+    return say, warn, error
+
+
+def print_collect(out: Console, err: Console, cfg: CollectSettings, config: Optional[Path]) -> None:
+    """``edge-stpm collect``: with ``config`` (a station file) its values where the command line gave none; a
+    progress bar while collecting, then what was kept and what to do next (a warning when short of the count)."""
+    if config is not None:
+        cfg = collect_values(load(config), cfg)
+    say, warn, error = lines(out, err)
+    with bar() as progress:
+        task = progress.add_task("collect", total=cfg.count, info="")
+        stats, sheet, s = app.collect(cfg, say, warn, error, lambda st: progress.update(
+            task, advance=1, info=f"{st.duplicates} near-duplicates skipped"))
+    out.print(f"{len(stats.kept)} frames kept in {cfg.out / 'train' / 'good'} ({stats.duplicates} near-duplicates "
+              f"skipped of {stats.seen} seen; ended: {s.end_reason or 'target reached'})"
+              + (f"; contact sheet {sheet}" if sheet else ""), highlight=False, soft_wrap=True)
+    if len(stats.kept) < cfg.count:
+        warn(f"only {len(stats.kept)} of the {cfg.count} frames wanted (the source ended or was stopped); run collect "
+             "again into the same folder to add more")
+    out.print(f"next: edge-stpm train --data {cfg.out} --out runs/first", highlight=False)
 
 
 def _safe_mode(err: Console, config: Path, exc: UserError) -> int:
