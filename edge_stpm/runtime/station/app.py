@@ -411,13 +411,14 @@ def _station_inspector(c: RunConfig, threads: Optional[int], line: Any, say: Say
     recipes = load_recipes(_with_created(st, store, say), st.initial(), c.backend, threads, c.frame_path, log=say)
     if line.plc is not None:
         line.plc.connect_recipes(recipes)  # register 11 / OPC UA SelectRecipe → this recipe set
+
     def changed(a: Any, b: Any) -> None:
         audit.write("line", "recipe", b.cfg.name, {"index": a.cfg.index, "name": a.cfg.name},
                     {"index": b.cfg.index, "name": b.cfg.name})
 
     recipes.on_change.append(changed)
-    control = StationControl(recipes, store, audit, c.backend, threads, c.frame_path, st.http.engineer_token)
-    control.station = st
+    control = StationControl(recipes, store, audit, c.backend, threads, c.frame_path, st.http.engineer_token,
+                             station=st)
     control.adopt(log=say)
     control.restore_settings(say)
     audit.write("station", "start", st.initial().name, None, recipes.summary())
