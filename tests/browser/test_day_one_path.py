@@ -103,7 +103,10 @@ def test_day_one_path_no_model_to_rollback(synth_dir: Path, tmp_path: Path) -> N
         c = fit["card"]
         assert (fit["kind"], fit["recipe"], c["images"], c["held_out"]) == ("fit", "part", N_PARTS, N_PARTS // 5), fit
         assert c["no_defect_check"] >= 0.9 and all(v >= 0.8 for v in c["no_defect_kinds"].values()), c
-        assert 0 <= c["good_p50"] <= c["good_p95"] <= 1.0 and c["image_threshold"] > 0 and c["pixel_threshold"] > 0, c
+        # the scale's 0 is the held-out good parts' median by definition; their p95 may pass 1 (the threshold is logsigma
+        # k 2 of 20 parts: the CI dry run saw 1.083), so only the order is checked
+        assert abs(c["good_p50"]) < 1e-3 and c["good_p95"] >= c["good_p50"], c
+        assert c["image_threshold"] > 0 and c["pixel_threshold"] > 0, c
         assert 0 < c["entries"] and c.get("update") is None and c.get("compare") is None, c
         card = page.text_content("#fit-card")
         for shown in (f"{N_PARTS} ({N_PARTS // 5} held out for the thresholds)", f"{c['entries']} entries",
