@@ -179,6 +179,10 @@ def test_day_one_path_no_model_to_rollback(synth_dir: Path, tmp_path: Path) -> N
                                       f"{c['compare']['new']['held_out_good_ng']} of {held}") in card, card
         page.evaluate(SHOW_FIT)
         page.screenshot(path=str(shots / "day_one_path_5_update_card.png"))
+        page.set_viewport_size({"width": 390, "height": 844})  # the same card on a phone
+        page.evaluate(SHOW_FIT)
+        page.screenshot(path=str(shots / "day_one_path_5_update_card_390.png"))
+        page.set_viewport_size({"width": 1280, "height": 800})
         page.click("#fit-deploy")
         page.wait_for_selector("#toast:has-text('part: v2 is live')")
         r = _api(base, "GET", "/api/recipes")[0]
