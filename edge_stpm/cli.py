@@ -20,6 +20,7 @@ from edge_stpm.contract.options import (
     DEFAULT_CORESET,
     DEFAULT_CORESET_CHUNK,
     DEFAULT_CORESET_DIMS,
+    DEFAULT_CORESET_EXACT_MAX,
     DEFAULT_HEAD,
     DEFAULT_UPDATE_METHOD,
     Backbone,
@@ -618,7 +619,10 @@ def fit(teacher_pack: Path = typer.Option(..., "--teacher", help="A teacher pack
         out_dir: Path = typer.Option(..., "--out", help="The bundle folder to write (new or empty)."),
         coreset: float = typer.Option(DEFAULT_CORESET, **rng("coreset"), help="Share of the good patches the memory keeps (as train --coreset)."),
         bank_max_mb: float = typer.Option(DEFAULT_BANK_MAX_MB, **rng("bank_max_mb"), help="The bank's size cap in MB (float32)."),
-        coreset_chunk: int = typer.Option(DEFAULT_CORESET_CHUNK, **rng("coreset_chunk"), help="0 = exact greedy k-center (as train); N > 0 = over chunks of at most N patches (cost linear in the patches)."),
+        coreset_chunk: int = typer.Option(DEFAULT_CORESET_CHUNK, **rng("coreset_chunk"), help="0 = the exact greedy k-center up to --coreset-exact-max patches, the two-stage one above (as train); N > 0 = over chunks of at most N patches (cost linear in the patches)."),
+        coreset_exact_max: int = typer.Option(DEFAULT_CORESET_EXACT_MAX, **rng("coreset_exact_max"), help="With --coreset-chunk 0: the exact greedy k-center up to this many patches; above it the two-stage one (chunks keep 10x the entries as candidates, then the exact greedy among them: minutes, not hours, for tiled fits and thousands of images)."),
+        tiles: Optional[str] = typer.Option(None, help="Tiled fit for large frames: ROWSxCOLS overlapping tiles (e.g. 2x2), as train --tiles: each tile fitted to the pack's size, the maps stitched back, the frame's score the largest tile's."),
+        tile_overlap: float = typer.Option(0.125, **rng("tile_overlap"), help="With --tiles: the share of a tile's side shared with its neighbour."),
         seed: int = typer.Option(0, **rng("seed"), help="The held-out split and the coreset's start (as train --seed)."),
         threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime (default: all)."),
         precision: str = typer.Option("fp32", help="fp32, plus fp16 and/or int8 (e.g. fp32,fp16,int8): an FP16 graph (the pack's FP16 template: teacher FP16, head FP32) and an INT8 Q/DQ graph (the FP32 graph quantized on the training images), for TensorRT FP16/INT8 engines; each kept only if it passes export's gate against the FP32 graph on the held-out images."),
@@ -627,11 +631,13 @@ def fit(teacher_pack: Path = typer.Option(..., "--teacher", help="A teacher pack
     patch features in ONNX Runtime, the coreset in numpy, thresholds from held-out good images, the no-defect check,
     TensorRT's rules, a self-test and a manifest — written as a bundle ready to deploy. The same recipe and split as
     train --head memory, so the two agree. A failed or interrupted fit leaves nothing half-written."""
+    from edge_stpm.contract.tiles import parse_tiles
     from edge_stpm.runtime.learn.fit import FitConfig
     from edge_stpm.runtime.learn.report import print_fit
 
     print_fit(out, FitConfig(teacher_pack, data, out_dir, coreset, bank_max_mb, coreset_chunk, seed, threads=threads,
-                             precisions=tuple(p.strip() for p in precision.split(",") if p.strip())), quiet)
+                             precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
+                             tiles=parse_tiles(tiles, tile_overlap), exact_max=coreset_exact_max), quiet)
 
 
 config_app = typer.Typer(no_args_is_help=True, help="The station file: check it, show it with its defaults, its JSON Schema.")

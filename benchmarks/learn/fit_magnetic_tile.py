@@ -1,13 +1,13 @@
 """Learning on the box, measured on magnetic tile (benchmarks/results/learn/RULE.md): a teacher pack, then
-``edge-stpm fit`` on the runtime install (the .venv-runtime made by .ci/run: no torch) with the exact coreset (E) and
-the chunked one (C), each timed and evaluated on the whole test split (image AUROC, SegF1 at the stored thresholds,
-where the defect is); optionally beside a ``train --head memory`` checkpoint of the same seed (parity: thresholds and
-AUROC).
+``edge-stpm fit`` on the runtime install (the .venv-runtime made by .ci/run: no torch) with the exact coreset (E),
+the chunked one (C), the two-stage one (T) and a 2×2 tiled fit with the default coreset (T22), each timed and
+evaluated on the whole test split (image AUROC, SegF1 at the stored thresholds, where the defect is); optionally
+beside a ``train --head memory`` checkpoint of the same seed (parity: thresholds and AUROC).
 
-    nice -n 19 python3 benchmarks/learn/fit_magnetic_tile.py --seed 0 [--train-checkpoint RUN/model.pt]
+    nice -n 19 python3 benchmarks/learn/fit_magnetic_tile.py --seed 0 [--only E,T] [--name fit_T] [--train-checkpoint RUN/model.pt]
     (EDGE_STPM_RUNTIME_PYTHON or --runtime-python: the runtime venv's python; default .venv-runtime/bin/python)
 
-Writes benchmarks/results/learn/fit_seedSEED.json and .md.
+Writes benchmarks/results/learn/NAME_seedSEED.json and .md (NAME: --name, default fit).
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-CANDIDATES = {"E": 0, "C": 32768}
+CANDIDATES = {"E": ["--coreset-exact-max", "1000000000"], "C": ["--coreset-chunk", "32768"],
+              "T": ["--coreset-exact-max", "0"], "T22": ["--tiles", "2x2"]}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -38,6 +39,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    default=Path(os.environ.get("EDGE_STPM_RUNTIME_PYTHON", ROOT / ".venv-runtime" / "bin" / "python")))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default="E,C", help="candidates to run")
+    p.add_argument("--name", default="fit", help="result files NAME_seedSEED.json / .md")
     return p.parse_args(argv)
 
 
@@ -70,19 +72,20 @@ def evaluate_bundle(bundle: Path, data: Path, threads: int) -> dict[str, Any]:
     return res
 
 
-def run_fit(a: argparse.Namespace, pack: Path, name: str, chunk: int) -> dict[str, Any]:
+def run_fit(a: argparse.Namespace, pack: Path, name: str, args: list[str]) -> dict[str, Any]:
     out = a.work / f"seed{a.seed}" / name
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     r = subprocess.run([str(a.runtime_python), "-m", "edge_stpm.cli", "fit", "--teacher", str(pack), "--data",
-                        str(a.data), "--out", str(out), "--seed", str(a.seed), "--coreset-chunk", str(chunk),
+                        str(a.data), "--out", str(out), "--seed", str(a.seed), *args,
                         "--threads", str(a.threads), "--quiet"], capture_output=True, text=True, cwd="/")
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"fit {name} failed: {r.stderr[-2000:]}")
     rep = json.loads((out / "fit.json").read_text())
-    return {"chunk": chunk, "wall_s": wall, "stdout": r.stdout.strip(), "fit": {k: rep[k] for k in (
-        "images", "held_out", "train_images", "memory", "thresholds", "no_defect_check", "seconds")},
+    return {"args": args, "wall_s": wall, "stdout": r.stdout.strip(), "fit": {k: rep.get(k) for k in (
+        "images", "held_out", "train_images", "memory", "thresholds", "no_defect_check", "seconds", "coreset_method",
+        "patches", "tiles")},
         "test": evaluate_bundle(out, a.data, a.threads)}
 
 
@@ -113,8 +116,8 @@ def main(argv: list[str]) -> int:
             "image", "pixel")}, "entries": int(ck["memory_bank"].shape[0]),
             "val_images": ck["training"]["val_images"][:5]}
     rec["loadavg_end"] = list(os.getloadavg())
-    write_json(keep / f"fit_seed{a.seed}.json", rec)
-    write_text(keep / f"fit_seed{a.seed}.md", table(rec))
+    write_json(keep / f"{a.name}_seed{a.seed}.json", rec)
+    write_text(keep / f"{a.name}_seed{a.seed}.md", table(rec))
     print(table(rec))
     return 0
 
@@ -124,7 +127,8 @@ def table(rec: dict[str, Any]) -> str:
             "| SegF1 | false calls | recall | no-defect check |", "|" + "---|" * 13]
     for n, c in rec["candidates"].items():
         f, t = c["fit"], c["test"]
-        rows.append(f"| {n} (chunk {c['chunk']}) | {c['wall_s']:.0f} | {f['seconds']['features']:.0f} | "
+        how = " ".join(c["args"]) if "args" in c else f"--coreset-chunk {c['chunk']}"
+        rows.append(f"| {n} ({how}; {f.get('coreset_method') or ''}) | {c['wall_s']:.0f} | {f['seconds']['features']:.0f} | "
                     f"{f['seconds']['coreset']:.0f} | {f['memory']['entries']} | {f['thresholds']['image']:.4g} | "
                     f"{f['thresholds']['pixel']:.4g} | {t['overall']['image_auroc']:.4f} | "
                     f"{t['overall']['pixel_auroc']:.4f} | {t['overall']['segf1']['f1']:.3f} | "

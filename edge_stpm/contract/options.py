@@ -39,7 +39,8 @@ DEFAULT_BANK_MAX_MB = 32.0  # memory head: the bank's float32 bytes are capped h
 # memory head: k-center runs on a random projection to this many dims, 0 = on the features themselves (PatchCore's
 # and anomalib's practice): 0 won RULE_R3.md addendum 5 over 32 (+0.0068 on the rule score, 3 seeds; TABLE_R3.md)
 DEFAULT_CORESET_DIMS = 0
-DEFAULT_CORESET_CHUNK = 0  # 0: exact greedy k-center over all patches (runtime/learn/coreset.py)
+DEFAULT_CORESET_CHUNK = 0  # 0: exact greedy k-center up to DEFAULT_CORESET_EXACT_MAX patches, two-stage above
+DEFAULT_CORESET_EXACT_MAX = 1_000_000  # runtime/learn/coreset.py; benchmarks/results/learn/RULE.md, addendum 3
 # how update-memory --bundle puts reviewed good parts into a bank (runtime/learn/update.py); the default by
 # benchmarks/results/learn/drift/RULE.md
 UPDATE_METHODS = ("reselect", "extend", "transfer")
@@ -96,6 +97,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "tile_overlap": (0.0, 0.5),
     "coreset_dims": (0, 4096),
     "coreset_chunk": (0, 100_000_000),
+    "coreset_exact_max": (0, 1_000_000_000),
     "coreset": (0.0001, 1.0),
     "held_out": (0.0, 0.95),
     "bank_max_mb": (0.1, 4096.0),

@@ -10,6 +10,10 @@ rows, and each chunk keeps its share of the k entries by exact greedy selection 
 one chunk (cache-sized) instead of all N, and the number of passes stays k. What it gives up: a chunk does not know
 the other chunks' centres, so two chunks may both keep nearby patches; every patch is still within its own chunk's
 covering radius of an entry. ``covering_radius`` measures that against the exact selection.
+
+``two_stage`` (the default above ``EXACT_MAX`` patches: benchmarks/results/learn/RULE.md, addendum 3) keeps what the
+chunks lose: stage 1 runs the chunked selection for ``OVERSAMPLE`` × k candidates, stage 2 the exact greedy for k
+entries among the candidates only. Stage 1 grows linearly with N; stage 2 costs a tenth of the exact N·k.
 """
 from __future__ import annotations
 
@@ -18,8 +22,12 @@ from typing import Callable
 
 import numpy as np
 
+from edge_stpm.contract.options import DEFAULT_CORESET_EXACT_MAX
+
 CHUNK = 32_768  # patches per chunk: 16 MB of 128-dim float32 — stays in a CPU's cache while it is scanned k times
 STEP = 256      # on_step is called every this many selections
+EXACT_MAX = DEFAULT_CORESET_EXACT_MAX  # patches: the exact greedy up to here (≈ 2 min on a 2-core CPU), two-stage above
+OVERSAMPLE = 10        # two-stage: stage 1 keeps this many candidates per entry
 
 OnStep = Callable[[int], None]
 
@@ -66,16 +74,35 @@ def shares(sizes: list[int], k: int) -> list[int]:
     return [min(o, s) for o, s in zip(out, sizes, strict=True)]
 
 
-def select(feats: np.ndarray, k: int, seed: int = 0, chunk: int = 0, on_step: OnStep | None = None) -> np.ndarray:
-    """Indices of ``k`` rows of ``feats`` ``(N, D)``: exact greedy k-center when ``chunk`` is 0 or N ≤ ``chunk``,
-    else chunked (see the module doc). Seeded: the same inputs give the same indices."""
+def method(n: int, k: int, chunk: int = 0, exact_max: int = EXACT_MAX) -> str:
+    """Which selection ``select`` runs for ``n`` patches and ``k`` entries: all, chunked, exact or two-stage."""
+    if k >= n:
+        return "all"
+    if chunk > 0:
+        return "chunked" if n > chunk else "exact"
+    return "exact" if n <= exact_max or OVERSAMPLE * k >= n else "two-stage"
+
+
+def select(feats: np.ndarray, k: int, seed: int = 0, chunk: int = 0, on_step: OnStep | None = None,
+           exact_max: int = EXACT_MAX) -> np.ndarray:
+    """Indices of ``k`` rows of ``feats`` ``(N, D)``: by ``method`` — chunks of ``chunk`` rows when it is above 0,
+    else the exact greedy k-center up to ``exact_max`` rows and the two-stage one above (see the module doc).
+    Seeded: the same inputs give the same indices. ``on_step`` counts up to about k whatever the method."""
     z = np.ascontiguousarray(feats, np.float32)
     n = z.shape[0]
-    if k >= n:
-        return np.arange(n)
+    how = method(n, k, chunk, exact_max)
     rng = np.random.default_rng(int(seed))
-    if chunk <= 0 or n <= chunk:
+    if how == "all":
+        return np.arange(n)
+    if how == "exact":
         return greedy(z, k, int(rng.integers(n)), on_step)
+    if how == "chunked":
+        return _chunked(z, k, chunk, rng, on_step)
+    return two_stage(z, k, rng, on_step)
+
+
+def _chunked(z: np.ndarray, k: int, chunk: int, rng: np.random.Generator, on_step: OnStep | None) -> np.ndarray:
+    n = z.shape[0]
     order = rng.permutation(n)
     parts = np.array_split(order, math.ceil(n / chunk))
     out = []
@@ -84,6 +111,31 @@ def select(feats: np.ndarray, k: int, seed: int = 0, chunk: int = 0, on_step: On
             local = greedy(z[part], kk, int(rng.integers(len(part))), on_step)
             out.append(part[local])
     return np.concatenate(out)
+
+
+def two_stage(z: np.ndarray, k: int, rng: np.random.Generator, on_step: OnStep | None = None) -> np.ndarray:
+    """``k`` rows: ``OVERSAMPLE`` × k candidates by chunks of ``CHUNK``, then the exact greedy among them. Progress
+    is reported in stage-weighted steps that add up to about k (stage 1 costs ≈ 10·k·CHUNK, stage 2 ≈ 10·k²)."""
+    m = min(z.shape[0], OVERSAMPLE * k)
+    first = CHUNK / (CHUNK + k)  # stage 1's share of the work
+    cand = _chunked(z, m, CHUNK, rng, _scaled(on_step, k * first / m))
+    local = greedy(z[cand], k, int(rng.integers(len(cand))), _scaled(on_step, 1.0 - first))
+    return cand[local]
+
+
+def _scaled(on_step: OnStep | None, factor: float) -> OnStep | None:
+    """``on_step`` fed ``factor`` × the steps it is given, in whole steps (the remainder carried)."""
+    if on_step is None:
+        return None
+    carry = [0.0]
+
+    def step(n: int) -> None:
+        carry[0] += n * factor
+        whole = int(carry[0])
+        if whole:
+            carry[0] -= whole
+            on_step(whole)
+    return step
 
 
 def covering_radius(feats: np.ndarray, chosen: np.ndarray, block: int = 65_536) -> float:

@@ -39,10 +39,11 @@ from edge_stpm.contract.artifacts import (
 )
 from edge_stpm.contract.gates import GATES, gate_failures, parity_figures
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK
+from edge_stpm.contract.tiles import TileGrid, per_frame
 from edge_stpm.contract.trt_rules import require_trt_ready
 from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend, open_session
 from edge_stpm.runtime.learn import thresholds
-from edge_stpm.runtime.learn.coreset import bank_entries, select
+from edge_stpm.runtime.learn.coreset import EXACT_MAX, bank_entries, method, select
 from edge_stpm.runtime.learn.pack import BANK_SQ, BANK_T, FEATURES, TEACHER_JSON, Pack, need_template, read_pack
 from edge_stpm.runtime.learn.quantize import DEFAULT_FLOAT_STAGES, check_count, quantize_int8
 from edge_stpm.runtime.learn.synthetic import make, proxy_auroc
@@ -67,6 +68,8 @@ class FitConfig:
     val_fraction: float = VAL_FRACTION
     threads: int | None = None
     precisions: tuple[str, ...] = ("fp32",)  # fp32 always (the thresholds' and the gates' reference); fp16 optional
+    tiles: TileGrid | None = None  # a tiled fit (contract/tiles.py): every image cut into this grid of tiles
+    exact_max: int = EXACT_MAX  # the exact coreset up to this many patches, the two-stage one above
 
 
 def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +77,12 @@ def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
     n_val = max(1, int(round(fraction * n)))
     return np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+
+def rows(images: np.ndarray, tiles: TileGrid | None) -> np.ndarray:
+    """Image indices → the rows of ``load_images``' output they fill (each image's tiles in a row)."""
+    n = 1 if tiles is None else tiles.count
+    return (np.asarray(images)[:, None] * n + np.arange(n)[None, :]).ravel()
 
 
 def _session(path: Path, threads: int | None) -> Any:
@@ -164,7 +173,7 @@ def _images(cfg: FitConfig, pack: Pack) -> tuple[list[Path], np.ndarray]:
     if len(paths) < MIN_IMAGES:
         raise UserError(f"only {len(paths)} good images in {cfg.data}: a fit needs at least {MIN_IMAGES} "
                         f"({int(cfg.val_fraction * 100)} % are held out to set the thresholds)")
-    return paths, load_images(paths, pack.size, pack.doc["fit"])
+    return paths, load_images(paths, pack.size, pack.doc["fit"], tiles=cfg.tiles)
 
 
 def _check(cfg: FitConfig) -> None:
@@ -195,9 +204,9 @@ def fit(cfg: FitConfig, progress: Progress | None = None) -> dict[str, Any]:
 
     def step(n: int) -> None:
         done[0] += n
-        tell("teacher features", done[0], len(train))
+        tell("teacher features", done[0], len(train) * (cfg.tiles.count if cfg.tiles else 1))
 
-    feats = patches(pack, images[train], cfg.threads, step)
+    feats = patches(pack, images[rows(train, cfg.tiles)], cfg.threads, step)
     t_feat = time.perf_counter()
     k = bank_entries(feats.shape[0], cfg.coreset, feats.shape[1], cfg.bank_max_mb)
     need_room(Path(cfg.out), pack, k)
@@ -207,11 +216,12 @@ def fit(cfg: FitConfig, progress: Progress | None = None) -> dict[str, Any]:
         picked[0] += n
         tell("coreset", picked[0], k)
 
-    bank = feats[select(feats, k, cfg.seed, cfg.chunk, pick)]
+    bank = feats[select(feats, k, cfg.seed, cfg.chunk, pick, cfg.exact_max)]
     t_core = time.perf_counter()
-    info = _fit_info(cfg, paths, val, train, pack)
-    calib = _calibration(images[train], cfg) if "int8" in cfg.precisions else None
-    return publish(Path(cfg.out), lambda tmp: _build(cfg, pack, bank, images[val], tmp, info, calib),
+    info = _fit_info(cfg, paths, val, train, pack) | {
+        "coreset_method": method(feats.shape[0], k, cfg.chunk, cfg.exact_max), "patches": int(feats.shape[0])}
+    calib = _calibration(images[rows(train, cfg.tiles)], cfg) if "int8" in cfg.precisions else None
+    return publish(Path(cfg.out), lambda tmp: _build(cfg, pack, bank, images[rows(val, cfg.tiles)], tmp, info, calib),
                    {"features": t_feat - t0, "coreset": t_core - t_feat}, t0)
 
 
@@ -261,23 +271,24 @@ def _fit_info(cfg: FitConfig, paths: list[Path], val: np.ndarray, train: np.ndar
     grid = pack.doc["features"].get("grid", [0, 0])
     return {"teacher": str(cfg.teacher), "data": str(cfg.data), "images": len(paths), "held_out": len(val),
             "train_images": len(train), "patches_per_image": int(grid[0] * grid[1]), "coreset": cfg.coreset,
-            "coreset_chunk": cfg.chunk, "seed": cfg.seed,
+            "coreset_chunk": cfg.chunk, "seed": cfg.seed, "tiles": cfg.tiles.as_meta() if cfg.tiles else None,
             "val_images": [str(paths[i]) for i in val], "train_image_paths": [str(paths[i]) for i in train]}
 
 
 def _build(cfg: FitConfig, pack: Pack, bank: np.ndarray, good: np.ndarray, out: Path,
            info: dict[str, Any], calib: np.ndarray | None = None) -> dict[str, Any]:
     """Graph, thresholds (from the held-out ``good`` images), no-defect check, self-test, README and teacher pack of
-    ``bank``, written into ``out``; returns the report (``info`` and what was made)."""
+    ``bank``, written into ``out``; returns the report (``info`` and what was made). With tiles, ``good`` holds
+    the held-out images' tiles: the image threshold is set on each image's largest tile score (as ``train``)."""
     model = bank_graph(pack, bank)
     path = onnx_path(out, "fp32")
-    md = read_onnx_metadata(pack.template)
+    md = read_onnx_metadata(pack.template) | ({"tiles": cfg.tiles.as_meta()} if cfg.tiles else {})
     sha = hashlib.sha256(bank.tobytes()).hexdigest()
     memory = {"entries": int(bank.shape[0]), "dims": int(bank.shape[1]), "bytes": int(bank.size * 4)}
     _metadata(model, md | {"memory": memory, "checkpoint_sha256": sha})
     _write_graph(model, path)
     maps, scores = _score(path, good, cfg.threads)
-    thr = thresholds.calibrate(scores, maps, "logsigma", thresholds.default_k("memory"))
+    thr = thresholds.calibrate(per_frame(cfg.tiles, scores), maps, "logsigma", thresholds.default_k("memory"))
     md = md | {"memory": memory, "checkpoint_sha256": sha,
                "thresholds": {"image": thr["image"], "pixel": thr["pixel"], "method": thr["method"],
                               "good_scores": thr["good_scores"], "score_scale": thr["score_scale"]}}

@@ -32,8 +32,9 @@ from onnx import numpy_helper
 
 from edge_stpm.common.errors import UserError
 from edge_stpm.common.images import list_images, load_images
-from edge_stpm.contract.artifacts import onnx_path
+from edge_stpm.contract.artifacts import onnx_path, read_onnx_metadata
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_UPDATE_METHOD, UPDATE_METHODS
+from edge_stpm.contract.tiles import TileGrid, from_meta
 from edge_stpm.runtime.learn.coreset import bank_entries, extend, select, spacing
 from edge_stpm.runtime.learn.fit import (
     MIN_IMAGES,
@@ -123,21 +124,22 @@ def new_bank(cfg: UpdateConfig, old: np.ndarray, feats: np.ndarray, seen: int, c
     return np.concatenate([old, feats[extend(old, feats, spacing(old), max(cap, 0))]])
 
 
-def _load(paths: list[Path], pack: Pack) -> np.ndarray:
+def _load(paths: list[Path], pack: Pack, grid: TileGrid | None = None) -> np.ndarray:
+    """The images (a tiled bundle's: their tiles, image by image) at the pack's size."""
     if not paths:
         return np.empty((0, pack.size, pack.size, 3), np.uint8)
-    return load_images(paths, pack.size, pack.doc["fit"])
+    return load_images(paths, pack.size, pack.doc["fit"], tiles=grid)
 
 
 def _carry(before: dict[str, Any], new: np.ndarray, old_val: np.ndarray, pack: Pack,
-           cfg: UpdateConfig) -> tuple[np.ndarray, np.ndarray, Any]:
+           cfg: UpdateConfig, grid: TileGrid | None) -> tuple[np.ndarray, np.ndarray, Any]:
     """(the model's own training images in the new look, its held-out images in the new look, the look) — mode
     transfer; one UserError when the training images are no longer on this machine."""
     paths = [Path(p) for p in before.get("train_image_paths", []) if Path(p).is_file()]
     if not paths:
         raise UserError("the model's own training images are not on this machine: the new look cannot be carried "
                         "to them (update without it)")
-    old = load_images(paths, pack.size, pack.doc["fit"])
+    old = _load(paths, pack, grid)
     pick = np.random.default_rng(cfg.seed).choice(len(old), min(LOOK_SAMPLE, len(old)), replace=False)
     look = estimate(old[np.sort(pick)], new)
     return look.apply(old), (look.apply(old_val) if len(old_val) else old_val), look
@@ -160,18 +162,19 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
     if not old_val and not held:
         raise UserError(f"no held-out good images to calibrate on: the bundle's are not on this machine and {cfg.data} "
                         f"has too few images to hold some out (at least {MIN_IMAGES}) and no test/good/")
-    images = load_images(new, pack.size, pack.doc["fit"])
+    grid = from_meta(read_onnx_metadata(pack.template))  # a tiled bundle is updated with tiles
+    images = _load(new, pack, grid)
     done = [0]
 
     def step_on(n: int) -> None:
         done[0] += n
-        tell("teacher features", done[0], len(new))
+        tell("teacher features", done[0], len(images))
 
     feats = patches(pack, images, cfg.threads, step_on)
-    good = _load(old_val, pack)
+    good = _load(old_val, pack, grid)
     look = None
     if cfg.mode == "transfer":
-        carried, good, look = _carry(before, images, good, pack, cfg)
+        carried, good, look = _carry(before, images, good, pack, cfg, grid)
         feats = np.concatenate([feats, patches(pack, carried, cfg.threads)])
     t_feat = time.perf_counter()
     seen = int(before.get("patches", before.get("train_images", len(old)) * before.get("patches_per_image", 1)))
@@ -179,7 +182,7 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
     bank = new_bank(cfg, old, feats, seen + len(feats), float(before.get("coreset", 0.01)))
     t_core = time.perf_counter()
     val = old_val + held
-    good = np.concatenate([good, _load(held, pack)])
+    good = np.concatenate([good, _load(held, pack, grid)])
     step = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from": str(cfg.bundle),
             "data": str(cfg.data), "mode": cfg.mode, "added_images": len(new), "held_out_added": len(held),
             "patches_added": int(len(feats)), "entries_before": int(len(old)), "entries_after": int(len(bank)),
@@ -194,6 +197,7 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
         "memory_updates": list(before.get("memory_updates", [])) + [step]}
     # the update keeps the graphs its bundle had: FP32, and FP16 when the bundle carries an FP16 template
     precisions = ("fp32", "fp16") if pack.template_for("fp16") is not None else ("fp32",)
-    fit_cfg = FitConfig(cfg.bundle, cfg.data, cfg.out, seed=cfg.seed, threads=cfg.threads, precisions=precisions)
+    fit_cfg = FitConfig(cfg.bundle, cfg.data, cfg.out, seed=cfg.seed, threads=cfg.threads, precisions=precisions,
+                        tiles=grid)
     return publish(Path(cfg.out), lambda tmp: _build(fit_cfg, pack, bank, good, tmp, info),
                    {"features": t_feat - t0, "coreset": t_core - t_feat}, t0)
