@@ -52,6 +52,7 @@ def test_collect_skips_a_stopped_conveyor_and_keeps_raw_frames(synth_dir: Path, 
     for p, want in zip(kept, firsts):
         assert np.array_equal(cv2.imread(str(p)), want), f"{p.name}: not the raw frame of its part"
     assert "8 frames kept" in r.output and "28 near-duplicates skipped of 36 seen" in r.output, r.output
+    assert "ended: target reached" in r.output.replace("\n", " "), r.output  # it said "SIGTERM" before
     sheet = cv2.imread(str(out / "contact_sheet.jpg"))
     assert sheet is not None and sheet.shape[1] == 8 * 128 and sheet.shape[0] == 128 + 16
 
@@ -61,6 +62,7 @@ def test_collect_skips_a_stopped_conveyor_and_keeps_raw_frames(synth_dir: Path, 
     assert r.exit_code == 0, r.output
     kept = sorted((out / "train" / "good").glob("*.png"))
     assert len(kept) == 8 + 12 and "only 12 of the 100" in r.output.replace("\n", " ")
+    assert "ended: end of stream" in r.output.replace("\n", " "), r.output
     assert np.array_equal(cv2.imread(str(kept[8])), firsts[0][20:68, 10:74])
     # every frame kept, with --min-change 0
     r = runner.invoke(app, ["collect", "--source", str(tmp_path / "line"), "--out", str(tmp_path / "all"),

@@ -236,6 +236,7 @@ class Pipeline:
                               (opts.save_anomalies / f"src{i}" if n > 1 else opts.save_anomalies)
                               if opts.save_anomalies else None) for i, s in enumerate(sources)]
         self.stop = opts.stop if opts.stop is not None else threading.Event()
+        self.signalled = False  # a SIGTERM set the stop event (else the station or a collection did)
         self.summary = RunSummary()
         # per-frame timings: the newest TIMING_WINDOW frames (a 24/7 run must not grow without bound)
         self.times: dict[str, deque[float]] = {k: deque(maxlen=TIMING_WINDOW)
@@ -474,8 +475,8 @@ class Pipeline:
                 self.settle(b, t, fut.result())
             if pool is not None:
                 pool.shutdown(wait=True)
-        if self.stop.is_set():
-            self.summary.end_reason = "SIGTERM"
+        if self.stop.is_set():  # a SIGTERM, or whoever holds the stop event (the station, a collection's count)
+            self.summary.end_reason = "SIGTERM" if self.signalled else "stopped"
 
     def idle(self, batch: list[tuple[Channel, Frame, np.ndarray]], t0: float) -> None:
         """No model yet (nothing judged) and only file or folder sources, which nothing paces: wait out one frame
@@ -486,10 +487,14 @@ class Pipeline:
         interval = max(1.0 / (c.source.fps or NO_MODEL_FPS) for c, _, _ in batch)
         self.stop.wait(max(0.0, t0 + interval - time.perf_counter()))
 
+    def _on_sigterm(self, *_: Any) -> None:
+        self.signalled = True
+        self.stop.set()
+
     def run(self) -> RunSummary:
         previous = None
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         t_start = time.perf_counter()
         t_end = t_start
         self.summary.rss_mb["start"] = _rss_mb()

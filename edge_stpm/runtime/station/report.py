@@ -51,6 +51,11 @@ def lines(out: Console, err: Console) -> tuple[app.Say, app.Say, app.Say]:
     return say, warn, error
 
 
+def _ended(stats: Any, count: int, reason: str) -> str:
+    """Why a collection ended: its count reached, else the loop's reason (the source's end, a SIGTERM, a stop)."""
+    return "target reached" if len(stats.kept) >= count else (reason or "stopped")
+
+
 def print_collect(out: Console, err: Console, cfg: CollectSettings, config: Optional[Path]) -> None:
     """``edge-stpm collect``: with ``config`` (a station file) its values where the command line gave none; a
     progress bar while collecting, then what was kept and what to do next (a warning when short of the count)."""
@@ -62,7 +67,7 @@ def print_collect(out: Console, err: Console, cfg: CollectSettings, config: Opti
         stats, sheet, s = app.collect(cfg, say, warn, error, lambda st: progress.update(
             task, advance=1, info=f"{st.duplicates} near-duplicates skipped"))
     out.print(f"{len(stats.kept)} frames kept in {cfg.out / 'train' / 'good'} ({stats.duplicates} near-duplicates "
-              f"skipped of {stats.seen} seen; ended: {s.end_reason or 'target reached'})"
+              f"skipped of {stats.seen} seen; ended: {_ended(stats, cfg.count, s.end_reason)})"
               + (f"; contact sheet {sheet}" if sheet else ""), highlight=False, soft_wrap=True)
     if len(stats.kept) < cfg.count:
         warn(f"only {len(stats.kept)} of the {cfg.count} frames wanted (the source ended or was stopped); run collect "
