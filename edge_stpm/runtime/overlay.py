@@ -18,6 +18,7 @@ NEAR = 0.5     # colour starts here on the score scale (0 = typical good, 1 = th
 TOP = 2.0      # full colour here on the score scale
 ALPHA = 0.6    # opacity of the colour at and above the threshold
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+HUD_SHARE = 0.4  # the HUD lines stop at this share of the frame's height (a 128-px part keeps its lower 60 %)
 _STOPS = ((NEAR, (0, 230, 255)), (1.0, (0, 140, 255)), (TOP, (0, 0, 230)))  # BGR: yellow → amber → red
 
 
@@ -169,14 +170,19 @@ def verdict_banner(img: np.ndarray, ng: bool, norm_score: float, lines: list[str
     cv2.putText(img, head, (round(0.4 * px), round(1.22 * px)), FONT, scale, colour, max(1, round(px / 10)),
                 cv2.LINE_AA)
     small = max(11, round(0.6 * px))
-    y = round(1.5 * px) + small + 4
-    if threshold is not None:
-        _text(img, f"threshold 1.00 = score {threshold:.4g}", (round(0.4 * px), y), small, (255, 255, 255))
-        y += small + 5
-    for line in lines:
-        _text(img, line, (round(0.4 * px), y), small, (255, 255, 255))
-        y += small + 5
+    more = ([f"threshold 1.00 = score {threshold:.4g}"] if threshold is not None else []) + list(lines)
+    _lines(img, more, round(1.5 * px) + small + 4, round(0.4 * px), small)
     return img
+
+
+def _lines(img: np.ndarray, lines: list[str], y: int, x: int, px: int) -> None:
+    """HUD lines under the banner, as many as fit in the top ``HUD_SHARE`` of the frame (a small part's frame keeps
+    its picture: the lines that do not fit are left out, the banner itself stays)."""
+    for line in lines:
+        if y > HUD_SHARE * img.shape[0]:
+            return
+        _text(img, line, (x, y), px, (255, 255, 255))
+        y += px + 5
 
 
 def no_model_banner(frame: np.ndarray, lines: list[str] | tuple[str, ...] = ()) -> np.ndarray:
@@ -191,10 +197,8 @@ def no_model_banner(frame: np.ndarray, lines: list[str] | tuple[str, ...] = ()) 
     cv2.putText(out, head, (round(0.4 * px), round(1.22 * px)), FONT, scale, (200, 200, 200),
                 max(1, round(px / 10)), cv2.LINE_AA)
     small = max(11, round(0.6 * px))
-    y = round(1.5 * px) + small + 4
-    for line in ("collect good parts and fit a model on the Recipes page", *lines):
-        _text(out, line, (round(0.4 * px), y), small, (255, 255, 255))
-        y += small + 5
+    _lines(out, ["collect good parts and fit a model on the Recipes page", *lines], round(1.5 * px) + small + 4,
+           round(0.4 * px), small)
     return out
 
 

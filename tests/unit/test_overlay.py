@@ -111,3 +111,19 @@ def test_progress_without_a_terminal_prints_plain_lines(capsys: pytest.CaptureFi
     lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("train x")]
     assert lines[0].startswith("train x: 1/4 (25%)") and lines[-1].startswith("train x: 4/4 (100%)"), lines
     assert "— epoch 4/4" in lines[-1] and not any("\r" in l or "━" in l for l in lines)
+
+
+def test_the_hud_leaves_a_small_part_visible() -> None:
+    """A 128-px part (the day-one path's) with five HUD lines: the banner and its lines stay in the top 40 % of the
+    frame (before: the lines ran down to ~90 % of it); a 720-px frame keeps all five lines."""
+    from edge_stpm.runtime.overlay import verdict_banner
+
+    hud = ["fps 29.1", "verdict 12 ms", "recipe tile", "source cam0", "ng 3 of 100"]
+    for side, bound in ((128, 0.40), (256, 0.40), (720, 0.42)):
+        img = np.full((side, side, 3), 128, np.uint8)
+        verdict_banner(img, True, 1.2, hud, threshold=2.3)
+        rows = np.where(np.any(img != 128, axis=2).any(axis=1))[0]
+        assert (rows.max() + 1) / side <= bound, (side, rows.max() + 1)
+    big = np.full((720, 720, 3), 128, np.uint8)
+    verdict_banner(big, True, 1.2, hud, threshold=2.3)
+    assert np.any(big[250:290] != 128), "the last HUD line is drawn on a large frame"
