@@ -127,7 +127,7 @@ class StationControl:
                 self.audit.write(who, "delete recipe", name, before, None, "refused", str(exc))
                 raise
             kept = self._archive(name)
-            self._settings_to(name, None)
+            self._forget_settings(name)
             self.recipes.remove(rec.cfg.index)
         detail = f"PLC index {rec.cfg.index} is free; {kept}"
         self.audit.write(who, "delete recipe", name, before | {"created_by": entry.get("created_by")}, None, "ok",
@@ -158,8 +158,6 @@ class StationControl:
             except UserError as exc:
                 self.audit.write(who, "edit recipe", name, before, None, "refused", str(exc))
                 raise
-            if cfg.name != name:
-                self._settings_to(name, cfg.name)
             self.recipes.rekey(rec.cfg.index, LoadedRecipe(cfg, rec.inspector, rec.sha256, rec.load_s,
                                                            version=rec.version))
         after = {"name": cfg.name, "index": cfg.index}
@@ -219,15 +217,12 @@ class StationControl:
         return (f"its {n} model version{'s' if n != 1 else ''} kept on disk in {dst} (remove that folder to free "
                 "the disk)")
 
-    def _settings_to(self, name: str, new: str | None) -> None:
-        """The settings changed from the web app for ``name`` kept under ``new`` (a rename), or forgotten (None)."""
-        values = self.store.settings().get(name)
-        if values is None:
-            return
-        with contextlib.suppress(UserError, OSError):
-            if new is not None:
-                self.store.save_settings(new, values)
-            self.store.save_settings(name, None)
+    def _forget_settings(self, name: str) -> None:
+        """A deleted recipe's settings changed from the web app forgotten (a recipe created later under its name
+        starts with its own)."""
+        if name in self.store.settings():
+            with contextlib.suppress(UserError, OSError):
+                self.store.save_settings(name, None)
 
     def _apply(self, rec: LoadedRecipe, cfg: Any) -> None:
         """``rec`` with other live settings, on the same loaded model, swapped in between two frames."""

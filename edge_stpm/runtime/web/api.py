@@ -47,11 +47,12 @@ def _strict_loads(text: str) -> Any:
 async def json_body(request: Any, cap: int | None = None) -> dict[str, Any]:
     """The request's JSON object; anything else (not JSON, not an object, empty) is 400 with one line; over ``cap``
     bytes 413 (a chunked body, which declares no length the guard could refuse first)."""
-    size = len(await request.read()) if cap is not None and request.can_read_body else 0
+    has_body = request.can_read_body  # (False once read: the body is kept for json())
+    size = len(await request.read()) if cap is not None and has_body else 0
     if cap is not None and size > cap:
         raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=size)
     try:
-        body = await request.json(loads=_strict_loads) if request.can_read_body else {}
+        body = await request.json(loads=_strict_loads) if has_body else {}
     except ValueError:
         raise web.HTTPBadRequest(text="the body is not JSON (numbers must be finite)") from None
     if not isinstance(body, dict):
