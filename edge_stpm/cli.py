@@ -654,7 +654,8 @@ def config_check(file: Path = typer.Argument(..., help="The station file (TOML).
 @one_line_errors
 def config_show(file: Path = typer.Argument(..., help="The station file (TOML).")) -> None:
     """The effective configuration: every key of the file with the value run will use (the file's, else run's
-    default), as TOML; then the recipes created on the box (the model store's recipes.json), each marked as such."""
+    default), as TOML — with the recipes created on the box (the model store's recipes.json) after the file's, each
+    marked as such."""
     from edge_stpm.runtime.station.config import load
     from edge_stpm.runtime.station.created import show_toml
 

@@ -72,9 +72,12 @@ def test_make_active_rename_and_delete_from_the_page(exported: Path, synth_dir: 
             page.wait_for_selector(CARD.format("part-d"))
             assert "index 7" in page.text_content(CARD.format("part-d") + " h2")
             page.click(f"{CARD.format('part-d')} summary")  # open, for the screenshots
-            page.locator("#recipes").screenshot(path=str(shots / "recipes_manage_1280.png"))
-            page.set_viewport_size({"width": 390, "height": 844})  # a phone on the line
-            page.locator("#recipes").screenshot(path=str(shots / "recipes_manage_390.png"))
+            page.wait_for_selector("#toast", state="hidden")
+            for width in (1280, 390):  # the header and the recipes' cards (a phone on the line: 390)
+                page.set_viewport_size({"width": width, "height": 844})
+                bottom = page.locator("#recipes").bounding_box()["y"] + page.locator("#recipes").bounding_box()["height"]
+                page.screenshot(path=str(shots / f"recipes_manage_{width}.png"), full_page=True,
+                                clip={"x": 0, "y": 0, "width": width, "height": bottom + 16})
             page.set_viewport_size({"width": 1280, "height": 800})
 
             said: list[str] = []
