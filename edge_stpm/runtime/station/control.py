@@ -116,7 +116,7 @@ class StationControl:
             rec = self._recipe(name, who, "delete recipe")
             before = {"index": rec.cfg.index, "version": rec.version}
             try:
-                entry = self._created_entry(rec, "deleted")
+                made = self._created_entry(rec, "deleted")
                 self._withdraw(rec, "deleting it")
                 try:
                     self.store.update_created(name, rec.cfg.index, None)
@@ -130,7 +130,7 @@ class StationControl:
             self._forget_settings(name)
             self.recipes.remove(rec.cfg.index)
         detail = f"PLC index {rec.cfg.index} is free; {kept}"
-        self.audit.write(who, "delete recipe", name, before | {"created_by": entry.get("created_by")}, None, "ok",
+        self.audit.write(who, "delete recipe", name, before | {"created_by": made.get("created_by")}, None, "ok",
                          detail)
         return {"deleted": name, "index": rec.cfg.index, "detail": detail, "recipes": self.recipes.summary()}
 
@@ -144,13 +144,13 @@ class StationControl:
             rec = self._recipe(name, who, "edit recipe")
             before = {"name": name, "index": rec.cfg.index}
             try:
-                entry = self._created_entry(rec, "renamed or given another PLC index")
+                made = self._created_entry(rec, "renamed or given another PLC index")
                 cfg = changed(body, rec.cfg, self.recipes)
                 if cfg.name != name:
                     self._may_rename(name, cfg.name)
                 self._withdraw(rec, "changing it")
                 try:
-                    self.store.update_created(name, rec.cfg.index, entry | {
+                    self.store.update_created(name, rec.cfg.index, made | {
                         "name": cfg.name, "index": cfg.index, "changed_by": who, "changed_at": time.time()})
                 except UserError:
                     self.recipes.restore(rec.cfg.index)
@@ -208,7 +208,7 @@ class StationControl:
     def _archive(self, name: str) -> str:
         """A deleted recipe's store folder moved to ``.deleted/``; what became of it, in words."""
         try:
-            n = len(self.store.versions(name)["versions"])
+            n = sum(v.get("status") != "refused" for v in self.store.versions(name)["versions"])  # (refused: no files)
             dst = self.store.archive(name)
         except (OSError, UserError) as exc:
             return f"its model store folder {self.store.root / name} stays where it is (not moved: {exc})"
