@@ -660,11 +660,13 @@ def config_check(file: Path = typer.Argument(..., help="The station file (TOML).
 @one_line_errors
 def config_show(file: Path = typer.Argument(..., help="The station file (TOML).")) -> None:
     """The effective configuration: every key of the file with the value run will use (the file's, else run's
-    default), as TOML."""
-    from edge_stpm.runtime.station.config import effective_toml, load
+    default), as TOML — with the recipes created on the box (the model store's recipes.json) after the file's, each
+    marked as such."""
+    from edge_stpm.runtime.station.config import load
+    from edge_stpm.runtime.station.created import show_toml
 
     defaults = {p.name: p.default for p in typer.main.get_command(app).commands["run"].params}  # type: ignore[attr-defined]
-    sys.stdout.write(effective_toml(load(file), defaults))
+    sys.stdout.write(show_toml(load(file), defaults))
 
 
 @config_app.command("schema")

@@ -17,6 +17,11 @@ class UserError(Exception):
         super().__init__(text)
 
 
+class Conflict(UserError):
+    """A request the station's state refuses as it stands (a recipe of the station file, the active recipe): the web
+    API answers 409 with the one line; the command line treats it as any UserError."""
+
+
 class UserErrors(UserError):
     """Several problems found at once in one file checked whole (a station file): ``lines`` holds one line per
     problem, each ``WHERE: key.path: what is wrong``; the command line prints one ``error:`` line for each."""

@@ -71,12 +71,12 @@ def _regs(port: int, write: int | None = None) -> list[int]:
         c.close()
 
 
-@pytest.fixture(scope="module")
-def box(exported: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    pytest.importorskip("pymodbus")
+def start_box(tmp: Path, exported: Path, synth_dir: Path) -> dict[str, Any]:
+    """A station (``run --config``) in ``tmp`` on loopback: recipe ``a`` (index 0) with the exported model, a Modbus
+    server, the three role tokens, a record, a model store; started and answering /healthz. Its state for the tests
+    (tests/line/test_manage_recipes.py starts its own): base URL, Modbus port, folder, station file, process."""
     from helpers.line_parts import free_port
 
-    tmp = tmp_path_factory.mktemp("newrecipe")
     port, modbus = free_port(), free_port()
     st = tmp / "st.toml"
     st.write_text(f"""version = 2
@@ -109,13 +109,31 @@ folder = "{tmp / 'evidence'}"
     base = f"http://127.0.0.1:{port}"
     state = {"base": base, "modbus": modbus, "tmp": tmp, "st": st, "proc": _start(st), "bundle": exported}
     _until(lambda: _call(base, "GET", "/healthz", role=None)[0] == 200, 90, state["proc"], "the station did not start")
-    yield state
+    return state
+
+
+def stop_box(state: dict[str, Any]) -> None:
     p = state["proc"]
     p.terminate()
     try:
         p.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         p.kill()
+
+
+def restart_box(state: dict[str, Any]) -> None:
+    """The station stopped (SIGTERM) and started again on the same file, answering /healthz."""
+    stop_box(state)
+    state["proc"] = _start(state["st"])
+    _until(lambda: _call(state["base"], "GET", "/healthz", role=None)[0] == 200, 90, state["proc"], "no restart")
+
+
+@pytest.fixture(scope="module")
+def box(exported: Path, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("pymodbus")
+    state = start_box(tmp_path_factory.mktemp("newrecipe"), exported, synth_dir)
+    yield state
+    stop_box(state)
 
 
 def _names(base: str) -> list[tuple[str, int]]:

@@ -138,8 +138,7 @@ class PlcState:
         with self.lock:
             if ok:
                 self.recipe_index, self.recipe_invalid = int(index), None
-                if int(index) not in self.recipe_names:  # a recipe created while running (the web app)
-                    self.recipe_names = self.recipes.names()
+                self.recipe_names = self.recipes.names()  # recipes created, renamed or deleted on the web app
                 if self.error_code == ERR_RECIPE:
                     self.error_code, self.failing = ERR_NONE, None
             else:

@@ -407,7 +407,7 @@ def _station_inspector(c: RunConfig, threads: Optional[int], line: Any, say: Say
     store, deploy / rollback and the audit log (in the record) ready for the HTTP API."""
     st = c.station
     audit = Audit(c.history, st.audit.syslog)
-    store = ModelStore(st.store.root or data_dir() / "models")
+    store = ModelStore(st.store.folder())
     recipes = load_recipes(_with_created(st, store, say), st.initial(), c.backend, threads, c.frame_path, log=say)
     if line.plc is not None:
         line.plc.connect_recipes(recipes)  # register 11 / OPC UA SelectRecipe → this recipe set

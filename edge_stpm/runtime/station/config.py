@@ -19,6 +19,7 @@ from typing import Any, Literal, Mapping, Optional, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from edge_stpm.common.errors import UserError, UserErrors
+from edge_stpm.common.files import data_dir
 from edge_stpm.contract.options import (
     BACKEND_NAMES,
     FRAME_PATH_NAMES,
@@ -34,6 +35,7 @@ else:  # Python 3.10
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RECIPE_INDEX_MAX = 65535  # a Modbus holding register
+MAX_RECIPES = 256  # recipes on one station: the station file's and those created on the box together
 
 
 class _Range(TypedDict):
@@ -257,6 +259,10 @@ class StoreSection(_Section):
                                                    "DROP/<recipe>/ is deployed to that recipe, verified and "
                                                    "self-tested first; then moved to .done/ or .refused/ (with why).")
 
+    def folder(self) -> Path:
+        """The model store's folder: ``root``, else the data folder's models/."""
+        return self.root or data_dir() / "models"
+
 
 class Station(_Section):
     """An edge-stpm station: its recipes, its sources and every output of ``edge-stpm run``."""
@@ -267,7 +273,7 @@ class Station(_Section):
                                                 "threshold multiplies the stored raw thresholds, as it always did (1.0 "
                                                 "is the same in both). Review bands are on the score scale in both.")
     recipe: Optional[str] = Field(None, description="The recipe selected at start (its name; default the first).")
-    recipes: list[Recipe] = Field(min_length=1, max_length=256)
+    recipes: list[Recipe] = Field(min_length=1, max_length=MAX_RECIPES)
     sources: list[Source] = Field(default_factory=list, max_length=64)
     run: RunSection = RunSection()
     outputs: OutputsSection = OutputsSection()
@@ -469,15 +475,23 @@ def _toml(v: Any) -> str:
     return json.dumps(str(v))
 
 
-def effective_toml(st: Station, run_defaults: dict[str, Any]) -> str:
+def recipe_toml(r: Recipe, note: str = "") -> list[str]:
+    """One recipe as a ``[[recipes]]`` table (a key not set shown commented out; ``note`` a comment on its header),
+    and an empty line."""
+    lines = ["[[recipes]]" + (f"  # {note}" if note else "")]
+    for k, v in r.model_dump().items():
+        lines.append(f"{k} = {_toml(v)}" if v is not None else f"# {k} = (not set)")
+    return [*lines, ""]
+
+
+def effective_toml(st: Station, run_defaults: dict[str, Any], more_recipes: list[str] | None = None) -> str:
     """Every key with the value a run uses: the file's, else ``run_defaults`` (the run's defaults by RunConfig field
-    name); a key with neither is shown commented out."""
+    name); a key with neither is shown commented out. ``more_recipes``: lines after the file's recipes (those created
+    on the box: created.show_toml)."""
     lines = [f"version = {st.version}", f"recipe = {_toml(st.initial().name)}", ""]
     for r in st.recipes:
-        lines.append("[[recipes]]")
-        for k, v in r.model_dump().items():
-            lines.append(f"{k} = {_toml(v)}" if v is not None else f"# {k} = (not set)")
-        lines.append("")
+        lines += recipe_toml(r)
+    lines += more_recipes or []
     for src in st.sources:
         lines += ["[[sources]]"] + [f"{k} = {_toml(v)}" for k, v in src.model_dump().items() if v is not None] + [""]
     sections: dict[str, list[str]] = {}

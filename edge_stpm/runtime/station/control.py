@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_stpm.common.errors import UserError
+from edge_stpm.common.errors import Conflict, UserError
 from edge_stpm.common.files import zip_tree
 from edge_stpm.common.safezip import ZipLimits, extract_flat
 from edge_stpm.runtime.inspector import Inspector, NoModel
 from edge_stpm.runtime.station.audit import Audit
-from edge_stpm.runtime.station.created import entry, new_recipe
+from edge_stpm.runtime.station.created import changed, entry, new_recipe
 from edge_stpm.runtime.station.recipes import LoadedRecipe, RecipeSet
 from edge_stpm.runtime.station.store import ModelStore, refuse_links, self_test, verify
 
@@ -35,7 +35,8 @@ class StationControl:
     engineer_token: str | None = None
     station: Any = None  # the station file as the run started (or was last reloaded): what a reload is compared with
     zip_limits: ZipLimits = field(default_factory=ZipLimits)  # what an uploaded or dropped zip may unpack to
-    _create_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one new recipe at a time
+    # one change of the recipe set (create, rename, delete) or of a recipe's model (deploy, rollback) at a time
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def adopt(self, log: Any = None) -> None:
         """Every recipe's station-file model is version 0 in the store (its history starts there); a recipe whose
@@ -89,7 +90,7 @@ class StationControl:
         checks it as the station file's are checked): stored in the model store's recipes.json first (where the next
         start finds it), then selectable by the PLC at once, with no model yet (error 7 while active). Audited; a
         refusal is one UserError line, audited too."""
-        with self._create_lock:
+        with self._lock:
             try:
                 cfg, src = new_recipe(body, self.recipes)
                 self.store.add_created(entry(cfg, who, time.time(), src))
@@ -104,6 +105,124 @@ class StationControl:
                          f"PLC index {cfg.index}" + (f", settings of {src}" if src else "") + "; no model yet")
         return {"recipe": cfg.name, "index": cfg.index, "copied_from": src, "has_model": False,
                 "recipes": self.recipes.summary()}
+
+    def delete_recipe(self, name: str, who: str) -> dict[str, Any]:
+        """A recipe created on the box taken out (``DELETE /api/recipes/{name}``). Refused (Conflict) for a recipe of
+        the station file and for the active one. recipes.json is written first (without it: the next start does not
+        bring it back), then its PLC index is free at once; its model versions are kept on disk, moved whole to the
+        store's ``.deleted/`` (a recipe created later under the same name starts with none); its settings changed
+        from the web app are forgotten. Audited, refusals too."""
+        with self._lock:
+            rec = self._recipe(name, who, "delete recipe")
+            before = {"index": rec.cfg.index, "version": rec.version}
+            try:
+                made = self._created_entry(rec, "deleted")
+                self._withdraw(rec, "deleting it")
+                try:
+                    self.store.update_created(name, rec.cfg.index, None)
+                except UserError:
+                    self.recipes.restore(rec.cfg.index)
+                    raise
+            except UserError as exc:
+                self.audit.write(who, "delete recipe", name, before, None, "refused", str(exc))
+                raise
+            kept = self._archive(name)
+            self._forget_settings(name)
+            self.recipes.remove(rec.cfg.index)
+        detail = f"PLC index {rec.cfg.index} is free; {kept}"
+        self.audit.write(who, "delete recipe", name, before | {"created_by": made.get("created_by")}, None, "ok",
+                         detail)
+        return {"deleted": name, "index": rec.cfg.index, "detail": detail, "recipes": self.recipes.summary()}
+
+    def edit_recipe(self, name: str, body: dict[str, Any], who: str) -> dict[str, Any]:
+        """A recipe created on the box renamed and/or given another PLC index (``POST /api/recipes/{name}``, body
+        ``{name?, plc_index?}``, checked as a new recipe's are: created.changed). Refused (Conflict) for a recipe of
+        the station file, for the active one, and — a rename — for a recipe with model versions (they, its history
+        and its record rows are kept by name) or a name the store still keeps versions under. recipes.json is written
+        first, then the PLC selects it by its new index at once (no longer by the old one). Audited, refusals too."""
+        with self._lock:
+            rec = self._recipe(name, who, "edit recipe")
+            before = {"name": name, "index": rec.cfg.index}
+            try:
+                made = self._created_entry(rec, "renamed or given another PLC index")
+                cfg = changed(body, rec.cfg, self.recipes)
+                if cfg.name != name:
+                    self._may_rename(name, cfg.name)
+                self._withdraw(rec, "changing it")
+                try:
+                    self.store.update_created(name, rec.cfg.index, made | {
+                        "name": cfg.name, "index": cfg.index, "changed_by": who, "changed_at": time.time()})
+                except UserError:
+                    self.recipes.restore(rec.cfg.index)
+                    raise
+            except UserError as exc:
+                self.audit.write(who, "edit recipe", name, before, None, "refused", str(exc))
+                raise
+            self.recipes.rekey(rec.cfg.index, LoadedRecipe(cfg, rec.inspector, rec.sha256, rec.load_s,
+                                                           version=rec.version))
+        after = {"name": cfg.name, "index": cfg.index}
+        self.audit.write(who, "edit recipe", name, before, after, "ok",
+                         f"now {cfg.name}, PLC index {cfg.index}" + (f" (index {rec.cfg.index} is free)"
+                                                                     if cfg.index != rec.cfg.index else ""))
+        return {"recipe": cfg.name, "index": cfg.index, "before": before, "recipes": self.recipes.summary()}
+
+    def created(self) -> dict[str, dict[str, Any]]:
+        """The recipes running now that were created on the box (the station file's are not), by name, each with
+        its recipes.json entry; {} when recipes.json cannot be read."""
+        try:
+            return self._created(self.store.created())
+        except UserError:
+            return {}
+
+    def _created(self, entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        file = {r.name for r in self.station.recipes} if self.station is not None else set()
+        loaded = {(r.cfg.name, r.cfg.index) for r in self.recipes.recipes.values()}
+        return {e["name"]: e for e in entries if (e.get("name"), e.get("index")) in loaded and e["name"] not in file}
+
+    def _created_entry(self, rec: LoadedRecipe, what: str) -> dict[str, Any]:
+        """``rec``'s recipes.json entry; Conflict when it is a recipe of the station file; a damaged recipes.json is
+        its own UserError line."""
+        got = self._created(self.store.created()).get(rec.cfg.name)
+        if got is None:
+            raise Conflict(f"recipe {rec.cfg.name} comes from the station file: only recipes created on the box are "
+                           f"{what} here; edit the station file for it (then restart)")
+        return got
+
+    def _withdraw(self, rec: LoadedRecipe, doing: str) -> None:
+        """``rec`` no longer selectable while it changes; Conflict when it is the active recipe."""
+        if not self.recipes.withdraw(rec.cfg.index):
+            raise Conflict(f"recipe {rec.cfg.name} is the active recipe: select another first (PLC register 11, or "
+                           f"make active on the Recipes page), then try {doing} again")
+
+    def _may_rename(self, name: str, new: str) -> None:
+        """Conflict when a rename would part a recipe from its model versions, or give it another's."""
+        have = [v["version"] for v in self.store.versions(name)["versions"]]
+        if have:
+            raise Conflict(f"recipe {name} has model versions in the store (v{', v'.join(map(str, have))}), kept by "
+                           "its name: it cannot be renamed; change only its PLC index, or create a new recipe "
+                           f"(copy settings from {name}) and deploy to it")
+        if self.store.versions(new)["versions"]:
+            raise Conflict(f"name {new}: the model store still keeps versions under that name "
+                           f"({self.store.root / new}); choose another")
+
+    def _archive(self, name: str) -> str:
+        """A deleted recipe's store folder moved to ``.deleted/``; what became of it, in words."""
+        try:
+            n = sum(v.get("status") != "refused" for v in self.store.versions(name)["versions"])  # (refused: no files)
+            dst = self.store.archive(name)
+        except (OSError, UserError) as exc:
+            return f"its model store folder {self.store.root / name} stays where it is (not moved: {exc})"
+        if dst is None:
+            return "it had no model versions"
+        return (f"its {n} model version{'s' if n != 1 else ''} kept on disk in {dst} (remove that folder to free "
+                "the disk)")
+
+    def _forget_settings(self, name: str) -> None:
+        """A deleted recipe's settings changed from the web app forgotten (a recipe created later under its name
+        starts with its own)."""
+        if name in self.store.settings():
+            with contextlib.suppress(UserError, OSError):
+                self.store.save_settings(name, None)
 
     def _apply(self, rec: LoadedRecipe, cfg: Any) -> None:
         """``rec`` with other live settings, on the same loaded model, swapped in between two frames."""
@@ -145,7 +264,11 @@ class StationControl:
         """A bundle folder to ``recipe``: verified (plain files only, manifest, schemas, TensorRT's rules, same
         backbone and size as the running model), copied into the store, loaded beside the running model,
         self-tested, then swapped in between two frames. Any failure: one UserError (a full disk too), the running
-        model stays, the attempt is audited."""
+        model stays, the attempt is audited. Never at once with a rename or a delete (the recipe stays put)."""
+        with self._lock:
+            return self._deploy(recipe, bundle, who, source)
+
+    def _deploy(self, recipe: str, bundle: Path, who: str, source: str) -> dict[str, Any]:
         rec = self._recipe(recipe, who, "deploy")
         before = {"version": rec.version, "sha256": rec.sha256}
         entry: dict[str, Any] | None = None
@@ -191,6 +314,10 @@ class StationControl:
     def rollback(self, recipe: str, who: str) -> dict[str, Any]:
         """Back to the model that ran before the current one (the recipe's history in the store, not the next lower
         version number), loaded and self-tested the same way; audited with both versions."""
+        with self._lock:
+            return self._rollback(recipe, who)
+
+    def _rollback(self, recipe: str, who: str) -> dict[str, Any]:
         rec = self._recipe(recipe, who, "rollback")
         before = {"version": rec.version, "sha256": rec.sha256}
         new = None

@@ -3,20 +3,24 @@ station file's (``config.Recipe``: the name's pattern, the PLC index 0–65535, 
 the model store's ``recipes.json`` (``store.ModelStore.created``) and merged with the station file's recipes at each
 start. The station file stays the user's file and wins: a created recipe whose name or index the file now uses is
 left out, in one line. A created recipe starts with no model yet (collect, fit, deploy: its versions are kept in the
-store under its name like any recipe's)."""
+store under its name like any recipe's). A created recipe can later be renamed or given another PLC index
+(``changed``, the same rules) and deleted (``control.StationControl``); the station file's recipes are the file's.
+At most ``MAX_RECIPES`` recipes in all (a PLC index is 16 bits: that bound is far above)."""
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Iterable
 
 from pydantic import ValidationError
 
 from edge_stpm.common.errors import UserError
-from edge_stpm.runtime.station.config import NAME, RECIPE_INDEX_MAX, Recipe
+from edge_stpm.runtime.station.config import MAX_RECIPES, NAME, RECIPE_INDEX_MAX, Recipe, effective_toml, recipe_toml
+from edge_stpm.runtime.station.store import ModelStore
 
 KEYS = ("name", "plc_index", "copy_from")  # what a request may give
+EDIT_KEYS = ("name", "plc_index")  # what a change of a created recipe may give
 COPIED = ("threshold", "precision", "roi", "ignore_mask", "ignore_polygons", "min_defect_area", "review_band")
 RESERVED = ("settings.json", "recipes.json", "versions.json")  # the store's own files (a recipe is a folder there)
-MAX_RECIPES = 256  # as the station file's ``recipes`` list
 NAME_RULE = "1–64 letters, digits, '_', '-' or '.', starting with a letter or digit"
 
 
@@ -65,7 +69,8 @@ def new_recipe(body: dict[str, Any], recipes: Any) -> tuple[Recipe, str | None]:
         raise UserError(f"unknown key {unknown[0][:40]!r}: a new recipe takes {', '.join(KEYS)}")
     loaded = list(recipes.recipes.values())
     if len(loaded) >= MAX_RECIPES:
-        raise UserError(f"this station has {len(loaded)} recipes, the most it keeps")
+        raise UserError(f"this station has {len(loaded)} recipes, the most it keeps ({MAX_RECIPES}, the station "
+                        "file's and those created on the box together): delete a created recipe first")
     name = _name(body.get("name"), {r.cfg.name: r.cfg.index for r in loaded})
     index = _index(body.get("plc_index"), {r.cfg.index: r.cfg.name for r in loaded})
     values: dict[str, Any] = {"name": name, "index": index, "model": None}
@@ -80,6 +85,28 @@ def new_recipe(body: dict[str, Any], recipes: Any) -> tuple[Recipe, str | None]:
     cfg = Recipe.model_validate(values)
     cfg._threshold_multiple = multiple
     return cfg, src
+
+
+def changed(body: dict[str, Any], cfg: Recipe, recipes: Any) -> Recipe:
+    """``cfg`` (a created recipe) under the new name and/or PLC index ``body`` asks for (``name``, ``plc_index``:
+    either left out keeps it), checked by the rules a new recipe's are — the other recipes' names and indexes taken.
+    One UserError line per refusal, also when nothing would change."""
+    unknown = sorted(set(body) - set(EDIT_KEYS))
+    if unknown:
+        raise UserError(f"unknown key {unknown[0][:40]!r}: a recipe's change takes {', '.join(EDIT_KEYS)}")
+    others = [r.cfg for r in recipes.recipes.values() if r.cfg.index != cfg.index]
+    name, index = body.get("name"), body.get("plc_index")
+    if name is None:
+        name = cfg.name
+    elif name != cfg.name:
+        name = _name(name, {r.name: r.index for r in others})
+    if index is None or (type(index) is int and index == cfg.index):
+        index = cfg.index
+    else:
+        index = _index(index, {r.index: r.name for r in others})
+    if (name, index) == (cfg.name, cfg.index):
+        raise UserError(f"recipe {cfg.name}: nothing to change (give a new name or plc_index)")
+    return cfg.model_copy(update={"name": name, "index": index})
 
 
 def entry(cfg: Recipe, who: str, when: float, copied_from: str | None) -> dict[str, Any]:
@@ -122,3 +149,33 @@ def merge(file_recipes: list[Recipe], entries: list[dict[str, Any]], log: Callab
             log(f"recipe {cfg.index} {cfg.name}: created on the box by {e.get('created_by', '?')} (kept in the model "
                 "store's recipes.json)")
     return out
+
+
+def show_toml(st: Any, run_defaults: dict[str, Any]) -> str:
+    """``edge-stpm config show``: the station file's effective configuration (``config.effective_toml``) with, after
+    its recipes, those created on the box that a start adds (the model store's recipes.json; each marked on its
+    ``[[recipes]]`` line) and, as comments, those it would leave out."""
+    return effective_toml(st, run_defaults, _created_toml(st))
+
+
+def _created_toml(st: Any) -> list[str]:
+    path = st.store.folder() / ModelStore.CREATED
+    try:
+        entries = ModelStore(st.store.folder()).created()
+    except UserError as exc:
+        return [f"# recipes created on the box: {exc}; a start runs the station file's recipes only", ""]
+    if not entries:
+        return [f"# no recipes created on the box ({path})", ""]
+    said: list[str] = []
+    lines = [f"# recipes created on the box ({path}): not in the station file; a start adds them after its recipes",
+             ""]
+    for r in merge(list(st.recipes), entries, said.append)[len(st.recipes):]:
+        e = next(e for e in entries if (e.get("name"), e.get("index")) == (r.name, r.index))
+        t = e.get("created_at")
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t)) if isinstance(t, (int, float)) else "?"
+        scale = (" its threshold multiplies the stored thresholds (as in a version-1 file);"
+                 if r.threshold_multiple and st.version != 1 else "")
+        lines += recipe_toml(r, f"created on the box by {e.get('created_by', '?')} at {when};{scale} its models: "
+                                f"the model store's {st.store.folder() / r.name}/")
+    left_out = [f"# {line}" for line in said if ": not loaded:" in line]
+    return lines + left_out + ([""] if left_out else [])

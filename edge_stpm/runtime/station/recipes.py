@@ -145,6 +145,7 @@ class RecipeSet:
             raise UserError(f"no recipe with index {initial}")
         self.lock = threading.Lock()
         self.active_index = initial
+        self.withdrawn: set[int] = set()  # recipes being deleted or renamed: not selectable meanwhile
         self.changes = 0
         self.on_change: list[Callable[[LoadedRecipe, LoadedRecipe], None]] = []
 
@@ -173,7 +174,9 @@ class RecipeSet:
         """Put ``new`` in place of the recipe with its index — the next batch uses it; the old one is closed once
         no batch uses it (not with ``close_old`` False: ``new`` shares its model). Returns the old one."""
         with self.lock:
-            old = self.recipes[new.cfg.index]
+            old = self.recipes.get(new.cfg.index)
+            if old is None or old.cfg.name != new.cfg.name:
+                raise UserError(f"recipe {new.cfg.name} was deleted or renamed meanwhile: reload and try again")
             self.recipes[new.cfg.index] = new
             old.retired = close_old
             close = close_old and old.users == 0
@@ -189,6 +192,40 @@ class RecipeSet:
                 raise ValueError(f"recipe {new.cfg.name} / index {new.cfg.index} exists")
             self.recipes[new.cfg.index] = new
 
+    def withdraw(self, index: int) -> bool:
+        """The recipe with ``index`` no longer selectable (it is being deleted or renamed: ``remove`` or ``rekey``
+        follows, or ``restore`` if that fails); False when it is the active one (select another first)."""
+        with self.lock:
+            if index == self.active_index:
+                return False
+            self.withdrawn.add(index)
+            return True
+
+    def restore(self, index: int) -> None:
+        with self.lock:
+            self.withdrawn.discard(index)
+
+    def remove(self, index: int) -> LoadedRecipe:
+        """Take out a withdrawn recipe (deleted): its PLC index is free at once; its model is closed once no batch
+        uses it. The dict is replaced, never changed under a reader."""
+        with self.lock:
+            old = self.recipes[index]
+            self.recipes = {k: v for k, v in self.recipes.items() if k != index}
+            self.withdrawn.discard(index)
+            old.retired = True
+            close = old.users == 0
+        if close:
+            old.inspector.close()
+        return old
+
+    def rekey(self, index: int, new: LoadedRecipe) -> None:
+        """A withdrawn recipe under another name and/or index (``new``, on the same model), in its place in the
+        order; selectable again by its new index."""
+        with self.lock:
+            self.recipes = {(new.cfg.index if k == index else k): (new if k == index else v)
+                            for k, v in self.recipes.items()}
+            self.withdrawn.discard(index)
+
     def names(self) -> dict[int, str]:
         """Every recipe's index and name (what the PLC's side shows)."""
         return {r.cfg.index: r.cfg.name for r in self.recipes.values()}
@@ -199,7 +236,7 @@ class RecipeSet:
 
     def select(self, index: int) -> bool:
         with self.lock:
-            if index not in self.recipes:
+            if index not in self.recipes or index in self.withdrawn:
                 return False
             before = self.recipes[self.active_index]
             if index != self.active_index:

@@ -7,7 +7,9 @@ Layout: ``ROOT/<recipe>/v<N>/`` (a bundle, copied in under a hidden name and ren
 image_size, status}]`` with ``current`` naming the live one and ``history`` the versions that were live, oldest
 first (the current one last): a rollback returns to the one before the current one, the model that ran before it —
 not the next lower version number. A version folder the index does not list is not a version (what a deploy stopped
-half-way — a full disk — left): the next deploy to that recipe removes it.
+half-way — a full disk — left): the next deploy to that recipe removes it. Beside the recipes: ``settings.json``
+(settings changed from the web app), ``recipes.json`` (recipes created on the box) and ``.deleted/`` (the folders of
+created recipes deleted since, moved there whole and kept).
 """
 from __future__ import annotations
 
@@ -150,6 +152,42 @@ class ModelStore:
                 write_json(self.root / self.CREATED, doc)
             except OSError as exc:
                 raise UserError(f"cannot write {self.root / self.CREATED}: {exc.strerror or exc}") from None
+
+    def update_created(self, name: str, index: int, entry: dict[str, Any] | None) -> dict[str, Any]:
+        """The created recipe ``name`` with PLC index ``index`` replaced by ``entry`` (a new name or index), or with
+        None taken out; the whole file written atomically (a temporary name, then renamed) under the store's lock.
+        Returns the entry it had; UserError when none matches or the file cannot be written (then it is unchanged)."""
+        with self.lock:
+            recipes = self.created()
+            at = next((i for i, e in enumerate(recipes) if e.get("name") == name and e.get("index") == index), None)
+            if at is None:
+                raise UserError(f"recipe {name} (PLC index {index}) is not in {self.root / self.CREATED}: it was "
+                                "not created on this box")
+            old = recipes[at]
+            recipes[at:at + 1] = [] if entry is None else [entry]
+            try:
+                write_json(self.root / self.CREATED, {"version": 1, "recipes": recipes})
+            except OSError as exc:
+                raise UserError(f"cannot write {self.root / self.CREATED}: {exc.strerror or exc}") from None
+            return old
+
+    DELETED = ".deleted"  # the folders of deleted recipes (kept: never removed by the box)
+
+    def archive(self, recipe: str) -> Path | None:
+        """A deleted recipe's folder (its versions, their index) moved whole, by one rename, to
+        ``ROOT/.deleted/<recipe>-<UTC time>/``: kept on disk, and a recipe created later under the same name starts
+        with none of them. None when it has no folder; OSError when it cannot be moved (it stays where it is)."""
+        src = self.root / recipe
+        with self.lock:
+            if not src.is_dir():
+                return None
+            (self.root / self.DELETED).mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            dst, n = self.root / self.DELETED / f"{recipe}-{stamp}", 1
+            while dst.exists():  # deleted twice within a second
+                dst, n = dst.with_name(f"{recipe}-{stamp}-{n}"), n + 1
+            src.rename(dst)
+            return dst
 
     def _index(self, recipe: str) -> Path:
         return self.root / recipe / "versions.json"

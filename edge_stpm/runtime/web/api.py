@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from edge_stpm.common.cells import safe_row
-from edge_stpm.common.errors import UserError
+from edge_stpm.common.errors import Conflict, UserError
 from edge_stpm.common.files import Busy
 from edge_stpm.contract.options import small_int
 from edge_stpm.runtime.learn.dataset import build, build_zip
@@ -25,7 +25,7 @@ from edge_stpm.runtime.learn.pack import TEACHER_JSON
 from edge_stpm.runtime.loop.sinks.evidence import usage
 from edge_stpm.runtime.loop.sinks.record import connect, parse_time, select_columns
 from edge_stpm.runtime.station.audit import query
-from edge_stpm.runtime.web.bodies import body_to_file
+from edge_stpm.runtime.web.bodies import RECIPE_BODY, body_to_file
 from edge_stpm.runtime.web.preview import apply_settings, preview
 
 MARKS = ("good", "defect")
@@ -44,10 +44,15 @@ def _strict_loads(text: str) -> Any:
     return out
 
 
-async def json_body(request: Any) -> dict[str, Any]:
-    """The request's JSON object; anything else (not JSON, not an object, empty) is 400 with one line."""
+async def json_body(request: Any, cap: int | None = None) -> dict[str, Any]:
+    """The request's JSON object; anything else (not JSON, not an object, empty) is 400 with one line; over ``cap``
+    bytes 413 (a chunked body, which declares no length the guard could refuse first)."""
+    has_body = request.can_read_body  # (False once read: the body is kept for json())
+    size = len(await request.read()) if cap is not None and has_body else 0
+    if cap is not None and size > cap:
+        raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=size)
     try:
-        body = await request.json(loads=_strict_loads) if request.can_read_body else {}
+        body = await request.json(loads=_strict_loads) if has_body else {}
     except ValueError:
         raise web.HTTPBadRequest(text="the body is not JSON (numbers must be finite)") from None
     if not isinstance(body, dict):
@@ -82,6 +87,8 @@ class Api:
     async def off_loop(self, fn: Any, *args: Any) -> Any:
         try:
             return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        except Conflict as exc:
+            raise web.HTTPConflict(text=str(exc)) from None
         except UserError as exc:
             raise web.HTTPUnprocessableEntity(text=str(exc)) from None
         except (TypeError, ValueError, OverflowError, AttributeError) as exc:  # a value of the wrong kind in a body
@@ -229,18 +236,33 @@ class Api:
     # --- recipes, preview, settings, deploy -----------------------------------------------------------------
 
     async def recipes(self, request: Any) -> Any:
-        out = []
+        out, created = [], self.control.created()
         for r in self.control.recipes.summary():
             prev = self.control.store.previous(r["name"])  # what a rollback would load (None: nothing)
+            made = created.get(r["name"])
             out.append(r | {"versions": self.control.store.versions(r["name"])["versions"],
-                            "rollback_to": None if prev is None else prev["version"]})
+                            "rollback_to": None if prev is None else prev["version"],
+                            "created": made is not None, "created_by": (made or {}).get("created_by")})
         return web.json_response(out)
 
     async def create_recipe(self, request: Any) -> Any:
         """POST {name, plc_index?, copy_from?}: a new recipe with no model yet, stored where the next start finds it
         (runtime/station/control.py ``create_recipe``); a refusal is 422 with one line."""
-        body = await json_body(request)
+        body = await json_body(request, RECIPE_BODY)
         return web.json_response(await self.off_loop(self.control.create_recipe, body, _who(request)))
+
+    async def edit_recipe(self, request: Any) -> Any:
+        """POST /api/recipes/{name} {name?, plc_index?}: a created recipe renamed or re-numbered
+        (runtime/station/control.py ``edit_recipe``); 409 for a station-file or the active recipe, 422 otherwise."""
+        body = await json_body(request, RECIPE_BODY)
+        return web.json_response(await self.off_loop(self.control.edit_recipe, request.match_info["name"], body,
+                                                     _who(request)))
+
+    async def delete_recipe(self, request: Any) -> Any:
+        """DELETE /api/recipes/{name}: a created recipe taken out (runtime/station/control.py ``delete_recipe``); 409
+        for a station-file or the active recipe, 422 for an unknown one."""
+        return web.json_response(await self.off_loop(self.control.delete_recipe, request.match_info["name"],
+                                                     _who(request)))
 
     async def preview(self, request: Any) -> Any:
         body = await json_body(request)

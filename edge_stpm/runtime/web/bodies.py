@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+RECIPE_BODY = 4 * 1024  # bytes: a new or changed recipe (a name, an index, a recipe to copy)
+
 
 async def body_to_file(request: Any, folder: Path, cap: int) -> Path:
     """Stream the request body into a temporary file in ``folder``; over ``cap`` bytes → 413 and nothing left behind.

@@ -45,12 +45,12 @@ from edge_stpm.common.files import atomic_path
 from edge_stpm.runtime.web.api import Api
 from edge_stpm.runtime.web.app import PAGES, page_shell
 from edge_stpm.runtime.web.auth import RANK
+from edge_stpm.runtime.web.bodies import RECIPE_BODY
 
 PUBLIC = "public"
 ROLE_NAMES = (PUBLIC, *RANK)
 SMALL_BODY = 64 * 1024  # bytes: every route's body limit unless it declares another
 LOGIN_BODY = 4 * 1024
-RECIPE_BODY = 4 * 1024  # a new recipe: a name, an index, a recipe to copy
 SIGNED_TTL_S = 300.0  # how long a signed image/stream/download URL stays good
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; "
@@ -73,7 +73,7 @@ Handler = Callable[[Any], Awaitable[Any]]
 class Route:
     """One HTTP route: what answers it and who may call it."""
 
-    method: str  # GET or POST
+    method: str  # GET, POST or DELETE
     path: str  # aiohttp's path syntax (``/api/live/{source:\\d+}.jpg``)
     handler: Handler
     role: str  # public | viewer | operator | engineer
@@ -576,6 +576,24 @@ def _app_routes(view: Any, api: Any) -> list[Route]:
             body=RECIPE_BODY,
             note="a new recipe (no model yet; next free PLC index or the one given), kept for the next start",
             action="create recipe",
+        ),
+        Route(
+            "POST",
+            "/api/recipes/{name}",
+            api.edit_recipe,
+            "engineer",
+            body=RECIPE_BODY,
+            note="rename a recipe created on the box and/or give it another PLC index (not the active one)",
+            action="edit recipe",
+        ),
+        Route(
+            "DELETE",
+            "/api/recipes/{name}",
+            api.delete_recipe,
+            "engineer",
+            body=RECIPE_BODY,
+            note="delete a recipe created on the box (not the active one); its model versions stay on disk",
+            action="delete recipe",
         ),
         Route("POST", "/api/preview", api.preview, "engineer", note="what a threshold would change", action="preview"),
         Route(

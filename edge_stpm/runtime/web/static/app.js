@@ -119,7 +119,7 @@ const pages = {
   },
   async recipes() {
     await renderRecipes();
-    document.addEventListener("click", async (e) => { const name = e.target.dataset?.rollback; if (!name) return; const r = await api(`/api/rollback?recipe=${encodeURIComponent(name)}`, { method: "POST" }); toast(`${name}: v${r.before.version} → v${r.after.version}`); renderRecipes(); });
+    document.addEventListener("click", (e) => { recipeClick(e).catch(() => {}); }); // a refusal is shown by api()
   },
   async health() {
     const h = await api("/api/health");
@@ -145,10 +145,45 @@ const pages = {
 };
 
 
+// one recipe's card: its heading, the engineer's actions (make active, roll back; for a recipe created on the box
+// delete, rename and PLC index — not while it is active), its versions
+const recipeHead = (r) => `<h2>${esc(r.name)} <small>index ${r.index}${r.active ? ' · <b class="badge">active</b>' : ""} · ${r.created ? `created on the box${r.created_by ? " by " + esc(r.created_by) : ""}` : "from the station file"}${r.has_model === false ? " · <b>no model yet</b>: it judges nothing (PLC error 7) — collect good parts below, fit, deploy" : ""} · threshold ${r.threshold_scale} · min area ${r.min_defect_area} px${r.review_band ? ` · review from ${r.review_band}` : ""}${r.good_scores ? ` · held-out good parts score ${r.good_scores.p50.toFixed(2)} (median), ${r.good_scores.p95.toFixed(2)} (p95) on the score scale (0 typical good, 1 threshold)` : ""}${r.ignore ? " · ignore mask" : ""}</small></h2>`;
+const versionsTable = (r) => `<table><thead><tr><th>version</th><th>status</th><th>deployed</th><th>by</th><th>sha256</th><th></th></tr></thead><tbody>${r.versions.slice().reverse().map((v) => `<tr><td>v${v.version}</td><td>${esc(v.status)}</td><td>${esc(new Date(v.deployed_at * 1000).toISOString().slice(0, 19).replace("T", " "))}</td><td>${esc(v.by)}</td><td><code>${esc(v.sha256.slice(0, 12))}</code></td><td></td></tr>`).join("") || '<tr><td colspan="6" class="hint">no version yet: the first deploy is v1</td></tr>'}</tbody></table>`;
+function recipeActions(r) {
+  const n = esc(r.name), buttons = [
+    r.active ? "" : `<button type="button" data-activate="${n}">make active</button>`,
+    r.rollback_to != null ? `<button type="button" data-rollback="${n}">roll back to v${r.rollback_to}, the version that ran before</button>` : "",
+    r.created && !r.active ? `<button type="button" class="danger" data-delete="${n}" data-index="${r.index}">delete</button>` : ""].join(" ");
+  const fixed = r.versions.length > 0; // its versions are kept by its name: the name stays (the box refuses it too)
+  const edit = !r.created ? "" : r.active ? '<p class="hint">the active recipe: make another one active to rename or delete it</p>'
+    : `<details><summary>rename / PLC index</summary><form class="filters edit-recipe" data-recipe="${n}"><label>name <input name="name" value="${n}" required maxlength="64" pattern="[A-Za-z0-9][A-Za-z0-9_.\\-]{0,63}" size="16"${fixed ? ' readonly title="it has model versions, kept by its name: only its PLC index can change"' : ""}></label><label>PLC index <input name="plc_index" type="number" min="0" max="65535" step="1" size="6" value="${r.index}"></label><button type="submit">save</button></form></details>`;
+  return buttons.trim() || edit ? `<div class="engineer-only">${buttons.trim() ? `<p class="actions">${buttons}</p>` : ""}${edit}</div>` : "";
+}
+// a created recipe renamed and/or given another PLC index (only what changed is sent)
+async function editRecipe(f) {
+  const old = f.dataset.recipe, name = f.elements.namedItem("name").value, index = f.elements.namedItem("plc_index").value;
+  const body = Object.assign({}, name !== old ? { name } : {}, index !== "" && +index !== +f.elements.namedItem("plc_index").defaultValue ? { plc_index: +index } : {});
+  const r = await api(`/api/recipes/${encodeURIComponent(old)}`, { json: body });
+  toast(`recipe ${old} → ${r.recipe}, PLC index ${r.index}`); await renderRecipes();
+}
+// the Recipes page's buttons (one listener for every card, set once)
+async function recipeClick(e) {
+  const d = e.target.dataset || {};
+  if (d.rollback) {
+    const r = await api(`/api/rollback?recipe=${encodeURIComponent(d.rollback)}`, { method: "POST" }); toast(`${d.rollback}: v${r.before.version} → v${r.after.version}`);
+  } else if (d.activate) {
+    await api(`/api/recipe/active?name=${encodeURIComponent(d.activate)}`, { method: "POST" }); toast(`${d.activate} is the active recipe now`);
+  } else if (d.delete) {
+    if (!confirm(`Delete recipe ${d.delete} (PLC index ${d.index})?\n\nIts PLC index is free at once and it does not come back at the next start. Its model versions are kept on disk (the model store's .deleted/ folder).`)) return;
+    const r = await api(`/api/recipes/${encodeURIComponent(d.delete)}`, { method: "DELETE" }); toast(`recipe ${r.deleted} deleted: ${r.detail}`);
+  } else return;
+  await renderRecipes();
+}
 // the recipes page's content (rendered again after a deploy or rollback; its handlers are set, not added)
 async function renderRecipes() {
     const rs = await api("/api/recipes");
-    $("#recipes").innerHTML = rs.map((r) => `<div class="card"><h2>${esc(r.name)} <small>index ${r.index}${r.active ? " · active" : ""}${r.has_model === false ? " · <b>no model yet</b>: it judges nothing (PLC error 7) — collect good parts below, fit, deploy" : ""} · threshold ${r.threshold_scale} · min area ${r.min_defect_area} px${r.review_band ? ` · review from ${r.review_band}` : ""}${r.good_scores ? ` · held-out good parts score ${r.good_scores.p50.toFixed(2)} (median), ${r.good_scores.p95.toFixed(2)} (p95) on the score scale (0 typical good, 1 threshold)` : ""}${r.ignore ? " · ignore mask" : ""}</small></h2><table><thead><tr><th>version</th><th>status</th><th>deployed</th><th>by</th><th>sha256</th><th></th></tr></thead><tbody>${r.versions.slice().reverse().map((v) => `<tr><td>v${v.version}</td><td>${esc(v.status)}</td><td>${esc(new Date(v.deployed_at * 1000).toISOString().slice(0, 19).replace("T", " "))}</td><td>${esc(v.by)}</td><td><code>${esc(v.sha256.slice(0, 12))}</code></td><td></td></tr>`).join("") || '<tr><td colspan="6" class="hint">no version yet: the first deploy is v1</td></tr>'}</tbody></table>${r.rollback_to != null ? `<p class="engineer-only"><button type="button" data-rollback="${esc(r.name)}">roll back to v${r.rollback_to}, the version that ran before</button></p>` : ""}</div>`).join("");
+    $("#recipes").innerHTML = rs.map((r) => `<div class="card">${recipeHead(r)}${recipeActions(r)}${versionsTable(r)}</div>`).join("");
+    for (const f of document.querySelectorAll("#recipes form.edit-recipe")) f.onsubmit = (e) => { e.preventDefault(); editRecipe(f).catch(() => {}); };
     for (const sel of [$("#recipe-select"), $("#deploy-recipe"), $("#dataset-recipe"), $("#fit-recipe")]) sel.innerHTML = rs.map((r) => `<option>${esc(r.name)}</option>`).join("");
     $("#new-recipe-copy").innerHTML = '<option value="">nothing: the defaults</option>' + rs.map((r) => `<option>${esc(r.name)}</option>`).join("");
     $("#new-recipe").onsubmit = async (e) => {
