@@ -360,3 +360,14 @@ def test_a_tiled_fit_is_a_tiled_bundle(pack: Path, fitted: Path, synth_dir: Path
     again = tmp_path / "tiled_v2"
     update(UpdateConfig(out, synth_dir / "train" / "good", again))
     assert Inspector.load(again, "onnxruntime").tiles == TileGrid(2, 2)
+
+
+def test_the_no_defect_check_samples_a_large_held_out_set() -> None:
+    """At most PROXY_MAX held-out inputs go into the no-defect check (a 2×2 tiled fit of magnetic tile holds out 572
+    tiles): every one up to it, else a seeded sample, the same for the same seed."""
+    from edge_stpm.runtime.learn.fit import PROXY_MAX, proxy_sample
+
+    assert proxy_sample(143, 0).tolist() == list(range(143))
+    big = proxy_sample(572, 0)
+    assert len(big) == len(set(big.tolist())) == PROXY_MAX and np.all(np.diff(big) > 0) and big.max() < 572
+    assert np.array_equal(big, proxy_sample(572, 0)) and not np.array_equal(big, proxy_sample(572, 1))
