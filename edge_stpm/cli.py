@@ -621,7 +621,7 @@ def fit(teacher_pack: Path = typer.Option(..., "--teacher", help="A teacher pack
         bank_max_mb: float = typer.Option(DEFAULT_BANK_MAX_MB, **rng("bank_max_mb"), help="The bank's size cap in MB (float32)."),
         coreset_chunk: int = typer.Option(DEFAULT_CORESET_CHUNK, **rng("coreset_chunk"), help="0 = the exact greedy k-center up to --coreset-exact-max patches, the two-stage one above (as train); N > 0 = over chunks of at most N patches (cost linear in the patches)."),
         coreset_exact_max: int = typer.Option(DEFAULT_CORESET_EXACT_MAX, **rng("coreset_exact_max"), help="With --coreset-chunk 0: the exact greedy k-center up to this many patches; above it the two-stage one (chunks keep 10x the entries as candidates, then the exact greedy among them: minutes, not hours, for tiled fits and thousands of images)."),
-        tiles: Optional[str] = typer.Option(None, help="Tiled fit for large frames: ROWSxCOLS overlapping tiles (e.g. 2x2), as train --tiles: each tile fitted to the pack's size, the maps stitched back, the frame's score the largest tile's."),
+        tiles: Optional[str] = typer.Option(None, help="Tiled fit for large frames: ROWSxCOLS overlapping tiles (e.g. 2x2), as train --tiles: each tile fitted to the pack's size, the maps stitched back, the frame's score the largest tile's; 1x1 = the whole frame (default: the teacher bundle's own grid, else the whole frame)."),
         tile_overlap: float = typer.Option(0.125, **rng("tile_overlap"), help="With --tiles: the share of a tile's side shared with its neighbour."),
         seed: int = typer.Option(0, **rng("seed"), help="The held-out split and the coreset's start (as train --seed)."),
         threads: Optional[int] = typer.Option(None, **rng("threads"), help="CPU threads for ONNX Runtime (default: all)."),
@@ -637,7 +637,8 @@ def fit(teacher_pack: Path = typer.Option(..., "--teacher", help="A teacher pack
 
     print_fit(out, FitConfig(teacher_pack, data, out_dir, coreset, bank_max_mb, coreset_chunk, seed, threads=threads,
                              precisions=tuple(p.strip() for p in precision.split(",") if p.strip()),
-                             tiles=parse_tiles(tiles, tile_overlap), exact_max=coreset_exact_max), quiet)
+                             tiles=parse_tiles(tiles, tile_overlap), tiles_from_pack=tiles is None,
+                             exact_max=coreset_exact_max), quiet)
 
 
 config_app = typer.Typer(no_args_is_help=True, help="The station file: check it, show it with its defaults, its JSON Schema.")

@@ -338,7 +338,8 @@ def test_a_tiled_fit_is_a_tiled_bundle(pack: Path, fitted: Path, synth_dir: Path
     """``fit --tiles 2x2``: the grid travels in the graph's metadata, the Inspector cuts every frame into it, the
     image threshold is set on each held-out image's largest tile score, the self-test holds, and the synthetic
     parts are told apart about as well as by the whole-frame fit (measured 2026-12-07: test image AUROC 1.0 tiled,
-    1.0 whole; bound: ≥ whole − 0.05). update-memory keeps the grid."""
+    1.0 whole; bound: ≥ whole − 0.05). update-memory keeps the grid; a fit from the tiled bundle keeps it only when
+    asked to (``tiles_from_pack``, as the web app's job and the CLI without --tiles do)."""
     from edge_stpm.contract.tiles import TileGrid
     from edge_stpm.runtime.learn.update import UpdateConfig, update
     from edge_stpm.runtime.station.store import self_test
@@ -360,6 +361,11 @@ def test_a_tiled_fit_is_a_tiled_bundle(pack: Path, fitted: Path, synth_dir: Path
     again = tmp_path / "tiled_v2"
     update(UpdateConfig(out, synth_dir / "train" / "good", again))
     assert Inspector.load(again, "onnxruntime").tiles == TileGrid(2, 2)
+    # the tiled bundle as the teacher: its grid unless told (the web app's "new version"), the whole frame when told
+    fit(FitConfig(out, synth_dir, tmp_path / "same", tiles_from_pack=True))
+    fit(FitConfig(out, synth_dir, tmp_path / "whole"))
+    assert Inspector.load(tmp_path / "same", "onnxruntime").tiles == TileGrid(2, 2)
+    assert Inspector.load(tmp_path / "whole", "onnxruntime").tiles is None
 
 
 def test_the_no_defect_check_samples_a_large_held_out_set() -> None:

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +39,7 @@ from edge_stpm.contract.artifacts import (
 )
 from edge_stpm.contract.gates import GATES, gate_failures, parity_figures
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_CORESET, DEFAULT_CORESET_CHUNK
-from edge_stpm.contract.tiles import TileGrid, per_frame
+from edge_stpm.contract.tiles import TileGrid, from_meta, per_frame
 from edge_stpm.contract.trt_rules import require_trt_ready
 from edge_stpm.runtime.backends.onnxruntime_backend import OnnxBackend, open_session
 from edge_stpm.runtime.learn import thresholds
@@ -70,6 +70,7 @@ class FitConfig:
     threads: int | None = None
     precisions: tuple[str, ...] = ("fp32",)  # fp32 always (the thresholds' and the gates' reference); fp16 optional
     tiles: TileGrid | None = None  # a tiled fit (contract/tiles.py): every image cut into this grid of tiles
+    tiles_from_pack: bool = False  # with no tiles given: the grid of the bundle used as the teacher (a new version)
     exact_max: int = EXACT_MAX  # the exact coreset up to this many patches, the two-stage one above
 
 
@@ -205,6 +206,8 @@ def fit(cfg: FitConfig, progress: Progress | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     tell = progress or (lambda stage, done, total: None)
     pack = read_pack(cfg.teacher)
+    if cfg.tiles is None and cfg.tiles_from_pack:
+        cfg = replace(cfg, tiles=from_meta(read_onnx_metadata(pack.template)), tiles_from_pack=False)
     for prec in cfg.precisions:
         if prec != "int8":  # INT8 is quantized from the fitted FP32 graph, not from a template
             need_template(pack, prec)
@@ -292,7 +295,8 @@ def _build(cfg: FitConfig, pack: Pack, bank: np.ndarray, good: np.ndarray, out: 
     the held-out images' tiles: the image threshold is set on each image's largest tile score (as ``train``)."""
     model = bank_graph(pack, bank)
     path = onnx_path(out, "fp32")
-    md = read_onnx_metadata(pack.template) | ({"tiles": cfg.tiles.as_meta()} if cfg.tiles else {})
+    md = {k: v for k, v in read_onnx_metadata(pack.template).items() if k != "tiles"}  # a bundle's own grid goes
+    md |= {"tiles": cfg.tiles.as_meta()} if cfg.tiles else {}
     sha = hashlib.sha256(bank.tobytes()).hexdigest()
     memory = {"entries": int(bank.shape[0]), "dims": int(bank.shape[1]), "bytes": int(bank.size * 4)}
     _metadata(model, md | {"memory": memory, "checkpoint_sha256": sha})

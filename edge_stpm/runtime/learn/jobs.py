@@ -46,7 +46,8 @@ class FitJob:
     def start(self, recipe: str, teacher: Path, data: Path, who: str, coreset_chunk: int = 0) -> dict[str, Any]:
         """Fit a new model of ``recipe`` from the good parts in ``data`` with the teacher pack ``teacher``."""
         def work(out: Path) -> dict[str, Any]:
-            return fit(FitConfig(Path(teacher), Path(data), out, chunk=coreset_chunk), self._progress)
+            return fit(FitConfig(Path(teacher), Path(data), out, chunk=coreset_chunk, tiles_from_pack=True),
+                       self._progress)
 
         return self._start(recipe, data, who, "fit", work)
 
