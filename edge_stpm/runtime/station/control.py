@@ -118,11 +118,7 @@ class StationControl:
             try:
                 made = self._created_entry(rec, "deleted")
                 self._withdraw(rec, "deleting it")
-                try:
-                    self.store.update_created(name, rec.cfg.index, None)
-                except UserError:
-                    self.recipes.restore(rec.cfg.index)
-                    raise
+                self._write_created(rec, name, None)
             except UserError as exc:
                 self.audit.write(who, "delete recipe", name, before, None, "refused", str(exc))
                 raise
@@ -133,6 +129,15 @@ class StationControl:
         self.audit.write(who, "delete recipe", name, before | {"created_by": made.get("created_by")}, None, "ok",
                          detail)
         return {"deleted": name, "index": rec.cfg.index, "detail": detail, "recipes": self.recipes.summary()}
+
+    def _write_created(self, rec: Any, name: str, entry: dict[str, Any] | None) -> None:
+        """recipes.json with ``name``'s entry replaced (None: removed); on failure the withdrawn recipe ``rec`` is
+        given back to the PLC and the one-line error goes on."""
+        try:
+            self.store.update_created(name, rec.cfg.index, entry)
+        except UserError:
+            self.recipes.restore(rec.cfg.index)
+            raise
 
     def edit_recipe(self, name: str, body: dict[str, Any], who: str) -> dict[str, Any]:
         """A recipe created on the box renamed and/or given another PLC index (``POST /api/recipes/{name}``, body
@@ -149,12 +154,8 @@ class StationControl:
                 if cfg.name != name:
                     self._may_rename(name, cfg.name)
                 self._withdraw(rec, "changing it")
-                try:
-                    self.store.update_created(name, rec.cfg.index, made | {
-                        "name": cfg.name, "index": cfg.index, "changed_by": who, "changed_at": time.time()})
-                except UserError:
-                    self.recipes.restore(rec.cfg.index)
-                    raise
+                self._write_created(rec, name, made | {"name": cfg.name, "index": cfg.index, "changed_by": who,
+                                                       "changed_at": time.time()})
             except UserError as exc:
                 self.audit.write(who, "edit recipe", name, before, None, "refused", str(exc))
                 raise
