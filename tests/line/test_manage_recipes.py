@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,22 @@ def test_the_number_of_recipes_is_capped(box) -> None:
         assert _call(base, "DELETE", f"/api/recipes/{name}")[0] == 200, name
     assert len(_names(base)) == have
     assert _call(base, "GET", "/healthz", role=None)[0] == 200
+
+
+def test_a_new_recipe_does_not_take_a_left_over_model(box) -> None:
+    """The model store still keeps versions under a name no recipe has (a recipe taken out of the station file): a
+    new recipe of that name would start with no model and take them at the next start, so it is refused (409, one
+    line, audited); the left-over folder is untouched."""
+    base, store = box["base"], box["tmp"] / "models"
+    left = store / "gone"
+    left.mkdir(parents=True)
+    (left / "versions.json").write_text(json.dumps({"recipe": "gone", "current": 1, "versions": [
+        {"version": 1, "path": str(left / "v1"), "status": "live"}], "history": []}))
+    try:
+        code, text = _call(base, "POST", "/api/recipes", {"name": "gone"})
+        assert code == 409 and text == (f"name gone: the model store still keeps versions under that name ({left}); "
+                                        "choose another"), (code, text)
+        assert "gone" not in _recipes(base) and (left / "versions.json").is_file()
+        assert any(a["recipe"] == "gone" and a["outcome"] == "refused" for a in _audit(box, "create recipe"))
+    finally:
+        shutil.rmtree(left)

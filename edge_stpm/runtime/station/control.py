@@ -93,6 +93,7 @@ class StationControl:
         with self._lock:
             try:
                 cfg, src = new_recipe(body, self.recipes)
+                self._name_free(cfg.name)
                 self.store.add_created(entry(cfg, who, time.time(), src))
             except UserError as exc:
                 name = body.get("name") if isinstance(body.get("name"), str) else None
@@ -202,9 +203,14 @@ class StationControl:
             raise Conflict(f"recipe {name} has model versions in the store (v{', v'.join(map(str, have))}), kept by "
                            "its name: it cannot be renamed; change only its PLC index, or create a new recipe "
                            f"(copy settings from {name}) and deploy to it")
-        if self.store.versions(new)["versions"]:
-            raise Conflict(f"name {new}: the model store still keeps versions under that name "
-                           f"({self.store.root / new}); choose another")
+        self._name_free(new)
+
+    def _name_free(self, name: str) -> None:
+        """Conflict when the model store still keeps versions under ``name`` (a recipe taken out of the station file):
+        a new or renamed recipe of that name would start with no model, then take them at the next start."""
+        if self.store.versions(name)["versions"]:
+            raise Conflict(f"name {name}: the model store still keeps versions under that name "
+                           f"({self.store.root / name}); choose another")
 
     def _archive(self, name: str) -> str:
         """A deleted recipe's store folder moved to ``.deleted/``; what became of it, in words."""
