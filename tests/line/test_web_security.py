@@ -515,3 +515,44 @@ def test_redaction_of_awkward_secrets() -> None:
              "rtsp://user@h/x": "rtsp://user@h/x", "/data/video.mp4": "/data/video.mp4"}
     for raw, want in cases.items():
         assert redact(raw) == want, (raw, redact(raw))
+
+
+def test_a_stream_opened_by_a_signed_url_ends_with_its_signature() -> None:
+    """A signed URL is good for SIGNED_TTL_S; before, a stream opened by one ran on for ever (a link copied out of a
+    page kept a camera open after its user logged out). Now the stream ends cleanly at the first frame after the
+    signature's expiry; a stream on the open loopback view goes on. Bounds: frames at 20/s, a signature expiring
+    1–2 s after the request: the stream ends within 2 s after the expiry; a forged expiry is 401."""
+    import threading
+
+    import numpy as np
+
+    view = LiveView(parse_bind("127.0.0.1:0"), None, {"model": "a"}, sources=["cam"], server=ServerSettings())
+    view.START_GRACE_S = 0.0
+    view.start()
+    base, stop = f"http://127.0.0.1:{view.port}", threading.Event()
+
+    def frames() -> None:
+        i = 0
+        while not stop.is_set():
+            view.publish(i, np.zeros((32, 32, 3), np.uint8), False, 0.1, 1.0, 10.0, {}, 0, 0)
+            i += 1
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=frames, daemon=True)
+    feeder.start()
+    try:
+        signer = view.guard.signer
+        exp = int(time.time()) + 2
+        signed = f"/stream.mjpg?exp={exp}&role=viewer&sig={signer._mac('/stream.mjpg', 'viewer', exp)}"
+        opened = urllib.request.urlopen(base + "/stream.mjpg", timeout=5)  # open loopback view: no signature
+        with urllib.request.urlopen(base + signed, timeout=10) as r:
+            parts = r.read().count(b"--frame")  # returns when the server ends the stream
+        ended = time.time()
+        assert parts >= 1 and exp <= ended <= exp + 2, (parts, ended - exp)
+        assert opened.read(64), "the unsigned stream still sends"
+        opened.close()
+        forged = f"/stream.mjpg?exp={exp + 60}&role=viewer&sig={signer._mac('/stream.mjpg', 'viewer', exp)}"
+        assert _call(base, "GET", forged, timeout=5)[0] == 401
+    finally:
+        stop.set()
+        view.close()

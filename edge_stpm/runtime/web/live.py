@@ -56,6 +56,19 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>edge-stpm live
 <script src="/static/view.js"></script></body></html>"""
 
 
+
+
+def signed_until(request: Any) -> float:
+    """When a stream must end: a signed URL's expiry (``exp``) when it was opened by one — no session or token
+    header; the guard has checked the signature — else never (a token or session is checked once per request, and
+    an open loopback view has none)."""
+    if request.headers.get("X-Session") or request.headers.get("Authorization") or "sig" not in request.query:
+        return float("inf")
+    try:
+        return float(int(request.query.get("exp", "0")))
+    except ValueError:
+        return 0.0
+
 class LiveView:
     """The HTTP view of one run. ``publish`` from the loop thread; everything else runs on the server thread."""
 
@@ -496,13 +509,15 @@ class LiveView:
         self.viewers += 1
         self._watching[src] += 1
         self.m_viewers.set(self.viewers)
-        sent = -1
+        sent, until = -1, signed_until(request)
         try:
             while True:
                 async with self._frame_cond:
                     await self._frame_cond.wait_for(
                         lambda: src in self._jpeg and self._jpeg[src][0] != sent)  # noqa: B023 — awaited here
                     sent, jpg = self._jpeg[src]
+                if time.time() >= until:  # a stream a signed URL opened ends with its signature (at the next frame)
+                    break
                 part = (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpg)).encode()
                         + b"\r\n\r\n" + jpg + b"\r\n")
                 await asyncio.wait_for(resp.write(part), timeout=self.send_timeout_s)
