@@ -556,3 +556,24 @@ def test_a_stream_opened_by_a_signed_url_ends_with_its_signature() -> None:
     finally:
         stop.set()
         view.close()
+
+
+def test_refusals_for_a_low_role_are_audited_once_a_minute(station) -> None:
+    """A viewer's token hammering an engineer's route: every request is 403, but the audit gets one row a minute per
+    caller and action (before: one per request — a script could grow the audit without bound); another action or
+    another caller still writes its own row."""
+    from edge_stpm.runtime.station.audit import query
+
+    base, viewer = station["base"], {"Authorization": f"Bearer {TOKENS['viewer']}", "X-Forwarded-For": "10.9.9.9"}
+
+    def rows() -> list[tuple[str, str]]:
+        return [(a["who"], a["action"]) for a in query(station["db"]) if a["who"].endswith("@10.9.9.9")]
+
+    codes = [_call(base, "POST", "/api/recipe/active?name=a", viewer, timeout=5)[0] for _ in range(30)]
+    assert codes == [403] * 30
+    assert rows() == [("viewer@10.9.9.9", "select recipe")], rows()
+    assert _call(base, "POST", "/api/fit/cancel", viewer, timeout=5)[0] == 403
+    other = {"Authorization": f"Bearer {TOKENS['operator']}", "X-Forwarded-For": "10.9.9.9"}
+    assert _call(base, "POST", "/api/recipe/active?name=a", other, timeout=5)[0] == 403
+    assert sorted(rows()) == sorted([("viewer@10.9.9.9", "select recipe"), ("viewer@10.9.9.9", "fit decision"),
+                                     ("operator@10.9.9.9", "select recipe")]), rows()

@@ -12,7 +12,8 @@ Every route is a ``Route`` in the table ``route_table`` builds, and declares its
    ``[http] never_lock`` addresses such as the PLC's);
 5. credentials from headers only (``X-Session`` or ``Authorization: Bearer``; a ``token=``/``session=`` in a URL is
    ignored), or a short-lived signed URL where the route allows one (images, streams, downloads): 401 without,
-   403 when the role is too low — both audited with who it was (bad credentials throttled per client address).
+   403 when the role is too low — both audited with who it was (bad credentials throttled per client address; a
+   403 at most once a minute per caller and action).
 
 Every response carries the security headers (CSP without inline script, ``frame-ancestors 'none'``, nosniff,
 ``Referrer-Policy: no-referrer``). TLS comes from ``[http] tls_cert``/``tls_key`` (or a self-signed pair made on
@@ -211,7 +212,7 @@ class Guard:
     audit: Callable[..., Any] | None = None  # Audit.write(who, action, recipe, before, after, outcome, detail)
     signer: Signer = field(default_factory=Signer)
     throttle: Throttle = field(init=False)
-    _anonymous_audited: dict[str, float] = field(default_factory=dict)
+    _audited: dict[str, float] = field(default_factory=dict)  # refusals' audit rows: when each key last wrote one
     pending: list[tuple[Any, ...]] = field(default_factory=list)  # audit rows to write before the next answer
 
     def __post_init__(self) -> None:
@@ -268,14 +269,27 @@ class Guard:
 
     def anonymous(self, client: str, route: Route) -> None:
         """A request with no credentials at all: audited at most once a minute per address."""
-        now = time.monotonic()
-        if now - self._anonymous_audited.get(client, -1e9) >= 60.0:
-            if len(self._anonymous_audited) > 10_000:
-                self._anonymous_audited.clear()
-            self._anonymous_audited[client] = now
+        if self._due(f"401 {client}"):
             self.write_audit(
                 f"anonymous@{client}", route.action or f"{route.method} {route.path}", "no credentials (401)"
             )
+
+    def forbidden(self, who: str, route: Route) -> None:
+        """A role too low for the route: audited at most once a minute per caller and action (a script that hammers
+        an engineer's route with a viewer's token writes one row a minute, not one per request)."""
+        action = route.action or f"{route.method} {route.path}"
+        if self._due(f"403 {who} {action}"):
+            self.write_audit(who, action, f"needs the {route.role} role")
+
+    def _due(self, key: str) -> bool:
+        """True at most once a minute per ``key`` (the table is bounded: cleared past 10 000 keys)."""
+        now = time.monotonic()
+        if now - self._audited.get(key, -1e9) < 60.0:
+            return False
+        if len(self._audited) > 10_000:
+            self._audited.clear()
+        self._audited[key] = now
+        return True
 
     async def flush(self) -> None:
         """Write the refusals' audit rows (off the event loop: each commits with fsync)."""
@@ -323,9 +337,7 @@ class Guard:
                 self.anonymous(client, route)
                 return web.Response(status=401, text="log in (POST /api/login) or send Authorization: Bearer TOKEN")
             if RANK[role] < RANK[route.role]:
-                self.write_audit(
-                    f"{role}@{client}", route.action or f"{route.method} {route.path}", f"needs the {route.role} role"
-                )
+                self.forbidden(f"{role}@{client}", route)
                 return web.Response(status=403, text=f"{route.method} {route.path} needs the {route.role} role")
         request["role"], request["who"], request["client"] = role, f"{role or 'anonymous'}@{client}", client
         return None
