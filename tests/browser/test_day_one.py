@@ -16,6 +16,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _stop(p: subprocess.Popen) -> None:
+    """End a station process: SIGTERM, up to 60 s for it to close, then kill."""
+    p.terminate()
+    try:
+        p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
 def _health(base: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(base + "/healthz", timeout=10) as r:
@@ -111,8 +120,4 @@ def test_a_box_with_no_model_learns_its_first_part(synth_dir: Path, tmp_path: Pa
         v = _api(base, "GET", "/models.json")["part"]
         assert v["loaded"] == 1 and v["current"] == 1, v
     finally:
-        p.terminate()
-        try:
-            p.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        _stop(p)

@@ -7,12 +7,11 @@ folder)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import urllib.error
 from pathlib import Path
 
 from helpers.line_parts import free_port
-from test_day_one import _health, _start, _wait
+from test_day_one import _health, _start, _stop, _wait
 from test_webapp import _api, _need_browser, _page_as, station_file
 
 CARD = "#recipes .card:has(h2:text-is('{}'))"  # a recipe's card (h2's own text is the name)
@@ -103,8 +102,4 @@ def test_make_active_rename_and_delete_from_the_page(exported: Path, synth_dir: 
         r = _api(base, "POST", "/api/recipes", {"name": "part-e", "plc_index": 7}, role="engineer")
         assert r["index"] == 7  # part-d's index was freed
     finally:
-        p.terminate()
-        try:
-            p.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        _stop(p)

@@ -5,7 +5,6 @@ Screenshot: $EDGE_STPM_SCREENSHOTS/new_recipe.png (else the test's folder)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ def test_a_recipe_created_on_the_page_learns_its_part(exported: Path, synth_dir:
     from edge_stpm.runtime.line import plc
     from edge_stpm.training.export.teacher_pack import write_teacher_pack
     from helpers.line_parts import free_port
-    from test_day_one import _health, _registers, _start, _wait
+    from test_day_one import _health, _registers, _start, _stop, _wait
     from test_webapp import _api, _need_browser, _page_as, _sessions, station_file
 
     _need_browser()
@@ -83,8 +82,4 @@ def test_a_recipe_created_on_the_page_learns_its_part(exported: Path, synth_dir:
         assert (got["part-b"]["index"], got["part-b"]["version"], got["part-b"]["has_model"]) == (1, 1, True), got
         assert _select(modbus, 1)[plc.ERROR_CODE] == plc.ERR_NONE
     finally:
-        p.terminate()
-        try:
-            p.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        _stop(p)
