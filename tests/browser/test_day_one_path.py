@@ -175,11 +175,10 @@ def test_day_one_path_no_model_to_rollback(synth_dir: Path, tmp_path: Path) -> N
         assert (f"{c['compare']['live']['good_ng']} → {c['compare']['new']['good_ng']} of {n_good}" in card
                 and f"{c['update']['entries_before']} → {c['update']['entries_after']} entries" in card), card
         held = c["compare"]["held_out_good"]  # the reviewed good parts the update did not learn: the fair figure
-        # the dataset holds a part out by its id's hash (a share of 0.2): with 16 good parts none is held out in about
-        # 3 % of runs (0.8^16; a CI dry run saw it), and the card says so
-        assert 0 <= held < n_good, c["compare"]
+        # the dataset holds a part out by its id's hash (a share of 0.2), at least one of two or more
+        assert 1 <= held < n_good, c["compare"]
         assert (f"{c['compare']['live']['held_out_good_ng']} → {c['compare']['new']['held_out_good_ng']} of {held}"
-                if held else "none held out") in card, card
+                in card), card
         page.evaluate(SHOW_FIT)
         page.screenshot(path=str(shots / "day_one_path_5_update_card.png"))
         page.set_viewport_size({"width": 390, "height": 844})  # the same card on a phone

@@ -39,7 +39,7 @@ def _record(tmp: Path, reviews: dict[int, tuple[str, str | None]], n: int = 10) 
 
 
 def test_dataset_from_reviewed_history(tmp_path: Path) -> None:
-    from edge_stpm.runtime.learn.dataset import _held_out
+    from edge_stpm.runtime.learn.dataset import _held_ids
 
     reviews = {1: ("good", None), 3: ("good", None), 5: ("defect", "scratch"), 7: ("defect", None), 9: ("good", None)}
     db = _record(tmp_path, reviews)
@@ -47,8 +47,10 @@ def test_dataset_from_reviewed_history(tmp_path: Path) -> None:
                             "--held-out", "0.5"])
     assert r.exit_code == 0, r.output
     got = sorted(str(p.relative_to(tmp_path / "ds")) for p in (tmp_path / "ds").rglob("*.png"))
+    rows = [{"result_id": f"run-{i:03d}", "mark": m} for i, (m, _) in reviews.items()]
     want = sorted(["test/scratch/run-005.png", "test/defect/run-007.png"] +
-                  [f"{'test' if _held_out(f'run-{i:03d}', 0.5) else 'train'}/good/run-{i:03d}.png" for i in (1, 3, 9)])
+                  [f"{'test' if f'run-{i:03d}' in _held_ids(rows, 0.5) else 'train'}/good/run-{i:03d}.png"
+                   for i in (1, 3, 9)])
     assert got == want
     m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert [(f["file"], f["mark"], f["model_sha256"], f["who"]) for f in m["files"]] == \
@@ -65,6 +67,23 @@ def test_dataset_from_reviewed_history(tmp_path: Path) -> None:
 def _one_line(r, text: str) -> None:
     errs = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert r.exit_code == 2 and len(errs) == 1 and text in errs[0] and "Traceback" not in r.output, r.output
+
+
+def test_a_small_review_set_still_holds_a_part_out() -> None:
+    """The split draws each good part's place from its result id; a share above 0 with two or more good parts holds
+    at least one out (16 parts at 0.2 held none out in about 3 % of sets before), and the same ids give the same split."""
+    from edge_stpm.runtime.learn.dataset import _draw, _held_ids
+
+    rows = [{"result_id": f"part-{i}", "mark": "good"} for i in range(400)] + [{"result_id": "d", "mark": "defect"}]
+    alone = [r for r in rows if r["mark"] == "good" and _draw(r["result_id"]) >= 0.05][:16]
+    assert len(alone) == 16  # 16 good parts none of which draws under 0.05
+    held = _held_ids(alone, 0.05)
+    assert held == {min(alone, key=lambda r: _draw(r["result_id"]))["result_id"]}
+    assert _held_ids(list(reversed(alone)), 0.05) == held
+    assert _held_ids(alone, 0.0) == set() and _held_ids(alone[:1], 0.5) <= {alone[0]["result_id"]}
+    assert "d" not in _held_ids(rows, 0.99)
+    share = len(_held_ids(rows, 0.2)) / 400
+    assert 0.15 < share < 0.25, share  # the share itself is kept (binomial sd 0.02 at n 400)
 
 
 def test_dataset_bad_input_is_one_line(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """``edge-stpm dataset --from-history DB --recipe NAME --out DIR``: the saved frames of a recipe's reviewed results as
-an MVTec-layout folder — reviewed *good* (false calls) into ``train/good`` with a held-out share in ``test/good``,
-reviewed *defect* into ``test/<defect type>`` (``test/defect`` without one), sampled OK frames into ``train/good`` on
+an MVTec-layout folder — reviewed *good* (false calls) into ``train/good`` with a held-out share in ``test/good`` (at least one of two or
+more), reviewed *defect* into ``test/<defect type>`` (``test/defect`` without one), sampled OK frames into ``train/good`` on
 request — and ``manifest.json`` naming, for every file, its record row, the model that judged it and the review.
 Torch-free: the box can build it for a workstation. The split is seeded by the result id (the same review gives the
 same file the same place)."""
@@ -20,9 +20,18 @@ from edge_stpm.runtime.loop.sinks.record import connect
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def _held_out(result_id: str, share: float) -> bool:
-    h = int(hashlib.sha256(result_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return h < share
+def _draw(result_id: str) -> float:
+    return int(hashlib.sha256(result_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def _held_ids(rows: list[dict[str, Any]], share: float) -> set[str]:
+    """Result ids of the good rows held out: those whose id draws under ``share``; with a share above 0 and at least
+    two good rows, at least one (the lowest draw), so that a small review set still leaves parts to check against."""
+    good = sorted((_draw(r["result_id"]), r["result_id"]) for r in rows if r["mark"] != "defect")
+    held = {rid for h, rid in good if h < share}
+    if not held and share > 0 and len(good) >= 2:
+        held.add(good[0][1])
+    return held
 
 
 def _rows(db: Path, recipe: str, include_ok: bool) -> list[dict[str, Any]]:
@@ -59,11 +68,12 @@ def _plan(db: Path, recipe: str, held_out: float, include_ok: bool) -> tuple[lis
         raise UserError(f"{len(missing)} saved frames are missing from the evidence folder (retention, or moved), "
                         f"first {missing[0]}: nothing written")
     pairs, files = [], []
+    held = _held_ids(rows, held_out)
     for r in rows:
         if r["mark"] == "defect":
             sub = "test/" + (SAFE.sub("_", r["defect_type"]).strip("_.") or "defect" if r["defect_type"] else "defect")
         else:
-            sub = "test/good" if _held_out(r["result_id"], held_out) else "train/good"
+            sub = "test/good" if r["result_id"] in held else "train/good"
         rel = f"{sub}/{r['result_id']}.png"
         pairs.append((rel, Path(r["frame"])))
         files.append({"file": rel, **{k: r[k] for k in r if k != "frame"},
