@@ -26,13 +26,17 @@ ROOT = Path(__file__).resolve().parents[2]
 LEVELS = {"A": (1.6, 1.5), "B": (1.3, 1.0)}  # (gamma, blur sigma px)
 # RULE.md addendum 3: level C = the point (1 + 0.6 t, 1.5 t) whose base false calls come closest to the issue's 43.7 %
 C_STEPS, C_TARGET = (0.2, 0.3, 0.4, 0.5), 0.437
-CANDIDATES = {"U0": "reselect", "U1": "extend", "U2": "transfer", "U3": "transfer"}
+LEVELS["C"] = (1.3, 0.75)  # what that choice gave in round 3 (base false calls 43.7 %; --choose-c runs it again)
+CANDIDATES = {"U0": "reselect", "U1": "extend", "U2": "transfer", "U3": "transfer", "U4": "transfer"}
 GROWTH = {"U3": 2.0}  # RULE.md addendum 2: U3 = U2 with the bank allowed to grow by 2× its entries (default 1×)
 # diagnostics added after the first run (reference rows, not candidates): D1 = every new patch joins the bank (the
 # most the memory can take from 40 images); D2 = U1's bank with its image threshold from the 10 drifted held-out
 # parts alone (logsigma k 2: what thresholds calibrated on the new look alone would do)
 # D3 (addendum 3) = the ceiling: the defaults fitted from scratch on the whole train/good drifted like the line
-DIAGNOSTICS = ("D1", "D2", "D3")
+# D4 (addendum 4) = U2 carrying the training images drifted exactly (D3's files) instead of the estimated look;
+# U4 = U2 with the look estimated against every training image and the defocus searched in 0.125 px steps
+DIAGNOSTICS = ("D1", "D2", "D3", "D4")
+FINE_SIGMAS = tuple(round(0.125 * i, 3) for i in range(25))  # 0 … 3 px
 REVIEWED, HELD = 50, 10
 
 
@@ -44,6 +48,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--keep", type=Path, default=ROOT / "benchmarks" / "results" / "learn" / "drift")
     p.add_argument("--levels", default="A,B")
     p.add_argument("--only", default="U0,U1,U2,D1,D2")
+    p.add_argument("--choose-c", action="store_true", help="choose level C again (RULE.md addendum 3)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tag", default="", help="results as result_TAG.json / .md (a later round keeps the first's files)")
     p.add_argument("--reuse", action="store_true", help="reuse updated bundles already in --work (not their scores)")
@@ -131,6 +136,34 @@ def level_c(a: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
     return g, s, seen
 
 
+def patched_transfer(a: argparse.Namespace, name: str, data: Path, out: Path, t0: float) -> dict[str, Any]:
+    """D4 and U4: ``update-memory --method transfer`` with its look replaced (D4) or estimated otherwise (U4)."""
+    from edge_stpm.runtime.learn import look as lk
+    from edge_stpm.runtime.learn import update as upd
+
+    keep = (upd._carry, upd.LOOK_SAMPLE, lk.SIGMAS)
+    if name == "U4":
+        upd.LOOK_SAMPLE, lk.SIGMAS = 10**9, FINE_SIGMAS
+    else:
+        exact = a.work / f"train_{data.name.split('_')[-1]}" / "train" / "good"  # data: reviewed_<level>
+
+        def carry(before, new, old_val, pack, cfg, grid):  # type: ignore[no-untyped-def]
+            names = lambda key: [exact / Path(p).with_suffix(".png").name for p in before.get(key, [])  # noqa: E731
+                                 if Path(p).is_file()]
+            ident = lk.Look(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1), -1.0)  # "exact"
+            return (upd._load(names("train_image_paths"), pack, grid),
+                    upd._load(names("val_images"), pack, grid) if len(old_val) else old_val, ident)
+
+        upd._carry = carry  # type: ignore[assignment]
+    try:
+        upd.update(upd.UpdateConfig(a.base, data, out, threads=a.threads, mode="transfer"))
+    finally:
+        upd._carry, upd.LOOK_SAMPLE, lk.SIGMAS = keep
+    rep = json.loads((out / "fit.json").read_text())
+    return {"wall_s": time.perf_counter() - t0, "step": rep["memory_updates"][-1], "seconds": rep["seconds"],
+            "thresholds": {k: rep["thresholds"][k] for k in ("image", "pixel")}}
+
+
 def run_update(a: argparse.Namespace, name: str, data: Path, out: Path) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
@@ -145,6 +178,8 @@ def run_update(a: argparse.Namespace, name: str, data: Path, out: Path) -> dict[
         return {"wall_s": time.perf_counter() - t0, "step": {"entries_before": 0, "entries_after":
                 rep["memory"]["entries"]}, "seconds": rep["seconds"],
                 "thresholds": {k: rep["thresholds"][k] for k in ("image", "pixel")}}
+    if name in ("D4", "U4"):
+        return patched_transfer(a, name, data, out, t0)
     if name == "D1":
         from edge_stpm.runtime.learn import update as upd
 
@@ -198,7 +233,7 @@ def main() -> None:
                            "undrifted_base": judge(a.base, a.data, a.threads)}
     print("base, undrifted:", rec["undrifted_base"], flush=True)
     for lv in a.levels.split(","):
-        if lv == "C":
+        if lv == "C" and a.choose_c:
             g, s, rec["level_c_choice"] = level_c(a)
             LEVELS["C"] = (g, s)
         gamma, sigma = LEVELS[lv]
@@ -214,7 +249,8 @@ def main() -> None:
                     row["D2"] = rethreshold(row["U1"], parts, a.threads) | {"step": row["U1"]["step"], "wall_s": 0.0}
                 continue
             out = a.work / f"{name}_{lv}"
-            src = drifted_train(a.data, a.work / f"train_{lv}", gamma, sigma) if name == "D3" else parts
+            tr = drifted_train(a.data, a.work / f"train_{lv}", gamma, sigma) if name in ("D3", "D4") else None
+            src = tr if name == "D3" and tr is not None else parts
             if a.reuse and (out / "fit.json").is_file() and name != "D3":
                 rep = json.loads((out / "fit.json").read_text())
                 c = {"wall_s": rep["seconds"]["total"], "step": rep["memory_updates"][-1], "seconds": rep["seconds"],
