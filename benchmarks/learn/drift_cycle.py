@@ -27,16 +27,19 @@ LEVELS = {"A": (1.6, 1.5), "B": (1.3, 1.0)}  # (gamma, blur sigma px)
 # RULE.md addendum 3: level C = the point (1 + 0.6 t, 1.5 t) whose base false calls come closest to the issue's 43.7 %
 C_STEPS, C_TARGET = (0.2, 0.3, 0.4, 0.5), 0.437
 LEVELS["C"] = (1.3, 0.75)  # what that choice gave in round 3 (base false calls 43.7 %; --choose-c runs it again)
-CANDIDATES = {"U0": "reselect", "U1": "extend", "U2": "transfer", "U3": "transfer", "U4": "transfer"}
+# U2, U3 and U4 ran with the look at the model's resolution (look.py before addendum 5's U5, commit 6a97d7c and
+# earlier); "transfer" is U5's look since then, so U2–U4 are not reproduced by this script any more
+CANDIDATES = {"U0": "reselect", "U1": "extend", "U2": "transfer", "U3": "transfer", "U4": "transfer",
+              "U5": "transfer"}
 GROWTH = {"U3": 2.0}  # RULE.md addendum 2: U3 = U2 with the bank allowed to grow by 2× its entries (default 1×)
 # diagnostics added after the first run (reference rows, not candidates): D1 = every new patch joins the bank (the
 # most the memory can take from 40 images); D2 = U1's bank with its image threshold from the 10 drifted held-out
 # parts alone (logsigma k 2: what thresholds calibrated on the new look alone would do)
 # D3 (addendum 3) = the ceiling: the defaults fitted from scratch on the whole train/good drifted like the line
 # D4 (addendum 4) = U2 carrying the training images drifted exactly (D3's files) instead of the estimated look;
-# U4 = U2 with the look estimated against every training image and the defocus searched in 0.125 px steps
+# U4 = U2 with the look estimated against every training image and the defocus searched in 0.125 px steps (model
+# resolution: no longer in look.py)
 DIAGNOSTICS = ("D1", "D2", "D3", "D4")
-FINE_SIGMAS = tuple(round(0.125 * i, 3) for i in range(25))  # 0 … 3 px
 REVIEWED, HELD = 50, 10
 
 
@@ -137,17 +140,15 @@ def level_c(a: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
 
 
 def patched_transfer(a: argparse.Namespace, name: str, data: Path, out: Path, t0: float) -> dict[str, Any]:
-    """D4 and U4: ``update-memory --method transfer`` with its look replaced (D4) or estimated otherwise (U4)."""
+    """D4: ``update-memory --method transfer`` with its look replaced by the exactly drifted training images."""
     from edge_stpm.runtime.learn import look as lk
     from edge_stpm.runtime.learn import update as upd
 
-    keep = (upd._carry, upd.LOOK_SAMPLE, lk.SIGMAS)
-    if name == "U4":
-        upd.LOOK_SAMPLE, lk.SIGMAS = 10**9, FINE_SIGMAS
-    else:
+    keep = upd._carry
+    if name == "D4":
         exact = a.work / f"train_{data.name.split('_')[-1]}" / "train" / "good"  # data: reviewed_<level>
 
-        def carry(before, new, old_val, pack, cfg, grid):  # type: ignore[no-untyped-def]
+        def carry(before, new, old_val, pack, grid):  # type: ignore[no-untyped-def]
             names = lambda key: [exact / Path(p).with_suffix(".png").name for p in before.get(key, [])  # noqa: E731
                                  if Path(p).is_file()]
             ident = lk.Look(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1), -1.0)  # "exact"
@@ -158,7 +159,7 @@ def patched_transfer(a: argparse.Namespace, name: str, data: Path, out: Path, t0
     try:
         upd.update(upd.UpdateConfig(a.base, data, out, threads=a.threads, mode="transfer"))
     finally:
-        upd._carry, upd.LOOK_SAMPLE, lk.SIGMAS = keep
+        upd._carry = keep
     rep = json.loads((out / "fit.json").read_text())
     return {"wall_s": time.perf_counter() - t0, "step": rep["memory_updates"][-1], "seconds": rep["seconds"],
             "thresholds": {k: rep["thresholds"][k] for k in ("image", "pixel")}}
@@ -178,7 +179,9 @@ def run_update(a: argparse.Namespace, name: str, data: Path, out: Path) -> dict[
         return {"wall_s": time.perf_counter() - t0, "step": {"entries_before": 0, "entries_after":
                 rep["memory"]["entries"]}, "seconds": rep["seconds"],
                 "thresholds": {k: rep["thresholds"][k] for k in ("image", "pixel")}}
-    if name in ("D4", "U4"):
+    if name == "U4":
+        raise SystemExit("U4 ran with the look at the model's resolution, which look.py no longer has")
+    if name == "D4":
         return patched_transfer(a, name, data, out, t0)
     if name == "D1":
         from edge_stpm.runtime.learn import update as upd

@@ -154,6 +154,21 @@ def read_mask(item: LabelledImage, size: int, mode: str = "stretch") -> np.ndarr
     return fit_mask(m, size, mode)
 
 
+def _fit_into(out: np.ndarray, i: int, img: np.ndarray, size: int, mode: str, tiles: Any) -> None:
+    n = tiles.count if tiles is not None else 1
+    out[i * n : (i + 1) * n] = fit_image(img, size, mode)[None] if tiles is None else tiles.split(img, size, mode)
+
+
+def fit_images(images: Sequence[np.ndarray], size: int, mode: str = "stretch", tiles: Any = None) -> np.ndarray:
+    """Decoded uint8 BGR images of any size fitted as ``load_images`` fits files: ``(N, size, size, 3)``, or with a
+    tile grid every image's tiles in a row."""
+    n = tiles.count if tiles is not None else 1
+    out = np.empty((len(images) * n, size, size, 3), np.uint8)
+    for i, img in enumerate(images):
+        _fit_into(out, i, img, size, mode, tiles)
+    return out
+
+
 def load_images(
     paths: Sequence[Path], size: int, mode: str = "stretch", on_done: Callable[[int], None] | None = None,
     tiles: Any = None,
@@ -166,8 +181,7 @@ def load_images(
     out = np.empty((len(paths) * n, size, size, 3), np.uint8)
 
     def one(i: int) -> int:
-        img = read_image(paths[i])
-        out[i * n : (i + 1) * n] = fit_image(img, size, mode)[None] if tiles is None else tiles.split(img, size, mode)
+        _fit_into(out, i, read_image(paths[i]), size, mode, tiles)
         return i
 
     with ThreadPoolExecutor(max_workers=4) as pool:

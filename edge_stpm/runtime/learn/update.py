@@ -31,7 +31,7 @@ import onnx
 from onnx import numpy_helper
 
 from edge_stpm.common.errors import UserError
-from edge_stpm.common.images import list_images, load_images
+from edge_stpm.common.images import fit_images, list_images, load_images, read_image
 from edge_stpm.contract.artifacts import onnx_path, read_onnx_metadata
 from edge_stpm.contract.options import DEFAULT_BANK_MAX_MB, DEFAULT_UPDATE_METHOD, UPDATE_METHODS
 from edge_stpm.contract.tiles import TileGrid, from_meta
@@ -54,7 +54,6 @@ from edge_stpm.runtime.learn.pack import Pack, read_pack
 # ones added to the bank's spacing; transfer: the new look carried to the model's own training images (look.py),
 # then extend with all of them
 MODES = UPDATE_METHODS
-LOOK_SAMPLE = 64  # old images the look is estimated on
 
 
 @dataclass
@@ -131,18 +130,23 @@ def _load(paths: list[Path], pack: Pack, grid: TileGrid | None = None) -> np.nda
     return load_images(paths, pack.size, pack.doc["fit"], tiles=grid)
 
 
-def _carry(before: dict[str, Any], new: np.ndarray, old_val: np.ndarray, pack: Pack,
-           cfg: UpdateConfig, grid: TileGrid | None) -> tuple[np.ndarray, np.ndarray, Any]:
+def _carry(before: dict[str, Any], new: list[Path], old_val: list[Path], pack: Pack,
+           grid: TileGrid | None) -> tuple[np.ndarray, np.ndarray, Any]:
     """(the model's own training images in the new look, its held-out images in the new look, the look) — mode
-    transfer; one UserError when the training images are no longer on this machine."""
+    transfer. The look is estimated and carried at the images' own resolution (look.py), then every image is fitted
+    to the model's size like any other. One UserError when the training images are no longer on this machine."""
     paths = [Path(p) for p in before.get("train_image_paths", []) if Path(p).is_file()]
     if not paths:
         raise UserError("the model's own training images are not on this machine: the new look cannot be carried "
                         "to them (update without it)")
-    old = _load(paths, pack, grid)
-    pick = np.random.default_rng(cfg.seed).choice(len(old), min(LOOK_SAMPLE, len(old)), replace=False)
-    look = estimate(old[np.sort(pick)], new)
-    return look.apply(old), (look.apply(old_val) if len(old_val) else old_val), look
+    old = [read_image(p) for p in paths]
+    look = estimate(old, [read_image(p) for p in new])
+
+    def carried(images: list[np.ndarray]) -> np.ndarray:
+        return fit_images(look.apply(images), pack.size, pack.doc["fit"], grid)
+
+    val = carried([read_image(p) for p in old_val]) if old_val else np.empty((0, pack.size, pack.size, 3), np.uint8)
+    return carried(old), val, look
 
 
 def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -174,7 +178,7 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
     good = _load(old_val, pack, grid)
     look = None
     if cfg.mode == "transfer":
-        carried, good, look = _carry(before, images, good, pack, cfg, grid)
+        carried, good, look = _carry(before, new, old_val, pack, grid)
         feats = np.concatenate([feats, patches(pack, carried, cfg.threads)])
     t_feat = time.perf_counter()
     seen = int(before.get("patches", before.get("train_images", len(old)) * before.get("patches_per_image", 1)))
