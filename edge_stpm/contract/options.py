@@ -43,8 +43,8 @@ DEFAULT_CORESET_CHUNK = 0  # 0: exact greedy k-center up to DEFAULT_CORESET_EXAC
 DEFAULT_CORESET_EXACT_MAX = 1_000_000  # runtime/learn/coreset.py; benchmarks/results/learn/RULE.md, addendum 3
 # how update-memory --bundle puts reviewed good parts into a bank (runtime/learn/update.py); the default by
 # benchmarks/results/learn/drift/RULE.md
-UPDATE_METHODS = ("reselect", "extend", "transfer")
-DEFAULT_UPDATE_METHOD = "reselect"
+UPDATE_METHODS = ("auto", "reselect", "extend", "transfer")
+DEFAULT_UPDATE_METHOD = "auto"  # transfer where the model's training images are on the box, else reselect
 # the image threshold's k (logsigma / sigma) per head: 3 for the student (round 1); 2 for the memory bank, by
 # RULE_R3.md addendum 1 (the highest recall whose precision stays >= 0.90: benchmarks/results/r3/threshold_k/);
 # the pixel threshold keeps k 3 for every head

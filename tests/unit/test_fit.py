@@ -255,6 +255,22 @@ def test_update_memory_on_a_bundle(method: str, fitted: Path, synth_dir: Path, t
     assert u_after < 0.5 < u_before, (u_before, u_after)
 
 
+def test_auto_carries_the_look_where_the_training_images_are(fitted: Path, synth_dir: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default method (auto) is transfer for a bundle whose training images are on this machine (one fitted
+    here) and reselect for one whose are not (trained on a workstation, or the images since deleted); the step says
+    which and why."""
+    from edge_stpm.runtime.learn import update as upd
+
+    parts = _drifted_parts(synth_dir, tmp_path / "reviewed")
+    step = upd.update(upd.UpdateConfig(fitted, parts, tmp_path / "here"))["memory_updates"][-1]
+    assert step["mode"] == "transfer" and step["look"] is not None and "are on this machine" in step["why"], step
+    real = upd._old_report
+    monkeypatch.setattr(upd, "_old_report", lambda b: real(b) | {"train_image_paths": [str(tmp_path / "gone.png")]})
+    step = upd.update(upd.UpdateConfig(fitted, parts, tmp_path / "away"))["memory_updates"][-1]
+    assert step["mode"] == "reselect" and step["look"] is None and "not on this machine" in step["why"], step
+
+
 def test_update_memory_bad_input_is_one_line(fitted: Path, synth_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -6,14 +6,15 @@ What it does, in the order it is done:
 2. the new good images' patch features are computed with ONNX Runtime (``DIR/train/good`` of a
    ``dataset --from-history`` folder; ``DIR/test/good`` is held out for the thresholds — a plain folder is split as
    ``fit`` splits one);
-3. the new patches enter the bank by one of ``MODES`` (``--method``): ``reselect`` (the default, by
-   ``benchmarks/results/learn/drift/RULE.md``) chooses the whole bank again by greedy k-center from the old entries
-   and the new patches within the coreset share of every patch seen; ``extend`` keeps every old entry and continues
-   greedy k-center over the new patches until each is as close to an entry as the old patches were (the bank's own
-   spacing, ``coreset.spacing``), at most doubling the bank; ``transfer`` also carries the new look (``look.py``: a
-   defocus and a tone curve estimated from the new parts) to the model's own training images and extends the bank
-   with all of them — on a drifted magnetic tile the only method that took most false calls away (99.6 → 14.3 %),
-   at a cost in recall (``benchmarks/results/learn/drift/README.md``);
+3. the new patches enter the bank by one of ``MODES`` (``--method``): ``reselect`` chooses the whole bank again by
+   greedy k-center from the old entries and the new patches within the coreset share of every patch seen; ``extend``
+   keeps every old entry and continues greedy k-center over the new patches until each is as close to an entry as the
+   old patches were (the bank's own spacing, ``coreset.spacing``), at most doubling the bank; ``transfer`` also
+   carries the new look (``look.py``: a defocus and a tone curve estimated from the new parts, at the images' own
+   resolution) to the model's own training images and extends the bank with all of them; ``auto`` (the default, by
+   ``benchmarks/results/learn/drift/RULE.md`` addendum 5) is transfer where those training images are on this
+   machine, else reselect. On magnetic tile at the issue's drift (γ 1.3, σ 0.75 px: 43.7 % false calls) one update
+   with 50 reviewed parts left 2.1 % with transfer and 26.9 % with reselect (``benchmarks/results/learn/drift/``);
 4. thresholds, no-defect check, self-test, README and manifest exactly as ``fit`` writes them, calibrated on the old
    held-out good images (those still on this machine; in the new look with ``transfer``) plus the new held-out ones.
 The new bundle appears only complete; the old one is not touched.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ from edge_stpm.runtime.learn.pack import Pack, read_pack
 
 # reselect: the whole bank chosen again from old + new within the coreset share; extend: the old entries kept, new
 # ones added to the bank's spacing; transfer: the new look carried to the model's own training images (look.py),
-# then extend with all of them
+# then extend with all of them; auto: transfer where those images are on this machine, else reselect
 MODES = UPDATE_METHODS
 
 
@@ -112,6 +113,16 @@ def _check(cfg: UpdateConfig) -> None:
         raise UserError(f"{out} exists and is not empty: update-memory writes a new bundle folder")
 
 
+def _method(cfg: UpdateConfig, before: dict[str, Any]) -> tuple[str, str]:
+    """(the method that runs, why): ``auto`` is transfer where the model's own training images are on this machine
+    (a bundle fitted or updated here), else reselect."""
+    if cfg.mode != "auto":
+        return cfg.mode, f"--method {cfg.mode}"
+    if any(Path(p).is_file() for p in before.get("train_image_paths", [])):
+        return "transfer", "auto: the model's training images are on this machine, so the new look is carried to them"
+    return "reselect", "auto: the model's training images are not on this machine, so the bank is chosen again"
+
+
 def new_bank(cfg: UpdateConfig, old: np.ndarray, feats: np.ndarray, seen: int, coreset: float) -> np.ndarray:
     """The bank after the update: ``old`` extended by rows of ``feats`` (or, mode reselect, chosen again)."""
     if cfg.mode == "reselect":
@@ -162,6 +173,8 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
         raise UserError(f"no good images in {cfg.data} (expected train/good/ of a dataset --from-history folder, "
                         "or a folder of images)")
     before = _old_report(cfg.bundle)
+    method, why = _method(cfg, before)
+    cfg = replace(cfg, mode=method)
     old_val = [Path(p) for p in before.get("val_images", []) if Path(p).is_file()]
     if not old_val and not held:
         raise UserError(f"no held-out good images to calibrate on: the bundle's are not on this machine and {cfg.data} "
@@ -188,7 +201,8 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
     val = old_val + held
     good = np.concatenate([good, _load(held, pack, grid)])
     step = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from": str(cfg.bundle),
-            "data": str(cfg.data), "mode": cfg.mode, "added_images": len(new), "held_out_added": len(held),
+            "data": str(cfg.data), "mode": cfg.mode, "why": why, "added_images": len(new),
+            "held_out_added": len(held),
             "patches_added": int(len(feats)), "entries_before": int(len(old)), "entries_after": int(len(bank)),
             "image_threshold_before": float(before.get("thresholds", {}).get("image", float("nan"))),
             "look": look.describe() if look is not None else None}

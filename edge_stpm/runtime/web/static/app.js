@@ -232,6 +232,7 @@ async function renderRecipes() {
           ["held-out good parts on the score scale", `median ${f2(c.good_p50)}, p95 ${f2(c.good_p95)} (1 = the threshold)`],
           ["thresholds (raw)", `image ${c.image_threshold.toPrecision(4)}, pixel ${c.pixel_threshold.toPrecision(4)}`],
           ["memory", c.update ? `${c.update.entries_before} → ${c.update.entries_after} entries (${c.update.added_images} reviewed good parts added)` : `${c.entries} entries`],
+          ...(c.update ? [["method", `${esc(c.update.mode)}` + (c.update.look ? ` — the new look (defocus ${Number(c.update.look.sigma_px)} px, mid-grey 128 → ${Number(c.update.look.mid_grey_to)}) carried to the model's own training images` : "")]] : []),
           ...(c.compare ? [["reviewed good parts judged NG (live → new)", `<b>${c.compare.live.good_ng} → ${c.compare.new.good_ng}</b> of ${c.compare.good}` +
               (c.compare.good > c.compare.held_out_good ? ` (${c.compare.good - c.compare.held_out_good} of them learned by the update)` : "")],
             ["… of them held out of the update (the fair figure)", c.compare.held_out_good ? `<b>${c.compare.live.held_out_good_ng} → ${c.compare.new.held_out_good_ng}</b> of ${c.compare.held_out_good}` : "none held out"],
