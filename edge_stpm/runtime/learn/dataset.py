@@ -1,9 +1,9 @@
 """``edge-stpm dataset --from-history DB --recipe NAME --out DIR``: the saved frames of a recipe's reviewed results as
-an MVTec-layout folder — reviewed *good* (false calls) into ``train/good`` with a held-out share in ``test/good`` (at least one of two or
-more), reviewed *defect* into ``test/<defect type>`` (``test/defect`` without one), sampled OK frames into ``train/good`` on
-request — and ``manifest.json`` naming, for every file, its record row, the model that judged it and the review.
-Torch-free: the box can build it for a workstation. The split is seeded by the result id (the same review gives the
-same file the same place)."""
+an MVTec-layout folder — reviewed *good* (false calls) into ``train/good`` with a held-out share in ``test/good`` (at
+least one part of two or more), reviewed *defect* into ``test/<defect type>`` (``test/defect`` without one), sampled
+OK frames into ``train/good`` on request — and ``manifest.json`` naming, for every file, its record row, the model
+that judged it and the review. Torch-free: the box can build it for a workstation. The split is seeded by the result
+id (the same review gives the same file the same place)."""
 from __future__ import annotations
 
 import hashlib

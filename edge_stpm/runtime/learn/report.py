@@ -56,8 +56,8 @@ def print_update(out: Console, bundle: Path, data: Path, dest: Path, method: str
         r = update(UpdateConfig(bundle, data, dest, mode=method), tell)
     s, sec = r["memory_updates"][-1], r["seconds"]
     look = s.get("look")
-    out.print(f"method {s['mode']} ({s.get('why', '')})" + (f"; the look: defocus {look['sigma_px']} px, mid-grey 128 → "
-              f"{look['mid_grey_to']}" if look else ""), highlight=False, soft_wrap=True)
+    shown = f"; the look: defocus {look['sigma_px']} px, mid-grey 128 → {look['mid_grey_to']}" if look else ""
+    out.print(f"method {s['mode']} ({s.get('why', '')}){shown}", highlight=False, soft_wrap=True)
     out.print(f"{s['added_images']} good images added ({s['patches_added']} patches, {s['held_out_added']} more held "
               f"out): bank {s['entries_before']} → {s['entries_after']} entries; image threshold "
               f"{s['image_threshold_before']:.4g} → {r['thresholds']['image']:.4g}; no-defect check "
