@@ -262,8 +262,15 @@ def test_auto_carries_the_look_where_the_training_images_are(fitted: Path, synth
     which and why."""
     from edge_stpm.runtime.learn import update as upd
 
+    from typer.testing import CliRunner
+
+    from edge_stpm.cli import app
+
     parts = _drifted_parts(synth_dir, tmp_path / "reviewed")
-    step = upd.update(upd.UpdateConfig(fitted, parts, tmp_path / "here"))["memory_updates"][-1]
+    r = CliRunner().invoke(app, ["update-memory", "--bundle", str(fitted), "--data", str(parts), "--out",
+                                 str(tmp_path / "here"), "--quiet"])
+    assert r.exit_code == 0 and "method transfer (auto: " in r.output and "the look: defocus" in r.output, r.output
+    step = json.loads((tmp_path / "here" / "fit.json").read_text())["memory_updates"][-1]
     assert step["mode"] == "transfer" and step["look"] is not None and "are on this machine" in step["why"], step
     real = upd._old_report
     monkeypatch.setattr(upd, "_old_report", lambda b: real(b) | {"train_image_paths": [str(tmp_path / "gone.png")]})
