@@ -576,12 +576,12 @@ def update_memory(checkpoint: Optional[Path] = typer.Option(None, help="A traini
                   bundle: Optional[Path] = typer.Option(None, help="Or a bundle that carries its teacher pack (every bundle fit and update-memory make): runs on the runtime install; writes a bundle."),
                   data: Path = typer.Option(..., help="The reviewed good parts: a dataset --from-history folder (train/good joins the memory, test/good the calibration) or a folder of good images."),
                   out_path: Path = typer.Option(..., "--out", help="The new checkpoint (--checkpoint) or bundle folder (--bundle)."),
-                  method: UpdateMethod = typer.Option(DEFAULT_UPDATE_METHOD, help="--bundle only: auto = transfer where the model's training images are on this machine, else reselect; reselect = the bank chosen again from old and new patches within the coreset share; extend = the old entries kept, new ones added until the new parts are covered as densely; transfer = the new look (defocus and tone, at the images' own resolution) carried to the model's own training images too, then extend (docs/learn.md)."),
+                  method: UpdateMethod = typer.Option(DEFAULT_UPDATE_METHOD, help="How the new parts enter the bank: auto = transfer where the model's training images are on this machine, else reselect; reselect = the bank chosen again from old and new patches within the coreset share; extend = the old entries kept, new ones added until the new parts are covered as densely; transfer = the new look (defocus and tone, at the images' own resolution) carried to the model's own training images too, then extend (docs/learn.md)."),
                   quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
-    """Reviewed good parts join a memory-bank model in seconds, nothing trained. A bundle (--bundle, runtime install):
-    the new parts enter its bank by --method, and the thresholds are calibrated again on the old and new held-out
-    good images. A checkpoint (--checkpoint, training install): the coreset is picked again within its budget, then
-    the same calibration."""
+    """Reviewed good parts join a memory-bank model, nothing trained: the new parts enter its bank by --method (a
+    drifted look is carried to the model's own training images where they are on this machine), then the thresholds
+    are calibrated again on the old and new held-out good images. A bundle (--bundle) on the runtime install, or a
+    checkpoint (--checkpoint) on the training install."""
     if (checkpoint is None) == (bundle is None):
         raise UserError("give either --checkpoint (a training checkpoint) or --bundle (a fitted bundle), not both")
     if bundle is not None:
@@ -591,7 +591,7 @@ def update_memory(checkpoint: Optional[Path] = typer.Option(None, help="A traini
     need_train("update-memory")
     from edge_stpm.training.report import print_memory_update
 
-    print_memory_update(out, checkpoint, data, out_path, quiet)
+    print_memory_update(out, checkpoint, data, out_path, quiet, str(method))
 
 
 @app.command()

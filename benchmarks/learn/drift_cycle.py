@@ -141,25 +141,25 @@ def level_c(a: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
 
 def patched_transfer(a: argparse.Namespace, name: str, data: Path, out: Path, t0: float) -> dict[str, Any]:
     """D4: ``update-memory --method transfer`` with its look replaced by the exactly drifted training images."""
+    from edge_stpm.common.images import load_images
     from edge_stpm.runtime.learn import look as lk
     from edge_stpm.runtime.learn import update as upd
 
-    keep = upd._carry
+    keep = upd.carry_look
     if name == "D4":
         exact = a.work / f"train_{data.name.split('_')[-1]}" / "train" / "good"  # data: reviewed_<level>
 
-        def carry(before, new, old_val, pack, grid):  # type: ignore[no-untyped-def]
-            names = lambda key: [exact / Path(p).with_suffix(".png").name for p in before.get(key, [])  # noqa: E731
-                                 if Path(p).is_file()]
+        def carry(train_paths, new, old_val, size, fit_mode, grid):  # type: ignore[no-untyped-def]
+            names = lambda ps: [exact / Path(p).with_suffix(".png").name for p in ps if Path(p).is_file()]  # noqa: E731
             ident = lk.Look(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1), -1.0)  # "exact"
-            return (upd._load(names("train_image_paths"), pack, grid),
-                    upd._load(names("val_images"), pack, grid) if len(old_val) else old_val, ident)
+            load = lambda ps: load_images(names(ps), size, fit_mode, tiles=grid)  # noqa: E731
+            return load(train_paths), (load(old_val) if len(old_val) else old_val), ident
 
-        upd._carry = carry  # type: ignore[assignment]
+        upd.carry_look = carry  # type: ignore[assignment]
     try:
         upd.update(upd.UpdateConfig(a.base, data, out, threads=a.threads, mode="transfer"))
     finally:
-        upd._carry = keep
+        upd.carry_look = keep
     rep = json.loads((out / "fit.json").read_text())
     return {"wall_s": time.perf_counter() - t0, "step": rep["memory_updates"][-1], "seconds": rep["seconds"],
             "thresholds": {k: rep["thresholds"][k] for k in ("image", "pixel")}}

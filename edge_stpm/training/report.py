@@ -86,9 +86,14 @@ def print_compare(out: Console, models: tuple[Path, Path], data: Path, out_dir: 
     out.print(f"figure: {r['figure']}; figures per image: {Path(out_dir) / 'compare.json'}")
 
 
-def print_memory_update(out: Console, checkpoint: Path, data: Path, out_path: Path, quiet: bool) -> None:
-    """``update-memory --checkpoint``: the good images added, the bank and threshold before → after, the times."""
-    s = update_memory(checkpoint, data, out_path, quiet)
+def print_memory_update(out: Console, checkpoint: Path, data: Path, out_path: Path, quiet: bool,
+                        method: str = "auto") -> None:
+    """``update-memory --checkpoint``: the method, the good images added, the bank and threshold before → after, the
+    times."""
+    s = update_memory(checkpoint, data, out_path, quiet, method)
+    look = s.get("look")
+    shown = f"; the look: defocus {look['sigma_px']} px, mid-grey 128 → {look['mid_grey_to']}" if look else ""
+    out.print(f"method {s['mode']} ({s['why']}){shown}", highlight=False, soft_wrap=True)
     out.print(f"{s['added_images']} good images added ({s['patches_added']} patches): bank {s['entries_before']} → "
               f"{s['entries_after']} entries; image threshold {s['image_threshold_before']:.4g} → "
               f"{s['image_threshold_after']:.4g}; features {s['features_seconds']:.1f} s, coreset "

@@ -138,6 +138,7 @@ def test_reviewed_goods_join_the_memory_and_compare_shows_it(trained_memory: Pat
                             "--out", str(new), "--quiet"])
     assert r.exit_code == 0, r.output
     assert "20 good images added" in r.output and new.is_file()
+    assert "method transfer (auto: the model's training images are on this machine" in r.output, r.output
     r = runner.invoke(app, ["evaluate", "--compare", str(trained_memory / "model.pt"), str(new), "--data", str(check),
                             "--out", str(tmp_path / "cmp")])
     assert r.exit_code == 0, r.output

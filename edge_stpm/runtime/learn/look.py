@@ -37,8 +37,8 @@ class Look:
         return [self.apply_one(im) for im in images]
 
     def describe(self) -> dict[str, float]:
-        mid = self.lut[128].astype(float).mean()
-        return {"sigma_px": self.sigma, "mid_grey_to": round(mid, 1)}
+        mid = float(self.lut[128].astype(float).mean())
+        return {"sigma_px": float(self.sigma), "mid_grey_to": round(mid, 1)}  # plain floats: a checkpoint keeps them
 
 
 def _hist(images: Images, c: int) -> np.ndarray:

@@ -48,13 +48,14 @@ from edge_stpm.runtime.learn.fit import (
     publish,
     split,
 )
-from edge_stpm.runtime.learn.look import estimate
+from edge_stpm.runtime.learn.look import Look, estimate
 from edge_stpm.runtime.learn.pack import Pack, read_pack
 
 # reselect: the whole bank chosen again from old + new within the coreset share; extend: the old entries kept, new
 # ones added to the bank's spacing; transfer: the new look carried to the model's own training images (look.py),
 # then extend with all of them; auto: transfer where those images are on this machine, else reselect
 MODES = UPDATE_METHODS
+DEFAULT_GROWTH = 1.0  # extend and transfer: the bank grows by at most this share of its entries per update
 
 
 @dataclass
@@ -63,7 +64,7 @@ class UpdateConfig:
     data: Path
     out: Path
     seed: int = 0
-    growth: float = 1.0  # the bank grows by at most this share of its entries per update
+    growth: float = DEFAULT_GROWTH
     bank_max_mb: float = DEFAULT_BANK_MAX_MB
     threads: int | None = None
     mode: str = DEFAULT_UPDATE_METHOD
@@ -113,14 +114,21 @@ def _check(cfg: UpdateConfig) -> None:
         raise UserError(f"{out} exists and is not empty: update-memory writes a new bundle folder")
 
 
-def _method(cfg: UpdateConfig, before: dict[str, Any]) -> tuple[str, str]:
-    """(the method that runs, why): ``auto`` is transfer where the model's own training images are on this machine
-    (a bundle fitted or updated here), else reselect."""
-    if cfg.mode != "auto":
-        return cfg.mode, f"--method {cfg.mode}"
-    if any(Path(p).is_file() for p in before.get("train_image_paths", [])):
+def resolve_method(mode: str, train_paths: list[str]) -> tuple[str, str]:
+    """(the method that runs, why): ``auto`` is transfer where the model's own training images ``train_paths`` are
+    on this machine (a model fitted or updated here), else reselect. Used by ``--bundle`` and ``--checkpoint``."""
+    if mode != "auto":
+        return mode, f"--method {mode}"
+    if any(Path(p).is_file() for p in train_paths):
         return "transfer", "auto: the model's training images are on this machine, so the new look is carried to them"
     return "reselect", "auto: the model's training images are not on this machine, so the bank is chosen again"
+
+
+def extended(old: np.ndarray, feats: np.ndarray, growth: float, bank_max_mb: float) -> np.ndarray:
+    """``old`` with rows of ``feats`` added until every one is within the bank's own spacing of an entry, at most
+    ``growth`` × its entries more and within ``bank_max_mb`` (modes extend and transfer)."""
+    cap = min(int(round(growth * len(old))), bank_entries(10**12, 1.0, old.shape[1], bank_max_mb) - len(old))
+    return np.concatenate([old, feats[extend(old, feats, spacing(old), max(cap, 0))]])
 
 
 def new_bank(cfg: UpdateConfig, old: np.ndarray, feats: np.ndarray, seen: int, coreset: float) -> np.ndarray:
@@ -129,9 +137,7 @@ def new_bank(cfg: UpdateConfig, old: np.ndarray, feats: np.ndarray, seen: int, c
         pool = np.concatenate([old, feats])
         k = max(len(old), bank_entries(seen, coreset, old.shape[1], cfg.bank_max_mb))
         return pool[select(pool, k, cfg.seed)]
-    cap = min(int(round(cfg.growth * len(old))),
-              bank_entries(10**12, 1.0, old.shape[1], cfg.bank_max_mb) - len(old))
-    return np.concatenate([old, feats[extend(old, feats, spacing(old), max(cap, 0))]])
+    return extended(old, feats, cfg.growth, cfg.bank_max_mb)
 
 
 def _load(paths: list[Path], pack: Pack, grid: TileGrid | None = None) -> np.ndarray:
@@ -141,12 +147,13 @@ def _load(paths: list[Path], pack: Pack, grid: TileGrid | None = None) -> np.nda
     return load_images(paths, pack.size, pack.doc["fit"], tiles=grid)
 
 
-def _carry(before: dict[str, Any], new: list[Path], old_val: list[Path], pack: Pack,
-           grid: TileGrid | None) -> tuple[np.ndarray, np.ndarray, Any]:
+def carry_look(train_paths: list[str], new: list[Path], old_val: list[Path], size: int, fit_mode: str,
+               grid: TileGrid | None) -> tuple[np.ndarray, np.ndarray, Look]:
     """(the model's own training images in the new look, its held-out images in the new look, the look) — mode
-    transfer. The look is estimated and carried at the images' own resolution (look.py), then every image is fitted
-    to the model's size like any other. One UserError when the training images are no longer on this machine."""
-    paths = [Path(p) for p in before.get("train_image_paths", []) if Path(p).is_file()]
+    transfer, for a bundle and a checkpoint alike. The look is estimated and carried at the images' own resolution
+    (look.py), then every image is fitted to the model's size like any other. One UserError when the training images
+    are no longer on this machine."""
+    paths = [Path(p) for p in train_paths if Path(p).is_file()]
     if not paths:
         raise UserError("the model's own training images are not on this machine: the new look cannot be carried "
                         "to them (update without it)")
@@ -154,9 +161,9 @@ def _carry(before: dict[str, Any], new: list[Path], old_val: list[Path], pack: P
     look = estimate(old, [read_image(p) for p in new])
 
     def carried(images: list[np.ndarray]) -> np.ndarray:
-        return fit_images(look.apply(images), pack.size, pack.doc["fit"], grid)
+        return fit_images(look.apply(images), size, fit_mode, grid)
 
-    val = carried([read_image(p) for p in old_val]) if old_val else np.empty((0, pack.size, pack.size, 3), np.uint8)
+    val = carried([read_image(p) for p in old_val]) if old_val else np.empty((0, size, size, 3), np.uint8)
     return carried(old), val, look
 
 
@@ -173,7 +180,7 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
         raise UserError(f"no good images in {cfg.data} (expected train/good/ of a dataset --from-history folder, "
                         "or a folder of images)")
     before = _old_report(cfg.bundle)
-    method, why = _method(cfg, before)
+    method, why = resolve_method(cfg.mode, before.get("train_image_paths", []))
     cfg = replace(cfg, mode=method)
     old_val = [Path(p) for p in before.get("val_images", []) if Path(p).is_file()]
     if not old_val and not held:
@@ -191,7 +198,8 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
     good = _load(old_val, pack, grid)
     look = None
     if cfg.mode == "transfer":
-        carried, good, look = _carry(before, new, old_val, pack, grid)
+        carried, good, look = carry_look(before.get("train_image_paths", []), new, old_val, pack.size,
+                                         pack.doc["fit"], grid)
         feats = np.concatenate([feats, patches(pack, carried, cfg.threads)])
     t_feat = time.perf_counter()
     seen = int(before.get("patches", before.get("train_images", len(old)) * before.get("patches_per_image", 1)))
