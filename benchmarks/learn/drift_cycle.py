@@ -149,7 +149,7 @@ def patched_transfer(a: argparse.Namespace, name: str, data: Path, out: Path, t0
     if name == "D4":
         exact = a.work / f"train_{data.name.split('_')[-1]}" / "train" / "good"  # data: reviewed_<level>
 
-        def carry(train_paths, new, old_val, size, fit_mode, grid):  # type: ignore[no-untyped-def]
+        def carry(train_paths, new, old_val, size, fit_mode, grid, on_step=None):  # type: ignore[no-untyped-def]
             names = lambda ps: [exact / Path(p).with_suffix(".png").name for p in ps if Path(p).is_file()]  # noqa: E731
             ident = lk.Look(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1), -1.0)  # "exact"
             load = lambda ps: load_images(names(ps), size, fit_mode, tiles=grid)  # noqa: E731

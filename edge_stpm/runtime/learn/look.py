@@ -13,7 +13,7 @@ not a look. Images are uint8 BGR ``(H, W, 3)`` of any size, in lists or stacked 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -73,12 +73,14 @@ def tone(images: Images, lut: np.ndarray) -> list[np.ndarray]:
     return [_tone_one(im, lut) for im in images]
 
 
-def estimate(old: Images, new: Images) -> Look:
-    """The look that carries ``old`` images to ``new`` ones (see the module doc)."""
+def estimate(old: Images, new: Images, on_step: Callable[[int, int], None] | None = None) -> Look:
+    """The look that carries ``old`` images to ``new`` ones (see the module doc); ``on_step(σ tried, of)``."""
     target = sharpness(new)
     h_new = [_hist(new, c) for c in range(3)]
     best: tuple[float, Look] | None = None
-    for s in SIGMAS:
+    for i, s in enumerate(SIGMAS):
+        if on_step is not None:
+            on_step(i, len(SIGMAS))
         b = blur(old, s)
         lut = np.stack([_match(_hist(b, c), h_new[c]) for c in range(3)], axis=1)
         miss = abs(sharpness(tone(b, lut)) - target)

@@ -25,7 +25,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -124,20 +124,29 @@ def resolve_method(mode: str, train_paths: list[str]) -> tuple[str, str]:
     return "reselect", "auto: the model's training images are not on this machine, so the bank is chosen again"
 
 
-def extended(old: np.ndarray, feats: np.ndarray, growth: float, bank_max_mb: float) -> np.ndarray:
+def extended(old: np.ndarray, feats: np.ndarray, growth: float, bank_max_mb: float,
+             on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
     """``old`` with rows of ``feats`` added until every one is within the bank's own spacing of an entry, at most
-    ``growth`` × its entries more and within ``bank_max_mb`` (modes extend and transfer)."""
-    cap = min(int(round(growth * len(old))), bank_entries(10**12, 1.0, old.shape[1], bank_max_mb) - len(old))
-    return np.concatenate([old, feats[extend(old, feats, spacing(old), max(cap, 0))]])
+    ``growth`` × its entries more and within ``bank_max_mb`` (modes extend and transfer); ``on_step(done, cap)``."""
+    cap = max(min(int(round(growth * len(old))), bank_entries(10**12, 1.0, old.shape[1], bank_max_mb) - len(old)), 0)
+    done = [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        if on_step is not None:
+            on_step(done[0], cap)
+
+    return np.concatenate([old, feats[extend(old, feats, spacing(old), cap, step)]])
 
 
-def new_bank(cfg: UpdateConfig, old: np.ndarray, feats: np.ndarray, seen: int, coreset: float) -> np.ndarray:
+def new_bank(cfg: UpdateConfig, old: np.ndarray, feats: np.ndarray, seen: int, coreset: float,
+             on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
     """The bank after the update: ``old`` extended by rows of ``feats`` (or, mode reselect, chosen again)."""
     if cfg.mode == "reselect":
         pool = np.concatenate([old, feats])
         k = max(len(old), bank_entries(seen, coreset, old.shape[1], cfg.bank_max_mb))
         return pool[select(pool, k, cfg.seed)]
-    return extended(old, feats, cfg.growth, cfg.bank_max_mb)
+    return extended(old, feats, cfg.growth, cfg.bank_max_mb, on_step)
 
 
 def _load(paths: list[Path], pack: Pack, grid: TileGrid | None = None) -> np.ndarray:
@@ -148,7 +157,8 @@ def _load(paths: list[Path], pack: Pack, grid: TileGrid | None = None) -> np.nda
 
 
 def carry_look(train_paths: list[str], new: list[Path], old_val: list[Path], size: int, fit_mode: str,
-               grid: TileGrid | None) -> tuple[np.ndarray, np.ndarray, Look]:
+               grid: TileGrid | None, on_step: Callable[[int, int], None] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, Look]:
     """(the model's own training images in the new look, its held-out images in the new look, the look) — mode
     transfer, for a bundle and a checkpoint alike. The look is estimated and carried at the images' own resolution
     (look.py), then every image is fitted to the model's size like any other. One UserError when the training images
@@ -158,7 +168,7 @@ def carry_look(train_paths: list[str], new: list[Path], old_val: list[Path], siz
         raise UserError("the model's own training images are not on this machine: the new look cannot be carried "
                         "to them (update without it)")
     old = [read_image(p) for p in paths]
-    look = estimate(old, [read_image(p) for p in new])
+    look = estimate(old, [read_image(p) for p in new], on_step)
 
     def carried(images: list[np.ndarray]) -> np.ndarray:
         return fit_images(look.apply(images), size, fit_mode, grid)
@@ -199,12 +209,19 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
     look = None
     if cfg.mode == "transfer":
         carried, good, look = carry_look(before.get("train_image_paths", []), new, old_val, pack.size,
-                                         pack.doc["fit"], grid)
-        feats = np.concatenate([feats, patches(pack, carried, cfg.threads)])
+                                         pack.doc["fit"], grid, lambda i, n: tell("the new look (defocus tried)", i, n))
+        done[0] = 0
+
+        def carried_on(n: int) -> None:
+            done[0] += n
+            tell("teacher features of the training images in the new look", done[0], len(carried))
+
+        feats = np.concatenate([feats, patches(pack, carried, cfg.threads, carried_on)])
     t_feat = time.perf_counter()
     seen = int(before.get("patches", before.get("train_images", len(old)) * before.get("patches_per_image", 1)))
     need_room(Path(cfg.out), pack, len(old) + max(len(old), 1))
-    bank = new_bank(cfg, old, feats, seen + len(feats), float(before.get("coreset", 0.01)))
+    bank = new_bank(cfg, old, feats, seen + len(feats), float(before.get("coreset", 0.01)),
+                    lambda n, cap: tell("memory (new entries, at most)", n, cap))
     t_core = time.perf_counter()
     val = old_val + held
     good = np.concatenate([good, _load(held, pack, grid)])
