@@ -136,7 +136,8 @@ def feedback_cycle(model: Path, start: int, norm: np.ndarray, labels: np.ndarray
         cv2.imwrite(str(sub / f"{i:05d}.png"), images[i])
     new = work / f"updated-{tag}.pt"
     t0 = time.perf_counter()
-    step = update_memory(model, folder, new, quiet=True)
+    # the method its rule (results/feedback/RULE.md) judged; update-memory's default became auto (learn/drift/RULE.md)
+    step = update_memory(model, folder, new, quiet=True, method="reselect")
     seconds = time.perf_counter() - t0
     end = picked[-1] + 1
     after = scores(new, images[end:])
