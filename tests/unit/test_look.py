@@ -38,3 +38,20 @@ def test_no_drift_is_no_look(synth_dir: Path) -> None:
     assert look.sigma <= 0.25
     lo, hi = np.percentile(parts, [2, 98]).astype(int)
     assert np.abs(look.lut[lo:hi].astype(int) - np.arange(lo, hi)[:, None]).max() <= 3
+
+
+def test_the_look_is_estimated_within_a_pixel_budget(synth_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Camera-sized frames: the look is estimated on at most LOOK_PIXELS of decoded images (a seeded sample; all of
+    them when they fit), and the carried images come out at the model's size, one per training image."""
+    from edge_stpm.runtime.learn import update as upd
+
+    paths = sorted((synth_dir / "train" / "good").glob("*.png"))[:24]
+    h, w = cv2.imread(str(paths[0])).shape[:2]
+    monkeypatch.setattr(upd, "LOOK_PIXELS", 5 * h * w)
+    few = upd._sample(paths, 0)
+    assert len(few) == 5 and [im.shape for im in few] == [(h, w, 3)] * 5
+    assert [im.tobytes() for im in upd._sample(paths, 0)] == [im.tobytes() for im in few]  # seeded
+    monkeypatch.setattr(upd, "LOOK_PIXELS", 10**12)
+    assert len(upd._sample(paths, 0)) == 24
+    carried, val, look = upd.carry_look([str(p) for p in paths[:12]], paths[12:], paths[:2], 64, "stretch", None)
+    assert carried.shape == (12, 64, 64, 3) and val.shape == (2, 64, 64, 3) and look.sigma <= 0.25

@@ -56,6 +56,9 @@ from edge_stpm.runtime.learn.pack import Pack, read_pack
 # then extend with all of them; auto: transfer where those images are on this machine, else reselect
 MODES = UPDATE_METHODS
 DEFAULT_GROWTH = 1.0  # extend and transfer: the bank grows by at most this share of its entries per update
+# transfer: the look is estimated on at most this many pixels of old images (and of new ones), about 190 MB of
+# decoded frames and three times that at the peak; magnetic tile's 571 training images (50 M pixels) all fit
+LOOK_PIXELS = 64_000_000
 
 
 @dataclass
@@ -156,25 +159,42 @@ def _load(paths: list[Path], pack: Pack, grid: TileGrid | None = None) -> np.nda
     return load_images(paths, pack.size, pack.doc["fit"], tiles=grid)
 
 
+def _sample(paths: list[Path], seed: int) -> list[np.ndarray]:
+    """Images read in a seeded order until ``LOOK_PIXELS`` would be passed (all of them when they fit: the look's
+    histograms and sharpness do not depend on the order)."""
+    out: list[np.ndarray] = []
+    seen = 0
+    for i in np.random.default_rng(seed).permutation(len(paths)):
+        img = read_image(paths[int(i)])
+        seen += img.shape[0] * img.shape[1]
+        if out and seen > LOOK_PIXELS:
+            break
+        out.append(img)
+    return out
+
+
 def carry_look(train_paths: list[str], new: list[Path], old_val: list[Path], size: int, fit_mode: str,
-               grid: TileGrid | None, on_step: Callable[[int, int], None] | None = None
+               grid: TileGrid | None, on_step: Callable[[int, int], None] | None = None, seed: int = 0
                ) -> tuple[np.ndarray, np.ndarray, Look]:
     """(the model's own training images in the new look, its held-out images in the new look, the look) — mode
     transfer, for a bundle and a checkpoint alike. The look is estimated and carried at the images' own resolution
-    (look.py), then every image is fitted to the model's size like any other. One UserError when the training images
-    are no longer on this machine."""
+    (look.py) on at most ``LOOK_PIXELS`` of old and of new images, then every image is carried one at a time and
+    fitted to the model's size like any other (memory stays bounded for camera-sized frames). One UserError when
+    the training images are no longer on this machine."""
     paths = [Path(p) for p in train_paths if Path(p).is_file()]
     if not paths:
         raise UserError("the model's own training images are not on this machine: the new look cannot be carried "
                         "to them (update without it)")
-    old = [read_image(p) for p in paths]
-    look = estimate(old, [read_image(p) for p in new], on_step)
+    look = estimate(_sample(paths, seed), _sample(list(new), seed), on_step)
+    n = grid.count if grid is not None else 1
 
-    def carried(images: list[np.ndarray]) -> np.ndarray:
-        return fit_images(look.apply(images), size, fit_mode, grid)
+    def carried(ps: list[Path]) -> np.ndarray:
+        out = np.empty((len(ps) * n, size, size, 3), np.uint8)
+        for i, p in enumerate(ps):
+            out[i * n : (i + 1) * n] = fit_images([look.apply_one(read_image(p))], size, fit_mode, grid)
+        return out
 
-    val = carried([read_image(p) for p in old_val]) if old_val else np.empty((0, size, size, 3), np.uint8)
-    return carried(old), val, look
+    return carried(paths), carried(list(old_val)), look
 
 
 def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -209,7 +229,8 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
     look = None
     if cfg.mode == "transfer":
         carried, good, look = carry_look(before.get("train_image_paths", []), new, old_val, pack.size,
-                                         pack.doc["fit"], grid, lambda i, n: tell("the new look (defocus tried)", i, n))
+                                         pack.doc["fit"], grid, lambda i, n: tell("the new look (defocus tried)", i, n),
+                                         cfg.seed)
         done[0] = 0
 
         def carried_on(n: int) -> None:
