@@ -3,6 +3,7 @@ with nothing else running, then the same loop while the station's fit job (``run
 same process, as the web app runs it) fits N good parts at a given niceness.
 
     python3 benchmarks/learn/line_during_fit.py --model BUNDLE --pack PACK [--parts 200] [--nice 10,19]
+    python3 benchmarks/learn/line_during_fit.py --model BUNDLE --pack PACK --update DATASET --frames 6000 --nice 10
 
 The loop is free-running (frames as fast as it can: the harshest case for sharing the CPU) over magnetic tile's test
 images, headless, with the model BUNDLE. Prints a JSON record and a Markdown table; the rule (written before the
@@ -44,7 +45,10 @@ def during_fit(a: argparse.Namespace, nice: int, parts: Path, work: Path) -> dic
 
     job = FitJob(work / f"fit{nice}", nice=nice)
     t0 = time.perf_counter()
-    job.start("bench", a.pack, parts, "bench")
+    if a.update is not None:  # the web app's "update with reviewed good parts" on the live model, default method
+        job.start_update("bench", a.model, a.update, "bench")
+    else:
+        job.start("bench", a.pack, parts, "bench")
     line = loop(a.model, a.frames)
     covered = job.status()["state"] == "running"
     assert job.thread is not None
@@ -63,6 +67,8 @@ def main() -> None:
     p.add_argument("--parts", type=int, default=200)
     p.add_argument("--frames", type=int, default=600)
     p.add_argument("--nice", default="10,19")
+    p.add_argument("--update", type=Path, default=None,
+                   help="a dataset folder of reviewed good parts: run the update job on --model instead of a fit")
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="line-during-fit-"))
     parts = work / "parts" / "train" / "good"
@@ -84,7 +90,7 @@ def main() -> None:
     print(f"| idle | {i['fps']} | {i['verdict_p50_ms']} | {i['verdict_p99_ms']} | 1.00 | — |")
     for r in rec["runs"]:
         ln = r["line"]
-        print(f"| fit at nice {r['nice']}{'' if r['fit_running_all_loop'] else ' (fit ended first)'} | {ln['fps']} | "
+        print(f"| {'update' if a.update else 'fit'} at nice {r['nice']}{'' if r['fit_running_all_loop'] else ' (fit ended first)'} | {ln['fps']} | "
               f"{ln['verdict_p50_ms']} | {ln['verdict_p99_ms']} | {ln['verdict_p99_ms'] / i['verdict_p99_ms']:.2f} | "
               f"{r['fit_wall_s']} |")
 
