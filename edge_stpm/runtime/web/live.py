@@ -56,19 +56,6 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>edge-stpm live
 <script src="/static/view.js"></script></body></html>"""
 
 
-
-
-def signed_until(request: Any) -> float:
-    """When a stream must end: a signed URL's expiry (``exp``) when it was opened by one — no session or token
-    header; the guard has checked the signature — else never (a token or session is checked once per request, and
-    an open loopback view has none)."""
-    if request.headers.get("X-Session") or request.headers.get("Authorization") or "sig" not in request.query:
-        return float("inf")
-    try:
-        return float(int(request.query.get("exp", "0")))
-    except ValueError:
-        return 0.0
-
 class LiveView:
     """The HTTP view of one run. ``publish`` from the loop thread; everything else runs on the server thread."""
 
@@ -509,7 +496,7 @@ class LiveView:
         self.viewers += 1
         self._watching[src] += 1
         self.m_viewers.set(self.viewers)
-        sent, until = -1, signed_until(request)
+        sent, until = -1, request.get("signed_until", float("inf"))  # set by the guard for a signed URL
         try:
             while True:
                 async with self._frame_cond:

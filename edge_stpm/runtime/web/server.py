@@ -250,6 +250,7 @@ class Guard:
             role, forged = self.signer.check(request.path, request.query)
             if role is None:
                 return None, forged
+            request["signed_until"] = int(request.query["exp"])  # checked: a stream it opened ends with it
         if role is None and (session or bearer):
             return None, True
         return role or self.open_role(request), False
