@@ -62,7 +62,7 @@ def _blur_one(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _tone_one(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    return np.stack([cv2.LUT(image[..., c], lut[:, c]) for c in range(3)], axis=-1)
+    return cv2.LUT(image, np.ascontiguousarray(lut.reshape(256, 1, 3)))  # one table per channel
 
 
 def blur(images: Images, sigma: float) -> list[np.ndarray]:

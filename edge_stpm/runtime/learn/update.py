@@ -57,7 +57,7 @@ from edge_stpm.runtime.learn.pack import Pack, read_pack
 MODES = UPDATE_METHODS
 DEFAULT_GROWTH = 1.0  # extend and transfer: the bank grows by at most this share of its entries per update
 # transfer: the look is estimated on at most this many pixels of old images (and of new ones), about 190 MB of
-# decoded frames and three times that at the peak; magnetic tile's 571 training images (50 M pixels) all fit
+# decoded frames and three times that at the peak; magnetic tile's 571 training images (58 M pixels) all fit
 LOOK_PIXELS = 64_000_000
 
 
@@ -225,9 +225,10 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
         tell("teacher features", done[0], len(images))
 
     feats = patches(pack, images, cfg.threads, step_on)
-    good = _load(old_val, pack, grid)
     look = None
-    if cfg.mode == "transfer":
+    if cfg.mode != "transfer":
+        good = _load(old_val, pack, grid)
+    else:  # the held-out images come in the new look
         carried, good, look = carry_look(before.get("train_image_paths", []), new, old_val, pack.size,
                                          pack.doc["fit"], grid, lambda i, n: tell("the new look (defocus tried)", i, n),
                                          cfg.seed)

@@ -78,11 +78,12 @@ def update_memory(ckpt: Path, data: Path, out: Path, quiet: bool = False,
             return collect_patches(stpm.teacher, (pre(x[i : i + 16]) for i in range(0, len(x), 16))).cpu()
 
     patches = feats(load_images(new, size, fit, tiles=grid))
-    good = load_images(old_val, size, fit, tiles=grid) if old_val else np.empty((0, size, size, 3), np.uint8)
     look = None
-    if method == "transfer":
+    if method == "transfer":  # the held-out images come in the new look
         carried, good, look = carry_look(list(ck["training"].get("train_images", [])), new, old_val, size, fit, grid)
         patches = torch.cat([patches, feats(carried)])
+    else:
+        good = load_images(old_val, size, fit, tiles=grid) if old_val else np.empty((0, size, size, 3), np.uint8)
     t_feat = time.perf_counter()
     old = ck["memory_bank"].float()
     info = dict(ck["training"].get("memory") or {})
