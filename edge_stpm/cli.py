@@ -138,6 +138,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
           tiles: Optional[str] = typer.Option(None, help="Tiled fit for large frames: ROWSxCOLS overlapping tiles (e.g. 2x2), each fitted to --size and inferred as one batch, the maps stitched back, the frame's score the largest tile's; travels with the model (default: the whole frame)."),
           tile_overlap: float = typer.Option(0.125, **rng("tile_overlap"), help="With --tiles: the share of a tile's side shared with its neighbour."),
           smoothing: float = typer.Option(4.0, **rng("smoothing"), help="Gaussian smoothing of the map before the image score: sigma in pixels (0 = official STPM head)."),
+          input_blur: Optional[float] = typer.Option(None, **rng("input_blur"), help="Gaussian blur of the fitted input before the teacher, inside the graph: sigma in pixels of the model input (default for the memory head: 1 at --size 256, scaled with the size (0.5 at 128), with the pixel threshold at the held-out pixels' 99.9th percentile; 0 for stpm, both and auto)."),
           score_top: float = typer.Option(2.0, **rng("score_top"), help="Image score: the mean of the top this % of the map (default 2: higher AUROC on magnetic tile, 3 seeds); 0 = its max (the official STPM head)."),
           map_combine: MapCombine = typer.Option("weighted_sum", help="How the pyramid levels make the map: weighted_sum (default: each level divided by its spread on the held-out good images; higher AUROC on magnetic tile) or product (the official STPM head)."),
           head: TrainHeadName = typer.Option(DEFAULT_HEAD, help="stpm (the student, trained), memory (nearest neighbour over the teacher's good patches: nothing trained, seconds to minutes on a CPU), both (the two maps, each scaled by its spread on the held-out good images) or auto (fits both, keeps the head with the best no-defect check)."),
@@ -173,7 +174,7 @@ def train(data: Path = typer.Option(..., help="MVTec-layout folder (uses train/g
 
     print_train(out, data=data, out=out_dir, backbone=backbone, epochs=epochs, lr=lr, loss=loss, momentum=momentum,
                 weight_decay=weight_decay, batch_size=batch_size, val_fraction=val_fraction, image_size=size, fit=fit,
-                tiles=tiles, tile_overlap=tile_overlap, sigma=smoothing, score_top_percent=score_top,
+                tiles=tiles, tile_overlap=tile_overlap, sigma=smoothing, input_blur=input_blur, score_top_percent=score_top,
                 map_combine=map_combine, seed=seed, device=device, head=head, coreset=coreset, bank_max_mb=bank_max_mb,
                 coreset_dims=coreset_dims, coreset_chunk=coreset_chunk, teacher_weights=teacher_weights,
                 threshold_method=threshold_method, threshold_k=threshold_k, quiet=quiet, threads=threads,
@@ -598,14 +599,15 @@ def update_memory(checkpoint: Optional[Path] = typer.Option(None, help="A traini
 @one_line_errors
 def teacher(backbone: Backbone = typer.Option("mobilenet_v2", help="The teacher network (its ImageNet weights must be on this machine)."),
             out_dir: Path = typer.Option(..., "--out", help="The teacher pack folder to write."),
-            size: int = typer.Option(256, **rng("size"), help="Model input side (pixels), as train --size.")) -> None:
+            size: int = typer.Option(256, **rng("size"), help="Model input side (pixels), as train --size."),
+            input_blur: Optional[float] = typer.Option(None, **rng("input_blur"), help="Gaussian blur of the input before the teacher (sigma, model pixels), as train --input-blur (default: the memory head's, 1 at --size 256, scaled with the size).")) -> None:
     """Write a teacher pack: what a box needs to learn a part without PyTorch (edge-stpm fit) — the frozen teacher's
     patch-feature graph, the memory head's graph with a placeholder bank, and teacher.json (sizes, sha256, the
     weights' source and licence). Needs the training install; any bundle made by fit carries one too."""
     need_train("teacher")
     from edge_stpm.training.export.teacher_pack import write_teacher_pack
 
-    doc = write_teacher_pack(out_dir, str(backbone), size)
+    doc = write_teacher_pack(out_dir, str(backbone), size, input_blur=input_blur)
     total = sum((out_dir / f).stat().st_size for f in doc["sha256"]) / 2**20
     out.print(f"teacher pack {out_dir}: {doc['backbone']} {size}², {doc['features']['dims']} feature dims on a "
               f"{doc['features']['grid'][0]}×{doc['features']['grid'][1]} grid, {total:.1f} MB; weights: "

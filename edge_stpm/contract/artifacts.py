@@ -120,6 +120,7 @@ def graph_metadata(ck_meta: dict[str, Any], precision: str, batch: int, ckpt_sha
         "outputs": {"anomaly_map": "float32 (B,1,H,W)", "score": "float32 (B,)"},
         "normalisation": {"mean": ck_meta["mean"], "std": ck_meta["std"], "inside_graph": True},
         "smoothing_sigma": float(ck_meta.get("smoothing_sigma", 0.0)),
+        "input_blur": float(ck_meta.get("input_blur", 0.0)),  # σ (model pixels) of the in-graph input blur
         "score_top_percent": float(ck_meta.get("score_top_percent", 0.0)),
         "map_combine": "weighted_sum" if ck_meta.get("level_weights") else "product",
         "level_weights": ck_meta.get("level_weights"),

@@ -50,6 +50,13 @@ DEFAULT_UPDATE_METHOD = "auto"  # transfer where the model's training images are
 # the pixel threshold keeps k 3 for every head
 DEFAULT_THRESHOLD_K = {"stpm": 3.0, "both": 3.0, "memory": 2.0}
 PIXEL_THRESHOLD_K = 3.0
+# a Gaussian blur of the model's input (σ in its pixels at a 256² input, scaled with the input side: default_input_blur;
+# 0 = none) and the pixel threshold's own method (None: logsigma with PIXEL_THRESHOLD_K) per head: σ 1 and p999 for the
+# memory bank by RULE_R4.md addendum 5 (benchmarks/results/r4/I_table.md, measured at 256²); the student was never
+# measured with them; auto compares heads on the raw input
+DEFAULT_INPUT_BLUR = {"stpm": 0.0, "both": 0.0, "memory": 1.0, "auto": 0.0}
+INPUT_BLUR_SIDE = 256  # the input side DEFAULT_INPUT_BLUR's σ is for
+DEFAULT_PIXEL_METHOD: dict[str, str | None] = {"stpm": None, "both": None, "memory": "p999", "auto": None}
 
 # the choices as types for typer and pydantic: a Literal of a tuple is valid at runtime (the same type as the names
 # written out) but not a static type to mypy, hence each ignore
@@ -92,6 +99,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "val_fraction": (0.05, 0.5),
     "size": (32, 2048),
     "smoothing": (0.0, 64.0),
+    "input_blur": (0.0, 4.0),
     "score_top": (0.0, 10.0),
     "threshold_k": (1.0, 6.0),
     "tile_overlap": (0.0, 0.5),
@@ -125,6 +133,12 @@ RANGES: dict[str, tuple[float, float]] = {
     "collect_count": (1, 1_000_000),
     "min_change": (0.0, 255.0),
 }
+
+
+def default_input_blur(head: str, size: int) -> float:
+    """The input blur's σ (pixels of a ``size``² input) for ``head``: DEFAULT_INPUT_BLUR's, which was chosen at 256²,
+    scaled with the side so that it blurs the same share of the part (σ 0.5 at 128², 1.5 at 384²)."""
+    return DEFAULT_INPUT_BLUR.get(head, 0.0) * size / INPUT_BLUR_SIDE
 
 
 def parse_ints(text: str, what: str, minimum: int = 1) -> list[int]:

@@ -36,6 +36,8 @@ _HEAD = {
     "image_size": _SIZE,
     "fit": {"enum": list(FIT_NAMES)},
     "smoothing_sigma": {"type": "number", "minimum": 0, "maximum": RANGES["smoothing"][1]},
+    # absent in models before it: no input blur
+    "input_blur": {"type": "number", "minimum": 0, "maximum": RANGES["input_blur"][1]},
     "score_top_percent": {"type": "number", "minimum": 0, "maximum": 100},
     "level_weights": {"oneOf": [{"type": "null"}, {"type": "array", "items": _POS, "minItems": 1, "maxItems": 8}]},
     "head": {"enum": list(HEAD_NAMES)},

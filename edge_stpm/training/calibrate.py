@@ -29,13 +29,16 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
     sigma, image score, level combination or head), or, with ``data``, set the image threshold to the F1 optimum
     of that labelled split; rewrite it. A ``head`` of memory or both builds the memory bank from the checkpoint's
     training images (nothing is trained); stpm and both need a trained student. ``k``: the image threshold's k
-    (None: the head's default). ``pixel_method`` (None: as today, logsigma with the pixel k 3): a pixel-only
+    (None: the head's default). ``pixel_method`` (None: the checkpoint's own; ``"method"``: ``method`` with the pixel
+    k 3, as before round 4 and wherever a checkpoint names none): a pixel-only
     method of ``thresholds.PIXEL_METHODS`` — ``segf1`` scores the no-defect check's synthetic anomalies of the
     held-out images (its kinds, sizes and seed) and takes the SegF1 optimum, ``p999`` the held-out pixels' 99.9th
     percentile; the image threshold and the bank are unchanged. ``infer``: score with this function instead of the
     checkpoint's own pipeline (it must be that pipeline, e.g. a cached one; not with a sigma / score / combine /
     head change)."""
     ck = checkpoint.read(Path(ckpt))
+    pixel_method = ck["thresholds"].get("pixel_method") if pixel_method is None else pixel_method
+    pixel_method = None if pixel_method == "method" else pixel_method
     if method not in thresholds.METHODS:
         raise UserError(f"unknown threshold method {method!r}; choose one of {', '.join(thresholds.METHODS)}")
     if pixel_method is not None and pixel_method not in thresholds.PIXEL_METHODS:
@@ -81,7 +84,7 @@ def recalibrate(ckpt: Path, method: str = "logsigma", sigma: float | None = None
                     training=ck["training"], sigma=ck.get("smoothing_sigma", 0.0),
                     top_percent=ck.get("score_top_percent", 0.0), level_weights=ck.get("level_weights"),
                     head=ck.get("head", "stpm"), memory=ck.get("memory_bank"), head_weights=ck.get("head_weights"),
-                    tiles=ck.get("tiles"))
+                    tiles=ck.get("tiles"), input_blur=ck.get("input_blur", 0.0))
     return thr
 
 
@@ -112,7 +115,8 @@ def _change_head(ck: dict[str, Any], stpm: Any, head: str, coreset: float, bank_
             raise UserError("the checkpoint's training images are not on this machine: retrain here with --head")
         images = torch.from_numpy(load_images(train, ck["image_size"], ck["fit"], tiles=tiles.from_meta(ck)))
         spec = get_spec(ck["backbone"])
-        bank, info = fit_memory(stpm.teacher, Preprocess(spec.mean, spec.std), images, 16, coreset, bank_max_mb,
+        pre = Preprocess(spec.mean, spec.std, ck.get("input_blur", 0.0), ck["image_size"])
+        bank, info = fit_memory(stpm.teacher, pre, images, 16, coreset, bank_max_mb,
                                 int(ck["training"].get("config", {}).get("seed", 0)), quiet)
         ck["memory_bank"] = bank
         ck["training"] = ck["training"] | {"memory": info}
@@ -120,4 +124,5 @@ def _change_head(ck: dict[str, Any], stpm: Any, head: str, coreset: float, bank_
     if head == "stpm":
         ck["memory_bank"] = None
     ck["head_weights"] = (list(good_head_weights(stpm, ck["image_size"], ck["memory_bank"], ck.get("level_weights"),
-                                                 val_images)) if head == "both" else None)
+                                                 val_images, input_blur=ck.get("input_blur", 0.0)))
+                         if head == "both" else None)

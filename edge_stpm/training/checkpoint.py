@@ -29,7 +29,8 @@ def versions() -> dict[str, str]:
 def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[str, Any],
          teacher_source: str, training: dict[str, Any], sigma: float, top_percent: float = 0.0,
          level_weights: tuple[float, ...] | None = None, head: str = "stpm", memory: torch.Tensor | None = None,
-         head_weights: tuple[float, ...] | None = None, tiles: dict[str, Any] | None = None) -> Path:
+         head_weights: tuple[float, ...] | None = None, tiles: dict[str, Any] | None = None,
+         input_blur: float = 0.0) -> Path:
     """Write the checkpoint atomically (temp file + rename). A memory-only head stores no student weights."""
     payload = {
         "format": FORMAT,
@@ -39,6 +40,7 @@ def save(path: Path, stpm: STPM, *, image_size: int, fit: str, thresholds: dict[
         "fit": fit,
         "tiles": tiles,
         "smoothing_sigma": float(sigma),
+        "input_blur": float(input_blur),
         "score_top_percent": float(top_percent),
         "level_weights": [float(w) for w in level_weights] if level_weights else None,
         "mean": list(get_spec(stpm.backbone).mean),
@@ -118,7 +120,8 @@ def pipeline(ck: dict[str, Any], stpm: STPM | None = None) -> InspectionPipeline
     return InspectionPipeline(stpm if stpm is not None else build_stpm(ck), ck["image_size"],
                               sigma=ck.get("smoothing_sigma", 0.0), top_percent=ck.get("score_top_percent", 0.0),
                               level_weights=ck.get("level_weights"), head=ck.get("head", "stpm"),
-                              memory=ck.get("memory_bank"), head_weights=ck.get("head_weights")).eval()
+                              memory=ck.get("memory_bank"), head_weights=ck.get("head_weights"),
+                              input_blur=ck.get("input_blur", 0.0)).eval()
 
 
 def meta(ck: dict[str, Any]) -> dict[str, Any]:

@@ -117,7 +117,7 @@ class GaussianSmooth(nn.Module):
     raised pixel AUROC (see the README).
     """
 
-    def __init__(self, sigma: float, size: int) -> None:
+    def __init__(self, sigma: float, size: int, channels: int = 1) -> None:
         super().__init__()
         self.sigma = float(sigma)
         radius = int(4.0 * sigma + 0.5)
@@ -127,26 +127,40 @@ class GaussianSmooth(nn.Module):
         self.register_buffer("kv", k.view(1, 1, -1, 1), persistent=False)
         self.register_buffer("kh", k.view(1, 1, 1, -1), persistent=False)
         self.radius = radius
-        ones = torch.ones(1, 1, size, size)
-        self.register_buffer("inv_norm", 1.0 / self._blur(ones), persistent=False)
+        self.register_buffer("inv_norm", 1.0 / self._blur(torch.ones(1, 1, size, size)), persistent=False)
+        # the channels' kernels (one depthwise Conv each way); the renormalisation is the same for every channel
+        self.register_buffer("kvc", k.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), persistent=False)
+        self.register_buffer("khc", k.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), persistent=False)
+        self.channels = channels
 
     def _blur(self, m: torch.Tensor) -> torch.Tensor:
         m = F.conv2d(m, self.kv, padding=(self.radius, 0))
         return F.conv2d(m, self.kh, padding=(0, self.radius))
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
+        if self.channels > 1:
+            m = F.conv2d(m, self.kvc, padding=(self.radius, 0), groups=self.channels)
+            return F.conv2d(m, self.khc, padding=(0, self.radius), groups=self.channels) * self.inv_norm
         return self._blur(m) * self.inv_norm
 
 
-class Preprocess(nn.Module):
-    """uint8 BGR ``(B, H, W, 3)`` → ImageNet-normalised RGB float32 ``(B, 3, H, W)``."""
 
-    def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+class Preprocess(nn.Module):
+    """uint8 BGR ``(B, H, W, 3)`` → ImageNet-normalised RGB float32 ``(B, 3, H, W)``.
+
+    ``blur`` > 0: a Gaussian blur of that σ (pixels of the model input, ``size`` × ``size``) after normalising — the
+    same renormalised zero-padded kernel as the map's smoothing, per channel (it commutes with the per-channel
+    normalisation, so it is the blur of the fitted image itself)."""
+
+    def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+                 blur: float = 0.0, size: int = 0) -> None:
         super().__init__()
         m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.register_buffer("scale", 1.0 / (255.0 * s), persistent=False)
         self.register_buffer("shift", -m / s, persistent=False)
+        self.blur = float(blur)
+        self.smooth = GaussianSmooth(blur, size, channels=3) if blur > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Cast first: TensorRT refuses any uint8 tensor that is not a network input or output, so the
@@ -154,8 +168,9 @@ class Preprocess(nn.Module):
         return self.normalise(x.float().permute(0, 3, 1, 2))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """Float BGR NCHW in [0, 255] → normalised RGB NCHW."""
-        return x.flip(1) * self.scale + self.shift
+        """Float BGR NCHW in [0, 255] → normalised (and blurred, with ``blur``) RGB NCHW."""
+        x = x.flip(1) * self.scale + self.shift
+        return self.smooth(x) if self.smooth is not None else x
 
 
 class STPM(nn.Module):
@@ -202,11 +217,12 @@ def _inverse_std(acc: list[float], what: str) -> float:
 
 @torch.no_grad()
 def good_head_weights(stpm: STPM, size: int, memory: torch.Tensor, level_weights: tuple[float, ...] | None,
-                      images: torch.Tensor, batch: int = 8) -> tuple[float, float]:
+                      images: torch.Tensor, batch: int = 8, input_blur: float = 0.0) -> tuple[float, float]:
     """For head ``both``: 1 / (standard deviation over ``images``, uint8 NHWC good images) of the STPM map and of
     the memory map (unsmoothed), so each contributes on the same scale; like ``good_level_weights`` the means are
     left out (they only shift the sum) and the map stays positive."""
-    pipe = InspectionPipeline(stpm, size, level_weights=level_weights, head="memory", memory=memory).eval()
+    pipe = InspectionPipeline(stpm, size, level_weights=level_weights, head="memory", memory=memory,
+                              input_blur=input_blur).eval()
     pipe = pipe.to(images.device)
     acc_s, acc_m = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
     for i in range(0, len(images), batch):
@@ -225,6 +241,8 @@ class InspectionPipeline(nn.Module):
     0 is the official STPM head. ``top_percent`` > 0 scores the image by the mean of the top that % of the map
     instead of its max (``image_score``).
 
+    ``input_blur`` > 0 blurs the fitted input (σ in its pixels, ``Preprocess``) before the teacher.
+
     ``memory`` (a bank ``(M, D)`` of the teacher's good patches, ``heads.memory``) adds the memory-bank head:
     ``head`` "memory" maps by nearest-neighbour distance alone (the student is not run and not in the graph),
     "both" adds the two maps, each scaled by ``head_weights`` (1 / its spread on held-out good images).
@@ -233,7 +251,7 @@ class InspectionPipeline(nn.Module):
     def __init__(self, stpm: STPM, image_size: int, trunk_dtype: torch.dtype = torch.float32,
                  sigma: float = 0.0, top_percent: float = 0.0, level_weights: tuple[float, ...] | None = None,
                  head: str = "stpm", memory: torch.Tensor | None = None,
-                 head_weights: tuple[float, float] | None = None) -> None:
+                 head_weights: tuple[float, float] | None = None, input_blur: float = 0.0) -> None:
         super().__init__()
 
         if head not in HEADS:
@@ -244,7 +262,8 @@ class InspectionPipeline(nn.Module):
         self.score_k = score_k(top_percent, image_size)
         self.level_weights = tuple(float(w) for w in level_weights) if level_weights else None
         spec = get_spec(stpm.backbone)
-        self.preprocess = Preprocess(spec.mean, spec.std)
+        self.preprocess = Preprocess(spec.mean, spec.std, input_blur, image_size)
+        self.input_blur = float(input_blur)
         self.backbone = stpm.backbone
         self.teacher = stpm.teacher
         self.student = stpm.student

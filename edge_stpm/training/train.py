@@ -21,7 +21,7 @@ from edge_stpm.common.errors import UserError
 from edge_stpm.common.files import output_dir, write_json
 from edge_stpm.common.images import FIT_MODES, good_images, load_images
 from edge_stpm.common.progress import bar, console
-from edge_stpm.contract.options import DEFAULT_FIT
+from edge_stpm.contract.options import DEFAULT_FIT, DEFAULT_PIXEL_METHOD, RANGES, default_input_blur
 from edge_stpm.contract.tiles import TileGrid, parse_tiles, per_frame
 from edge_stpm.runtime.learn import thresholds
 from edge_stpm.runtime.learn.synthetic import proxy_auroc
@@ -78,6 +78,7 @@ class TrainConfig:
     tiles: str | None = None  # ROWSxCOLS: the tiled fit (contract/tiles.py); None / 1x1: the whole frame
     tile_overlap: float = 0.125
     sigma: float = 4.0
+    input_blur: float | None = None  # σ of the input blur (model pixels); None: the head's (default_input_blur)
     score_top_percent: float = DEFAULT_SCORE_TOP_PERCENT
     map_combine: str = DEFAULT_MAP_COMBINE
     head: str = DEFAULT_HEAD
@@ -115,6 +116,11 @@ def _check(cfg: TrainConfig) -> None:
         raise UserError("--size must be a multiple of 16, at least 32")
     if cfg.sigma < 0:
         raise UserError("--smoothing must be 0 (no smoothing) or positive")
+    if cfg.input_blur is None:
+        cfg.input_blur = default_input_blur(cfg.head, cfg.image_size)
+    if not RANGES["input_blur"][0] <= cfg.input_blur <= RANGES["input_blur"][1]:
+        raise UserError(f"--input-blur must be in {RANGES['input_blur'][0]:g}..{RANGES['input_blur'][1]:g} pixels "
+                        f"(0 = none), not {cfg.input_blur:g}")
     if cfg.map_combine not in MAP_COMBINES:
         raise UserError(f"unknown map combination {cfg.map_combine!r}; choose one of {', '.join(MAP_COMBINES)}")
     if not 0 <= cfg.score_top_percent <= 10:
@@ -315,15 +321,16 @@ def _head(stpm: STPM, cfg: TrainConfig, head: str, device: torch.device, val_ima
     for head ``both`` each of the two maps likewise (``head_weights``)."""
     weights = None
     if cfg.map_combine == "weighted_sum" and head != "memory":
-        weights = good_level_weights(InspectionPipeline(stpm, cfg.image_size).to(device).eval(), val_images,
-                                     cfg.batch_size)
+        weights = good_level_weights(InspectionPipeline(stpm, cfg.image_size, input_blur=cfg.input_blur or 0.0)
+                                     .to(device).eval(), val_images, cfg.batch_size)
     head_weights = None
     if head == "both":
-        head_weights = good_head_weights(stpm, cfg.image_size, memory, weights, val_images.to(device), 8)
+        head_weights = good_head_weights(stpm, cfg.image_size, memory, weights, val_images.to(device), 8,
+                                         input_blur=cfg.input_blur or 0.0)
     memory = memory if head != "stpm" else None
     pipe = InspectionPipeline(stpm, cfg.image_size, sigma=cfg.sigma, top_percent=cfg.score_top_percent,
                               level_weights=weights, head=head, memory=memory,
-                              head_weights=head_weights).to(device).eval()
+                              head_weights=head_weights, input_blur=cfg.input_blur or 0.0).to(device).eval()
     return pipe, {"level_weights": weights, "head": head, "memory": memory, "head_weights": head_weights}
 
 
@@ -339,7 +346,8 @@ def _calibrated_head(stpm: STPM, cfg: TrainConfig, device: torch.device, val_ima
         pipe, settings = _head(stpm, cfg, head, device, val_images, memory)
         val_maps, val_scores = score_images(pipe, val_images, 8 if memory is not None else cfg.batch_size)
         k = thresholds.default_k(head) if cfg.threshold_k is None else cfg.threshold_k
-        thr = thresholds.calibrate(per_frame(grid, val_scores), val_maps, cfg.threshold_method, k)
+        thr = thresholds.calibrate(per_frame(grid, val_scores), val_maps, cfg.threshold_method, k,
+                                   pixel_method=DEFAULT_PIXEL_METHOD.get(cfg.head))
         proxy = proxy_auroc(torch_infer(pipe, device), good, val_scores, seed=cfg.seed) | {"tiles": grid is not None}
         tried[head] = (settings, thr, proxy)
     best = max(tried, key=lambda h: tried[h][2]["mean"])  # first of equals: the cheaper head
@@ -447,7 +455,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if init["student"]:
             stpm.student.load_state_dict(init["student"])
     spec = get_spec(cfg.backbone)
-    pre = Preprocess(spec.mean, spec.std).to(device)
+    pre = Preprocess(spec.mean, spec.std, cfg.input_blur or 0.0, cfg.image_size).to(device)
     cuda = device.type == "cuda"
     if cfg.head == "memory":
         fit = _no_student_fit()
@@ -474,7 +482,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     }
     ckpt_io.save(out / "model.pt", stpm.cpu(), image_size=cfg.image_size, fit=cfg.fit, thresholds=thr,
                  teacher_source=teacher_source, training=summary, sigma=cfg.sigma,
-                 top_percent=cfg.score_top_percent, tiles=grid.as_meta() if grid else None, **head_settings)
+                 top_percent=cfg.score_top_percent, tiles=grid.as_meta() if grid else None,
+                 input_blur=cfg.input_blur or 0.0, **head_settings)
     write_json(out / "training.json", {k: v for k, v in summary.items() if k not in ("val_images", "train_images")}
                | {"thresholds": thr})
     if fit["history"]:

@@ -140,9 +140,11 @@ def test_calibrate_changes_the_head(trained: Path, trained_memory: Path, synth_d
 
 
 def test_threshold_k_defaults_per_head_and_the_option(trained: Path, trained_memory: Path, tmp_path: Path) -> None:
-    """The memory head's image threshold uses k 2 (RULE_R3.md addendum 1), the student's k 3; the pixel threshold
-    keeps k 3 for both; calibrate --threshold-k 3 on the memory checkpoint raises its image threshold (log-normal
-    held-out scores: exp(mean + 3σ) > exp(mean + 2σ) whenever σ > 0) and leaves the pixel threshold as it was."""
+    """The memory head's image threshold uses k 2 (RULE_R3.md addendum 1), the student's k 3; the student's pixel
+    threshold keeps k 3, the memory head's is the held-out pixels' 99.9th percentile (RULE_R4.md addendum 5) with its
+    σ 1 (at 256²) input blur; calibrate --threshold-k 3 on the memory checkpoint raises its image threshold (log-normal held-out
+    scores: exp(mean + 3σ) > exp(mean + 2σ) whenever σ > 0) and leaves the pixel threshold and its method as they
+    were."""
     import shutil
 
     from edge_stpm.training import checkpoint
@@ -150,9 +152,12 @@ def test_threshold_k_defaults_per_head_and_the_option(trained: Path, trained_mem
 
     mem = checkpoint.read(trained_memory / "model.pt")["thresholds"]
     stpm = checkpoint.read(trained / "model.pt")["thresholds"]
-    assert (mem["k"], mem["pixel_k"]) == (2.0, 3.0) and (stpm["k"], stpm["pixel_k"]) == (3.0, 3.0)
+    assert (mem["k"], mem["pixel_k"], mem["pixel_method"]) == (2.0, None, "p999")
+    assert (stpm["k"], stpm["pixel_k"]) == (3.0, 3.0) and "pixel_method" not in stpm
+    assert checkpoint.read(trained_memory / "model.pt")["input_blur"] == 0.5  # σ 1 at 256², scaled to the 128² fixture
+    assert checkpoint.read(trained / "model.pt")["input_blur"] == 0.0
     copy = tmp_path / "k3.pt"
     shutil.copy(trained_memory / "model.pt", copy)
     thr = recalibrate(copy, k=3.0, quiet=True)
     assert thr["k"] == 3.0 and thr["image"] > mem["image"]
-    assert thr["pixel"] == pytest.approx(mem["pixel"], rel=1e-6)
+    assert thr["pixel"] == pytest.approx(mem["pixel"], rel=1e-6) and thr["pixel_method"] == "p999"

@@ -184,3 +184,20 @@ def test_hard_feature_loss_averages_only_the_hardest_differences() -> None:
     hard = (full >= torch.quantile(full.flatten(), 0.999)).any(dim=1)
     touched = s.grad.abs().sum(dim=1) > 0
     assert torch.equal(touched, hard) and 1 <= int(hard.sum()) <= int(np.ceil(0.001 * d.size))  # 5 of 512 here
+
+
+def test_input_blur_is_opencvs_gaussian_inside_and_keeps_a_flat_image() -> None:
+    """Preprocess(blur=σ) blurs the fitted image per channel: OpenCV's GaussianBlur with the same ±4σ kernel away from
+    the border (1e-5), a flat image unchanged to the border (the renormalised zero padding), blur 0 = no blur."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    plain, blurred = Preprocess(), Preprocess(blur=1.0, size=64)
+    got = blurred(torch.from_numpy(x))[0]
+    ref = plain(torch.from_numpy(cv2.GaussianBlur(x[0].astype(np.float32), (9, 9), 1.0))[None])[0]
+    assert float((got - ref)[:, 5:-5, 5:-5].abs().max()) < 1e-5
+    assert float((got - plain(torch.from_numpy(x))[0]).abs().mean()) > 0.1  # it does blur
+    flat = torch.full((1, 64, 64, 3), 77, dtype=torch.uint8)
+    assert torch.allclose(blurred(flat), plain(flat), atol=1e-5)
+    assert torch.equal(Preprocess(blur=0.0, size=64)(torch.from_numpy(x)), plain(torch.from_numpy(x)))

@@ -125,10 +125,11 @@ def test_recalibrate_pixel_methods_change_only_the_pixel_threshold(trained_memor
     copies = {n: tmp_path / f"{n}.pt" for n in ("P0", "P1", "P2")}
     for p in copies.values():
         shutil.copy(trained_memory / "model.pt", p)
-    p0 = recalibrate(copies["P0"], quiet=True)
+    assert checkpoint.read(copies["P0"])["thresholds"]["pixel_method"] == "p999"  # the memory head's default
+    p0 = recalibrate(copies["P0"], quiet=True, pixel_method="method")
     p1 = recalibrate(copies["P1"], quiet=True, pixel_method="segf1")
-    p2 = recalibrate(copies["P2"], quiet=True, pixel_method="p999")
-    assert "pixel_method" not in p0 and p0["pixel_k"] == 3.0 and p0["k"] == 2.0
+    p2 = recalibrate(copies["P2"], quiet=True)  # None: the checkpoint's own (p999)
+    assert "pixel_method" not in p0 and p0["pixel_k"] == 3.0 and p0["k"] == 2.0 and p2["pixel_method"] == "p999"
     assert p1["image"] == p0["image"] == p2["image"]
     assert len({p0["pixel"], p1["pixel"], p2["pixel"]}) == 3
     lo, hi = p1["pixel_segf1"]["range"]

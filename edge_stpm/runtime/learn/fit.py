@@ -302,7 +302,8 @@ def _build(cfg: FitConfig, pack: Pack, bank: np.ndarray, good: np.ndarray, out: 
     _metadata(model, md | {"memory": memory, "checkpoint_sha256": sha})
     _write_graph(model, path)
     maps, scores = _score(path, good, cfg.threads)
-    thr = thresholds.calibrate(per_frame(cfg.tiles, scores), maps, "logsigma", thresholds.default_k("memory"))
+    thr = thresholds.calibrate(per_frame(cfg.tiles, scores), maps, "logsigma", thresholds.default_k("memory"),
+                               pixel_method=pack.doc["head"].get("pixel_method"))
     md = md | {"memory": memory, "checkpoint_sha256": sha,
                "thresholds": {"image": thr["image"], "pixel": thr["pixel"], "method": thr["method"],
                               "good_scores": thr["good_scores"], "score_scale": thr["score_scale"]}}

@@ -31,13 +31,17 @@ SCHEMA = {
         "image_size": {"type": "integer", "minimum": 32, "maximum": 4096},
         "fit": {"enum": list(FIT_NAMES)},
         "features": {"type": "object", "required": ["file", "dims"],
-                     "properties": {"file": _NAME, "dims": {"type": "integer", "minimum": 1}}},
+                     "properties": {"file": _NAME, "dims": {"type": "integer", "minimum": 1},
+                                    # σ of the input blur inside the feature graph (absent in older packs: none)
+                                    "input_blur": {"type": "number", "minimum": 0, "maximum": 4}}},
         "template": {"type": "object", "required": ["file", "bank_t", "bank_sq"],
                      "properties": {"file": _NAME, "bank_t": {"type": "string"}, "bank_sq": {"type": "string"},
                                     "fp16": _NAME}},
         "head": {"type": "object", "required": ["smoothing_sigma", "score_top_percent"],
                  "properties": {"smoothing_sigma": {"type": "number", "minimum": 0},
-                                "score_top_percent": {"type": "number", "minimum": 0, "maximum": 10}}},
+                                "score_top_percent": {"type": "number", "minimum": 0, "maximum": 10},
+                                # the pixel threshold's own method (absent: logsigma with the pixel k)
+                                "pixel_method": {"enum": ["p999"]}}},
         "sha256": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
     },
 }

@@ -44,7 +44,7 @@ METADATA_PARAM = "edge_stpm_metadata"
 def contract_metadata(md: dict[str, Any], graph_sha256: str) -> dict[str, Any]:
     """What a client needs from the server to inspect like the bundle would."""
     keys = ("backbone", "image_size", "fit", "precision", "batch", "thresholds", "smoothing_sigma",
-            "score_top_percent", "checkpoint_sha256", "tiles")
+            "input_blur", "score_top_percent", "checkpoint_sha256", "tiles")
     return ({k: md[k] for k in keys if md.get(k) is not None}
             | {"graph_sha256": graph_sha256, "format": "edge-stpm-triton", "format_version": 1})
 

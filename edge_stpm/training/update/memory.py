@@ -68,7 +68,7 @@ def update_memory(ckpt: Path, data: Path, out: Path, quiet: bool = False,
     size, fit = ck["image_size"], ck["fit"]
     stpm = checkpoint.build_stpm(ck)
     spec = get_spec(ck["backbone"])
-    pre = Preprocess(spec.mean, spec.std)
+    pre = Preprocess(spec.mean, spec.std, ck.get("input_blur", 0.0), size)
     grid = tiles.from_meta(ck)
     stpm.teacher.eval()
 
@@ -120,7 +120,7 @@ def update_memory(ckpt: Path, data: Path, out: Path, quiet: bool = False,
                     training=training, sigma=ck.get("smoothing_sigma", 0.0),
                     top_percent=ck.get("score_top_percent", 0.0),
                     level_weights=ck.get("level_weights"), head=ck.get("head", "memory"), memory=bank,
-                    head_weights=ck.get("head_weights"), tiles=ck.get("tiles"))
+                    head_weights=ck.get("head_weights"), tiles=ck.get("tiles"), input_blur=ck.get("input_blur", 0.0))
     return step | {"seconds": time.perf_counter() - t0, "out": str(out)}
 
 
@@ -134,4 +134,6 @@ def _same_method(thr: dict[str, Any]) -> dict[str, Any]:
     for key in ("k", "pixel_k", "image_q", "pixel_q"):
         if thr.get(key) is not None:
             out[key] = thr[key]
+    if thr.get("pixel_method") == "p999":  # segf1 needs the synthetic maps: logsigma's pixel k then
+        out["pixel_method"] = "p999"
     return out
