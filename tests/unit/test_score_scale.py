@@ -50,7 +50,8 @@ def test_good_parts_score_near_0_and_the_overlay_leaves_them_alone(exported_memo
     """Measured on these synthetic parts (memory head, 2026-12-07, two banks: the torch and the numpy coreset's first
     centre): the 10 good test parts scored -0.71 median (max 0.89) on the scale; the overlay coloured 1.3 % median
     (max 5.4 %, and 8.3 % with the other bank) of a good part, where the old scale's 0.5 × the threshold coloured
-    100 % of every one. Bounds: median |u| ≤ 1, coloured median ≤ 3 %, max ≤ 12 % (1.5 × 8.3 %), at most 2 of 10
+    100 % of every one; with round 4's input blur (σ 0.5 at 128²) and p999 pixel threshold, 1.2 % median (max 6.5 %,
+    benchmarks/r4/fixture_blur.py). Bounds: median |u| ≤ 1, coloured median ≤ 3 %, max ≤ 12 % (1.5 × 8.3 %), at most 2 of 10
     good parts at u ≥ 0.5 (a review band of 0.5); the old rule ≥ 90 % (the change is real)."""
     insp = Inspector.load(exported_memory, "onnxruntime")
     assert insp.scale.kind == "good"
