@@ -60,6 +60,10 @@ def test_fit_agrees_with_train(fitted: Path, trained_memory: Path, exported_memo
         assert abs(rep["thresholds"][k] - ck["thresholds"][k]) <= 0.01 * ck["thresholds"][k], k
     assert rep["memory"]["entries"] == ck["memory_bank"].shape[0]
     assert rep["val_images"] == ck["training"]["val_images"]
+    # the same input blur (σ 1 at 256², 0.5 at this 128²) and pixel threshold method on both sides
+    pack_doc = json.loads((fitted / "teacher.json").read_text())
+    assert pack_doc["features"]["input_blur"] == ck["input_blur"] == 0.5
+    assert rep["thresholds"]["pixel_method"] == ck["thresholds"]["pixel_method"] == "p999"
     assert _test_auroc(fitted, synth_dir) >= _test_auroc(exported_memory, synth_dir) - 0.005
 
 

@@ -161,3 +161,27 @@ def test_threshold_k_defaults_per_head_and_the_option(trained: Path, trained_mem
     thr = recalibrate(copy, k=3.0, quiet=True)
     assert thr["k"] == 3.0 and thr["image"] > mem["image"]
     assert thr["pixel"] == pytest.approx(mem["pixel"], rel=1e-6) and thr["pixel_method"] == "p999"
+
+
+def test_a_checkpoint_without_input_blur_runs_unblurred(trained_memory: Path, tmp_path: Path, synth_dir: Path) -> None:
+    """A checkpoint from before round 4's input blur (no ``input_blur`` key) loads with no blur in its graph and says
+    0 in the graph metadata; today's memory checkpoint carries σ 0.5 at 128², and the blur changes its map."""
+    import cv2
+    import torch
+
+    from edge_stpm.contract.artifacts import graph_metadata
+    from edge_stpm.training import checkpoint
+
+    ck = torch.load(trained_memory / "model.pt", weights_only=False)
+    old = tmp_path / "old.pt"
+    torch.save({k: v for k, v in ck.items() if k != "input_blur"}, old)
+    pipe_old, meta_old = checkpoint.load_pipeline(old)
+    pipe_new, meta_new = checkpoint.load_pipeline(trained_memory / "model.pt")
+    assert pipe_old.preprocess.smooth is None and "input_blur" not in meta_old
+    assert graph_metadata(meta_old, "fp32", 1, "x")["input_blur"] == 0.0
+    assert pipe_new.preprocess.smooth is not None and graph_metadata(meta_new, "fp32", 1, "x")["input_blur"] == 0.5
+    img = cv2.resize(cv2.imread(str(sorted((synth_dir / "test" / "good").glob("*.png"))[0])), (128, 128))
+    x = torch.from_numpy(img[None])
+    with torch.no_grad():
+        a, b = pipe_old(x)[0], pipe_new(x)[0]
+    assert float((a - b).abs().max()) > 1e-3 * float(b.abs().max())
