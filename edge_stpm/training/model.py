@@ -109,7 +109,7 @@ def good_level_weights(pipe: "InspectionPipeline", images: torch.Tensor, batch: 
 
 
 class GaussianSmooth(nn.Module):
-    """Gaussian blur of a map ``(B, 1, H, W)`` as two 1-D convolutions with zero padding, renormalised by the
+    """Gaussian blur of a map ``(B, 1, H, W)`` (or of each of ``channels`` channels) as two 1-D convolutions with zero padding, renormalised by the
     blurred all-ones image so borders are not darkened (no Pad op: plain Conv + Mul for every runtime).
 
     ``sigma`` in pixels of the model input; the kernel spans ±4σ. Not part of the official STPM or anomalib's STFPM (their
@@ -120,29 +120,24 @@ class GaussianSmooth(nn.Module):
     def __init__(self, sigma: float, size: int, channels: int = 1) -> None:
         super().__init__()
         self.sigma = float(sigma)
-        radius = int(4.0 * sigma + 0.5)
+        self.radius = radius = int(4.0 * sigma + 0.5)
         x = torch.arange(-radius, radius + 1, dtype=torch.float32)
         k = torch.exp(-0.5 * (x / sigma) ** 2)
         k = k / k.sum()
-        self.register_buffer("kv", k.view(1, 1, -1, 1), persistent=False)
-        self.register_buffer("kh", k.view(1, 1, 1, -1), persistent=False)
-        self.radius = radius
-        self.register_buffer("inv_norm", 1.0 / self._blur(torch.ones(1, 1, size, size)), persistent=False)
-        # the channels' kernels (one depthwise Conv each way); the renormalisation is the same for every channel
-        self.register_buffer("kvc", k.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), persistent=False)
-        self.register_buffer("khc", k.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), persistent=False)
+        # one kernel per channel (a depthwise Conv each way for ``channels`` > 1); the renormalisation is the same for
+        # every channel
+        self.register_buffer("kv", k.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), persistent=False)
+        self.register_buffer("kh", k.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), persistent=False)
         self.channels = channels
+        ones = torch.ones(1, 1, size, size)
+        self.register_buffer("inv_norm", 1.0 / self._blur(ones, self.kv[:1], self.kh[:1], 1), persistent=False)
 
-    def _blur(self, m: torch.Tensor) -> torch.Tensor:
-        m = F.conv2d(m, self.kv, padding=(self.radius, 0))
-        return F.conv2d(m, self.kh, padding=(0, self.radius))
+    def _blur(self, m: torch.Tensor, kv: torch.Tensor, kh: torch.Tensor, groups: int) -> torch.Tensor:
+        m = F.conv2d(m, kv, padding=(self.radius, 0), groups=groups)
+        return F.conv2d(m, kh, padding=(0, self.radius), groups=groups)
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
-        if self.channels > 1:
-            m = F.conv2d(m, self.kvc, padding=(self.radius, 0), groups=self.channels)
-            return F.conv2d(m, self.khc, padding=(0, self.radius), groups=self.channels) * self.inv_norm
-        return self._blur(m) * self.inv_norm
-
+        return self._blur(m, self.kv, self.kh, self.channels) * self.inv_norm
 
 
 class Preprocess(nn.Module):
