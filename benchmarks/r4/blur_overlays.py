@@ -16,8 +16,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks" / "r4"))
 
-from edge_stpm.common.images import labelled_test_images, read_mask  # noqa: E402
+from score_scale import picks  # noqa: E402  (the same parts as the score-scale figures)
+
+from edge_stpm.common.images import read_mask  # noqa: E402
 from edge_stpm.runtime.inspector import Inspector  # noqa: E402
 from edge_stpm.runtime.overlay import draw_contours  # noqa: E402
 from edge_stpm.training.figures import image_grid  # noqa: E402
@@ -25,21 +28,10 @@ from edge_stpm.training.figures import image_grid  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "magnetic_tile"
 
 
-def picks() -> list:
-    items = labelled_test_images(DATA)
-    rng = np.random.default_rng(0)
-    good = [i for i in items if i.defect == "good"]
-    out = [good[j] for j in rng.choice(len(good), 3, replace=False)]
-    for d in sorted({i.defect for i in items} - {"good"}):
-        cand = [i for i in items if i.defect == d]
-        out.append(cand[int(rng.integers(len(cand)))])
-    return out
-
-
 def main(before: Path, after: Path, out: Path) -> None:
     models = {"before": Inspector.load(before, "pytorch"), "after": Inspector.load(after, "pytorch")}
     tiles, caps = [], []
-    for it in picks():
+    for it in picks(DATA):
         frame = cv2.resize(cv2.imread(str(it.path)), (256, 256), interpolation=cv2.INTER_AREA)
         for name, insp in models.items():
             r = insp.inspect(frame)

@@ -49,26 +49,33 @@ def good_review_share(report: dict[str, Any], old: bool) -> float | None:
     return report["good_test_scores"]["share_at_or_above_0.5"]
 
 
+def picks(data: Path) -> list[Any]:
+    """The parts the overlay figures show: 3 good test parts and one of each defect type (seeded)."""
+    from edge_stpm.common.images import labelled_test_images
+
+    items = labelled_test_images(data)
+    rng = np.random.default_rng(0)
+    good = [i for i in items if i.defect == "good"]
+    out = [good[j] for j in rng.choice(len(good), 3, replace=False)]
+    for d in sorted({i.defect for i in items} - {"good"}):
+        cand = [i for i in items if i.defect == d]
+        out.append(cand[int(rng.integers(len(cand)))])
+    return out
+
+
 def figure(ck: Path, data: Path, out: Path) -> None:
     """Good and defective test parts (3 + one per defect type), each drawn with the old scale's overlay (colour
     from 0.5 × the pixel threshold) and the new one (from 0.5 on the score scale), the true defect outlined green."""
     import cv2
 
-    from edge_stpm.common.images import labelled_test_images, read_mask
+    from edge_stpm.common.images import read_mask
     from edge_stpm.runtime.inspector import Inspector
     from edge_stpm.runtime.overlay import draw_contours, inspection_overlay
     from edge_stpm.training.figures import image_grid
 
     insp = Inspector.load(ck, "pytorch")
-    items = labelled_test_images(data)
-    rng = np.random.default_rng(0)
-    good = [i for i in items if i.defect == "good"]
-    picks = [good[j] for j in rng.choice(len(good), 3, replace=False)]
-    for d in sorted({i.defect for i in items} - {"good"}):
-        cand = [i for i in items if i.defect == d]
-        picks.append(cand[int(rng.integers(len(cand)))])
     tiles, caps = [], []
-    for it in picks:
+    for it in picks(data):
         frame = cv2.resize(cv2.imread(str(it.path)), (256, 256), interpolation=cv2.INTER_AREA)
         r = insp.inspect(frame)
         old_u = r.score / r.image_threshold
