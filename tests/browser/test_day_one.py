@@ -34,10 +34,13 @@ def _health(base: str) -> tuple[int, str]:
 
 
 def _registers(port: int) -> list[int]:
+    """Holding registers 0–15; an OSError while the PLC server is not listening yet (it starts after the HTTP
+    server, so /healthz can answer first: ``_wait`` retries)."""
     from pymodbus.client import ModbusTcpClient
 
     c = ModbusTcpClient("127.0.0.1", port=port)
-    assert c.connect()
+    if not c.connect():
+        raise ConnectionRefusedError(f"no Modbus server on port {port} yet")
     try:
         return list(c.read_holding_registers(0, count=16).registers)
     finally:
@@ -82,6 +85,7 @@ def test_a_box_with_no_model_learns_its_first_part(synth_dir: Path, tmp_path: Pa
     p = _start(tmp_path)
     try:
         _wait(lambda: _health(base)[0] == 503 and "no model yet" in _health(base)[1], 90, p)
+        _wait(lambda: _registers(modbus) is not None, 30, p)  # the PLC server listens a moment after HTTP
         regs = _registers(modbus)
         assert regs[0] & 1 == 0 and regs[1] == 7, regs  # no Trigger Ready, error 7
         assert _api(base, "GET", "/api/results?limit=50") == []  # nothing judged, nothing recorded
