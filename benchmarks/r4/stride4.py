@@ -85,10 +85,12 @@ def held_out(seed: int, n: int) -> np.ndarray:
     return val
 
 
-def run(a: argparse.Namespace, name: str, feat: ib.Features, grid: int, entries: int) -> dict[str, Any]:
+def run(a: argparse.Namespace, name: str, feat: ib.Features, grid: int, entries: int,
+        tag: str | None = None) -> dict[str, Any]:
+    """One candidate on one seed: features (cached under ``tag``), bank, maps, thresholds, metrics → S4_{name}_seedN."""
     t0 = time.perf_counter()
     d = ib.data(a)
-    tag = "s8" if grid == 32 else "s4"
+    tag = tag or ("s8" if grid == 32 else "s4")
     train = cached(a.cache / f"{tag}_train.npy", lambda: feat(d["train_img"]))
     test = cached(a.cache / f"{tag}_test.npy", lambda: feat(d["test_img"]))
     t_feat = time.perf_counter() - t0
