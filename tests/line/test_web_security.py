@@ -226,6 +226,33 @@ def test_throttle_locks_an_address_never_the_box() -> None:
     assert t.locked_for("10.1.1.2") == 0
 
 
+def test_throttle_counts_an_ipv6_client_by_its_64() -> None:
+    """A host is handed a whole IPv6 /64: stepping to a new address after each bad login must not reset the count."""
+    t = Throttle(max_failures=10, window_s=60, lock_s=60)
+    assert [t.fail(f"2001:db8:1:2::{i + 1:x}")[1] for i in range(9)] == [0.0] * 9
+    assert t.locked_for("2001:db8:1:2::ffff") == 0
+    assert t.fail("2001:db8:1:2:abcd::1")[1] == 60.0  # the 10th bad login of the /64, from a 10th address
+    assert t.locked_for("2001:db8:1:2::beef") > 59 and t.locked_for("2001:db8:1:3::1") == 0  # the next /64: another
+    for _ in range(10):
+        t.fail("::ffff:10.2.2.2")  # IPv4-mapped: the IPv4 address itself
+    assert t.locked_for("10.2.2.2") > 59 and t.locked_for("10.2.2.3") == 0
+    assert [t.fail("::1")[1] for _ in range(30)] == [0.0] * 30  # the box itself (IPv6 loopback) is never locked
+
+
+def test_bad_logins_from_one_ipv6_64_are_throttled_together(station) -> None:
+    """From outside, through the trusted proxy: 12 bad logins, each from a new address of one /64 — the 11th and
+    12th are refused 429, and so is the right token from a 13th address of that /64; another /64 logs in."""
+    base = station["base"]
+
+    def login(addr: str, token: str) -> int:
+        return _call(base, "POST", "/api/login", {"X-Forwarded-For": addr}, json.dumps({"token": token}).encode())[0]
+
+    codes = [login(f"2001:db8:77:1::{i + 1:x}", f"guess-{i}") for i in range(12)]
+    assert codes == [401] * 10 + [429] * 2, codes
+    assert login("2001:db8:77:1:ffff::9", TOKENS["viewer"]) == 429
+    assert login("2001:db8:77:2::1", TOKENS["viewer"]) == 200
+
+
 def test_bad_logins_are_throttled_and_bounded_in_the_audit(station) -> None:
     """1,000 bad logins from one address (through a trusted proxy's X-Forwarded-For): the first 10 answered 401, the
     rest 429 while locked; the audit holds a handful of rows for them; the address beside it and the box itself
