@@ -320,7 +320,7 @@ class LiveView:
                 return
             started.set()
             loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
+            loop.run_until_complete(self._shutdown())
             loop.close()
 
         self._thread = threading.Thread(target=serve, name="edge-stpm-http", daemon=True)
@@ -346,6 +346,17 @@ class LiveView:
         self._jpeg: dict[int, tuple[int, bytes]] = {}
         self._watching: dict[int, int] = collections.defaultdict(int)
         self._encoder = asyncio.ensure_future(self._encode_loop())
+
+    async def _shutdown(self) -> None:
+        """The server's end, on its own loop: the encoder stopped, the site closed, then every task still pending
+        (a stream, a request cut off by the shutdown timeout) cancelled and awaited — none left for the loop's close
+        to destroy."""
+        self._encoder.cancel()
+        await self._runner.cleanup()
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     @property
     def url(self) -> str:
