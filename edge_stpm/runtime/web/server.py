@@ -12,8 +12,8 @@ Every route is a ``Route`` in the table ``route_table`` builds, and declares its
    ``[http] never_lock`` addresses such as the PLC's);
 5. credentials from headers only (``X-Session`` or ``Authorization: Bearer``; a ``token=``/``session=`` in a URL is
    ignored), or a short-lived signed URL where the route allows one (images, streams, downloads): 401 without,
-   403 when the role is too low — both audited with who it was (bad credentials throttled per client address; a
-   403 at most once a minute per caller and action).
+   403 when the role is too low — both audited with who it was (bad credentials throttled per client: an IPv4
+   address, an IPv6 /64; a 403 at most once a minute per caller and action).
 
 Every response carries the security headers (CSP without inline script, ``frame-ancestors 'none'``, nosniff,
 ``Referrer-Policy: no-referrer``). TLS comes from ``[http] tls_cert``/``tls_key`` (or a self-signed pair made on
