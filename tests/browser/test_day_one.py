@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -109,6 +111,21 @@ def test_a_box_with_no_model_learns_its_first_part(synth_dir: Path, tmp_path: Pa
             page.click("#fit-deploy")
             page.wait_for_selector("#toast:has-text('is live')")
             page.screenshot(path=str(shots / "day_one_deployed.png"), full_page=True)
+            # a second fit of the same collection, tiled 2×2 from the page: the card says so; discarded
+            page.select_option("#fit-tiles", "2x2")
+            page.click("#fit button[type=submit]")
+            page.wait_for_function("document.body.dataset.fit === 'done'", timeout=180000)
+            assert "2×2, each inspected at the model's size" in page.text_content("#fit-card")
+            card = _api(base, "GET", "/api/fit", role="engineer")["card"]
+            assert (card["tiles"]["rows"], card["tiles"]["cols"]) == (2, 2), card
+            page.screenshot(path=str(shots / "day_one_fit_tiled.png"), full_page=True)
+            page.click("#fit-discard")
+            page.wait_for_selector("#fit-card", state="hidden")
+            for bad in ("9x9", "two", 7):  # one line, 422, nothing started
+                with pytest.raises(urllib.error.HTTPError) as exc:
+                    _api(base, "POST", "/api/fit", {"recipe": "part", "tiles": bad}, role="engineer")
+                assert exc.value.code == 422 and "tiles" in exc.value.read().decode()
+            assert _api(base, "GET", "/api/fit", role="engineer")["state"] != "running"
             assert not errors, errors
         _wait(lambda: _health(base)[0] == 200, 30, p)
         regs = _registers(modbus)

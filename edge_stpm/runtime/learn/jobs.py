@@ -16,6 +16,7 @@ from edge_stpm.common.errors import UserError
 from edge_stpm.common.files import data_dir
 from edge_stpm.common.images import list_images
 from edge_stpm.contract.scale import ScoreScale
+from edge_stpm.contract.tiles import TileGrid
 from edge_stpm.runtime.inspector import Inspector
 from edge_stpm.runtime.learn.fit import FitConfig, fit
 from edge_stpm.runtime.learn.pack import TEACHER_JSON, read_pack
@@ -43,11 +44,13 @@ class FitJob:
         with self.lock:
             return dict(self.state)
 
-    def start(self, recipe: str, teacher: Path, data: Path, who: str, coreset_chunk: int = 0) -> dict[str, Any]:
-        """Fit a new model of ``recipe`` from the good parts in ``data`` with the teacher pack ``teacher``."""
+    def start(self, recipe: str, teacher: Path, data: Path, who: str, coreset_chunk: int = 0,
+              tiles: TileGrid | None = None, tiles_given: bool = False) -> dict[str, Any]:
+        """Fit a new model of ``recipe`` from the good parts in ``data`` with the teacher pack ``teacher``; with
+        ``tiles_given``, tiled by ``tiles`` (None: the whole frame), else as the teacher bundle's own grid."""
         def work(out: Path) -> dict[str, Any]:
-            return fit(FitConfig(Path(teacher), Path(data), out, chunk=coreset_chunk, tiles_from_pack=True),
-                       self._progress)
+            return fit(FitConfig(Path(teacher), Path(data), out, chunk=coreset_chunk, tiles=tiles,
+                                 tiles_from_pack=not tiles_given), self._progress)
 
         return self._start(recipe, data, who, "fit", work)
 
@@ -150,6 +153,7 @@ def report_card(report: dict[str, Any], bundle: Path) -> dict[str, Any]:
             "good_p50": round(sc.image(good["p50"]), 3) if "p50" in good else None,
             "good_p95": round(sc.image(good["p95"]), 3) if "p95" in good else None,
             "images": report["images"], "held_out": report["held_out"], "entries": report["memory"]["entries"],
+            "tiles": report.get("tiles"),
             "seconds": round(float(report["seconds"]["total"]), 1), "bundle": str(bundle),
             "update": report["memory_updates"][-1] if report.get("memory_updates") else None,
             "compare": report.get("compare")}

@@ -19,6 +19,7 @@ from edge_stpm.common.cells import safe_row
 from edge_stpm.common.errors import Conflict, UserError
 from edge_stpm.common.files import Busy
 from edge_stpm.contract.options import small_int
+from edge_stpm.contract.tiles import TileGrid, parse_tiles
 from edge_stpm.runtime.learn.dataset import build, build_zip
 from edge_stpm.runtime.learn.jobs import FitJob, collection_folder, same_teacher, teacher_for
 from edge_stpm.runtime.learn.pack import TEACHER_JSON
@@ -62,6 +63,19 @@ async def json_body(request: Any, cap: int | None = None) -> dict[str, Any]:
 
 def _who(request: Any) -> str:
     return str(request.get("who") or f"anonymous@{request.remote or '?'}")
+
+
+def _tiles(value: Any) -> TileGrid | None:
+    """A fit body's ``tiles`` ("ROWSxCOLS", as ``fit --tiles``; "1x1" = the whole frame) → a grid, or one UserError
+    line. None when absent (the fit keeps its teacher bundle's grid)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 16:
+        raise UserError("tiles: expected ROWSxCOLS, e.g. 2x2 (1x1 = the whole frame)")
+    try:
+        return parse_tiles(value)
+    except UserError as exc:
+        raise UserError(str(exc).replace("--tiles", "tiles", 1)) from None
 
 
 class Api:
@@ -347,9 +361,10 @@ class Api:
         return self._fit
 
     async def fit(self, request: Any) -> Any:
-        """GET: the fit job's state (progress, ETA, then the report card); POST {recipe, collection?}: fit a new
-        model from a collection; POST {recipe, source: "reviewed"}: the live model updated with the reviewed good
-        parts (and compared with it on the reviewed parts)."""
+        """GET: the fit job's state (progress, ETA, then the report card); POST {recipe, collection?, tiles?}: fit a
+        new model from a collection (``tiles`` "ROWSxCOLS", "1x1" = whole frame; absent: the live model's grid);
+        POST {recipe, source: "reviewed"}: the live model updated with the reviewed good parts (and compared with it
+        on the reviewed parts)."""
         if request.method == "GET":
             if self.view.collect is None:  # not an error for the page: it says why it cannot fit
                 return web.json_response({"state": "unavailable", "error": "this station collects nothing (fitting "
@@ -370,10 +385,12 @@ class Api:
             if rec.cfg.model is None:
                 raise UserError(f"recipe {recipe} has no model yet to update: fit its first one from a collection")
             return self._update_start(recipe, Path(rec.cfg.model), who)
+        tiles = _tiles(body.get("tiles"))
         data = collection_folder(self.view.collect.root, recipe, body.get("collection"))
         teacher = teacher_for(Path(rec.cfg.model) if rec.cfg.model else None)
         same_teacher(teacher, rec.inspector.backend.metadata, recipe)
-        return dict(self.fit_job.start(recipe, teacher, data, who))
+        return dict(self.fit_job.start(recipe, teacher, data, who, tiles=tiles,
+                                       tiles_given=body.get("tiles") is not None))
 
     def _update_start(self, recipe: str, live: Path, who: str) -> dict[str, Any]:
         """The reviewed parts of ``recipe`` (the record's reviews, as GET /api/dataset builds them) into the live

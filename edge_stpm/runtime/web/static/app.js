@@ -227,7 +227,7 @@ async function renderRecipes() {
       if (j.state === "done") {
         const c = j.card, f2 = (x) => (x == null ? "—" : x.toFixed(3));
         const kinds = Object.entries(c.no_defect_kinds).map(([k, v]) => `${esc(k)} ${f2(v)}`).join(", ");
-        card.querySelector("tbody").innerHTML = [["recipe", esc(j.recipe)], ["images", `${c.images} (${c.held_out} held out for the thresholds)`],
+        card.querySelector("tbody").innerHTML = [["recipe", esc(j.recipe)], ["images", `${c.images} (${c.held_out} held out for the thresholds)`], ["tiles", c.tiles ? `${Number(c.tiles.rows)}×${Number(c.tiles.cols)}, each inspected at the model's size` : "whole frame"],
           ["no-defect check (image AUROC on synthetic anomalies of held-out parts)", `<b>${f2(c.no_defect_check)}</b> (${kinds})`],
           ["held-out good parts on the score scale", `median ${f2(c.good_p50)}, p95 ${f2(c.good_p95)} (1 = the threshold)`],
           ["thresholds (raw)", `image ${c.image_threshold.toPrecision(4)}, pixel ${c.pixel_threshold.toPrecision(4)}`],
@@ -241,7 +241,7 @@ async function renderRecipes() {
       }
       if (j.state === "running") setTimeout(fitStatus, 1000);
     };
-    $("#fit").onsubmit = async (e) => { e.preventDefault(); await api("/api/fit", { json: { recipe: $("#fit-recipe").value } }); fitStatus(); };
+    $("#fit").onsubmit = async (e) => { e.preventDefault(); const tiles = $("#fit-tiles").value; await api("/api/fit", { json: { recipe: $("#fit-recipe").value, ...(tiles ? { tiles } : {}) } }); fitStatus(); };
     $("#fit-reviewed").onclick = async () => { await api("/api/fit", { json: { recipe: $("#fit-recipe").value, source: "reviewed" } }); fitStatus(); };
     $("#fit-cancel").onclick = async () => { await api("/api/fit/cancel", { method: "POST" }); fitStatus(); };
     $("#fit-deploy").onclick = async () => { const r = await api("/api/fit/deploy", { method: "POST" }); toast(`${r.recipe}: v${r.after.version} is live`); await renderRecipes(); };
