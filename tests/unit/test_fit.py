@@ -386,8 +386,9 @@ def test_a_tiled_fit_is_a_tiled_bundle(pack: Path, fitted: Path, synth_dir: Path
     print(f"test image AUROC: whole {whole:.4f}, tiled {tiled:.4f}")
     assert tiled >= whole - 0.05, (whole, tiled)
     again = tmp_path / "tiled_v2"
-    update(UpdateConfig(out, synth_dir / "train" / "good", again))
+    upd = update(UpdateConfig(out, synth_dir / "train" / "good", again))
     assert Inspector.load(again, "onnxruntime").tiles == TileGrid(2, 2)
+    assert upd["tiles"] == rep["tiles"]  # the update's report (and the web app's card) says the grid it kept
     # the tiled bundle as the teacher: its grid unless told (the web app's "new version"), the whole frame when told
     fit(FitConfig(out, synth_dir, tmp_path / "same", tiles_from_pack=True))
     fit(FitConfig(out, synth_dir, tmp_path / "whole"))

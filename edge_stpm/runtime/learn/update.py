@@ -257,7 +257,8 @@ def update(cfg: UpdateConfig, progress: Progress | None = None) -> dict[str, Any
         "coreset": float(before.get("coreset", 0.01)),
         "data": str(cfg.data), "images": int(before.get("images", 0)) + len(new) + len(held),
         "held_out": len(val), "train_images": int(before.get("train_images", 0)) + len(new),
-        "patches": seen + len(feats), "seed": cfg.seed, "val_images": [str(p) for p in val],
+        "patches": seen + len(feats), "seed": cfg.seed, "tiles": grid.as_meta() if grid else None,
+        "val_images": [str(p) for p in val],
         "train_image_paths": list(before.get("train_image_paths", [])) + [str(p) for p in new],
         "memory_updates": list(before.get("memory_updates", [])) + [step]}
     # the update keeps the graphs its bundle had: FP32, and FP16 when the bundle carries an FP16 template
