@@ -657,7 +657,8 @@ def _app_routes(view: Any, api: Any) -> list[Route]:
         Route("GET", "/api/health", api.health, "viewer", note="the Health page's figures"),
         Route("GET", "/api/fit", api.fit, "engineer", note="the box's fit: progress, then its report card"),
         Route("POST", "/api/fit", api.fit, "engineer", action="fit",
-              note="fit a new version from a collection, or update the live one with the reviewed good parts"),
+              note="fit a new version from a collection (`tiles`: `2x2` … `8x8`, `1x1` the whole frame; absent: the "
+                   "live model's grid), or update the live one with the reviewed good parts"),
         Route(
             "POST",
             "/api/fit/{what}",
