@@ -35,14 +35,17 @@ def _health(base: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def _registers(port: int) -> list[int]:
-    """Holding registers 0–15; an OSError while the PLC server is not listening yet (it starts after the HTTP
-    server, so /healthz can answer first: ``_wait`` retries)."""
+def _registers(port: int, wait_s: float = 30.0) -> list[int]:
+    """Holding registers 0–15. The station starts its PLC servers a moment after its HTTP server, so /healthz can
+    answer first: the connection is retried for up to ``wait_s`` seconds, then an OSError."""
     from pymodbus.client import ModbusTcpClient
 
     c = ModbusTcpClient("127.0.0.1", port=port)
-    if not c.connect():
-        raise ConnectionRefusedError(f"no Modbus server on port {port} yet")
+    deadline = time.monotonic() + wait_s
+    while not c.connect():
+        if time.monotonic() > deadline:
+            raise ConnectionRefusedError(f"no Modbus server on port {port} after {wait_s:g} s")
+        time.sleep(0.2)
     try:
         return list(c.read_holding_registers(0, count=16).registers)
     finally:
@@ -87,8 +90,7 @@ def test_a_box_with_no_model_learns_its_first_part(synth_dir: Path, tmp_path: Pa
     p = _start(tmp_path)
     try:
         _wait(lambda: _health(base)[0] == 503 and "no model yet" in _health(base)[1], 90, p)
-        _wait(lambda: _registers(modbus) is not None, 30, p)  # the PLC server listens a moment after HTTP
-        regs = _registers(modbus)
+        regs = _registers(modbus)  # the PLC server listens a moment after HTTP: retried
         assert regs[0] & 1 == 0 and regs[1] == 7, regs  # no Trigger Ready, error 7
         assert _api(base, "GET", "/api/results?limit=50") == []  # nothing judged, nothing recorded
         with _page_as(base, "engineer", "/app/live") as (page, errors):
