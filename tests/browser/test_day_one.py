@@ -36,8 +36,9 @@ def _health(base: str) -> tuple[int, str]:
 
 
 def _registers(port: int, wait_s: float = 30.0) -> list[int]:
-    """Holding registers 0–15. The station starts its PLC servers a moment after its HTTP server, so /healthz can
-    answer first: the connection is retried for up to ``wait_s`` seconds, then an OSError."""
+    """Holding registers 0–15. The station starts its PLC servers a moment after its HTTP server; a station with no
+    model says 503 from the start (its problems say "starting" until the PLC listens), so a test that reads the
+    registers after any answer retries the connection for up to ``wait_s`` seconds, then an OSError."""
     from pymodbus.client import ModbusTcpClient
 
     c = ModbusTcpClient("127.0.0.1", port=port)

@@ -60,7 +60,7 @@ def _regs(port: int, write: int | None = None) -> list[int]:
 
     c = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
     deadline = time.monotonic() + 30
-    while not c.connect():  # after a start the PLC server listens a moment after /healthz answers
+    while not c.connect():  # a station with no model says 503 from the start: /healthz cannot say when Modbus is up
         assert time.monotonic() < deadline, "the box's Modbus server did not come up"
         time.sleep(0.2)
     try:
@@ -109,7 +109,16 @@ folder = "{tmp / 'evidence'}"
     base = f"http://127.0.0.1:{port}"
     state = {"base": base, "modbus": modbus, "tmp": tmp, "st": st, "proc": _start(st), "bundle": exported}
     _until(lambda: _call(base, "GET", "/healthz", role=None)[0] == 200, 90, state["proc"], "the station did not start")
+    _plc_listens(modbus)
     return state
+
+
+def _plc_listens(port: int) -> None:
+    """/healthz says 200 only once the PLC servers listen (it says "starting" before): one connect, no retry."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
 
 
 def stop_box(state: dict[str, Any]) -> None:
@@ -126,6 +135,7 @@ def restart_box(state: dict[str, Any]) -> None:
     stop_box(state)
     state["proc"] = _start(state["st"])
     _until(lambda: _call(state["base"], "GET", "/healthz", role=None)[0] == 200, 90, state["proc"], "no restart")
+    _plc_listens(state["modbus"])
 
 
 @pytest.fixture(scope="module")

@@ -503,7 +503,9 @@ def test_healthz_says_what_is_wrong() -> None:
     from edge_stpm.common.bind import parse_bind
     from edge_stpm.runtime.web.live import LiveView
 
-    v = LiveView(parse_bind("127.0.0.1:1"), None, {"model": "m"}, sources=["cam"])
+    v = LiveView(parse_bind("127.0.0.1:1"), None, {"model": "m"}, sources=["cam"], starting=True)
+    assert v.health() == (False, ["starting: the sources and the PLC servers are not up yet"])
+    v.started()  # the run: its sources open, its PLC servers listen
     assert v.health() == (True, [])  # within the start grace
     v.t_start -= 60
     assert v.health() == (False, ["source 0 (cam) delivers no frames"])

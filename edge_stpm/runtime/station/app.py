@@ -291,6 +291,8 @@ class _Run:
                                          wait_all=self.cfg.station is not None)
             looped = self.line.wrap(self.sources)  # may refuse a source for trigger mode
             self.line.start()
+            if self.opts.http is not None:
+                self.opts.http.started()  # /healthz: 503 "starting" until here
         except BaseException:
             self.close()
             raise
@@ -396,7 +398,7 @@ def _live_view(bind: Any, c: RunConfig, insp: Any, specs: list[str], parts: dict
                                   "precision": b.precision,
                                   "backbone": b.metadata.get("backbone", "?"), "size": b.image_size},
                     stream_fps=c.http_fps, sources=specs, history=c.history, server=settings, sessions=sessions,
-                    **parts)
+                    starting=True, **parts)
     view.start()
     say(f"live view: {view.url}" + (" (log in with the token)" if token else ""))
     return view

@@ -63,11 +63,12 @@ class LiveView:
                  keep_ng: int = 8, send_timeout_s: float = 5.0, sources: list[str] | None = None,
                  history: Any = None, server: Any = None, sessions: Any = None, *, plc: Any = None,
                  recipes: Any = None, recipe_plc: Any = None, control: Any = None, drift: Any = None,
-                 collect: Any = None, triggered: bool = False) -> None:
+                 collect: Any = None, triggered: bool = False, starting: bool = False) -> None:
         """The run's collaborators come in here (``runtime/station/app.py`` passes them): ``plc`` the handshake
         POST /trigger drives (run --trigger http), ``recipes`` / ``recipe_plc`` what POST /recipe selects through,
         ``control`` a station's deploy / rollback / audit, ``drift`` its drift tracker, ``collect`` the
-        collect-on-demand sink, ``triggered`` whether sources deliver only when triggered."""
+        collect-on-demand sink, ``triggered`` whether sources deliver only when triggered, ``starting`` whether the
+        run still opens its sources and PLC servers (until ``started``)."""
         self.plc: Any = plc  # run --trigger http: the handshake state POST /trigger drives
         self.recipes: Any = recipes  # run --config with recipes: POST /recipe selects one (runtime/station/recipes.py)
         self.recipe_plc: Any = recipe_plc  # ... through the PLC handshake's state when there is one (error 6 shared)
@@ -79,6 +80,7 @@ class LiveView:
         self.guard: Any = None  # runtime/web/server.Guard, made at start
         self.triggered = triggered  # trigger mode: a source delivers only when triggered (healthz does not wait)
         self.t_start = time.monotonic()
+        self.starting = starting  # the run's sources are not open or its PLC servers do not listen yet
         self._last_frame: dict[int, float] = {}
         if not bind.loopback and not token and not (sessions is not None and sessions.tokens):
             raise UserError(f"--http {bind.host}:{bind.port} is not a loopback address: give --http-token TOKEN "
@@ -279,11 +281,20 @@ class LiveView:
     STALE_S = 5.0  # a free-running source that delivered nothing for this long is not healthy
     START_GRACE_S = 30.0  # ... counted from the start only after this long (cameras take a while to open)
 
+    def started(self) -> None:
+        """The run's sources are open and its PLC servers listen: /healthz may say 200 from now on (the HTTP server
+        starts first, so that the web app answers while cameras open; a PLC or a monitor polling /healthz must not
+        take that moment for a station ready to trigger)."""
+        self.starting = False
+
     def health(self) -> tuple[bool, list[str]]:
-        """(healthy, what is wrong): every source delivers (free-run: a frame within ``STALE_S``), no required sink
-        is failing, the model is loaded (the loop publishes only with a model; with a station, its active recipe)."""
+        """(healthy, what is wrong): the run has started (``started``), every source delivers (free-run: a frame
+        within ``STALE_S``), no required sink is failing, the model is loaded (the loop publishes only with a model;
+        with a station, its active recipe)."""
         now = time.monotonic()
         problems = []
+        if self.starting:
+            problems.append("starting: the sources and the PLC servers are not up yet")
         with self._lock:
             error = self._status.get("error")
         if error:
