@@ -85,14 +85,18 @@ class TileGrid:
         return f"{self.rows}x{self.cols} tiles, {self.overlap * 100:g} % overlap"
 
 
-def parse_tiles(text: str | None, overlap: float = 0.125) -> TileGrid | None:
-    """``--tiles ROWSxCOLS`` (e.g. ``2x2``; ``1x1`` or None = no tiling) → a grid, or one UserError."""
+def parse_tiles(text: str | None, overlap: float = 0.125, name: str = "--tiles") -> TileGrid | None:
+    """``--tiles ROWSxCOLS`` (e.g. ``2x2``; ``1x1`` or None = no tiling) → a grid, or one UserError that names the
+    value as ``name`` (the option, or a body field)."""
     if text is None:
         return None
     m = _SPEC.match(text)
     if not m:
-        raise UserError(f"--tiles {text!r}: expected ROWSxCOLS, e.g. 2x2 or 3x4")
-    grid = TileGrid(int(m.group(1)), int(m.group(2)), float(overlap))
+        raise UserError(f"{name} {text!r}: expected ROWSxCOLS, e.g. 2x2 or 3x4")
+    rows, cols = int(m.group(1)), int(m.group(2))
+    if not (1 <= rows <= MAX_SIDE and 1 <= cols <= MAX_SIDE):
+        raise UserError(f"{name} {rows}x{cols}: each side must be 1..{MAX_SIDE}")
+    grid = TileGrid(rows, cols, float(overlap))
     return None if grid.count == 1 else grid
 
 

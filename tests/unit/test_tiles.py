@@ -61,6 +61,8 @@ def test_bad_grids_are_one_user_error() -> None:
     for text in ("2", "2x", "0x2", "9x1", "axb", "2x2x2"):
         with pytest.raises(UserError, match="--tiles"):
             parse_tiles(text)
+        with pytest.raises(UserError, match=r"^tiles "):  # a web body's field is named as such, not as the option
+            parse_tiles(text, name="tiles")
     with pytest.raises(UserError, match="--tile-overlap"):
         parse_tiles("2x2", 0.6)
     with pytest.raises(UserError, match="too small"):

@@ -72,10 +72,7 @@ def _tiles(value: Any) -> TileGrid | None:
         return None
     if not isinstance(value, str) or len(value) > 16:
         raise UserError("tiles: expected ROWSxCOLS, e.g. 2x2 (1x1 = the whole frame)")
-    try:
-        return parse_tiles(value)
-    except UserError as exc:
-        raise UserError(str(exc).replace("--tiles", "tiles", 1)) from None
+    return parse_tiles(value, name="tiles")
 
 
 class Api:
