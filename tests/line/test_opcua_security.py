@@ -119,6 +119,81 @@ def test_the_password_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPat
     assert (b"wrong", USER[1].encode()) in seen and len(seen) == 4, seen  # name and password, both every time
 
 
+def test_bad_logins_lock_the_address_out_not_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The throttle in-process (the address given): 10 bad logins lock 10.0.0.5 out for 60 s — the right password
+    from it is refused then — while 10.0.0.6 logs in and loopback is never locked; one log line per lockout, with
+    the address and neither the name nor the password tried."""
+    said: list[str] = []
+    users = opcua._Users(USER, anonymous=False, log=said.append)
+    who = {"peer": "10.0.0.5"}
+    monkeypatch.setattr(users, "peer", lambda: who["peer"])
+    for i in range(10):
+        assert users.get_user(None, USER[0], f"guess-{i}") is None
+    assert said == ["OPC UA: 10 bad logins from 10.0.0.5: locked out for 60 s"], said
+    assert users.get_user(None, USER[0], USER[1]) is None, "locked: even the right password"
+    who["peer"] = "10.0.0.6"
+    assert users.get_user(None, USER[0], USER[1]) is not None
+    who["peer"] = "127.0.0.1"
+    for i in range(12):
+        users.get_user(None, USER[0], f"guess-{i}")
+    assert users.get_user(None, USER[0], USER[1]) is not None, "the box itself is never locked out"
+    assert len(said) == 1
+
+
+def _own_address() -> str:
+    """This machine's own non-loopback address (the route a packet would take; nothing is sent), or a skip."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            addr = s.getsockname()[0]
+        except OSError:
+            addr = ""
+    if not addr or addr.startswith("127.") or addr == "0.0.0.0":
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    return addr
+
+
+def test_a_client_guessing_passwords_is_locked_out_from_outside() -> None:
+    """Real asyncua clients against the server bound on every address: ten bad logins through this machine's own
+    non-loopback address lock that address out (the right password from it refused with BadUserAccessDenied), while
+    a client on loopback still logs in and writes — the server tells the clients apart by their connection."""
+    addr, port = _own_address(), free_port()
+    said: list[str] = []
+    st = plc.PlcState()
+    srv = OpcuaServer(st, "0.0.0.0", port, USER, loopback=False, log=said.append).start()
+
+    async def login(host: str, password: str) -> int:
+        c = Client(f"opc.tcp://{host}:{port}/edge-stpm/", timeout=10)
+        c.set_user(USER[0])
+        c.set_password(password)
+        try:
+            await c.connect()
+        except ua.UaStatusCodeError as exc:
+            return exc.code
+        try:
+            vs, _, idx = await _nodes(c)
+            assert await vs.call_method(f"{idx}:Trigger") >= 1
+            return ua.StatusCodes.Good
+        finally:
+            with contextlib.suppress(Exception):
+                await c.disconnect()
+
+    async def main() -> None:
+        for i in range(10):
+            assert await login(addr, f"guess-{i}") == ua.StatusCodes.BadUserAccessDenied
+        assert await login(addr, USER[1]) == ua.StatusCodes.BadUserAccessDenied, "locked out"
+        assert await login("127.0.0.1", USER[1]) == ua.StatusCodes.Good, "another client is not"
+
+    try:
+        _bounded(main())
+    finally:
+        srv.close()
+    assert said == [f"OPC UA: 10 bad logins from {addr}: locked out for 60 s"], said
+    assert srv.users.throttle.refused == 1
+
+
 def _der_copy(pem: Path, key: bool) -> Path:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization

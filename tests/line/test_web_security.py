@@ -20,7 +20,8 @@ import pytest
 from edge_stpm.common.bind import parse_bind
 from edge_stpm.runtime.web.live import LiveView
 from edge_stpm.runtime.web.auth import RANK, Sessions
-from edge_stpm.runtime.web.server import HEADERS, PUBLIC, Route, ServerSettings, Signer, Throttle, route_table
+from edge_stpm.common.throttle import Throttle
+from edge_stpm.runtime.web.server import HEADERS, PUBLIC, Route, ServerSettings, Signer, route_table
 
 TOKENS = {"viewer": "viewer-token-123", "operator": "operator-token-123", "engineer": "engineer-token-123"}
 SAMPLE = {"source": "0", "index": "0", "rid": "nope", "what": "frame.png", "name": "app.js"}

@@ -24,7 +24,8 @@ program may configure them statically. The server names itself edge-stpm (produc
 manufacturer) with an application URI unique to the box (``urn:edge-stpm:<hostname>``).
 Security: anonymous sessions only on a loopback address, and read-only (they browse, read and subscribe; a Write or
 a method call — Trigger, AckResult, SelectRecipe — is BadUserAccessDenied); any other address needs --opcua-user
-USER:PASSWORD, the one user who may write (compared in constant time). ``security = "sign_encrypt"`` (Basic256Sha256,
+USER:PASSWORD, the one user who may write (compared in constant time; bad logins throttled per client address, as
+the HTTP server's). ``security = "sign_encrypt"`` (Basic256Sha256,
 Sign & Encrypt, a certificate and RSA key given or made self-signed on first start) is the only endpoint then: the
 password and every value cross the network encrypted, and a client that opens a channel without security anyway may
 only discover the endpoints over it (the server refuses every other service, not only the client's endpoint choice).
@@ -48,6 +49,7 @@ from typing import Any, Callable
 from edge_stpm import __version__
 from edge_stpm.common.errors import UserError
 from edge_stpm.common.files import ensure_dir, fsync_dir, write_bytes
+from edge_stpm.common.throttle import Throttle
 from edge_stpm.runtime.line.plc import ERR_BUSY, ERR_NOT_ACKED, ERROR_TEXT, PlcState
 from edge_stpm.runtime.loop.sinks.base import Result
 
@@ -70,12 +72,14 @@ class OpcuaServer:
     """asyncua's server on its own thread and event loop; ``publish`` schedules the writes of one result."""
 
     def __init__(self, state: PlcState, host: str, port: int, user: tuple[str, str] | None = None,
-                 loopback: bool = True, security: Security | None = None) -> None:
+                 loopback: bool = True, security: Security | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         if not loopback and user is None:
             raise UserError(f"--opcua {host}:{port} is not a loopback address: give --opcua-user USER:PASSWORD "
                             "(anonymous access is allowed on loopback only)")
         self.state, self.host, self.port, self.user = state, host, port, user
         self.loopback, self.security = loopback, security or Security()
+        self.users = _Users(user, anonymous=loopback, log=log)
         self.endpoint = f"opc.tcp://{host}:{port}/edge-stpm/"
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
@@ -86,7 +90,8 @@ class OpcuaServer:
     async def _build(self) -> None:
         from asyncua import ua
 
-        s = _server_class()(user_manager=_Users(self.user, anonymous=self.loopback))
+        s = _server_class()(user_manager=self.users)
+        self.users.server = s
         await s.init()
         s.set_endpoint(self.endpoint)
         await _identify(s)
@@ -258,10 +263,27 @@ async def _identify(s: Any) -> None:
 
 class _Users:
     """asyncua user manager: the one USER:PASSWORD (role User: may write and call methods), compared in constant
-    time; an anonymous session (role Anonymous: read-only, see ``_Rules``) only where ``anonymous``."""
+    time; an anonymous session (role Anonymous: read-only, see ``_Rules``) only where ``anonymous``. Bad user-name
+    logins are throttled per client address as the HTTP server's are (``common/throttle``: 10 within a minute lock
+    that address out for 60 s, doubling; loopback never is): a locked address is refused even with the right
+    password, and each lockout is one line through ``log`` (the address, never the name or password tried)."""
 
-    def __init__(self, user: tuple[str, str] | None, anonymous: bool) -> None:
-        self.user, self.anonymous = user, anonymous
+    def __init__(self, user: tuple[str, str] | None, anonymous: bool,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.user, self.anonymous, self.log = user, anonymous, log
+        self.throttle = Throttle()
+        self.server: Any = None  # asyncua's Server, whose connections say which client a login comes from
+
+    def peer(self) -> str:
+        """The address of the client whose ActivateSession this is. asyncua does not pass it to ``get_user``; each
+        connection's messages run on that connection's own task, so the task names the connection. "unknown" when
+        none matches (every such login then counts as one client: throttled, never let through)."""
+        bserver = getattr(self.server, "bserver", None)
+        task = asyncio.current_task() if _in_loop() else None
+        for proto in getattr(bserver, "clients", None) or ():
+            if task is not None and getattr(proto, "_task", None) is task and proto.peer_name:
+                return str(proto.peer_name[0])
+        return "unknown"
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> Any:
@@ -269,11 +291,27 @@ class _Users:
 
         if username is None and password is None:  # an anonymous token (certificate: the channel's client's, if any;
             return User(role=UserRole.Anonymous) if self.anonymous else None  # X509 user tokens are never offered)
-        if self.user is None or username is None or password is None:
+        client = self.peer()
+        if not self.throttle.exempt(client) and self.throttle.locked_for(client) > 0:
+            self.throttle.refused += 1
             return None
-        name_ok = hmac.compare_digest(str(username).encode(), self.user[0].encode())
-        password_ok = hmac.compare_digest(_bytes(password), self.user[1].encode())
-        return User(role=UserRole.User, name=self.user[0]) if name_ok & password_ok else None
+        if self.user is not None and username is not None and password is not None:
+            name_ok = hmac.compare_digest(str(username).encode(), self.user[0].encode())
+            password_ok = hmac.compare_digest(_bytes(password), self.user[1].encode())
+            if name_ok & password_ok:
+                return User(role=UserRole.User, name=self.user[0])
+        _, lock = self.throttle.fail(client)
+        if lock and self.log is not None:
+            self.log(f"OPC UA: {self.throttle.max_failures} bad logins from {client}: locked out for {lock:.0f} s")
+        return None
+
+
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _bytes(value: str | bytes) -> bytes:

@@ -115,7 +115,7 @@ def setup(cfg: LineSettings, n_sources: int, log: Callable[[str], None]) -> Line
             line.servers.append(ModbusServer(line.plc, bind.host, bind.port))
         if cfg.opcua:
             bind = parse_bind(cfg.opcua, what="--opcua")
-            ua_server = OpcuaServer(line.plc, bind.host, bind.port, parse_user(cfg.opcua_user), bind.loopback)
+            ua_server = OpcuaServer(line.plc, bind.host, bind.port, parse_user(cfg.opcua_user), bind.loopback, log=log)
             line.servers.append(ua_server)
             sink.publishers.append(ua_server)
     if cfg.trigger in ("plc", "http"):
