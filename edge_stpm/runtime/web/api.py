@@ -27,6 +27,7 @@ from edge_stpm.runtime.loop.sinks.evidence import usage
 from edge_stpm.runtime.loop.sinks.record import connect, parse_time, select_columns
 from edge_stpm.runtime.station.audit import query
 from edge_stpm.runtime.web.bodies import RECIPE_BODY, body_to_file
+from edge_stpm.runtime.web.keys import CLIENT, ROLE, WHO
 from edge_stpm.runtime.web.preview import apply_settings, preview
 
 MARKS = ("good", "defect")
@@ -62,7 +63,7 @@ async def json_body(request: Any, cap: int | None = None) -> dict[str, Any]:
 
 
 def _who(request: Any) -> str:
-    return str(request.get("who") or f"anonymous@{request.remote or '?'}")
+    return str(request.get(WHO) or f"anonymous@{request.remote or '?'}")
 
 
 def _tiles(value: Any) -> TileGrid | None:
@@ -118,7 +119,7 @@ class Api:
             token = str(body.get("token", "")) if isinstance(body, dict) else ""
         except ValueError:
             raise web.HTTPBadRequest(text='send JSON: {"token": "…"}') from None
-        guard, client = self.view.guard, request.get("client") or request.remote or "?"
+        guard, client = self.view.guard, request.get(CLIENT) or request.remote or "?"
         got = self.sessions.login(token) if token else None
         if got is None:
             refusal = guard.refuse_bad(client, "login")
@@ -131,7 +132,7 @@ class Api:
         sid = request.headers.get("X-Session")
         if sid and self.sessions.role_of_session(sid):
             self.sessions.logout(sid)
-            self._audit(f"session@{request.get('client') or request.remote}", "logout")
+            self._audit(f"session@{request.get(CLIENT) or request.remote}", "logout")
         return web.json_response({"ok": True})
 
     def _audit(self, who: str, action: str, recipe: str | None = None, before: Any = None, after: Any = None) -> None:
@@ -139,7 +140,7 @@ class Api:
             self.control.audit.write(who, action, recipe, before, after)
 
     async def me(self, request: Any) -> Any:
-        return web.json_response({"role": request.get("role"), "idle_s": self.sessions.idle_s})
+        return web.json_response({"role": request.get(ROLE), "idle_s": self.sessions.idle_s})
 
     # --- results, evidence, reviews -------------------------------------------------------------------------
 
@@ -197,7 +198,7 @@ class Api:
                                          "review_who": (r["review"] or {}).get("who", "")}))
             return web.Response(text=buf.getvalue(), content_type="text/csv",
                                 headers={"Content-Disposition": "attachment; filename=results.csv"})
-        signer, role = self.view.guard.signer, request.get("role") or "viewer"
+        signer, role = self.view.guard.signer, request.get(ROLE) or "viewer"
         for r in rows:
             if r["evidence"]:
                 r["evidence"] = {k: signer.sign(u, role) for k, u in r["evidence"].items()}
@@ -461,7 +462,7 @@ class Api:
     async def live(self, request: Any) -> Any:
         """The live page's figures: each source's newest verdict, the run's counts, the shift, the recipe — one JSON
         body per role shared by every page polling within ``LIVE_TTL_S`` (pages never multiply the loop's cost)."""
-        role, now = request.get("role") or "viewer", time.monotonic()
+        role, now = request.get(ROLE) or "viewer", time.monotonic()
         got = self._live.get(role)
         if got is None or now - got[0] > self.LIVE_TTL_S:
             out = [self.view.latest_meta(i) for i in range(len(self.view.sources))]

@@ -36,6 +36,7 @@ from edge_stpm.runtime.line.plc import ERROR_TEXT
 from edge_stpm.runtime.loop.sinks.record import VERDICTS, query
 from edge_stpm.runtime.station.drift import DriftCollector
 from edge_stpm.runtime.web.auth import Sessions
+from edge_stpm.runtime.web.keys import ROLE, SIGNED_UNTIL, WHO
 from edge_stpm.runtime.web.server import Guard, ServerSettings, build_app, check_listen, route_table, ssl_context
 
 # read/infer: per-stage cost; verdict/picture: capture → verdict handed on, capture → overlay drawn
@@ -426,7 +427,7 @@ class LiveView:
             ok = known and (self.recipe_plc.write_recipe(index) if self.recipe_plc is not None
                             else self.recipes.select(index))
             if self.control is not None:
-                self.control.audit.write(request.get("who", "?"), "select recipe", self.recipes.active.cfg.name,
+                self.control.audit.write(request.get(WHO, "?"), "select recipe", self.recipes.active.cfg.name,
                                          {"name": before}, {"index": index}, "ok" if ok else "refused",
                                          "" if ok else "unknown recipe")
             if not ok:
@@ -464,7 +465,7 @@ class LiveView:
 
     async def status_json(self, request: Any) -> Any:
         """The run's figures; picture URLs signed for the caller's role (short-lived: an <img> sends no header)."""
-        st, role = self.status(), request.get("role") or "viewer"
+        st, role = self.status(), request.get(ROLE) or "viewer"
         st["recent_ng"] = self.signed_ng(st["recent_ng"], role)
         for one in st["sources"]:
             one["stream"] = self.guard.signer.sign("/" + one["stream"], role).lstrip("/")
@@ -518,7 +519,7 @@ class LiveView:
         self.viewers += 1
         self._watching[src] += 1
         self.m_viewers.set(self.viewers)
-        sent, until = -1, request.get("signed_until", float("inf"))  # set by the guard for a signed URL
+        sent, until = -1, request.get(SIGNED_UNTIL, float("inf"))  # set by the guard for a signed URL
         try:
             while True:
                 async with self._frame_cond:

@@ -46,6 +46,7 @@ from edge_stpm.runtime.web.api import Api
 from edge_stpm.runtime.web.app import PAGES, page_shell
 from edge_stpm.runtime.web.auth import RANK
 from edge_stpm.runtime.web.bodies import RECIPE_BODY
+from edge_stpm.runtime.web.keys import CLIENT, ROLE, SIGNED_UNTIL, WHO
 
 PUBLIC = "public"
 ROLE_NAMES = (PUBLIC, *RANK)
@@ -191,7 +192,7 @@ class Guard:
             role, forged = self.signer.check(request.path, request.query)
             if role is None:
                 return None, forged
-            request["signed_until"] = int(request.query["exp"])  # checked: a stream it opened ends with it
+            request[SIGNED_UNTIL] = int(request.query["exp"])  # checked: a stream it opened ends with it
         if role is None and (session or bearer):
             return None, True
         return role or self.open_role(request), False
@@ -281,7 +282,7 @@ class Guard:
             if RANK[role] < RANK[route.role]:
                 self.forbidden(f"{role}@{client}", route)
                 return web.Response(status=403, text=f"{route.method} {route.path} needs the {route.role} role")
-        request["role"], request["who"], request["client"] = role, f"{role or 'anonymous'}@{client}", client
+        request[ROLE], request[WHO], request[CLIENT] = role, f"{role or 'anonymous'}@{client}", client
         return None
 
 
