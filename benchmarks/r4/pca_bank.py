@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -37,18 +37,21 @@ DIMS = 64
 CANDIDATES = {"Q64": 1, "Q64x2": 2}  # name → I1p's entry count times this
 
 
-def candidate(a: argparse.Namespace) -> dict[str, Any]:
-    """One candidate on one seed → ``S4_{name}_seed{seed}.json`` (the records ``neighbourhood.table`` reads)."""
+def candidate(a: argparse.Namespace, project: Callable[[np.ndarray], np.ndarray] | None = None,
+              entries_times: int | None = None) -> dict[str, Any]:
+    """One candidate on one seed → ``S4_{name}_seed{seed}.json`` (the records ``neighbourhood.table`` reads);
+    ``project`` makes the linear map from the training features (default: their first 64 principal directions),
+    ``entries_times`` I1p's entry count times it (default: the candidate's)."""
     t0 = time.perf_counter()
     d = ib.data(a)
     train = np.load(a.cache / "s8_train.npy", mmap_mode="r")
     test = np.load(a.cache / "s8_test.npy", mmap_mode="r")
     val = s4.held_out(a.seed, len(train))
     tr = np.asarray(train[~val]).reshape(-1, train.shape[2])
-    proj = bc.pca(tr, DIMS)
+    proj = project(tr) if project is not None else bc.pca(tr, DIMS)
     z = tr @ proj
     del tr
-    entries = s4.i1p_entries(a.seed) * CANDIDATES[a.name]
+    entries = s4.i1p_entries(a.seed) * (entries_times or CANDIDATES[a.name])
     t = time.perf_counter()
     bank = z[select(z, entries, a.seed, 0, None)]
     coreset_s = time.perf_counter() - t
@@ -59,7 +62,7 @@ def candidate(a: argparse.Namespace) -> dict[str, Any]:
     out = bc.run_bank(a.name, bank, proj, np.asarray(train[val]), np.asarray(test), f, smooth, k,
                       pixel_method="p999")
     rec = {"name": a.name, "seed": a.seed, "grid": 32, "input_blur": s4.SIGMA_IN, "pixel_method": "p999",
-           "pca_dims": DIMS, "held_out": int(val.sum()), "load": os.getloadavg(), "run": out,
+           "dims": int(proj.shape[1]), "held_out": int(val.sum()), "load": os.getloadavg(), "run": out,
            "seconds": {"coreset": coreset_s, "all": time.perf_counter() - t0}}
     write_json(s4.KEEP / f"S4_{a.name}_seed{a.seed}.json", rec)
     return rec
