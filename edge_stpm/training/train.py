@@ -443,6 +443,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     grid = parse_tiles(cfg.tiles, cfg.tile_overlap)
     images, val_idx, train_idx = _split(cfg, paths, device, rng, grid)
     decode_s = time.perf_counter() - t0
+    warnings = [w for w in (thresholds.few_held_out(len(val_idx)),) if w]
+    for w in warnings:
+        console.print(f"warning: {w}", style="yellow", highlight=False, markup=False, soft_wrap=True)
     n = grid.count if grid else 1
     rows = lambda idx: (np.asarray(idx)[:, None] * n + np.arange(n)).ravel()  # noqa: E731  image → its tiles' rows
     val_images = images[torch.from_numpy(rows(val_idx)).to(device)]
@@ -472,7 +475,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     summary = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "quiet"},
         "device": str(device) if not cuda else torch.cuda.get_device_name(device),
-        "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
+        "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "warnings": warnings,
         "val_images": [str(paths[i]) for i in val_idx],
         "train_images": [str(paths[i]) for i in np.sort(train_idx)],
         **fit, "memory": memory_info if head_settings["head"] != "stpm" else None, "no_defect_check": proxy,

@@ -111,6 +111,7 @@ def test_a_box_with_no_model_learns_its_first_part(synth_dir: Path, tmp_path: Pa
             page.click("#fit button[type=submit]")
             page.wait_for_function("document.body.dataset.fit === 'done'", timeout=180000)
             assert "20 (4 held out" in page.text_content("#fit-card")
+            assert "only 4 held-out good images (fewer than 16)" in page.text_content("#fit-card .warn")
             page.click("#fit-deploy")
             page.wait_for_selector("#toast:has-text('is live')")
             page.screenshot(path=str(shots / "day_one_deployed.png"), full_page=True)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from edge_stpm.runtime.learn import thresholds
 from edge_stpm.training import checkpoint
 from edge_stpm.cli import app
 
@@ -45,6 +46,8 @@ def test_train_and_evaluate_commands(synth_dir: Path, tmp_path: Path, mobilenet_
     ck = checkpoint.read(tmp_path / "run" / "model.pt")
     assert ck["backbone"] == "mobilenet_v2" and ck["image_size"] == 64
     assert ck["training"]["n_val"] == 12 and ck["thresholds"]["image"] > 0
+    assert ck["training"]["warnings"] == [thresholds.few_held_out(12)], "60 images hold out 12, fewer than 16"
+    assert "warning: the thresholds come from only 12 held-out good images" in res.output, res.output
     assert "torchvision" in ck["teacher_source"]
     assert (tmp_path / "run" / "loss.png").is_file()
     res = invoke("evaluate", "--checkpoint", tmp_path / "run" / "model.pt", "--data", synth_dir, "--out",

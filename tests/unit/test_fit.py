@@ -79,6 +79,18 @@ def test_the_fitted_bundle_is_a_bundle(fitted: Path, synth_dir: Path) -> None:
     assert r.ng
 
 
+def test_too_few_held_out_images_is_one_warning(fitted: Path) -> None:
+    """60 good images hold out 12, fewer than the 16 the thresholds need (RULE_R4.md addendum 17): fit.json carries
+    one warning that says how many and what it cost where it was measured; 16 held out give none."""
+    from edge_stpm.runtime.learn import thresholds
+
+    report = json.loads((fitted / "fit.json").read_text())
+    assert report["held_out"] == 12 and report["warnings"] == [thresholds.few_held_out(12)], report["warnings"]
+    line = thresholds.few_held_out(12)
+    assert line is not None and "only 12 held-out good images" in line and "fewer than 16" in line
+    assert thresholds.few_held_out(thresholds.MIN_HELD_OUT) is None and thresholds.few_held_out(143) is None
+
+
 def test_a_fitted_bundle_carries_its_teacher_pack(fitted: Path, synth_dir: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     fit(FitConfig(fitted, synth_dir, again))

@@ -285,7 +285,8 @@ def _fit_info(cfg: FitConfig, paths: list[Path], val: np.ndarray, train: np.ndar
     return {"teacher": str(cfg.teacher), "data": str(cfg.data), "images": len(paths), "held_out": len(val),
             "train_images": len(train), "patches_per_image": int(grid[0] * grid[1]), "coreset": cfg.coreset,
             "coreset_chunk": cfg.chunk, "seed": cfg.seed, "tiles": cfg.tiles.as_meta() if cfg.tiles else None,
-            "val_images": [str(paths[i]) for i in val], "train_image_paths": [str(paths[i]) for i in train]}
+            "val_images": [str(paths[i]) for i in val], "train_image_paths": [str(paths[i]) for i in train],
+            "warnings": [w for w in (thresholds.few_held_out(len(val)),) if w]}
 
 
 def _build(cfg: FitConfig, pack: Pack, bank: np.ndarray, good: np.ndarray, out: Path,

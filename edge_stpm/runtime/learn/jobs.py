@@ -153,7 +153,7 @@ def report_card(report: dict[str, Any], bundle: Path) -> dict[str, Any]:
             "good_p50": round(sc.image(good["p50"]), 3) if "p50" in good else None,
             "good_p95": round(sc.image(good["p95"]), 3) if "p95" in good else None,
             "images": report["images"], "held_out": report["held_out"], "entries": report["memory"]["entries"],
-            "tiles": report.get("tiles"),
+            "tiles": report.get("tiles"), "warnings": list(report.get("warnings", [])),
             "seconds": round(float(report["seconds"]["total"]), 1), "bundle": str(bundle),
             "update": report["memory_updates"][-1] if report.get("memory_updates") else None,
             "compare": report.get("compare")}

@@ -35,6 +35,8 @@ def print_fit(out: Console, cfg: FitConfig, quiet: bool) -> None:
               f"({r['held_out']} held out); image threshold {t['image']:.4g}, pixel {t['pixel']:.4g}; no-defect "
               f"check {r['no_defect_check']['mean']:.3f}; {sec['total']:.1f} s (features {sec['features']:.1f} s, "
               f"coreset {sec['coreset']:.1f} s)", highlight=False, soft_wrap=True)
+    for w in r.get("warnings", []):
+        out.print(f"warning: {w}", style="yellow", highlight=False, soft_wrap=True)
     print_graphs(out, r)
 
 

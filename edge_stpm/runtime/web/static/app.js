@@ -237,6 +237,7 @@ async function renderRecipes() {
               (c.compare.good > c.compare.held_out_good ? ` (${c.compare.good - c.compare.held_out_good} of them learned by the update)` : "")],
             ["… of them held out of the update (the fair figure)", c.compare.held_out_good ? `<b>${c.compare.live.held_out_good_ng} → ${c.compare.new.held_out_good_ng}</b> of ${c.compare.held_out_good}` : "none held out"],
             ["reviewed defects caught (live → new)", c.compare.defects ? `<b>${c.compare.live.defects_ng} → ${c.compare.new.defects_ng}</b> of ${c.compare.defects}` : "none reviewed"]] : []),
+          ...(c.warnings || []).map((w) => ["warning", `<span class="warn">${esc(w)}</span>`]),
           [j.kind === "update" ? "update" : "fit", `${c.seconds} s`]].map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("");
       }
       if (j.state === "running") setTimeout(fitStatus, 1000);
