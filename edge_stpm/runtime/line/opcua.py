@@ -279,7 +279,10 @@ class _Users:
         connection's messages run on that connection's own task, so the task names the connection. "unknown" when
         none matches (every such login then counts as one client: throttled, never let through)."""
         bserver = getattr(self.server, "bserver", None)
-        task = asyncio.current_task() if _in_loop() else None
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no running loop (a direct call)
+            task = None
         for proto in getattr(bserver, "clients", None) or ():
             if task is not None and getattr(proto, "_task", None) is task and proto.peer_name:
                 return str(proto.peer_name[0])
@@ -304,14 +307,6 @@ class _Users:
         if lock and self.log is not None:
             self.log(f"OPC UA: {self.throttle.max_failures} bad logins from {client}: locked out for {lock:.0f} s")
         return None
-
-
-def _in_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _bytes(value: str | bytes) -> bytes:
