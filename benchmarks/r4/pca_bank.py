@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks" / "r4"))
 
 import bank_cost as bc  # noqa: E402
+import common  # noqa: E402
 import input_blur as ib  # noqa: E402
 import neighbourhood as nb  # noqa: E402
 import stride4 as s4  # noqa: E402
@@ -105,12 +106,8 @@ def judge(name: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=s4.ROOT.parent / "shared" / "data" / "magnetic_tile")
-    p.add_argument("--cache", type=Path, default=Path("/tmp/r4I"))
-    p.add_argument("--seed", type=int, default=0)
+    p = common.parser(__doc__)
     p.add_argument("--name", choices=sorted(CANDIDATES), default="Q64")
-    p.add_argument("--table", action="store_true")
     a = p.parse_args(argv)
     if a.table:
         text = "\n\n".join(nb.table(n).split("\n\n")[0] + "\n\n" + judge(n) for n in CANDIDATES) + "\n"

@@ -8,7 +8,6 @@ test split at the stored thresholds. Records ``SN_seed{S}.json`` in benchmarks/r
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks" / "r4"))
 
 import bank_cost as bc  # noqa: E402
+import common  # noqa: E402
 import input_blur as ib  # noqa: E402
 import stride4 as s4  # noqa: E402
 
@@ -85,11 +85,7 @@ def judge(means: dict[int, dict[str, float]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=s4.ROOT.parent / "shared" / "data" / "magnetic_tile")
-    p.add_argument("--cache", type=Path, default=Path("/tmp/r4I"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--table", action="store_true")
+    p = common.parser(__doc__)
     a = p.parse_args(argv)
     if a.table:
         text = table()

@@ -8,7 +8,6 @@ logsigma image threshold, p999 pixel threshold, ``fit.split``'s held-out sets). 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks" / "r4"))
 
+import common  # noqa: E402
 import neighbourhood as nb  # noqa: E402
 import pca_bank as pb  # noqa: E402
 import stride4 as s4  # noqa: E402
@@ -48,11 +48,7 @@ def probe() -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=s4.ROOT.parent / "shared" / "data" / "magnetic_tile")
-    p.add_argument("--cache", type=Path, default=Path("/tmp/r4I"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--table", action="store_true")
+    p = common.parser(__doc__)
     a = p.parse_args(argv)
     if a.table:
         text = nb.table("Z").split("\n\n")[0] + "\n\n" + probe() + "\n"
